@@ -1,0 +1,3 @@
+from kaic.cli.main import main
+
+main()

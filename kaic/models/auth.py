@@ -1,0 +1,78 @@
+"""Authentication and identity models."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+#: API-token scopes; a session token (password login) has all of them.
+SCOPES: tuple[str, ...] = ("jobs:read", "jobs:write", "files")
+
+
+class TokenRequest(BaseModel):
+    """`POST /v1/auth/token`: a password (+OTP) grant or a refresh grant."""
+
+    grant_type: Literal["password", "refresh_token"]
+    username: str | None = None
+    password: str | None = None
+    otp: str | None = Field(None, description="6-digit TOTP code when the user has OTP enabled")
+    refresh_token: str | None = None
+
+
+class TokenResponse(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int = Field(description="seconds the access token stays valid")
+    expires_at: datetime
+
+
+class RevokeRequest(BaseModel):
+    """`POST /v1/auth/revoke`: revoke a refresh token's family (logout)."""
+
+    refresh_token: str | None = None
+
+
+class ProjectRef(BaseModel):
+    name: str
+    role: Literal["member", "owner"] = "member"
+
+
+class Me(BaseModel):
+    user: str
+    unix_account: str
+    projects: list[ProjectRef] = []
+    token_kind: Literal["session", "api", "local"] = "session"
+    scopes: list[str] = []
+    expires_at: datetime | None = None
+
+
+class ApiTokenCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    scopes: list[str] = Field(default_factory=lambda: list(SCOPES))
+    expires_in_days: int = Field(30, ge=1, le=366)
+
+
+class ApiTokenInfo(BaseModel):
+    id: str
+    name: str
+    scopes: list[str]
+    created_at: datetime
+    expires_at: datetime
+    last_used_at: datetime | None = None
+    revoked: bool = False
+
+
+class ApiTokenCreated(ApiTokenInfo):
+    token: str = Field(description="the secret, shown once; starts with `kaic_`")
+
+
+class ProjectInfo(BaseModel):
+    """`GET /v1/projects`: a project's GPU-hour allocation."""
+
+    name: str
+    gpu_hours_granted: float
+    gpu_hours_used: float
+    gpu_hours_remaining: float
