@@ -1,0 +1,46 @@
+# Two entry points (see README.md):
+#   make demo  — install kaic into .venv and run an example on the embedded local center
+#   make test  — install kaic with its test dependencies into .venv and run lint, types and tests
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+DEMO   := $(CURDIR)/.kaic-demo
+
+.PHONY: demo test lint unit install completions openapi bench-start clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	@echo "== kaic on the embedded local center (state in $(DEMO)) =="
+	KAIC_CONFIG_DIR=$(DEMO)/config KAIC_STATE_DIR=$(DEMO)/state $(VENV)/bin/kaic whoami
+	@echo "== the same, as JSON for scripts =="
+	KAIC_CONFIG_DIR=$(DEMO)/config KAIC_STATE_DIR=$(DEMO)/state $(VENV)/bin/kaic whoami --json
+	KAIC_CONFIG_DIR=$(DEMO)/config KAIC_STATE_DIR=$(DEMO)/state $(VENV)/bin/kaic center stop
+
+lint: $(VENV)/.installed
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+unit: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+test: lint unit
+
+completions: $(VENV)/.installed
+	$(PY) scripts/gen_completions.py completions
+
+openapi: $(VENV)/.installed
+	$(PY) scripts/gen_openapi.py docs/openapi.json
+
+bench-start: $(VENV)/.installed
+	$(PY) benchmarks/bench_start.py
+
+clean:
+	rm -rf $(VENV) $(DEMO) .pytest_cache .mypy_cache .ruff_cache

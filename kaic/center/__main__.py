@@ -1,0 +1,41 @@
+"""`python -m kaic.center`: run a center in the foreground (used to start it in the background).
+
+The CLI's `kaic center serve|start` is the user-facing way; this entry point needs no CLI
+layer, so tests and the background starter can run the server directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from kaic.center.server import serve
+from kaic.center.settings import CenterSettings
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse arguments and serve until SIGTERM/SIGINT."""
+    parser = argparse.ArgumentParser(prog="python -m kaic.center", description=__doc__)
+    parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8750)
+    parser.add_argument("--executor", default="local")
+    parser.add_argument("--gpus", type=int, default=0)
+    parser.add_argument("--gpu-type", default=None)
+    parser.add_argument("--local-user", default=None, help="run as the embedded local center")
+    parser.add_argument("--ready-file", type=Path, default=None)
+    args = parser.parse_args(argv)
+    settings = CenterSettings(
+        state_dir=args.state_dir,
+        host=args.host,
+        port=args.port,
+        executor=args.executor,
+        gpus=args.gpus,
+        gpu_type=args.gpu_type,
+        local_user=args.local_user,
+    )
+    serve(settings, ready_file=args.ready_file)
+
+
+if __name__ == "__main__":
+    main()

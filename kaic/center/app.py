@@ -1,0 +1,78 @@
+"""The reference center's FastAPI application factory."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from kaic import __version__
+from kaic.center.errors import REQUEST_ID_HEADER, install_error_handlers, new_request_id
+from kaic.center.ratelimit import LoginRateLimiter
+from kaic.center.routers import auth, health, me, projects, tokens
+from kaic.center.settings import CenterSettings
+from kaic.center.store import Store
+
+# An incoming request id is echoed only when it is short and plain, so it cannot inject
+# anything into headers or logs.
+_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+class RequestIdMiddleware:
+    """Give every request an id (`request.state.request_id`) and answer it in `X-Request-ID`."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope.get("headers", [])).get(REQUEST_ID_HEADER.lower().encode())
+        text = incoming.decode("latin-1") if incoming else ""
+        request_id = text if _SANE_REQUEST_ID.match(text) else new_request_id()
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers[REQUEST_ID_HEADER] = request_id
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def create_app(settings: CenterSettings) -> FastAPI:
+    """Build a center app over `settings.state_dir`; all state lives on `app.state`."""
+    store = Store(settings.state_dir, now=settings.now)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        store.close()
+
+    app = FastAPI(
+        title="kaic center",
+        version=__version__,
+        description="Reference implementation of the National AI Computing Center API (v1).",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.store = store
+    app.state.instance_id = secrets.token_hex(8)
+    app.state.login_limiter = LoginRateLimiter(
+        max_failures=settings.login_max_failures,
+        window=settings.login_window,
+        lockout=settings.login_lockout,
+        now=settings.now,
+    )
+    install_error_handlers(app)
+    app.add_middleware(RequestIdMiddleware)
+    for module in (health, auth, me, tokens, projects):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,124 @@
+"""FastAPI dependencies: the store, the settings, and the authenticated principal."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from kaic.center.errors import ApiError
+from kaic.center.ratelimit import LoginRateLimiter
+from kaic.center.security import hash_token
+from kaic.center.settings import CenterSettings
+from kaic.center.store import Store, TokenKind
+from kaic.models import SCOPES
+
+
+def get_store(request: Request) -> Store:
+    """The app's store."""
+    store: Store = request.app.state.store
+    return store
+
+
+def get_settings(request: Request) -> CenterSettings:
+    """The app's settings."""
+    settings: CenterSettings = request.app.state.settings
+    return settings
+
+
+def get_login_limiter(request: Request) -> LoginRateLimiter:
+    """The app's failed-login limiter."""
+    limiter: LoginRateLimiter = request.app.state.login_limiter
+    return limiter
+
+
+StoreDep = Annotated[Store, Depends(get_store)]
+SettingsDep = Annotated[CenterSettings, Depends(get_settings)]
+LoginLimiterDep = Annotated[LoginRateLimiter, Depends(get_login_limiter)]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling, and with which token."""
+
+    user_id: int
+    user: str
+    unix_account: str
+    token_id: str
+    token_kind: TokenKind
+    scopes: tuple[str, ...]
+    expires_at: datetime
+    #: the session family of a session token (None for api and local tokens)
+    family_id: str | None
+
+
+# auto_error=False: a missing header must produce our error shape, not FastAPI's.
+_bearer = HTTPBearer(auto_error=False, description="access, API or local token")
+
+
+def _invalid_token(message: str, *, missing: bool = False) -> ApiError:
+    # RFC 6750: no error attribute when no credentials were sent at all.
+    challenge = "Bearer" if missing else 'Bearer error="invalid_token"'
+    return ApiError(401, "invalid_token", message, headers={"WWW-Authenticate": challenge})
+
+
+def get_principal(
+    store: StoreDep,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """Authenticate the `Authorization: Bearer` token of the request (401 otherwise)."""
+    if credentials is None or not credentials.credentials:
+        raise _invalid_token("missing bearer token; log in first", missing=True)
+    row = store.find_access_token(hash_token(credentials.credentials))
+    if row is None or row.revoked:
+        raise _invalid_token("token is unknown or has been revoked; log in again")
+    if row.expires_at <= settings.now():
+        raise _invalid_token("token has expired; refresh it or log in again")
+    store.touch_access_token(row.id)
+    # Session and local tokens act with every scope; API tokens with the ones they were given.
+    scopes = row.scopes if row.kind == "api" else SCOPES
+    return Principal(
+        user_id=row.user_id,
+        user=row.user_name,
+        unix_account=row.unix_account,
+        token_id=row.id,
+        token_kind=row.kind,
+        scopes=tuple(scopes),
+        expires_at=row.expires_at,
+        family_id=row.family_id,
+    )
+
+
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+
+
+def require_scope(scope: str) -> Callable[[Principal], Principal]:
+    """A dependency that admits only principals holding `scope` (403 otherwise)."""
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}")
+
+    def dependency(principal: CurrentPrincipal) -> Principal:
+        if scope not in principal.scopes:
+            raise ApiError(403, "insufficient_scope", f"this token lacks the '{scope}' scope")
+        return principal
+
+    return dependency
+
+
+def require_interactive(principal: CurrentPrincipal) -> Principal:
+    """Admit session and local tokens only: API tokens may not manage tokens."""
+    if principal.token_kind == "api":
+        raise ApiError(
+            403,
+            "insufficient_scope",
+            "API tokens cannot manage tokens; use a login session (`kaic login`)",
+        )
+    return principal
+
+
+InteractivePrincipal = Annotated[Principal, Depends(require_interactive)]

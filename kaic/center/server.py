@@ -1,0 +1,205 @@
+"""Running the center: loopback socket, uvicorn, ready file, and the local-center bootstrap."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from kaic.center.settings import CenterSettings
+from kaic.center.store import Store
+
+logger = logging.getLogger("kaic.center")
+
+LOCAL_TOKEN_FILE = "local-token"
+LOCAL_PROJECT = "local"
+LOCAL_PROJECT_GPU_HOURS = 1e6
+
+
+def loopback_bind_address(host: str) -> str:
+    """The address to bind for `host`; ValueError unless it is a loopback address."""
+    if host == "localhost":
+        # Bind the literal address: "localhost" could resolve to something else.
+        return "127.0.0.1"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is None or not address.is_loopback:
+        raise ValueError(
+            f"refusing to listen on {host!r}: the center only listens on a loopback address "
+            "(127.0.0.0/8, ::1 or localhost); put a TLS proxy in front of it to serve others"
+        )
+    return str(address)
+
+
+def bind_loopback_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on a loopback `host` (port 0 picks a free port)."""
+    address = loopback_bind_address(host)
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((address, port))
+        sock.listen(128)
+    except BaseException:
+        sock.close()
+        raise
+    sock.set_inheritable(False)
+    return sock
+
+
+def write_json_atomic(path: Path, data: dict[str, Any], *, mode: int) -> None:
+    """Write JSON so readers see the old file or the whole new one, created with `mode`."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    # Created with its final mode: a token must never sit in a world-readable file,
+    # not even for a moment.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def prepare_local_center(store: Store, settings: CenterSettings) -> Path:
+    """Set up the embedded local center and write its token file; returns the file's path.
+
+    Ensures the local user (no password; unix account = user name) and the `local` project
+    with that user in it, revokes earlier local tokens and mints a fresh one.
+    """
+    from kaic.center.sessions import mint_local_token
+
+    name = settings.local_user
+    if not name:
+        raise ValueError("prepare_local_center needs settings.local_user")
+    with store.transaction():
+        user = store.get_user(name) or store.create_user(name, unix_account=name)
+        store.upsert_project(
+            LOCAL_PROJECT, gpu_hours_granted=LOCAL_PROJECT_GPU_HOURS, member_ids=[user.id]
+        )
+        local = mint_local_token(store, user.id, user.name, settings.now())
+    path = settings.state_dir / LOCAL_TOKEN_FILE
+    write_json_atomic(
+        path,
+        {"token": local.token, "user": local.user, "expires_at": local.expires_at.isoformat()},
+        mode=0o600,
+    )
+    return path
+
+
+def _configure_logging() -> None:
+    # Only when the embedding program has not configured logging itself.
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.INFO,
+            stream=sys.stderr,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+
+
+def _url(address: str, port: int) -> str:
+    return f"http://[{address}]:{port}" if ":" in address else f"http://{address}:{port}"
+
+
+async def _run_until_stopped(
+    server: Any, sock: socket.socket, on_started: Callable[[], None]
+) -> None:
+    task = asyncio.ensure_future(server.serve(sockets=[sock]))
+    # uvicorn has no start-up callback; `started` is its public flag for "accepting now".
+    while not server.started and not task.done():
+        await asyncio.wait({task}, timeout=0.02)
+    if server.started and not task.done():
+        on_started()
+    await task
+
+
+def serve(settings: CenterSettings, *, ready_file: Path | None = None) -> None:
+    """Run the center in the foreground until SIGTERM/SIGINT.
+
+    Listens on `settings.host` (loopback only; ValueError otherwise) and `settings.port`
+    (0 = a free port). In local mode the token file is written before the ready file.
+    Once accepting connections, writes `ready_file` as JSON
+    `{"pid", "port", "url", "instance_id", "started_at"}`; removes it on shutdown.
+    """
+    import uvicorn
+
+    from kaic.center.app import create_app
+
+    address = loopback_bind_address(settings.host)
+    _configure_logging()
+    app = create_app(settings)
+    if settings.local_user:
+        prepare_local_center(app.state.store, settings)
+    sock = bind_loopback_socket(address, settings.port)
+    port = int(sock.getsockname()[1])
+    url = _url(address, port)
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    )
+
+    def on_started() -> None:
+        if ready_file is not None:
+            write_json_atomic(
+                ready_file,
+                {
+                    "pid": os.getpid(),
+                    "port": port,
+                    "url": url,
+                    "instance_id": app.state.instance_id,
+                    "started_at": settings.now().isoformat(),
+                },
+                mode=0o644,
+            )
+        logger.info("kaic center listening on %s (state in %s)", url, settings.state_dir)
+
+    # uvicorn handles SIGTERM/SIGINT while serving, then restores the previous handlers and
+    # re-raises the signal. With the default SIGTERM action that would kill the process
+    # before the ready file is removed, so the "previous" handlers are ours: they ask the
+    # server to stop (also covering a signal that arrives before uvicorn installs its own).
+    def stop(signum: int, frame: FrameType | None) -> None:
+        server.should_exit = True
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = (
+        {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        if in_main_thread
+        else {}
+    )
+    try:
+        asyncio.run(_run_until_stopped(server, sock, on_started))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        sock.close()
+        _remove_ready_file(ready_file)
+        logger.info("kaic center on %s stopped", url)
+
+
+def _remove_ready_file(ready_file: Path | None) -> None:
+    # Only our own: another server may have taken the path over since.
+    if ready_file is None:
+        return
+    try:
+        owner = json.loads(ready_file.read_text(encoding="utf-8")).get("pid")
+    except (OSError, ValueError, AttributeError):
+        return
+    if owner == os.getpid():
+        ready_file.unlink(missing_ok=True)

@@ -1,0 +1,40 @@
+"""Settings of one reference-center instance."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+
+def utc_now() -> datetime:
+    """The current time as an aware UTC datetime (the default clock)."""
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class CenterSettings:
+    """Everything a center instance needs; tests build their own and inject a clock."""
+
+    state_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8750
+    executor: str = "local"
+    gpus: int = 0
+    gpu_type: str | None = None
+    #: seconds an access token from a password or refresh grant stays valid
+    access_token_ttl: int = 900
+    #: seconds a refresh token stays valid (each rotation starts a new period)
+    refresh_token_ttl: int = 30 * 86400
+    #: failed logins per key (username, client IP) within `login_window` before a lockout
+    login_max_failures: int = 5
+    login_window: int = 300
+    #: seconds a locked key is refused with 429
+    login_lockout: int = 60
+    #: set for the embedded local center: this user is created and gets a `local` token
+    local_user: str | None = None
+    now: Callable[[], datetime] = field(default=utc_now, repr=False)
+
+    def __post_init__(self) -> None:
+        self.state_dir = Path(self.state_dir)

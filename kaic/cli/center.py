@@ -1,0 +1,247 @@
+"""`kaic center …`: run the reference center, manage the background local center, admin."""
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kaic.cli.context import get_app
+from kaic.cli.options import JsonOpt, StateDirOpt
+from kaic.errors import KaicError, UsageError
+
+app = typer.Typer(
+    help="The reference center: serve it, manage the background local center, add users.",
+    no_args_is_help=True,
+)
+user_app = typer.Typer(help="Manage center users (works on the state dir).", no_args_is_help=True)
+project_app = typer.Typer(help="Manage projects and their GPU-hour grants.", no_args_is_help=True)
+app.add_typer(user_app, name="user")
+app.add_typer(project_app, name="project")
+
+
+def _state_dir(value: str | None) -> Path:
+    from kaic.client.local_center import local_state_dir
+
+    return Path(value).expanduser() if value else local_state_dir()
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[
+        str, typer.Option("--host", help="Loopback address to listen on.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port (0 = any free port).")] = 8750,
+    state_dir: StateDirOpt = None,
+    executor: Annotated[
+        str, typer.Option("--executor", help="Where jobs run: local (this machine) or slurm.")
+    ] = "local",
+    gpus: Annotated[int, typer.Option("--gpus", help="GPUs the local executor hands out.")] = 0,
+    gpu_type: Annotated[str | None, typer.Option("--gpu-type", help="GPU model name.")] = None,
+    slurmrestd: Annotated[
+        str | None, typer.Option("--slurmrestd", help="slurmrestd URL (slurm executor).")
+    ] = None,
+    access_token_ttl: Annotated[
+        int, typer.Option("--access-token-ttl", help="Seconds an access token lives.")
+    ] = 900,
+    local: Annotated[bool, typer.Option("--local", hidden=True)] = False,
+    ready_file: Annotated[str | None, typer.Option("--ready-file", hidden=True)] = None,
+) -> None:
+    """Run the reference center in the foreground (Ctrl-C stops it).
+
+    Example: kaic center serve --port 8750 --state-dir ./center-state
+    """
+    import getpass
+
+    from kaic.center.server import serve as run_server
+    from kaic.center.settings import CenterSettings
+
+    if executor not in ("local", "slurm"):
+        raise UsageError(f"unknown executor {executor!r}", hint="use --executor local or slurm")
+    if executor == "slurm":
+        raise UsageError(
+            "the slurm executor is not available in this version", hint="use --executor local"
+        )
+    if slurmrestd:
+        raise UsageError("--slurmrestd needs --executor slurm")
+    settings = CenterSettings(
+        state_dir=_state_dir(state_dir),
+        host=host,
+        port=port,
+        executor=executor,
+        gpus=gpus,
+        gpu_type=gpu_type,
+        local_user=getpass.getuser() if local else None,
+        access_token_ttl=access_token_ttl,
+    )
+    settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not local:
+        print(
+            f"kaic center: state in {settings.state_dir}; listening on "
+            f"http://{host}:{port} (Ctrl-C to stop)",
+            file=sys.stderr,
+        )
+    try:
+        run_server(settings, ready_file=Path(ready_file) if ready_file else None)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+@app.command("start")
+def start(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+    """Start the background local center (commands start it on demand anyway).
+
+    Example: kaic center start
+    """
+    from kaic.client.local_center import ensure_running
+
+    app_ = get_app(ctx)
+    center = ensure_running()
+    if json_out:
+        app_.json(
+            {
+                "running": True,
+                "url": center.url,
+                "pid": center.pid,
+                "started": center.started,
+                "state_dir": str(center.state_dir),
+            }
+        )
+    else:
+        app_.info(
+            f"Local center {'started' if center.started else 'already running'} at "
+            f"{center.url} (pid {center.pid})."
+        )
+
+
+@app.command("stop")
+def stop(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+    """Stop the background local center.
+
+    Example: kaic center stop
+    """
+    from kaic.client.local_center import stop as stop_center
+
+    app_ = get_app(ctx)
+    pid = stop_center()
+    if json_out:
+        app_.json({"stopped": pid is not None, "pid": pid})
+    elif pid is None:
+        app_.info("The local center was not running.")
+    else:
+        app_.info(f"Stopped the local center (pid {pid}).")
+
+
+@app.command("status")
+def status(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+    """Say whether the background local center is running, and where.
+
+    Example: kaic center status --json
+    """
+    from kaic.client.local_center import find_running, local_state_dir
+
+    app_ = get_app(ctx)
+    center = find_running()
+    data = {
+        "running": center is not None,
+        "url": center.url if center else None,
+        "pid": center.pid if center else None,
+        "state_dir": str(local_state_dir()),
+    }
+    if json_out:
+        app_.json(data)
+    elif center:
+        app_.out(f"running at {center.url} (pid {center.pid}); state in {data['state_dir']}")
+    else:
+        app_.out(f"not running; state in {data['state_dir']}")
+
+
+def _read_new_password(password_stdin: bool) -> str | None:
+    if password_stdin:
+        line = sys.stdin.readline().rstrip("\r\n")
+        if not line:
+            raise UsageError("expected a password on standard input, got nothing")
+        return line
+    if sys.stdin.isatty():
+        import getpass
+
+        first = getpass.getpass("New password: ")
+        if first != getpass.getpass("Repeat it: "):
+            raise UsageError("the passwords differ")
+        return first or None
+    return None
+
+
+@user_app.command("add")
+def user_add(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="User name (lowercase, like a unix account).")],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+    ] = False,
+    otp: Annotated[bool, typer.Option("--otp", help="Enable a TOTP second factor.")] = False,
+    unix_account: Annotated[
+        str | None,
+        typer.Option("--unix-account", help="Unix account on the cluster (default: NAME)."),
+    ] = None,
+    state_dir: StateDirOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Add a user to a center's database.
+
+    Example: echo "$PW" | kaic center user add alice --password-stdin --otp --state-dir ./state
+    """
+    from kaic.center.admin import AdminError, add_user
+
+    app_ = get_app(ctx)
+    password = _read_new_password(password_stdin)
+    try:
+        uri = add_user(
+            _state_dir(state_dir),
+            name,
+            password=password,
+            enable_otp=otp,
+            unix_account=unix_account,
+        )
+    except AdminError as exc:
+        raise KaicError(str(exc)) from exc
+    if json_out:
+        app_.json({"user": name, "unix_account": unix_account or name, "otpauth_uri": uri})
+        return
+    app_.info(f"Added user {name}.")
+    if uri:
+        app_.info("Give the user this TOTP secret (add it to an authenticator app):")
+        app_.out(uri)
+
+
+@project_app.command("add")
+def project_add(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Project (allocation) name, e.g. ai-2026-0042.")],
+    gpu_hours: Annotated[float, typer.Option("--gpu-hours", help="GPU-hours granted.")],
+    member: Annotated[
+        list[str] | None, typer.Option("--member", help="A member user (repeatable).")
+    ] = None,
+    state_dir: StateDirOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Add (or update) a project with a GPU-hour grant and members.
+
+    Example: kaic center project add ai-2026-0042 --gpu-hours 5000 --member alice --member bob
+    """
+    from kaic.center.admin import AdminError, add_project
+
+    app_ = get_app(ctx)
+    if gpu_hours < 0:
+        raise UsageError("--gpu-hours must be >= 0")
+    try:
+        add_project(_state_dir(state_dir), name, gpu_hours=gpu_hours, members=member or [])
+    except AdminError as exc:
+        raise KaicError(str(exc)) from exc
+    if json_out:
+        app_.json({"project": name, "gpu_hours": gpu_hours, "members": member or []})
+    else:
+        app_.info(
+            f"Project {name}: {gpu_hours:g} GPU-hours; members: "
+            f"{', '.join(member or []) or '(none)'}."
+        )

@@ -1,0 +1,67 @@
+"""`kaic config show/use`: profiles, one per center/account."""
+
+from typing import Annotated
+
+import typer
+
+from kaic.cli.context import get_app
+from kaic.cli.options import JsonOpt
+
+app = typer.Typer(help="Show and switch profiles (one per center/account).", no_args_is_help=True)
+
+
+@app.command("show")
+def show(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+    """Show the config file, the profiles and which one is current (never secrets).
+
+    Example: kaic config show --json
+    """
+    from kaic.config import config_dir, config_path, load_config, state_dir
+
+    app_ = get_app(ctx)
+    cfg = load_config()
+    data = {
+        "config_file": str(config_path()),
+        "config_dir": str(config_dir()),
+        "state_dir": str(state_dir()),
+        "current_profile": cfg.current_profile,
+        "profiles": [
+            {
+                "name": p.name,
+                "center": p.center,
+                "username": p.username,
+                "credential_store": p.credential_store,
+            }
+            for p in cfg.profiles.values()
+        ],
+    }
+    if json_out:
+        app_.json(data)
+        return
+    app_.out(f"config file: {data['config_file']}")
+    if not cfg.profiles:
+        app_.out("no profiles: kaic uses the local center (`kaic login --center URL` adds one)")
+        return
+    for p in cfg.profiles.values():
+        mark = "*" if p.name == cfg.current_profile else " "
+        app_.out(f"{mark} {p.name:<16} {p.center}  user={p.username}  store={p.credential_store}")
+
+
+@app.command("use")
+def use(
+    ctx: typer.Context,
+    profile: Annotated[str, typer.Argument(help="Profile to make current.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Make PROFILE the current profile.
+
+    Example: kaic config use work
+    """
+    from kaic.config import use_profile
+
+    app_ = get_app(ctx)
+    use_profile(profile)
+    if json_out:
+        app_.json({"current_profile": profile})
+    else:
+        app_.info(f"Now using profile {profile}.")

@@ -1,0 +1,91 @@
+"""kaic's entry point: the root Typer app, global options, and error rendering.
+
+Imports only typer, stdlib and the light command modules: every heavy library (httpx,
+pydantic, rich tables, fastapi, paramiko, keyring) is imported inside the function that needs it.
+"""
+
+import sys
+from typing import IO, Annotated
+
+import typer
+
+from kaic import __version__
+from kaic.cli import auth, center, config_cmd, help_cmd, tokens
+from kaic.cli.context import AppContext, debug_enabled
+from kaic.cli.options import ProfileOpt
+from kaic.errors import ExitCode, KaicError
+
+app = typer.Typer(
+    name="kaic",
+    help="kaic — use the National AI Computing Center from your laptop or CI.\n\n"
+    "Log in once, stage data, submit and follow GPU jobs, validate your GPUs.\n"
+    "With no center configured, kaic starts a local center on this machine.",
+    epilog="Examples:  kaic login --center https://api.center.example  ·  kaic whoami  ·  "
+    "kaic help exit-codes",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"kaic {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    profile: ProfileOpt = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    ctx.obj = AppContext(profile=profile)
+    ctx.call_on_close(ctx.obj.close)
+
+
+auth.register(app)
+app.add_typer(tokens.app, name="token")
+app.add_typer(center.app, name="center")
+app.add_typer(config_cmd.app, name="config")
+app.add_typer(help_cmd.app, name="help")
+
+
+def render_error(err: KaicError, stream: IO[str] | None = None) -> None:
+    out = stream or sys.stderr
+    print(f"error: {err.message}", file=out)
+    if err.hint:
+        print(f"hint: {err.hint}", file=out)
+
+
+def main() -> None:
+    """Console-script entry point: run the app, map errors to CLI.md's exit codes."""
+    if sys.argv[1:] == ["--version"]:
+        # Answer without building the whole command tree (scripts call this in loops).
+        print(f"kaic {__version__}")
+        return
+    try:
+        app(prog_name="kaic")
+    except KaicError as err:
+        if debug_enabled():
+            import traceback
+
+            traceback.print_exc()
+        render_error(err)
+        sys.exit(int(err.exit_code))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # the last line of defence: no tracebacks unless KAIC_DEBUG=1
+        if debug_enabled():
+            import traceback
+
+            traceback.print_exc()
+        print(f"error: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print("hint: run again with KAIC_DEBUG=1 for details, and report it", file=sys.stderr)
+        sys.exit(int(ExitCode.ERROR))

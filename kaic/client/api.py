@@ -1,0 +1,537 @@
+"""`CenterClient`: the typed client of the center API (v1).
+
+What it adds over plain httpx:
+
+- the bearer header from the stored credentials, and **one transparent refresh** when the
+  center answers 401 and a refresh token is at hand (the new pair goes to `on_refresh` so the
+  caller can persist it before anything else happens);
+- **retries only where they are safe**: idempotent methods (and POSTs that carry an
+  ``Idempotency-Key``) on connection failures, 429 (honouring ``Retry-After``) and 502/503/504,
+  with capped exponential backoff and jitter. A plain POST is never resent: a job submitted
+  twice costs GPU hours (sfapi_client's lesson);
+- errors as `kaic.errors` types chosen by `error_for_status` (the one status -> exit code
+  table), with the center's message, error code and request id;
+- a request log for ``KAIC_DEBUG`` with every secret redacted.
+
+httpx is imported here and nowhere on the CLI's start path; the CLI imports this module lazily.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import http
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timezone
+from types import TracebackType
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from kaic import __version__
+from kaic.auth.credentials import Credentials
+from kaic.client.redact import redact
+from kaic.errors import (
+    AuthRequired,
+    KaicError,
+    RateLimited,
+    Rejected,
+    ServerError,
+    Unreachable,
+    UsageError,
+    error_for_status,
+)
+from kaic.models import (
+    ApiTokenCreate,
+    ApiTokenCreated,
+    ApiTokenInfo,
+    ErrorResponse,
+    Health,
+    Me,
+    ProjectInfo,
+    RevokeRequest,
+    TokenRequest,
+    TokenResponse,
+)
+
+M = TypeVar("M", bound=BaseModel)
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+BACKOFF_BASE_S = 0.5
+BACKOFF_CAP_S = 8.0
+RETRY_AFTER_CAP_S = 60.0
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+REQUEST_ID_HEADER = "X-Request-ID"
+
+# Transport failures worth another try for an idempotent request. TLS verification failures
+# and protocol misuse are excluded below: they fail the same way every time.
+_RETRYABLE_TRANSPORT = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+
+
+def backoff_delay(
+    attempt: int, *, base: float = BACKOFF_BASE_S, cap: float = BACKOFF_CAP_S
+) -> float:
+    """Delay before retry number `attempt` (0-based): base doubling, capped, "equal jitter".
+
+    The result lies in [nominal/2, nominal] where nominal = min(cap, base * 2**attempt):
+    jitter spreads clients that failed together, the floor keeps the backoff meaningful.
+    """
+    nominal = min(cap, base * (2**attempt))
+    return nominal / 2 + random.uniform(0, nominal / 2)
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date); None if absent/bad."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    now = now or datetime.now(timezone.utc)
+    return max(0.0, (when - now).total_seconds())
+
+
+def _is_idempotent(method: str, headers: Mapping[str, str]) -> bool:
+    if method in IDEMPOTENT_METHODS:
+        return True
+    return method == "POST" and any(k.lower() == IDEMPOTENCY_HEADER.lower() for k in headers)
+
+
+def _transport_reason(exc: httpx.TransportError) -> str:
+    """A short human reason: "connection refused", "name or service not known", ..."""
+    if isinstance(exc, httpx.ConnectTimeout):
+        return "connection timed out"
+    if isinstance(exc, httpx.ReadTimeout):
+        return "no answer in time (read timeout)"
+    if isinstance(exc, httpx.WriteTimeout):
+        return "sending the request timed out"
+    if isinstance(exc, httpx.PoolTimeout):
+        return "no free connection in time"
+    text = str(exc).strip() or type(exc).__name__
+    text = re.sub(r"^\[Errno -?\d+\]\s*", "", text)
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return "TLS certificate verification failed"
+    return text[:1].lower() + text[1:]
+
+
+class CenterClient:
+    """Client of one center. Use as a context manager, or call `close()`.
+
+    `credentials` supply the bearer token; when a request gets 401 and they hold a refresh
+    token, the client refreshes once, calls `on_refresh(new_credentials)` and repeats the
+    request. `transport` (an httpx transport) and `sleep` exist so tests need no network
+    and no waiting; `debug_log` receives one redacted line per HTTP exchange.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        credentials: Credentials | None = None,
+        on_refresh: Callable[[Credentials], None] | None = None,
+        transport: httpx.BaseTransport | None = None,
+        timeout: float = 30,
+        max_retries: int = 4,
+        sleep: Callable[[float], None] = time.sleep,
+        debug_log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._credentials = credentials
+        self._on_refresh = on_refresh
+        self._max_retries = max(0, max_retries)
+        self._sleep = sleep
+        self._debug_log = debug_log
+        self._timeout = timeout
+        # Serialises refreshes: with rotating refresh tokens, two concurrent refreshes of the
+        # same token look like token theft to the center and revoke the whole session.
+        self._refresh_lock = threading.Lock()
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            transport=transport,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            headers={"User-Agent": f"kaic/{__version__}", "Accept": "application/json"},
+            follow_redirects=False,
+        )
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> CenterClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def credentials(self) -> Credentials | None:
+        """The credentials in use (replaced after a refresh or a password login)."""
+        return self._credentials
+
+    @credentials.setter
+    def credentials(self, value: Credentials | None) -> None:
+        self._credentials = value
+
+    def set_credentials(self, credentials: Credentials | None) -> None:
+        """Use `credentials` from now on (same as assigning `client.credentials`)."""
+        self._credentials = credentials
+
+    # -- generic requests ----------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        auth: bool = True,
+    ) -> httpx.Response:
+        """Send a request and return the (read) 2xx response; raise a KaicError otherwise.
+
+        `auth=False` sends no bearer token and never refreshes (health, token grants).
+        Retries follow the idempotency rules in the module docstring.
+        """
+        return self._request(
+            method,
+            path,
+            params=params,
+            body=(lambda: json) if json is not None else None,
+            content=content,
+            headers=headers,
+            auth=auth,
+        )
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        body: Callable[[], Any] | None = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        auth: bool = True,
+        stream: bool = False,
+    ) -> httpx.Response:
+        # `body` is a callable so a request repeated after a refresh can see the new tokens.
+        method = method.upper()
+        token = self._credentials.access_token if auth and self._credentials else None
+        send: dict[str, Any] = {
+            "params": params,
+            "body": body,
+            "content": content,
+            "headers": headers,
+            "stream": stream,
+        }
+        response = self._send_with_retries(method, path, token=token, **send)
+        if response.status_code == 401 and token is not None:
+            new_token = self._refresh_after_401(response, token)
+            response.close()
+            response = self._send_with_retries(method, path, token=new_token, **send)
+        if response.is_error:
+            try:
+                if stream:
+                    response.read()
+                raise self._error_from(response)
+            finally:
+                response.close()
+        return response
+
+    def _send_with_retries(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None,
+        body: Callable[[], Any] | None,
+        content: bytes | None,
+        headers: Mapping[str, str] | None,
+        token: str | None,
+        stream: bool,
+    ) -> httpx.Response:
+        all_headers: dict[str, str] = dict(headers or {})
+        if token is not None:
+            all_headers["Authorization"] = f"Bearer {token}"
+        idempotent = _is_idempotent(method, all_headers)
+        attempt = 0
+        while True:
+            request = self._http.build_request(
+                method,
+                path,
+                params=params,
+                json=body() if body is not None else None,
+                content=content,
+                headers=all_headers,
+            )
+            started = time.monotonic()
+            try:
+                response = self._http.send(request, stream=stream)
+            except httpx.TransportError as exc:
+                self._log(request, None, started, attempt, failure=_transport_reason(exc))
+                if idempotent and attempt < self._max_retries and self._retryable(exc):
+                    self._sleep(backoff_delay(attempt))
+                    attempt += 1
+                    continue
+                raise self._unreachable(exc) from None
+            self._log(request, response, started, attempt)
+            if (
+                idempotent
+                and response.status_code in RETRY_STATUSES
+                and attempt < self._max_retries
+            ):
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                delay = (
+                    min(retry_after, RETRY_AFTER_CAP_S)
+                    if retry_after is not None
+                    else backoff_delay(attempt)
+                )
+                response.close()
+                self._sleep(delay)
+                attempt += 1
+                continue
+            return response
+
+    @staticmethod
+    def _retryable(exc: httpx.TransportError) -> bool:
+        if not isinstance(exc, _RETRYABLE_TRANSPORT):
+            return False
+        return "CERTIFICATE_VERIFY_FAILED" not in str(exc)
+
+    def _refresh_after_401(self, response: httpx.Response, used_token: str) -> str:
+        """Refresh once after a 401 and return the new access token, or raise AuthRequired."""
+        creds = self._credentials
+        if creds is None or not creds.refresh_token:
+            # An API token or KAIC_TOKEN: nothing to renew it with. Say why, in the center's words.
+            err = self._error_from(response)
+            hint = (
+                "create a new API token with `kaic token create` or run `kaic login`"
+                if creds is not None and creds.kind == "api"
+                else "run `kaic login`"
+            )
+            raise AuthRequired(err.message, hint=hint, code=err.code)
+        with self._refresh_lock:
+            current = self._credentials
+            if current is not None and current.access_token != used_token:
+                # Another thread refreshed while this request was in flight.
+                return current.access_token
+            try:
+                granted = self.refresh(creds.refresh_token)
+            except RateLimited:
+                raise
+            except (AuthRequired, Rejected) as exc:
+                raise AuthRequired(
+                    f"your session has expired and could not be renewed: {exc.message}",
+                    hint="run `kaic login`",
+                    code=exc.code,
+                ) from None
+            new = Credentials.from_token_response(granted)
+            self._credentials = new
+            if self._on_refresh is not None:
+                self._on_refresh(new)
+            return new.access_token
+
+    # -- errors --------------------------------------------------------------------------------
+
+    def _error_from(self, response: httpx.Response) -> KaicError:
+        """The KaicError for a non-2xx response: class from the status table, center's words."""
+        status = response.status_code
+        request_id = response.headers.get(REQUEST_ID_HEADER)
+        code: str | None = None
+        message: str | None = None
+        try:
+            doc = response.json()
+        except ValueError:
+            doc = None
+        if isinstance(doc, dict):
+            try:
+                parsed = ErrorResponse.model_validate(doc)
+            except ValidationError:
+                detail = doc.get("detail")  # FastAPI's default shape, before custom handlers
+                if isinstance(detail, str) and detail:
+                    message = detail
+            else:
+                code = parsed.error.code
+                message = parsed.error.message
+                request_id = parsed.error.request_id or request_id
+        if not message:
+            # Not the center's error shape: often a proxy's HTML page. Do not echo the body.
+            try:
+                phrase = response.reason_phrase or http.HTTPStatus(status).phrase
+            except ValueError:
+                phrase = ""
+            message = f"the center at {self.base_url} answered HTTP {status} {phrase}".rstrip()
+            if status in (502, 503, 504):
+                message += " (it, or a proxy in front of it, is unavailable)"
+        message = redact(message)
+        if request_id:
+            message = f"{message} (request id: {redact(request_id)})"
+        cls = error_for_status(status)
+        if issubclass(cls, RateLimited):
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            return cls(message, retry_after=retry_after, code=code)
+        return cls(message, code=code)
+
+    def _unreachable(self, exc: httpx.TransportError) -> Unreachable:
+        reason = redact(_transport_reason(exc))
+        if isinstance(exc, httpx.ReadTimeout):
+            return Unreachable(
+                f"the center at {self.base_url} did not answer within {self._timeout:g} s"
+            )
+        return Unreachable(f"cannot reach the center at {self.base_url}: {reason}")
+
+    # -- debug log -----------------------------------------------------------------------------
+
+    def _log(
+        self,
+        request: httpx.Request,
+        response: httpx.Response | None,
+        started: float,
+        attempt: int,
+        *,
+        failure: str | None = None,
+    ) -> None:
+        if self._debug_log is None:
+            return
+        elapsed_ms = (time.monotonic() - started) * 1000
+        line = f"{request.method} {request.url}"
+        auth = request.headers.get("Authorization")
+        if auth:
+            line += f" [authorization: {auth}]"
+        key = request.headers.get(IDEMPOTENCY_HEADER)
+        if key:
+            line += f" [idempotency-key: {key}]"
+        if request.content and len(request.content) <= 4096:
+            line += f" body={request.content.decode('utf-8', 'replace')}"
+        if response is not None:
+            rid = response.headers.get(REQUEST_ID_HEADER, "-")
+            line += f" -> {response.status_code} in {elapsed_ms:.0f} ms (request id: {rid})"
+        else:
+            line += f" -> failed after {elapsed_ms:.0f} ms: {failure}"
+        if attempt:
+            line += f" [retry {attempt}]"
+        self._debug_log(redact(line))
+
+    # -- typed endpoints -----------------------------------------------------------------------
+
+    def _parse(self, response: httpx.Response, model: type[M]) -> M:
+        try:
+            return model.model_validate(response.json())
+        except ValueError as exc:  # JSON decode errors and pydantic ValidationError
+            raise self._unexpected(response, exc) from None
+
+    def _parse_list(self, response: httpx.Response, model: type[M]) -> list[M]:
+        try:
+            doc = response.json()
+            if not isinstance(doc, list):
+                raise ValueError("expected a JSON array")
+            return [model.model_validate(item) for item in doc]
+        except ValueError as exc:
+            raise self._unexpected(response, exc) from None
+
+    def _unexpected(self, response: httpx.Response, exc: Exception) -> ServerError:
+        request = response.request
+        first_line = redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        message = (
+            f"unexpected answer from the center to {request.method} {request.url.path}: "
+            f"{first_line}"
+        )
+        rid = response.headers.get(REQUEST_ID_HEADER)
+        if rid:
+            message += f" (request id: {rid})"
+        return ServerError(message, hint="check that kaic and the center versions match")
+
+    def health(self) -> Health:
+        """`GET /v1/health` (no auth)."""
+        return self._parse(self._request("GET", "/v1/health", auth=False), Health)
+
+    def login_password(self, username: str, password: str, otp: str | None = None) -> TokenResponse:
+        """Password (+ OTP) grant. On success the client uses the new session credentials.
+
+        401 codes: ``invalid_credentials``, ``otp_required`` (ask for a code and try again);
+        429 ``rate_limited`` raises RateLimited with `retry_after`. Never retried.
+        """
+        grant = TokenRequest(grant_type="password", username=username, password=password, otp=otp)
+        response = self._request(
+            "POST", "/v1/auth/token", body=lambda: grant.model_dump(exclude_none=True), auth=False
+        )
+        granted = self._parse(response, TokenResponse)
+        self._credentials = Credentials.from_token_response(granted)
+        return granted
+
+    def refresh(self, refresh_token: str) -> TokenResponse:
+        """Refresh grant: a new access token and a new (rotated) refresh token. Never retried."""
+        grant = TokenRequest(grant_type="refresh_token", refresh_token=refresh_token, otp=None)
+        response = self._request(
+            "POST", "/v1/auth/token", body=lambda: grant.model_dump(exclude_none=True), auth=False
+        )
+        return self._parse(response, TokenResponse)
+
+    def revoke(self, refresh_token: str | None = None) -> None:
+        """`POST /v1/auth/revoke`: end the session (the refresh token's family).
+
+        Without an argument, revokes the session of the client's own credentials — also when
+        the request needed a transparent refresh first (then the rotated token is sent).
+        """
+        original = self._credentials.refresh_token if self._credentials else None
+
+        def body() -> dict[str, Any]:
+            token = refresh_token
+            if token is None or token == original:
+                token = self._credentials.refresh_token if self._credentials else refresh_token
+            return RevokeRequest(refresh_token=token).model_dump(exclude_none=True)
+
+        self._request("POST", "/v1/auth/revoke", body=body).close()
+
+    def me(self) -> Me:
+        """`GET /v1/me`: who the token belongs to."""
+        return self._parse(self._request("GET", "/v1/me"), Me)
+
+    def create_token(
+        self, name: str, scopes: Iterable[str], expires_in_days: int = 30
+    ) -> ApiTokenCreated:
+        """`POST /v1/tokens`: a named, scoped, expiring API token (the secret is shown once)."""
+        try:
+            spec = ApiTokenCreate(name=name, scopes=list(scopes), expires_in_days=expires_in_days)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+            )
+            raise UsageError(f"invalid API token request: {problems}") from None
+        response = self._request("POST", "/v1/tokens", body=lambda: spec.model_dump(mode="json"))
+        return self._parse(response, ApiTokenCreated)
+
+    def list_tokens(self) -> list[ApiTokenInfo]:
+        """`GET /v1/tokens`: the user's API tokens (never their secrets)."""
+        return self._parse_list(self._request("GET", "/v1/tokens"), ApiTokenInfo)
+
+    def revoke_token(self, token_id: str) -> None:
+        """`DELETE /v1/tokens/{id}`."""
+        self._request("DELETE", f"/v1/tokens/{quote(token_id, safe='')}").close()
+
+    def projects(self) -> list[ProjectInfo]:
+        """`GET /v1/projects`: GPU-hour allocations of the user's projects."""
+        return self._parse_list(self._request("GET", "/v1/projects"), ProjectInfo)

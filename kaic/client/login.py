@@ -1,0 +1,147 @@
+"""Login and logout flows: talk to the center, then store the profile and credentials."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from kaic.errors import AuthRequired, Unreachable
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class LoginResult:
+    profile: str
+    center: str
+    user: str
+    storage: str  # keyring | file
+    expires_at: datetime | None
+
+
+def _choose_profile(explicit: str | None, center: str, username: str) -> str:
+    from kaic.config import load_config, profile_name_for
+
+    if explicit:
+        return explicit
+    cfg = load_config()
+    for prof in cfg.profiles.values():
+        if prof.center == center and prof.username == username:
+            return prof.name
+    return profile_name_for(center, username)
+
+
+def _store(
+    *,
+    profile: str | None,
+    center: str,
+    username: str,
+    creds: object,
+    insecure_storage: bool,
+    warn: Log,
+) -> tuple[str, str]:
+    from kaic.auth import credentials as store
+    from kaic.config import Profile, load_config, save_config
+
+    name = _choose_profile(profile, center, username)
+    storage = store.save(name, creds, insecure_storage=insecure_storage, warn=warn)  # type: ignore[arg-type]
+    cfg = load_config()
+    cfg.profiles[name] = Profile(
+        name=name, center=center, username=username, credential_store=storage
+    )
+    cfg.current_profile = name
+    save_config(cfg)
+    return name, storage
+
+
+def login_password(
+    center: str,
+    username: str,
+    password: str,
+    otp: str | None,
+    *,
+    profile: str | None,
+    insecure_storage: bool,
+    warn: Log,
+    debug_log: Log | None = None,
+) -> LoginResult:
+    """Password (+OTP) grant; raises AuthRequired with code `otp_required` when OTP is needed."""
+    from kaic.auth.credentials import Credentials
+    from kaic.client.api import CenterClient
+
+    with CenterClient(center, debug_log=debug_log) as client:
+        tokens = client.login_password(username, password, otp)
+        creds = Credentials(
+            access_token=tokens.access_token,
+            refresh_token=tokens.refresh_token,
+            expires_at=tokens.expires_at,
+            kind="session",
+        )
+        client.set_credentials(creds)
+        me = client.me()
+    name, storage = _store(
+        profile=profile,
+        center=center,
+        username=me.user,
+        creds=creds,
+        insecure_storage=insecure_storage,
+        warn=warn,
+    )
+    return LoginResult(name, center, me.user, storage, tokens.expires_at)
+
+
+def login_token(
+    center: str,
+    token: str,
+    *,
+    profile: str | None,
+    insecure_storage: bool,
+    warn: Log,
+    debug_log: Log | None = None,
+) -> LoginResult:
+    """Store an existing (API or access) token after checking it with `GET /v1/me`."""
+    from kaic.auth.credentials import Credentials
+    from kaic.client.api import CenterClient
+
+    creds = Credentials(access_token=token, refresh_token=None, expires_at=None, kind="api")
+    with CenterClient(center, credentials=creds, debug_log=debug_log) as client:
+        me = client.me()
+    creds.expires_at = me.expires_at
+    name, storage = _store(
+        profile=profile,
+        center=center,
+        username=me.user,
+        creds=creds,
+        insecure_storage=insecure_storage,
+        warn=warn,
+    )
+    return LoginResult(name, center, me.user, storage, me.expires_at)
+
+
+def logout(profile: str | None, *, warn: Log, debug_log: Log | None = None) -> str | None:
+    """Revoke the session server-side (best effort) and delete the local credentials.
+
+    Returns the profile logged out of, or None when there was nothing to log out of.
+    """
+    from kaic.auth import credentials as store
+    from kaic.client.api import CenterClient
+    from kaic.config import resolve_profile
+
+    prof = resolve_profile(profile)
+    if prof is None:
+        return None
+    found = store.load(prof.name, use_env=False)
+    if found is not None:
+        creds, _source = found
+        if creds.refresh_token:
+            try:
+                with CenterClient(prof.center, credentials=creds, debug_log=debug_log) as client:
+                    client.revoke(creds.refresh_token)
+            except (Unreachable, AuthRequired) as exc:
+                warn(
+                    f"could not revoke the session on the center ({exc.message}); "
+                    "deleting the local credentials anyway"
+                )
+    store.delete(prof.name)
+    return prof.name

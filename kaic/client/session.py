@@ -1,0 +1,93 @@
+"""Which center and which credentials a command uses, resolved in one place.
+
+Order: ``KAIC_CENTER`` or the profile's center with stored credentials (``KAIC_TOKEN`` wins
+over them); with neither a center nor a profile, the embedded local center, started on demand.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from kaic.errors import AuthRequired
+
+if TYPE_CHECKING:
+    from kaic.auth.credentials import Credentials
+    from kaic.client.api import CenterClient
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class Session:
+    """An API client bound to a center, plus where its center and token came from."""
+
+    client: CenterClient
+    center_url: str
+    profile: str | None
+    token_source: str  # env | keyring | file | local
+    local: bool
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def open_session(
+    profile_name: str | None,
+    *,
+    warn: Log,
+    notice: Log,
+    debug_log: Log | None = None,
+) -> Session:
+    """Resolve the center and credentials for a command and build its client."""
+    from kaic.auth import credentials as store
+    from kaic.client.api import CenterClient
+    from kaic.config import resolve_profile, validate_center_url
+
+    profile = resolve_profile(profile_name)
+    env_center = os.environ.get("KAIC_CENTER")
+    center = (
+        validate_center_url(env_center) if env_center else (profile.center if profile else None)
+    )
+
+    if center is None:
+        return _local_session(notice=notice, debug_log=debug_log)
+
+    name = profile.name if profile else "default"
+    found = store.load(name)
+    if found is None:
+        raise AuthRequired(
+            f"not logged in to {center}",
+            hint=f"run `kaic login --center {center}`, or set KAIC_TOKEN",
+        )
+    creds, source = found
+
+    def persist(new: Credentials) -> None:
+        # Refreshed tokens go back where they came from (never into the env).
+        if source in ("keyring", "file"):
+            store.save(name, new, insecure_storage=(source == "file"), warn=warn)
+
+    client = CenterClient(center, credentials=creds, on_refresh=persist, debug_log=debug_log)
+    return Session(client=client, center_url=center, profile=name, token_source=source, local=False)
+
+
+def _local_session(*, notice: Log, debug_log: Log | None) -> Session:
+    from kaic.auth.credentials import Credentials
+    from kaic.client.api import CenterClient
+    from kaic.client.local_center import ensure_running
+
+    center = ensure_running()
+    verb = "started" if center.started else "using"
+    notice(
+        f"kaic: {verb} the local center at {center.url} (no center configured; "
+        "`kaic login --center URL` to use a real one)"
+    )
+    env_token = os.environ.get("KAIC_TOKEN")
+    token, source = (env_token, "env") if env_token else (center.token(), "local")
+    creds = Credentials(access_token=token, refresh_token=None, expires_at=None, kind="api")
+    client = CenterClient(center.url, credentials=creds, debug_log=debug_log)
+    return Session(
+        client=client, center_url=center.url, profile=None, token_source=source, local=True
+    )

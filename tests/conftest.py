@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import RunningCenter, start_center
+
+# Variables that would make a test talk to the developer's real center or keyring.
+_LEAKY = ("KAIC_TOKEN", "KAIC_CENTER", "KAIC_PROFILE", "KAIC_DEBUG", "PYTHON_KEYRING_BACKEND")
+
+
+@pytest.fixture(autouse=True)
+def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Every test gets its own config and state dirs and no ambient credentials."""
+    home = tmp_path / "kaic-home"
+    monkeypatch.setenv("KAIC_CONFIG_DIR", str(home / "config"))
+    monkeypatch.setenv("KAIC_STATE_DIR", str(home / "state"))
+    for var in _LEAKY:
+        monkeypatch.delenv(var, raising=False)
+    # No real keyring in tests: a fake that persists to a file, unless a test picks another.
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "tests.fakes.keyrings.FileFakeKeyring")
+    monkeypatch.setenv("KAIC_TEST_KEYRING_FILE", str(home / "keyring.json"))
+    yield home
+    # Stop a local center a test may have started through the CLI (by its recorded PID).
+    if (home / "state" / "center" / "center.json").exists():
+        from kaic.client.local_center import stop
+
+        stop(home / "state" / "center")
+
+
+@pytest.fixture
+def center(tmp_path: Path) -> Iterator[RunningCenter]:
+    """A real reference center on a free 127.0.0.1 port, stopped by PID afterwards."""
+    running = start_center(tmp_path / "center-state")
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def alice(center: RunningCenter) -> tuple[RunningCenter, str, str]:
+    password = "correct horse battery staple"
+    center.add_user("alice", password)
+    center.add_project("ai-2026-0042", 5000, ["alice"])
+    return center, "alice", password
+
+
+def pytest_report_header() -> str:
+    return f"CI={os.environ.get('CI', '')}"

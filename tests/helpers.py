@@ -1,0 +1,184 @@
+"""Test helpers: run the real CLI in a subprocess, start a real center on loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pty
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Result:
+    args: list[str]
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> object:
+        return json.loads(self.stdout)
+
+    def explain(self) -> str:
+        return (
+            f"kaic {' '.join(self.args)} exited {self.code}\n"
+            f"--- stdout ---\n{self.stdout}\n--- stderr ---\n{self.stderr}"
+        )
+
+
+def cli_env(base: Mapping[str, str] | None = None, **extra: str) -> dict[str, str]:
+    env = dict(base if base is not None else os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra)
+    return env
+
+
+def run_cli(
+    *args: str,
+    expect: int | None = 0,
+    input: str | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 60,
+) -> Result:
+    """Run `python -m kaic ARGS` for real; on an unexpected exit code, fail with its output."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "kaic", *args],
+        input=input if input is not None else "",
+        capture_output=True,
+        text=True,
+        env=cli_env(env),
+        timeout=timeout,
+    )
+    res = Result(list(args), proc.returncode, proc.stdout, proc.stderr)
+    if expect is not None and res.code != expect:
+        raise AssertionError(f"expected exit {expect}\n{res.explain()}")
+    return res
+
+
+def run_in_pty(
+    *args: str,
+    answers: list[tuple[str, str]],
+    env: Mapping[str, str] | None = None,
+    timeout: float = 30,
+) -> tuple[int, str]:
+    """Run the CLI on a pseudo-terminal, typing each answer when its prompt appears.
+
+    Returns the exit code and everything the terminal showed.
+    """
+    pid, fd = pty.fork()
+    if pid == 0:  # child
+        os.execve(sys.executable, [sys.executable, "-m", "kaic", *args], cli_env(env))
+    shown = b""
+    pending = list(answers)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.1)
+            if ready:
+                try:
+                    chunk = os.read(fd, 4096)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                shown += chunk
+            if pending and pending[0][0].encode() in shown:
+                os.write(fd, pending.pop(0)[1].encode() + b"\r")
+                shown += b"\n"
+        else:
+            os.kill(pid, signal.SIGKILL)
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    return os.waitstatus_to_exitcode(status), shown.decode(errors="replace")
+
+
+@dataclass
+class RunningCenter:
+    """A real reference center process on 127.0.0.1, stopped by PID at teardown."""
+
+    url: str
+    pid: int
+    state_dir: Path
+    proc: subprocess.Popen[bytes]
+    log: Path
+    users: dict[str, str] = field(default_factory=dict)
+
+    def add_user(
+        self, name: str, password: str | None = "pw-" + "x" * 12, *, otp: bool = False
+    ) -> str | None:
+        from kaic.center.admin import add_user
+
+        uri = add_user(self.state_dir, name, password=password, enable_otp=otp, unix_account=None)
+        if password:
+            self.users[name] = password
+        return uri
+
+    def add_project(self, name: str, gpu_hours: float, members: list[str]) -> None:
+        from kaic.center.admin import add_project
+
+        add_project(self.state_dir, name, gpu_hours=gpu_hours, members=members)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def start_center(state_dir: Path, *extra: str, timeout: float = 30) -> RunningCenter:
+    """Start `kaic center serve` on a free loopback port and wait until it is ready."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    ready = state_dir / "ready.json"
+    with contextlib.suppress(FileNotFoundError):
+        ready.unlink()
+    log = state_dir / "center.log"
+    with open(log, "ab") as fh:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "kaic",
+                "center",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--state-dir",
+                str(state_dir),
+                "--ready-file",
+                str(ready),
+                *extra,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=fh,
+            stderr=fh,
+            env=cli_env(),
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"center exited {proc.returncode}:\n{log.read_text()}")
+        if ready.exists():
+            try:
+                data = json.loads(ready.read_text())
+            except ValueError:
+                data = None
+            if data and data.get("pid") == proc.pid:
+                return RunningCenter(str(data["url"]), proc.pid, state_dir, proc, log)
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError(f"center not ready in {timeout} s:\n{log.read_text()}")
