@@ -10,6 +10,7 @@ import select
 import signal
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -92,6 +93,7 @@ def run_in_pty(
                     break
                 shown += chunk
             if pending and pending[0][0].encode() in shown:
+                _wait_echo_off(fd)
                 os.write(fd, pending.pop(0)[1].encode() + b"\r")
                 shown += b"\n"
         else:
@@ -100,6 +102,16 @@ def run_in_pty(
         _, status = os.waitpid(pid, 0)
         os.close(fd)
     return os.waitstatus_to_exitcode(status), shown.decode(errors="replace")
+
+
+def _wait_echo_off(fd: int, limit: float = 2.0) -> None:
+    """Wait until the program turned echo off for a hidden prompt (getpass flushes input
+    typed before that, so an early answer would be lost)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if not termios.tcgetattr(fd)[3] & termios.ECHO:
+            return
+        time.sleep(0.01)
 
 
 @dataclass

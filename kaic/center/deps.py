@@ -116,7 +116,8 @@ def require_interactive(principal: CurrentPrincipal) -> Principal:
         raise ApiError(
             403,
             "insufficient_scope",
-            "API tokens cannot manage tokens; use a login session (`kaic login`)",
+            "insufficient scope: API tokens cannot manage tokens; "
+            "use a login session (`kaic login`)",
         )
     return principal
 

@@ -14,10 +14,14 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from kaic.center.sessions import mint_local_token
 from kaic.center.settings import CenterSettings
 from kaic.center.store import Store
+
+if TYPE_CHECKING:
+    import uvicorn
 
 logger = logging.getLogger("kaic.center")
 
@@ -85,8 +89,6 @@ def prepare_local_center(store: Store, settings: CenterSettings) -> Path:
     Ensures the local user (no password; unix account = user name) and the `local` project
     with that user in it, revokes earlier local tokens and mints a fresh one.
     """
-    from kaic.center.sessions import mint_local_token
-
     name = settings.local_user
     if not name:
         raise ValueError("prepare_local_center needs settings.local_user")
@@ -120,7 +122,7 @@ def _url(address: str, port: int) -> str:
 
 
 async def _run_until_stopped(
-    server: Any, sock: socket.socket, on_started: Callable[[], None]
+    server: uvicorn.Server, sock: socket.socket, on_started: Callable[[], None]
 ) -> None:
     task = asyncio.ensure_future(server.serve(sockets=[sock]))
     # uvicorn has no start-up callback; `started` is its public flag for "accepting now".
@@ -139,6 +141,7 @@ def serve(settings: CenterSettings, *, ready_file: Path | None = None) -> None:
     Once accepting connections, writes `ready_file` as JSON
     `{"pid", "port", "url", "instance_id", "started_at"}`; removes it on shutdown.
     """
+    # Imported here: the CLI imports this module on its start path and must stay fast.
     import uvicorn
 
     from kaic.center.app import create_app

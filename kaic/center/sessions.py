@@ -59,11 +59,15 @@ class LocalToken:
 
 
 def mint_local_token(store: Store, user_id: int, user: str, now: datetime) -> LocalToken:
-    """Revoke the user's previous local tokens and mint a new one with every scope."""
+    """Revoke every earlier local token and mint a new one, with every scope, for the user.
+
+    All local tokens go, not just this user's: one local center has one live local token,
+    even when it is restarted for a different local user.
+    """
     token = new_api_token()
     expires_at = now + LOCAL_TOKEN_TTL
     with store.transaction():
-        store.revoke_tokens_of_kind(user_id, "local")
+        store.revoke_tokens_of_kind("local")
         store.insert_access_token(
             token_hash=hash_token(token),
             user_id=user_id,

@@ -435,12 +435,18 @@ class Store:
             self._execute("UPDATE access_tokens SET revoked = 1 WHERE id = ?", (token_id,))
         return True
 
-    def revoke_tokens_of_kind(self, user_id: int, kind: TokenKind) -> int:
-        """Revoke all of a user's access tokens of one kind; returns how many were live."""
-        cursor = self._execute(
-            "UPDATE access_tokens SET revoked = 1 WHERE user_id = ? AND kind = ? AND revoked = 0",
-            (user_id, kind),
-        )
+    def revoke_tokens_of_kind(self, kind: TokenKind, *, user_id: int | None = None) -> int:
+        """Revoke all access tokens of one kind (of one user, if given); returns how many."""
+        if user_id is None:
+            cursor = self._execute(
+                "UPDATE access_tokens SET revoked = 1 WHERE kind = ? AND revoked = 0", (kind,)
+            )
+        else:
+            cursor = self._execute(
+                "UPDATE access_tokens SET revoked = 1"
+                " WHERE kind = ? AND user_id = ? AND revoked = 0",
+                (kind, user_id),
+            )
         return cursor.rowcount
 
     # -- refresh tokens and session families ----------------------------------------------

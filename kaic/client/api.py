@@ -18,13 +18,14 @@ httpx is imported here and nowhere on the CLI's start path; the CLI imports this
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import http
 import random
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any, TypeVar
@@ -225,6 +226,34 @@ class CenterClient:
             auth=auth,
         )
 
+    @contextlib.contextmanager
+    def stream(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Iterator[httpx.Response]:
+        """Like `request`, but the 2xx response body is left unread for `iter_raw()`.
+
+        Auth, the one refresh on 401, retries before the first byte and error mapping are
+        the same as for `request`; failures while reading the body are the caller's to handle.
+        """
+        response = self._request(method, path, params=params, headers=headers, stream=True)
+        try:
+            yield response
+        finally:
+            response.close()
+
+    def parse(self, response: httpx.Response, model: type[M]) -> M:
+        """Validate a JSON response body as `model` (a clean error if it does not fit)."""
+        return self._parse(response, model)
+
+    def parse_list(self, response: httpx.Response, model: type[M]) -> list[M]:
+        """Validate a JSON array response body as a list of `model`."""
+        return self._parse_list(response, model)
+
     def _request(
         self,
         method: str,
@@ -420,7 +449,8 @@ class CenterClient:
         line = f"{request.method} {request.url}"
         auth = request.headers.get("Authorization")
         if auth:
-            line += f" [authorization: {auth}]"
+            # Masked here, not left to the pattern-based redact(): any token shape is hidden.
+            line += f" [authorization: {auth.split(' ', 1)[0]} ***]"
         key = request.headers.get(IDEMPOTENCY_HEADER)
         if key:
             line += f" [idempotency-key: {key}]"

@@ -131,7 +131,7 @@ def logout(profile: str | None, *, warn: Log, debug_log: Log | None = None) -> s
     prof = resolve_profile(profile)
     if prof is None:
         return None
-    found = store.load(prof.name, use_env=False)
+    found = store.load(prof.name, credential_store=prof.credential_store, warn=warn, use_env=False)
     if found is not None:
         creds, _source = found
         if creds.refresh_token:
@@ -143,5 +143,5 @@ def logout(profile: str | None, *, warn: Log, debug_log: Log | None = None) -> s
                     f"could not revoke the session on the center ({exc.message}); "
                     "deleting the local credentials anyway"
                 )
-    store.delete(prof.name)
+    store.delete(prof.name, warn=warn)
     return prof.name

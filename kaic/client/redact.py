@@ -27,9 +27,13 @@ _JSON_NUMBER = re.compile(
 # key=value in query strings and form bodies
 _FORM_PAIR = re.compile(r"(?P<key>(?<![\w-])" + _SECRET_KEYS + r"=)[^&\s\"']*", re.IGNORECASE)
 # Authorization: Bearer xyz / Basic xyz, in headers or anywhere in a line
-_AUTH_SCHEME = re.compile(r"(?P<key>\b(?:Bearer|Basic|Token)\s+)[^\s\"',;]+", re.IGNORECASE)
+_AUTH_SCHEME = re.compile(
+    # 8+ credential characters, so prose such as "bearer token is invalid" is left alone
+    r"(?P<key>\b(?:Bearer|Basic)\s+)[A-Za-z0-9._~+/=-]{8,}",
+    re.IGNORECASE,
+)
 _AUTH_HEADER = re.compile(
-    r"(?P<key>\bauthorization\s*[:=]\s*)(?!(?:Bearer|Basic|Token)\s)[^\s\"',;]+", re.IGNORECASE
+    r"(?P<key>\bauthorization\s*[:=]\s*)(?!(?:Bearer|Basic)\s)[^\s\"',;\]]+", re.IGNORECASE
 )
 # Token-looking strings: kaic_ (API tokens), kaa_ (access), kar_ (refresh), and JWTs.
 _TOKEN_LIKE = re.compile(r"(?<![A-Za-z0-9])(?:kaic|kaa|kar)_[A-Za-z0-9_\-.~+/=]{6,}")

@@ -56,7 +56,9 @@ def open_session(
         return _local_session(notice=notice, debug_log=debug_log)
 
     name = profile.name if profile else "default"
-    found = store.load(name)
+    found = store.load(
+        name, credential_store=profile.credential_store if profile else None, warn=warn
+    )
     if found is None:
         raise AuthRequired(
             f"not logged in to {center}",

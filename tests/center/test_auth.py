@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs, urlparse
 
+import httpx
 import pytest
 
 from kaic.center.admin import add_user
@@ -12,7 +13,9 @@ from kaic.center.security import totp_code
 from .conftest import PASSWORD, Center, assert_error, bearer
 
 
-def _password(center: Center, user: str, password: str, ip: str | None = None, **extra: str):
+def _password(
+    center: Center, user: str, password: str, ip: str | None = None, **extra: str
+) -> httpx.Response:
     client = center.client_from(ip) if ip else center.client
     return client.post(
         "/v1/auth/token",
@@ -20,7 +23,7 @@ def _password(center: Center, user: str, password: str, ip: str | None = None, *
     )
 
 
-def _refresh(center: Center, refresh_token: str):
+def _refresh(center: Center, refresh_token: str) -> httpx.Response:
     return center.client.post(
         "/v1/auth/token", json={"grant_type": "refresh_token", "refresh_token": refresh_token}
     )

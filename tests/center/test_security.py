@@ -71,6 +71,13 @@ def test_password_hash_round_trip_and_encoding(monkeypatch: pytest.MonkeyPatch) 
     encoded = security.hash_password("s3cret")
     scheme, n, r, p, salt, key = encoded.split("$")
     assert (scheme, n, r, p) == ("scrypt", str(2**14), "8", "1")
+    assert (
+        len(base64.urlsafe_b64decode(salt + "==")),
+        len(base64.urlsafe_b64decode(key + "=")),
+    ) == (
+        16,
+        32,
+    )
     assert "s3cret" not in encoded
     assert security.verify_password("s3cret", encoded)
     assert not security.verify_password("s3cret!", encoded)

@@ -26,7 +26,7 @@ def test_token_lifecycle_and_env_source(alice: Alice) -> None:
 
     # A scoped API token cannot mint more tokens: rejected (6), not an auth failure.
     res = run_cli("token", "create", "escalate", env=ci_env, expect=6)
-    assert "scope" in res.stderr
+    assert "cannot manage tokens" in res.stderr
 
     run_cli("token", "revoke", created["id"])
     res = run_cli("whoami", env=ci_env, expect=3)

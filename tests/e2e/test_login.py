@@ -125,7 +125,10 @@ def test_password_prompt_on_terminal_is_hidden(alice: Alice) -> None:
 
 
 def test_otp_login(center: RunningCenter) -> None:
-    from kaic.center.security import totp_now
+    from kaic.center.security import totp_code
+
+    def totp_now(secret: str) -> str:
+        return totp_code(secret, time.time())
 
     uri = center.add_user("bob", "bob-password-123", otp=True)
     assert uri and uri.startswith("otpauth://totp/")

@@ -26,7 +26,7 @@ class FileFakeKeyring(KeyringBackend):
     its own path) sees its own keyring even though keyring caches the backend per process.
     """
 
-    priority = 1  # type: ignore[assignment]
+    priority = 1
 
     @staticmethod
     def _path() -> Path:
@@ -76,7 +76,7 @@ class HangingKeyring(KeyringBackend):
     Calls block for up to 60 s, or until `RELEASE_HANGING` is set by the test's teardown.
     """
 
-    priority = 1  # type: ignore[assignment]
+    priority = 1
     calls: list[str] = []  # noqa: RUF012 - shared on purpose: visible from the worker thread
 
     def _hang(self, what: str) -> None:
@@ -97,7 +97,7 @@ class HangingKeyring(KeyringBackend):
 class BrokenKeyring(KeyringBackend):
     """A keyring whose backend raises (a locked collection, a D-Bus error ...)."""
 
-    priority = 1  # type: ignore[assignment]
+    priority = 1
 
     def get_password(self, service: str, username: str) -> str | None:
         raise RuntimeError("org.freedesktop.DBus.Error.ServiceUnknown")

@@ -40,6 +40,8 @@ def test_non_secrets_are_kept() -> None:
     assert redact(text) == text
     line = "GET http://127.0.0.1:8750/v1/me -> 200 in 3 ms (request id: req-1)"
     assert redact(line) == line
+    prose = "API Token expired; the bearer token is invalid"
+    assert redact(prose) == prose
 
 
 def test_redacted_json_stays_json() -> None:

@@ -1,0 +1,485 @@
+"""CenterClient: auth refresh, safe retries, error mapping, debug log — no network, no waiting."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import httpx
+import pytest
+import respx
+
+from kaic.auth.credentials import Credentials
+from kaic.client.api import CenterClient, backoff_delay, parse_retry_after
+from kaic.errors import (
+    AuthRequired,
+    ExitCode,
+    NotFound,
+    RateLimited,
+    Rejected,
+    ServerError,
+    Unreachable,
+    UsageError,
+    error_for_status,
+)
+
+BASE = "http://center.test"
+EXPIRES = (datetime.now(timezone.utc) + timedelta(minutes=15)).isoformat()
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+def err(
+    status: int, code: str, message: str, rid: str = "req-123", **headers: str
+) -> httpx.Response:
+    body = {"error": {"code": code, "message": message, "request_id": rid}}
+    return httpx.Response(status, json=body, headers={"X-Request-ID": rid, **headers})
+
+
+def tokens(access: str, refresh: str) -> httpx.Response:
+    return httpx.Response(
+        200,
+        json={
+            "access_token": access,
+            "refresh_token": refresh,
+            "token_type": "bearer",
+            "expires_in": 900,
+            "expires_at": EXPIRES,
+        },
+    )
+
+
+ME = {"user": "alice", "unix_account": "alice", "projects": [], "token_kind": "session"}
+
+
+class Recorder:
+    """Collects requests and sleeps so tests can assert exactly what was sent and waited."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.requests: list[httpx.Request] = []
+        self.sleeps: list[float] = []
+        self.log: list[str] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        return self.handler(request)
+
+    def client(self, **kw: Any) -> CenterClient:
+        kw.setdefault("sleep", self.sleeps.append)
+        kw.setdefault("debug_log", self.log.append)
+        return CenterClient(BASE, transport=httpx.MockTransport(self), **kw)
+
+    def paths(self) -> list[str]:
+        return [f"{r.method} {r.url.path}" for r in self.requests]
+
+
+def session(
+    access: str = "kaa_old_access_1", refresh: str | None = "kar_old_refresh_1"
+) -> Credentials:
+    return Credentials(access_token=access, refresh_token=refresh, kind="session")
+
+
+# -- transparent refresh ------------------------------------------------------------------------
+
+
+def test_401_refreshes_once_persists_and_retries() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/auth/token":
+            assert json.loads(request.content) == {
+                "grant_type": "refresh_token",
+                "refresh_token": "kar_old_refresh_1",
+            }
+            assert "Authorization" not in request.headers
+            return tokens("kaa_new_access_2", "kar_new_refresh_2")
+        if request.headers["Authorization"] == "Bearer kaa_old_access_1":
+            return err(401, "invalid_token", "access token expired")
+        assert request.headers["Authorization"] == "Bearer kaa_new_access_2"
+        return httpx.Response(200, json=ME)
+
+    rec = Recorder(handler)
+    persisted: list[Credentials] = []
+    with rec.client(credentials=session(), on_refresh=persisted.append) as client:
+        me = client.me()
+    assert me.user == "alice"
+    assert rec.paths() == ["GET /v1/me", "POST /v1/auth/token", "GET /v1/me"]
+    assert len(persisted) == 1
+    assert persisted[0].access_token == "kaa_new_access_2"
+    assert persisted[0].refresh_token == "kar_new_refresh_2"
+    assert persisted[0].expires_at is not None
+    assert client.credentials is persisted[0]
+
+
+def test_refresh_failure_is_auth_required_with_login_hint() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/auth/token":
+            return err(401, "refresh_token_reused", "refresh token was already used")
+        return err(401, "invalid_token", "access token expired")
+
+    rec = Recorder(handler)
+    persisted: list[Credentials] = []
+    with (
+        rec.client(credentials=session(), on_refresh=persisted.append) as client,
+        pytest.raises(AuthRequired) as info,
+    ):
+        client.me()
+    assert info.value.exit_code == ExitCode.AUTH
+    assert info.value.code == "refresh_token_reused"
+    assert "kaic login" in (info.value.hint or "")
+    assert "already used" in info.value.message
+    assert rec.paths() == ["GET /v1/me", "POST /v1/auth/token"]
+    assert persisted == []
+
+
+def test_second_401_after_refresh_does_not_loop() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/auth/token":
+            return tokens("kaa_new_access_2", "kar_new_refresh_2")
+        return err(401, "invalid_token", "token revoked")
+
+    rec = Recorder(handler)
+    with rec.client(credentials=session()) as client, pytest.raises(AuthRequired):
+        client.me()
+    assert rec.paths() == ["GET /v1/me", "POST /v1/auth/token", "GET /v1/me"]
+
+
+@pytest.mark.parametrize(
+    "creds",
+    [
+        Credentials(access_token="kaic_api_token_value", kind="api"),
+        Credentials(access_token="kaa_env_token_value", refresh_token=None, kind="session"),
+    ],
+)
+def test_no_refresh_without_refresh_token(creds: Credentials) -> None:
+    rec = Recorder(lambda r: err(401, "invalid_token", "API token expired", rid="r-9"))
+    with rec.client(credentials=creds) as client, pytest.raises(AuthRequired) as info:
+        client.projects()
+    assert rec.paths() == ["GET /v1/projects"]
+    assert info.value.message == "API token expired (request id: r-9)"
+    assert info.value.code == "invalid_token"
+    assert "kaic_api_token_value" not in str(info.value)
+
+
+def test_revoke_after_refresh_sends_rotated_token() -> None:
+    seen: list[dict[str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/auth/token":
+            return tokens("kaa_new_access_2", "kar_new_refresh_2")
+        if request.headers["Authorization"] == "Bearer kaa_old_access_1":
+            return err(401, "invalid_token", "access token expired")
+        seen.append(json.loads(request.content))
+        return httpx.Response(204)
+
+    rec = Recorder(handler)
+    with rec.client(credentials=session()) as client:
+        client.revoke()
+    assert seen == [{"refresh_token": "kar_new_refresh_2"}]
+
+
+# -- retries ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [502, 503, 504])
+def test_get_retried_on_gateway_errors_with_backoff(status: int) -> None:
+    answers = [status, status, status, 200]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        code = answers.pop(0)
+        return httpx.Response(200, json=[]) if code == 200 else err(code, "unavailable", "busy")
+
+    rec = Recorder(handler)
+    with rec.client() as client:
+        assert client.projects() == []
+    assert len(rec.requests) == 4
+    assert len(rec.sleeps) == 3
+    for attempt, delay in enumerate(rec.sleeps):
+        nominal = 0.5 * 2**attempt
+        assert nominal / 2 <= delay <= nominal
+
+
+def test_backoff_is_capped_and_gives_up() -> None:
+    rec = Recorder(lambda r: err(503, "unavailable", "maintenance"))
+    with rec.client(max_retries=6) as client, pytest.raises(Unreachable) as info:
+        client.me()
+    assert len(rec.requests) == 7
+    assert len(rec.sleeps) == 6
+    assert all(d <= 8.0 for d in rec.sleeps)
+    assert all(4.0 <= d <= 8.0 for d in rec.sleeps[-2:])
+    assert info.value.exit_code == ExitCode.UNREACHABLE
+    assert "maintenance" in info.value.message
+
+
+def test_backoff_delay_bounds() -> None:
+    for attempt in range(10):
+        nominal = min(8.0, 0.5 * 2**attempt)
+        for _ in range(20):
+            assert nominal / 2 <= backoff_delay(attempt) <= nominal
+
+
+def test_get_retried_on_connect_errors() -> None:
+    failures = 2
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+        return httpx.Response(200, json=ME)
+
+    rec = Recorder(handler)
+    with rec.client() as client:
+        assert client.me().user == "alice"
+    assert len(rec.requests) == 3
+    assert len(rec.sleeps) == 2
+
+
+def test_get_retried_on_read_timeout_but_plain_post_is_not() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    rec = Recorder(handler)
+    with rec.client(max_retries=2, timeout=5) as client:
+        with pytest.raises(Unreachable):
+            client.me()
+        assert len(rec.requests) == 3
+        rec.requests.clear()
+        with pytest.raises(Unreachable) as info:
+            client.create_token("ci", ["jobs:read"], 30)
+    assert len(rec.requests) == 1
+    assert "did not answer within 5 s" in info.value.message
+
+
+def test_429_retry_after_is_honoured_and_capped() -> None:
+    answers = [
+        err(429, "rate_limited", "slow down", **{"Retry-After": "7"}),
+        err(429, "rate_limited", "slow down", **{"Retry-After": "600"}),
+        httpx.Response(200, json=ME),
+    ]
+    rec = Recorder(lambda r: answers.pop(0))
+    with rec.client() as client:
+        client.me()
+    assert rec.sleeps == [7.0, 60.0]
+
+
+def test_retry_after_http_date() -> None:
+    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+    assert parse_retry_after("Thu, 01 Jan 2026 12:00:30 GMT", now=now) == 30.0
+    assert parse_retry_after("junk") is None
+    assert parse_retry_after(None) is None
+
+
+def test_plain_post_not_retried_on_503() -> None:
+    rec = Recorder(lambda r: err(503, "unavailable", "busy"))
+    with rec.client() as client, pytest.raises(Unreachable):
+        client.create_token("ci", ["jobs:read"], 30)
+    assert rec.paths() == ["POST /v1/tokens"]
+    assert rec.sleeps == []
+
+
+def test_plain_post_not_retried_on_connect_error() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+
+    rec = Recorder(handler)
+    with rec.client() as client, pytest.raises(Unreachable):
+        client.login_password("alice", "pw")
+    assert len(rec.requests) == 1
+
+
+def test_token_grant_429_is_rate_limited_not_retried() -> None:
+    rec = Recorder(lambda r: err(429, "rate_limited", "too many attempts", **{"Retry-After": "30"}))
+    with rec.client() as client, pytest.raises(RateLimited) as info:
+        client.login_password("alice", "pw")
+    assert len(rec.requests) == 1
+    assert rec.sleeps == []
+    assert info.value.retry_after == 30.0
+    assert info.value.exit_code == ExitCode.REJECTED
+    assert info.value.code == "rate_limited"
+
+
+def test_post_with_idempotency_key_is_retried() -> None:
+    answers = [err(502, "bad_gateway", "upstream"), httpx.Response(201, json={"id": "42"})]
+    rec = Recorder(lambda r: answers.pop(0))
+    with rec.client() as client:
+        response = client.request(
+            "POST", "/v1/jobs", json={"name": "x"}, headers={"Idempotency-Key": "k-1"}
+        )
+    assert response.json() == {"id": "42"}
+    assert len(rec.requests) == 2
+    assert all(r.headers["Idempotency-Key"] == "k-1" for r in rec.requests)
+
+
+# -- errors -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "exit_code", "cls"),
+    [
+        (400, 6, Rejected),
+        (403, 6, Rejected),
+        (404, 4, NotFound),
+        (409, 6, Rejected),
+        (422, 6, Rejected),
+        (418, 6, Rejected),
+        (500, 1, ServerError),
+        (502, 5, Unreachable),
+        (503, 5, Unreachable),
+        (504, 5, Unreachable),
+        (501, 1, ServerError),
+    ],
+)
+def test_error_mapping_uses_the_table(status: int, exit_code: int, cls: type) -> None:
+    rec = Recorder(lambda r: err(status, "some_code", "the center says no", rid="abc123"))
+    with rec.client(max_retries=0) as client, pytest.raises(cls) as info:
+        client.request("GET", "/v1/whatever")
+    assert type(info.value) is error_for_status(status)
+    assert info.value.exit_code == exit_code
+    assert info.value.code == "some_code"
+    assert info.value.message == "the center says no (request id: abc123)"
+
+
+def test_401_without_credentials_is_auth_required() -> None:
+    rec = Recorder(lambda r: err(401, "invalid_credentials", "wrong user name or password"))
+    with rec.client() as client, pytest.raises(AuthRequired) as info:
+        client.login_password("alice", "wrong")
+    assert info.value.exit_code == 3
+    assert info.value.code == "invalid_credentials"
+    assert "wrong" not in json.dumps(info.value.message).replace("wrong user", "")
+
+
+def test_non_json_error_body_gives_clean_error() -> None:
+    html = "<html><body><h1>502 Bad Gateway</h1>nginx</body></html>"
+    rec = Recorder(lambda r: httpx.Response(502, text=html, headers={"Content-Type": "text/html"}))
+    with rec.client(max_retries=0) as client, pytest.raises(Unreachable) as info:
+        client.me()
+    assert "<html" not in info.value.message
+    assert "HTTP 502 Bad Gateway" in info.value.message
+    assert BASE in info.value.message
+
+
+def test_fastapi_detail_shape_is_understood() -> None:
+    rec = Recorder(lambda r: httpx.Response(404, json={"detail": "Not Found"}))
+    with rec.client() as client, pytest.raises(NotFound) as info:
+        client.me()
+    assert info.value.message == "Not Found"
+
+
+def test_unreachable_names_the_url() -> None:
+    # A port that was just free: nothing listens, so the connection is refused.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    sleeps: list[float] = []
+    with (
+        CenterClient(url, max_retries=1, sleep=sleeps.append) as client,
+        pytest.raises(Unreachable) as info,
+    ):
+        client.health()
+    assert info.value.message == f"cannot reach the center at {url}: connection refused"
+    assert info.value.exit_code == ExitCode.UNREACHABLE
+    assert len(sleeps) == 1
+
+
+def test_unexpected_response_shape_is_server_error() -> None:
+    rec = Recorder(lambda r: httpx.Response(200, json={"nope": 1}, headers={"X-Request-ID": "q"}))
+    with rec.client() as client, pytest.raises(ServerError) as info:
+        client.me()
+    assert "GET /v1/me" in info.value.message
+    assert "(request id: q)" in info.value.message
+
+
+def test_create_token_validates_before_sending() -> None:
+    rec = Recorder(lambda r: httpx.Response(500))
+    with rec.client() as client, pytest.raises(UsageError):
+        client.create_token("bad name!", ["jobs:read"], 30)
+    assert rec.requests == []
+
+
+# -- typed endpoints with respx -----------------------------------------------------------------
+
+
+@respx.mock(base_url=BASE, assert_all_called=True)
+def test_typed_endpoints(respx_mock: respx.MockRouter) -> None:
+    info = {
+        "id": "t1",
+        "name": "ci",
+        "scopes": ["jobs:read"],
+        "created_at": EXPIRES,
+        "expires_at": EXPIRES,
+    }
+    health = respx_mock.get("/v1/health").respond(
+        json={"version": "0.1.0", "executor": "local", "instance_id": "i"}
+    )
+    respx_mock.post("/v1/tokens").respond(201, json={**info, "token": "kaic_secret_value_1"})
+    respx_mock.get("/v1/tokens").respond(json=[info])
+    delete = respx_mock.delete("/v1/tokens/t%2F1").respond(204)
+    respx_mock.get("/v1/projects").respond(
+        json=[
+            {
+                "name": "ai-1",
+                "gpu_hours_granted": 10,
+                "gpu_hours_used": 4,
+                "gpu_hours_remaining": 6,
+            }
+        ]
+    )
+    with CenterClient(BASE, credentials=session()) as client:
+        assert client.health().executor == "local"
+        assert "Authorization" not in health.calls.last.request.headers
+        assert client.create_token("ci", ["jobs:read"], 7).token == "kaic_secret_value_1"
+        assert [t.id for t in client.list_tokens()] == ["t1"]
+        client.revoke_token("t/1")
+        assert delete.calls.last.request.headers["Authorization"] == "Bearer kaa_old_access_1"
+        assert client.projects()[0].gpu_hours_remaining == 6
+
+
+def test_login_password_sets_session_credentials() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/auth/token":
+            assert json.loads(request.content) == {
+                "grant_type": "password",
+                "username": "alice",
+                "password": "hunter2-pw",
+                "otp": "123456",
+            }
+            return tokens("kaa_fresh_access", "kar_fresh_refresh")
+        assert request.headers["Authorization"] == "Bearer kaa_fresh_access"
+        return httpx.Response(200, json=ME)
+
+    rec = Recorder(handler)
+    with rec.client() as client:
+        granted = client.login_password("alice", "hunter2-pw", otp="123456")
+        assert granted.refresh_token == "kar_fresh_refresh"
+        assert client.me().user == "alice"
+    assert client.credentials is not None
+    assert client.credentials.kind == "session"
+
+
+# -- debug log ----------------------------------------------------------------------------------
+
+
+def test_debug_log_redacts_secrets() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/auth/token":
+            return tokens("kaa_fresh_access", "kar_fresh_refresh")
+        return httpx.Response(200, json=ME, headers={"X-Request-ID": "rid-77"})
+
+    rec = Recorder(handler)
+    with rec.client() as client:
+        client.login_password("alice", "hunter2-pw", otp="123456")
+        client.me()
+    text = "\n".join(rec.log)
+    for secret in ("hunter2-pw", "123456", "kaa_fresh_access", "kar_fresh_refresh"):
+        assert secret not in text
+    assert len(rec.log) == 2
+    assert rec.log[0].startswith(f"POST {BASE}/v1/auth/token")
+    assert '"password": "***"' in rec.log[0] or '"password":"***"' in rec.log[0]
+    assert f"GET {BASE}/v1/me" in rec.log[1]
+    assert "Bearer ***" in rec.log[1]
+    assert "-> 200 in" in rec.log[1]
+    assert "(request id: rid-77)" in rec.log[1]
