@@ -42,8 +42,8 @@ SPECS: tuple[GpuSpec, ...] = (
         nvlink_gbs=600,
         nvlink_links=12,
         tdp_w=400,
-        source="NVIDIA A100 Tensor Core GPU datasheet (nvidia-a100-datasheet-us-nvidia-1758950-r4), "
-        "https://www.nvidia.com/en-us/data-center/a100/",
+        source="NVIDIA A100 Tensor Core GPU datasheet "
+        "(nvidia-a100-datasheet-us-nvidia-1758950-r4), https://www.nvidia.com/en-us/data-center/a100/",
     ),
     GpuSpec(
         sku="H100-SXM",

@@ -1,0 +1,208 @@
+"""The JSON document of BENCH.md and the human rendering of a run.
+
+pydantic and rich are imported inside the functions: the CLI imports this module only
+inside the ``bench`` command.
+"""
+
+from __future__ import annotations
+
+from typing import IO, TYPE_CHECKING, Any
+
+from kaic.bench.results import BenchRun, Check, GpuResult, Inventory
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+SCHEMA_VERSION = 1
+
+STATUS_STYLE = {
+    "PASS": "green",
+    "WARN": "yellow",
+    "FAIL": "bold red",
+    "SKIP": "dim",
+    "UNKNOWN": "magenta",
+}
+
+
+def report_model() -> type[BaseModel]:
+    """The pydantic model of the JSON document (built lazily: pydantic is not on start-up)."""
+    global _REPORT_MODEL
+    if _REPORT_MODEL is not None:
+        return _REPORT_MODEL
+    from pydantic import BaseModel, ConfigDict
+
+    Scalar = float | int | str | None
+
+    class CheckOut(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        id: str
+        status: str
+        value: Scalar
+        unit: str | None
+        expected: Scalar
+        ratio: float | None
+        message: str
+
+    class GpuOut(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        index: int
+        uuid: str | None
+        pci_bus_id: str | None
+        name: str
+        sku: str | None
+        status: str
+        checks: list[CheckOut]
+
+    class BenchReport(BaseModel):
+        """``kaic bench --json``: schema_version 1."""
+
+        model_config = ConfigDict(extra="forbid")
+        schema_version: int
+        host: str
+        timestamp: str
+        driver: str | None
+        cuda: str | None
+        backend: str
+        status: str
+        gpus: list[GpuOut]
+
+    _REPORT_MODEL = BenchReport
+    return BenchReport
+
+
+_REPORT_MODEL: type[BaseModel] | None = None
+
+
+def _check_dict(c: Check) -> dict[str, Any]:
+    return {
+        "id": c.id,
+        "status": c.status,
+        "value": c.value,
+        "unit": c.unit,
+        "expected": c.expected,
+        "ratio": c.ratio,
+        "message": c.message,
+    }
+
+
+def _gpu_dict(g: GpuResult) -> dict[str, Any]:
+    return {
+        "index": g.index,
+        "uuid": g.inventory.uuid,
+        "pci_bus_id": g.inventory.pci_bus_id,
+        "name": g.inventory.name,
+        "sku": g.sku,
+        "status": g.status,
+        "checks": [_check_dict(c) for c in g.checks],
+    }
+
+
+def to_json(run: BenchRun) -> dict[str, Any]:
+    """The run as BENCH.md's JSON document, validated by the pydantic model."""
+    doc = {
+        "schema_version": SCHEMA_VERSION,
+        "host": run.host,
+        "timestamp": run.timestamp,
+        "driver": run.driver,
+        "cuda": run.cuda,
+        "backend": run.backend,
+        "status": run.status,
+        "gpus": [_gpu_dict(g) for g in run.gpus],
+    }
+    return report_model().model_validate(doc).model_dump(mode="json")
+
+
+def _fmt(value: object, unit: str | None = None) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        text = f"{value:.4g}" if abs(value) < 1000 else f"{value:,.0f}"
+    else:
+        text = str(value)
+    return f"{text} {unit}" if unit else text
+
+
+def _inventory_row(inv: Inventory, sku: str | None) -> list[str]:
+    def pair(a: object, b: object, unit: str = "") -> str:
+        if a is None and b is None:
+            return "-"
+        left = f"{a:.0f}" if isinstance(a, float) else _fmt(a)
+        right = f"{b:.0f}" if isinstance(b, float) else _fmt(b)
+        return f"{left}/{right}{unit}"
+
+    pcie = "-"
+    if inv.pcie_gen is not None:
+        pcie = (
+            f"Gen{inv.pcie_gen}x{inv.pcie_width} (max Gen{inv.pcie_gen_max}x{inv.pcie_width_max})"
+        )
+
+    def flag(value: bool | None) -> str:
+        return "-" if value is None else ("on" if value else "off")
+
+    return [
+        str(inv.index),
+        inv.name,
+        sku or "unknown",
+        inv.pci_bus_id or "-",
+        pair(inv.memory_used_mib, inv.memory_total_mib, " MiB"),
+        _fmt(inv.utilization_pct, "%"),
+        _fmt(inv.temperature_c, "C"),
+        pair(inv.power_w, inv.power_limit_w, " W"),
+        _fmt(inv.sm_clock_mhz, "MHz"),
+        pcie,
+        flag(inv.ecc_enabled),
+        flag(inv.persistence),
+        flag(inv.mig_enabled),
+    ]
+
+
+def render_human(run: BenchRun, stream: IO[str], *, color: bool, width: int | None = None) -> None:
+    """An nvidia-smi-like table, then per GPU one line per check, then the overall status."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    console = Console(
+        file=stream,
+        no_color=not color,
+        force_terminal=color,
+        highlight=False,
+        width=width or (None if color else 160),
+    )
+    console.print(
+        f"kaic bench  host {run.host}  driver {run.driver or '-'}  CUDA {run.cuda or '-'}  "
+        f"backend {run.backend}  mode {run.mode}  {run.timestamp}"
+    )
+    # plain rows when piped, so `awk` and `grep` work on the output
+    table = Table(header_style="bold", pad_edge=False, box=box.SIMPLE_HEAD if color else None)
+    headers = ["#", "name", "sku", "bus id", "memory", "util", "temp", "power/cap", "sm clk"]
+    headers += ["pcie", "ecc", "persist", "mig"]
+    for h in headers:
+        table.add_column(h, no_wrap=True)
+    for gpu in run.gpus:
+        table.add_row(*_inventory_row(gpu.inventory, gpu.sku))
+    console.print(table)
+    for gpu in run.gpus:
+        console.print()
+        console.print(
+            Text.assemble(
+                f"{'GPU' if run.device == 'cuda' else 'CPU'} {gpu.index}  {gpu.inventory.name}  ",
+                (gpu.status, STATUS_STYLE[gpu.status]),
+            )
+        )
+        checks = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
+        for h in ("status", "check", "value", "expected", "ratio", "note"):
+            checks.add_column(h, no_wrap=h != "note")
+        for c in gpu.checks:
+            checks.add_row(
+                Text(c.status, style=STATUS_STYLE[c.status]),
+                c.id,
+                _fmt(c.value, c.unit),
+                _fmt(c.expected, c.unit if isinstance(c.expected, (int, float)) else None),
+                "-" if c.ratio is None else f"{c.ratio:.2f}",
+                c.message,
+            )
+        console.print(checks)
+    console.print()
+    console.print(Text.assemble("overall: ", (run.status, STATUS_STYLE[run.status])))
