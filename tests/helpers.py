@@ -150,8 +150,16 @@ class RunningCenter:
                 self.proc.wait(5)
 
 
-def start_center(state_dir: Path, *extra: str, timeout: float = 30) -> RunningCenter:
-    """Start `kaic center serve` on a free loopback port and wait until it is ready."""
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_center(state_dir: Path, *extra: str, port: int = 0, timeout: float = 30) -> RunningCenter:
+    """Start `kaic center serve` on a loopback port (0 = free) and wait until it is ready."""
     state_dir.mkdir(parents=True, exist_ok=True)
     ready = state_dir / "ready.json"
     with contextlib.suppress(FileNotFoundError):

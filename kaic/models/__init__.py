@@ -13,7 +13,16 @@ from kaic.models.auth import (
     TokenResponse,
 )
 from kaic.models.common import ErrorBody, ErrorResponse, Health
-from kaic.models.states import TERMINAL_STATES, JobState, is_terminal
+from kaic.models.jobs import (
+    DryRunResult,
+    Job,
+    JobEvent,
+    JobList,
+    JobSubmit,
+    Partition,
+    Resources,
+)
+from kaic.models.states import TERMINAL_STATES, JobState, is_terminal, outcome_exit_code
 
 __all__ = [
     "SCOPES",
@@ -21,15 +30,23 @@ __all__ = [
     "ApiTokenCreate",
     "ApiTokenCreated",
     "ApiTokenInfo",
+    "DryRunResult",
     "ErrorBody",
     "ErrorResponse",
     "Health",
+    "Job",
+    "JobEvent",
+    "JobList",
     "JobState",
+    "JobSubmit",
     "Me",
+    "Partition",
     "ProjectInfo",
     "ProjectRef",
+    "Resources",
     "RevokeRequest",
     "TokenRequest",
     "TokenResponse",
     "is_terminal",
+    "outcome_exit_code",
 ]
