@@ -1,0 +1,150 @@
+"""Reading and following job logs by byte offset: nothing lost, nothing repeated.
+
+The center streams raw bytes from an offset and says where it started (``X-Log-Offset``).
+The follower counts every byte it hands on; when the connection drops, the center restarts
+or the token is refreshed, it asks again from exactly that offset. A followed stream that
+ends is only trusted as the end once the job is terminal: otherwise it reconnects.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import httpx
+
+from kaic.client.api import CenterClient
+from kaic.errors import KaicError, Unreachable
+from kaic.models import Job, is_terminal
+
+#: How long a follower keeps reconnecting through a continuous outage before giving up.
+RECONNECT_BUDGET_S = 300.0
+RECONNECT_START_S = 0.2
+RECONNECT_CAP_S = 5.0
+
+
+@dataclass
+class LogCursor:
+    """Where one stream of one job has been read up to."""
+
+    job_id: str
+    stream: str  # stdout | stderr
+    offset: int = 0
+    reconnects: int = 0
+
+
+def read_log(
+    client: CenterClient,
+    cursor: LogCursor,
+    write: Callable[[bytes], None],
+    *,
+    follow: bool,
+    tail: int | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    get_job: Callable[[str], Job] | None = None,
+    stop: threading.Event | None = None,
+) -> LogCursor:
+    """Copy a job's log stream to `write` from `cursor.offset` (or its last `tail` lines).
+
+    Without `follow`, what exists now. With `follow`, until the job is terminal and the log
+    drained, reconnecting from the exact byte offset after any failure.
+    """
+    first = True
+    failing_since: float | None = None
+    delay = RECONNECT_START_S
+    while stop is None or not stop.is_set():
+        params: dict[str, object] = {
+            "stream": cursor.stream,
+            "offset": cursor.offset,
+            "follow": str(follow).lower(),
+        }
+        if first and tail is not None:
+            params["tail"] = tail
+        path = f"/v1/jobs/{quote(cursor.job_id, safe='')}/logs"
+        try:
+            with client.stream("GET", path, params=params) as resp:
+                start = int(resp.headers.get("X-Log-Offset", cursor.offset))
+                if first and tail is not None:
+                    cursor.offset = start
+                elif start != cursor.offset:
+                    raise KaicError(
+                        f"the center resumed the {cursor.stream} log of job {cursor.job_id} "
+                        f"at byte {start}, not {cursor.offset}",
+                        hint="the log was truncated on the center",
+                    )
+                for chunk in resp.iter_raw():
+                    if chunk:
+                        write(chunk)
+                        cursor.offset += len(chunk)
+            first = False
+            failing_since, delay = None, RECONNECT_START_S
+            if not follow:
+                return cursor
+            # A clean end is the end only if the job really ended (a center shutting down
+            # can close a stream cleanly too).
+            if get_job is None or is_terminal(get_job(cursor.job_id).state):
+                return cursor
+        except (httpx.TransportError, Unreachable) as exc:
+            if not follow:
+                if isinstance(exc, Unreachable):
+                    raise
+                raise Unreachable(f"the log stream broke off: {exc}") from None
+            now = time.monotonic()
+            failing_since = failing_since or now
+            if now - failing_since > RECONNECT_BUDGET_S:
+                raise Unreachable(
+                    f"lost the log stream of job {cursor.job_id} for over "
+                    f"{RECONNECT_BUDGET_S:.0f} s"
+                ) from None
+        first = False
+        cursor.reconnects += 1
+        sleep(delay)
+        delay = min(delay * 2, RECONNECT_CAP_S)
+    return cursor
+
+
+def follow_both(
+    client: CenterClient,
+    job_id: str,
+    writers: dict[str, Callable[[bytes], None]],
+    *,
+    follow: bool,
+    tail: int | None = None,
+    get_job: Callable[[str], Job] | None = None,
+) -> dict[str, LogCursor]:
+    """Read several streams of one job at once (one thread each); re-raise the first error."""
+    cursors = {name: LogCursor(job_id, name) for name in writers}
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def run(name: str) -> None:
+        try:
+            read_log(
+                client,
+                cursors[name],
+                writers[name],
+                follow=follow,
+                tail=tail,
+                get_job=get_job,
+                stop=stop,
+            )
+        except BaseException as exc:  # handed to the caller's thread below
+            errors.append(exc)
+            stop.set()
+
+    threads = [threading.Thread(target=run, args=(n,), daemon=True) for n in writers]
+    for t in threads:
+        t.start()
+    try:
+        for t in threads:
+            while t.is_alive():
+                t.join(0.2)
+    except KeyboardInterrupt:
+        stop.set()
+        raise
+    if errors:
+        raise errors[0]
+    return cursors
