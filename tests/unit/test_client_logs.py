@@ -1,0 +1,175 @@
+"""The log follower: byte offsets across broken streams, premature ends and bad resumes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timezone
+
+import httpx
+import pytest
+
+from kaic.auth.credentials import Credentials
+from kaic.client.api import CenterClient
+from kaic.client.logs import LogCursor, read_log
+from kaic.errors import KaicError
+from kaic.models import Job, JobState, Resources
+
+LOG = b"".join(f"line {i}\n".encode() for i in range(1, 2001))
+
+
+class BreakingStream(httpx.SyncByteStream):
+    """Yields `data` in small chunks, then breaks the connection (or ends cleanly)."""
+
+    def __init__(self, data: bytes, *, breaks: bool) -> None:
+        self.data, self.breaks = data, breaks
+
+    def __iter__(self) -> Iterator[bytes]:
+        for i in range(0, len(self.data), 700):
+            yield self.data[i : i + 700]
+        if self.breaks:
+            raise httpx.ReadError("connection reset by peer")
+
+
+def job(state: JobState) -> Job:
+    now = datetime.now(timezone.utc)
+    return Job(
+        id="7",
+        name="j",
+        state=state,
+        user="u",
+        project="p",
+        partition="local",
+        resources=Resources(),
+        submitted_at=now,
+    )
+
+
+def make_client(handler: httpx.MockTransport) -> CenterClient:
+    return CenterClient(
+        "http://center.test",
+        credentials=Credentials(access_token="kaa_x"),
+        transport=handler,
+        sleep=lambda s: None,
+    )
+
+
+def test_reconnects_from_exact_offset_after_broken_stream() -> None:
+    cuts = [500, 1234, 9000]  # where each connection breaks off
+    seen_offsets: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        offset = int(request.url.params["offset"])
+        seen_offsets.append(offset)
+        end = next((c for c in cuts if c > offset), len(LOG))
+        return httpx.Response(
+            200,
+            headers={"X-Log-Offset": str(offset)},
+            stream=BreakingStream(LOG[offset:end], breaks=end < len(LOG)),
+        )
+
+    got = bytearray()
+    sleeps: list[float] = []
+    client = make_client(httpx.MockTransport(handler))
+    cursor = read_log(
+        client,
+        LogCursor("7", "stdout"),
+        got.extend,
+        follow=True,
+        sleep=sleeps.append,
+        get_job=lambda _id: job(JobState.FAILED),
+    )
+    assert bytes(got) == LOG  # nothing lost, nothing repeated
+    assert seen_offsets == [0, 500, 1234, 9000]
+    assert cursor.reconnects == 3 and cursor.offset == len(LOG)
+    assert sleeps == [0.2, 0.4, 0.8]  # backoff between reconnects, not a tight loop
+
+
+def test_clean_end_before_job_is_terminal_reconnects() -> None:
+    calls = {"n": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls["n"] += 1
+        offset = int(request.url.params["offset"])
+        body = LOG[offset:1000] if calls["n"] == 1 else LOG[offset:]
+        return httpx.Response(
+            200, headers={"X-Log-Offset": str(offset)}, stream=BreakingStream(body, breaks=False)
+        )
+
+    states = iter([JobState.RUNNING, JobState.COMPLETED])
+    got = bytearray()
+    read_log(
+        make_client(httpx.MockTransport(handler)),
+        LogCursor("7", "stdout"),
+        got.extend,
+        follow=True,
+        sleep=lambda s: None,
+        get_job=lambda _id: job(next(states)),
+    )
+    assert bytes(got) == LOG and calls["n"] == 2
+
+
+def test_502_before_first_byte_is_retried() -> None:
+    answers = iter([502, 503, 200])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        status = next(answers)
+        if status != 200:
+            return httpx.Response(status, text="<html>bad gateway</html>")
+        return httpx.Response(
+            200, headers={"X-Log-Offset": "0"}, stream=BreakingStream(LOG, breaks=False)
+        )
+
+    got = bytearray()
+    read_log(
+        make_client(httpx.MockTransport(handler)),
+        LogCursor("7", "stdout"),
+        got.extend,
+        follow=True,
+        sleep=lambda s: None,
+        get_job=lambda _id: job(JobState.COMPLETED),
+    )
+    assert bytes(got) == LOG
+
+
+def test_resume_at_wrong_offset_is_an_error_not_silent_loss() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        offset = int(request.url.params["offset"])
+        if offset == 0:
+            return httpx.Response(
+                200, headers={"X-Log-Offset": "0"}, stream=BreakingStream(LOG[:100], breaks=True)
+            )
+        return httpx.Response(
+            200, headers={"X-Log-Offset": "0"}, stream=BreakingStream(LOG, breaks=False)
+        )
+
+    with pytest.raises(KaicError, match="resumed"):
+        read_log(
+            make_client(httpx.MockTransport(handler)),
+            LogCursor("7", "stdout"),
+            lambda b: None,
+            follow=True,
+            sleep=lambda s: None,
+            get_job=lambda _id: job(JobState.RUNNING),
+        )
+
+
+def test_tail_takes_start_offset_from_center() -> None:
+    start = LOG.index(b"line 1999\n")
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.params["tail"] == "2"
+        return httpx.Response(
+            200,
+            headers={"X-Log-Offset": str(start)},
+            stream=BreakingStream(LOG[start:], breaks=False),
+        )
+
+    got = bytearray()
+    cursor = read_log(
+        make_client(httpx.MockTransport(handler)),
+        LogCursor("7", "stdout"),
+        got.extend,
+        follow=False,
+        tail=2,
+    )
+    assert bytes(got) == b"line 1999\nline 2000\n" and cursor.offset == len(LOG)
