@@ -13,8 +13,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kaic import __version__
 from kaic.center.errors import REQUEST_ID_HEADER, install_error_handlers, new_request_id
+from kaic.center.executors.base import Executor
+from kaic.center.executors.local import LocalExecutor
+from kaic.center.jobs.scheduler import Scheduler
+from kaic.center.jobs.service import JobService
 from kaic.center.ratelimit import LoginRateLimiter
-from kaic.center.routers import auth, health, me, projects, tokens
+from kaic.center.routers import auth, health, jobs, me, partitions, projects, tokens
 from kaic.center.settings import CenterSettings
 from kaic.center.store import Store
 
@@ -47,13 +51,25 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
+def make_executor(settings: CenterSettings) -> Executor:
+    """The executor `settings.executor` names."""
+    if settings.executor == "local":
+        return LocalExecutor(kill_grace=settings.kill_grace)
+    raise ValueError(f"unknown executor {settings.executor!r} (available: local)")
+
+
 def create_app(settings: CenterSettings) -> FastAPI:
     """Build a center app over `settings.state_dir`; all state lives on `app.state`."""
     store = Store(settings.state_dir, now=settings.now)
+    scheduler = Scheduler(store, settings, make_executor(settings))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Re-attaches (or finalises) jobs an earlier center left running.
+        scheduler.start()
         yield
+        # Like a SIGTERM'd center: running jobs keep running for the next one to re-attach.
+        scheduler.shutdown(kill_jobs=False)
         store.close()
 
     app = FastAPI(
@@ -64,6 +80,8 @@ def create_app(settings: CenterSettings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.store = store
+    app.state.scheduler = scheduler
+    app.state.job_service = JobService(store, settings, scheduler)
     app.state.instance_id = secrets.token_hex(8)
     app.state.login_limiter = LoginRateLimiter(
         max_failures=settings.login_max_failures,
@@ -73,6 +91,6 @@ def create_app(settings: CenterSettings) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
-    for module in (health, auth, me, tokens, projects):
+    for module in (health, auth, me, tokens, projects, partitions, jobs):
         app.include_router(module.router)
     return app

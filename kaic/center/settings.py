@@ -14,6 +14,19 @@ def utc_now() -> datetime:
 
 
 @dataclass
+class PartitionConfig:
+    """One partition (queue) of the center: a pool of GPUs handed out exclusively."""
+
+    name: str
+    gpus: int = 0
+    gpu_type: str | None = None
+    #: the longest time limit a job may ask for (seconds); None = no limit
+    max_time_seconds: int | None = None
+    #: jobs that name no partition go to the default one (the first, if none is marked)
+    default: bool = False
+
+
+@dataclass
 class CenterSettings:
     """Everything a center instance needs; tests build their own and inject a clock."""
 
@@ -34,6 +47,12 @@ class CenterSettings:
     login_lockout: int = 60
     #: set for the embedded local center: this user is created and gets a `local` token
     local_user: str | None = None
+    #: the partitions; empty = one default partition `local` with `gpus` GPUs of `gpu_type`
+    partitions: list[PartitionConfig] = field(default_factory=list)
+    #: seconds between SIGTERM and SIGKILL when a job is cancelled or hits its time limit
+    kill_grace: float = 10.0
+    #: the scheduler wakes at least this often (seconds) to poll jobs and time limits
+    job_poll_interval: float = 0.2
     now: Callable[[], datetime] = field(default=utc_now, repr=False)
 
     def __post_init__(self) -> None:

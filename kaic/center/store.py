@@ -85,6 +85,59 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX refresh_tokens_family ON refresh_tokens(family_id);
     """,
+    # 2: jobs (SQL in kaic/center/jobs/store.py)
+    """
+    CREATE TABLE jobs (
+        id                 TEXT PRIMARY KEY,
+        seq                INTEGER NOT NULL,
+        kind               TEXT NOT NULL CHECK (kind IN ('job', 'array', 'task')),
+        array_job_id       TEXT,
+        array_task_id      INTEGER,
+        array_limit        INTEGER,
+        user_id            INTEGER NOT NULL REFERENCES users(id),
+        project_id         INTEGER NOT NULL REFERENCES projects(id),
+        name               TEXT NOT NULL,
+        partition          TEXT NOT NULL,
+        spec               TEXT NOT NULL,
+        workdir            TEXT NOT NULL,
+        time_limit_seconds INTEGER,
+        gpus               INTEGER NOT NULL,
+        depends_on         TEXT NOT NULL DEFAULT '',
+        state              TEXT NOT NULL,
+        reason             TEXT,
+        exit_code          INTEGER,
+        submitted_at       TEXT NOT NULL,
+        started_at         TEXT,
+        ended_at           TEXT,
+        deadline_epoch     REAL,
+        gpu_ids            TEXT NOT NULL DEFAULT '',
+        external_id        TEXT,
+        pid                INTEGER,
+        pgid               INTEGER,
+        proc_start         INTEGER,
+        end_cause          TEXT,
+        gpu_hours          REAL NOT NULL DEFAULT 0
+    );
+    CREATE INDEX jobs_user ON jobs(user_id, kind, seq);
+    CREATE INDEX jobs_state ON jobs(state);
+    CREATE INDEX jobs_array ON jobs(array_job_id);
+    CREATE TABLE job_events (
+        id      INTEGER PRIMARY KEY,
+        job_id  TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+        at      TEXT NOT NULL,
+        state   TEXT,
+        message TEXT NOT NULL
+    );
+    CREATE INDEX job_events_job ON job_events(job_id, id);
+    CREATE TABLE idempotency_keys (
+        user_id    INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        key        TEXT NOT NULL,
+        body_hash  TEXT NOT NULL,
+        job_id     TEXT NOT NULL REFERENCES jobs(id),
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (user_id, key)
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -1,0 +1,1 @@
+"""Executors: where the center's jobs really run (local processes; Slurm)."""

@@ -1,0 +1,155 @@
+"""The interface between the scheduler and whatever runs jobs.
+
+The scheduler owns the queue (who runs, on which GPUs, when the time is up); an executor
+only starts a job, reports jobs that ended, and stops jobs on request. The shape follows
+Slurm, so a Slurm executor fits the same seams:
+
+- `start` returns an external id (the local pid, or Slurm's job id) the center stores;
+- `poll` is batched (one `squeue`/`sacct` call per tick, not one per job);
+- `cancel` asks for the signal sequence (SIGTERM, grace, SIGKILL; Slurm's KillWait) and
+  returns at once: the job is reported by a later `poll` when it is really gone;
+- `recover` re-attaches the jobs the database says are running after a center restart.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class JobPaths:
+    """Where one job's files live on the center (`state_dir/jobs/<id>/`)."""
+
+    dir: Path
+
+    @property
+    def script(self) -> Path:
+        return self.dir / "script.sh"
+
+    @property
+    def stdout(self) -> Path:
+        return self.dir / "stdout"
+
+    @property
+    def stderr(self) -> Path:
+        return self.dir / "stderr"
+
+    @property
+    def exitcode(self) -> Path:
+        """Written atomically by the job's wrapper when the job ends: its exit status."""
+        return self.dir / "exitcode"
+
+    def log(self, stream: str) -> Path:
+        """The log file of `stream` ("stdout" or "stderr")."""
+        if stream not in ("stdout", "stderr"):
+            raise ValueError(f"unknown log stream {stream!r}")
+        return self.dir / stream
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """Everything an executor needs to start one job (or one array task)."""
+
+    job_id: str
+    name: str
+    user: str
+    #: the bash script the job runs
+    script: str
+    paths: JobPaths
+    #: the directory the job starts in (already resolved inside the user's storage)
+    workdir: Path
+    #: the user's storage home (`~` of the job)
+    home: Path
+    env: Mapping[str, str] = field(default_factory=dict)
+    gpu_ids: Sequence[int] = ()
+    time_limit_seconds: int | None = None
+    partition: str = "local"
+    array_job_id: str | None = None
+    array_task_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Launched:
+    """What the center records about a started job so it can find it again after a restart."""
+
+    #: the executor's own id for the job (local: the wrapper's pid; Slurm: its job id)
+    external_id: str
+    pid: int | None = None
+    pgid: int | None = None
+    #: the process start time (clock ticks since boot, /proc/<pid>/stat field 22): with the
+    #: pid it identifies the process even if the pid has been reused
+    start_time: int | None = None
+
+
+@dataclass(frozen=True)
+class RunningJob:
+    """A job the database says is running, handed to `Executor.recover` after a restart."""
+
+    job_id: str
+    launched: Launched
+    paths: JobPaths
+
+
+@dataclass(frozen=True)
+class Ended:
+    """A job that is no longer running, as `poll` or `recover` report it."""
+
+    job_id: str
+    #: the exit status (128+N when killed by signal N); None when unknown (a lost job)
+    exit_code: int | None
+    #: the signal that killed the job, when the executor knows it
+    signal: int | None = None
+    #: True when the job vanished without an exit status (the center marks it NODE_FAIL)
+    lost: bool = False
+    #: why the job was lost (shown as the job's reason)
+    reason: str | None = None
+
+
+class ExecutorError(Exception):
+    """A job could not be started; the message says why (shown as the job's reason)."""
+
+
+class Executor(ABC):
+    """Runs jobs for the scheduler. Only the scheduler's thread calls these methods."""
+
+    #: the name `GET /v1/health` reports ("local", "slurm")
+    name: str = "executor"
+    #: the most nodes one job may ask for
+    max_nodes: int = 1
+    #: whether `image` (a container) can be honoured
+    supports_images: bool = False
+
+    @abstractmethod
+    def start(self, spec: LaunchSpec) -> Launched:
+        """Start a job; raises `ExecutorError` when it cannot."""
+
+    @abstractmethod
+    def poll(self) -> list[Ended]:
+        """The jobs that ended since the last call (each reported once), in one batch.
+
+        Also where pending escalations happen (SIGKILL after the grace period).
+        """
+
+    @abstractmethod
+    def cancel(self, job_id: str) -> None:
+        """Start stopping a job: SIGTERM now, SIGKILL after the grace period.
+
+        Returns at once; a later `poll` reports the job when it has ended. Unknown or
+        already-ended jobs are ignored.
+        """
+
+    @abstractmethod
+    def recover(self, jobs: Sequence[RunningJob]) -> list[Ended]:
+        """Re-attach jobs that were running when the center stopped.
+
+        Returns those that ended (with their real exit status) or were lost meanwhile;
+        the others are monitored again and reported by `poll` when they end.
+        """
+
+    @abstractmethod
+    def shutdown(self, *, kill_jobs: bool) -> None:
+        """Stop monitoring. With `kill_jobs` the running jobs are killed too; without it
+        (what a SIGTERM'd center does) they keep running and a later `recover` finds them."""

@@ -1,0 +1,270 @@
+"""The local executor: each job is a process group on this machine.
+
+A job runs as `sh -c WRAPPER` in a new session (so its whole process tree can be
+signalled at once), stdin from /dev/null, stdout/stderr appended to the job's log files.
+The wrapper runs `bash script.sh` and, when it ends, writes the exit status to the job's
+`exitcode` file atomically (tmp + rename). That file is what lets a restarted center
+learn how a job ended while the center was down: the wrapper outlives the center because
+it is in its own session and ignores the terminal signals the center may get.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from kaic.center.executors.base import (
+    Ended,
+    Executor,
+    ExecutorError,
+    JobPaths,
+    Launched,
+    LaunchSpec,
+    RunningJob,
+)
+
+logger = logging.getLogger("kaic.center.executor")
+
+LOST_REASON = "the job's process was lost while the center was down"
+
+# $1 = script, $2 = exitcode file. The traps keep the wrapper alive when the process group
+# gets SIGTERM/SIGINT/SIGHUP (the job itself gets them with default handling: a handler,
+# unlike an ignored signal, is reset on exec), so it can still record the job's status.
+# `mv` is atomic: a reader sees no file or the whole status.
+WRAPPER = (
+    "trap : TERM INT HUP\n"
+    'bash "$1"\n'
+    "rc=$?\n"
+    'echo "$rc" > "$2.tmp" && mv -f "$2.tmp" "$2"\n'
+    'exit "$rc"\n'
+)
+
+_DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def proc_start_time(pid: int) -> int | None:
+    """The start time of process `pid` (clock ticks after boot), or None if it is gone.
+
+    Zombies count as gone: they have ended and only wait to be reaped.
+    """
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
+    fields = text[text.rfind(")") + 2 :].split()
+    if len(fields) < 20 or fields[0] in ("Z", "X"):
+        return None
+    try:
+        return int(fields[19])
+    except ValueError:
+        return None
+
+
+def process_alive(pid: int, start_time: int | None) -> bool:
+    """Whether the process `pid` runs and is the one that started at `start_time`."""
+    current = proc_start_time(pid)
+    if current is None:
+        return False
+    return start_time is None or current == start_time
+
+
+def read_exit_code(path: Path) -> int | None:
+    """The status a job's wrapper wrote to `path`, or None when there is none (yet)."""
+    try:
+        return int(path.read_text(encoding="ascii").strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _center_path() -> str:
+    """The center's PATH, with its own interpreter's bin dir first, so jobs find the `kaic`
+    installed beside the center (e.g. in its virtualenv) — `kaic bench --remote` relies on it."""
+    own_bin = str(Path(sys.executable).parent)
+    parts = [p for p in (os.environ.get("PATH") or _DEFAULT_PATH).split(os.pathsep) if p]
+    return os.pathsep.join([own_bin, *(p for p in parts if p != own_bin)])
+
+
+def job_environment(spec: LaunchSpec, *, base_path: str | None = None) -> dict[str, str]:
+    """A clean environment for a job: a small base, the job's own env, then kaic's variables
+    (which the job's env cannot override)."""
+    gpus = ",".join(str(i) for i in spec.gpu_ids)
+    env = {
+        "PATH": base_path or _center_path(),
+        "HOME": str(spec.home),
+        "LANG": os.environ.get("LANG") or "C.UTF-8",
+        "USER": spec.user,
+        "LOGNAME": spec.user,
+    }
+    env.update(spec.env)
+    env.update(
+        {
+            "KAIC_JOB_ID": spec.job_id,
+            "KAIC_JOB_NAME": spec.name,
+            "KAIC_ARRAY_JOB_ID": spec.array_job_id or "",
+            "KAIC_ARRAY_TASK_ID": "" if spec.array_task_id is None else str(spec.array_task_id),
+            "KAIC_GPUS": gpus,
+            "KAIC_PARTITION": spec.partition,
+            "CUDA_VISIBLE_DEVICES": gpus,
+        }
+    )
+    return env
+
+
+def _killpg(pgid: int | None, sig: int) -> None:
+    if pgid is None or pgid <= 1:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+@dataclass
+class _Tracked:
+    job_id: str
+    paths: JobPaths
+    launched: Launched
+    #: set for jobs this executor started; None for re-attached ones
+    popen: subprocess.Popen[bytes] | None
+    #: monotonic time at which a cancelled job gets SIGKILL
+    kill_at: float | None = None
+
+
+class LocalExecutor(Executor):
+    """Runs jobs as local process groups (the embedded local center)."""
+
+    name = "local"
+    max_nodes = 1
+    supports_images = False
+
+    def __init__(self, *, kill_grace: float = 10.0, base_path: str | None = None) -> None:
+        self.kill_grace = kill_grace
+        self.base_path = base_path
+        self._jobs: dict[str, _Tracked] = {}
+
+    def start(self, spec: LaunchSpec) -> Launched:
+        paths = spec.paths
+        try:
+            paths.dir.mkdir(parents=True, exist_ok=True)
+            paths.script.write_text(spec.script, encoding="utf-8")
+            paths.exitcode.unlink(missing_ok=True)
+            spec.workdir.mkdir(parents=True, exist_ok=True)
+            with (
+                open(paths.stdout, "ab") as stdout,
+                open(paths.stderr, "ab") as stderr,
+            ):
+                popen = subprocess.Popen(
+                    ["/bin/sh", "-c", WRAPPER, "kaic-job", str(paths.script), str(paths.exitcode)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=stdout,
+                    stderr=stderr,
+                    cwd=spec.workdir,
+                    env=job_environment(spec, base_path=self.base_path),
+                    start_new_session=True,
+                    close_fds=True,
+                )
+        except OSError as exc:
+            raise ExecutorError(f"could not start the job: {exc}") from exc
+        launched = Launched(
+            external_id=str(popen.pid),
+            pid=popen.pid,
+            pgid=popen.pid,  # a new session's leader leads its process group too
+            start_time=proc_start_time(popen.pid),
+        )
+        self._jobs[spec.job_id] = _Tracked(spec.job_id, paths, launched, popen)
+        return launched
+
+    def _check(self, tracked: _Tracked) -> Ended | None:
+        """The job's end if it has ended, else None."""
+        if tracked.popen is not None:
+            rc = tracked.popen.poll()
+            if rc is None:
+                return None
+            code = read_exit_code(tracked.paths.exitcode)
+            sig = -rc if rc < 0 else None
+            if code is None:
+                # Killed (SIGKILL) before the wrapper could write the status.
+                code = 128 + sig if sig is not None else rc
+            return Ended(tracked.job_id, code, signal=sig)
+        code = read_exit_code(tracked.paths.exitcode)
+        if code is not None:
+            return Ended(tracked.job_id, code)
+        launched = tracked.launched
+        if launched.pid is not None and process_alive(launched.pid, launched.start_time):
+            return None
+        # Gone: it may have written its status between the two looks.
+        code = read_exit_code(tracked.paths.exitcode)
+        if code is not None:
+            return Ended(tracked.job_id, code)
+        if launched.pid is not None:
+            # Still our child (a center restarted inside the same process): reap it.
+            with contextlib.suppress(ChildProcessError, OSError):
+                _, status = os.waitpid(launched.pid, os.WNOHANG)
+                if os.WIFSIGNALED(status):
+                    sig = os.WTERMSIG(status)
+                    return Ended(tracked.job_id, 128 + sig, signal=sig)
+        return Ended(tracked.job_id, None, lost=True, reason="the job's process disappeared")
+
+    def poll(self) -> list[Ended]:
+        ended: list[Ended] = []
+        now = time.monotonic()
+        for job_id, tracked in list(self._jobs.items()):
+            result = self._check(tracked)
+            if result is not None:
+                del self._jobs[job_id]
+                # Slurm semantics: nothing of a job outlives it (background children too).
+                _killpg(tracked.launched.pgid, signal.SIGKILL)
+                ended.append(result)
+            elif tracked.kill_at is not None and now >= tracked.kill_at:
+                tracked.kill_at = None
+                _killpg(tracked.launched.pgid, signal.SIGKILL)
+        return ended
+
+    def cancel(self, job_id: str) -> None:
+        tracked = self._jobs.get(job_id)
+        if tracked is None or tracked.kill_at is not None:
+            return
+        if self.kill_grace <= 0:
+            _killpg(tracked.launched.pgid, signal.SIGKILL)
+            return
+        _killpg(tracked.launched.pgid, signal.SIGTERM)
+        tracked.kill_at = time.monotonic() + self.kill_grace
+
+    def recover(self, jobs: Sequence[RunningJob]) -> list[Ended]:
+        ended: list[Ended] = []
+        for job in jobs:
+            code = read_exit_code(job.paths.exitcode)
+            if code is not None:
+                ended.append(Ended(job.job_id, code))
+                continue
+            pid = job.launched.pid
+            if pid is not None and process_alive(pid, job.launched.start_time):
+                self._jobs[job.job_id] = _Tracked(job.job_id, job.paths, job.launched, None)
+                continue
+            code = read_exit_code(job.paths.exitcode)
+            if code is not None:
+                ended.append(Ended(job.job_id, code))
+            else:
+                ended.append(Ended(job.job_id, None, lost=True, reason=LOST_REASON))
+        return ended
+
+    def shutdown(self, *, kill_jobs: bool) -> None:
+        if kill_jobs:
+            for tracked in self._jobs.values():
+                _killpg(tracked.launched.pgid, signal.SIGKILL)
+            for tracked in self._jobs.values():
+                if tracked.popen is not None:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        tracked.popen.wait(timeout=5)
+        self._jobs.clear()
+
+    def running(self) -> list[str]:
+        """Ids of the jobs being monitored (for tests and diagnostics)."""
+        return list(self._jobs)

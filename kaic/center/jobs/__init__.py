@@ -1,0 +1,1 @@
+"""The center's jobs: store, scheduler, submission and log reading."""

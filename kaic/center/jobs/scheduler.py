@@ -1,0 +1,481 @@
+"""The scheduler: one background thread that runs the queue.
+
+Every tick (on submit/cancel, and at least every `job_poll_interval` seconds) it
+1. collects jobs the executor reports ended and records their final state,
+2. signals running jobs that were cancelled or hit their time limit,
+3. starts pending jobs, FIFO per partition, handing out the lowest free GPU indices
+   exclusively, and records why the others wait (`Resources`, `Priority`, `Dependency`,
+   `JobArrayTaskLimit`).
+
+All state lives in the database; the only memory is which jobs were already signalled.
+State changes happen under `self._mutex`, which API calls that change states take too.
+Time limits use the real wall clock (`time.time()`, stored as `deadline_epoch`) so they
+hold across restarts even when the settings inject a fake clock for timestamps.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from kaic.center.executors.base import (
+    Ended,
+    Executor,
+    ExecutorError,
+    Launched,
+    LaunchSpec,
+    RunningJob,
+)
+from kaic.center.jobs.partitions import configured_partitions
+from kaic.center.jobs.paths import PathRejected, job_paths, resolve_workdir, storage_home
+from kaic.center.jobs.store import JobRow, JobStore
+from kaic.center.settings import CenterSettings, PartitionConfig
+from kaic.center.store import Store
+from kaic.models import JobState, Partition
+
+logger = logging.getLogger("kaic.center.scheduler")
+
+CANCELLED_BY_USER = "cancelled by the user"
+SHUTDOWN_REASON = "the center shut down"
+
+
+def _elapsed_hours(start: datetime | None, end: datetime) -> float:
+    if start is None:
+        return 0.0
+    return max(0.0, (end - start).total_seconds()) / 3600.0
+
+
+class Scheduler:
+    """Runs the queue on its own thread; `start()`/`shutdown()` bracket the app's life."""
+
+    def __init__(self, store: Store, settings: CenterSettings, executor: Executor) -> None:
+        self.jobs = JobStore(store)
+        self.settings = settings
+        self.executor = executor
+        self.partitions = {p.name: p for p in configured_partitions(settings)}
+        self._mutex = threading.RLock()
+        self._cond = threading.Condition()
+        self._woken = False
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._signalled: set[str] = set()
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Re-attach or finalise jobs left running by an earlier center, then start ticking."""
+        with self._mutex:
+            self._recover()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="kaic-scheduler", daemon=True)
+        self._thread.start()
+
+    def shutdown(self, *, kill_jobs: bool = False) -> None:
+        """Stop the thread. Without `kill_jobs` running jobs keep running (a later center
+        re-attaches them); with it they are killed and recorded CANCELLED."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        with self._mutex:
+            if kill_jobs:
+                self.executor.shutdown(kill_jobs=True)
+                with self.jobs.transaction():
+                    for row in self.jobs.active():
+                        # Pending jobs stay queued for the next center.
+                        if row.state is JobState.RUNNING:
+                            self._finish_row(row, JobState.CANCELLED, None, SHUTDOWN_REASON)
+            else:
+                self.executor.shutdown(kill_jobs=False)
+
+    def wake(self) -> None:
+        """Make the thread tick now (after a submit or a cancel)."""
+        with self._cond:
+            self._woken = True
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        interval = max(0.01, min(self.settings.job_poll_interval, 0.2))
+        while True:
+            with self._cond:
+                if not self._woken and not self._stopping:
+                    self._cond.wait(timeout=interval)
+                self._woken = False
+                if self._stopping:
+                    return
+            try:
+                self.tick()
+            except Exception:
+                logger.exception("scheduler tick failed")
+
+    # -- the tick ------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """One pass: collect ended jobs, enforce cancels and limits, start what fits."""
+        with self._mutex:
+            for ended in self.executor.poll():
+                with self.jobs.transaction():
+                    self._record_end(ended)
+            rows = self.jobs.active()
+            self._signal_running([r for r in rows if r.state is JobState.RUNNING])
+            self._schedule(rows)
+
+    def _signal_running(self, running: Sequence[JobRow]) -> None:
+        now = time.time()
+        grace = self.settings.kill_grace
+        for row in running:
+            if row.id in self._signalled:
+                continue
+            if row.end_cause is None and row.deadline_epoch is not None:
+                if now < row.deadline_epoch:
+                    continue
+                with self.jobs.transaction():
+                    self.jobs.update(row.id, end_cause="timeout")
+                    self.jobs.add_event(
+                        row.id,
+                        f"time limit of {row.time_limit_seconds}s reached: SIGTERM, "
+                        f"SIGKILL after {grace:g}s",
+                    )
+            elif row.end_cause is None:
+                continue
+            self._signalled.add(row.id)
+            self.executor.cancel(row.id)
+
+    def _schedule(self, rows: Sequence[JobRow]) -> None:
+        used: dict[str, set[int]] = {name: set() for name in self.partitions}
+        running_tasks: Counter[str] = Counter()
+        for row in rows:
+            if row.state is JobState.RUNNING:
+                used.setdefault(row.partition, set()).update(row.gpu_ids)
+                if row.array_job_id:
+                    running_tasks[row.array_job_id] += 1
+        blocked: set[str] = set()
+        pending = [r for r in rows if r.state is JobState.PENDING]
+        dependencies = self.jobs.get_many(d for r in pending for d in r.depends_on)
+        for row in pending:
+            partition = self.partitions.get(row.partition)
+            if partition is None:
+                self._set_reason(row, "PartitionDown")
+                continue
+            if row.depends_on:
+                verdict = self._dependency_verdict(row, dependencies)
+                if verdict is not None:
+                    self._finish_pending(row, verdict)
+                    continue
+                if not all(dependencies[d].state is JobState.COMPLETED for d in row.depends_on):
+                    self._set_reason(row, "Dependency")
+                    continue
+            limit = self._array_limit(row)
+            if limit is not None and row.array_job_id and running_tasks[row.array_job_id] >= limit:
+                self._set_reason(row, "JobArrayTaskLimit")
+                continue
+            if row.gpus > 0 and partition.name in blocked:
+                self._set_reason(row, "Priority")
+                continue
+            taken = used[partition.name]
+            free = [i for i in range(partition.gpus) if i not in taken]
+            if len(free) < row.gpus:
+                self._set_reason(row, "Resources")
+                blocked.add(partition.name)
+                continue
+            gpu_ids = free[: row.gpus]
+            if self._start(row, partition, gpu_ids):
+                taken.update(gpu_ids)
+                if row.array_job_id:
+                    running_tasks[row.array_job_id] += 1
+
+    def _array_limit(self, row: JobRow) -> int | None:
+        if row.kind != "task" or row.array_job_id is None:
+            return None
+        return row.array_limit
+
+    @staticmethod
+    def _dependency_verdict(row: JobRow, dependencies: dict[str, JobRow]) -> str | None:
+        """The reason the dependant can never run, or None if it still may."""
+        for dep_id in row.depends_on:
+            dep = dependencies.get(dep_id)
+            if dep is None:
+                return f"DependencyNeverSatisfied: job {dep_id} no longer exists"
+            if dep.terminal and dep.state is not JobState.COMPLETED:
+                return f"DependencyNeverSatisfied: job {dep_id} ended {dep.state.value}"
+        return None
+
+    def _set_reason(self, row: JobRow, reason: str) -> None:
+        if row.reason == reason:
+            return
+        with self.jobs.transaction():
+            self.jobs.update(row.id, reason=reason)
+            self.jobs.add_event(row.id, f"pending: {reason}", JobState.PENDING)
+            if row.array_job_id:
+                self._refresh_array(row.array_job_id)
+
+    def _start(self, row: JobRow, partition: PartitionConfig, gpu_ids: list[int]) -> bool:
+        home = storage_home(self.settings.state_dir, row.user)
+        try:
+            home.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _, workdir = resolve_workdir(home, row.workdir)
+            spec = LaunchSpec(
+                job_id=row.id,
+                name=row.name,
+                user=row.user,
+                script=row.spec.run,
+                paths=job_paths(self.settings.state_dir, row.id),
+                workdir=workdir,
+                home=home,
+                env=dict(row.spec.env),
+                gpu_ids=tuple(gpu_ids),
+                time_limit_seconds=row.time_limit_seconds,
+                partition=partition.name,
+                array_job_id=row.array_job_id,
+                array_task_id=row.array_task_id,
+            )
+            launched = self.executor.start(spec)
+        except (ExecutorError, PathRejected, OSError) as exc:
+            logger.warning("job %s could not start: %s", row.id, exc)
+            self._finish_pending(row, f"failed to start: {exc}", state=JobState.FAILED)
+            return False
+        deadline = time.time() + row.time_limit_seconds if row.time_limit_seconds else None
+        with self.jobs.transaction():
+            self.jobs.update(
+                row.id,
+                state=JobState.RUNNING,
+                reason=None,
+                started_at=self.jobs.now(),
+                gpu_ids=gpu_ids,
+                deadline_epoch=deadline,
+                external_id=launched.external_id,
+                pid=launched.pid,
+                pgid=launched.pgid,
+                proc_start=launched.start_time,
+            )
+            gpus = ",".join(str(i) for i in gpu_ids) or "none"
+            self.jobs.add_event(
+                row.id,
+                f"started on partition {partition.name} with GPUs {gpus}"
+                f" ({self.executor.name} id {launched.external_id})",
+                JobState.RUNNING,
+            )
+            if row.array_job_id:
+                self._refresh_array(row.array_job_id)
+        return True
+
+    # -- endings -------------------------------------------------------------------------
+
+    def _record_end(self, ended: Ended) -> None:
+        row = self.jobs.get(ended.job_id)
+        self._signalled.discard(ended.job_id)
+        if row is None or row.terminal:
+            return
+        reason: str | None = None
+        if ended.lost:
+            state, reason = JobState.NODE_FAIL, ended.reason or "the job's process was lost"
+        elif row.end_cause == "timeout":
+            state, reason = JobState.TIMEOUT, "time limit reached"
+        elif row.end_cause == "cancel":
+            state, reason = JobState.CANCELLED, CANCELLED_BY_USER
+        elif ended.exit_code == 0:
+            state = JobState.COMPLETED
+        else:
+            state = JobState.FAILED
+            if ended.exit_code is not None and ended.exit_code > 128:
+                reason = f"killed by signal {ended.exit_code - 128}"
+        self._finish_row(row, state, ended.exit_code, reason)
+
+    def _finish_pending(
+        self, row: JobRow, reason: str, *, state: JobState = JobState.CANCELLED
+    ) -> None:
+        with self.jobs.transaction():
+            self._finish_row(row, state, None, reason)
+
+    def _finish_row(
+        self, row: JobRow, state: JobState, exit_code: int | None, reason: str | None
+    ) -> None:
+        """Record a terminal state, charge the project, update the array (in a transaction)."""
+        now = self.jobs.now()
+        gpu_hours = row.gpus * _elapsed_hours(row.started_at, now)
+        self.jobs.update(
+            row.id,
+            state=state,
+            exit_code=exit_code,
+            reason=reason,
+            ended_at=now,
+            gpu_hours=gpu_hours,
+        )
+        self.jobs.charge(row.project_id, gpu_hours)
+        message = f"ended {state.value}"
+        if exit_code is not None:
+            message += f" (exit code {exit_code})"
+        if reason:
+            message += f": {reason}"
+        if gpu_hours:
+            message += f"; charged {gpu_hours:.4f} GPU-hours"
+        self.jobs.add_event(row.id, message, state)
+        if row.array_job_id:
+            self._refresh_array(row.array_job_id)
+
+    def _refresh_array(self, array_job_id: str) -> None:
+        """Derive an array's state from its tasks."""
+        parent = self.jobs.get(array_job_id)
+        tasks = self.jobs.tasks(array_job_id)
+        if parent is None or not tasks:
+            return
+        states = [t.state for t in tasks]
+        started = [t.started_at for t in tasks if t.started_at]
+        exit_code: int | None = None
+        reason: str | None = None
+        ended_at: datetime | None = None
+        if JobState.RUNNING in states:
+            state = JobState.RUNNING
+        elif all(t.terminal for t in tasks):
+            ended_at = max((t.ended_at for t in tasks if t.ended_at), default=None)
+            bad = next((t for t in tasks if t.state is not JobState.COMPLETED), None)
+            if bad is None:
+                state, exit_code = JobState.COMPLETED, 0
+            else:
+                state, exit_code = bad.state, bad.exit_code
+                reason = f"task {bad.id} ended {bad.state.value}" + (
+                    f": {bad.reason}" if bad.reason else ""
+                )
+        else:
+            state = JobState.PENDING
+            reason = next((t.reason for t in tasks if t.state is JobState.PENDING), None)
+        fields: dict[str, object] = {}
+        if parent.state is not state:
+            fields["state"] = state
+        if parent.reason != reason:
+            fields["reason"] = reason
+        if parent.exit_code != exit_code:
+            fields["exit_code"] = exit_code
+        first_start = min(started) if started else None
+        if parent.started_at != first_start:
+            fields["started_at"] = first_start
+        if parent.ended_at != ended_at:
+            fields["ended_at"] = ended_at
+        gpu_hours = sum(t.gpu_hours for t in tasks)
+        if parent.gpu_hours != gpu_hours:
+            fields["gpu_hours"] = gpu_hours
+        if fields:
+            self.jobs.update(array_job_id, **fields)
+        if parent.state is not state:
+            message = f"array {state.value}"
+            if state is not JobState.PENDING and reason and state is not JobState.RUNNING:
+                message += f": {reason}"
+            self.jobs.add_event(array_job_id, message, state)
+
+    # -- recovery ------------------------------------------------------------------------
+
+    def _recover(self) -> None:
+        running = [r for r in self.jobs.active() if r.state is JobState.RUNNING]
+        if not running:
+            return
+        handles = [
+            RunningJob(
+                job_id=r.id,
+                launched=Launched(
+                    external_id=r.external_id or "",
+                    pid=r.pid,
+                    pgid=r.pgid,
+                    start_time=r.proc_start,
+                ),
+                paths=job_paths(self.settings.state_dir, r.id),
+            )
+            for r in running
+        ]
+        ended = {e.job_id: e for e in self.executor.recover(handles)}
+        with self.jobs.transaction():
+            for row in running:
+                end = ended.get(row.id)
+                if end is None:
+                    self.jobs.add_event(row.id, "re-attached after a center restart")
+                    continue
+                if end.lost:
+                    self.jobs.add_event(row.id, f"lost: {end.reason}")
+                else:
+                    self.jobs.add_event(row.id, "ended while the center was down")
+                self._record_end(end)
+
+    # -- requests from the API -----------------------------------------------------------
+
+    def cancel(self, job_id: str, user_id: int) -> JobRow | None:
+        """Cancel one of the user's jobs (an array: all its tasks); None if there is none.
+
+        Pending jobs end at once; running ones are signalled by the next tick.
+        """
+        with self._mutex, self.jobs.transaction():
+            row = self.jobs.get(job_id, user_id=user_id)
+            if row is None:
+                return None
+            targets = self.jobs.tasks(row.id) if row.kind == "array" else [row]
+            for target in targets:
+                if target.state is JobState.PENDING:
+                    self._finish_row(target, JobState.CANCELLED, None, CANCELLED_BY_USER)
+                elif target.state is JobState.RUNNING and target.end_cause is None:
+                    self.jobs.update(target.id, end_cause="cancel")
+                    self.jobs.add_event(
+                        target.id,
+                        f"cancel requested: SIGTERM, SIGKILL after {self.settings.kill_grace:g}s",
+                    )
+            if row.kind == "array":
+                self.jobs.add_event(row.id, "cancel requested for all tasks")
+            result = self.jobs.get(job_id)
+        self.wake()
+        return result
+
+    # -- views ---------------------------------------------------------------------------
+
+    def partition_views(self) -> list[Partition]:
+        """`GET /v1/partitions`: totals, free GPUs and queue depth per partition."""
+        rows = self.jobs.active()
+        views = []
+        for p in self.partitions.values():
+            used = {
+                i for r in rows if r.partition == p.name and r.state is JobState.RUNNING
+                for i in r.gpu_ids
+            }  # fmt: skip
+            pending = sum(1 for r in rows if r.partition == p.name and r.state is JobState.PENDING)
+            views.append(
+                Partition(
+                    name=p.name,
+                    gpu_type=p.gpu_type,
+                    gpus_total=p.gpus,
+                    gpus_free=max(0, p.gpus - len(used)),
+                    max_time=p.max_time_seconds,
+                    pending_jobs=pending,
+                    default=p.default,
+                )
+            )
+        return views
+
+    def estimate_start(self, partition: PartitionConfig, gpus: int) -> datetime | None:
+        """When a job needing `gpus` GPUs would start given the current queue, or None.
+
+        Now if enough GPUs are free (and no GPU job waits ahead); otherwise the earliest
+        time enough running jobs reach their time limits. None when that is unknowable
+        (running jobs without limits, or more GPUs than the partition has).
+        """
+        now = self.jobs.now()
+        if gpus == 0:
+            return now
+        if gpus > partition.gpus:
+            return None
+        rows = [r for r in self.jobs.active() if r.partition == partition.name and r.gpus > 0]
+        running = [r for r in rows if r.state is JobState.RUNNING]
+        need = gpus + sum(r.gpus for r in rows if r.state is JobState.PENDING)
+        free = partition.gpus - sum(len(r.gpu_ids) for r in running)
+        if free >= need:
+            return now
+        wall = time.time()
+        for row in sorted(
+            (r for r in running if r.deadline_epoch is not None),
+            key=lambda r: r.deadline_epoch or 0.0,
+        ):
+            free += len(row.gpu_ids)
+            if free >= need:
+                return now + timedelta(seconds=max(0.0, (row.deadline_epoch or wall) - wall))
+        return None

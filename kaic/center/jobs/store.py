@@ -1,0 +1,377 @@
+"""SQL for jobs, job events and idempotency keys, over the center's `Store` connection.
+
+The schema is migration 2 in `kaic/center/store.py`. One row per job; an array is a
+parent row (kind 'array', id "N") whose state the scheduler derives from its task rows
+(kind 'task', ids "N_0", "N_1", ...). `seq` is the numeric id of a job or array.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from kaic.center.store import Store, format_time, parse_time
+from kaic.models import Job, JobEvent, JobState, JobSubmit
+
+JobKind = Literal["job", "array", "task"]
+ACTIVE = (JobState.PENDING.value, JobState.RUNNING.value, JobState.SUSPENDED.value,
+          JobState.COMPLETING.value)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class JobRow:
+    id: str
+    seq: int
+    kind: JobKind
+    array_job_id: str | None
+    array_task_id: int | None
+    array_limit: int | None
+    user_id: int
+    user: str
+    project_id: int
+    project: str
+    name: str
+    partition: str
+    spec: JobSubmit
+    workdir: str
+    time_limit_seconds: int | None
+    gpus: int
+    depends_on: tuple[str, ...]
+    state: JobState
+    reason: str | None
+    exit_code: int | None
+    submitted_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    deadline_epoch: float | None
+    gpu_ids: tuple[int, ...]
+    external_id: str | None
+    pid: int | None
+    pgid: int | None
+    proc_start: int | None
+    end_cause: str | None
+    gpu_hours: float
+
+    @property
+    def terminal(self) -> bool:
+        return self.state.value not in ACTIVE
+
+
+def _split(text: str) -> tuple[str, ...]:
+    return tuple(part for part in text.split(",") if part)
+
+
+def _row(row: sqlite3.Row) -> JobRow:
+    return JobRow(
+        id=row["id"],
+        seq=row["seq"],
+        kind=row["kind"],
+        array_job_id=row["array_job_id"],
+        array_task_id=row["array_task_id"],
+        array_limit=row["array_limit"],
+        user_id=row["user_id"],
+        user=row["user_name"],
+        project_id=row["project_id"],
+        project=row["project_name"],
+        name=row["name"],
+        partition=row["partition"],
+        spec=JobSubmit.model_validate_json(row["spec"]),
+        workdir=row["workdir"],
+        time_limit_seconds=row["time_limit_seconds"],
+        gpus=row["gpus"],
+        depends_on=_split(row["depends_on"]),
+        state=JobState(row["state"]),
+        reason=row["reason"],
+        exit_code=row["exit_code"],
+        submitted_at=parse_time(row["submitted_at"]),
+        started_at=parse_time(row["started_at"]) if row["started_at"] else None,
+        ended_at=parse_time(row["ended_at"]) if row["ended_at"] else None,
+        deadline_epoch=row["deadline_epoch"],
+        gpu_ids=tuple(int(i) for i in _split(row["gpu_ids"])),
+        external_id=row["external_id"],
+        pid=row["pid"],
+        pgid=row["pgid"],
+        proc_start=row["proc_start"],
+        end_cause=row["end_cause"],
+        gpu_hours=row["gpu_hours"],
+    )
+
+
+_SELECT = (
+    "SELECT j.*, u.name AS user_name, p.name AS project_name FROM jobs j"
+    " JOIN users u ON u.id = j.user_id JOIN projects p ON p.id = j.project_id"
+)
+
+_UPDATABLE = frozenset(
+    {
+        "state",
+        "reason",
+        "exit_code",
+        "started_at",
+        "ended_at",
+        "deadline_epoch",
+        "gpu_ids",
+        "external_id",
+        "pid",
+        "pgid",
+        "proc_start",
+        "end_cause",
+        "gpu_hours",
+    }
+)
+
+
+def _db_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return format_time(value)
+    if isinstance(value, JobState):
+        return value.value
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return value
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A row to insert (see `JobStore.insert`)."""
+
+    id: str
+    seq: int
+    kind: JobKind
+    user_id: int
+    project_id: int
+    name: str
+    partition: str
+    spec: JobSubmit
+    workdir: str
+    time_limit_seconds: int | None
+    gpus: int
+    depends_on: Sequence[str] = ()
+    array_job_id: str | None = None
+    array_task_id: int | None = None
+    array_limit: int | None = None
+    reason: str | None = None
+
+
+class JobStore:
+    """Typed job queries; shares the `Store`'s connection, lock and transactions."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def transaction(self) -> Any:
+        return self.store.transaction()
+
+    def now(self) -> datetime:
+        return self.store._now()
+
+    # -- jobs ----------------------------------------------------------------------------
+
+    def next_seq(self) -> int:
+        """The next job number (call inside a transaction that inserts it)."""
+        row = self.store._fetchone("SELECT COALESCE(MAX(seq), 0) + 1 AS n FROM jobs")
+        assert row is not None
+        return int(row["n"])
+
+    def insert(self, job: NewJob) -> None:
+        self.store._execute(
+            "INSERT INTO jobs (id, seq, kind, array_job_id, array_task_id, array_limit, user_id,"
+            " project_id, name, partition, spec, workdir, time_limit_seconds, gpus, depends_on,"
+            " state, reason, submitted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+            " ?, ?, ?)",
+            (
+                job.id,
+                job.seq,
+                job.kind,
+                job.array_job_id,
+                job.array_task_id,
+                job.array_limit,
+                job.user_id,
+                job.project_id,
+                job.name,
+                job.partition,
+                job.spec.model_dump_json(),
+                job.workdir,
+                job.time_limit_seconds,
+                job.gpus,
+                ",".join(job.depends_on),
+                JobState.PENDING.value,
+                job.reason,
+                format_time(self.now()),
+            ),
+        )
+
+    def get(self, job_id: str, *, user_id: int | None = None) -> JobRow | None:
+        """The job `job_id` (only if it belongs to `user_id`, when given)."""
+        if user_id is None:
+            row = self.store._fetchone(_SELECT + " WHERE j.id = ?", (job_id,))
+        else:
+            row = self.store._fetchone(
+                _SELECT + " WHERE j.id = ? AND j.user_id = ?", (job_id, user_id)
+            )
+        return _row(row) if row else None
+
+    def get_many(self, job_ids: Iterable[str]) -> dict[str, JobRow]:
+        ids = list(dict.fromkeys(job_ids))
+        if not ids:
+            return {}
+        marks = ",".join("?" for _ in ids)
+        rows = self.store._fetchall(_SELECT + f" WHERE j.id IN ({marks})", ids)
+        return {r["id"]: _row(r) for r in rows}
+
+    def tasks(self, array_job_id: str) -> list[JobRow]:
+        """The tasks of an array, by task index."""
+        rows = self.store._fetchall(
+            _SELECT + " WHERE j.array_job_id = ? AND j.kind = 'task' ORDER BY j.array_task_id",
+            (array_job_id,),
+        )
+        return [_row(r) for r in rows]
+
+    def task_ids(self, array_job_ids: Sequence[str]) -> dict[str, list[str]]:
+        """Task ids per array id."""
+        if not array_job_ids:
+            return {}
+        marks = ",".join("?" for _ in array_job_ids)
+        rows = self.store._fetchall(
+            f"SELECT array_job_id, id FROM jobs WHERE kind = 'task' AND array_job_id IN ({marks})"
+            " ORDER BY array_task_id",
+            list(array_job_ids),
+        )
+        result: dict[str, list[str]] = {a: [] for a in array_job_ids}
+        for r in rows:
+            result[r["array_job_id"]].append(r["id"])
+        return result
+
+    def active(self) -> list[JobRow]:
+        """Runnable rows (jobs and tasks) that are not terminal, in queue order."""
+        marks = ",".join("?" for _ in ACTIVE)
+        rows = self.store._fetchall(
+            _SELECT + f" WHERE j.kind != 'array' AND j.state IN ({marks})"
+            " ORDER BY j.seq, COALESCE(j.array_task_id, -1)",
+            ACTIVE,
+        )
+        return [_row(r) for r in rows]
+
+    def list_for_user(
+        self,
+        user_id: int,
+        *,
+        states: Sequence[str] = (),
+        ended_after: datetime | None = None,
+        before_seq: int | None = None,
+        limit: int = 50,
+    ) -> list[JobRow]:
+        """A user's jobs and arrays (not tasks), newest first.
+
+        With `ended_after`, only active jobs and those that ended after that time.
+        """
+        sql = _SELECT + " WHERE j.user_id = ? AND j.kind != 'task'"
+        params: list[object] = [user_id]
+        if states:
+            sql += f" AND j.state IN ({','.join('?' for _ in states)})"
+            params.extend(states)
+        if ended_after is not None:
+            sql += f" AND (j.state IN ({','.join('?' for _ in ACTIVE)}) OR j.ended_at >= ?)"
+            params.extend(ACTIVE)
+            params.append(format_time(ended_after))
+        if before_seq is not None:
+            sql += " AND j.seq < ?"
+            params.append(before_seq)
+        sql += " ORDER BY j.seq DESC LIMIT ?"
+        params.append(limit)
+        return [_row(r) for r in self.store._fetchall(sql, params)]
+
+    def update(self, job_id: str, **fields: Any) -> None:
+        """Set columns of one job (only the mutable ones)."""
+        unknown = set(fields) - _UPDATABLE
+        if unknown:
+            raise ValueError(f"cannot update {sorted(unknown)}")
+        if not fields:
+            return
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        values = [_db_value(v) for v in fields.values()]
+        self.store._execute(f"UPDATE jobs SET {assignments} WHERE id = ?", [*values, job_id])
+
+    def charge(self, project_id: int, gpu_hours: float) -> None:
+        """Add GPU hours to a project's use."""
+        if gpu_hours > 0:
+            self.store._execute(
+                "UPDATE projects SET gpu_hours_used = gpu_hours_used + ? WHERE id = ?",
+                (gpu_hours, project_id),
+            )
+
+    # -- events --------------------------------------------------------------------------
+
+    def add_event(self, job_id: str, message: str, state: JobState | None = None) -> None:
+        self.store._execute(
+            "INSERT INTO job_events (job_id, at, state, message) VALUES (?, ?, ?, ?)",
+            (job_id, format_time(self.now()), state.value if state else None, message),
+        )
+
+    def events(self, job_id: str) -> list[JobEvent]:
+        rows = self.store._fetchall(
+            "SELECT * FROM job_events WHERE job_id = ? ORDER BY id", (job_id,)
+        )
+        return [
+            JobEvent(
+                at=parse_time(r["at"]),
+                state=JobState(r["state"]) if r["state"] else None,
+                message=r["message"],
+            )
+            for r in rows
+        ]
+
+    # -- idempotency keys ----------------------------------------------------------------
+
+    def find_idempotency_key(self, user_id: int, key: str) -> tuple[str, str] | None:
+        """(body hash, job id) recorded for the user's key, or None."""
+        row = self.store._fetchone(
+            "SELECT body_hash, job_id FROM idempotency_keys WHERE user_id = ? AND key = ?",
+            (user_id, key),
+        )
+        return (row["body_hash"], row["job_id"]) if row else None
+
+    def save_idempotency_key(self, user_id: int, key: str, body_hash: str, job_id: str) -> None:
+        self.store._execute(
+            "INSERT INTO idempotency_keys (user_id, key, body_hash, job_id, created_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (user_id, key, body_hash, job_id, format_time(self.now())),
+        )
+
+
+def to_job(row: JobRow, array_tasks: Sequence[str] = ()) -> Job:
+    """The wire form of a job row."""
+    spec = row.spec
+    return Job(
+        id=row.id,
+        name=row.name,
+        state=row.state,
+        exit_code=row.exit_code,
+        user=row.user,
+        project=row.project,
+        partition=row.partition,
+        resources=spec.resources,
+        time_limit_seconds=row.time_limit_seconds,
+        submitted_at=row.submitted_at,
+        started_at=row.started_at,
+        ended_at=row.ended_at,
+        reason=row.reason,
+        workdir=row.workdir,
+        array_job_id=row.array_job_id,
+        array_task_id=row.array_task_id,
+        array_tasks=list(array_tasks),
+        depends_on=list(row.depends_on),
+        gpu_ids=list(row.gpu_ids),
+    )
+
+
+def canonical_hash(data: Any) -> str:
+    """sha256 of the canonical JSON form of `data` (sorted keys, no spaces)."""
+    import hashlib
+
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

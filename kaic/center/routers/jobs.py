@@ -1,0 +1,164 @@
+"""`/v1/jobs`: submit, list, show, cancel, events and logs of the caller's jobs.
+
+Other users' jobs do not exist as far as a caller can tell: 404, never 403.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.responses import StreamingResponse
+
+from kaic.center.deps import Principal, require_scope
+from kaic.center.errors import ApiError
+from kaic.center.jobs.logs import follow_log, log_size, read_log, tail_offset
+from kaic.center.jobs.paths import job_paths
+from kaic.center.jobs.service import JobService
+from kaic.models import DryRunResult, ErrorResponse, Job, JobEvent, JobList, JobState, JobSubmit
+
+router = APIRouter(
+    prefix="/v1",
+    tags=["jobs"],
+    responses={
+        401: {"model": ErrorResponse},
+        403: {"model": ErrorResponse},
+        404: {"model": ErrorResponse},
+        422: {"model": ErrorResponse},
+    },
+)
+
+LOG_OFFSET_HEADER = "X-Log-Offset"
+
+
+def get_job_service(request: Request) -> JobService:
+    """The app's job service."""
+    service: JobService = request.app.state.job_service
+    return service
+
+
+ServiceDep = Annotated[JobService, Depends(get_job_service)]
+Reader = Annotated[Principal, Depends(require_scope("jobs:read"))]
+Writer = Annotated[Principal, Depends(require_scope("jobs:write"))]
+
+
+@router.post(
+    "/jobs",
+    response_model=Job | DryRunResult,
+    status_code=201,
+    responses={
+        200: {"description": "a dry run, or a repeated Idempotency-Key with the same body"},
+        409: {"model": ErrorResponse, "description": "Idempotency-Key reused for another body"},
+    },
+)
+def submit_job(
+    spec: JobSubmit,
+    principal: Writer,
+    service: ServiceDep,
+    response: Response,
+    dry_run: bool = False,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> Job | DryRunResult:
+    """Submit a job (an array: the parent job, with its tasks in `array_tasks`).
+
+    `?dry_run=true` validates against limits and quota and estimates start and charge,
+    creating nothing. A repeated `Idempotency-Key` with the same body returns the first
+    job (200); with a different body it is refused (409 `idempotency_conflict`).
+    """
+    if dry_run:
+        response.status_code = 200
+        return service.dry_run(principal.user_id, principal.user, spec)
+    job, created = service.submit(principal.user_id, principal.user, spec, idempotency_key)
+    if not created:
+        response.status_code = 200
+    return job
+
+
+@router.get("/jobs", response_model=JobList)
+def list_jobs(
+    principal: Reader,
+    service: ServiceDep,
+    state: Annotated[list[JobState] | None, Query()] = None,
+    all_jobs: Annotated[bool, Query(alias="all")] = False,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+) -> JobList:
+    """The caller's jobs, newest first (array tasks only through their array).
+
+    Without `all=true`: active jobs and those that ended in the last hour.
+    """
+    return service.list(
+        principal.user_id, states=state or [], all_jobs=all_jobs, limit=limit, cursor=cursor
+    )
+
+
+@router.get("/jobs/{job_id}", response_model=Job)
+def get_job(job_id: str, principal: Reader, service: ServiceDep) -> Job:
+    """One job, array or array task (`12_3`)."""
+    job = service.get(job_id, principal.user_id)
+    if job is None:
+        raise ApiError(404, "not_found", f"no job {job_id!r}")
+    return job
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=Job)
+def cancel_job(job_id: str, principal: Writer, service: ServiceDep) -> Job:
+    """Cancel a job (an array: all its tasks). Pending jobs end at once; running ones get
+    SIGTERM, then SIGKILL after the grace period. A terminal job is returned unchanged."""
+    return service.cancel(job_id, principal.user_id)
+
+
+@router.get("/jobs/{job_id}/events", response_model=list[JobEvent])
+def job_events(job_id: str, principal: Reader, service: ServiceDep) -> list[JobEvent]:
+    """The job's timeline, oldest first."""
+    row = service.get_row(job_id, principal.user_id)
+    return service.jobs.events(row.id)
+
+
+@router.get(
+    "/jobs/{job_id}/logs",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"application/octet-stream": {}},
+            "description": "raw log bytes; `X-Log-Offset` is the offset the body starts at",
+        }
+    },
+)
+async def job_logs(
+    job_id: str,
+    principal: Reader,
+    service: ServiceDep,
+    stream: Literal["stdout", "stderr"] = "stdout",
+    offset: Annotated[int, Query(ge=0)] = 0,
+    follow: bool = False,
+    tail: Annotated[int | None, Query(ge=0)] = None,
+) -> StreamingResponse:
+    """A job's log from byte `offset` (or its last `tail` lines).
+
+    Without `follow`: what exists now. With `follow=true`: streams new bytes as they are
+    written and ends only when the job is terminal and the log fully drained.
+    """
+    row = service.get_row(job_id, principal.user_id)
+    if row.kind == "array":
+        tasks = service.jobs.task_ids([row.id]).get(row.id, [])
+        shown = ", ".join(tasks[:10]) + (", …" if len(tasks) > 10 else "")
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"job {row.id} is an array: its logs are per task; choose one of {shown}",
+        )
+    path = job_paths(service.settings.state_dir, row.id).log(stream)
+    start = tail_offset(path, tail) if tail is not None else offset
+    headers = {LOG_OFFSET_HEADER: str(start), "Cache-Control": "no-store"}
+    jobs = service.jobs
+    if follow:
+
+        def is_terminal() -> bool:
+            current = jobs.get(row.id)
+            return current is None or current.terminal
+
+        body = follow_log(path, start, is_terminal)
+    else:
+        body = read_log(path, start, log_size(path))
+    return StreamingResponse(body, media_type="application/octet-stream", headers=headers)
