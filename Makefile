@@ -16,12 +16,15 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+KAIC_DEMO := KAIC_CONFIG_DIR=$(DEMO)/config KAIC_STATE_DIR=$(DEMO)/state $(VENV)/bin/kaic
+
 demo: $(VENV)/.installed
-	@echo "== kaic on the embedded local center (state in $(DEMO)) =="
-	KAIC_CONFIG_DIR=$(DEMO)/config KAIC_STATE_DIR=$(DEMO)/state $(VENV)/bin/kaic whoami
-	@echo "== the same, as JSON for scripts =="
-	KAIC_CONFIG_DIR=$(DEMO)/config KAIC_STATE_DIR=$(DEMO)/state $(VENV)/bin/kaic whoami --json
-	KAIC_CONFIG_DIR=$(DEMO)/config KAIC_STATE_DIR=$(DEMO)/state $(VENV)/bin/kaic center stop
+	@echo "== who am I on the embedded local center (state in $(DEMO)) =="
+	$(KAIC_DEMO) whoami
+	@echo "== submit examples/hello.yaml, follow its output, exit with its code =="
+	$(KAIC_DEMO) submit examples/hello.yaml --follow; code=$$?; \
+	  $(KAIC_DEMO) jobs --all --limit 3; \
+	  $(KAIC_DEMO) center stop; exit $$code
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import RunningCenter, start_center
+from tests.helpers import RunningCenter, kill_center_jobs, start_center
 
 # Variables that would make a test talk to the developer's real center or keyring.
 _LEAKY = ("KAIC_TOKEN", "KAIC_CENTER", "KAIC_PROFILE", "KAIC_DEBUG", "PYTHON_KEYRING_BACKEND")
@@ -25,10 +25,12 @@ def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
     monkeypatch.setenv("KAIC_TEST_KEYRING_FILE", str(home / "keyring.json"))
     yield home
     # Stop a local center a test may have started through the CLI (by its recorded PID).
-    if (home / "state" / "center" / "center.json").exists():
+    local = home / "state" / "center"
+    if (local / "center.json").exists():
         from kaic.client.local_center import stop
 
-        stop(home / "state" / "center")
+        stop(local)
+    kill_center_jobs(local)
 
 
 @pytest.fixture

@@ -140,7 +140,9 @@ class RunningCenter:
 
         add_project(self.state_dir, name, gpu_hours=gpu_hours, members=members)
 
-    def stop(self) -> None:
+    def stop(self, *, kill_jobs: bool = True) -> None:
+        """Stop the center by PID, then any job it left running (a center's graceful stop
+        keeps jobs running for its restart; a test must not leave them behind)."""
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -148,6 +150,27 @@ class RunningCenter:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        if kill_jobs:
+            self.kill_jobs()
+
+    def kill_jobs(self) -> None:
+        kill_center_jobs(self.state_dir)
+
+
+def kill_center_jobs(state_dir: Path) -> None:
+    """SIGKILL the process group of every job a (stopped) center left RUNNING."""
+    import sqlite3
+
+    db = state_dir / "center.db"
+    if not db.exists():
+        return
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        rows = conn.execute(
+            "SELECT pgid FROM jobs WHERE state = 'RUNNING' AND pgid IS NOT NULL"
+        ).fetchall()
+    for (pgid,) in rows:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(int(pgid), signal.SIGKILL)
 
 
 def free_port() -> int:
@@ -176,7 +199,7 @@ def start_center(state_dir: Path, *extra: str, port: int = 0, timeout: float = 3
                 "--host",
                 "127.0.0.1",
                 "--port",
-                "0",
+                str(port),
                 "--state-dir",
                 str(state_dir),
                 "--ready-file",

@@ -206,3 +206,32 @@ def render_human(run: BenchRun, stream: IO[str], *, color: bool, width: int | No
         console.print(checks)
     console.print()
     console.print(Text.assemble("overall: ", (run.status, STATUS_STYLE[run.status])))
+
+
+def from_json(doc: dict[str, Any], *, device: str, mode: str) -> BenchRun:
+    """A run rebuilt from its JSON document (`kaic bench --remote` renders what a job printed).
+
+    The JSON carries identity but not the live inventory (memory, clocks...): those cells show
+    as not reported.
+    """
+    report = report_model().model_validate(doc)
+    gpus = [
+        GpuResult(
+            inventory=Inventory(index=g.index, name=g.name, uuid=g.uuid, pci_bus_id=g.pci_bus_id),
+            sku=g.sku,
+            checks=[Check(**c.model_dump()) for c in g.checks],
+            status=g.status,
+        )
+        for g in report.gpus  # type: ignore[attr-defined]
+    ]
+    return BenchRun(
+        host=report.host,  # type: ignore[attr-defined]
+        timestamp=report.timestamp,  # type: ignore[attr-defined]
+        driver=report.driver,  # type: ignore[attr-defined]
+        cuda=report.cuda,  # type: ignore[attr-defined]
+        backend=report.backend,  # type: ignore[attr-defined]
+        device=device,
+        mode=mode,
+        gpus=gpus,
+        status=report.status,  # type: ignore[attr-defined]
+    )

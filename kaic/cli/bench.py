@@ -91,7 +91,18 @@ def bench(
     if not remote and (partition or gpus or project):
         raise UsageError("--partition, --gpus and --project only apply with --remote")
     if remote:
-        run_remote(partition=partition, gpus=gpus, project=project, mode=mode.value)
+        run_remote(
+            ctx,
+            partition=partition,
+            gpus=gpus,
+            project=project,
+            mode=mode.value,
+            device=device.value,
+            gpu_indices=gpu or [],
+            strict=strict,
+            json_out=json_out,
+        )
+        return
 
     from kaic.bench.report import render_human, to_json
     from kaic.bench.runner import BenchEnvironment, BenchOptions, run_bench
@@ -114,11 +125,81 @@ def bench(
         raise typer.Exit(code)
 
 
-def run_remote(*, partition: str | None, gpus: int | None, project: str | None, mode: str) -> None:
-    """The seam for `kaic bench --remote`: submit `kaic bench --json` as a job and report it.
+def run_remote(
+    ctx: typer.Context,
+    *,
+    partition: str | None,
+    gpus: int | None,
+    project: str | None,
+    mode: str,
+    device: str,
+    gpu_indices: list[int],
+    strict: bool,
+    json_out: bool,
+) -> None:
+    """`kaic bench --remote`: run `kaic bench --json` as a job on the center, wait, fetch its
+    report, render it as a local run would, and exit as a local run would.
 
-    It needs the jobs API (submit, wait, logs), which does not exist yet; once it does this
-    submits `kaic bench --mode MODE --json` with the partition/GPUs/project given, waits,
-    parses the job's stdout with ``kaic.bench.report.report_model()`` and renders it here.
+    The job runs `kaic` on the compute node, so kaic must be installed there (the local
+    center's jobs find the kaic of the center's own environment).
     """
-    raise UsageError("--remote needs the jobs API (not yet available)")
+    import json
+    import shlex
+
+    from kaic.bench.report import from_json, render_human
+    from kaic.bench.verdict import exit_code
+    from kaic.client.jobs import JobsAPI
+    from kaic.client.logs import LogCursor, read_log
+    from kaic.client.wait import wait_for_jobs
+    from kaic.errors import KaicError, NotFound
+    from kaic.models import JobSubmit, Resources
+
+    app = get_app(ctx)
+    args = ["kaic", "bench", "--mode", mode, "--device", device, "--json"]
+    for index in gpu_indices:
+        args += ["--gpu", str(index)]
+    n_gpus = gpus if gpus is not None else (0 if device == "cpu" else 1)
+    spec = JobSubmit(
+        name="kaic-bench",
+        partition=partition,
+        project=project,
+        resources=Resources(gpus=n_gpus),
+        time_limit_seconds=900 if mode == "standard" else 300,
+        run=shlex.join(args),
+    )
+    api = JobsAPI(app.session().client)
+    job = api.submit(spec)
+    app.info(f"Submitted bench job {job.id} ({n_gpus} GPU(s), partition {job.partition}); waiting…")
+    final = wait_for_jobs(api, [job.id], sleep=app.sleep)[0]
+    out = bytearray()
+    read_log(api.client, LogCursor(job.id, "stdout"), out.extend, follow=False)
+    try:
+        doc = json.loads(out.decode())
+        run = from_json(doc, device=device, mode=mode)
+    except ValueError:
+        if final.exit_code == 4:  # the remote kaic found nothing to validate: say its why
+            err = bytearray()
+            read_log(api.client, LogCursor(job.id, "stderr"), err.extend, follow=False)
+            why = next(
+                (ln for ln in err.decode(errors="replace").splitlines() if ln.startswith("error:")),
+                "error: no GPU to validate",
+            )
+            raise NotFound(
+                f"bench job {job.id} on the center's node: {why.removeprefix('error: ')}",
+                hint=f"see its output: kaic logs {job.id}",
+            ) from None
+        raise KaicError(
+            f"bench job {job.id} ended {final.state.value} (exit code {final.exit_code}) "
+            "without a report",
+            hint=f"see its output: kaic logs {job.id}",
+        ) from None
+    if not run.gpus:
+        raise NotFound(f"no GPU to validate on the center's node (bench job {job.id})")
+    if json_out:
+        app.json(doc)
+    else:
+        color = app.is_terminal() and "NO_COLOR" not in os.environ
+        render_human(run, app.stdout, color=color)
+    code = exit_code(run, strict=strict)
+    if code:
+        raise typer.Exit(code)

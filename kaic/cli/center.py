@@ -2,7 +2,7 @@
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -41,6 +41,16 @@ def serve(
     slurmrestd: Annotated[
         str | None, typer.Option("--slurmrestd", help="slurmrestd URL (slurm executor).")
     ] = None,
+    partitions_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--partitions",
+            help="YAML file listing partitions: name, gpus, gpu_type, max_time, default.",
+        ),
+    ] = None,
+    kill_grace: Annotated[
+        float, typer.Option("--kill-grace", help="Seconds between SIGTERM and SIGKILL.")
+    ] = 10.0,
     access_token_ttl: Annotated[
         int, typer.Option("--access-token-ttl", help="Seconds an access token lives.")
     ] = 900,
@@ -73,6 +83,8 @@ def serve(
         gpu_type=gpu_type,
         local_user=getpass.getuser() if local else None,
         access_token_ttl=access_token_ttl,
+        kill_grace=kill_grace,
+        partitions=_load_partitions(partitions_file) if partitions_file else [],
     )
     settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     if not local:
@@ -85,6 +97,42 @@ def serve(
         run_server(settings, ready_file=Path(ready_file) if ready_file else None)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
+
+
+def _load_partitions(path: Path) -> list[Any]:
+    """Partitions from a YAML list; errors name the file and the entry."""
+    import yaml
+
+    from kaic.center.settings import PartitionConfig
+    from kaic.durations import parse_duration
+
+    try:
+        entries = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise UsageError(f"cannot read partitions file {path}: {exc}") from None
+    if not isinstance(entries, list) or not entries:
+        raise UsageError(f"{path}: expected a non-empty list of partitions")
+    parts = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or "name" not in entry:
+            raise UsageError(f"{path}: entry {i + 1}: expected a mapping with a name")
+        unknown = set(entry) - {"name", "gpus", "gpu_type", "max_time", "default"}
+        if unknown:
+            raise UsageError(f"{path}: entry {i + 1}: unknown key(s) {', '.join(sorted(unknown))}")
+        try:
+            max_time = entry.get("max_time")
+            parts.append(
+                PartitionConfig(
+                    name=str(entry["name"]),
+                    gpus=int(entry.get("gpus", 0)),
+                    gpu_type=entry.get("gpu_type"),
+                    max_time_seconds=parse_duration(str(max_time)) if max_time else None,
+                    default=bool(entry.get("default", False)),
+                )
+            )
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"{path}: entry {i + 1} ({entry['name']}): {exc}") from None
+    return parts
 
 
 @app.command("start")

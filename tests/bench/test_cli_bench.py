@@ -134,11 +134,6 @@ def test_no_pynvml_here_exits_4() -> None:
         pytest.skip("pynvml is installed here")
 
 
-def test_remote_is_not_available_yet() -> None:
-    out = run_cli(["--remote", "--partition", "gpu", "--gpus", "8"], expect=2)
-    assert "jobs API" in out.stderr
-
-
 def test_remote_options_need_remote() -> None:
     run_cli(["--partition", "gpu"], expect=2)
 
