@@ -33,7 +33,7 @@ LINES = 400
 WRITER = (
     'python3 -c "import time\n'
     f"for i in range({LINES}):\n"
-    "    print(f'{{i}} {{time.time():.6f}}', flush=True); time.sleep(0.01)\""
+    "    print(f'{i} {time.time():.6f}', flush=True); time.sleep(0.01)\""
 )
 
 

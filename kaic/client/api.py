@@ -23,6 +23,7 @@ import email.utils
 import http
 import random
 import re
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -129,6 +130,12 @@ def _transport_reason(exc: httpx.TransportError) -> str:
     return text[:1].lower() + text[1:]
 
 
+def _plain_http_context() -> ssl.SSLContext:
+    """A TLS context that is never used: for a plain-http center (the loopback local center)
+    it spares loading the CA bundle, a third of `kaic jobs`' time. https keeps full checks."""
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+
 class CenterClient:
     """Client of one center. Use as a context manager, or call `close()`.
 
@@ -162,6 +169,7 @@ class CenterClient:
         self._refresh_lock = threading.Lock()
         self._http = httpx.Client(
             base_url=self.base_url,
+            verify=_plain_http_context() if self.base_url.startswith("http://") else True,
             transport=transport,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             headers={"User-Agent": f"kaic/{__version__}", "Accept": "application/json"},

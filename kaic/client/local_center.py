@@ -109,13 +109,24 @@ def _read_ready(paths: LocalCenterPaths) -> dict[str, object] | None:
 
 
 def _healthy(url: str, instance_id: str) -> bool:
-    import httpx
+    """The center at `url` answers its health check as instance `instance_id`.
 
+    Plain http.client: the local center is http on loopback, and this runs on every command.
+    """
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=2.0)
     try:
-        resp = httpx.get(f"{url}/v1/health", timeout=2.0)
-        return resp.status_code == 200 and resp.json().get("instance_id") == instance_id
-    except (httpx.HTTPError, ValueError):
+        conn.request("GET", "/v1/health")
+        resp = conn.getresponse()
+        body = json.loads(resp.read() or b"{}")
+        return resp.status == 200 and body.get("instance_id") == instance_id
+    except (OSError, ValueError, http.client.HTTPException):
         return False
+    finally:
+        conn.close()
 
 
 @contextlib.contextmanager
