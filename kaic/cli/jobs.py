@@ -187,7 +187,13 @@ def submit(
         command=command or [],
     )
     job_file = load_job_file(jobfile) if jobfile is not None else None
-    spec, _inputs, _outputs = build_submit(job_file, overrides)
+    spec, inputs, outputs = build_submit(job_file, overrides)
+    if inputs or outputs:
+        # Staging comes with `kaic data`; say so rather than silently run without the data.
+        app.warn(
+            f"{jobfile}: inputs/outputs are not staged by this version of kaic; "
+            "copy them to and from the center yourself"
+        )
     api = _api(app)
     if dry_run:
         result = api.dry_run(spec)
