@@ -54,15 +54,15 @@ def serve(
     access_token_ttl: Annotated[
         int, typer.Option("--access-token-ttl", help="Seconds an access token lives.")
     ] = 900,
-    local: Annotated[bool, typer.Option("--local", hidden=True)] = False,
-    ready_file: Annotated[str | None, typer.Option("--ready-file", hidden=True)] = None,
+    ready_file: Annotated[
+        str | None,
+        typer.Option("--ready-file", help="Write {pid, port, url} as JSON here once listening."),
+    ] = None,
 ) -> None:
     """Run the reference center in the foreground (Ctrl-C stops it).
 
     Example: kaic center serve --port 8750 --state-dir ./center-state
     """
-    import getpass
-
     from kaic.center.server import serve as run_server
     from kaic.center.settings import CenterSettings
 
@@ -81,18 +81,15 @@ def serve(
         executor=executor,
         gpus=gpus,
         gpu_type=gpu_type,
-        local_user=getpass.getuser() if local else None,
         access_token_ttl=access_token_ttl,
         kill_grace=kill_grace,
         partitions=_load_partitions(partitions_file) if partitions_file else [],
     )
     settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if not local:
-        print(
-            f"kaic center: state in {settings.state_dir}; listening on "
-            f"http://{host}:{port} (Ctrl-C to stop)",
-            file=sys.stderr,
-        )
+    print(
+        f"kaic center: state in {settings.state_dir}; starting on {host}:{port} (Ctrl-C to stop)",
+        file=sys.stderr,
+    )
     try:
         run_server(settings, ready_file=Path(ready_file) if ready_file else None)
     except ValueError as exc:

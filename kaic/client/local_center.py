@@ -97,7 +97,7 @@ def _is_kaic_center(pid: int) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return _pid_alive(pid)  # no /proc (macOS): trust the pid file
-    return b"kaic" in b" ".join(cmdline) and b"serve" in cmdline
+    return b"kaic.center" in cmdline or (b"kaic" in b" ".join(cmdline) and b"serve" in cmdline)
 
 
 def _read_ready(paths: LocalCenterPaths) -> dict[str, object] | None:
@@ -179,13 +179,15 @@ def _clear_stale(paths: LocalCenterPaths) -> None:
 
 
 def _spawn(paths: LocalCenterPaths, timeout: float) -> LocalCenter:
+    import getpass
+
+    # The bare server entry point (no CLI layer): the local center starts faster.
     cmd = [
         sys.executable,
         "-m",
-        "kaic",
-        "center",
-        "serve",
-        "--local",
+        "kaic.center",
+        "--local-user",
+        getpass.getuser(),
         "--host",
         "127.0.0.1",
         "--port",
