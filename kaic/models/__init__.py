@@ -22,6 +22,13 @@ from kaic.models.jobs import (
     Partition,
     Resources,
 )
+from kaic.models.staging import (
+    FileChecksum,
+    SshCertificate,
+    SshCertificateRequest,
+    StagingInfo,
+    StorageRoot,
+)
 from kaic.models.states import TERMINAL_STATES, JobState, is_terminal, outcome_exit_code
 
 __all__ = [
@@ -33,6 +40,7 @@ __all__ = [
     "DryRunResult",
     "ErrorBody",
     "ErrorResponse",
+    "FileChecksum",
     "Health",
     "Job",
     "JobEvent",
@@ -44,6 +52,10 @@ __all__ = [
     "ProjectInfo",
     "ProjectRef",
     "Resources",
+    "SshCertificate",
+    "SshCertificateRequest",
+    "StagingInfo",
+    "StorageRoot",
     "RevokeRequest",
     "TokenRequest",
     "TokenResponse",
