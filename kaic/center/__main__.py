@@ -11,6 +11,7 @@ from pathlib import Path
 
 from kaic.center.server import serve
 from kaic.center.settings import CenterSettings
+from kaic.center.ssh_ca import read_host_key_files
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -24,8 +25,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gpu-type", default=None)
     parser.add_argument("--local-user", default=None, help="run as the embedded local center")
     parser.add_argument("--ready-file", type=Path, default=None)
+    parser.add_argument("--staging-host", default=None)
+    parser.add_argument("--staging-port", type=int, default=22)
+    parser.add_argument(
+        "--staging-host-key", type=Path, action="append", default=[], metavar="FILE"
+    )
+    parser.add_argument("--storage-root", default=None, metavar="TEMPLATE")
     args = parser.parse_args(argv)
-    settings = CenterSettings(
+    try:
+        settings = _settings(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    serve(settings, ready_file=args.ready_file)
+
+
+def _settings(args: argparse.Namespace) -> CenterSettings:
+    return CenterSettings(
         state_dir=args.state_dir,
         host=args.host,
         port=args.port,
@@ -33,8 +48,11 @@ def main(argv: list[str] | None = None) -> None:
         gpus=args.gpus,
         gpu_type=args.gpu_type,
         local_user=args.local_user,
+        staging_host=args.staging_host,
+        staging_port=args.staging_port,
+        staging_host_keys=read_host_key_files(args.staging_host_key),
+        storage_root=args.storage_root,
     )
-    serve(settings, ready_file=args.ready_file)
 
 
 if __name__ == "__main__":

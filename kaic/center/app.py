@@ -18,8 +18,9 @@ from kaic.center.executors.local import LocalExecutor
 from kaic.center.jobs.scheduler import Scheduler
 from kaic.center.jobs.service import JobService
 from kaic.center.ratelimit import LoginRateLimiter
-from kaic.center.routers import auth, health, jobs, me, partitions, projects, tokens
+from kaic.center.routers import auth, health, jobs, me, partitions, projects, staging, tokens
 from kaic.center.settings import CenterSettings
+from kaic.center.ssh_ca import UserCA
 from kaic.center.store import Store
 
 # An incoming request id is echoed only when it is short and plain, so it cannot inject
@@ -83,6 +84,7 @@ def create_app(settings: CenterSettings) -> FastAPI:
     app.state.scheduler = scheduler
     app.state.job_service = JobService(store, settings, scheduler)
     app.state.instance_id = secrets.token_hex(8)
+    app.state.user_ca = UserCA(settings.state_dir)
     app.state.login_limiter = LoginRateLimiter(
         max_failures=settings.login_max_failures,
         window=settings.login_window,
@@ -91,6 +93,6 @@ def create_app(settings: CenterSettings) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
-    for module in (health, auth, me, tokens, projects, partitions, jobs):
+    for module in (health, auth, me, tokens, projects, partitions, jobs, staging):
         app.include_router(module.router)
     return app

@@ -53,7 +53,46 @@ class CenterSettings:
     kill_grace: float = 10.0
     #: the scheduler wakes at least this often (seconds) to poll jobs and time limits
     job_poll_interval: float = 0.2
+    #: seconds an SSH user certificate from `POST /v1/ssh/certificates` stays valid (at most)
+    ssh_cert_validity: int = 12 * 3600
+    #: the SSH/SFTP host serving users' storage; None = none (the local center: 127.0.0.1)
+    staging_host: str | None = None
+    staging_port: int = 22
+    #: the staging host's public host keys, OpenSSH lines (`ssh-ed25519 AAAA…`)
+    staging_host_keys: list[str] = field(default_factory=list)
+    #: users' storage root on the staging host, a template with `{user}` and `{unix_account}`
+    #: (e.g. `/home/{unix_account}`); None = the center's own `state_dir/storage/{user}`
+    storage_root: str | None = None
     now: Callable[[], datetime] = field(default=utc_now, repr=False)
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir)
+        if self.storage_root is not None:
+            check_storage_root_template(self.storage_root)
+        if not 0 < self.staging_port < 65536:
+            raise ValueError(f"staging port {self.staging_port} is not a TCP port")
+        if self.ssh_cert_validity < 60:
+            raise ValueError("ssh_cert_validity must be at least 60 seconds")
+
+    def storage_root_for(self, user: str, unix_account: str) -> Path:
+        """The storage root (home) of `user` on the staging host."""
+        if self.storage_root is None:
+            return self.state_dir / "storage" / user
+        return Path(self.storage_root.format(user=user, unix_account=unix_account))
+
+
+def check_storage_root_template(template: str) -> str:
+    """`template` if it is an absolute path using only `{user}` / `{unix_account}`."""
+    import string
+
+    if not template.startswith("/"):
+        raise ValueError(f"storage root {template!r} must be an absolute path")
+    for _text, name, spec, conversion in string.Formatter().parse(template):
+        if name is None:
+            continue
+        if name not in ("user", "unix_account") or spec or conversion:
+            raise ValueError(
+                f"storage root {template!r}: unknown placeholder {{{name}}} "
+                "(use {user} or {unix_account})"
+            )
+    return template

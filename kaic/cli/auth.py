@@ -142,6 +142,12 @@ def login(
         f"Logged in to {result.center} as {result.user} (profile {result.profile}; "
         f"credentials in {'the system keyring' if result.storage == 'keyring' else 'a 0600 file'})"
     )
+    if result.ssh_identity is not None:
+        identity = result.ssh_identity
+        app.info(
+            f"SSH certificate for data staging as {identity.principal}, valid until "
+            f"{identity.valid_before:%Y-%m-%d %H:%M} UTC."
+        )
 
 
 def _profile_username(profile: str | None) -> str | None:

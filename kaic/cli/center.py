@@ -58,6 +58,31 @@ def serve(
         str | None,
         typer.Option("--ready-file", help="Write {pid, port, url} as JSON here once listening."),
     ] = None,
+    staging_host: Annotated[
+        str | None,
+        typer.Option(
+            "--staging-host", help="SSH/SFTP host serving users' storage (GET /v1/staging)."
+        ),
+    ] = None,
+    staging_port: Annotated[
+        int, typer.Option("--staging-port", help="SSH port of the staging host.")
+    ] = 22,
+    staging_host_key: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--staging-host-key",
+            help="File with the staging host's public key, e.g. ssh_host_ed25519_key.pub "
+            "(repeatable).",
+        ),
+    ] = None,
+    storage_root: Annotated[
+        str | None,
+        typer.Option(
+            "--storage-root",
+            help="Users' storage root on the staging host, e.g. '/home/{unix_account}' "
+            "(default: STATE_DIR/storage/{user}).",
+        ),
+    ] = None,
 ) -> None:
     """Run the reference center in the foreground (Ctrl-C stops it).
 
@@ -74,17 +99,27 @@ def serve(
         )
     if slurmrestd:
         raise UsageError("--slurmrestd needs --executor slurm")
-    settings = CenterSettings(
-        state_dir=_state_dir(state_dir),
-        host=host,
-        port=port,
-        executor=executor,
-        gpus=gpus,
-        gpu_type=gpu_type,
-        access_token_ttl=access_token_ttl,
-        kill_grace=kill_grace,
-        partitions=_load_partitions(partitions_file) if partitions_file else [],
-    )
+    from kaic.center.ssh_ca import read_host_key_files
+
+    try:
+        host_keys = read_host_key_files(staging_host_key or [])
+        settings = CenterSettings(
+            state_dir=_state_dir(state_dir),
+            host=host,
+            port=port,
+            executor=executor,
+            gpus=gpus,
+            gpu_type=gpu_type,
+            access_token_ttl=access_token_ttl,
+            kill_grace=kill_grace,
+            partitions=_load_partitions(partitions_file) if partitions_file else [],
+            staging_host=staging_host,
+            staging_port=staging_port,
+            staging_host_keys=host_keys,
+            storage_root=storage_root,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
     settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     print(
         f"kaic center: state in {settings.state_dir}; starting on {host}:{port} (Ctrl-C to stop)",
@@ -130,6 +165,27 @@ def _load_partitions(path: Path) -> list[Any]:
         except (TypeError, ValueError) as exc:
             raise UsageError(f"{path}: entry {i + 1} ({entry['name']}): {exc}") from None
     return parts
+
+
+@app.command("ssh-ca")
+def ssh_ca(ctx: typer.Context, state_dir: StateDirOpt = None, json_out: JsonOpt = False) -> None:
+    """Print the center's SSH user CA public key (created on first use).
+
+    Add it to the staging sshd's TrustedUserCAKeys; users then log in with its certificates.
+
+    Example: kaic center ssh-ca --state-dir ./state >> /etc/ssh/kaic_user_ca.pub
+    """
+    from kaic.center.ssh_ca import UserCA
+
+    app_ = get_app(ctx)
+    directory = _state_dir(state_dir)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ca = UserCA(directory)
+    line = ca.public_key_line()
+    if json_out:
+        app_.json({"public_key": line, "key_file": str(ca.key_path)})
+    else:
+        app_.out(line)
 
 
 @app.command("start")

@@ -5,8 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from kaic.errors import AuthRequired, Unreachable
+from kaic.errors import AuthRequired, KaicError, NotFound, Unreachable
+
+if TYPE_CHECKING:
+    from kaic.auth.credentials import Credentials
+    from kaic.auth.ssh import SshIdentity
 
 Log = Callable[[str], None]
 
@@ -18,6 +23,8 @@ class LoginResult:
     user: str
     storage: str  # keyring | file
     expires_at: datetime | None
+    #: the SSH key + certificate for staging; None when the center has no staging or it failed
+    ssh_identity: SshIdentity | None = None
 
 
 def _choose_profile(explicit: str | None, center: str, username: str) -> str:
@@ -55,6 +62,40 @@ def _store(
     return name, storage
 
 
+def obtain_ssh_identity(
+    center: str,
+    creds: Credentials,
+    profile: str,
+    *,
+    warn: Log,
+    debug_log: Log | None = None,
+) -> SshIdentity | None:
+    """Best effort: the profile's SSH key and a fresh certificate, right after a login.
+
+    A center without staging is skipped silently; any other failure costs one warning line
+    and never the login (`kaic data` renews the certificate itself later).
+    """
+    from kaic.auth.credentials import Credentials
+    from kaic.auth.ssh import ensure_identity, staging_info
+    from kaic.client.api import CenterClient
+
+    # No refresh token: a refresh here would rotate the one just stored and invalidate it.
+    access_only = Credentials(
+        access_token=creds.access_token, expires_at=creds.expires_at, kind=creds.kind
+    )
+    try:
+        with CenterClient(center, credentials=access_only, debug_log=debug_log) as client:
+            staging_info(client)
+            return ensure_identity(client, profile)
+    except NotFound:
+        return None
+    except KaicError as exc:
+        warn(f"no SSH certificate for data staging yet ({exc.message})")
+    except Exception as exc:  # best effort: never fail a login over this
+        warn(f"no SSH certificate for data staging yet ({exc})")
+    return None
+
+
 def login_password(
     center: str,
     username: str,
@@ -88,7 +129,8 @@ def login_password(
         insecure_storage=insecure_storage,
         warn=warn,
     )
-    return LoginResult(name, center, me.user, storage, tokens.expires_at)
+    identity = obtain_ssh_identity(center, creds, name, warn=warn, debug_log=debug_log)
+    return LoginResult(name, center, me.user, storage, tokens.expires_at, identity)
 
 
 def login_token(
@@ -116,7 +158,8 @@ def login_token(
         insecure_storage=insecure_storage,
         warn=warn,
     )
-    return LoginResult(name, center, me.user, storage, me.expires_at)
+    identity = obtain_ssh_identity(center, creds, name, warn=warn, debug_log=debug_log)
+    return LoginResult(name, center, me.user, storage, me.expires_at, identity)
 
 
 def logout(profile: str | None, *, warn: Log, debug_log: Log | None = None) -> str | None:

@@ -1,0 +1,151 @@
+"""Data staging: where users' storage is reachable over SSH, user certificates, checksums.
+
+All three need the `files` scope. `GET /v1/staging` is how a client learns the staging
+host's keys over the authenticated API (so no trust-on-first-use);
+`POST /v1/ssh/certificates` signs the client's key for the caller's unix account;
+`GET /v1/files/checksum` hashes a file inside the caller's storage root only.
+"""
+
+from __future__ import annotations
+
+from datetime import timezone
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from kaic.center.deps import Principal, SettingsDep, require_scope
+from kaic.center.errors import ApiError
+from kaic.center.files import NotARegularFile, PathOutside, resolve_in_root, sha256_in_root
+from kaic.center.settings import CenterSettings
+from kaic.center.ssh_ca import UnacceptableKey, UserCA
+from kaic.models import ErrorResponse
+from kaic.models.staging import (
+    FileChecksum,
+    SshCertificate,
+    SshCertificateRequest,
+    StagingInfo,
+    StorageRoot,
+)
+
+router = APIRouter(
+    prefix="/v1",
+    tags=["staging"],
+    responses={
+        401: {"model": ErrorResponse},
+        403: {"model": ErrorResponse, "description": "the token lacks the `files` scope"},
+    },
+)
+
+FilesPrincipal = Annotated[Principal, Depends(require_scope("files"))]
+LOCAL_STAGING_HOST = "127.0.0.1"
+
+
+def get_user_ca(request: Request) -> UserCA:
+    """The app's SSH user CA."""
+    ca: UserCA = request.app.state.user_ca
+    return ca
+
+
+UserCADep = Annotated[UserCA, Depends(get_user_ca)]
+
+
+def storage_root(settings: CenterSettings, principal: Principal) -> Path:
+    """The caller's storage root (the `home` root) on the staging host."""
+    return settings.storage_root_for(principal.user, principal.unix_account)
+
+
+@router.get(
+    "/staging",
+    response_model=StagingInfo,
+    responses={404: {"model": ErrorResponse, "description": "no staging endpoint"}},
+)
+def staging(principal: FilesPrincipal, settings: SettingsDep) -> StagingInfo:
+    """How to reach the caller's storage over SSH/SFTP: host, port, host keys, roots."""
+    host = settings.staging_host
+    if host is None:
+        if settings.local_user is None:
+            raise ApiError(404, "not_found", "this center has no staging endpoint")
+        host = LOCAL_STAGING_HOST
+    root = storage_root(settings, principal)
+    if settings.storage_root is None:
+        # The center's own storage: make sure the home exists, as a job's would.
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return StagingInfo(
+        host=host,
+        port=settings.staging_port,
+        username=principal.unix_account,
+        host_keys=list(settings.staging_host_keys),
+        roots=[StorageRoot(name="home", path=str(root))],
+        certificates=True,
+    )
+
+
+@router.post(
+    "/ssh/certificates",
+    status_code=201,
+    response_model=SshCertificate,
+    responses={422: {"model": ErrorResponse, "description": "unacceptable public key"}},
+)
+def sign_certificate(
+    body: SshCertificateRequest,
+    principal: FilesPrincipal,
+    settings: SettingsDep,
+    ca: UserCADep,
+) -> SshCertificate:
+    """Sign the caller's OpenSSH public key: a short-lived user certificate whose only
+    principal is the caller's unix account (ed25519, ECDSA or RSA >= 2048 bits)."""
+    validity = settings.ssh_cert_validity
+    if body.validity_seconds is not None:
+        validity = min(validity, body.validity_seconds)
+    try:
+        return ca.sign_user_key(
+            body.public_key,
+            user=principal.user,
+            principal=principal.unix_account,
+            now=settings.now().astimezone(timezone.utc),
+            validity_seconds=validity,
+        )
+    except UnacceptableKey as exc:
+        raise ApiError(422, "invalid_request", f"public_key: {exc}") from None
+
+
+@router.get(
+    "/files/checksum",
+    response_model=FileChecksum,
+    responses={
+        404: {"model": ErrorResponse, "description": "no such file in your storage"},
+        422: {"model": ErrorResponse, "description": "not a regular file"},
+    },
+)
+def file_checksum(
+    principal: FilesPrincipal,
+    settings: SettingsDep,
+    path: Annotated[
+        str,
+        Query(
+            min_length=1,
+            max_length=4096,
+            description="relative to your storage root (`~/…` too), or absolute inside it",
+        ),
+    ],
+) -> FileChecksum:
+    """sha256 and size of a file in the caller's storage, computed on the server."""
+    # A sync route: FastAPI runs it in a worker thread, so hashing a large file does not
+    # block the event loop.
+    root = storage_root(settings, principal)
+    # The same answer for "missing" and "outside": never reveal what exists elsewhere.
+    missing = ApiError(404, "not_found", f"no such file in your storage: {path}")
+    try:
+        real = resolve_in_root(root, path)
+        digest = sha256_in_root(root, real)
+    except (PathOutside, FileNotFoundError, NotADirectoryError, PermissionError):
+        raise missing from None
+    except NotARegularFile:
+        raise ApiError(422, "invalid_request", f"not a regular file: {path}") from None
+    except OSError:
+        raise missing from None
+    real_root = Path(root).resolve()
+    relative = real.relative_to(real_root)
+    shown = root if str(relative) == "." else root / relative
+    return FileChecksum(path=str(shown), size=digest.size, sha256=digest.sha256)

@@ -1,0 +1,322 @@
+"""SSH/SFTP connections to center storage: host keys checked, certificate login, tuned.
+
+Host keys are trusted only when they appear in the lines the center's authenticated API
+gave us (`known_hosts_lines`) or in the user's own `~/.ssh/known_hosts`; there is no trust
+on first use. The throughput settings follow the measurements in TEST_SERVICES.md:
+aes128-gcm when the server offers it, 248 KiB SFTP requests in 256 KiB packets, and the
+default window (a large window makes paramiko downloads quadratic).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import hmac
+import os
+import re
+import shlex
+import socket
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paramiko
+
+from kaic.errors import AuthRequired, ExitCode, KaicError, Unreachable
+
+#: SFTP read/write request size: below OpenSSH's 256 KiB message limit, with room for headers
+REQUEST_SIZE = 248 * 1024
+MAX_PACKET_SIZE = 256 * 1024
+CONNECT_TIMEOUT = 15.0
+PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+
+# Key types of known_hosts lines -> host key algorithms paramiko may negotiate for them.
+_HOST_KEY_ALGORITHMS = {
+    "ssh-ed25519": ("ssh-ed25519",),
+    "ecdsa-sha2-nistp256": ("ecdsa-sha2-nistp256",),
+    "ecdsa-sha2-nistp384": ("ecdsa-sha2-nistp384",),
+    "ecdsa-sha2-nistp521": ("ecdsa-sha2-nistp521",),
+    "ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"),
+}
+
+
+class HostKeyError(KaicError):
+    """The staging host presented a host key kaic does not trust (changed, or unknown)."""
+
+    exit_code = ExitCode.ERROR
+    default_hint = (
+        "if the center's operators announced a new host key, run the command again once "
+        "the center publishes it; otherwise do not connect and tell them"
+    )
+
+
+@dataclass
+class SshTarget:
+    """Where and how to log in: host, account, key (+ OpenSSH certificate), trusted host keys."""
+
+    host: str
+    port: int
+    username: str
+    key_path: Path | str
+    cert_path: Path | str | None = None
+    known_hosts_lines: list[str] = field(default_factory=list)
+    #: also trust the user's own ~/.ssh/known_hosts (tests turn this off)
+    use_user_known_hosts: bool = True
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def host_pattern_name(self) -> str:
+        """The name of this host in known_hosts: `host`, or `[host]:port` off port 22."""
+        return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
+
+
+@dataclass(frozen=True)
+class KnownKey:
+    marker: str | None  # None, "cert-authority" or "revoked"
+    key_type: str
+    key_b64: str
+
+
+def fingerprint(key_type: str, key_b64: str) -> str:
+    """OpenSSH's SHA256 fingerprint of a public key blob."""
+    digest = hashlib.sha256(base64.b64decode(key_b64)).digest()
+    return f"{key_type} SHA256:{base64.b64encode(digest).decode().rstrip('=')}"
+
+
+def _host_matches(patterns: str, names: list[str]) -> bool:
+    """OpenSSH host-pattern matching: comma list, `*`/`?` wildcards, `!` negation, hashes."""
+    matched = False
+    for raw in patterns.split(","):
+        pattern = raw.strip()
+        if not pattern:
+            continue
+        if pattern.startswith("|1|"):
+            try:
+                _, _, salt_b64, _ = pattern.split("|")
+            except ValueError:
+                continue
+            hit = any(
+                hmac.compare_digest(paramiko.HostKeys.hash_host(name, salt_b64), pattern)
+                for name in names
+            )
+        else:
+            negate = pattern.startswith("!")
+            body = pattern[1:] if negate else pattern
+            regex = re.compile(
+                "".join(
+                    ".*" if c == "*" else "." if c == "?" else re.escape(c) for c in body.lower()
+                )
+            )
+            hit = any(regex.fullmatch(name.lower()) for name in names)
+            if hit and negate:
+                return False
+        if hit:
+            matched = True
+    return matched
+
+
+def parse_known_hosts(lines: list[str], target: SshTarget) -> list[KnownKey]:
+    """The keys of `lines` that apply to `target`.
+
+    A line may omit the host field (`ssh-ed25519 AAAA…`): the center's API lists the keys of
+    its own staging host that way.
+    """
+    names = [target.host_pattern_name()]
+    if target.port == 22:
+        names.append(f"[{target.host}]:22")
+    keys: list[KnownKey] = []
+    for line in lines:
+        fields = line.strip().split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        marker = None
+        if fields[0].startswith("@"):
+            marker = fields[0][1:]
+            fields = fields[1:]
+        if len(fields) >= 2 and (fields[0] in _HOST_KEY_ALGORITHMS or "-cert-" in fields[0]):
+            keys.append(KnownKey(marker, fields[0], fields[1]))
+            continue
+        if len(fields) < 3 or not _host_matches(fields[0], names):
+            continue
+        keys.append(KnownKey(marker, fields[1], fields[2]))
+    return keys
+
+
+def _user_known_hosts() -> list[str]:
+    path = Path(os.path.expanduser("~/.ssh/known_hosts"))
+    try:
+        return path.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+
+
+def trusted_keys(target: SshTarget) -> list[KnownKey]:
+    lines = list(target.known_hosts_lines)
+    if target.use_user_known_hosts:
+        lines += _user_known_hosts()
+    return parse_known_hosts(lines, target)
+
+
+def check_host_key(target: SshTarget, server_key: paramiko.PKey, known: list[KnownKey]) -> None:
+    """Raise `HostKeyError` unless the server's key is one of the trusted keys."""
+    key_type, key_b64 = server_key.get_name(), server_key.get_base64()
+    presented = fingerprint(key_type, key_b64)
+    if any(k.marker == "revoked" and k.key_b64 == key_b64 for k in known):
+        raise HostKeyError(f"host key of {target.address} is revoked: {presented}")
+    plain = [k for k in known if k.marker is None]
+    if any(k.key_b64 == key_b64 for k in plain):
+        return
+    if plain:
+        expected = ", ".join(fingerprint(k.key_type, k.key_b64) for k in plain)
+        raise HostKeyError(
+            f"HOST KEY MISMATCH for {target.address}: it presented {presented}, "
+            f"but the trusted key is {expected} (a changed host, or someone in between)"
+        )
+    raise HostKeyError(
+        f"host key of {target.address} is not known: it presented {presented}; kaic trusts "
+        "only host keys published by the center or listed in ~/.ssh/known_hosts"
+        + (" (host CA keys are not supported by this client)" if known else "")
+    )
+
+
+class SftpConnection:
+    """One authenticated SSH transport with its main SFTP channel.
+
+    `new_sftp()` opens another SFTP channel on the same transport (a paramiko SFTPClient is
+    not safe to share between threads, so each worker gets its own); `exec()` runs a command
+    on the host when it allows that (used for sha256sum).
+    """
+
+    def __init__(self, transport: paramiko.Transport, target: SshTarget):
+        self.transport = transport
+        self.target = target
+        self.sftp = self.new_sftp()
+        self._lock = threading.Lock()
+
+    def new_sftp(self) -> paramiko.SFTPClient:
+        client = paramiko.SFTPClient.from_transport(self.transport, max_packet_size=MAX_PACKET_SIZE)
+        if client is None:  # pragma: no cover - paramiko returns None only on odd failures
+            raise Unreachable(f"{self.target.address}: could not open an SFTP channel")
+        return client
+
+    def exec(self, command: str, *, timeout: float = 600.0) -> tuple[int, bytes, bytes]:
+        """Run `command` on the host: (exit status, stdout, stderr); exit -1 if refused."""
+        try:
+            channel = self.transport.open_session(timeout=timeout)
+        except (paramiko.SSHException, OSError, EOFError):
+            return -1, b"", b"exec channel refused"
+        try:
+            channel.settimeout(timeout)
+            channel.exec_command(command)
+            channel.shutdown_write()
+            out, err = bytearray(), bytearray()
+            while True:
+                chunk = channel.recv(1 << 16)
+                if not chunk:
+                    break
+                out += chunk
+            while channel.recv_stderr_ready() or not channel.exit_status_ready():
+                chunk = channel.recv_stderr(1 << 16)
+                if not chunk:
+                    break
+                err += chunk
+            status = channel.recv_exit_status()
+            return status, bytes(out), bytes(err)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            if not self.transport.is_active():
+                raise Unreachable(f"connection to {self.target.address} lost: {exc}") from exc
+            return -1, b"", str(exc).encode()
+        finally:
+            channel.close()
+
+    def shell_quote(self, path: str) -> str:
+        return shlex.quote(path)
+
+    def is_active(self) -> bool:
+        return self.transport.is_active()
+
+    def close(self) -> None:
+        """Close; never raises (the connection may already be gone)."""
+        with contextlib.suppress(Exception):
+            self.sftp.close()
+        with contextlib.suppress(Exception):
+            self.transport.close()
+
+
+def _load_key(target: SshTarget) -> paramiko.PKey:
+    try:
+        key = paramiko.PKey.from_path(str(target.key_path))
+    except (OSError, paramiko.SSHException, ValueError) as exc:
+        raise AuthRequired(
+            f"cannot load SSH key {target.key_path}: {exc}",
+            hint="run `kaic login` again to get a fresh SSH identity",
+        ) from exc
+    if target.cert_path:
+        try:
+            key.load_certificate(str(target.cert_path))
+        except (OSError, ValueError, paramiko.SSHException) as exc:
+            raise AuthRequired(
+                f"cannot load SSH certificate {target.cert_path}: {exc}",
+                hint="run `kaic login` again to get a fresh SSH certificate",
+            ) from exc
+    return key
+
+
+def _tune(transport: paramiko.Transport, known: list[KnownKey]) -> None:
+    options = transport.get_security_options()
+    offered = tuple(options.ciphers)
+    options.ciphers = tuple(c for c in PREFERRED_CIPHERS if c in offered) + tuple(
+        c for c in offered if c not in PREFERRED_CIPHERS
+    )
+    # Ask only for host key types we can check, like OpenSSH does with known_hosts.
+    wanted: list[str] = []
+    for k in known:
+        if k.marker is None:
+            wanted += [a for a in _HOST_KEY_ALGORITHMS.get(k.key_type, ()) if a not in wanted]
+    supported = [a for a in wanted if a in options.key_types]
+    if supported:
+        options.key_types = tuple(supported)
+
+
+def open_sftp(target: SshTarget, *, timeout: float = CONNECT_TIMEOUT) -> SftpConnection:
+    """Connect, check the host key, log in with the key (+ certificate), open SFTP."""
+    paramiko.SFTPFile.MAX_REQUEST_SIZE = REQUEST_SIZE  # process-wide; see module docstring
+    key = _load_key(target)
+    known = trusted_keys(target)
+    try:
+        sock = socket.create_connection((target.host, target.port), timeout=timeout)
+    except OSError as exc:
+        raise Unreachable(
+            f"cannot reach the staging host {target.address}: {exc}",
+            hint="check your network (and VPN), then retry",
+        ) from exc
+    sock.settimeout(None)
+    transport = paramiko.Transport(sock, default_max_packet_size=MAX_PACKET_SIZE)
+    try:
+        _tune(transport, known)
+        try:
+            transport.start_client(timeout=timeout)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise Unreachable(f"SSH handshake with {target.address} failed: {exc}") from exc
+        server_key = transport.get_remote_server_key()
+        check_host_key(target, server_key, known)
+        try:
+            transport.auth_publickey(target.username, key)
+        except paramiko.AuthenticationException as exc:
+            raise AuthRequired(
+                f"{target.address} refused the SSH login of {target.username!r}: {exc}",
+                hint="your SSH certificate may have expired: run `kaic login` again",
+            ) from exc
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise Unreachable(f"SSH login to {target.address} failed: {exc}") from exc
+        transport.set_keepalive(30)
+        try:
+            return SftpConnection(transport, target)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise Unreachable(f"{target.address}: SFTP is not available: {exc}") from exc
+    except BaseException:
+        transport.close()
+        raise

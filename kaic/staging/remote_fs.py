@@ -1,0 +1,343 @@
+"""Remote storage over SFTP: the planner's remote `Side`, remote sha256, `ls` and `rm`.
+
+Remote paths are POSIX paths on center storage; relative paths (and `~/…`) are from the
+user's home there, which is where both SFTP and exec commands start.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import posixpath
+import shlex
+import stat as stat_mod
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import paramiko
+
+from kaic.errors import KaicError, NotFound, UsageError
+from kaic.staging.connect import SftpConnection
+from kaic.staging.ignore import IgnoreRules
+from kaic.staging.plan import Entry, Tree, Warn, is_part
+
+#: the center's `GET /v1/files/checksum` (path -> sha256 hex), when the CLI supplies it
+ChecksumFn = Callable[[str], str | None]
+
+_EXEC_BATCH = 64
+
+
+def normalize_remote(path: str) -> str:
+    """`~` and `~/x` -> home-relative; empty -> home (`.`)."""
+    if path in ("", "~", "~/"):
+        return "."
+    if path.startswith("~/"):
+        return path[2:] or "."
+    return path
+
+
+def _is_missing(exc: OSError) -> bool:
+    return isinstance(exc, FileNotFoundError) or getattr(exc, "errno", None) == errno.ENOENT
+
+
+def parse_sha256sum(output: bytes) -> dict[str, str]:
+    """`sha256sum` output -> {name: hex}; understands its `\\`-escaped names."""
+    sums: dict[str, str] = {}
+    for raw in output.decode("utf-8", errors="surrogateescape").split("\n"):
+        if not raw:
+            continue
+        escaped = raw.startswith("\\")
+        line = raw[1:] if escaped else raw
+        digest, name = line[:64], line[66:]
+        if escaped:
+            name = name.replace("\\n", "\n").replace("\\r", "\r").replace("\\\\", "\\")
+        sums[name] = digest
+    return sums
+
+
+class RemoteSide:
+    """Remote storage as a planning `Side`, plus the remote hashing the transfers need."""
+
+    def __init__(
+        self,
+        conn: SftpConnection,
+        sftp: paramiko.SFTPClient | None = None,
+        *,
+        checksum_fn: ChecksumFn | None = None,
+    ):
+        self.conn = conn
+        self.sftp = sftp or conn.sftp
+        self.checksum_fn = checksum_fn
+        #: can we run `sha256sum` on the host? None until first tried
+        self.exec_ok: bool | None = None
+
+    # -- Side ------------------------------------------------------------------------
+    def join(self, *parts: str) -> str:
+        return posixpath.join(*parts)
+
+    def stat(self, path: str) -> Entry | None:
+        try:
+            st = self.sftp.stat(normalize_remote(path))
+        except OSError as exc:
+            if _is_missing(exc):
+                return None
+            raise
+        mode = st.st_mode or 0
+        return Entry(stat_mod.S_ISDIR(mode), st.st_size or 0, int(st.st_mtime or 0), mode & 0o7777)
+
+    def read_text(self, path: str) -> str | None:
+        try:
+            with self.sftp.open(normalize_remote(path), "r") as f:
+                return bytes(f.read()).decode("utf-8", errors="replace")
+        except OSError:
+            return None
+
+    def scan(self, root: str, rules: IgnoreRules, warn: Warn) -> Tree:
+        tree = Tree()
+        base = normalize_remote(root)
+        stack = [""]
+        while stack:
+            rel_dir = stack.pop()
+            abs_dir = posixpath.join(base, rel_dir) if rel_dir else base
+            try:
+                entries = self.sftp.listdir_attr(abs_dir)
+            except OSError as exc:
+                warn(f"cannot read remote {abs_dir}: {exc}")
+                continue
+            for item in entries:
+                rel = f"{rel_dir}/{item.filename}" if rel_dir else item.filename
+                mode = item.st_mode or 0
+                if is_part(item.filename) and stat_mod.S_ISREG(mode):
+                    tree.parts[rel] = item.st_size or 0
+                    continue
+                link = stat_mod.S_ISLNK(mode)
+                if link:
+                    try:
+                        item = self.sftp.stat(posixpath.join(abs_dir, item.filename))
+                    except OSError:
+                        warn(f"skipping dangling remote symlink {posixpath.join(abs_dir, rel)}")
+                        continue
+                    mode = item.st_mode or 0
+                is_dir = stat_mod.S_ISDIR(mode)
+                if rules.ignored(rel, is_dir):
+                    continue
+                if is_dir:
+                    if link:
+                        warn(f"skipping remote symlink to a directory {posixpath.join(base, rel)}")
+                        continue
+                    tree.dirs.add(rel)
+                    stack.append(rel)
+                elif stat_mod.S_ISREG(mode):
+                    tree.files[rel] = Entry(
+                        False, item.st_size or 0, int(item.st_mtime or 0), mode & 0o7777
+                    )
+        return tree
+
+    def sha256_many(self, paths: list[str]) -> dict[str, str]:
+        return {p: h for p, h in self.remote_sha256(paths).items() if h is not None}
+
+    # -- hashing ---------------------------------------------------------------------
+    def _exec(self, command: str) -> tuple[int, bytes] | None:
+        """Run a command if the host allows exec; None when it does not."""
+        if self.exec_ok is False:
+            return None
+        status, out, _err = self.conn.exec(command)
+        if status == -1:  # channel refused (policy, or MaxSessions): fall back this time
+            return None
+        if status in (126, 127):  # no such command there: stop asking
+            self.exec_ok = False
+            return None
+        self.exec_ok = True
+        return status, out
+
+    def exec_sha256(self, paths: list[str]) -> dict[str, str | None]:
+        """sha256 of remote files by `sha256sum` over SSH exec (None where that failed)."""
+        result: dict[str, str | None] = dict.fromkeys(paths)
+        for i in range(0, len(paths), _EXEC_BATCH):
+            batch = paths[i : i + _EXEC_BATCH]
+            names = [normalize_remote(p) for p in batch]
+            ran = self._exec("sha256sum -- " + " ".join(shlex.quote(n) for n in names))
+            if ran is None:
+                break
+            sums = parse_sha256sum(ran[1])
+            for path, name in zip(batch, names, strict=False):
+                result[path] = sums.get(name)
+        return result
+
+    def remote_sha256(self, paths: list[str]) -> dict[str, str | None]:
+        """sha256 of remote files: `sha256sum` over exec, else `checksum_fn`, else read back."""
+        result = self.exec_sha256(paths)
+        for path in paths:
+            if result.get(path) is None:
+                result[path] = self._fallback_sha256(path)
+        return result
+
+    def _fallback_sha256(self, path: str) -> str | None:
+        if self.checksum_fn is not None:
+            try:
+                digest = self.checksum_fn(normalize_remote(path))
+            except KaicError:
+                digest = None
+            if digest:
+                return digest
+        return self.read_back_sha256(path)
+
+    def read_back_sha256(self, path: str, limit: int | None = None) -> str | None:
+        """sha256 of a remote file (or its first `limit` bytes) by reading it over SFTP."""
+        digest = hashlib.sha256()
+        try:
+            with self.sftp.open(normalize_remote(path), "r") as f:
+                size = f.stat().st_size or 0
+                want = size if limit is None else min(limit, size)
+                f.prefetch(want)
+                remaining = want
+                while remaining > 0:
+                    block = f.read(min(1 << 20, remaining))
+                    if not block:
+                        break
+                    digest.update(block)
+                    remaining -= len(block)
+                if remaining:
+                    return None
+        except OSError:
+            return None
+        return digest.hexdigest()
+
+    def prefix_sha256(self, path: str, length: int) -> str | None:
+        """sha256 of the first `length` bytes of a remote file."""
+        name = shlex.quote(normalize_remote(path))
+        ran = self._exec(f"head -c {int(length)} -- {name} | sha256sum")
+        if ran is not None and ran[0] == 0 and len(ran[1]) >= 64:
+            return ran[1][:64].decode()
+        return self.read_back_sha256(path, length)
+
+
+# -- ls / rm -----------------------------------------------------------------------------
+
+
+@dataclass
+class RemoteEntry:
+    name: str
+    path: str
+    type: str  # file | dir | link | other
+    size: int
+    mtime: int
+    mode: str
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "path": self.path,
+            "type": self.type,
+            "size": self.size,
+            "mtime": self.mtime,
+            "mode": self.mode,
+        }
+
+
+def _kind(mode: int) -> str:
+    if stat_mod.S_ISDIR(mode):
+        return "dir"
+    if stat_mod.S_ISLNK(mode):
+        return "link"
+    if stat_mod.S_ISREG(mode):
+        return "file"
+    return "other"
+
+
+def list_remote(sftp: paramiko.SFTPClient, path: str = "") -> list[RemoteEntry]:
+    """A directory's entries (sorted by name), or the one entry of a file."""
+    target = normalize_remote(path)
+    try:
+        st = sftp.stat(target)
+    except OSError as exc:
+        if _is_missing(exc):
+            raise NotFound(f"{path or '~'}: no such file or directory on the staging host") from exc
+        raise KaicError(f"cannot list {path}: {exc}") from exc
+    mode = st.st_mode or 0
+    if not stat_mod.S_ISDIR(mode):
+        name = posixpath.basename(target)
+        return [
+            RemoteEntry(
+                name,
+                path,
+                _kind(mode),
+                st.st_size or 0,
+                int(st.st_mtime or 0),
+                stat_mod.filemode(mode),
+            )
+        ]
+    entries = []
+    for item in sftp.listdir_attr(target):
+        m = item.st_mode or 0
+        shown = item.filename if target == "." else posixpath.join(path.rstrip("/"), item.filename)
+        entries.append(
+            RemoteEntry(
+                item.filename,
+                shown,
+                _kind(m),
+                item.st_size or 0,
+                int(item.st_mtime or 0),
+                stat_mod.filemode(m),
+            )
+        )
+    return sorted(entries, key=lambda e: e.name)
+
+
+def _protected(path: str, home: str) -> bool:
+    norm = posixpath.normpath(normalize_remote(path))
+    return norm in (".", "/", "..") or norm.startswith("../") or norm == home.rstrip("/")
+
+
+def remove_remote(
+    sftp: paramiko.SFTPClient,
+    paths: list[str],
+    *,
+    recursive: bool = False,
+    on_removed: Callable[[str], None] = lambda _p: None,
+) -> int:
+    """Remove remote files (and, with `recursive`, directories). Returns how many entries.
+
+    Refuses `/`, the home directory itself and paths escaping it with `..`: those are
+    never what a user means by `kaic data rm -r`.
+    """
+    home = sftp.normalize(".")
+    for path in paths:
+        if _protected(path, home):
+            raise UsageError(
+                f"refusing to remove {path!r}: it is the root or your home directory",
+                hint="name the files or subdirectories to remove",
+            )
+    removed = 0
+    for path in paths:
+        target = normalize_remote(path).rstrip("/") or "/"
+        try:
+            st = sftp.lstat(target)
+        except OSError as exc:
+            if _is_missing(exc):
+                raise NotFound(f"{path}: no such file or directory on the staging host") from exc
+            raise
+        if stat_mod.S_ISDIR(st.st_mode or 0):
+            if not recursive:
+                raise UsageError(f"{path} is a directory", hint="use -r to remove it recursively")
+            removed += _remove_tree(sftp, target, on_removed)
+        else:
+            sftp.remove(target)
+            on_removed(path)
+            removed += 1
+    return removed
+
+
+def _remove_tree(sftp: paramiko.SFTPClient, root: str, on_removed: Callable[[str], None]) -> int:
+    removed = 0
+    for item in sftp.listdir_attr(root):
+        child = posixpath.join(root, item.filename)
+        if stat_mod.S_ISDIR(item.st_mode or 0):  # lstat: links to dirs are removed, not followed
+            removed += _remove_tree(sftp, child, on_removed)
+        else:
+            sftp.remove(child)
+            on_removed(child)
+            removed += 1
+    sftp.rmdir(root)
+    on_removed(root)
+    return removed + 1

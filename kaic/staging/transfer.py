@@ -1,0 +1,595 @@
+"""Resumable, verified, parallel transfers: `push` (local -> remote) and `pull` (remote -> local).
+
+How a file travels:
+
+1. Its data goes to `.NAME.kaic-part` next to the destination, never to NAME itself.
+2. If that part file already exists (an earlier, interrupted run), the sha256 of its first N
+   bytes is compared on both sides (remote: `head -c N | sha256sum` over SSH exec, else
+   read back over SFTP); if equal, the transfer resumes at N, else it restarts at 0.
+3. The sha256 of the whole file is computed while sending and compared with the other side's
+   (remote: `sha256sum` over SSH exec; else the center's checksum API; else read back). A
+   mismatch is re-sent once from 0; a second mismatch is reported, never accepted.
+4. Mode and mtime are set on the part file, which is then renamed over NAME atomically
+   (`posix-rename@openssh.com` / `os.replace`).
+
+Work is spread over `parallel` SSH connections with several SFTP channels each (small files
+are latency-bound: many requests in flight); small files travel in batches so one
+`sha256sum` call verifies many. A dropped connection is retried (`retries` times): the sync
+is planned again, so finished files are skipped and part files resumed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import posixpath
+import queue
+import stat as stat_mod
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import paramiko
+
+from kaic.errors import ExitCode, KaicError, NotFound, Unreachable
+from kaic.staging.connect import REQUEST_SIZE, SftpConnection, SshTarget, open_sftp
+from kaic.staging.plan import FileTask, LocalSide, SyncPlan, Warn, part_name, plan_sync
+from kaic.staging.remote_fs import ChecksumFn, RemoteSide, normalize_remote
+
+#: (bytes, files) done since the last call — for progress bars
+ProgressFn = Callable[[int, int], None]
+Connect = Callable[[], SftpConnection]
+
+SMALL_FILE = 4 << 20
+BATCH_FILES = 32
+BATCH_BYTES = 8 << 20
+# OpenSSH allows 10 sessions per connection (MaxSessions): each worker holds an SFTP
+# channel and up to two exec channels at once, plus the connection's main SFTP channel.
+CHANNELS_PER_CONNECTION = 3
+
+
+class TransferFailed(KaicError):
+    """Some files could not be transferred or verified."""
+
+    exit_code = ExitCode.ERROR
+
+
+@dataclass
+class SyncOptions:
+    parallel: int = 2
+    excludes: list[str] = field(default_factory=list)
+    delete: bool = False
+    dry_run: bool = False
+    checksum: bool = False
+    verify: bool = True
+    #: reconnect and resume this many times after a dropped connection
+    retries: int = 3
+    #: SFTP channels (worker threads) per connection
+    channels: int = CHANNELS_PER_CONNECTION
+
+
+@dataclass
+class SyncResult:
+    files_transferred: int = 0
+    files_skipped: int = 0
+    files_deleted: int = 0
+    bytes_transferred: int = 0
+    seconds: float = 0.0
+    verified: bool = False
+    dry_run: bool = False
+    plan: SyncPlan | None = None
+    #: files that failed (path: reason); non-empty means exit code 1
+    failures: dict[str, str] = field(default_factory=dict)
+    reconnects: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        """CLI.md's `--json` document."""
+        return {
+            "files_transferred": self.files_transferred,
+            "files_skipped": self.files_skipped,
+            "files_deleted": self.files_deleted,
+            "bytes_transferred": self.bytes_transferred,
+            "seconds": round(self.seconds, 3),
+            "verified": self.verified,
+        }
+
+
+class _ConnectionLost(Exception):
+    pass
+
+
+def _connection_error(exc: BaseException, conns: list[SftpConnection]) -> bool:
+    if isinstance(exc, (EOFError, paramiko.SSHException, _ConnectionLost, Unreachable)):
+        return True
+    if isinstance(exc, (ConnectionError, TimeoutError)) or "Socket is closed" in str(exc):
+        return True
+    return any(not c.is_active() for c in conns)
+
+
+class _Stats:
+    def __init__(self, progress: ProgressFn | None):
+        self.lock = threading.Lock()
+        self.files = 0
+        self.bytes = 0
+        self.progress = progress
+        self.failures: dict[str, str] = {}
+
+    def add_bytes(self, n: int, *, sent: bool = True) -> None:
+        with self.lock:
+            if sent:
+                self.bytes += n
+        if self.progress is not None:
+            self.progress(n, 0)
+
+    def file_done(self) -> None:
+        with self.lock:
+            self.files += 1
+        if self.progress is not None:
+            self.progress(0, 1)
+
+    def fail(self, path: str, reason: str) -> None:
+        with self.lock:
+            self.failures[path] = reason
+
+
+def _batches(tasks: list[FileTask]) -> Iterator[list[FileTask]]:
+    """Big files alone (largest first), small files grouped."""
+    big = sorted((t for t in tasks if t.size >= SMALL_FILE), key=lambda t: -t.size)
+    for task in big:
+        yield [task]
+    batch: list[FileTask] = []
+    size = 0
+    for task in (t for t in tasks if t.size < SMALL_FILE):
+        batch.append(task)
+        size += task.size
+        if len(batch) >= BATCH_FILES or size >= BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def _local_prefix(path: str, length: int) -> Any:
+    """A sha256 object fed with the first `length` bytes of a local file."""
+    digest = hashlib.sha256()
+    remaining = length
+    with open(path, "rb") as f:
+        while remaining > 0:
+            block = f.read(min(1 << 20, remaining))
+            if not block:
+                break
+            digest.update(block)
+            remaining -= len(block)
+    return digest
+
+
+def _setstat(sftp: paramiko.SFTPClient, path: str, mode: int, mtime: int) -> None:
+    attr = paramiko.SFTPAttributes()
+    attr.st_mode = mode & 0o7777
+    attr.st_atime = attr.st_mtime = mtime
+    try:
+        from paramiko.sftp import CMD_SETSTAT
+
+        # One round trip instead of chmod + utime.
+        sftp._request(CMD_SETSTAT, path, attr)  # type: ignore[attr-defined]
+    except AttributeError:  # pragma: no cover - a paramiko without the private helper
+        sftp.chmod(path, mode & 0o7777)
+        sftp.utime(path, (mtime, mtime))
+
+
+def _remote_rename(sftp: paramiko.SFTPClient, src: str, dst: str) -> None:
+    try:
+        sftp.posix_rename(src, dst)
+    except OSError:
+        # Servers without posix-rename: plain rename refuses to overwrite.
+        with contextlib.suppress(OSError):
+            sftp.remove(dst)
+        sftp.rename(src, dst)
+
+
+class _Engine:
+    def __init__(
+        self,
+        push: bool,
+        connect: Connect,
+        sources: list[str],
+        dest: str,
+        options: SyncOptions,
+        *,
+        progress: ProgressFn | None,
+        on_plan: Callable[[SyncPlan], None] | None,
+        warn: Warn,
+        checksum_fn: ChecksumFn | None,
+        sleep: Callable[[float], None],
+    ):
+        self.push = push
+        self.connect = connect
+        self.sources = sources
+        self.dest = dest
+        self.options = options
+        self.on_plan = on_plan
+        self.warn = warn
+        self.checksum_fn = checksum_fn
+        self.sleep = sleep
+        self.stats = _Stats(progress)
+        self.local = LocalSide()
+
+    # -- the outer loop: plan, transfer, retry -------------------------------------------
+    def run(self) -> SyncResult:
+        started = time.monotonic()
+        result = SyncResult(verified=self.options.verify, dry_run=self.options.dry_run)
+        attempt = 0
+        while True:
+            conns: list[SftpConnection] = []
+            try:
+                conns.append(self.connect())
+                remote = RemoteSide(conns[0], checksum_fn=self.checksum_fn)
+                plan = self._plan(remote)
+                if attempt == 0:
+                    result.plan = plan
+                    result.files_skipped = len(plan.skipped)
+                    if self.on_plan is not None:
+                        self.on_plan(plan)
+                if self.options.dry_run:
+                    result.files_deleted = len(plan.delete_files)
+                    break
+                self._prepare(plan, remote)
+                if plan.transfers:
+                    wanted = min(max(1, self.options.parallel), len(plan.transfers))
+                    for _ in range(wanted - 1):
+                        conns.append(self.connect())
+                    self._transfer_all(plan, conns)
+                if self.stats.failures:
+                    break
+                result.files_deleted += self._delete(plan, remote)
+                break
+            except Exception as exc:
+                if not _connection_error(exc, conns) or attempt >= self.options.retries:
+                    if isinstance(exc, KaicError):
+                        raise
+                    if _connection_error(exc, conns):
+                        raise Unreachable(
+                            f"connection lost {attempt + 1} times; last: {exc}",
+                            hint="run the same command again: it resumes where it stopped",
+                        ) from exc
+                    raise
+                attempt += 1
+                result.reconnects = attempt
+                self.warn(f"connection lost ({exc}); resuming (attempt {attempt + 1})")
+                self.sleep(min(0.2 * 2**attempt, 5.0))
+            finally:
+                for conn in conns:
+                    conn.close()
+        result.files_transferred = self.stats.files
+        result.bytes_transferred = self.stats.bytes
+        result.failures = dict(self.stats.failures)
+        result.seconds = time.monotonic() - started
+        return result
+
+    def _plan(self, remote: RemoteSide) -> SyncPlan:
+        if self.push:
+            return plan_sync(
+                self.local,
+                self.sources,
+                remote,
+                self.dest,
+                excludes=self.options.excludes,
+                delete=self.options.delete,
+                checksum=self.options.checksum,
+                warn=self.warn,
+            )
+        return plan_sync(
+            remote,
+            self.sources,
+            self.local,
+            self.dest,
+            excludes=self.options.excludes,
+            delete=self.options.delete,
+            checksum=self.options.checksum,
+            warn=self.warn,
+        )
+
+    def _prepare(self, plan: SyncPlan, remote: RemoteSide) -> None:
+        """Create destination directories; remove part files nothing will resume."""
+        for directory in plan.mkdirs:
+            if self.push:
+                _remote_mkdir_p(remote.sftp, normalize_remote(directory))
+            else:
+                os.makedirs(directory, exist_ok=True)
+        for part in plan.stale_parts():
+            try:
+                if self.push:
+                    remote.sftp.remove(normalize_remote(part))
+                else:
+                    os.remove(part)
+            except FileNotFoundError:
+                pass
+
+    def _delete(self, plan: SyncPlan, remote: RemoteSide) -> int:
+        deleted = 0
+        for path in plan.delete_files:
+            try:
+                if self.push:
+                    remote.sftp.remove(normalize_remote(path))
+                else:
+                    os.remove(path)
+                deleted += 1
+            except FileNotFoundError:
+                pass
+        for path in plan.delete_dirs:
+            try:
+                if self.push:
+                    remote.sftp.rmdir(normalize_remote(path))
+                else:
+                    os.rmdir(path)
+            except OSError as exc:
+                self.warn(f"could not remove directory {path}: {exc}")
+        return deleted
+
+    # -- workers -------------------------------------------------------------------------
+    def _transfer_all(self, plan: SyncPlan, conns: list[SftpConnection]) -> None:
+        work: queue.Queue[list[FileTask]] = queue.Queue()
+        batches = list(_batches(plan.transfers))
+        for batch in batches:
+            work.put(batch)
+        n_workers = min(len(batches), len(conns) * max(1, self.options.channels))
+        abort = threading.Event()
+        errors: list[BaseException] = []
+
+        def worker(index: int) -> None:
+            conn = conns[index % len(conns)]
+            try:
+                sftp = conn.new_sftp()
+                side = RemoteSide(conn, sftp, checksum_fn=self.checksum_fn)
+                while not abort.is_set():
+                    try:
+                        batch = work.get_nowait()
+                    except queue.Empty:
+                        return
+                    if self.push:
+                        self._push_batch(batch, side, plan.parts)
+                    else:
+                        self._pull_batch(batch, side)
+            except BaseException as exc:
+                errors.append(exc)
+                abort.set()
+
+        threads = [
+            threading.Thread(target=worker, args=(i,), name=f"kaic-sftp-{i}", daemon=True)
+            for i in range(n_workers)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            # A dropped connection makes every worker on it fail: report that, not a symptom.
+            for exc in errors:
+                if _connection_error(exc, conns):
+                    raise exc
+            raise errors[0]
+
+    def _file_error(self, task: FileTask, exc: OSError, side: RemoteSide) -> None:
+        if _connection_error(exc, [side.conn]):
+            raise exc
+        self.stats.fail(task.dst, str(exc))
+
+    # -- push ----------------------------------------------------------------------------
+    def _push_batch(self, batch: list[FileTask], side: RemoteSide, parts: dict[str, int]) -> None:
+        sent: list[tuple[FileTask, str]] = []
+        for task in batch:
+            try:
+                sent.append((task, self._upload(task, side, parts.get(part_name(task.dst)))))
+            except OSError as exc:
+                self._file_error(task, exc, side)
+        if not sent:
+            return
+        if self.options.verify:
+            remote = side.remote_sha256([part_name(t.dst) for t, _ in sent])
+            checked = []
+            for task, digest in sent:
+                if remote.get(part_name(task.dst)) == digest:
+                    checked.append(task)
+                    continue
+                self.warn(f"sha256 mismatch for {task.dst}; sending it again")
+                again = self._upload(task, side, None)
+                if side.remote_sha256([part_name(task.dst)]).get(part_name(task.dst)) == again:
+                    checked.append(task)
+                else:
+                    self.stats.fail(task.dst, "sha256 mismatch after re-sending")
+                    side.sftp.remove(normalize_remote(part_name(task.dst)))
+        else:
+            checked = [t for t, _ in sent]
+        for task in checked:
+            part = normalize_remote(part_name(task.dst))
+            try:
+                _setstat(side.sftp, part, task.mode, task.mtime)
+                _remote_rename(side.sftp, part, normalize_remote(task.dst))
+            except OSError as exc:
+                self._file_error(task, exc, side)
+                continue
+            self.stats.file_done()
+
+    def _upload(self, task: FileTask, side: RemoteSide, part_size: int | None) -> str:
+        """Send `task.src` to its part file (resuming when the prefix checks out)."""
+        part = normalize_remote(part_name(task.dst))
+        offset = 0
+        digest = hashlib.sha256()
+        if part_size and 0 < part_size <= task.size:
+            local = _local_prefix(task.src, part_size)
+            if side.prefix_sha256(part, part_size) == local.hexdigest():
+                offset, digest = part_size, local
+                self.stats.add_bytes(offset, sent=False)
+            else:
+                self.warn(f"partial {task.dst} does not match the source; sending from 0")
+        with open(task.src, "rb") as src:
+            f = side.sftp.open(part, "r+" if offset else "w", bufsize=REQUEST_SIZE)
+            try:
+                f.set_pipelined(True)
+                if offset:
+                    f.seek(offset)
+                    src.seek(offset)
+                while True:
+                    block = src.read(REQUEST_SIZE)
+                    if not block:
+                        break
+                    digest.update(block)
+                    f.write(block)
+                    self.stats.add_bytes(len(block))
+            finally:
+                f.close()
+        return digest.hexdigest()
+
+    # -- pull ----------------------------------------------------------------------------
+    def _pull_batch(self, batch: list[FileTask], side: RemoteSide) -> None:
+        remote_sums: dict[str, str | None] = {}
+        hasher: threading.Thread | None = None
+        if self.options.verify and side.exec_ok is not False:
+            # The source does not change under us: hash it on the host while downloading.
+            def hash_sources() -> None:
+                # A dropped connection surfaces in the download too: ignore it here.
+                with contextlib.suppress(Exception):
+                    remote_sums.update(side.exec_sha256([t.src for t in batch]))
+
+            hasher = threading.Thread(target=hash_sources, daemon=True)
+            hasher.start()
+        got: list[tuple[FileTask, str]] = []
+        try:
+            for task in batch:
+                try:
+                    got.append((task, self._download(task, side)))
+                except OSError as exc:
+                    self._file_error(task, exc, side)
+        finally:
+            if hasher is not None:
+                hasher.join()
+        for task, digest in got:
+            part = part_name(task.dst)
+            if self.options.verify:
+                expected = remote_sums.get(task.src) or side.remote_sha256([task.src])[task.src]
+                if expected != digest:
+                    self.warn(f"sha256 mismatch for {task.dst}; fetching it again")
+                    os.remove(part)
+                    digest = self._download(task, side)
+                    expected = side.remote_sha256([task.src])[task.src]
+                    if expected != digest:
+                        self.stats.fail(task.dst, "sha256 mismatch after fetching again")
+                        os.remove(part)
+                        continue
+            os.chmod(part, task.mode & 0o7777 or 0o644)
+            os.utime(part, (task.mtime, task.mtime))
+            os.replace(part, task.dst)
+            self.stats.file_done()
+
+    def _download(self, task: FileTask, side: RemoteSide) -> str:
+        part = part_name(task.dst)
+        src = normalize_remote(task.src)
+        offset = 0
+        digest = hashlib.sha256()
+        try:
+            have = os.stat(part).st_size
+        except FileNotFoundError:
+            have = 0
+        if 0 < have <= task.size:
+            local = _local_prefix(part, have)
+            if side.prefix_sha256(src, have) == local.hexdigest():
+                offset, digest = have, local
+                self.stats.add_bytes(offset, sent=False)
+            else:
+                self.warn(f"partial {task.dst} does not match the source; fetching from 0")
+        with side.sftp.open(src, "r") as f, open(part, "r+b" if offset else "wb") as out:
+            size = f.stat().st_size or 0
+            if offset:
+                f.seek(offset)
+                out.seek(offset)
+                out.truncate()
+            if size > offset:
+                f.prefetch(size)
+            while True:
+                block = f.read(REQUEST_SIZE)
+                if not block:
+                    break
+                digest.update(block)
+                out.write(block)
+                self.stats.add_bytes(len(block))
+        return digest.hexdigest()
+
+
+def _remote_mkdir_p(sftp: paramiko.SFTPClient, path: str) -> None:
+    try:
+        st = sftp.stat(path)
+    except FileNotFoundError:
+        parent = posixpath.dirname(path.rstrip("/"))
+        if parent and parent not in (".", "/"):
+            _remote_mkdir_p(sftp, parent)
+        try:
+            sftp.mkdir(path)
+        except OSError:
+            if not stat_mod.S_ISDIR(sftp.stat(path).st_mode or 0):
+                raise
+        return
+    if not stat_mod.S_ISDIR(st.st_mode or 0):
+        raise NotFound(f"{path} exists on the staging host and is not a directory")
+
+
+def _connector(target: SshTarget | Connect) -> Connect:
+    if isinstance(target, SshTarget):
+        return lambda: open_sftp(target)
+    return target
+
+
+def push(
+    target: SshTarget | Connect,
+    local_paths: list[str],
+    remote_dest: str,
+    options: SyncOptions | None = None,
+    *,
+    progress: ProgressFn | None = None,
+    on_plan: Callable[[SyncPlan], None] | None = None,
+    warn: Warn = lambda _m: None,
+    checksum_fn: ChecksumFn | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> SyncResult:
+    """Sync local files/directories to `remote_dest` on the staging host (see module doc)."""
+    return _Engine(
+        True,
+        _connector(target),
+        local_paths,
+        remote_dest,
+        options or SyncOptions(),
+        progress=progress,
+        on_plan=on_plan,
+        warn=warn,
+        checksum_fn=checksum_fn,
+        sleep=sleep,
+    ).run()
+
+
+def pull(
+    target: SshTarget | Connect,
+    remote_paths: list[str],
+    local_dest: str,
+    options: SyncOptions | None = None,
+    *,
+    progress: ProgressFn | None = None,
+    on_plan: Callable[[SyncPlan], None] | None = None,
+    warn: Warn = lambda _m: None,
+    checksum_fn: ChecksumFn | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> SyncResult:
+    """Sync remote files/directories to `local_dest` (see module doc)."""
+    return _Engine(
+        False,
+        _connector(target),
+        remote_paths,
+        local_dest,
+        options or SyncOptions(),
+        progress=progress,
+        on_plan=on_plan,
+        warn=warn,
+        checksum_fn=checksum_fn,
+        sleep=sleep,
+    ).run()

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import pytest
+
+from kaic.errors import AuthRequired, Unreachable
+from kaic.staging.connect import HostKeyError, SshTarget, open_sftp, parse_known_hosts
+from tests.sshd import free_port
+from tests.staging.conftest import SshEnv
+
+OTHER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHkqqVNRq1uQyuWPJmsA1v8S6RSkD1cXq6ojRhHNF1hD"
+
+
+def test_connects_with_certificate(ssh_env: SshEnv) -> None:
+    conn = open_sftp(ssh_env.target())
+    try:
+        assert conn.transport.local_cipher == "aes128-gcm@openssh.com"
+        assert conn.exec("echo ok")[:2] == (0, b"ok\n")
+    finally:
+        conn.close()
+
+
+def test_host_key_mismatch_refused(ssh_env: SshEnv) -> None:
+    port = ssh_env.sshd.port
+    with pytest.raises(HostKeyError) as err:
+        open_sftp(ssh_env.target(known=[f"[127.0.0.1]:{port} {OTHER_KEY}"]))
+    assert "MISMATCH" in err.value.message and f"127.0.0.1:{port}" in err.value.message
+    assert err.value.message.count("SHA256:") == 2
+
+
+def test_unknown_host_refused(ssh_env: SshEnv) -> None:
+    # a key for another port does not count: no trust on first use
+    with pytest.raises(HostKeyError, match="not known"):
+        open_sftp(ssh_env.target(known=[f"[127.0.0.1]:1 {ssh_env.sshd.host_key_pub_line}"]))
+
+
+def test_bare_key_lines_and_wrong_user(ssh_env: SshEnv) -> None:
+    target = ssh_env.target(known=[ssh_env.sshd.host_key_pub_line])  # API form, no host field
+    target.username = "root"  # certificate principal is the staging user only
+    with pytest.raises(AuthRequired):
+        open_sftp(target)
+
+
+def test_unreachable_names_host_and_port(ssh_env: SshEnv) -> None:
+    port = free_port()
+    with pytest.raises(Unreachable, match=f"127.0.0.1:{port}"):
+        open_sftp(ssh_env.target(port=port))
+
+
+def test_parse_known_hosts_patterns() -> None:
+    t = SshTarget("h.example", 22, "u", "k")
+    lines = [
+        f"*.example {OTHER_KEY}",
+        f"other {OTHER_KEY}x",
+        f"@revoked h.example {OTHER_KEY}y",
+        "# comment",
+        f"h.*,!h.example {OTHER_KEY}z",
+    ]
+    keys = parse_known_hosts(lines, t)
+    assert [(k.marker, k.key_b64[-1]) for k in keys] == [(None, "D"), ("revoked", "y")]

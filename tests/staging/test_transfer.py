@@ -1,0 +1,192 @@
+"""push/pull against a real OpenSSH sshd (certificate login, host key pinned)."""
+
+from __future__ import annotations
+
+import filecmp
+import os
+from pathlib import Path
+
+import pytest
+
+from kaic.staging import transfer
+from kaic.staging.plan import part_name
+from kaic.staging.remote_fs import RemoteSide
+from kaic.staging.transfer import SyncOptions, pull, push
+from tests.staging.conftest import SshEnv
+
+Remote = tuple[str, Path]
+
+
+def _tree(root: Path) -> Path:
+    (root / "sub" / "deeper").mkdir(parents=True)
+    (root / "emptydir").mkdir()
+    for i in range(40):
+        (root / f"f{i:02d}.bin").write_bytes(os.urandom(i * 997))
+    (root / "empty").write_bytes(b"")
+    (root / "sub" / "ünïcödé ✓.txt").write_text("hello")
+    (root / "sub" / "deeper" / "big.bin").write_bytes(os.urandom(5_000_000))
+    (root / "link.txt").symlink_to("f01.bin")
+    (root / "linkdir").symlink_to("sub")
+    return root
+
+
+def _same_tree(a: Path, b: Path) -> None:
+    cmp = filecmp.dircmp(a, b, ignore=["linkdir"])
+    pending = [cmp]
+    while pending:
+        c = pending.pop()
+        assert not c.left_only and not c.right_only, (c.left, c.left_only, c.right_only)
+        _, mismatch, errors = filecmp.cmpfiles(c.left, c.right, c.common_files, shallow=False)
+        assert not mismatch and not errors
+        pending.extend(c.subdirs.values())
+    assert not list(b.rglob("*.kaic-part"))
+
+
+def test_push_pull_tree(ssh_env: SshEnv, remote_dir: Remote, tmp_path: Path) -> None:
+    src = _tree(tmp_path / "src")
+    name, view = remote_dir
+    warnings: list[str] = []
+    first = push(ssh_env.target(), [str(src)], name, warn=warnings.append)
+    assert first.files_transferred == 44 and first.files_skipped == 0 and first.verified
+    assert not first.failures
+    _same_tree(src, view)
+    assert (view / "emptydir").is_dir() and not (view / "linkdir").exists()
+    assert any("linkdir" in w for w in warnings)
+    assert int((view / "f05.bin").stat().st_mtime) == int((src / "f05.bin").stat().st_mtime)
+
+    again = push(ssh_env.target(), [str(src)], name)
+    assert again.files_transferred == 0 and again.files_skipped == 44
+    assert again.bytes_transferred == 0
+
+    back = tmp_path / "back"
+    got = pull(ssh_env.target(), [name], str(back))
+    assert got.files_transferred == 44 and not got.failures
+    _same_tree(view, back)
+    assert pull(ssh_env.target(), [name], str(back)).files_transferred == 0
+
+
+def test_delete_and_dry_run(ssh_env: SshEnv, remote_dir: Remote, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a").write_text("a")
+    (src / "b").write_text("b")
+    name, view = remote_dir
+    push(ssh_env.target(), [str(src)], name)
+    (src / "b").unlink()
+    (src / "c").write_text("c")
+    dry = push(ssh_env.target(), [str(src)], name, SyncOptions(delete=True, dry_run=True))
+    assert dry.dry_run and dry.plan is not None
+    assert [t.dst for t in dry.plan.transfers] == [f"{name}/c"]
+    assert dry.plan.delete_files == [f"{name}/b"] and dry.files_deleted == 1
+    assert sorted(p.name for p in view.iterdir()) == ["a", "b"]  # nothing changed
+
+    real = push(ssh_env.target(), [str(src)], name, SyncOptions(delete=True))
+    assert real.files_transferred == 1 and real.files_deleted == 1
+    assert sorted(p.name for p in view.iterdir()) == ["a", "c"]
+
+
+def test_single_files(ssh_env: SshEnv, remote_dir: Remote, tmp_path: Path) -> None:
+    name, view = remote_dir
+    f = tmp_path / "model.pt"
+    f.write_bytes(os.urandom(1000))
+    push(ssh_env.target(), [str(f)], f"{name}/")
+    assert (view / "model.pt").read_bytes() == f.read_bytes()
+    push(ssh_env.target(), [str(f)], f"{name}/renamed.pt")
+    assert (view / "renamed.pt").read_bytes() == f.read_bytes()
+    out = tmp_path / "out"
+    out.mkdir()
+    pull(ssh_env.target(), [f"{name}/renamed.pt"], str(out))
+    assert (out / "renamed.pt").read_bytes() == f.read_bytes()
+
+
+@pytest.mark.parametrize("corrupt", [False, True])
+def test_push_resume_verifies_prefix(
+    ssh_env: SshEnv, remote_dir: Remote, tmp_path: Path, corrupt: bool
+) -> None:
+    name, view = remote_dir
+    data = os.urandom(3_000_000)
+    f = tmp_path / "data.bin"
+    f.write_bytes(data)
+    view.mkdir()
+    prefix = bytearray(data[:1_000_000])
+    if corrupt:
+        prefix[123_456] ^= 0xFF
+    part = view / ".data.bin.kaic-part"
+    part.write_bytes(bytes(prefix))
+    ssh_env.own(view)
+    warnings: list[str] = []
+    result = push(ssh_env.target(), [str(f)], f"{name}/", warn=warnings.append)
+    assert (view / "data.bin").read_bytes() == data and not part.exists()
+    if corrupt:
+        assert result.bytes_transferred == len(data)
+        assert any("does not match" in w for w in warnings)
+    else:
+        assert result.bytes_transferred == len(data) - 1_000_000
+
+
+@pytest.mark.parametrize("corrupt", [False, True])
+def test_pull_resume_verifies_prefix(
+    ssh_env: SshEnv, remote_dir: Remote, tmp_path: Path, corrupt: bool
+) -> None:
+    name, view = remote_dir
+    data = os.urandom(2_000_000)
+    view.mkdir()
+    (view / "d.bin").write_bytes(data)
+    ssh_env.own(view)
+    out = tmp_path / "out"
+    out.mkdir()
+    prefix = bytearray(data[:700_000])
+    if corrupt:
+        prefix[0] ^= 1
+    Path(part_name(str(out / "d.bin"))).write_bytes(bytes(prefix))
+    result = pull(ssh_env.target(), [f"{name}/d.bin"], str(out) + "/")
+    assert (out / "d.bin").read_bytes() == data
+    assert result.bytes_transferred == (len(data) if corrupt else len(data) - 700_000)
+    assert not list(out.glob("*.kaic-part"))
+
+
+def test_mismatch_is_resent_once_then_reported(
+    ssh_env: SshEnv, remote_dir: Remote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name, view = remote_dir
+    f = tmp_path / "x.bin"
+    f.write_bytes(os.urandom(10_000))
+    calls: list[list[str]] = []
+
+    def lying(self: RemoteSide, paths: list[str]) -> dict[str, str | None]:
+        calls.append(paths)
+        return dict.fromkeys(paths, "0" * 64)
+
+    monkeypatch.setattr(RemoteSide, "remote_sha256", lying)
+    result = push(ssh_env.target(), [str(f)], f"{name}/")
+    assert len(calls) == 2  # checked, re-sent, checked again
+    assert list(result.failures) == [f"{name}/x.bin"] and result.files_transferred == 0
+    assert not (view / "x.bin").exists() and not (view / ".x.bin.kaic-part").exists()
+
+    # --no-verify does not check
+    result = push(ssh_env.target(), [str(f)], f"{name}/", SyncOptions(verify=False))
+    assert result.files_transferred == 1 and not result.verified
+
+
+def test_without_exec_falls_back(
+    ssh_env: SshEnv, remote_dir: Remote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host that refuses exec: checksum_fn, else reading the file back."""
+    monkeypatch.setattr(
+        transfer.SftpConnection, "exec", lambda self, command, timeout=0: (-1, b"", b"")
+    )
+    name, view = remote_dir
+    src = tmp_path / "s"
+    src.mkdir()
+    (src / "a").write_bytes(os.urandom(300_000))
+    (src / "b").write_bytes(os.urandom(1000))
+    asked: list[str] = []
+
+    def checksum_fn(path: str) -> str | None:
+        asked.append(path)
+        return None  # the API does not know: read back
+
+    result = push(ssh_env.target(), [str(src)], name, checksum_fn=checksum_fn)
+    assert result.files_transferred == 2 and not result.failures
+    assert sorted(asked) == [f"{name}/.a.kaic-part", f"{name}/.b.kaic-part"]
+    assert (view / "a").read_bytes() == (src / "a").read_bytes()
