@@ -81,14 +81,23 @@ def read_local_token(path: Path) -> str:
 
 
 def _pid_alive(pid: int) -> bool:
-    """True when pid runs (a zombie, dead but not yet reaped, counts as gone)."""
+    """True when pid runs as us (a zombie, dead but not yet reaped, counts as gone; another
+    user's process, e.g. a reused pid, is not our center)."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):
         return False
-    except PermissionError:
-        return True
+    with contextlib.suppress(OSError):
+        if os.stat(f"/proc/{pid}").st_uid != os.getuid():
+            return False
     return not _is_zombie(pid)
+
+
+def _is_loopback_url(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname or ""
+    return host == "localhost" or host == "::1" or host.startswith("127.")
 
 
 def _is_kaic_center(pid: int) -> bool:
@@ -150,7 +159,8 @@ def find_running(state_dir: Path | None = None) -> LocalCenter | None:
         pid, url, iid = int(data["pid"]), str(data["url"]), str(data["instance_id"])  # type: ignore[call-overload]
     except (KeyError, TypeError, ValueError):
         return None
-    if not _pid_alive(pid) or not _healthy(url, iid):
+    # The token goes wherever this file points: only to a loopback center run by us.
+    if not _is_loopback_url(url) or not _pid_alive(pid) or not _healthy(url, iid):
         return None
     return LocalCenter(url=url, pid=pid, instance_id=iid, state_dir=root, started=False)
 

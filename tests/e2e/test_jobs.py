@@ -297,3 +297,11 @@ def test_json_job_fields(gpu_center: RunningCenter) -> None:
     assert doc["resources"]["gpus"] == 1 and doc["time_limit_seconds"] == 600
     assert doc["user"] == "alice" and isinstance(doc["id"], str)
     json.dumps(doc)
+
+
+def test_command_after_double_dash_is_never_read_as_a_job_file(
+    gpu_center: RunningCenter, tmp_path: Path
+) -> None:
+    (tmp_path / "echo").write_text("not: a job file\n")  # a local file named like the command
+    res = run_cli("submit", "--wait", "--follow", "--", "echo", "hi", cwd=tmp_path)
+    assert res.stdout == "hi\n"
