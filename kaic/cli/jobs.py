@@ -237,7 +237,10 @@ def submit(
         else:
             app.out(job.id)
         return
-    app.info(f"Submitted job {job.id}.")
+    if json_out or follow:
+        app.info(f"Submitted job {job.id}.")
+    else:
+        app.out(job.id)  # CLI.md: the id alone on stdout, unless --json / --follow
     _wait_and_exit(app, api, job, follow=follow and not job.array_tasks, json_out=json_out)
 
 
