@@ -206,6 +206,7 @@ def _spawn(paths: LocalCenterPaths, timeout: float) -> LocalCenter:
         str(paths.root),
         "--ready-file",
         str(paths.ready),
+        *_gpu_args(),
     ]
     # A daemon: its own session, no terminal, stdin closed and output to a log file, so
     # nothing (a CI runner, a pipe) waits on it.
@@ -243,6 +244,27 @@ def _spawn(paths: LocalCenterPaths, timeout: float) -> LocalCenter:
         f"the local center did not start within {timeout:.0f} s",
         hint=f"see its log: {paths.log}",
     )
+
+
+def _gpu_args() -> list[str]:
+    """This machine's GPUs for the local center's partition: `KAIC_LOCAL_GPUS` if set, else
+    what `nvidia-smi` lists (none when it is missing)."""
+    if "KAIC_LOCAL_GPUS" in os.environ:
+        return ["--gpus", str(int(os.environ["KAIC_LOCAL_GPUS"] or 0))]
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    names = [line.strip() for line in out.splitlines() if line.strip()]
+    if not names:
+        return []
+    return ["--gpus", str(len(names)), "--gpu-type", names[0]]
 
 
 def _log_tail(path: Path, lines: int = 5) -> str:
