@@ -49,10 +49,12 @@ def run_cli(
     input: str | None = None,
     env: Mapping[str, str] | None = None,
     timeout: float = 60,
+    cwd: Path | None = None,
 ) -> Result:
     """Run `python -m kaic ARGS` for real; on an unexpected exit code, fail with its output."""
     proc = subprocess.run(
         [sys.executable, "-m", "kaic", *args],
+        cwd=cwd,
         input=input if input is not None else "",
         capture_output=True,
         text=True,

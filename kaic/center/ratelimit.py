@@ -50,22 +50,39 @@ class LoginRateLimiter:
                 return None
             return max(1, math.ceil(state.locked_until - now))
 
-    def record_failure(self, key: str) -> None:
-        """Count a failed attempt; locks the key when the limit is reached."""
+    def attempt(self, key: str, *, limit: int | None = None) -> int | None:
+        """Atomically refuse a locked key (returns the seconds to wait) or count this attempt
+        as a failure until `forgive`/`reset` — so concurrent guesses cannot all slip in
+        between a check and the slow password hash. `limit` overrides `max_failures`."""
         now = self._time()
         with self._lock:
-            if len(self._keys) > _PRUNE_ABOVE:
-                self._prune(now)
-            state = self._keys.setdefault(key, _KeyState())
-            if state.locked_until and state.locked_until <= now:
-                # A served lockout starts a fresh count.
-                state.failures.clear()
-                state.locked_until = 0.0
-            state.failures.append(now)
-            while state.failures and state.failures[0] <= now - self.window:
-                state.failures.popleft()
-            if len(state.failures) >= self.max_failures:
-                state.locked_until = now + self.lockout
+            state = self._keys.get(key)
+            if state is not None and state.locked_until > now:
+                return max(1, math.ceil(state.locked_until - now))
+            self._record_locked(key, now, limit)
+        return None
+
+    def forgive(self, key: str) -> None:
+        """Take back the newest counted attempt of `key` (it succeeded)."""
+        with self._lock:
+            state = self._keys.get(key)
+            if state is not None and state.failures and not state.locked_until:
+                state.failures.pop()
+
+    def _record_locked(self, key: str, now: float, limit: int | None) -> None:
+        """Count one failure of `key` at `now` (the caller holds the lock)."""
+        if len(self._keys) > _PRUNE_ABOVE:
+            self._prune(now)
+        state = self._keys.setdefault(key, _KeyState())
+        if state.locked_until and state.locked_until <= now:
+            # A served lockout starts a fresh count.
+            state.failures.clear()
+            state.locked_until = 0.0
+        state.failures.append(now)
+        while state.failures and state.failures[0] <= now - self.window:
+            state.failures.popleft()
+        if len(state.failures) >= (limit or self.max_failures):
+            state.locked_until = now + self.lockout
 
     def reset(self, key: str) -> None:
         """Forget a key's failures (after a successful login)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from enum import Enum
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -104,9 +104,8 @@ def bench(
         )
         return
 
-    from kaic.bench.report import render_human, to_json
+    from kaic.bench.report import to_json
     from kaic.bench.runner import BenchEnvironment, BenchOptions, run_bench
-    from kaic.bench.verdict import exit_code
 
     env = ctx.meta.get(ENVIRONMENT_META_KEY)
     if not isinstance(env, BenchEnvironment):
@@ -115,14 +114,7 @@ def bench(
     options = BenchOptions(mode=mode.value, device=device.value, gpus=tuple(gpu or ()))
     run = run_bench(options, env)
 
-    if json_out:
-        app.json(to_json(run))
-    else:
-        color = app.is_terminal() and "NO_COLOR" not in os.environ
-        render_human(run, app.stdout, color=color)
-    code = exit_code(run, strict=strict)
-    if code:
-        raise typer.Exit(code)
+    _report(ctx, run, to_json(run) if json_out else None, strict=strict)
 
 
 def run_remote(
@@ -146,8 +138,7 @@ def run_remote(
     import json
     import shlex
 
-    from kaic.bench.report import from_json, render_human
-    from kaic.bench.verdict import exit_code
+    from kaic.bench.report import from_json
     from kaic.client.jobs import JobsAPI
     from kaic.client.logs import LogCursor, read_log
     from kaic.client.wait import wait_for_jobs
@@ -195,7 +186,16 @@ def run_remote(
         ) from None
     if not run.gpus:
         raise NotFound(f"no GPU to validate on the center's node (bench job {job.id})")
-    if json_out:
+    _report(ctx, run, doc if json_out else None, strict=strict)
+
+
+def _report(ctx: typer.Context, run: Any, doc: dict[str, Any] | None, *, strict: bool) -> None:
+    """Print the run (as `doc` when given, else as tables) and exit as CLI.md says."""
+    from kaic.bench.report import render_human
+    from kaic.bench.verdict import exit_code
+
+    app = get_app(ctx)
+    if doc is not None:
         app.json(doc)
     else:
         color = app.is_terminal() and "NO_COLOR" not in os.environ

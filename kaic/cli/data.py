@@ -17,7 +17,7 @@ import typer
 
 from kaic.cli.context import AppContext, get_app
 from kaic.cli.options import JsonOpt
-from kaic.errors import KaicError, UsageError
+from kaic.errors import UsageError
 
 if TYPE_CHECKING:
     from kaic.staging.connect import SshTarget
@@ -102,17 +102,7 @@ def resolve_target(app_: AppContext) -> tuple[SshTarget, Callable[[str], str | N
     if target is not None:
         return target, None
     session = app_.session()
-    try:
-        from kaic.auth.ssh import (
-            ensure_identity,
-            known_hosts_lines,
-            staging_info,
-        )
-    except ImportError as exc:
-        raise KaicError(
-            "this kaic cannot get SSH certificates from the center yet",
-            hint=_ENV_HELP,
-        ) from exc
+    from kaic.auth.ssh import ensure_identity, known_hosts_lines, staging_info
     from kaic.staging.connect import SshTarget
 
     info = staging_info(session.client)

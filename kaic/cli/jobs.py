@@ -1,5 +1,7 @@
 """`kaic submit`, `jobs`, `show`, `logs`, `wait`, `cancel`: jobs with exit codes CI trusts."""
 
+import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -101,6 +103,34 @@ def _follow(
     follow_both(api.client, job_id, writers, follow=follow, tail=tail, get_job=api.get)
 
 
+def _split_command(
+    jobfile: Path | None, command: list[str] | None
+) -> tuple[Path | None, list[str] | None]:
+    """Typer hands every positional to JOBFILE first; what came after `--` is the command.
+
+    `kaic submit -- ./run.sh` must run run.sh, never read it as a job file.
+    """
+    positionals = ([str(jobfile)] if jobfile is not None else []) + list(command or [])
+    argv = sys.argv[1:]
+    if "--" in argv:
+        after = argv[argv.index("--") + 1 :]
+        same = [os.path.normpath(a) for a in positionals[-len(after) :]] == [
+            os.path.normpath(a) for a in after
+        ]  # JOBFILE came back as a Path: `./run.sh` reads `run.sh`
+        if after and same:
+            before = positionals[: len(positionals) - len(after)]
+            return (Path(before[0]) if before else None), after
+    # No `--` seen (an embedding caller): a first word that is no file is a command.
+    if (
+        jobfile is not None
+        and not command
+        and not jobfile.exists()
+        and not str(jobfile).endswith((".yaml", ".yml"))
+    ):
+        return None, [str(jobfile)]
+    return jobfile, command or None
+
+
 def submit(
     ctx: typer.Context,
     jobfile: Annotated[Path | None, typer.Argument(help="Job file (YAML).")] = None,
@@ -161,16 +191,7 @@ def submit(
     from kaic.jobspec import SubmitOverrides, build_submit, load_job_file
 
     app = get_app(ctx)
-    if (
-        jobfile is not None
-        and command is None
-        and not jobfile.exists()
-        and not str(jobfile).endswith((".yaml", ".yml"))
-    ):
-        # `kaic submit -- python train.py`: Typer hands the first word to JOBFILE.
-        command, jobfile = [str(jobfile)], None
-    elif jobfile is not None and command and not jobfile.exists():
-        command, jobfile = [str(jobfile), *command], None
+    jobfile, command = _split_command(jobfile, command)
     overrides = SubmitOverrides(
         name=name,
         project=project,
@@ -216,7 +237,10 @@ def submit(
         else:
             app.out(job.id)
         return
-    app.info(f"Submitted job {job.id}.")
+    if json_out or follow:
+        app.info(f"Submitted job {job.id}.")
+    else:
+        app.out(job.id)  # CLI.md: the id alone on stdout, unless --json / --follow
     _wait_and_exit(app, api, job, follow=follow and not job.array_tasks, json_out=json_out)
 
 

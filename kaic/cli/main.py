@@ -10,7 +10,18 @@ from typing import IO, Annotated
 import typer
 
 from kaic import __version__
-from kaic.cli import auth, bench, center, config_cmd, data, help_cmd, jobs, resources, tokens
+from kaic.cli import (
+    auth,
+    bench,
+    center,
+    config_cmd,
+    data,
+    doctor,
+    help_cmd,
+    jobs,
+    resources,
+    tokens,
+)
 from kaic.cli.context import AppContext, debug_enabled
 from kaic.cli.options import ProfileOpt
 from kaic.errors import ExitCode, KaicError
@@ -53,6 +64,7 @@ auth.register(app)
 jobs.register(app)
 resources.register(app)
 bench.register(app)
+doctor.register(app)
 app.add_typer(tokens.app, name="token")
 app.add_typer(data.app, name="data")
 app.add_typer(center.app, name="center")

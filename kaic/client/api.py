@@ -462,8 +462,10 @@ class CenterClient:
         key = request.headers.get(IDEMPOTENCY_HEADER)
         if key:
             line += f" [idempotency-key: {key}]"
-        if request.content and len(request.content) <= 4096:
-            line += f" body={request.content.decode('utf-8', 'replace')}"
+        if request.content:
+            # Sizes only: bodies carry passwords, tokens and job environments (HF_TOKEN=…)
+            # that no pattern can be trusted to catch.
+            line += f" [body: {len(request.content)} bytes]"
         if response is not None:
             rid = response.headers.get(REQUEST_ID_HEADER, "-")
             line += f" -> {response.status_code} in {elapsed_ms:.0f} ms (request id: {rid})"

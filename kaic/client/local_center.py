@@ -81,14 +81,23 @@ def read_local_token(path: Path) -> str:
 
 
 def _pid_alive(pid: int) -> bool:
-    """True when pid runs (a zombie, dead but not yet reaped, counts as gone)."""
+    """True when pid runs as us (a zombie, dead but not yet reaped, counts as gone; another
+    user's process, e.g. a reused pid, is not our center)."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):
         return False
-    except PermissionError:
-        return True
+    with contextlib.suppress(OSError):
+        if os.stat(f"/proc/{pid}").st_uid != os.getuid():
+            return False
     return not _is_zombie(pid)
+
+
+def _is_loopback_url(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname or ""
+    return host == "localhost" or host == "::1" or host.startswith("127.")
 
 
 def _is_kaic_center(pid: int) -> bool:
@@ -150,7 +159,8 @@ def find_running(state_dir: Path | None = None) -> LocalCenter | None:
         pid, url, iid = int(data["pid"]), str(data["url"]), str(data["instance_id"])  # type: ignore[call-overload]
     except (KeyError, TypeError, ValueError):
         return None
-    if not _pid_alive(pid) or not _healthy(url, iid):
+    # The token goes wherever this file points: only to a loopback center run by us.
+    if not _is_loopback_url(url) or not _pid_alive(pid) or not _healthy(url, iid):
         return None
     return LocalCenter(url=url, pid=pid, instance_id=iid, state_dir=root, started=False)
 
@@ -196,6 +206,7 @@ def _spawn(paths: LocalCenterPaths, timeout: float) -> LocalCenter:
         str(paths.root),
         "--ready-file",
         str(paths.ready),
+        *_gpu_args(),
     ]
     # A daemon: its own session, no terminal, stdin closed and output to a log file, so
     # nothing (a CI runner, a pipe) waits on it.
@@ -233,6 +244,27 @@ def _spawn(paths: LocalCenterPaths, timeout: float) -> LocalCenter:
         f"the local center did not start within {timeout:.0f} s",
         hint=f"see its log: {paths.log}",
     )
+
+
+def _gpu_args() -> list[str]:
+    """This machine's GPUs for the local center's partition: `KAIC_LOCAL_GPUS` if set, else
+    what `nvidia-smi` lists (none when it is missing)."""
+    if "KAIC_LOCAL_GPUS" in os.environ:
+        return ["--gpus", str(int(os.environ["KAIC_LOCAL_GPUS"] or 0))]
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    names = [line.strip() for line in out.splitlines() if line.strip()]
+    if not names:
+        return []
+    return ["--gpus", str(len(names)), "--gpu-type", names[0]]
 
 
 def _log_tail(path: Path, lines: int = 5) -> str:

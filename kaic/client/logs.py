@@ -66,6 +66,9 @@ def read_log(
         path = f"/v1/jobs/{quote(cursor.job_id, safe='')}/logs"
         try:
             with client.stream("GET", path, params=params) as resp:
+                # Connected: an outage (if any) is over; a silent job's read timeouts below
+                # just reconnect, they never count towards giving up.
+                failing_since, delay = None, RECONNECT_START_S
                 start = int(resp.headers.get("X-Log-Offset", cursor.offset))
                 if first and tail is not None:
                     cursor.offset = start
@@ -75,12 +78,11 @@ def read_log(
                         f"at byte {start}, not {cursor.offset}",
                         hint="the log was truncated on the center",
                     )
+                first = False  # the offset is placed: `tail` must not apply again
                 for chunk in resp.iter_raw():
                     if chunk:
                         write(chunk)
                         cursor.offset += len(chunk)
-            first = False
-            failing_since, delay = None, RECONNECT_START_S
             if not follow:
                 return cursor
             # A clean end is the end only if the job really ended (a center shutting down
@@ -99,7 +101,6 @@ def read_log(
                     f"lost the log stream of job {cursor.job_id} for over "
                     f"{RECONNECT_BUDGET_S:.0f} s"
                 ) from None
-        first = False
         cursor.reconnects += 1
         sleep(delay)
         delay = min(delay * 2, RECONNECT_CAP_S)

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 from kaic.errors import AuthRequired
 
 if TYPE_CHECKING:
-    from kaic.auth.credentials import Credentials
     from kaic.client.api import CenterClient
 
 Log = Callable[[str], None]
@@ -43,6 +42,7 @@ def open_session(
 ) -> Session:
     """Resolve the center and credentials for a command and build its client."""
     from kaic.auth import credentials as store
+    from kaic.auth.credentials import Credentials
     from kaic.client.api import CenterClient
     from kaic.config import resolve_profile, validate_center_url
 
@@ -56,9 +56,13 @@ def open_session(
         return _local_session(notice=notice, debug_log=debug_log)
 
     name = profile.name if profile else "default"
-    found = store.load(
-        name, credential_store=profile.credential_store if profile else None, warn=warn
-    )
+    if profile is not None and _origin(profile.center) == _origin(center):
+        found = store.load(name, credential_store=profile.credential_store, warn=warn)
+    else:
+        # KAIC_CENTER points elsewhere than the profile's center: stored tokens were issued
+        # by that other center and must never be sent here (nor its refresh token).
+        token = os.environ.get("KAIC_TOKEN")
+        found = (Credentials(access_token=token, kind="api"), "env") if token else None
     if found is None:
         raise AuthRequired(
             f"not logged in to {center}",
@@ -73,6 +77,14 @@ def open_session(
 
     client = CenterClient(center, credentials=creds, on_refresh=persist, debug_log=debug_log)
     return Session(client=client, center_url=center, profile=name, token_source=source, local=False)
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    return (parts.scheme, (parts.hostname or "").lower(), port)
 
 
 def _local_session(*, notice: Log, debug_log: Log | None) -> Session:

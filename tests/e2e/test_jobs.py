@@ -297,3 +297,31 @@ def test_json_job_fields(gpu_center: RunningCenter) -> None:
     assert doc["resources"]["gpus"] == 1 and doc["time_limit_seconds"] == 600
     assert doc["user"] == "alice" and isinstance(doc["id"], str)
     json.dumps(doc)
+
+
+def test_command_after_double_dash_is_never_read_as_a_job_file(
+    gpu_center: RunningCenter, tmp_path: Path
+) -> None:
+    (tmp_path / "echo").write_text("not: a job file\n")  # a local file named like the command
+    res = run_cli("submit", "--wait", "--follow", "--", "echo", "hi", cwd=tmp_path)
+    assert res.stdout == "hi\n"
+
+
+def test_cancel_after_restart_is_cancelled_not_node_fail(tmp_path: Path) -> None:
+    """A re-attached job (no longer the center's child) killed by cancel is CANCELLED (125)."""
+    port = free_port()
+    state = tmp_path / "cancel-center"
+    center = start_center(state, "--kill-grace", "1", port=port)
+    try:
+        center.add_user("alice", PASSWORD)
+        center.add_project("p", 100, ["alice"])
+        login(center, "alice", PASSWORD)
+        job_id = run_cli("submit", "--", "bash", "-c", "trap '' TERM; sleep 60").stdout.strip()
+        poll(lambda: job_json(job_id)["state"] == "RUNNING")
+        center.stop(kill_jobs=False)
+        center = start_center(state, "--kill-grace", "1", port=port)
+        run_cli("cancel", job_id)
+        res = run_cli("wait", job_id, "--json", expect=125)
+        assert res.json()[0]["state"] == "CANCELLED"  # type: ignore[index]
+    finally:
+        center.stop()

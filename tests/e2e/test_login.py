@@ -259,3 +259,35 @@ def test_corrupt_config_exit_1_names_file_and_line(alice: Alice, isolated_dirs: 
     assert str(cfg) in res.stderr and "line" in res.stderr
     assert "Traceback" not in res.stderr
     assert cfg.read_bytes() == before
+
+
+def test_kaic_center_elsewhere_never_gets_the_profiles_tokens(alice: Alice, tmp_path: Path) -> None:
+    """A KAIC_CENTER pointing at another server must not receive the stored tokens."""
+    import http.server
+    import threading
+
+    center, user, password = alice
+    login(center, user, password)
+    seen: list[str] = []
+
+    class Capture(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization") or "")
+            self.send_response(401)
+            self.end_headers()
+
+        do_POST = do_GET
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Capture)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        other = f"http://127.0.0.1:{server.server_address[1]}"
+        res = run_cli("whoami", env={**os.environ, "KAIC_CENTER": other}, expect=3)
+        assert "not logged in" in res.stderr
+        assert seen == []  # nothing was even sent without a token for that center
+    finally:
+        server.shutdown()

@@ -135,3 +135,28 @@ def test_certificate_login_against_real_sshd(
     rejected = ssh(sshd, identity, wrong, "true")
     assert rejected.returncode == 255
     assert "Host key verification failed" in rejected.stderr
+
+
+def test_data_push_pull_through_the_center(
+    staging: tuple[RunningCenter, RunningSshd], tmp_path: Path, isolated_dirs: Path
+) -> None:
+    """`kaic data` with nothing but a login: host, user, host keys and a certificate all come
+    from the center; a job on the same center sees the files (one storage root)."""
+    center, _sshd = staging
+    run_cli(
+        "login", "--center", center.url, "-u", "alice", "--password-stdin", input=PASSWORD + "\n"
+    )
+    src = tmp_path / "dataset"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.txt").write_text("alpha\n")
+    (src / "sub" / "b.bin").write_bytes(bytes(range(256)) * 1000)
+    pushed = run_cli("data", "push", str(src), "e2e-data", "--json").json()
+    assert pushed["files_transferred"] == 2 and pushed["verified"] is True  # type: ignore[index]
+    again = run_cli("data", "push", str(src), "e2e-data", "--json").json()
+    assert again["files_transferred"] == 0 and again["files_skipped"] == 2  # type: ignore[index]
+    listing = run_cli("data", "ls", "e2e-data", "--json").json()
+    assert {e["name"] for e in listing} == {"a.txt", "sub"}  # type: ignore[union-attr,index]
+    back = tmp_path / "back"
+    run_cli("data", "pull", "e2e-data", str(back))
+    assert (back / "sub" / "b.bin").read_bytes() == (src / "sub" / "b.bin").read_bytes()
+    assert (back / "a.txt").read_text() == "alpha\n"

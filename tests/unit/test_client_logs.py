@@ -81,7 +81,7 @@ def test_reconnects_from_exact_offset_after_broken_stream() -> None:
     assert bytes(got) == LOG  # nothing lost, nothing repeated
     assert seen_offsets == [0, 500, 1234, 9000]
     assert cursor.reconnects == 3 and cursor.offset == len(LOG)
-    assert sleeps == [0.2, 0.4, 0.8]  # backoff between reconnects, not a tight loop
+    assert sleeps == [0.2, 0.2, 0.2]  # a pause between reconnects, never a tight loop
 
 
 def test_clean_end_before_job_is_terminal_reconnects() -> None:
@@ -173,3 +173,66 @@ def test_tail_takes_start_offset_from_center() -> None:
         tail=2,
     )
     assert bytes(got) == b"line 1999\nline 2000\n" and cursor.offset == len(LOG)
+
+
+class SilentStream(httpx.SyncByteStream):
+    """A job that prints nothing for longer than the client's read timeout."""
+
+    def __iter__(self) -> Iterator[bytes]:
+        raise httpx.ReadTimeout("timed out")
+        yield b""  # pragma: no cover
+
+
+def test_long_silence_reconnects_without_giving_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    import kaic.client.logs as logs
+
+    monkeypatch.setattr(logs, "RECONNECT_BUDGET_S", 0.0)  # any real outage would end it at once
+    calls = {"n": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls["n"] += 1
+        offset = int(request.url.params["offset"])
+        if calls["n"] <= 12:  # 12 read timeouts in a row: the job is quiet, not the center down
+            return httpx.Response(200, headers={"X-Log-Offset": str(offset)}, stream=SilentStream())
+        return httpx.Response(
+            200, headers={"X-Log-Offset": str(offset)}, stream=BreakingStream(LOG, breaks=False)
+        )
+
+    got = bytearray()
+    read_log(
+        make_client(httpx.MockTransport(handler)),
+        LogCursor("7", "stdout"),
+        got.extend,
+        follow=True,
+        sleep=lambda s: None,
+        get_job=lambda _id: job(JobState.COMPLETED),
+    )
+    assert bytes(got) == LOG and calls["n"] == 13
+
+
+def test_tail_survives_a_failed_first_attempt() -> None:
+    start = LOG.index(b"line 2000\n")
+    calls = {"n": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls["n"] += 1
+        if calls["n"] <= 5:  # more than the client's own retries: read_log must reconnect
+            raise httpx.ConnectError("refused")
+        assert request.url.params.get("tail") == "1"
+        return httpx.Response(
+            200,
+            headers={"X-Log-Offset": str(start)},
+            stream=BreakingStream(LOG[start:], breaks=False),
+        )
+
+    got = bytearray()
+    read_log(
+        make_client(httpx.MockTransport(handler)),
+        LogCursor("7", "stdout"),
+        got.extend,
+        follow=True,
+        tail=1,
+        sleep=lambda s: None,
+        get_job=lambda _id: job(JobState.COMPLETED),
+    )
+    assert bytes(got) == b"line 2000\n"

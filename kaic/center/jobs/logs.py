@@ -106,7 +106,8 @@ async def follow_log(
                 continue
             if finishing:
                 return
-            if is_terminal():
+            # A database read: off the event loop, so a slow transaction stalls no one else.
+            if await asyncio.to_thread(is_terminal):
                 finishing = True
                 continue
             await asyncio.sleep(poll)

@@ -6,15 +6,17 @@ import os
 from pathlib import Path
 
 from kaic.center.executors.base import JobPaths
+from kaic.center.settings import CenterSettings
 
 
 class PathRejected(ValueError):
     """A path that is not inside the user's storage; the message says why."""
 
 
-def storage_home(state_dir: Path, user: str) -> Path:
-    """The user's storage root and home (`~` of jobs and staging): `state_dir/storage/<user>`."""
-    return state_dir / "storage" / user
+def storage_home(settings: CenterSettings, user: str, unix_account: str | None = None) -> Path:
+    """The user's storage root and home (`~` of jobs and staging): `settings.storage_root`
+    (e.g. `/home/{unix_account}`), by default `state_dir/storage/<user>`."""
+    return settings.storage_root_for(user, unix_account or user)
 
 
 def job_paths(state_dir: Path, job_id: str) -> JobPaths:

@@ -216,7 +216,8 @@ class Scheduler:
                 self._refresh_array(row.array_job_id)
 
     def _start(self, row: JobRow, partition: PartitionConfig, gpu_ids: list[int]) -> bool:
-        home = storage_home(self.settings.state_dir, row.user)
+        account = self.jobs.store.get_user(row.user)
+        home = storage_home(self.settings, row.user, account.unix_account if account else None)
         try:
             home.mkdir(parents=True, exist_ok=True, mode=0o700)
             _, workdir = resolve_workdir(home, row.workdir)
@@ -273,12 +274,14 @@ class Scheduler:
         if row is None or row.terminal:
             return
         reason: str | None = None
-        if ended.lost:
-            state, reason = JobState.NODE_FAIL, ended.reason or "the job's process was lost"
-        elif row.end_cause == "timeout":
+        # What the center itself asked for wins over "lost": a re-attached job (not our
+        # child) killed by our SIGKILL leaves no exit status, yet it was cancelled/timed out.
+        if row.end_cause == "timeout":
             state, reason = JobState.TIMEOUT, "time limit reached"
         elif row.end_cause == "cancel":
             state, reason = JobState.CANCELLED, CANCELLED_BY_USER
+        elif ended.lost:
+            state, reason = JobState.NODE_FAIL, ended.reason or "the job's process was lost"
         elif ended.exit_code == 0:
             state = JobState.COMPLETED
         else:

@@ -23,6 +23,9 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 #: jobs that ended longer ago than this are hidden from `GET /v1/jobs` unless `all=true`
 RECENT = timedelta(hours=1)
 
+#: The time limit of a GPU job that names none, on a partition without a maximum.
+DEFAULT_GPU_TIME_LIMIT = 3600
+
 
 @dataclass
 class Plan:
@@ -83,6 +86,10 @@ class JobService:
 
     # -- submission ----------------------------------------------------------------------
 
+    def _unix_account(self, user: str) -> str | None:
+        row = self.store.get_user(user)
+        return row.unix_account if row else None
+
     def plan(self, user_id: int, user: str, spec: JobSubmit) -> Plan:
         """Check a submission against partitions, membership, storage and quota."""
         plan = Plan()
@@ -128,7 +135,10 @@ class JobService:
                     f"{partition.gpus} in all",
                 )
             limit = partition.max_time_seconds
-            plan.time_limit_seconds = spec.time_limit_seconds or limit
+            # A GPU job always has a limit (Slurm's DefaultTime), so its charge is known and
+            # the quota check cannot be bypassed by leaving the limit out.
+            default = limit or (DEFAULT_GPU_TIME_LIMIT if gpus > 0 else None)
+            plan.time_limit_seconds = spec.time_limit_seconds or default
             if limit is not None and spec.time_limit_seconds and spec.time_limit_seconds > limit:
                 plan.add(
                     "invalid",
@@ -164,7 +174,7 @@ class JobService:
                     plan.add("invalid", f"depends_on: no job {dep!r} of yours")
         try:
             plan.workdir, _ = resolve_workdir(
-                storage_home(self.settings.state_dir, user), spec.workdir
+                storage_home(self.settings, user, self._unix_account(user)), spec.workdir
             )
         except PathRejected as exc:
             plan.add("invalid", str(exc))

@@ -22,6 +22,9 @@ router = APIRouter(
 
 _BAD_CREDENTIALS = "invalid username or password"
 
+#: The client-IP key locks after this many times the per-user failures.
+IP_FAILURE_FACTOR = 5
+
 
 def _client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
@@ -56,10 +59,15 @@ def _password_grant(
         raise ApiError(422, "invalid_request", "the password grant needs 'username' and 'password'")
     user_key = "user:" + body.username.lower()
     ip_key = "ip:" + client_ip
-    # Checked before the password, and the same for real and made-up usernames.
-    for key in (user_key, ip_key):
-        wait = limiter.retry_after(key)
+    # Checked before the password, the same for real and made-up usernames, and counted as
+    # a failure at once (taken back on success). Every client may share one IP behind a
+    # proxy, so the IP key tolerates more failures than a user key: guessing other names
+    # must not lock everyone out after five tries.
+    for key, limit in ((user_key, None), (ip_key, IP_FAILURE_FACTOR * limiter.max_failures)):
+        wait = limiter.attempt(key, limit=limit)
         if wait is not None:
+            if key == ip_key:
+                limiter.forgive(user_key)
             raise ApiError(
                 429,
                 "rate_limited",
@@ -68,8 +76,6 @@ def _password_grant(
             )
 
     def fail() -> ApiError:
-        limiter.record_failure(user_key)
-        limiter.record_failure(ip_key)
         return ApiError(401, "invalid_credentials", _BAD_CREDENTIALS)
 
     user = store.get_user(body.username)
@@ -79,6 +85,8 @@ def _password_grant(
         raise fail()
     if user.totp_secret:
         if not body.otp:
+            limiter.forgive(user_key)
+            limiter.forgive(ip_key)
             raise ApiError(
                 401, "otp_required", "this account needs a one-time code: send 'otp' too"
             )
@@ -86,6 +94,7 @@ def _password_grant(
             logger.info("failed one-time code for user %s from %s", user.name, client_ip)
             raise fail()
     limiter.reset(user_key)
+    limiter.forgive(ip_key)
     logger.info("user %s logged in from %s", user.name, client_ip)
     return issue_session_tokens(store, settings, user.id)
 

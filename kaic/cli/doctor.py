@@ -1,0 +1,32 @@
+"""`kaic doctor`: check config, reachability, auth, clock skew and credential storage."""
+
+import typer
+
+from kaic.cli.context import get_app
+from kaic.cli.options import JsonOpt
+
+
+def register(app: typer.Typer) -> None:
+    app.command("doctor")(doctor)
+
+
+def doctor(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+    """Check that kaic can work: config, center reachable, logged in, clock, keyring.
+
+    Each check says ok / warn / fail with what to do; exits 1 if any check fails.
+
+    Example: kaic doctor --json
+    """
+    from kaic.client.diagnose import run_checks
+
+    app = get_app(ctx)
+    checks = run_checks(app.profile, warn=lambda _msg: None)
+    if json_out:
+        app.json([c.as_dict() for c in checks])
+    else:
+        for c in checks:
+            app.out(f"{c.status:<5} {c.name:<12} {c.detail}")
+            if c.hint and c.status != "ok":
+                app.out(f"      {'':<12} → {c.hint}")
+    if any(c.status == "fail" for c in checks):
+        raise typer.Exit(1)
