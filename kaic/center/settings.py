@@ -53,6 +53,15 @@ class CenterSettings:
     kill_grace: float = 10.0
     #: the scheduler wakes at least this often (seconds) to poll jobs and time limits
     job_poll_interval: float = 0.2
+    #: the Slurm executor: slurmrestd's URL and a JWT of the SlurmUser (never logged)
+    slurm_url: str | None = None
+    slurm_token: str | None = field(default=None, repr=False)
+    #: seconds between the Slurm executor's batched `GET /jobs` calls
+    slurm_poll_interval: float = 1.0
+    #: seconds a slurmrestd call may take before it counts as failed
+    slurm_timeout: float = 10.0
+    #: submit jobs with Slurm's `account` = the kaic project name
+    slurm_account_from_project: bool = True
     now: Callable[[], datetime] = field(default=utc_now, repr=False)
 
     def __post_init__(self) -> None:
