@@ -39,8 +39,25 @@ def serve(
     gpus: Annotated[int, typer.Option("--gpus", help="GPUs the local executor hands out.")] = 0,
     gpu_type: Annotated[str | None, typer.Option("--gpu-type", help="GPU model name.")] = None,
     slurmrestd: Annotated[
-        str | None, typer.Option("--slurmrestd", help="slurmrestd URL (slurm executor).")
+        str | None,
+        typer.Option(
+            "--slurmrestd",
+            help="slurmrestd URL (slurm executor); the SlurmUser's JWT comes from KAIC_SLURM_JWT.",
+        ),
     ] = None,
+    slurm_poll_interval: Annotated[
+        float,
+        typer.Option(
+            "--slurm-poll-interval", help="Seconds between the batched Slurm state polls."
+        ),
+    ] = 1.0,
+    slurm_account: Annotated[
+        bool,
+        typer.Option(
+            "--slurm-account/--no-slurm-account",
+            help="Submit with Slurm account = the job's project.",
+        ),
+    ] = True,
     partitions_file: Annotated[
         Path | None,
         typer.Option(
@@ -68,11 +85,23 @@ def serve(
 
     if executor not in ("local", "slurm"):
         raise UsageError(f"unknown executor {executor!r}", hint="use --executor local or slurm")
+    slurm_token: str | None = None
     if executor == "slurm":
-        raise UsageError(
-            "the slurm executor is not available in this version", hint="use --executor local"
-        )
-    if slurmrestd:
+        import os
+
+        if not slurmrestd:
+            raise UsageError(
+                "--executor slurm needs --slurmrestd URL", hint="e.g. http://127.0.0.1:6820"
+            )
+        slurm_token = os.environ.get("KAIC_SLURM_JWT", "").strip() or None
+        if not slurm_token:
+            raise UsageError(
+                "--executor slurm needs the SlurmUser's JWT in KAIC_SLURM_JWT",
+                hint="e.g. KAIC_SLURM_JWT=$(scontrol token username=slurm lifespan=...)",
+            )
+        if slurm_poll_interval <= 0:
+            raise UsageError("--slurm-poll-interval must be > 0")
+    elif slurmrestd:
         raise UsageError("--slurmrestd needs --executor slurm")
     settings = CenterSettings(
         state_dir=_state_dir(state_dir),
@@ -85,6 +114,10 @@ def serve(
         access_token_ttl=access_token_ttl,
         kill_grace=kill_grace,
         partitions=_load_partitions(partitions_file) if partitions_file else [],
+        slurm_url=slurmrestd,
+        slurm_token=slurm_token,
+        slurm_poll_interval=slurm_poll_interval,
+        slurm_account_from_project=slurm_account,
     )
     settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     if not local:
