@@ -96,17 +96,20 @@ def slurm_center(slurm_cluster: SlurmCluster, slurm_base: Path) -> Iterator[Slur
         "0.5",
         env={"KAIC_SLURM_JWT": slurm_cluster.token},
     )
+    running = SlurmCenter(center, slurm_cluster, "")
     try:
         center.add_user(USER, "correct horse battery staple", unix_account=JOB_USER)
         center.add_project(PROJECT, 5000, [USER])
         store = Store(state)
         try:
-            token = mint_token(store, USER)
+            running.token = mint_token(store, USER)
         finally:
             store.close()
-        yield SlurmCenter(center, slurm_cluster, token)
+        yield running
     finally:
-        center.stop(kill_jobs=False)  # its jobs are Slurm's: the cluster cancels them
+        # A test may have restarted the center: stop the current one. Its jobs are Slurm's
+        # (the cluster fixture cancels them).
+        running.center.stop(kill_jobs=False)
 
 
 @pytest.fixture

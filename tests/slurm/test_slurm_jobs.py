@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import cli_env, run_cli
+from tests.helpers import cli_env, run_cli, start_center
 from tests.slurm.conftest import SlurmCenter
 
 
@@ -173,6 +173,32 @@ def test_slurmrestd_restart_mid_job(alice: SlurmCenter) -> None:
     run_cli("wait", later, timeout=60)
     assert run_cli("logs", later).stdout == "later\n"
     poll(lambda: health(alice)["status"] == "ok", timeout=15)
+
+
+def test_center_restart_reattaches(alice: SlurmCenter) -> None:
+    running = run_cli("submit", "--", "bash", "-c", "sleep 4; exit 5").stdout.strip()
+    poll(lambda: job_json(running)["state"] == "RUNNING")
+    waiting = run_cli("submit", "--after", running, "--", "echo", "next").stdout.strip()
+    center = alice.center
+    port = center.url.rsplit(":", 1)[1]
+    center.stop(kill_jobs=False)  # SIGTERM: Slurm keeps the jobs
+    restarted = start_center(
+        center.state_dir,
+        "--executor",
+        "slurm",
+        "--slurmrestd",
+        alice.cluster.url,
+        "--slurm-poll-interval",
+        "0.5",
+        port=int(port),
+        env={"KAIC_SLURM_JWT": alice.cluster.token},
+    )
+    alice.center = restarted
+    res = run_cli("wait", running, "--json", expect=5, timeout=60)
+    assert res.json()[0]["state"] == "FAILED"  # type: ignore[index]
+    # its dependant was Slurm's to cancel (afterok failed), and the new center saw it
+    res = run_cli("wait", waiting, "--json", expect=125, timeout=60)
+    assert "Dependency" in (res.json()[0]["reason"] or "")  # type: ignore[index]
 
 
 def test_timeout_exits_124(alice: SlurmCenter, timeout_job: str) -> None:

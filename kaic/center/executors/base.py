@@ -162,7 +162,8 @@ class ExecutorUnavailable(ExecutorError):
 
 
 class Executor(ABC):
-    """Runs jobs for the scheduler. Only the scheduler's thread calls these methods."""
+    """Runs jobs for the scheduler. Only the scheduler's thread calls these methods, except
+    `health`, `partitions` and `free_gpus`, which API requests read too."""
 
     #: the name `GET /v1/health` reports ("local", "slurm")
     name: str = "executor"

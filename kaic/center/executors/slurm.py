@@ -27,6 +27,7 @@ import contextlib
 import logging
 import os
 import pwd
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -142,6 +143,8 @@ class SlurmExecutor(Executor):
         self._health = _Health()
         self._next_poll = 0.0
         self._resources = _Resources()
+        # Partitions are read by API threads too (job validation, `GET /v1/partitions`).
+        self._resources_lock = threading.Lock()
         #: kaic job ids whose submit may have reached Slurm without us learning the id
         self._ambiguous: set[str] = set()
 
@@ -547,16 +550,19 @@ class SlurmExecutor(Executor):
     # -- partitions and GPUs -------------------------------------------------------------
 
     def _refresh_resources(self, now: float, *, force: bool = False) -> None:
-        fetched = self._resources.fetched_at
-        if not force and fetched is not None and now - fetched < RESOURCES_EVERY:
-            return
-        try:
-            partitions = self.client.partitions()
-            nodes = self.client.nodes()
-        except SlurmApiError as exc:
-            self._failed(exc)
-            return
-        self._resources = _Resources(partitions, nodes, now)
+        with self._resources_lock:
+            fetched = self._resources.fetched_at
+            if not force and fetched is not None and now - fetched < RESOURCES_EVERY:
+                return
+            if force and fetched is not None:
+                return  # another thread fetched them meanwhile
+            try:
+                partitions = self.client.partitions()
+                nodes = self.client.nodes()
+            except SlurmApiError as exc:
+                self._failed(exc)
+                return
+            self._resources = _Resources(partitions, nodes, now)
 
     def partitions(self) -> list[PartitionConfig] | None:
         if self._resources.fetched_at is None and not (

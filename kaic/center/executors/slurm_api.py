@@ -383,10 +383,10 @@ class SlurmRestClient:
             data = None
         errors = _errors(data)
         if response.status_code in (401, 403):
-            raise SlurmApiError(
+            # The center's credentials, not the job, are at fault: retry once they are fixed.
+            raise SlurmUnavailable(
                 f"slurmrestd refused the credentials (HTTP {response.status_code}): check "
-                "KAIC_SLURM_JWT (a token of the SlurmUser) and that it has not expired",
-                status=response.status_code,
+                "KAIC_SLURM_JWT (a token of the SlurmUser) and that it has not expired"
             )
         if errors:
             first = errors[0]
