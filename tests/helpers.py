@@ -128,11 +128,18 @@ class RunningCenter:
     users: dict[str, str] = field(default_factory=dict)
 
     def add_user(
-        self, name: str, password: str | None = "pw-" + "x" * 12, *, otp: bool = False
+        self,
+        name: str,
+        password: str | None = "pw-" + "x" * 12,
+        *,
+        otp: bool = False,
+        unix_account: str | None = None,
     ) -> str | None:
         from kaic.center.admin import add_user
 
-        uri = add_user(self.state_dir, name, password=password, enable_otp=otp, unix_account=None)
+        uri = add_user(
+            self.state_dir, name, password=password, enable_otp=otp, unix_account=unix_account
+        )
         if password:
             self.users[name] = password
         return uri
@@ -183,8 +190,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_center(state_dir: Path, *extra: str, port: int = 0, timeout: float = 30) -> RunningCenter:
-    """Start `kaic center serve` on a loopback port (0 = free) and wait until it is ready."""
+def start_center(
+    state_dir: Path,
+    *extra: str,
+    port: int = 0,
+    timeout: float = 30,
+    env: Mapping[str, str] | None = None,
+) -> RunningCenter:
+    """Start `kaic center serve` on a loopback port (0 = free) and wait until it is ready.
+
+    `env` adds variables to the center's environment (e.g. KAIC_SLURM_JWT)."""
     state_dir.mkdir(parents=True, exist_ok=True)
     ready = state_dir / "ready.json"
     with contextlib.suppress(FileNotFoundError):
@@ -211,7 +226,7 @@ def start_center(state_dir: Path, *extra: str, port: int = 0, timeout: float = 3
             stdin=subprocess.DEVNULL,
             stdout=fh,
             stderr=fh,
-            env=cli_env(),
+            env=cli_env(**(env or {})),
         )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

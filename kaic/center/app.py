@@ -56,7 +56,23 @@ def make_executor(settings: CenterSettings) -> Executor:
     """The executor `settings.executor` names."""
     if settings.executor == "local":
         return LocalExecutor(kill_grace=settings.kill_grace)
-    raise ValueError(f"unknown executor {settings.executor!r} (available: local)")
+    if settings.executor == "slurm":
+        from kaic.center.executors.slurm import make_slurm_executor
+
+        if not settings.slurm_url or not settings.slurm_token:
+            raise ValueError(
+                "the slurm executor needs slurmrestd's URL and a JWT of the SlurmUser "
+                "(--slurmrestd URL and KAIC_SLURM_JWT)"
+            )
+        return make_slurm_executor(
+            settings.slurm_url,
+            settings.slurm_token,
+            poll_interval=settings.slurm_poll_interval,
+            timeout=settings.slurm_timeout,
+            fallback_partitions=settings.partitions,
+            account_from_project=settings.slurm_account_from_project,
+        )
+    raise ValueError(f"unknown executor {settings.executor!r} (available: local, slurm)")
 
 
 def create_app(settings: CenterSettings) -> FastAPI:

@@ -63,6 +63,15 @@ class CenterSettings:
     #: users' storage root on the staging host, a template with `{user}` and `{unix_account}`
     #: (e.g. `/home/{unix_account}`); None = the center's own `state_dir/storage/{user}`
     storage_root: str | None = None
+    #: the Slurm executor: slurmrestd's URL and a JWT of the SlurmUser (never logged)
+    slurm_url: str | None = None
+    slurm_token: str | None = field(default=None, repr=False)
+    #: seconds between the Slurm executor's batched `GET /jobs` calls
+    slurm_poll_interval: float = 1.0
+    #: seconds a slurmrestd call may take before it counts as failed
+    slurm_timeout: float = 10.0
+    #: submit jobs with Slurm's `account` = the kaic project name
+    slurm_account_from_project: bool = True
     now: Callable[[], datetime] = field(default=utc_now, repr=False)
 
     def __post_init__(self) -> None:

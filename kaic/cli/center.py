@@ -39,8 +39,25 @@ def serve(
     gpus: Annotated[int, typer.Option("--gpus", help="GPUs the local executor hands out.")] = 0,
     gpu_type: Annotated[str | None, typer.Option("--gpu-type", help="GPU model name.")] = None,
     slurmrestd: Annotated[
-        str | None, typer.Option("--slurmrestd", help="slurmrestd URL (slurm executor).")
+        str | None,
+        typer.Option(
+            "--slurmrestd",
+            help="slurmrestd URL (slurm executor); the SlurmUser's JWT comes from KAIC_SLURM_JWT.",
+        ),
     ] = None,
+    slurm_poll_interval: Annotated[
+        float,
+        typer.Option(
+            "--slurm-poll-interval", help="Seconds between the batched Slurm state polls."
+        ),
+    ] = 1.0,
+    slurm_account: Annotated[
+        bool,
+        typer.Option(
+            "--slurm-account/--no-slurm-account",
+            help="Submit with Slurm account = the job's project.",
+        ),
+    ] = True,
     partitions_file: Annotated[
         Path | None,
         typer.Option(
@@ -93,11 +110,23 @@ def serve(
 
     if executor not in ("local", "slurm"):
         raise UsageError(f"unknown executor {executor!r}", hint="use --executor local or slurm")
+    slurm_token: str | None = None
     if executor == "slurm":
-        raise UsageError(
-            "the slurm executor is not available in this version", hint="use --executor local"
-        )
-    if slurmrestd:
+        import os
+
+        if not slurmrestd:
+            raise UsageError(
+                "--executor slurm needs --slurmrestd URL", hint="e.g. http://127.0.0.1:6820"
+            )
+        slurm_token = os.environ.get("KAIC_SLURM_JWT", "").strip() or None
+        if not slurm_token:
+            raise UsageError(
+                "--executor slurm needs the SlurmUser's JWT in KAIC_SLURM_JWT",
+                hint="e.g. KAIC_SLURM_JWT=$(scontrol token username=slurm lifespan=...)",
+            )
+        if slurm_poll_interval <= 0:
+            raise UsageError("--slurm-poll-interval must be > 0")
+    elif slurmrestd:
         raise UsageError("--slurmrestd needs --executor slurm")
     from kaic.center.ssh_ca import read_host_key_files
 
@@ -117,6 +146,10 @@ def serve(
             staging_port=staging_port,
             staging_host_keys=host_keys,
             storage_root=storage_root,
+            slurm_url=slurmrestd,
+            slurm_token=slurm_token,
+            slurm_poll_interval=slurm_poll_interval,
+            slurm_account_from_project=slurm_account,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc

@@ -20,7 +20,10 @@ class ErrorResponse(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok", "degraded"] = "ok"
+    status: Literal["ok", "degraded"] = Field(
+        "ok", description="`degraded`: the center cannot reach its batch system right now"
+    )
+    detail: str | None = Field(None, description="what is wrong when `degraded`")
     version: str
     executor: str
     instance_id: str = Field(description="random id of this server process")

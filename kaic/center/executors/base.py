@@ -9,6 +9,11 @@ Slurm, so a Slurm executor fits the same seams:
 - `cancel` asks for the signal sequence (SIGTERM, grace, SIGKILL; Slurm's KillWait) and
   returns at once: the job is reported by a later `poll` when it is really gone;
 - `recover` re-attaches the jobs the database says are running after a center restart.
+
+An executor in front of a real batch system (`owns_queue = True`, the Slurm executor) owns
+the queue itself: the scheduler hands it every job at once (`start` then means "submit"),
+the executor reports pending reasons and state changes through `updates`, enforces time
+limits itself, and ends jobs with their final state (`Ended.state`).
 """
 
 from __future__ import annotations
@@ -17,6 +22,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from kaic.center.settings import PartitionConfig
+from kaic.models import JobState
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,19 @@ class LaunchSpec:
     partition: str = "local"
     array_job_id: str | None = None
     array_task_id: int | None = None
+    #: GPUs per node the job asks for (queue-owning executors allocate them themselves)
+    gpus: int = 0
+    nodes: int = 1
+    #: the unix account the job runs as (queue-owning executors; None = the center's own)
+    unix_account: str | None = None
+    #: the project the job is charged to (Slurm: the account)
+    project: str | None = None
+    #: for an array submitted as one (queue-owning executors): its task indices and the
+    #: most tasks that may run at once; the tasks' ids are `<job_id>_<index>`
+    array_tasks: Sequence[int] = ()
+    array_limit: int | None = None
+    #: external ids of jobs that must complete successfully first
+    after_ok: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
@@ -91,6 +112,8 @@ class RunningJob:
     job_id: str
     launched: Launched
     paths: JobPaths
+    #: the unix account the job runs as (queue-owning executors act as it)
+    unix_account: str | None = None
 
 
 @dataclass(frozen=True)
@@ -104,16 +127,43 @@ class Ended:
     signal: int | None = None
     #: True when the job vanished without an exit status (the center marks it NODE_FAIL)
     lost: bool = False
-    #: why the job was lost (shown as the job's reason)
+    #: why the job was lost (shown as the job's reason), or why it ended in `state`
     reason: str | None = None
+    #: the final state, when the executor knows it (queue-owning executors); None lets the
+    #: scheduler derive it from the exit code and its own records
+    state: JobState | None = None
+
+
+@dataclass(frozen=True)
+class Observed:
+    """A change of a job that has not ended (queue-owning executors): its state and why."""
+
+    job_id: str
+    state: JobState
+    reason: str | None = None
+    gpu_ids: Sequence[int] = ()
+
+
+@dataclass(frozen=True)
+class ExecutorHealth:
+    """Whether the executor can reach what runs the jobs; `detail` says what is wrong."""
+
+    ok: bool = True
+    detail: str | None = None
 
 
 class ExecutorError(Exception):
     """A job could not be started; the message says why (shown as the job's reason)."""
 
 
+class ExecutorUnavailable(ExecutorError):
+    """The job could not be handed over *now* (the batch system is unreachable): it stays
+    pending and is tried again later; the message is shown as its pending reason."""
+
+
 class Executor(ABC):
-    """Runs jobs for the scheduler. Only the scheduler's thread calls these methods."""
+    """Runs jobs for the scheduler. Only the scheduler's thread calls these methods, except
+    `health`, `partitions` and `free_gpus`, which API requests read too."""
 
     #: the name `GET /v1/health` reports ("local", "slurm")
     name: str = "executor"
@@ -121,6 +171,8 @@ class Executor(ABC):
     max_nodes: int = 1
     #: whether `image` (a container) can be honoured
     supports_images: bool = False
+    #: whether the executor runs the queue itself (see the module's docstring)
+    owns_queue: bool = False
 
     @abstractmethod
     def start(self, spec: LaunchSpec) -> Launched:
@@ -153,3 +205,22 @@ class Executor(ABC):
     def shutdown(self, *, kill_jobs: bool) -> None:
         """Stop monitoring. With `kill_jobs` the running jobs are killed too; without it
         (what a SIGTERM'd center does) they keep running and a later `recover` finds them."""
+
+    def updates(self) -> list[Observed]:
+        """State changes of jobs that have not ended, since the last call (queue-owning
+        executors; call after `poll`)."""
+        return []
+
+    def health(self) -> ExecutorHealth:
+        """Whether the executor currently reaches its batch system."""
+        return ExecutorHealth()
+
+    def partitions(self) -> list[PartitionConfig] | None:
+        """The batch system's partitions, or None when the center's own partition settings
+        apply (the local executor)."""
+        return None
+
+    def free_gpus(self) -> dict[str, int] | None:
+        """Free GPUs per partition as the batch system last reported them (None: the
+        scheduler counts them itself)."""
+        return None

@@ -11,6 +11,11 @@ All state lives in the database; the only memory is which jobs were already sign
 State changes happen under `self._mutex`, which API calls that change states take too.
 Time limits use the real wall clock (`time.time()`, stored as `deadline_epoch`) so they
 hold across restarts even when the settings inject a fake clock for timestamps.
+
+With an executor that owns the queue (Slurm), steps 2 and 3 change: every pending job is
+handed to the executor at once (dependencies become the batch system's own), cancels are
+passed on, and states, pending reasons and time limits come from the executor
+(`Executor.updates`, `Ended.state`).
 """
 
 from __future__ import annotations
@@ -26,8 +31,10 @@ from kaic.center.executors.base import (
     Ended,
     Executor,
     ExecutorError,
+    ExecutorUnavailable,
     Launched,
     LaunchSpec,
+    Observed,
     RunningJob,
 )
 from kaic.center.jobs.partitions import configured_partitions
@@ -56,13 +63,21 @@ class Scheduler:
         self.jobs = JobStore(store)
         self.settings = settings
         self.executor = executor
-        self.partitions = {p.name: p for p in configured_partitions(settings)}
+        self._configured = {p.name: p for p in configured_partitions(settings)}
         self._mutex = threading.RLock()
         self._cond = threading.Condition()
         self._woken = False
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._signalled: set[str] = set()
+
+    @property
+    def partitions(self) -> dict[str, PartitionConfig]:
+        """The partitions jobs may ask for: the executor's (Slurm's) or the settings'."""
+        external = self.executor.partitions()
+        if external is None:
+            return self._configured
+        return {p.name: p for p in external}
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -122,6 +137,13 @@ class Scheduler:
             for ended in self.executor.poll():
                 with self.jobs.transaction():
                     self._record_end(ended)
+            if self.executor.owns_queue:
+                for observed in self.executor.updates():
+                    self._apply_observed(observed)
+                rows = self.jobs.active()
+                self._pass_on_cancels(rows)
+                self._hand_over(rows)
+                return
             rows = self.jobs.active()
             self._signal_running([r for r in rows if r.state is JobState.RUNNING])
             self._schedule(rows)
@@ -216,8 +238,7 @@ class Scheduler:
                 self._refresh_array(row.array_job_id)
 
     def _start(self, row: JobRow, partition: PartitionConfig, gpu_ids: list[int]) -> bool:
-        account = self.jobs.store.get_user(row.user)
-        home = storage_home(self.settings, row.user, account.unix_account if account else None)
+        home = storage_home(self.settings, row.user, row.unix_account or None)
         try:
             home.mkdir(parents=True, exist_ok=True, mode=0o700)
             _, workdir = resolve_workdir(home, row.workdir)
@@ -266,6 +287,153 @@ class Scheduler:
                 self._refresh_array(row.array_job_id)
         return True
 
+    # -- a queue owned by the executor (Slurm) -------------------------------------------
+
+    def _apply_observed(self, observed: Observed) -> None:
+        """Record a state or pending reason the executor reports."""
+        row = self.jobs.get(observed.job_id)
+        if row is None or row.terminal:
+            return
+        fields: dict[str, object] = {}
+        state_changed = observed.state is not row.state
+        if state_changed:
+            fields["state"] = observed.state
+            if observed.state is JobState.RUNNING and row.started_at is None:
+                fields["started_at"] = self.jobs.now()
+        if observed.reason != row.reason:
+            fields["reason"] = observed.reason
+        gpu_ids = tuple(observed.gpu_ids)
+        if gpu_ids and gpu_ids != row.gpu_ids:
+            fields["gpu_ids"] = list(gpu_ids)
+        if not fields:
+            return
+        with self.jobs.transaction():
+            self.jobs.update(row.id, **fields)
+            if state_changed or "reason" in fields:
+                state = observed.state
+                if state is JobState.PENDING:
+                    message = f"pending: {observed.reason or 'queued'}"
+                elif state is JobState.RUNNING:
+                    gpus = ",".join(str(i) for i in (gpu_ids or row.gpu_ids)) or "none"
+                    message = (
+                        f"running on partition {row.partition} with GPUs {gpus}"
+                        f" ({self.executor.name} id {row.external_id})"
+                    )
+                else:
+                    message = state.value.lower()
+                if observed.reason and state is not JobState.PENDING:
+                    message += f": {observed.reason}"
+                self.jobs.add_event(row.id, message, state if state_changed else None)
+            if row.array_job_id:
+                self._refresh_array(row.array_job_id)
+
+    def _pass_on_cancels(self, rows: Sequence[JobRow]) -> None:
+        for row in rows:
+            if row.end_cause == "cancel" and row.external_id and row.id not in self._signalled:
+                self._signalled.add(row.id)
+                self.executor.cancel(row.id)
+
+    def _hand_over(self, rows: Sequence[JobRow]) -> None:
+        """Submit every pending job (an array: all its tasks as one) the executor does not
+        have yet; dependencies go along as the executor's own (`after_ok`)."""
+        waiting = [r for r in rows if r.state is JobState.PENDING and not r.external_id]
+        if not waiting:
+            return
+        dependencies = self.jobs.get_many(d for r in waiting for d in r.depends_on)
+        arrays_done: set[str] = set()
+        for row in waiting:
+            if row.array_job_id:
+                if row.array_job_id in arrays_done:
+                    continue
+                arrays_done.add(row.array_job_id)
+            group = (
+                [t for t in self.jobs.tasks(row.array_job_id) if not t.external_id
+                 and t.state is JobState.PENDING]
+                if row.array_job_id
+                else [row]
+            )  # fmt: skip
+            verdict = self._dependency_verdict(row, dependencies)
+            if verdict is not None:
+                for member in group:
+                    self._finish_pending(member, verdict)
+                continue
+            after_ok: list[str] = []
+            for dep_id in row.depends_on:
+                dep = dependencies[dep_id]
+                if dep.state is JobState.COMPLETED:
+                    continue  # done already: the batch system may have forgotten it
+                if not dep.external_id:
+                    after_ok = []
+                    break
+                after_ok.append(dep.external_id)
+            else:
+                if not self._hand_over_one(row, group, after_ok):
+                    return  # the batch system is unreachable: try again later
+                continue
+            for member in group:
+                self._set_reason(member, "Dependency")
+
+    def _hand_over_one(self, row: JobRow, group: Sequence[JobRow], after_ok: list[str]) -> bool:
+        """Submit one job or array; False when the executor is unreachable right now."""
+        submit_id = row.array_job_id or row.id
+        home = storage_home(self.settings, row.user, row.unix_account)
+        try:
+            _, workdir = resolve_workdir(home, row.workdir)
+            spec = LaunchSpec(
+                job_id=submit_id,
+                name=row.name,
+                user=row.user,
+                script=row.spec.run,
+                paths=job_paths(self.settings.state_dir, submit_id),
+                workdir=workdir,
+                home=home,
+                env=dict(row.spec.env),
+                time_limit_seconds=row.time_limit_seconds,
+                partition=row.partition,
+                gpus=row.gpus,
+                nodes=row.spec.resources.nodes,
+                unix_account=row.unix_account or row.user,
+                project=row.project,
+                array_tasks=tuple(t.array_task_id for t in group if t.array_task_id is not None)
+                if row.array_job_id
+                else (),
+                array_limit=row.array_limit if row.array_job_id else None,
+                after_ok=tuple(after_ok),
+            )
+            launched = self.executor.start(spec)
+        except ExecutorUnavailable as exc:
+            for member in group:
+                self._set_reason(member, str(exc))
+            return False
+        except (ExecutorError, PathRejected, OSError) as exc:
+            logger.warning("job %s could not be submitted: %s", submit_id, exc)
+            for member in group:
+                self._finish_pending(member, f"failed to submit: {exc}", state=JobState.FAILED)
+            return True
+        external = launched.external_id
+        with self.jobs.transaction():
+            if row.array_job_id:
+                self.jobs.update(row.array_job_id, external_id=external)
+                self.jobs.add_event(
+                    row.array_job_id, f"submitted to {self.executor.name} as array {external}"
+                )
+                for task in group:
+                    self.jobs.update(
+                        task.id, external_id=f"{external}_{task.array_task_id}", reason=None
+                    )
+                    self.jobs.add_event(
+                        task.id,
+                        f"submitted to {self.executor.name} as {external}_{task.array_task_id}",
+                    )
+                self._refresh_array(row.array_job_id)
+            else:
+                self.jobs.update(row.id, external_id=external, reason=None)
+                after = f" after {', '.join(after_ok)}" if after_ok else ""
+                self.jobs.add_event(
+                    row.id, f"submitted to {self.executor.name} as job {external}{after}"
+                )
+        return True
+
     # -- endings -------------------------------------------------------------------------
 
     def _record_end(self, ended: Ended) -> None:
@@ -274,9 +442,13 @@ class Scheduler:
         if row is None or row.terminal:
             return
         reason: str | None = None
+        if ended.state is not None:  # the executor knows the end state itself (Slurm)
+            state, reason = ended.state, ended.reason
+            if state is JobState.CANCELLED and row.end_cause == "cancel":
+                reason = CANCELLED_BY_USER
         # What the center itself asked for wins over "lost": a re-attached job (not our
         # child) killed by our SIGKILL leaves no exit status, yet it was cancelled/timed out.
-        if row.end_cause == "timeout":
+        elif row.end_cause == "timeout":
             state, reason = JobState.TIMEOUT, "time limit reached"
         elif row.end_cause == "cancel":
             state, reason = JobState.CANCELLED, CANCELLED_BY_USER
@@ -374,7 +546,11 @@ class Scheduler:
     # -- recovery ------------------------------------------------------------------------
 
     def _recover(self) -> None:
-        running = [r for r in self.jobs.active() if r.state is JobState.RUNNING]
+        if self.executor.owns_queue:
+            # Everything handed over is the executor's to watch, pending jobs too.
+            running = [r for r in self.jobs.active() if r.external_id]
+        else:
+            running = [r for r in self.jobs.active() if r.state is JobState.RUNNING]
         if not running:
             return
         handles = [
@@ -387,6 +563,7 @@ class Scheduler:
                     start_time=r.proc_start,
                 ),
                 paths=job_paths(self.settings.state_dir, r.id),
+                unix_account=r.unix_account or r.user,
             )
             for r in running
         ]
@@ -395,7 +572,8 @@ class Scheduler:
             for row in running:
                 end = ended.get(row.id)
                 if end is None:
-                    self.jobs.add_event(row.id, "re-attached after a center restart")
+                    if row.state is JobState.RUNNING:
+                        self.jobs.add_event(row.id, "re-attached after a center restart")
                     continue
                 if end.lost:
                     self.jobs.add_event(row.id, f"lost: {end.reason}")
@@ -415,9 +593,16 @@ class Scheduler:
             if row is None:
                 return None
             targets = self.jobs.tasks(row.id) if row.kind == "array" else [row]
+            owned = self.executor.owns_queue
             for target in targets:
-                if target.state is JobState.PENDING:
+                if target.state is JobState.PENDING and not (owned and target.external_id):
                     self._finish_row(target, JobState.CANCELLED, None, CANCELLED_BY_USER)
+                elif owned and not target.terminal and target.end_cause is None:
+                    # The batch system has it: it ends when the batch system says so.
+                    self.jobs.update(target.id, end_cause="cancel")
+                    self.jobs.add_event(
+                        target.id, f"cancel requested: passed on to {self.executor.name}"
+                    )
                 elif target.state is JobState.RUNNING and target.end_cause is None:
                     self.jobs.update(target.id, end_cause="cancel")
                     self.jobs.add_event(
@@ -435,6 +620,7 @@ class Scheduler:
     def partition_views(self) -> list[Partition]:
         """`GET /v1/partitions`: totals, free GPUs and queue depth per partition."""
         rows = self.jobs.active()
+        free_gpus = self.executor.free_gpus()
         views = []
         for p in self.partitions.values():
             used = {
@@ -442,12 +628,15 @@ class Scheduler:
                 for i in r.gpu_ids
             }  # fmt: skip
             pending = sum(1 for r in rows if r.partition == p.name and r.state is JobState.PENDING)
+            free = max(0, p.gpus - len(used))
+            if free_gpus is not None:
+                free = free_gpus.get(p.name, free)
             views.append(
                 Partition(
                     name=p.name,
                     gpu_type=p.gpu_type,
                     gpus_total=p.gpus,
-                    gpus_free=max(0, p.gpus - len(used)),
+                    gpus_free=free,
                     max_time=p.max_time_seconds,
                     pending_jobs=pending,
                     default=p.default,
@@ -467,6 +656,10 @@ class Scheduler:
             return now
         if gpus > partition.gpus:
             return None
+        if self.executor.owns_queue:
+            # The batch system decides; only "now" is knowable from here.
+            free = (self.executor.free_gpus() or {}).get(partition.name, 0)
+            return now if free >= gpus else None
         rows = [r for r in self.jobs.active() if r.partition == partition.name and r.gpus > 0]
         running = [r for r in rows if r.state is JobState.RUNNING]
         need = gpus + sum(r.gpus for r in rows if r.state is JobState.PENDING)

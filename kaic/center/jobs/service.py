@@ -115,8 +115,15 @@ class JobService:
             )
             if partition is None:
                 plan.add("invalid", f"no partition has GPU type {gpu_type!r}")
+        elif partitions:
+            partition = next((p for p in partitions.values() if p.default), None)
+            partition = partition or next(iter(partitions.values()))
         else:
-            partition = next(p for p in partitions.values() if p.default)
+            plan.add(
+                "invalid",
+                f"the {executor.name} executor knows no partitions yet (is the batch system "
+                "reachable?); try again shortly or name a partition",
+            )
         if partition is not None:
             plan.partition = partition
             if (

@@ -55,6 +55,8 @@ class JobRow:
     proc_start: int | None
     end_cause: str | None
     gpu_hours: float
+    #: the unix account of the job's user (the Slurm executor submits as it)
+    unix_account: str = ""
 
     @property
     def terminal(self) -> bool:
@@ -98,11 +100,13 @@ def _row(row: sqlite3.Row) -> JobRow:
         proc_start=row["proc_start"],
         end_cause=row["end_cause"],
         gpu_hours=row["gpu_hours"],
+        unix_account=row["unix_account"],
     )
 
 
 _SELECT = (
-    "SELECT j.*, u.name AS user_name, p.name AS project_name FROM jobs j"
+    "SELECT j.*, u.name AS user_name, u.unix_account AS unix_account,"
+    " p.name AS project_name FROM jobs j"
     " JOIN users u ON u.id = j.user_id JOIN projects p ON p.id = j.project_id"
 )
 

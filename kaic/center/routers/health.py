@@ -13,9 +13,15 @@ router = APIRouter(prefix="/v1", tags=["health"])
 
 @router.get("/health", response_model=Health)
 def health(request: Request, settings: SettingsDep) -> Health:
-    """Server status, version, executor and the random id of this server instance."""
+    """Server status, version, executor and the random id of this server instance.
+
+    `degraded` when the executor cannot reach its batch system (slurmrestd down or slow):
+    jobs keep their last known state until it is back; `detail` says what is wrong.
+    """
+    executor_health = request.app.state.scheduler.executor.health()
     return Health(
-        status="ok",
+        status="ok" if executor_health.ok else "degraded",
+        detail=executor_health.detail,
         version=__version__,
         executor=settings.executor,
         instance_id=request.app.state.instance_id,

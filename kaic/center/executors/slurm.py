@@ -1,0 +1,623 @@
+"""The Slurm executor: the center as a gateway in front of a Slurm cluster (via slurmrestd).
+
+Slurm owns the queue (`owns_queue`): every job is submitted as soon as it is accepted, as
+the user's unix account, and Slurm decides when and where it runs. The scheduler's thread
+calls `poll` often; this executor turns that into **one** `GET /jobs` per
+`poll_interval` for all jobs it tracks, and reports
+
+- ended jobs (`poll`) with Slurm's final state, exit status and signal;
+- pending reasons and state changes (`updates`): `Resources`, `Priority`, `Dependency`, ...
+
+Logs: Slurm writes each job's stdout/stderr straight into the job's directory in the
+center's state dir (`<state_dir>/jobs/<id>/stdout`), which is why the state dir must be on
+a filesystem the compute nodes share with the center (see docs/slurm.md). The center then
+streams them with the same offset-based reader as for local jobs.
+
+Resilience: when slurmrestd is down or slow, calls back off exponentially (up to
+`MAX_BACKOFF` seconds), jobs keep their last known state, `health()` says degraded, and no
+job is ever marked failed because polling failed. A job that Slurm no longer knows (purged
+after its MinJobAge while the center could not look) ends NODE_FAIL with a reason saying so.
+A submit that may have reached Slurm before the connection failed is never blindly
+repeated: the job is looked up by its comment (`kaic job <id>`) first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pwd
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kaic.center.executors.base import (
+    Ended,
+    Executor,
+    ExecutorError,
+    ExecutorHealth,
+    ExecutorUnavailable,
+    JobPaths,
+    Launched,
+    LaunchSpec,
+    Observed,
+    RunningJob,
+)
+from kaic.center.executors.local import _center_path
+from kaic.center.executors.slurm_api import (
+    SlurmApiError,
+    SlurmJob,
+    SlurmJobNotFound,
+    SlurmNode,
+    SlurmPartition,
+    SlurmRestClient,
+    SlurmUnavailable,
+    SubmitRequest,
+    dependency_clause,
+)
+from kaic.center.executors.slurm_states import map_state, pending_reason
+from kaic.center.settings import PartitionConfig
+from kaic.models import JobState
+
+logger = logging.getLogger("kaic.center.slurm")
+
+#: the longest wait between two tries while slurmrestd fails (seconds)
+MAX_BACKOFF = 30.0
+#: seconds between refreshes of partitions and nodes (GPU totals and free GPUs)
+RESOURCES_EVERY = 10.0
+#: successful polls a job must be missing from before Slurm is asked about it directly
+MISSING_POLLS = 2
+
+
+def _shell_quote(text: str) -> str:
+    return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+def _slurm_path(path: Path) -> str:
+    """A path for Slurm's output file options, where `%` starts a pattern."""
+    return str(path).replace("%", "%%")
+
+
+@dataclass
+class _Tracked:
+    job_id: str
+    #: what Slurm's cancel takes: "123" or "123_4"
+    slurm_id: str
+    #: plain job: its Slurm id; array task: the array's Slurm id and the task index
+    plain_id: int | None
+    array_id: int | None
+    task: int | None
+    user: str | None
+    state: JobState | None = None
+    reason: str | None = None
+    gpu_ids: tuple[int, ...] = ()
+    last_seen: float = 0.0
+    missing: int = 0
+    cancel_requested: bool = False
+    cancel_sent: bool = False
+
+
+@dataclass
+class _Health:
+    failures: int = 0
+    detail: str | None = None
+    since: float | None = None
+    next_try: float = 0.0
+
+
+@dataclass
+class _Resources:
+    partitions: list[SlurmPartition] = field(default_factory=list)
+    nodes: list[SlurmNode] = field(default_factory=list)
+    fetched_at: float | None = None
+
+
+class SlurmExecutor(Executor):
+    """Submits to, polls and cancels in Slurm through slurmrestd."""
+
+    name = "slurm"
+    max_nodes = 1024
+    supports_images = False
+    owns_queue = True
+
+    def __init__(
+        self,
+        client: SlurmRestClient,
+        *,
+        poll_interval: float = 1.0,
+        fallback_partitions: Sequence[PartitionConfig] = (),
+        account_from_project: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+        base_path: str | None = None,
+    ) -> None:
+        self.client = client
+        self.poll_interval = max(0.05, poll_interval)
+        self.fallback_partitions = list(fallback_partitions)
+        self.account_from_project = account_from_project
+        self.clock = clock
+        self.base_path = base_path
+        self._jobs: dict[str, _Tracked] = {}
+        self._updates: list[Observed] = []
+        self._health = _Health()
+        self._next_poll = 0.0
+        self._resources = _Resources()
+        # Partitions are read by API threads too (job validation, `GET /v1/partitions`).
+        self._resources_lock = threading.Lock()
+        #: kaic job ids whose submit may have reached Slurm without us learning the id
+        self._ambiguous: set[str] = set()
+
+    # -- health and backoff --------------------------------------------------------------
+
+    def _failed(self, exc: Exception) -> None:
+        now = self.clock()
+        health = self._health
+        health.failures += 1
+        if health.since is None:
+            health.since = now
+        health.detail = f"slurmrestd unavailable: {exc}"
+        delay = min(MAX_BACKOFF, self.poll_interval * 2 ** min(health.failures, 10))
+        health.next_try = now + delay
+        self._next_poll = max(self._next_poll, health.next_try)
+        log = logger.warning if health.failures <= 3 or health.failures % 20 == 0 else logger.debug
+        log("%s (try %d; next in %.1fs)", health.detail, health.failures, delay)
+
+    def _succeeded(self) -> None:
+        if self._health.failures:
+            down = self.clock() - (self._health.since or self.clock())
+            logger.warning("slurmrestd reachable again after %.0fs", down)
+        self._health = _Health()
+
+    def health(self) -> ExecutorHealth:
+        if self._health.failures:
+            return ExecutorHealth(ok=False, detail=self._health.detail)
+        return ExecutorHealth()
+
+    def _check_reachable(self) -> None:
+        if self._health.failures and self.clock() < self._health.next_try:
+            raise ExecutorUnavailable(f"waiting for Slurm ({self._health.detail}); will retry")
+
+    # -- start ---------------------------------------------------------------------------
+
+    def _owner(self, account: str) -> tuple[int, int] | None:
+        """(uid, gid) to give the job's directories to, when the center runs as root."""
+        if os.geteuid() != 0:
+            return None
+        try:
+            entry = pwd.getpwnam(account)
+        except KeyError:
+            raise ExecutorError(
+                f"unix account {account!r} does not exist on the center; the center must see "
+                "the cluster's accounts (NSS) to hand job directories to them"
+            ) from None
+        return entry.pw_uid, entry.pw_gid
+
+    @staticmethod
+    def _give(path: Path, owner: tuple[int, int] | None) -> None:
+        if owner is None:
+            return
+        stat = path.stat()
+        if (stat.st_uid, stat.st_gid) != owner:
+            os.chown(path, *owner)
+
+    @staticmethod
+    def _traversable(path: Path) -> None:
+        """Let other users pass through (not list) a root-owned directory on the way to
+        their own directories."""
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o011 != 0o011:
+            path.chmod(mode | 0o011)
+
+    def _prepare(self, spec: LaunchSpec, account: str) -> list[JobPaths]:
+        """Create the job's directories (one per array task) and workdir, owned by the job's
+        account, so Slurm (running as that account) can write the logs there."""
+        owner = self._owner(account)
+        jobs_root = spec.paths.dir.parent
+        dirs = (
+            [JobPaths(jobs_root / f"{spec.job_id}_{i}") for i in spec.array_tasks]
+            if spec.array_tasks
+            else [spec.paths]
+        )
+        try:
+            jobs_root.mkdir(parents=True, exist_ok=True)
+            spec.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if owner is not None:
+                for parent in (jobs_root.parent, jobs_root, spec.home.parent):
+                    self._traversable(parent)
+            for paths in dirs:
+                paths.dir.mkdir(parents=True, exist_ok=True)
+                self._give(paths.dir, owner)
+                paths.script.write_text(spec.script, encoding="utf-8")
+            self._give(spec.home, owner)
+            spec.workdir.mkdir(parents=True, exist_ok=True)
+            current = spec.workdir
+            while current != spec.home and spec.home in current.parents:
+                self._give(current, owner)
+                current = current.parent
+        except OSError as exc:
+            raise ExecutorError(f"could not prepare the job's directories: {exc}") from exc
+        return dirs
+
+    def _environment(self, spec: LaunchSpec, account: str) -> dict[str, str]:
+        env = {
+            "PATH": self.base_path or _center_path(),
+            "HOME": str(spec.home),
+            "LANG": os.environ.get("LANG") or "C.UTF-8",
+            "USER": account,
+            "LOGNAME": account,
+        }
+        env.update(spec.env)
+        env.update({"KAIC_JOB_NAME": spec.name, "KAIC_PARTITION": spec.partition})
+        if not spec.array_tasks:
+            env.update(
+                {
+                    "KAIC_JOB_ID": spec.job_id,
+                    "KAIC_ARRAY_JOB_ID": spec.array_job_id or "",
+                    "KAIC_ARRAY_TASK_ID": ""
+                    if spec.array_task_id is None
+                    else str(spec.array_task_id),
+                }
+            )
+        return env
+
+    @staticmethod
+    def _script(spec: LaunchSpec) -> str:
+        """The batch script: kaic's per-task variables, then the job's own script."""
+        lines = ["#!/bin/bash", f"# kaic job {spec.job_id}"]
+        if spec.array_tasks:
+            parent = _shell_quote(spec.job_id)
+            lines += [
+                f"export KAIC_ARRAY_JOB_ID={parent}",
+                'export KAIC_ARRAY_TASK_ID="${SLURM_ARRAY_TASK_ID:-}"',
+                f'export KAIC_JOB_ID={parent}"_${{SLURM_ARRAY_TASK_ID:-}}"',
+            ]
+        lines.append('export KAIC_GPUS="${CUDA_VISIBLE_DEVICES:-}"')
+        return "\n".join(lines) + "\n" + spec.script + ("" if spec.script.endswith("\n") else "\n")
+
+    @staticmethod
+    def comment(job_id: str) -> str:
+        """The Slurm comment that ties a Slurm job to its kaic job."""
+        return f"kaic job {job_id}"
+
+    def _request(self, spec: LaunchSpec, account: str) -> SubmitRequest:
+        jobs_root = spec.paths.dir.parent
+        if spec.array_tasks:
+            stdout = _slurm_path(jobs_root / f"{spec.job_id}_") + "%a/stdout"
+            stderr = _slurm_path(jobs_root / f"{spec.job_id}_") + "%a/stderr"
+            indices = ",".join(str(i) for i in spec.array_tasks)
+            array = indices + (f"%{spec.array_limit}" if spec.array_limit else "")
+        else:
+            stdout = _slurm_path(spec.paths.stdout)
+            stderr = _slurm_path(spec.paths.stderr)
+            array = None
+        minutes = None
+        if spec.time_limit_seconds:
+            # Slurm counts whole minutes: round up, never cut a job short.
+            minutes = max(1, -(-spec.time_limit_seconds // 60))
+        return SubmitRequest(
+            name=spec.name,
+            script=self._script(spec),
+            workdir=str(spec.workdir),
+            stdout=stdout,
+            stderr=stderr,
+            environment=self._environment(spec, account),
+            time_limit_minutes=minutes,
+            partition=spec.partition,
+            gpus_per_node=spec.gpus,
+            nodes=spec.nodes,
+            array=array,
+            dependency=dependency_clause(list(spec.after_ok)),
+            account=spec.project if self.account_from_project else None,
+            comment=self.comment(spec.job_id),
+        )
+
+    def _adopt(self, spec: LaunchSpec, account: str) -> int | None:
+        """The Slurm id of an earlier, unconfirmed submit of this job, if Slurm has it."""
+        wanted = self.comment(spec.job_id)
+        for record in self.client.jobs():
+            if record.comment == wanted and record.user in (account, None):
+                return record.array_job_id or record.job_id
+        return None
+
+    def start(self, spec: LaunchSpec) -> Launched:
+        self._check_reachable()
+        account = spec.unix_account or spec.user
+        self._prepare(spec, account)
+        try:
+            slurm_id: int | None = None
+            if spec.job_id in self._ambiguous:
+                slurm_id = self._adopt(spec, account)
+            if slurm_id is None:
+                slurm_id = self.client.submit(account, self._request(spec, account))
+        except SlurmUnavailable as exc:
+            if exc.sent:
+                self._ambiguous.add(spec.job_id)
+            self._failed(exc)
+            raise ExecutorUnavailable(f"waiting for Slurm ({exc}); will retry") from exc
+        except SlurmApiError as exc:
+            raise ExecutorError(f"Slurm refused the job: {exc}") from exc
+        self._succeeded()
+        self._ambiguous.discard(spec.job_id)
+        now = self.clock()
+        if spec.array_tasks:
+            for index in spec.array_tasks:
+                task_id = f"{spec.job_id}_{index}"
+                self._jobs[task_id] = _Tracked(
+                    task_id, f"{slurm_id}_{index}", None, slurm_id, index, account, last_seen=now
+                )
+        else:
+            self._jobs[spec.job_id] = _Tracked(
+                spec.job_id, str(slurm_id), slurm_id, None, None, account, last_seen=now
+            )
+        # Look soon: the new job's pending reason is worth showing.
+        self._next_poll = min(self._next_poll, now + self.poll_interval)
+        return Launched(external_id=str(slurm_id))
+
+    # -- polling -------------------------------------------------------------------------
+
+    def poll(self) -> list[Ended]:
+        now = self.clock()
+        if now < self._next_poll:
+            return []
+        self._next_poll = now + self.poll_interval
+        for tracked in self._jobs.values():
+            if tracked.cancel_requested and not tracked.cancel_sent:
+                self._send_cancel(tracked)
+        try:
+            records = self.client.jobs() if self._jobs else []
+        except SlurmApiError as exc:
+            self._failed(exc)
+            return []
+        self._succeeded()
+        self._refresh_resources(now)
+        plain: dict[int, SlurmJob] = {}
+        tasks: dict[tuple[int, int], SlurmJob] = {}
+        remainders: dict[tuple[int, int], SlurmJob] = {}
+        for item in records:
+            if item.array_job_id is None:
+                plain[item.job_id] = item
+            elif item.array_task_id is not None:
+                tasks[(item.array_job_id, item.array_task_id)] = item
+            else:
+                for index in item.pending_tasks:
+                    remainders[(item.array_job_id, index)] = item
+        ended: list[Ended] = []
+        for tracked in list(self._jobs.values()):
+            record: SlurmJob | None
+            if tracked.array_id is not None and tracked.task is not None:
+                key = (tracked.array_id, tracked.task)
+                record = tasks.get(key) or remainders.get(key)
+            else:
+                record = plain.get(tracked.plain_id or -1)
+            if record is None:
+                result = self._missing(tracked, now)
+            else:
+                tracked.missing = 0
+                tracked.last_seen = now
+                result = self._observe(tracked, record)
+            if result is not None:
+                del self._jobs[tracked.job_id]
+                ended.append(result)
+        return ended
+
+    def _observe(self, tracked: _Tracked, record: SlurmJob) -> Ended | None:
+        mapped = map_state(record.state)
+        if mapped.state is None:
+            return None
+        if mapped.terminal:
+            return self._ended(tracked, record, mapped.state, mapped.reason)
+        reason = mapped.reason
+        if mapped.state is JobState.PENDING and reason is None:
+            reason = pending_reason(record.state_reason)
+        gpu_ids = record.gpu_ids if mapped.state is not JobState.PENDING else ()
+        if (mapped.state, reason, gpu_ids) != (tracked.state, tracked.reason, tracked.gpu_ids):
+            tracked.state, tracked.reason, tracked.gpu_ids = mapped.state, reason, gpu_ids
+            self._updates.append(Observed(tracked.job_id, mapped.state, reason, gpu_ids))
+        return None
+
+    def _ended(
+        self, tracked: _Tracked, record: SlurmJob, state: JobState, reason: str | None
+    ) -> Ended:
+        code, sig = record.exit_code, record.signal
+        slurm_reason = pending_reason(record.state_reason)
+        if state is JobState.COMPLETED:
+            code = 0 if code is None else code
+        elif state is JobState.CANCELLED and slurm_reason and "Depend" in slurm_reason:
+            reason = "DependencyNeverSatisfied: a job it depends on did not complete successfully"
+        elif state is JobState.CANCELLED and reason is None and not tracked.cancel_requested:
+            reason = "cancelled in Slurm (scancel or an administrator)"
+        elif state is JobState.TIMEOUT:
+            reason = "time limit reached"
+        elif state is JobState.OUT_OF_MEMORY:
+            reason = "out of memory"
+        elif state in (
+            JobState.NODE_FAIL,
+            JobState.BOOT_FAIL,
+            JobState.PREEMPTED,
+            JobState.DEADLINE,
+        ):
+            reason = f"Slurm reports {state.value}" + (f" ({slurm_reason})" if slurm_reason else "")
+        elif state is JobState.FAILED and sig:
+            reason = f"killed by signal {sig}"
+        elif state is JobState.FAILED and slurm_reason not in (None, "NonZeroExitCode"):
+            reason = slurm_reason
+        return Ended(tracked.job_id, code, signal=sig, state=state, reason=reason)
+
+    def _missing(self, tracked: _Tracked, now: float) -> Ended | None:
+        """A tracked job absent from `GET /jobs`: ask Slurm about it, then decide."""
+        tracked.missing += 1
+        if tracked.missing < MISSING_POLLS:
+            return None
+        if tracked.cancel_requested:
+            # Slurm drops cancelled pending array tasks from its listing at once.
+            return Ended(tracked.job_id, None, state=JobState.CANCELLED)
+        lookup = str(tracked.array_id if tracked.array_id is not None else tracked.plain_id)
+        try:
+            records = self.client.job(lookup)
+        except SlurmJobNotFound:
+            unseen = now - tracked.last_seen
+            reason = (
+                f"Slurm no longer knows job {tracked.slurm_id}: it ended while its state could "
+                f"not be read (last seen {unseen:.0f}s ago; Slurm purges ended jobs after "
+                "MinJobAge), so its exit status is unknown"
+            )
+            return Ended(tracked.job_id, None, lost=True, reason=reason)
+        except SlurmApiError as exc:
+            self._failed(exc)
+            return None
+        for record in records:
+            if record.array_task_id == tracked.task or tracked.task in record.pending_tasks:
+                tracked.missing = 0
+                tracked.last_seen = now
+                return self._observe(tracked, record)
+        if tracked.task is not None:
+            return Ended(
+                tracked.job_id,
+                None,
+                state=JobState.CANCELLED,
+                reason="removed from Slurm's queue (scancel or an administrator)",
+            )
+        return None
+
+    def updates(self) -> list[Observed]:
+        updates, self._updates = self._updates, []
+        return updates
+
+    # -- cancel, recover, shutdown -------------------------------------------------------
+
+    def _send_cancel(self, tracked: _Tracked) -> None:
+        try:
+            self.client.cancel(tracked.user or self.client.user, tracked.slurm_id)
+        except SlurmJobNotFound:
+            pass  # already gone: the next poll reports it
+        except SlurmUnavailable as exc:
+            self._failed(exc)
+            return
+        except SlurmApiError as exc:
+            logger.warning("Slurm refused to cancel job %s: %s", tracked.slurm_id, exc)
+        tracked.cancel_sent = True
+
+    def cancel(self, job_id: str) -> None:
+        tracked = self._jobs.get(job_id)
+        if tracked is None or tracked.cancel_requested:
+            return
+        tracked.cancel_requested = True
+        if not self._health.failures:
+            self._send_cancel(tracked)
+        self._next_poll = min(self._next_poll, self.clock() + self.poll_interval)
+
+    def recover(self, jobs: Sequence[RunningJob]) -> list[Ended]:
+        now = self.clock()
+        for job in jobs:
+            external = job.launched.external_id
+            array_text, _, task_text = external.partition("_")
+            try:
+                if task_text:
+                    tracked = _Tracked(
+                        job.job_id,
+                        external,
+                        None,
+                        int(array_text),
+                        int(task_text),
+                        job.unix_account,
+                        last_seen=now,
+                    )
+                else:
+                    tracked = _Tracked(
+                        job.job_id, external, int(external), None, None, job.unix_account
+                    )
+                    tracked.last_seen = now
+            except ValueError:
+                logger.warning("job %s has no usable Slurm id %r", job.job_id, external)
+                continue
+            self._jobs[job.job_id] = tracked
+        self._next_poll = 0.0
+        return []
+
+    def shutdown(self, *, kill_jobs: bool) -> None:
+        if kill_jobs:
+            for tracked in self._jobs.values():
+                with contextlib.suppress(SlurmApiError):
+                    self.client.cancel(tracked.user or self.client.user, tracked.slurm_id)
+        self._jobs.clear()
+        self.client.close()
+
+    def tracked(self) -> list[str]:
+        """Ids of the jobs being watched (for tests and diagnostics)."""
+        return list(self._jobs)
+
+    # -- partitions and GPUs -------------------------------------------------------------
+
+    def _refresh_resources(self, now: float, *, force: bool = False) -> None:
+        with self._resources_lock:
+            fetched = self._resources.fetched_at
+            if not force and fetched is not None and now - fetched < RESOURCES_EVERY:
+                return
+            if force and fetched is not None:
+                return  # another thread fetched them meanwhile
+            try:
+                partitions = self.client.partitions()
+                nodes = self.client.nodes()
+            except SlurmApiError as exc:
+                self._failed(exc)
+                return
+            self._resources = _Resources(partitions, nodes, now)
+
+    def partitions(self) -> list[PartitionConfig] | None:
+        if self._resources.fetched_at is None and not (
+            self._health.failures and self.clock() < self._health.next_try
+        ):
+            self._refresh_resources(self.clock(), force=True)
+        if not self._resources.partitions:
+            return list(self.fallback_partitions)
+        result: list[PartitionConfig] = []
+        for part in self._resources.partitions:
+            members = [n for n in self._resources.nodes if part.name in n.partitions]
+            gpu_type = next((n.gpu_type for n in members if n.gpu_type), None)
+            result.append(
+                PartitionConfig(
+                    name=part.name,
+                    gpus=sum(n.gpus for n in members),
+                    gpu_type=gpu_type,
+                    max_time_seconds=part.max_time_minutes * 60
+                    if part.max_time_minutes is not None
+                    else None,
+                    default=part.default,
+                )
+            )
+        if result and not any(p.default for p in result):
+            result[0].default = True
+        return result
+
+    def free_gpus(self) -> dict[str, int] | None:
+        if self._resources.fetched_at is None:
+            return None
+        free: dict[str, int] = {}
+        for part in self._resources.partitions:
+            free[part.name] = sum(
+                max(0, n.gpus - n.gpus_used)
+                for n in self._resources.nodes
+                if part.name in n.partitions
+                and not any(bad in n.state for bad in ("down", "drain", "fail", "unknown"))
+            )
+        return free
+
+
+def make_slurm_executor(
+    url: str,
+    token: str,
+    *,
+    poll_interval: float,
+    timeout: float,
+    fallback_partitions: Sequence[PartitionConfig] = (),
+    account_from_project: bool = True,
+) -> SlurmExecutor:
+    """A Slurm executor talking to slurmrestd at `url` with the SlurmUser's JWT `token`."""
+    client = SlurmRestClient(url, token, timeout=timeout)
+    return SlurmExecutor(
+        client,
+        poll_interval=poll_interval,
+        fallback_partitions=fallback_partitions,
+        account_from_project=account_from_project,
+    )

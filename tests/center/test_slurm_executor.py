@@ -1,0 +1,224 @@
+"""The Slurm executor against a fake slurmrestd client: one batched call per poll interval,
+resilience when slurmrestd fails, lost jobs, and never repeating an ambiguous submit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kaic.center.executors.base import ExecutorUnavailable, JobPaths, LaunchSpec
+from kaic.center.executors.slurm import SlurmExecutor
+from kaic.center.executors.slurm_api import (
+    SlurmJob,
+    SlurmJobNotFound,
+    SlurmNode,
+    SlurmPartition,
+    SlurmUnavailable,
+    SubmitRequest,
+)
+from kaic.center.executors.slurm_states import parse_job_state
+from kaic.models import JobState
+
+
+class FakeClient:
+    user = "slurm"
+
+    def __init__(self) -> None:
+        self.records: list[SlurmJob] = []
+        self.calls: list[str] = []
+        self.down = False
+        self.submit_error: Exception | None = None
+        self.submitted: list[SubmitRequest] = []
+        self.next_id = 100
+
+    def _call(self, name: str) -> None:
+        self.calls.append(name)
+        if self.down:
+            raise SlurmUnavailable("connection refused")
+
+    def jobs(self) -> list[SlurmJob]:
+        self._call("jobs")
+        return list(self.records)
+
+    def job(self, job_id: str) -> list[SlurmJob]:
+        self._call(f"job {job_id}")
+        found = [r for r in self.records if str(r.array_job_id or r.job_id) == job_id]
+        if not found:
+            raise SlurmJobNotFound("Invalid job id specified")
+        return found
+
+    def submit(self, user: str, request: SubmitRequest) -> int:
+        self._call("submit")
+        if self.submit_error is not None:
+            error, self.submit_error = self.submit_error, None
+            self.next_id += 1
+            self.records.append(
+                SlurmJob(self.next_id, parse_job_state("PENDING"), comment=request.comment)
+            )
+            raise error
+        self.submitted.append(request)
+        self.next_id += 1
+        return self.next_id
+
+    def cancel(self, user: str, job_id: str) -> None:
+        self._call(f"cancel {job_id}")
+
+    def partitions(self) -> list[SlurmPartition]:
+        self._call("partitions")
+        return [SlurmPartition("gpu", 60, True)]
+
+    def nodes(self) -> list[SlurmNode]:
+        self._call("nodes")
+        return [SlurmNode("n1", "mixed", ("gpu",), 4, 1, "h100")]
+
+    def close(self) -> None:
+        pass
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(tmp_path: Path) -> tuple[SlurmExecutor, FakeClient, Clock]:
+    client, clock = FakeClient(), Clock()
+    executor = SlurmExecutor(client, poll_interval=1.0, clock=clock)  # type: ignore[arg-type]
+    return executor, client, clock
+
+
+def spec(tmp_path: Path, job_id: str = "1", **kw: Any) -> LaunchSpec:
+    return LaunchSpec(
+        job_id=job_id,
+        name="t",
+        user="alice",
+        script="echo hi\n",
+        paths=JobPaths(tmp_path / "jobs" / job_id),
+        workdir=tmp_path / "storage" / "alice",
+        home=tmp_path / "storage" / "alice",
+        unix_account="root",  # exists everywhere, so ownership changes are no-ops as root
+        **kw,
+    )
+
+
+def record(job_id: int, state: object, **kw: Any) -> SlurmJob:
+    return SlurmJob(job_id, parse_job_state(state), **kw)
+
+
+def test_one_batched_call_per_interval_and_states(tmp_path: Path) -> None:
+    executor, client, clock = make(tmp_path)
+    a = executor.start(spec(tmp_path, "1", time_limit_seconds=90, gpus=1))
+    b = executor.start(spec(tmp_path, "2"))
+    request = client.submitted[0]
+    assert request.time_limit_minutes == 2 and request.gpus_per_node == 1
+    assert request.comment == "kaic job 1" and request.stdout.endswith("jobs/1/stdout")
+    client.records = [
+        record(int(a.external_id), "RUNNING", gpu_ids=(0,)),
+        record(int(b.external_id), "PENDING", state_reason="Resources"),
+    ]
+    clock.now += 1
+    assert executor.poll() == []
+    updates = {u.job_id: u for u in executor.updates()}
+    assert updates["1"].state is JobState.RUNNING and list(updates["1"].gpu_ids) == [0]
+    assert updates["2"].state is JobState.PENDING and updates["2"].reason == "Resources"
+    calls = len(client.calls)
+    for _ in range(5):  # the scheduler ticks often; Slurm is asked once per interval
+        executor.poll()
+    assert client.calls[calls:] == []
+    client.records = [
+        record(int(a.external_id), "FAILED", exit_code=7),
+        record(int(b.external_id), ["TIMEOUT"], exit_code=143, signal=15),
+    ]
+    clock.now += 1
+    ended = {e.job_id: e for e in executor.poll()}
+    assert client.calls[calls:].count("jobs") == 1
+    assert (ended["1"].state, ended["1"].exit_code) == (JobState.FAILED, 7)
+    assert ended["2"].state is JobState.TIMEOUT and ended["2"].reason == "time limit reached"
+    assert executor.tracked() == []
+
+
+def test_outage_keeps_state_then_recovers(tmp_path: Path) -> None:
+    executor, client, clock = make(tmp_path)
+    launched = executor.start(spec(tmp_path))
+    client.records = [record(int(launched.external_id), "RUNNING")]
+    clock.now += 1
+    executor.poll()
+    client.down = True
+    for _ in range(6):
+        clock.now += 1
+        assert executor.poll() == []  # never "failed" because polling failed
+    health = executor.health()
+    assert not health.ok and "slurmrestd" in (health.detail or "")
+    # backoff: far fewer calls than ticks
+    assert client.calls.count("jobs") < 6
+    with pytest.raises(ExecutorUnavailable, match="Slurm"):
+        executor.start(spec(tmp_path, "2"))
+    client.down = False
+    client.records = [record(int(launched.external_id), "COMPLETED", exit_code=0)]
+    clock.now += 60
+    (ended,) = executor.poll()
+    assert ended.state is JobState.COMPLETED and ended.exit_code == 0
+    assert executor.health().ok
+
+
+def test_job_slurm_forgot_is_lost_with_a_reason(tmp_path: Path) -> None:
+    executor, client, clock = make(tmp_path)
+    launched = executor.start(spec(tmp_path))
+    client.records = [record(int(launched.external_id), "RUNNING")]
+    clock.now += 1
+    executor.poll()
+    client.records = []
+    clock.now += 1
+    assert executor.poll() == []  # one miss is not enough
+    clock.now += 1
+    (ended,) = executor.poll()
+    assert ended.lost and ended.exit_code is None
+    assert "no longer knows" in (ended.reason or "") and launched.external_id in ended.reason
+
+
+def test_array_tasks_from_remainder_and_task_records(tmp_path: Path) -> None:
+    executor, client, clock = make(tmp_path)
+    launched = executor.start(spec(tmp_path, "5", array_tasks=(0, 1, 2), array_limit=1))
+    array_id = int(launched.external_id)
+    assert client.submitted[0].array == "0,1,2%1"
+    assert "%a/stdout" in client.submitted[0].stdout
+    client.records = [
+        record(array_id + 1, "RUNNING", array_job_id=array_id, array_task_id=0),
+        record(array_id, "PENDING", array_job_id=array_id, pending_tasks=(1, 2),
+               state_reason="JobArrayTaskLimit"),
+    ]  # fmt: skip
+    clock.now += 1
+    executor.poll()
+    updates = {u.job_id: u for u in executor.updates()}
+    assert updates["5_0"].state is JobState.RUNNING
+    assert updates["5_2"].reason == "JobArrayTaskLimit"
+    executor.cancel("5_2")
+    assert f"cancel {array_id}_2" in client.calls
+
+
+def test_ambiguous_submit_is_adopted_not_repeated(tmp_path: Path) -> None:
+    executor, client, clock = make(tmp_path)
+    client.submit_error = SlurmUnavailable("read timeout", sent=True)
+    with pytest.raises(ExecutorUnavailable):
+        executor.start(spec(tmp_path, "9"))
+    clock.now += 60
+    launched = executor.start(spec(tmp_path, "9"))
+    assert client.calls.count("submit") == 1  # found by its comment instead
+    assert launched.external_id == str(client.records[0].job_id)
+
+
+def test_partitions_and_free_gpus(tmp_path: Path) -> None:
+    executor, _client, _clock = make(tmp_path)
+    (part,) = executor.partitions() or []
+    assert (part.name, part.gpus, part.gpu_type, part.max_time_seconds, part.default) == (
+        "gpu",
+        4,
+        "h100",
+        3600,
+        True,
+    )
+    assert executor.free_gpus() == {"gpu": 3}

@@ -1,0 +1,120 @@
+"""Fixtures for the Slurm tests: a real single-node Slurm with slurmrestd (session), and a
+real kaic center in front of it (module).
+
+Needs root (munged and slurmd run as their own users, jobs as a real unix account) and the
+Debian packages `slurm-wlm slurmrestd munge`. Without them the tests fail when `CI=true`
+and are skipped with the reason otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import RunningCenter, start_center
+from tests.slurm.cluster import JOB_USER, SlurmCluster, missing_binaries
+
+PROJECT = "ai-2026-0042"
+USER = "alice"
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"Slurm tests cannot run in CI: {reason}", pytrace=False)
+    pytest.skip(f"needs a local Slurm: {reason}")
+
+
+@pytest.fixture(scope="session")
+def slurm_base() -> Iterator[Path]:
+    """A world-traversable temp dir (jobs run as another user and must reach their files)."""
+    base = Path(tempfile.mkdtemp(prefix="kaic-slurm-"))
+    base.chmod(0o711)
+    try:
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(slurm_base: Path) -> Iterator[SlurmCluster]:
+    """munged, slurmctld, slurmd and slurmrestd on 127.0.0.1, stopped by PID at the end."""
+    missing = missing_binaries()
+    if missing:
+        _unavailable(
+            f"missing {', '.join(missing)} (apt-get install -y slurm-wlm slurmrestd munge)"
+        )
+    if os.geteuid() != 0:
+        _unavailable("must run as root (munged/slurmd users, jobs as a unix account)")
+    cluster = SlurmCluster(slurm_base / "slurm")
+    try:
+        cluster.start()
+    except Exception as exc:
+        cluster.stop()
+        pytest.fail(f"could not start Slurm: {exc}", pytrace=False)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@dataclass
+class SlurmCenter:
+    """A kaic center with the Slurm executor, user alice (unix account kaicslurm) and an
+    API token for her."""
+
+    center: RunningCenter
+    cluster: SlurmCluster
+    token: str
+
+    @property
+    def url(self) -> str:
+        return self.center.url
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "KAIC_TOKEN": self.token, "KAIC_CENTER": self.url}
+
+
+@pytest.fixture(scope="module")
+def slurm_center(slurm_cluster: SlurmCluster, slurm_base: Path) -> Iterator[SlurmCenter]:
+    from kaic.center.store import Store
+    from tests.center.jobs_support import mint_token
+
+    state = Path(tempfile.mkdtemp(prefix="center-", dir=slurm_base))
+    center = start_center(
+        state,
+        "--executor",
+        "slurm",
+        "--slurmrestd",
+        slurm_cluster.url,
+        "--slurm-poll-interval",
+        "0.5",
+        env={"KAIC_SLURM_JWT": slurm_cluster.token},
+    )
+    running = SlurmCenter(center, slurm_cluster, "")
+    try:
+        center.add_user(USER, "correct horse battery staple", unix_account=JOB_USER)
+        center.add_project(PROJECT, 5000, [USER])
+        store = Store(state)
+        try:
+            running.token = mint_token(store, USER)
+        finally:
+            store.close()
+        yield running
+    finally:
+        # A test may have restarted the center: stop the current one. Its jobs are Slurm's
+        # (the cluster fixture cancels them).
+        running.center.stop(kill_jobs=False)
+
+
+@pytest.fixture
+def alice(slurm_center: SlurmCenter, isolated_dirs: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """The CLI talks to the Slurm center as alice (an API token in the environment)."""
+    monkeypatch.setenv("KAIC_TOKEN", slurm_center.token)
+    monkeypatch.setenv("KAIC_CENTER", slurm_center.url)
+    return slurm_center
