@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 import time
@@ -55,7 +54,7 @@ def test_exit_code_passes_through(alice: SlurmCenter, timeout_job: str) -> None:
     assert health(alice)["executor"] == "slurm"
     res = run_cli("submit", "--wait", "--", "bash", "-c", "echo hi; whoami; exit 7", expect=7)
     assert "FAILED" in res.stderr and "exit code 7" in res.stderr
-    job_id = re.search(r"Submitted job (\S+)\.", res.stderr).group(1)  # type: ignore[union-attr]
+    job_id = res.stdout.strip()  # `submit --wait` prints the id alone on stdout
     ok = run_cli("submit", "--wait", "--json", "--", "true").json()
     assert isinstance(ok, dict)
     assert ok["state"] == "COMPLETED" and ok["exit_code"] == 0
