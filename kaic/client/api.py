@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -136,6 +136,18 @@ def _plain_http_context() -> ssl.SSLContext:
     return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
+class SharedRefresh(Protocol):
+    """Coordinates refreshes of one stored session between kaic processes."""
+
+    def lock(self) -> contextlib.AbstractContextManager[object]:
+        """Held while checking the store and refreshing (e.g. a file lock per profile)."""
+        ...
+
+    def reload(self) -> Credentials | None:
+        """The credentials as stored now (another process may have refreshed them)."""
+        ...
+
+
 class CenterClient:
     """Client of one center. Use as a context manager, or call `close()`.
 
@@ -156,8 +168,10 @@ class CenterClient:
         max_retries: int = 4,
         sleep: Callable[[float], None] = time.sleep,
         debug_log: Callable[[str], None] | None = None,
+        shared_refresh: SharedRefresh | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self._shared_refresh = shared_refresh
         self._credentials = credentials
         self._on_refresh = on_refresh
         self._max_retries = max(0, max_retries)
@@ -370,11 +384,18 @@ class CenterClient:
                 else "run `kaic login`"
             )
             raise AuthRequired(err.message, hint=hint, code=err.code)
-        with self._refresh_lock:
+        shared = self._shared_refresh
+        with self._refresh_lock, shared.lock() if shared else contextlib.nullcontext():
             current = self._credentials
             if current is not None and current.access_token != used_token:
                 # Another thread refreshed while this request was in flight.
                 return current.access_token
+            stored = shared.reload() if shared else None
+            if stored is not None and stored.access_token != used_token:
+                # Another kaic process refreshed first: refreshing again with the rotated
+                # token would look like token theft and end the session.
+                self._credentials = stored
+                return stored.access_token
             try:
                 granted = self.refresh(creds.refresh_token)
             except RateLimited:

@@ -6,14 +6,16 @@ over them); with neither a center nor a profile, the embedded local center, star
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from kaic.errors import AuthRequired
 
 if TYPE_CHECKING:
+    from kaic.auth.credentials import Credentials
     from kaic.client.api import CenterClient
 
 Log = Callable[[str], None]
@@ -75,8 +77,44 @@ def open_session(
         if source in ("keyring", "file"):
             store.save(name, new, insecure_storage=(source == "file"), warn=warn)
 
-    client = CenterClient(center, credentials=creds, on_refresh=persist, debug_log=debug_log)
+    shared = (
+        _StoredSession(name, profile.credential_store if profile else None)
+        if source in ("keyring", "file")
+        else None
+    )
+    client = CenterClient(
+        center, credentials=creds, on_refresh=persist, debug_log=debug_log, shared_refresh=shared
+    )
     return Session(client=client, center_url=center, profile=name, token_source=source, local=False)
+
+
+class _StoredSession:
+    """Refreshes of a stored session are serialised across kaic processes by a file lock, and
+    each one first re-reads the store (see CenterClient's SharedRefresh)."""
+
+    def __init__(self, profile: str, credential_store: str | None) -> None:
+        self.profile, self.credential_store = profile, credential_store
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[object]:
+        import fcntl
+
+        from kaic.config import config_dir
+
+        path = config_dir() / "credentials" / f".{self.profile}.refresh.lock"
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with open(path, "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield fh
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def reload(self) -> Credentials | None:
+        from kaic.auth import credentials as store
+
+        found = store.load(self.profile, credential_store=self.credential_store, use_env=False)
+        return found[0] if found else None
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:

@@ -291,3 +291,36 @@ def test_kaic_center_elsewhere_never_gets_the_profiles_tokens(alice: Alice, tmp_
         assert seen == []  # nothing was even sent without a token for that center
     finally:
         server.shutdown()
+
+
+def test_concurrent_refreshes_keep_the_session(tmp_path: Path, isolated_dirs: Path) -> None:
+    """Several kaic processes meeting an expired access token at once: one refreshes, the
+    others pick up its tokens; nobody replays the rotated refresh token (that would revoke
+    the whole session)."""
+    import subprocess
+    import sys
+
+    from tests.helpers import cli_env
+
+    short = start_center(tmp_path / "short2", "--access-token-ttl", "1")
+    try:
+        short.add_user("alice", "pw-alice-123456")
+        login(short, "alice", "pw-alice-123456", "--insecure-storage")
+        for _round in range(2):
+            time.sleep(1.5)  # let the 1 s access token expire (time must pass)
+            procs = [
+                subprocess.Popen(
+                    [sys.executable, "-m", "kaic", "whoami", "--json"],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    env=cli_env(),
+                    text=True,
+                )
+                for _ in range(4)
+            ]
+            outs = [p.communicate(timeout=60) for p in procs]
+            assert [p.returncode for p in procs] == [0, 0, 0, 0], outs
+        assert run_cli("whoami", "--json").json()["user"] == "alice"  # type: ignore[index]
+    finally:
+        short.stop()
