@@ -131,7 +131,7 @@ def resolve_target(app_: AppContext) -> tuple[SshTarget, Callable[[str], str | N
 
 
 @contextmanager
-def _progress(app_: AppContext, enabled: bool) -> Iterator[tuple[Any, Any]]:
+def transfer_progress(app_: AppContext, enabled: bool) -> Iterator[tuple[Any, Any]]:
     """(on_plan, progress) callbacks drawing a rich bar on stderr; no-ops when disabled."""
     if not enabled or not app_.stderr.isatty() or os.environ.get("TERM") == "dumb":
         yield None, None
@@ -206,6 +206,17 @@ def _split(paths: list[str], what: str) -> tuple[list[str], str]:
     return paths[:-1], paths[-1]
 
 
+def describe_result(result: SyncResult) -> str:
+    """One line: what a finished sync did."""
+    rate = result.bytes_transferred / result.seconds / 1e6 if result.seconds else 0.0
+    return (
+        f"{result.files_transferred} transferred, {result.files_skipped} unchanged, "
+        f"{result.files_deleted} deleted; {result.bytes_transferred} bytes in "
+        f"{result.seconds:.1f} s ({rate:.1f} MB/s)"
+        + ("; sha256 verified" if result.verified and result.files_transferred else "")
+    )
+
+
 def _render(app_: AppContext, result: SyncResult, json_out: bool, direction: str) -> None:
     from kaic.staging.transfer import TransferFailed
 
@@ -220,13 +231,7 @@ def _render(app_: AppContext, result: SyncResult, json_out: bool, direction: str
     if json_out:
         app_.json(result.summary())
     elif not result.dry_run:
-        rate = result.bytes_transferred / result.seconds / 1e6 if result.seconds else 0.0
-        app_.info(
-            f"{result.files_transferred} transferred, {result.files_skipped} unchanged, "
-            f"{result.files_deleted} deleted; {result.bytes_transferred} bytes in "
-            f"{result.seconds:.1f} s ({rate:.1f} MB/s)"
-            + ("; sha256 verified" if result.verified and result.files_transferred else "")
-        )
+        app_.info(describe_result(result))
     else:
         app_.info(
             f"dry run: {len(plan.transfers) if plan else 0} to transfer, "
@@ -254,7 +259,7 @@ def _run_sync(
     from kaic.staging import transfer
 
     run = transfer.push if push else transfer.pull
-    with _progress(app_, not json_out and not options.dry_run) as (on_plan, progress):
+    with transfer_progress(app_, not json_out and not options.dry_run) as (on_plan, progress):
         result = run(
             target,
             sources,

@@ -12,6 +12,7 @@ from kaic.cli.options import JsonOpt
 from kaic.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
+    from kaic.cli.job_staging import Staged
     from kaic.client.jobs import JobsAPI
     from kaic.models import Job
 
@@ -180,6 +181,11 @@ def submit(
     With --wait or --follow, exits with the job's own exit code (124 TIMEOUT, 125 CANCELLED,
     126 ended by the system).
 
+    A job file's `inputs` are pushed to center storage before the job is submitted (nothing
+    is submitted if one fails) and its `outputs` are pulled after --wait / --follow, like
+    `kaic data push/pull` (unchanged files skipped, resumable, sha256-verified). Local paths
+    there are relative to the job file's directory.
+
     Examples:
 
       kaic submit job.yaml
@@ -208,15 +214,15 @@ def submit(
         command=command or [],
     )
     job_file = load_job_file(jobfile) if jobfile is not None else None
-    spec, inputs, outputs = build_submit(job_file, overrides)
-    if inputs or outputs:
-        # Staging comes with `kaic data`; say so rather than silently run without the data.
-        app.warn(
-            f"{jobfile}: inputs/outputs are not staged by this version of kaic; "
-            "copy them to and from the center yourself"
-        )
+    spec, input_list, output_list = build_submit(job_file, overrides)
+    from kaic.cli import job_staging
+
+    inputs = job_staging.check_inputs(job_file, input_list)
+    outputs = job_staging.plan_outputs(job_file, output_list)
     api = _api(app)
     if dry_run:
+        for item in inputs:
+            app.info(f"input {item.src} -> {item.dst} (not staged: dry run)")
         result = api.dry_run(spec)
         if json_out:
             app.json(result.model_dump(mode="json"))
@@ -230,10 +236,17 @@ def submit(
         if not result.valid:
             raise typer.Exit(int(ExitCode.REJECTED))
         return
+    staged = job_staging.stage_inputs(app, inputs)
     job = api.submit(spec, idempotency_key=idempotency_key)
+    extra: dict[str, Any] = {"inputs": [i.summary() for i in staged]} if staged else {}
     if not (wait_ or follow):
+        for item in outputs:
+            app.info(
+                f"output {item.src} is fetched only with --wait or --follow; later: "
+                f"kaic data pull {job_staging.remote_display(item.src)} {item.dst}"
+            )
         if json_out:
-            app.json(_job_json(job))
+            app.json({**_job_json(job), **extra})
         else:
             app.out(job.id)
         return
@@ -241,21 +254,47 @@ def submit(
         app.info(f"Submitted job {job.id}.")
     else:
         app.out(job.id)  # CLI.md: the id alone on stdout, unless --json / --follow
-    _wait_and_exit(app, api, job, follow=follow and not job.array_tasks, json_out=json_out)
+    _wait_and_exit(
+        app,
+        api,
+        job,
+        follow=follow and not job.array_tasks,
+        json_out=json_out,
+        outputs=outputs,
+        extra=extra,
+    )
 
 
 def _wait_and_exit(
-    app: AppContext, api: "JobsAPI", job: "Job", *, follow: bool, json_out: bool
+    app: AppContext,
+    api: "JobsAPI",
+    job: "Job",
+    *,
+    follow: bool,
+    json_out: bool,
+    outputs: "list[Staged] | None" = None,
+    extra: dict[str, Any] | None = None,
 ) -> None:
+    """Wait for `job`, fetch its outputs, print the outcome and exit with the outcome's code
+    (a job that succeeded but whose outputs could not be fetched exits with the fetch error's)."""
+    from kaic.cli import job_staging
     from kaic.client.wait import wait_for_jobs
 
     if follow:
         _follow(app, job.id, "both", follow=True, tail=None, to_stderr=json_out)
     final = wait_for_jobs(api, [job.id], sleep=app.sleep)[0]
     app.info(_describe_end(final))
+    fetched = job_staging.fetch_outputs(app, outputs or [])
+    code = _outcome(final)
+    failed = job_staging.first_error(fetched)
+    if code == 0 and failed is not None:
+        code = int(failed.exit_code)
     if json_out:
-        app.json(_job_json(final))
-    raise typer.Exit(_outcome(final))
+        doc = {**_job_json(final), **(extra or {})}
+        if fetched:
+            doc["outputs"] = [o.summary() for o in fetched]
+        app.json(doc)
+    raise typer.Exit(code)
 
 
 def _elapsed(job: "Job") -> str:
