@@ -26,6 +26,19 @@ ChecksumFn = Callable[[str], str | None]
 
 _EXEC_BATCH = 64
 
+# coreutils `sha256sum` has no SHA-NI code path: ~250 MB/s here, where OpenSSL's `dgst`
+# hashes ~1 GB/s. Use OpenSSL when the host has it (same output layout with `-r`: 64 hex
+# digits, a separator, the name), else sha256sum. OpenSSL escapes names differently, so names
+# with a backslash or a line break always go to sha256sum.
+_FAST_HASH = (
+    "if command -v openssl >/dev/null 2>&1; then H='openssl dgst -sha256 -r'; "
+    "else H=sha256sum; fi; "
+)
+
+
+def _plain_name(name: str) -> bool:
+    return not any(c in name for c in "\\\n\r")
+
 
 def normalize_remote(path: str) -> str:
     """`~` and `~/x` -> home-relative; empty -> home (`.`)."""
@@ -41,7 +54,8 @@ def _is_missing(exc: OSError) -> bool:
 
 
 def parse_sha256sum(output: bytes) -> dict[str, str]:
-    """`sha256sum` output -> {name: hex}; understands its `\\`-escaped names."""
+    """`sha256sum` (or `openssl dgst -sha256 -r`) output -> {name: hex}; understands
+    sha256sum's `\\`-escaped names."""
     sums: dict[str, str] = {}
     for raw in output.decode("utf-8", errors="surrogateescape").split("\n"):
         if not raw:
@@ -151,12 +165,17 @@ class RemoteSide:
         return status, out
 
     def exec_sha256(self, paths: list[str]) -> dict[str, str | None]:
-        """sha256 of remote files by `sha256sum` over SSH exec (None where that failed)."""
+        """sha256 of remote files by OpenSSL or `sha256sum` over SSH exec (None where that
+        failed)."""
         result: dict[str, str | None] = dict.fromkeys(paths)
         for i in range(0, len(paths), _EXEC_BATCH):
             batch = paths[i : i + _EXEC_BATCH]
             names = [normalize_remote(p) for p in batch]
-            ran = self._exec("sha256sum -- " + " ".join(shlex.quote(n) for n in names))
+            quoted = " ".join(shlex.quote(n) for n in names)
+            if all(_plain_name(n) for n in names):
+                ran = self._exec(f"{_FAST_HASH}$H -- {quoted}")
+            else:
+                ran = self._exec(f"sha256sum -- {quoted}")
             if ran is None:
                 break
             sums = parse_sha256sum(ran[1])
@@ -206,7 +225,7 @@ class RemoteSide:
     def prefix_sha256(self, path: str, length: int) -> str | None:
         """sha256 of the first `length` bytes of a remote file."""
         name = shlex.quote(normalize_remote(path))
-        ran = self._exec(f"head -c {int(length)} -- {name} | sha256sum")
+        ran = self._exec(f"{_FAST_HASH}head -c {int(length)} -- {name} | $H")
         if ran is not None and ran[0] == 0 and len(ran[1]) >= 64:
             return ran[1][:64].decode()
         return self.read_back_sha256(path, length)

@@ -190,3 +190,54 @@ def test_without_exec_falls_back(
     assert result.files_transferred == 2 and not result.failures
     assert sorted(asked) == [f"{name}/.a.kaic-part", f"{name}/.b.kaic-part"]
     assert (view / "a").read_bytes() == (src / "a").read_bytes()
+
+
+def test_awkward_names_verify_on_both_hash_paths(
+    ssh_env: SshEnv, remote_dir: Remote, tmp_path: Path
+) -> None:
+    """Plain names are hashed by OpenSSL on the host, names with a backslash or a line break
+    by sha256sum (their escaping differs): all of them verify and land byte-identical."""
+    src = tmp_path / "src"
+    src.mkdir()
+    names = ["plain name.bin", "back\\slash.bin", "line\nbreak.bin", "-dash.bin", "*star"]
+    for i, fname in enumerate(names):
+        (src / fname).write_bytes(os.urandom(1000 + i))
+    name, view = remote_dir
+    done = push(ssh_env.target(), [str(src)], name)
+    assert done.files_transferred == len(names) and done.verified and not done.failures
+    for fname in names:
+        assert (view / fname).read_bytes() == (src / fname).read_bytes()
+    back = tmp_path / "back"
+    got = pull(ssh_env.target(), [name], str(back))
+    assert got.files_transferred == len(names) and not got.failures
+    for fname in names:
+        assert (back / fname).read_bytes() == (src / fname).read_bytes()
+
+
+def test_remote_hash_prefers_openssl(ssh_env: SshEnv, remote_dir: Remote) -> None:
+    """The host-side hash is OpenSSL's (SHA-NI; ~4x coreutils sha256sum) when it has one."""
+    import hashlib
+
+    from kaic.staging.connect import open_sftp
+
+    name, view = remote_dir
+    view.mkdir()
+    (view / "x").write_bytes(b"abc")
+    ssh_env.own(view)
+    conn = open_sftp(ssh_env.target())
+    try:
+        commands: list[str] = []
+        real_exec = conn.exec
+
+        def spy(command: str, *, timeout: float = 600.0):  # type: ignore[no-untyped-def]
+            commands.append(command)
+            return real_exec(command, timeout=timeout)
+
+        conn.exec = spy  # type: ignore[method-assign]
+        side = RemoteSide(conn)
+        want = hashlib.sha256(b"abc").hexdigest()
+        assert side.exec_sha256([f"{name}/x"]) == {f"{name}/x": want}
+        assert side.prefix_sha256(f"{name}/x", 2) == hashlib.sha256(b"ab").hexdigest()
+        assert all("openssl dgst -sha256" in c for c in commands), commands
+    finally:
+        conn.close()
