@@ -123,18 +123,25 @@ def totp_code(
     return hotp(_decode_base32(secret), int(seconds // step), digits=digits, digest=digest)
 
 
-def verify_totp(secret: str, code: str, at: datetime, *, window: int = 1) -> bool:
-    """Whether `code` is valid at `at`, allowing `window` steps of clock skew either way."""
+def totp_step(secret: str, code: str, at: datetime, *, window: int = 1) -> int | None:
+    """The time step whose code `code` is at `at` (allowing `window` steps of clock skew
+    either way), or None when it is not valid. Callers accept each step once (no replay)."""
     code = code.strip()
     if len(code) != TOTP_DIGITS or not code.isdigit():
-        return False
+        return None
     key = _decode_base32(secret)
     counter = int(at.timestamp() // TOTP_STEP_S)
     # Compare every candidate (no early exit) so timing does not reveal which step matched.
-    matched = False
+    matched: int | None = None
     for delta in range(-window, window + 1):
-        matched |= hmac.compare_digest(hotp(key, counter + delta), code)
+        if hmac.compare_digest(hotp(key, counter + delta), code):
+            matched = counter + delta
     return matched
+
+
+def verify_totp(secret: str, code: str, at: datetime, *, window: int = 1) -> bool:
+    """Whether `code` is valid at `at`, allowing `window` steps of clock skew either way."""
+    return totp_step(secret, code, at, window=window) is not None
 
 
 def otpauth_uri(secret: str, account: str, *, issuer: str = "kaic") -> str:

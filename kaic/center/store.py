@@ -138,6 +138,10 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (user_id, key)
     );
     """,
+    # 3: one-time codes are single use: the last TOTP time step accepted per user.
+    """
+    ALTER TABLE users ADD COLUMN totp_last_step INTEGER NOT NULL DEFAULT -1;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -540,6 +544,16 @@ class Store:
         """The refresh token with this hash (used, revoked and expired included), or None."""
         row = self._fetchone("SELECT * FROM refresh_tokens WHERE token_hash = ?", (token_hash,))
         return self._refresh(row) if row else None
+
+    def claim_totp_step(self, user_id: int, step: int) -> bool:
+        """Record that the one-time code of TOTP time step `step` was used; False when that
+        step (or a later one) was used already. One statement, so of two concurrent logins
+        with the same code exactly one wins."""
+        cursor = self._execute(
+            "UPDATE users SET totp_last_step = ? WHERE id = ? AND totp_last_step < ?",
+            (step, user_id, step),
+        )
+        return cursor.rowcount == 1
 
     def mark_refresh_used(self, refresh_id: int) -> bool:
         """Mark a refresh token used; False when it was already used or revoked.

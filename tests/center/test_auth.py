@@ -85,10 +85,20 @@ def test_otp_login(center: Center) -> None:
     # The right password is needed too; the OTP alone does not do.
     code = totp_code(secret, center.clock())
     assert_error(_password(center, "olga", "nope", otp=code), 401, "invalid_credentials")
-    assert _password(center, "olga", PASSWORD, otp=code).status_code == 200
     # One step of clock skew is tolerated, two are not.
     previous = totp_code(secret, center.clock().timestamp() - 30)
     assert _password(center, "olga", PASSWORD, otp=previous).status_code == 200
+    assert _password(center, "olga", PASSWORD, otp=code).status_code == 200
+    # Each code opens one session (RFC 6238 5.2): a replay, or an older code after a newer
+    # one, is refused — and counts as a failed login.
+    assert_error(_password(center, "olga", PASSWORD, otp=code), 401, "otp_reused")
+    if previous != code:
+        assert_error(_password(center, "olga", PASSWORD, otp=previous), 401, "otp_reused")
+    center.clock.advance(30)
+    assert (
+        _password(center, "olga", PASSWORD, otp=totp_code(secret, center.clock())).status_code
+        == 200
+    )
     stale = totp_code(secret, center.clock().timestamp() - 90)
     if stale not in {totp_code(secret, center.clock().timestamp() + d) for d in (-30, 0, 30)}:
         assert_error(_password(center, "olga", PASSWORD, otp=stale), 401, "invalid_credentials")

@@ -127,8 +127,12 @@ def test_password_prompt_on_terminal_is_hidden(alice: Alice) -> None:
 def test_otp_login(center: RunningCenter) -> None:
     from kaic.center.security import totp_code
 
-    def totp_now(secret: str) -> str:
-        return totp_code(secret, time.time())
+    step = time.time() // 30
+
+    def totp_at(secret: str, offset: int) -> str:
+        # Codes of fixed steps (this one, the next): valid with one step of skew either way
+        # even when the clock crosses a step boundary during the test.
+        return totp_code(secret, (step + offset) * 30)
 
     uri = center.add_user("bob", "bob-password-123", otp=True)
     assert uri and uri.startswith("otpauth://totp/")
@@ -152,7 +156,7 @@ def test_otp_login(center: RunningCenter) -> None:
         "bob",
         "--password-stdin",
         "--otp",
-        totp_now(secret),
+        totp_at(secret, 0),
         input="bob-password-123\n",
     )
     assert run_cli("whoami", "--json").json()["user"] == "bob"  # type: ignore[index]
@@ -163,9 +167,23 @@ def test_otp_login(center: RunningCenter) -> None:
         center.url,
         "-u",
         "bob",
-        answers=[("Password", "bob-password-123"), ("One-time code", totp_now(secret))],
+        answers=[("Password", "bob-password-123"), ("One-time code", totp_at(secret, 1))],
     )
     assert code == 0, shown
+    # A one-time code opens one session only: replaying it is refused.
+    replay = run_cli(
+        "login",
+        "--center",
+        center.url,
+        "-u",
+        "bob",
+        "--password-stdin",
+        "--otp",
+        totp_at(secret, 1),
+        input="bob-password-123\n",
+        expect=3,
+    )
+    assert "already used" in replay.stderr, replay.explain()
 
 
 def test_logout_revokes_server_side(alice: Alice, isolated_dirs: Path) -> None:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, Response
 
 from kaic.center.deps import CurrentPrincipal, LoginLimiterDep, SettingsDep, StoreDep
 from kaic.center.errors import ApiError
-from kaic.center.security import check_password, hash_token, verify_totp
+from kaic.center.security import check_password, hash_token, totp_step
 from kaic.center.sessions import issue_session_tokens
 from kaic.models import ErrorResponse, RevokeRequest, TokenRequest, TokenResponse
 
@@ -90,9 +90,18 @@ def _password_grant(
             raise ApiError(
                 401, "otp_required", "this account needs a one-time code: send 'otp' too"
             )
-        if not verify_totp(user.totp_secret, body.otp, settings.now()):
+        step = totp_step(user.totp_secret, body.otp, settings.now())
+        if step is None:
             logger.info("failed one-time code for user %s from %s", user.name, client_ip)
             raise fail()
+        if not store.claim_totp_step(user.id, step):
+            # Someone saw this code (shoulder, phishing proxy, log): it opens nothing twice.
+            logger.warning("replayed one-time code for user %s from %s", user.name, client_ip)
+            raise ApiError(
+                401,
+                "otp_reused",
+                "this one-time code was already used; wait for the next one",
+            )
     limiter.reset(user_key)
     limiter.forgive(ip_key)
     logger.info("user %s logged in from %s", user.name, client_ip)
