@@ -55,7 +55,7 @@ class RequestIdMiddleware:
 def make_executor(settings: CenterSettings) -> Executor:
     """The executor `settings.executor` names."""
     if settings.executor == "local":
-        return LocalExecutor(kill_grace=settings.kill_grace)
+        return LocalExecutor(kill_grace=settings.kill_grace, run_as_users=settings.run_as_users)
     if settings.executor == "slurm":
         from kaic.center.executors.slurm import make_slurm_executor
 

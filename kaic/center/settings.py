@@ -63,6 +63,9 @@ class CenterSettings:
     #: users' storage root on the staging host, a template with `{user}` and `{unix_account}`
     #: (e.g. `/home/{unix_account}`); None = the center's own `state_dir/storage/{user}`
     storage_root: str | None = None
+    #: the local executor runs each job as its user's unix account (needs root and a
+    #: `storage_root` outside the state dir); off = jobs run as the center's own account
+    run_as_users: bool = False
     #: the Slurm executor: slurmrestd's URL and a JWT of the SlurmUser (never logged)
     slurm_url: str | None = None
     slurm_token: str | None = field(default=None, repr=False)
@@ -80,6 +83,16 @@ class CenterSettings:
             check_storage_root_template(self.storage_root)
         if not 0 < self.staging_port < 65536:
             raise ValueError(f"staging port {self.staging_port} is not a TCP port")
+        if self.run_as_users:
+            if self.executor != "local":
+                raise ValueError(
+                    "--run-as-user is for the local executor (Slurm runs jobs as users)"
+                )
+            if self.storage_root is None:
+                raise ValueError(
+                    "running jobs as their users needs a storage root outside the center's "
+                    "state dir (e.g. /home/{unix_account})"
+                )
         if self.ssh_cert_validity < 60:
             raise ValueError("ssh_cert_validity must be at least 60 seconds")
 

@@ -100,10 +100,25 @@ def serve(
             "(default: STATE_DIR/storage/{user}).",
         ),
     ] = None,
+    run_as_user: Annotated[
+        bool,
+        typer.Option(
+            "--run-as-user",
+            help="Local executor: run each job as its user's unix account, not as the "
+            "center's (needs root and --storage-root).",
+        ),
+    ] = False,
 ) -> None:
     """Run the reference center in the foreground (Ctrl-C stops it).
 
-    Example: kaic center serve --port 8750 --state-dir ./center-state
+    Without --run-as-user the local executor runs every job as the center's own account:
+    fine for one user, not for a center several users share.
+
+    Examples:
+
+      kaic center serve --port 8750 --state-dir ./center-state
+
+      sudo kaic center serve --run-as-user --storage-root '/home/{unix_account}'
     """
     from kaic.center.server import serve as run_server
     from kaic.center.settings import CenterSettings
@@ -128,6 +143,13 @@ def serve(
             raise UsageError("--slurm-poll-interval must be > 0")
     elif slurmrestd:
         raise UsageError("--slurmrestd needs --executor slurm")
+    if run_as_user:
+        import os
+
+        if os.geteuid() != 0:
+            raise UsageError(
+                "--run-as-user needs a center running as root (to switch to users' accounts)"
+            )
     from kaic.center.ssh_ca import read_host_key_files
 
     try:
@@ -146,6 +168,7 @@ def serve(
             staging_port=staging_port,
             staging_host_keys=host_keys,
             storage_root=storage_root,
+            run_as_users=run_as_user,
             slurm_url=slurmrestd,
             slurm_token=slurm_token,
             slurm_poll_interval=slurm_poll_interval,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pwd
 import signal
 import subprocess
 import sys
@@ -42,6 +43,18 @@ LOST_REASON = "the job's process was lost while the center was down"
 WRAPPER = (
     "trap : TERM INT HUP\n"
     'bash "$1"\n'
+    "rc=$?\n"
+    'echo "$rc" > "$2.tmp" && mv -f "$2.tmp" "$2"\n'
+    'exit "$rc"\n'
+)
+
+# The same, for a center running as root that runs each job as its user's unix account
+# ($3 = uid, $4 = gid): the wrapper stays root (the status file is the center's, not the
+# user's), only bash drops to the account. The script is handed over as an open file (its
+# directory is the center's, 0700), so the job cannot read other jobs' scripts.
+WRAPPER_AS_USER = (
+    "trap : TERM INT HUP\n"
+    'setpriv --reuid="$3" --regid="$4" --init-groups -- bash /dev/fd/3 3<"$1"\n'
     "rc=$?\n"
     'echo "$rc" > "$2.tmp" && mv -f "$2.tmp" "$2"\n'
     'exit "$rc"\n'
@@ -119,6 +132,45 @@ def job_environment(spec: LaunchSpec, *, base_path: str | None = None) -> dict[s
     return env
 
 
+def _account(spec: LaunchSpec) -> pwd.struct_passwd:
+    """The unix account a job runs as (never root)."""
+    name = spec.unix_account or spec.user
+    try:
+        account = pwd.getpwnam(name)
+    except KeyError:
+        raise ExecutorError(
+            f"unix account {name!r} of user {spec.user} does not exist on this machine"
+        ) from None
+    if account.pw_uid == 0:
+        raise ExecutorError(f"jobs do not run as root (user {spec.user}'s unix account)")
+    return account
+
+
+def _make_dirs_owned(home: Path, workdir: Path, account: pwd.struct_passwd) -> None:
+    """Make the job's home and workdir exist and belong to `account`.
+
+    A home the center creates is given to the account; an existing one must already be
+    the account's (a misconfigured storage root must not hand a system directory over).
+    Directories created below the home for the workdir are the account's too."""
+    if not home.exists():
+        home.mkdir(parents=True, mode=0o700)
+        os.chown(home, account.pw_uid, account.pw_gid)
+    owner = home.stat().st_uid
+    if owner != account.pw_uid:
+        raise ExecutorError(
+            f"storage home {home} belongs to uid {owner}, not to {account.pw_name}; "
+            f"fix with: chown {account.pw_name} {home}"
+        )
+    missing: list[Path] = []
+    path = workdir
+    while path != home and not path.exists():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        directory.mkdir()
+        os.chown(directory, account.pw_uid, account.pw_gid)
+
+
 def _killpg(pgid: int | None, sig: int) -> None:
     if pgid is None or pgid <= 1:
         return
@@ -144,24 +196,38 @@ class LocalExecutor(Executor):
     max_nodes = 1
     supports_images = False
 
-    def __init__(self, *, kill_grace: float = 10.0, base_path: str | None = None) -> None:
+    def __init__(
+        self, *, kill_grace: float = 10.0, base_path: str | None = None, run_as_users: bool = False
+    ) -> None:
         self.kill_grace = kill_grace
         self.base_path = base_path
+        #: run each job as its user's unix account (the center runs as root)
+        self.run_as_users = run_as_users
         self._jobs: dict[str, _Tracked] = {}
 
     def start(self, spec: LaunchSpec) -> Launched:
         paths = spec.paths
         try:
-            paths.dir.mkdir(parents=True, exist_ok=True)
+            account = _account(spec) if self.run_as_users else None
+            paths.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             paths.script.write_text(spec.script, encoding="utf-8")
             paths.exitcode.unlink(missing_ok=True)
-            spec.workdir.mkdir(parents=True, exist_ok=True)
+            argv = ["/bin/sh", "-c", WRAPPER, "kaic-job", str(paths.script), str(paths.exitcode)]
+            if account is None:
+                spec.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+                spec.workdir.mkdir(parents=True, exist_ok=True)
+            else:
+                paths.dir.chmod(0o700)
+                paths.script.chmod(0o644)  # readable through the open file only
+                _make_dirs_owned(spec.home, spec.workdir, account)
+                argv[2] = WRAPPER_AS_USER
+                argv += [str(account.pw_uid), str(account.pw_gid)]
             with (
                 open(paths.stdout, "ab") as stdout,
                 open(paths.stderr, "ab") as stderr,
             ):
                 popen = subprocess.Popen(
-                    ["/bin/sh", "-c", WRAPPER, "kaic-job", str(paths.script), str(paths.exitcode)],
+                    argv,
                     stdin=subprocess.DEVNULL,
                     stdout=stdout,
                     stderr=stderr,

@@ -240,7 +240,8 @@ class Scheduler:
     def _start(self, row: JobRow, partition: PartitionConfig, gpu_ids: list[int]) -> bool:
         home = storage_home(self.settings, row.user, row.unix_account or None)
         try:
-            home.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # The executor creates the home and workdir (as the job's account, if it runs
+            # jobs as their users).
             _, workdir = resolve_workdir(home, row.workdir)
             spec = LaunchSpec(
                 job_id=row.id,
@@ -256,6 +257,7 @@ class Scheduler:
                 partition=partition.name,
                 array_job_id=row.array_job_id,
                 array_task_id=row.array_task_id,
+                unix_account=row.unix_account or row.user,
             )
             launched = self.executor.start(spec)
         except (ExecutorError, PathRejected, OSError) as exc:
