@@ -222,3 +222,30 @@ def test_partitions_and_free_gpus(tmp_path: Path) -> None:
         True,
     )
     assert executor.free_gpus() == {"gpu": 3}
+
+
+def test_a_job_too_short_to_be_seen_running_is_charged_by_slurms_times(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job that goes PENDING -> COMPLETED between two polls was never RUNNING for the
+    center: its start and the charge come from Slurm's own start/end times."""
+    from kaic.center import app as app_module
+    from tests.center.jobs_support import jobs_center, wait_for
+
+    client = FakeClient()
+    executor = SlurmExecutor(client, poll_interval=0.05)  # type: ignore[arg-type]
+    monkeypatch.setattr(app_module, "make_executor", lambda settings: executor)
+    # The center's test users have no unix accounts here: hand their job dirs to nobody.
+    monkeypatch.setattr(executor, "_owner", lambda account: None)
+    with jobs_center(tmp_path, executor="slurm") as center:
+        job = center.submit("true", resources={"gpus": 2}, partition="gpu")
+        wait_for(lambda: client.submitted, what="the submit")
+        begin = 1_700_000_000
+        client.records = [
+            record(client.next_id, "COMPLETED", exit_code=0, start_time=begin, end_time=begin + 900)
+        ]
+        done = center.wait_done(job["id"])
+        assert done["state"] == "COMPLETED"
+        assert done["started_at"].startswith("2023-11-14T22:13:20")
+        (project,) = center.get("/v1/projects").json()
+        assert project["gpu_hours_used"] == 0.5  # 2 GPUs x 15 minutes

@@ -155,8 +155,11 @@ def test_parse_job_v0038_and_v0040() -> None:
             "user_name": "kaicslurm",
             "comment": "kaic job 4",
             "gres_detail": [],
+            "start_time": 1700000000,
+            "end_time": 0,
         }
     )
+    assert (old.start_time, old.end_time) == (1700000000, None)
     assert old.array_job_id == 8 and old.array_task_id is None
     assert old.pending_tasks == (0, 2, 3) and old.state.base == "PENDING"
     assert old.comment == "kaic job 4" and old.state_reason == "Dependency"
@@ -170,8 +173,11 @@ def test_parse_job_v0038_and_v0040() -> None:
             "job_state": ["RUNNING", "COMPLETING"],
             "exit_code": {"status": ["EXITED"], "return_code": {"set": True, "number": 0}},
             "gres_detail": ["gpu:1(IDX:1)"],
+            "start_time": {"set": True, "number": 1700000000},
+            "end_time": {"set": False, "number": 0},
         }
     )
+    assert (new.start_time, new.end_time) == (1700000000, None)
     assert (new.array_job_id, new.array_task_id) == (11, 1)
     assert new.state.flags == {"COMPLETING"} and new.gpu_ids == (1,)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from kaic.center.settings import PartitionConfig
@@ -132,6 +133,11 @@ class Ended:
     #: the final state, when the executor knows it (queue-owning executors); None lets the
     #: scheduler derive it from the exit code and its own records
     state: JobState | None = None
+    #: when the job really started and ended, by the executor's own records (Slurm's); the
+    #: GPU-hours charged come from these when given (a job shorter than a poll interval was
+    #: never seen running by the center)
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 from kaic.center.executors.base import (
@@ -112,6 +113,10 @@ class _Resources:
     partitions: list[SlurmPartition] = field(default_factory=list)
     nodes: list[SlurmNode] = field(default_factory=list)
     fetched_at: float | None = None
+
+
+def _utc(epoch: int | None) -> datetime | None:
+    return datetime.fromtimestamp(epoch, timezone.utc) if epoch else None
 
 
 class SlurmExecutor(Executor):
@@ -442,7 +447,15 @@ class SlurmExecutor(Executor):
             reason = f"killed by signal {sig}"
         elif state is JobState.FAILED and slurm_reason not in (None, "NonZeroExitCode"):
             reason = slurm_reason
-        return Ended(tracked.job_id, code, signal=sig, state=state, reason=reason)
+        return Ended(
+            tracked.job_id,
+            code,
+            signal=sig,
+            state=state,
+            reason=reason,
+            started_at=_utc(record.start_time),
+            ended_at=_utc(record.end_time),
+        )
 
     def _missing(self, tracked: _Tracked, now: float) -> Ended | None:
         """A tracked job absent from `GET /jobs`: ask Slurm about it, then decide."""

@@ -97,6 +97,9 @@ class SlurmJob:
     partition: str | None = None
     #: GPU indices on the node, from `gres_detail` ("gpu:2(IDX:0-1)")
     gpu_ids: tuple[int, ...] = ()
+    #: when Slurm started and ended the job (Unix seconds; None = not yet / unknown)
+    start_time: int | None = None
+    end_time: int | None = None
 
 
 @dataclass(frozen=True)
@@ -252,6 +255,8 @@ def parse_job(doc: Mapping[str, Any]) -> SlurmJob:
         name=_text(doc.get("name")),
         partition=_text(doc.get("partition")),
         gpu_ids=gpu_indices(doc.get("gres_detail")),
+        start_time=_number(doc.get("start_time")) or None,
+        end_time=_number(doc.get("end_time")) or None,
     )
 
 

@@ -462,7 +462,14 @@ class Scheduler:
             state = JobState.FAILED
             if ended.exit_code is not None and ended.exit_code > 128:
                 reason = f"killed by signal {ended.exit_code - 128}"
-        self._finish_row(row, state, ended.exit_code, reason)
+        self._finish_row(
+            row,
+            state,
+            ended.exit_code,
+            reason,
+            started_at=ended.started_at,
+            ended_at=ended.ended_at,
+        )
 
     def _finish_pending(
         self, row: JobRow, reason: str, *, state: JobState = JobState.CANCELLED
@@ -471,18 +478,35 @@ class Scheduler:
             self._finish_row(row, state, None, reason)
 
     def _finish_row(
-        self, row: JobRow, state: JobState, exit_code: int | None, reason: str | None
+        self,
+        row: JobRow,
+        state: JobState,
+        exit_code: int | None,
+        reason: str | None,
+        *,
+        started_at: datetime | None = None,
+        ended_at: datetime | None = None,
     ) -> None:
-        """Record a terminal state, charge the project, update the array (in a transaction)."""
+        """Record a terminal state, charge the project, update the array (in a transaction).
+
+        `started_at`/`ended_at` are the executor's own times (Slurm's), when it has them: the
+        charge comes from them, so a job shorter than a poll interval is charged too."""
         now = self.jobs.now()
-        gpu_hours = row.gpus * _elapsed_hours(row.started_at, now)
+        if started_at is not None and ended_at is not None:
+            gpu_hours = row.gpus * _elapsed_hours(started_at, ended_at)
+        else:
+            gpu_hours = row.gpus * _elapsed_hours(row.started_at, now)
+        fields: dict[str, object] = {}
+        if row.started_at is None and started_at is not None:
+            fields["started_at"] = started_at  # it ran, though the center never saw it running
         self.jobs.update(
             row.id,
             state=state,
             exit_code=exit_code,
             reason=reason,
-            ended_at=now,
+            ended_at=ended_at if (ended_at is not None and started_at is not None) else now,
             gpu_hours=gpu_hours,
+            **fields,
         )
         self.jobs.charge(row.project_id, gpu_hours)
         message = f"ended {state.value}"
