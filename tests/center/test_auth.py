@@ -104,6 +104,18 @@ def test_otp_login(center: Center) -> None:
         assert_error(_password(center, "olga", PASSWORD, otp=stale), 401, "invalid_credentials")
 
 
+def test_otp_required_answers_count_as_failed_logins(center: Center) -> None:
+    """`otp_required` tells the password was right: probing passwords of an OTP account
+    that way is rate limited like wrong passwords are."""
+    add_user(
+        center.settings.state_dir, "olga", password=PASSWORD, enable_otp=True, unix_account=None
+    )
+    for attempt in range(5):
+        response = _password(center, "olga", PASSWORD, ip=f"10.0.2.{attempt}")
+        assert_error(response, 401, "otp_required")
+    assert_error(_password(center, "olga", PASSWORD, ip="10.0.3.1"), 429, "rate_limited")
+
+
 @pytest.mark.parametrize("user", ["alice", "nobody"])
 def test_failed_logins_by_username_are_rate_limited(center: Center, user: str) -> None:
     # Each attempt from its own address, so only the username key can trip.

@@ -85,8 +85,8 @@ def _password_grant(
         raise fail()
     if user.totp_secret:
         if not body.otp:
-            limiter.forgive(user_key)
-            limiter.forgive(ip_key)
+            # This answer confirms the password, so it stays counted as a failed attempt:
+            # password guessing against an OTP account is rate limited like any other.
             raise ApiError(
                 401, "otp_required", "this account needs a one-time code: send 'otp' too"
             )
