@@ -14,7 +14,10 @@ from cryptography.hazmat.primitives.serialization import (
     SSHCertificateType,
 )
 
-from kaic.center.sftp.certs import CertificateRejected, verify_user_certificate
+from kaic.center.sftp.certs import (
+    CertificateRejected,
+    verify_user_certificate,
+)
 from kaic.center.ssh_ca import UserCA
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
@@ -47,7 +50,9 @@ def _ca_blob(ca: UserCA) -> bytes:
     return _wire(ca.private_key().public_key())
 
 
-def _issue(ca: UserCA, *, principal: str = "alice01", now: datetime = NOW, seconds: int = 600):  # type: ignore[no-untyped-def]
+def _issue(
+    ca: UserCA, *, principal: str = "alice01", now: datetime = NOW, seconds: int = 600
+) -> tuple[ed25519.Ed25519PrivateKey, bytes]:
     user_key = ed25519.Ed25519PrivateKey.generate()
     signed = ca.sign_user_key(
         _line(user_key.public_key()),
@@ -60,7 +65,9 @@ def _issue(ca: UserCA, *, principal: str = "alice01", now: datetime = NOW, secon
 
 
 def _verify(ca: UserCA, blob: bytes, *, username: str = "alice01", now: datetime = NOW):  # type: ignore[no-untyped-def]
-    return verify_user_certificate(blob, ca_public_key_blob=_ca_blob(ca), username=username, now=now)
+    return verify_user_certificate(
+        blob, ca_public_key_blob=_ca_blob(ca), username=username, now=now
+    )
 
 
 def test_valid_certificate(ca: UserCA) -> None:
@@ -122,7 +129,7 @@ def test_host_certificate_is_not_a_user_certificate(ca: UserCA) -> None:
 
 def test_unknown_critical_option(ca: UserCA) -> None:
     blob = _build(ca, critical={b"force-command": b"/bin/true"})
-    with pytest.raises(CertificateRejected, match="critical options.*force-command"):
+    with pytest.raises(CertificateRejected, match=r"critical options.*force-command"):
         _verify(ca, blob)
     # the same certificate without the option passes
     _verify(ca, _build(ca))
