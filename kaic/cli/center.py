@@ -92,6 +92,14 @@ def serve(
             "(repeatable).",
         ),
     ] = None,
+    sftp_port: Annotated[
+        int | None,
+        typer.Option(
+            "--sftp-port",
+            help="Serve users' storage from an embedded SFTP endpoint on 127.0.0.1 at this "
+            "port (0 = any free port); an alternative to --staging-host.",
+        ),
+    ] = None,
     storage_root: Annotated[
         str | None,
         typer.Option(
@@ -103,7 +111,7 @@ def serve(
 ) -> None:
     """Run the reference center in the foreground (Ctrl-C stops it).
 
-    Example: kaic center serve --port 8750 --state-dir ./center-state
+    Example: kaic center serve --port 8750 --state-dir ./center-state --sftp-port 2222
     """
     from kaic.center.server import serve as run_server
     from kaic.center.settings import CenterSettings
@@ -128,6 +136,12 @@ def serve(
             raise UsageError("--slurm-poll-interval must be > 0")
     elif slurmrestd:
         raise UsageError("--slurmrestd needs --executor slurm")
+    if sftp_port is not None and staging_host is not None:
+        raise UsageError(
+            "--sftp-port and --staging-host are alternatives",
+            hint="serve storage from the embedded endpoint (--sftp-port) or point users at "
+            "an external sshd (--staging-host), not both",
+        )
     from kaic.center.ssh_ca import read_host_key_files
 
     try:
@@ -145,6 +159,7 @@ def serve(
             staging_host=staging_host,
             staging_port=staging_port,
             staging_host_keys=host_keys,
+            sftp_port=sftp_port,
             storage_root=storage_root,
             slurm_url=slurmrestd,
             slurm_token=slurm_token,
