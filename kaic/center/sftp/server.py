@@ -80,6 +80,13 @@ def load_or_create_host_key(directory: Path) -> paramiko.Ed25519Key:
     return paramiko.Ed25519Key.from_private_key_file(str(path))
 
 
+class _DropDisconnects(logging.Filter):
+    """paramiko logs a client that just goes away (connection reset) as an ERROR: not ours."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Socket exception")
+
+
 class _Gate(paramiko.ServerInterface):
     """The SSH policy of one connection: certificate login, then the `sftp` subsystem only."""
 
@@ -178,6 +185,8 @@ class EmbeddedSftp:
         wire = logging.getLogger(WIRE_LOG)
         if wire.level == logging.NOTSET:
             wire.setLevel(logging.WARNING)
+        if not any(isinstance(f, _DropDisconnects) for f in wire.filters):
+            wire.addFilter(_DropDisconnects())
 
     @property
     def host(self) -> str:
@@ -295,7 +304,10 @@ class EmbeddedSftp:
                 logger.info("sftp: handshake with %s failed: %s", peer, exc)
                 return
             if not self._wait_for_login(transport):
-                logger.info("sftp: %s did not log in within %.0f s", peer, self.login_grace)
+                if transport.is_active():
+                    logger.info("sftp: %s did not log in within %.0f s", peer, self.login_grace)
+                else:
+                    logger.debug("sftp: %s left without logging in", peer)
                 return
             logger.info("sftp: %s logged in from %s", gate.username, peer)
             while transport.is_active() and not self._stopping.is_set():
