@@ -298,16 +298,15 @@ class EmbeddedSftp:
                     return
                 self._transports.add(transport)
             gate = _Gate(self, peer)
-            try:
-                transport.start_server(server=gate)
-            except (paramiko.SSHException, OSError, EOFError) as exc:
-                logger.info("sftp: handshake with %s failed: %s", peer, exc)
-                return
+            # Asynchronous: the login grace below covers the handshake too, so a client
+            # that connects and says nothing holds its slot only that long.
+            transport.start_server(event=threading.Event(), server=gate)
             if not self._wait_for_login(transport):
                 if transport.is_active():
                     logger.info("sftp: %s did not log in within %.0f s", peer, self.login_grace)
                 else:
-                    logger.debug("sftp: %s left without logging in", peer)
+                    failure = transport.get_exception()
+                    logger.debug("sftp: %s left without logging in (%s)", peer, failure)
                 return
             logger.info("sftp: %s logged in from %s", gate.username, peer)
             while transport.is_active() and not self._stopping.is_set():
