@@ -169,6 +169,10 @@ def test_openssh_sftp_round_trips(center: RunningCenter, tmp_path: Path) -> None
     assert hashlib.sha256(stored.read_bytes()).digest() == hashlib.sha256(payload).digest()
     assert int(stored.stat().st_mtime) == 1_600_000_000  # put -p kept the mtime
     assert not (alice.home / "work" / "empty").exists()
+    # the endpoint announces posix-rename@openssh.com: `rename` replaces, as against sshd
+    _ok(sftp(alice, "put empty work/old", "rename work/renamed.bin work/old", cwd=local))
+    assert (alice.home / "work" / "old").read_bytes() == payload
+    _ok(sftp(alice, "rename work/old work/renamed.bin"))
     # rmdir of a non-empty directory fails; emptied, it goes
     _refused(sftp(alice, "rmdir work"))
     _ok(sftp(alice, "rm work/renamed.bin", "rmdir work", "ls"))

@@ -35,6 +35,12 @@ from paramiko.common import (
     OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED,
     OPEN_SUCCEEDED,
 )
+from paramiko.sftp import (
+    CMD_EXTENDED,
+    CMD_EXTENDED_REPLY,
+    CMD_INIT,
+    CMD_VERSION,
+)
 
 from kaic.center.settings import CenterSettings
 from kaic.center.sftp.certs import CertificateRejected, verify_user_certificate
@@ -52,6 +58,9 @@ MAX_CONNECTIONS = 64
 #: seconds a connection may take from accept to a successful login
 LOGIN_GRACE = 30.0
 MAX_PACKET_SIZE = 256 * 1024
+#: read/write length announced to clients: a packet less room for the headers (as OpenSSH)
+MAX_TRANSFER = MAX_PACKET_SIZE - 1024
+SFTP_VERSION = 3
 PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 
 
@@ -155,6 +164,43 @@ class _Gate(paramiko.ServerInterface):
         if name != "sftp" or self.storage_root is None:
             return False
         return bool(super().check_channel_subsystem_request(channel, name))
+
+
+class SftpSubsystem(paramiko.SFTPServer):
+    """paramiko's SFTP server, announcing the OpenSSH extensions this endpoint implements.
+
+    paramiko announces only `check-file` (md5/sha1). Announcing `limits@openssh.com` lets
+    OpenSSH's `sftp` use 255 KiB reads and writes instead of its cautious 32 KiB default
+    (~2.5x faster here), and `posix-rename@openssh.com` makes its `rename` behave as
+    against sshd. Overrides paramiko's (private, but long stable) `_send_server_version`
+    and `_process`; tests/e2e/test_embedded_sftp.py drives both with the OpenSSH client.
+    """
+
+    def _send_server_version(self) -> int:
+        kind, data = self._read_packet()  # type: ignore[attr-defined]
+        if kind != CMD_INIT:
+            raise paramiko.SFTPError("Incompatible sftp protocol")
+        version = int.from_bytes(data[:4], "big")
+        msg = paramiko.Message()
+        msg.add_int(SFTP_VERSION)
+        msg.add("posix-rename@openssh.com", "1", "limits@openssh.com", "1")
+        self._send_packet(CMD_VERSION, msg)  # type: ignore[attr-defined]
+        return version
+
+    def _process(self, t: int, request_number: int, msg: paramiko.Message) -> None:
+        if t == CMD_EXTENDED:
+            start = msg.packet.tell()
+            if msg.get_text() == "limits@openssh.com":
+                reply = paramiko.Message()
+                reply.add_int(request_number)
+                reply.add_int64(MAX_PACKET_SIZE)  # the longest SFTP message we take
+                reply.add_int64(MAX_TRANSFER)  # the longest read we answer in full
+                reply.add_int64(MAX_TRANSFER)  # the longest write we accept
+                reply.add_int64(0)  # open handles: no limit announced
+                self._send_packet(CMD_EXTENDED_REPLY, reply)  # type: ignore[attr-defined]
+                return
+            msg.packet.seek(start)
+        super()._process(t, request_number, msg)  # type: ignore[misc]
 
 
 class EmbeddedSftp:
@@ -292,7 +338,7 @@ class EmbeddedSftp:
             transport.set_log_channel(WIRE_LOG)
             _prefer_gcm(transport)
             transport.add_server_key(self.host_key)
-            transport.set_subsystem_handler("sftp", paramiko.SFTPServer, ConfinedSFTP)
+            transport.set_subsystem_handler("sftp", SftpSubsystem, ConfinedSFTP)
             with self._lock:
                 if self._stopping.is_set():
                     return
