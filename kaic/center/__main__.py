@@ -30,6 +30,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--staging-host-key", type=Path, action="append", default=[], metavar="FILE"
     )
+    parser.add_argument(
+        "--sftp-port",
+        type=int,
+        default=None,
+        help="embedded SFTP endpoint on 127.0.0.1 (0 = free port; on by default for --local-user)",
+    )
     parser.add_argument("--storage-root", default=None, metavar="TEMPLATE")
     args = parser.parse_args(argv)
     try:
@@ -51,6 +57,7 @@ def _settings(args: argparse.Namespace) -> CenterSettings:
         staging_host=args.staging_host,
         staging_port=args.staging_port,
         staging_host_keys=read_host_key_files(args.staging_host_key),
+        sftp_port=args.sftp_port,
         storage_root=args.storage_root,
     )
 

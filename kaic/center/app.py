@@ -79,15 +79,28 @@ def create_app(settings: CenterSettings) -> FastAPI:
     """Build a center app over `settings.state_dir`; all state lives on `app.state`."""
     store = Store(settings.state_dir, now=settings.now)
     scheduler = Scheduler(store, settings, make_executor(settings))
+    user_ca = UserCA(settings.state_dir)
+    sftp_endpoint = None
+    if settings.sftp_port is not None:
+        # Imported only when on: paramiko is not needed otherwise.
+        from kaic.center.sftp import EmbeddedSftp
+
+        sftp_endpoint = EmbeddedSftp(settings, store, user_ca)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Re-attaches (or finalises) jobs an earlier center left running.
         scheduler.start()
-        yield
-        # Like a SIGTERM'd center: running jobs keep running for the next one to re-attach.
-        scheduler.shutdown(kill_jobs=False)
-        store.close()
+        try:
+            if sftp_endpoint is not None:
+                sftp_endpoint.start()
+            yield
+        finally:
+            if sftp_endpoint is not None:
+                sftp_endpoint.stop()
+            # Like a SIGTERM'd center: running jobs keep running for the next one to re-attach.
+            scheduler.shutdown(kill_jobs=False)
+            store.close()
 
     app = FastAPI(
         title="kaic center",
@@ -100,7 +113,9 @@ def create_app(settings: CenterSettings) -> FastAPI:
     app.state.scheduler = scheduler
     app.state.job_service = JobService(store, settings, scheduler)
     app.state.instance_id = secrets.token_hex(8)
-    app.state.user_ca = UserCA(settings.state_dir)
+    app.state.user_ca = user_ca
+    #: the embedded SFTP endpoint (listening while the app runs), or None
+    app.state.sftp_endpoint = sftp_endpoint
     app.state.login_limiter = LoginRateLimiter(
         max_failures=settings.login_max_failures,
         window=settings.login_window,

@@ -55,11 +55,15 @@ class CenterSettings:
     job_poll_interval: float = 0.2
     #: seconds an SSH user certificate from `POST /v1/ssh/certificates` stays valid (at most)
     ssh_cert_validity: int = 12 * 3600
-    #: the SSH/SFTP host serving users' storage; None = none (the local center: 127.0.0.1)
+    #: the SSH/SFTP host serving users' storage (an external sshd); None = none, or the
+    #: embedded endpoint when `sftp_port` is set
     staging_host: str | None = None
     staging_port: int = 22
     #: the staging host's public host keys, OpenSSH lines (`ssh-ed25519 AAAA…`)
     staging_host_keys: list[str] = field(default_factory=list)
+    #: the embedded SFTP endpoint's port on 127.0.0.1 (0 = any free port); None = off.
+    #: The local center turns it on (port 0) unless an external `staging_host` is given.
+    sftp_port: int | None = None
     #: users' storage root on the staging host, a template with `{user}` and `{unix_account}`
     #: (e.g. `/home/{unix_account}`); None = the center's own `state_dir/storage/{user}`
     storage_root: str | None = None
@@ -93,6 +97,17 @@ class CenterSettings:
                     "running jobs as their users needs a storage root outside the center's "
                     "state dir (e.g. /home/{unix_account})"
                 )
+        if self.sftp_port is not None:
+            if self.staging_host is not None:
+                raise ValueError(
+                    "the embedded SFTP endpoint (sftp port) and an external staging host are "
+                    "alternatives: give one of them"
+                )
+            if not 0 <= self.sftp_port < 65536:
+                raise ValueError(f"SFTP port {self.sftp_port} is not a TCP port")
+        elif self.local_user is not None and self.staging_host is None:
+            # The local center serves its users' storage itself.
+            self.sftp_port = 0
         if self.ssh_cert_validity < 60:
             raise ValueError("ssh_cert_validity must be at least 60 seconds")
 

@@ -92,6 +92,14 @@ def serve(
             "(repeatable).",
         ),
     ] = None,
+    sftp_port: Annotated[
+        int | None,
+        typer.Option(
+            "--sftp-port",
+            help="Serve users' storage from an embedded SFTP endpoint on 127.0.0.1 at this "
+            "port (0 = any free port); an alternative to --staging-host.",
+        ),
+    ] = None,
     storage_root: Annotated[
         str | None,
         typer.Option(
@@ -116,7 +124,7 @@ def serve(
 
     Examples:
 
-      kaic center serve --port 8750 --state-dir ./center-state
+      kaic center serve --port 8750 --state-dir ./center-state --sftp-port 2222
 
       sudo kaic center serve --run-as-user --storage-root '/home/{unix_account}'
     """
@@ -150,6 +158,12 @@ def serve(
             raise UsageError(
                 "--run-as-user needs a center running as root (to switch to users' accounts)"
             )
+    if sftp_port is not None and staging_host is not None:
+        raise UsageError(
+            "--sftp-port and --staging-host are alternatives",
+            hint="serve storage from the embedded endpoint (--sftp-port) or point users at "
+            "an external sshd (--staging-host), not both",
+        )
     from kaic.center.ssh_ca import read_host_key_files
 
     try:
@@ -167,6 +181,7 @@ def serve(
             staging_host=staging_host,
             staging_port=staging_port,
             staging_host_keys=host_keys,
+            sftp_port=sftp_port,
             storage_root=storage_root,
             run_as_users=run_as_user,
             slurm_url=slurmrestd,

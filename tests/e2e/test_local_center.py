@@ -93,3 +93,24 @@ def test_center_daemon_detached_from_pipes(isolated_dirs: Path) -> None:
     pid = json.loads((center_dir(isolated_dirs) / "center.json").read_text())["pid"]
     fds = {os.readlink(f"/proc/{pid}/fd/{n}") for n in (0, 1, 2)}
     assert "/dev/null" in fds and not any("pipe:" in f for f in fds)
+
+
+def test_local_center_stages_data_with_no_configuration(
+    isolated_dirs: Path, tmp_path: Path
+) -> None:
+    """No center, no login, no SSH setup: the local center's embedded SFTP endpoint serves
+    `kaic data` (host key and certificate come from the local center itself)."""
+    src = tmp_path / "inputs"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.txt").write_text("alpha\n")
+    (src / "sub" / "b.bin").write_bytes(os.urandom(300_000))
+    pushed = run_cli("data", "push", str(src), "inputs", "--json")
+    assert pushed.json()["files_transferred"] == 2, pushed.explain()  # type: ignore[index]
+    listing = run_cli("data", "ls", "inputs", "--json").json()
+    assert {e["name"] for e in listing} == {"a.txt", "sub"}  # type: ignore[union-attr,index]
+    storage = center_dir(isolated_dirs) / "storage"
+    [home] = list(storage.iterdir())
+    assert (home / "inputs" / "sub" / "b.bin").read_bytes() == (src / "sub" / "b.bin").read_bytes()
+    back = tmp_path / "back"
+    run_cli("data", "pull", "inputs", str(back))
+    assert (back / "a.txt").read_text() == "alpha\n"

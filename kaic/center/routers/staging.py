@@ -38,7 +38,6 @@ router = APIRouter(
 )
 
 FilesPrincipal = Annotated[Principal, Depends(require_scope("files"))]
-LOCAL_STAGING_HOST = "127.0.0.1"
 
 
 def get_user_ca(request: Request) -> UserCA:
@@ -58,24 +57,33 @@ def storage_root(settings: CenterSettings, principal: Principal) -> Path:
 @router.get(
     "/staging",
     response_model=StagingInfo,
-    responses={404: {"model": ErrorResponse, "description": "no staging endpoint"}},
+    responses={
+        404: {"model": ErrorResponse, "description": "no staging endpoint"},
+        503: {"model": ErrorResponse, "description": "the embedded endpoint is not running"},
+    },
 )
-def staging(principal: FilesPrincipal, settings: SettingsDep) -> StagingInfo:
+def staging(principal: FilesPrincipal, settings: SettingsDep, request: Request) -> StagingInfo:
     """How to reach the caller's storage over SSH/SFTP: host, port, host keys, roots."""
-    host = settings.staging_host
-    if host is None:
-        if settings.local_user is None:
-            raise ApiError(404, "not_found", "this center has no staging endpoint")
-        host = LOCAL_STAGING_HOST
+    endpoint = request.app.state.sftp_endpoint
+    if endpoint is not None:
+        # The embedded endpoint: its real port and host key, so clients pin the key.
+        if endpoint.port is None:
+            raise ApiError(503, "unavailable", "the embedded SFTP endpoint is not running")
+        host, port, host_keys = endpoint.host, endpoint.port, [endpoint.host_key_line]
+    elif settings.staging_host is not None:
+        host, port = settings.staging_host, settings.staging_port
+        host_keys = list(settings.staging_host_keys)
+    else:
+        raise ApiError(404, "not_found", "this center has no staging endpoint")
     root = storage_root(settings, principal)
     if settings.storage_root is None:
         # The center's own storage: make sure the home exists, as a job's would.
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
     return StagingInfo(
         host=host,
-        port=settings.staging_port,
+        port=port,
         username=principal.unix_account,
-        host_keys=list(settings.staging_host_keys),
+        host_keys=host_keys,
         roots=[StorageRoot(name="home", path=str(root))],
         certificates=True,
     )

@@ -1,0 +1,469 @@
+"""One user's storage root as an SFTP file system: every path confined to the root.
+
+Paths the client sees are absolute paths of the host, the way sshd shows them: the root is
+the `home` path `GET /v1/staging` advertises (and `realpath(".")` answers it), relative
+paths start there, and an absolute path must lie inside it. `..` is collapsed lexically
+and may not climb above the root; symbolic links are judged by where they really lead
+(`os.path.realpath`), so a link inside the root pointing outside it opens nothing.
+
+Between that check and the operation a concurrent process (a job of the user) could swap a
+directory for a link. So the operation itself never walks the path again: it opens the
+checked parent directory, confirms through `/proc/self/fd` where that descriptor really
+is, and acts on the last component relative to it (`*at()` calls with `dir_fd`), opening
+files with `O_NOFOLLOW`. A swap then makes the operation fail; it cannot leave the root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import posixpath
+import stat as stat_mod
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from paramiko import SFTPAttributes, SFTPHandle, SFTPServerInterface
+from paramiko.sftp import (
+    SFTP_FAILURE,
+    SFTP_NO_SUCH_FILE,
+    SFTP_OK,
+    SFTP_PERMISSION_DENIED,
+)
+
+logger = logging.getLogger("kaic.center.sftp")
+
+#: the largest read answered at once (clients ask for 32–256 KiB; a short read is fine)
+MAX_READ = 1 << 20
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+# O_PATH (Linux): a handle on a directory or file that needs no read permission
+_PATH = getattr(os, "O_PATH", 0)
+
+T = TypeVar("T")
+
+
+class Outside(Exception):
+    """The path leads outside the storage root (answered as permission denied)."""
+
+
+def is_inside(path: str, root: str) -> bool:
+    """Whether `path` is `root` or below it (both normalised absolute paths)."""
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def sftp_code(exc: OSError) -> int:
+    """The SFTP status for an OS error."""
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        return SFTP_NO_SUCH_FILE
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.ELOOP):
+        return SFTP_PERMISSION_DENIED
+    return SFTP_FAILURE
+
+
+def _normalise(path: str) -> str:
+    # posixpath.normpath keeps a leading "//"; the host's namespace has one root.
+    return "/" + posixpath.normpath(path).lstrip("/")
+
+
+class ConfinedFS:
+    """The confinement rules of one storage root, independent of the SFTP layer."""
+
+    def __init__(self, root: Path | str) -> None:
+        #: the root as shown to the client (the advertised `home` path)
+        self.shown = _normalise(os.fspath(root))
+        #: the root with every link resolved (what the kernel reports for descriptors)
+        self.real = os.path.realpath(self.shown)
+
+    # -- path mapping ------------------------------------------------------------------------
+    def lexical(self, path: str) -> str:
+        """`path` as an absolute path below the real root, `..` collapsed; Outside if above."""
+        if "\0" in path:
+            raise Outside("NUL in path")
+        if path in ("", ".", "~", "~/"):
+            relative = ""
+        elif path.startswith("~/"):
+            relative = path[2:]
+        elif path.startswith("/"):
+            norm = _normalise(path)
+            for base in (self.shown, self.real):
+                if is_inside(norm, base):
+                    relative = norm[len(base) :].lstrip("/")
+                    break
+            else:
+                raise Outside(path)
+        else:
+            relative = path
+        joined = _normalise(posixpath.join(self.real, relative))
+        if not is_inside(joined, self.real):
+            raise Outside(path)
+        return joined
+
+    def follow(self, path: str) -> str:
+        """The real path `path` leads to (links followed); Outside unless inside the root."""
+        real = os.path.realpath(self.lexical(path))
+        if not is_inside(real, self.real):
+            raise Outside(path)
+        return real
+
+    def parent(self, path: str) -> tuple[str, str]:
+        """(real parent directory, last component) of `path`, the component not followed.
+
+        The root itself is `(root, ".")`.
+        """
+        lexical = self.lexical(path)
+        if lexical == self.real:
+            return self.real, "."
+        head, name = posixpath.split(lexical)
+        real_head = os.path.realpath(head)
+        if not is_inside(real_head, self.real):
+            raise Outside(path)
+        return real_head, name
+
+    def shown_path(self, real: str) -> str:
+        """How the client sees the real path `real` (inside the root)."""
+        if real == self.real:
+            return self.shown
+        return posixpath.join(self.shown, real[len(self.real) :].lstrip("/"))
+
+    def canonical(self, path: str) -> str:
+        """An absolute client path for `path` (SFTP realpath).
+
+        Links inside the root are resolved; a path outside the root, or through a link that
+        leads outside, is only normalised (its operations are refused anyway, and where a
+        link points outside is not revealed).
+        """
+        try:
+            lexical = self.lexical(path)
+        except Outside:
+            if path.startswith("/"):
+                return _normalise(path)
+            return _normalise(posixpath.join(self.shown, path))
+        real = os.path.realpath(lexical)
+        return self.shown_path(real if is_inside(real, self.real) else lexical)
+
+    # -- descriptors -------------------------------------------------------------------------
+    def check_fd(self, fd: int) -> None:
+        """Outside unless the open descriptor `fd` really is inside the root (Linux /proc)."""
+        try:
+            where = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            return  # no /proc (macOS): the realpath check before opening is what we have
+        if not is_inside(where, self.real):
+            raise Outside(where)
+
+    @contextlib.contextmanager
+    def directory(self, real_dir: str) -> Iterator[int]:
+        """A descriptor on the (already checked) real directory `real_dir`, confirmed inside."""
+        fd = os.open(real_dir, (_PATH or os.O_RDONLY) | os.O_DIRECTORY | _NOFOLLOW | _CLOEXEC)
+        try:
+            self.check_fd(fd)
+            yield fd
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def located(self, real: str) -> Iterator[tuple[int, str]]:
+        """(directory descriptor, name) for the real path `real` inside the root."""
+        if real == self.real:
+            with self.directory(real) as fd:
+                yield fd, "."
+            return
+        head, name = posixpath.split(real)
+        with self.directory(head) as fd:
+            yield fd, name
+
+    @contextlib.contextmanager
+    def handle_on(self, real: str) -> Iterator[int]:
+        """A descriptor on the file or directory `real` itself (not a link), confirmed inside."""
+        with self.located(real) as (dir_fd, name):
+            flags = (_PATH or (os.O_RDONLY | _NONBLOCK)) | _NOFOLLOW | _CLOEXEC
+            fd = os.open(name, flags, dir_fd=dir_fd)
+        try:
+            self.check_fd(fd)
+            if stat_mod.S_ISLNK(os.fstat(fd).st_mode):  # O_PATH|O_NOFOLLOW opens a link itself
+                raise Outside(real)
+            yield fd
+        finally:
+            os.close(fd)
+
+
+def _attributes(st: os.stat_result, filename: str = "") -> SFTPAttributes:
+    return SFTPAttributes.from_stat(st, filename)
+
+
+def _apply(target: str | int, attr: SFTPAttributes) -> None:
+    """Set size, permissions and times from `attr` on a path or descriptor (no chown).
+
+    A field is present when it is not None (paramiko parses absent fields as None).
+    """
+    if attr.st_uid is not None or attr.st_gid is not None:
+        raise PermissionError(errno.EPERM, "changing owner or group is not allowed")
+    if attr.st_size is not None:
+        os.truncate(target, attr.st_size)
+    if attr.st_mode is not None:
+        # Plain permission bits only: a center running as root must not make set-id files.
+        os.chmod(target, attr.st_mode & 0o777)
+    if attr.st_mtime is not None:
+        atime = attr.st_atime if attr.st_atime is not None else attr.st_mtime
+        os.utime(target, (atime, attr.st_mtime))
+
+
+def _create_mode(attr: SFTPAttributes | None, default: int) -> int:
+    """Permissions for a new file or directory: the client's, if it sent any."""
+    if attr is None or attr.st_mode is None:
+        return default
+    return attr.st_mode & 0o777
+
+
+class ConfinedHandle(SFTPHandle):
+    """An open regular file: positional reads and writes on its descriptor."""
+
+    def __init__(self, fd: int, flags: int) -> None:
+        super().__init__(flags)
+        self._fd: int | None = fd
+        self._append = bool(flags & os.O_APPEND)
+
+    def _require(self) -> int:
+        if self._fd is None:
+            raise OSError(errno.EBADF, "handle is closed")
+        return self._fd
+
+    def close(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+    def read(self, offset: int, length: int) -> bytes | int:
+        try:
+            return os.pread(self._require(), min(length, MAX_READ), offset)
+        except OSError as exc:
+            return sftp_code(exc)
+
+    def write(self, offset: int, data: Any) -> int:
+        try:
+            fd = self._require()
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view) if self._append else os.pwrite(fd, view, offset)
+                view = view[written:]
+                offset += written
+        except OSError as exc:
+            return sftp_code(exc)
+        return SFTP_OK
+
+    def stat(self) -> SFTPAttributes | int:
+        try:
+            return _attributes(os.fstat(self._require()))
+        except OSError as exc:
+            return sftp_code(exc)
+
+    def chattr(self, attr: SFTPAttributes) -> int:
+        try:
+            _apply(self._require(), attr)
+        except OSError as exc:
+            return sftp_code(exc)
+        return SFTP_OK
+
+
+class ConfinedSFTP(SFTPServerInterface):
+    """paramiko's SFTP server interface over one user's storage root.
+
+    The SSH server object that accepted the login carries the root as `storage_root`
+    (set once the certificate checked out); paramiko builds one of these per SFTP channel.
+    """
+
+    def __init__(self, server: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(server, *args, **kwargs)
+        root = getattr(server, "storage_root", None)
+        if root is None:  # pragma: no cover - the gate opens no channel before login
+            raise RuntimeError("SFTP channel without an authenticated storage root")
+        self.fs = ConfinedFS(root)
+        self._who = str(getattr(server, "username", "?"))
+
+    def _run(self, what: str, path: str, action: Callable[[], T]) -> T | int:
+        try:
+            return action()
+        except Outside:
+            logger.info(
+                "sftp: %s refused for %s: %r leads outside the storage root",
+                what,
+                self._who,
+                path[:200],
+            )
+            return SFTP_PERMISSION_DENIED
+        except OSError as exc:
+            return sftp_code(exc)
+
+    # -- reading -----------------------------------------------------------------------------
+    def stat(self, path: str) -> SFTPAttributes | int:
+        def action() -> SFTPAttributes:
+            real = self.fs.follow(path)
+            with self.fs.located(real) as (dir_fd, name):
+                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            if stat_mod.S_ISLNK(st.st_mode):  # swapped for a link since the check
+                raise Outside(path)
+            return _attributes(st, posixpath.basename(real))
+
+        return self._run("stat", path, action)
+
+    def lstat(self, path: str) -> SFTPAttributes | int:
+        def action() -> SFTPAttributes:
+            head, name = self.fs.parent(path)
+            with self.fs.directory(head) as dir_fd:
+                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            return _attributes(st, name)
+
+        return self._run("lstat", path, action)
+
+    def list_folder(self, path: str) -> list[SFTPAttributes] | int:
+        def action() -> list[SFTPAttributes]:
+            real = self.fs.follow(path)
+            with self.fs.located(real) as (dir_fd, name):
+                fd = os.open(
+                    name, os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW | _CLOEXEC, dir_fd=dir_fd
+                )
+            try:
+                self.fs.check_fd(fd)
+                entries = []
+                with os.scandir(fd) as it:
+                    for entry in it:
+                        try:
+                            st = entry.stat(follow_symlinks=False)
+                        except OSError:
+                            continue  # removed meanwhile
+                        entries.append(_attributes(st, entry.name))
+                return entries
+            finally:
+                os.close(fd)
+
+        return self._run("list", path, action)
+
+    def readlink(self, path: str) -> str | int:
+        def action() -> str:
+            head, name = self.fs.parent(path)
+            with self.fs.directory(head) as dir_fd:
+                target = os.readlink(name, dir_fd=dir_fd)
+            if target.startswith("/"):
+                norm = _normalise(target)
+                if is_inside(norm, self.fs.real):
+                    return self.fs.shown_path(norm)
+            return target
+
+        return self._run("readlink", path, action)
+
+    def canonicalize(self, path: str) -> str:
+        return self.fs.canonical(path)
+
+    # -- opening -----------------------------------------------------------------------------
+    def open(self, path: str, flags: int, attr: SFTPAttributes) -> ConfinedHandle | int:
+        def action() -> ConfinedHandle:
+            real = self.fs.follow(path)
+            mode = _create_mode(attr, 0o666)
+            with self.fs.located(real) as (dir_fd, name):
+                # O_NONBLOCK: opening a FIFO someone left in the root must not hang us.
+                fd = os.open(name, flags | _NOFOLLOW | _CLOEXEC | _NONBLOCK, mode, dir_fd=dir_fd)
+            try:
+                self.fs.check_fd(fd)
+                if not stat_mod.S_ISREG(os.fstat(fd).st_mode):
+                    raise OSError(errno.EISDIR, "not a regular file")
+                if _NONBLOCK:
+                    os.set_blocking(fd, True)
+            except BaseException:
+                os.close(fd)
+                raise
+            return ConfinedHandle(fd, flags)
+
+        return self._run("open", path, action)
+
+    # -- changing ----------------------------------------------------------------------------
+    def remove(self, path: str) -> int:
+        def action() -> int:
+            head, name = self.fs.parent(path)
+            with self.fs.directory(head) as dir_fd:
+                if stat_mod.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+                    raise IsADirectoryError(errno.EISDIR, "is a directory")
+                os.unlink(name, dir_fd=dir_fd)
+            return SFTP_OK
+
+        return self._run("remove", path, action)
+
+    def mkdir(self, path: str, attr: SFTPAttributes) -> int:
+        def action() -> int:
+            mode = _create_mode(attr, 0o777)
+            head, name = self.fs.parent(path)
+            with self.fs.directory(head) as dir_fd:
+                os.mkdir(name, mode, dir_fd=dir_fd)
+            return SFTP_OK
+
+        return self._run("mkdir", path, action)
+
+    def rmdir(self, path: str) -> int:
+        def action() -> int:
+            head, name = self.fs.parent(path)
+            if name == ".":
+                raise PermissionError(errno.EPERM, "the storage root cannot be removed")
+            with self.fs.directory(head) as dir_fd:
+                os.rmdir(name, dir_fd=dir_fd)
+            return SFTP_OK
+
+        return self._run("rmdir", path, action)
+
+    def _rename(self, oldpath: str, newpath: str, *, replace: bool) -> int:
+        def action() -> int:
+            old_head, old_name = self.fs.parent(oldpath)
+            new_head, new_name = self.fs.parent(newpath)
+            if "." in (old_name, new_name):
+                raise PermissionError(errno.EPERM, "the storage root cannot be renamed")
+            with self.fs.directory(old_head) as old_fd, self.fs.directory(new_head) as new_fd:
+                if not replace:
+                    # SFTP v3 rename never overwrites (OpenSSH's sftp-server neither).
+                    try:
+                        os.stat(new_name, dir_fd=new_fd, follow_symlinks=False)
+                    except FileNotFoundError:
+                        pass
+                    else:
+                        raise FileExistsError(errno.EEXIST, "destination exists")
+                os.rename(old_name, new_name, src_dir_fd=old_fd, dst_dir_fd=new_fd)
+            return SFTP_OK
+
+        return self._run("rename", oldpath, action)
+
+    def rename(self, oldpath: str, newpath: str) -> int:
+        return self._rename(oldpath, newpath, replace=False)
+
+    def posix_rename(self, oldpath: str, newpath: str) -> int:
+        return self._rename(oldpath, newpath, replace=True)
+
+    def chattr(self, path: str, attr: SFTPAttributes) -> int:
+        def action() -> int:
+            real = self.fs.follow(path)
+            with self.fs.handle_on(real) as fd:
+                proc = f"/proc/self/fd/{fd}"
+                # An O_PATH descriptor takes no fchmod/futimens: act through its /proc link,
+                # which names exactly the opened inode.
+                _apply(proc if _PATH and os.path.exists(proc) else real, attr)
+            return SFTP_OK
+
+        return self._run("setstat", path, action)
+
+    def symlink(self, target_path: str, path: str) -> int:
+        def action() -> int:
+            head, name = self.fs.parent(path)
+            if name == ".":
+                raise FileExistsError(errno.EEXIST, "exists")
+            # Where the link would lead, judged lexically from the link's directory: it must
+            # stay in the root (following it is checked again at every use anyway).
+            lexical_dir = posixpath.dirname(self.fs.lexical(path))
+            if target_path.startswith("/"):
+                self.fs.lexical(target_path)
+            else:
+                self.fs.lexical(_normalise(posixpath.join(lexical_dir, target_path)))
+            with self.fs.directory(head) as dir_fd:
+                os.symlink(target_path, name, dir_fd=dir_fd)
+            return SFTP_OK
+
+        return self._run("symlink", path, action)

@@ -1,0 +1,196 @@
+"""The embedded SFTP endpoint in process, with kaic's own SSH client (paramiko): policy,
+limits and shutdown. The OpenSSH client is exercised in tests/e2e/test_embedded_sftp.py."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import paramiko
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from fastapi.testclient import TestClient
+
+from kaic.center.admin import add_user
+from kaic.center.app import create_app
+from kaic.center.settings import CenterSettings
+from kaic.center.sftp import EmbeddedSftp
+from kaic.center.ssh_ca import UserCA
+from kaic.center.store import Store
+from kaic.errors import AuthRequired
+from kaic.staging.connect import SftpConnection, SshTarget, open_sftp
+
+from .conftest import PASSWORD, FakeClock, bearer
+
+
+def _wait(predicate: object, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.02)
+    raise AssertionError("condition not reached in time")
+
+
+class Endpoint:
+    def __init__(self, tmp_path: Path, **kwargs: object) -> None:
+        self.settings = CenterSettings(state_dir=tmp_path / "state", sftp_port=0)
+        self.store = Store(self.settings.state_dir)
+        self.store.create_user("alice", unix_account="alice01")
+        self.ca = UserCA(self.settings.state_dir)
+        self.sftp = EmbeddedSftp(self.settings, self.store, self.ca, **kwargs)  # type: ignore[arg-type]
+        self.sftp.start()
+        self.tmp = tmp_path
+
+    def target(self, user: str = "alice", principal: str = "alice01") -> SshTarget:
+        private = ed25519.Ed25519PrivateKey.generate()
+        key_path = self.tmp / f"id-{user}-{principal}"
+        key_path.write_bytes(
+            private.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.OpenSSH,
+                serialization.NoEncryption(),
+            )
+        )
+        public = private.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
+        cert = self.ca.sign_user_key(
+            public.decode(),
+            user=user,
+            principal=principal,
+            now=datetime.now(timezone.utc),
+            validity_seconds=600,
+        )
+        cert_path = key_path.with_name(key_path.name + "-cert.pub")
+        cert_path.write_text(cert.certificate + "\n")
+        assert self.sftp.port is not None
+        return SshTarget(
+            "127.0.0.1",
+            self.sftp.port,
+            principal,
+            key_path,
+            cert_path,
+            [self.sftp.host_key_line],
+            use_user_known_hosts=False,
+        )
+
+    def connect(self) -> SftpConnection:
+        return open_sftp(self.target())
+
+    def close(self) -> None:
+        self.sftp.stop()
+        self.store.close()
+
+
+@pytest.fixture
+def endpoint(tmp_path: Path) -> Iterator[Endpoint]:
+    running = Endpoint(tmp_path)
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+def test_login_and_confinement_with_kaics_client(endpoint: Endpoint) -> None:
+    conn = endpoint.connect()
+    try:
+        assert conn.transport.local_cipher == "aes128-gcm@openssh.com"
+        home = endpoint.settings.state_dir / "storage" / "alice"
+        assert conn.sftp.normalize(".") == str(home)
+        with conn.sftp.open("hello.txt", "w") as f:
+            f.write(b"hi\n")
+        assert (home / "hello.txt").read_bytes() == b"hi\n"
+        with pytest.raises(PermissionError):
+            conn.sftp.stat("/etc/passwd")
+        # exec (kaic tries `sha256sum`) is refused; kaic then falls back to the checksum API
+        assert conn.exec("sha256sum -- hello.txt")[0] == -1
+    finally:
+        conn.close()
+
+
+def test_shell_subsystems_and_forwarding_refused(endpoint: Endpoint) -> None:
+    conn = endpoint.connect()
+    try:
+        channel = conn.transport.open_session()
+        with pytest.raises(paramiko.SSHException):
+            channel.invoke_shell()
+        channel = conn.transport.open_session()
+        with pytest.raises(paramiko.SSHException):
+            channel.invoke_subsystem("not-sftp")
+        with pytest.raises(paramiko.ChannelException):
+            conn.transport.open_channel("direct-tcpip", ("127.0.0.1", 22), ("127.0.0.1", 0))
+    finally:
+        conn.close()
+
+
+def test_certificate_of_an_unknown_user_refused(endpoint: Endpoint) -> None:
+    # signed by the right CA, for the right unix account, but no such center user
+    with pytest.raises(AuthRequired):
+        open_sftp(endpoint.target(user="mallory", principal="alice01"))
+    # a center user, but the certificate names another unix account than the user's
+    with pytest.raises(AuthRequired):
+        open_sftp(endpoint.target(user="alice", principal="root"))
+
+
+def test_stop_closes_connections(endpoint: Endpoint) -> None:
+    conns = [endpoint.connect() for _ in range(2)]
+    _wait(lambda: endpoint.sftp.connections() == 2)
+    endpoint.sftp.stop()
+    for conn in conns:
+        _wait(lambda c=conn: not c.is_active())  # type: ignore[misc]
+        conn.close()
+    assert endpoint.sftp.connections() == 0
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", endpoint.sftp.port or 0), timeout=2).recv(1)
+
+
+def test_connection_limit_and_login_grace(tmp_path: Path) -> None:
+    running = Endpoint(tmp_path, max_connections=1, login_grace=0.5)
+    try:
+        port = running.sftp.port or 0
+        idle = socket.create_connection(("127.0.0.1", port))  # never logs in
+        _wait(lambda: running.sftp.connections() == 1)
+        extra = socket.create_connection(("127.0.0.1", port))
+        extra.settimeout(5)
+        assert extra.recv(64) == b""  # over the limit: closed at once
+        extra.close()
+        # the idle one is dropped after the grace period, which frees its slot
+        _wait(lambda: running.sftp.connections() == 0)
+        idle.close()
+        conn = running.connect()
+        conn.close()
+    finally:
+        running.close()
+
+
+def test_staging_info_from_the_app(tmp_path: Path, clock: FakeClock) -> None:
+    settings = CenterSettings(state_dir=tmp_path / "state", now=clock, local_user="me")
+    assert settings.sftp_port == 0  # the local center serves its storage itself
+    add_user(settings.state_dir, "me", password=PASSWORD, enable_otp=False, unix_account=None)
+    app = create_app(settings)
+    with TestClient(app) as client:
+        token = client.post(
+            "/v1/auth/token",
+            json={"grant_type": "password", "username": "me", "password": PASSWORD},
+        ).json()["access_token"]
+        info = client.get("/v1/staging", headers=bearer(token)).json()
+        endpoint = app.state.sftp_endpoint
+        assert info["host"] == "127.0.0.1" and info["port"] == endpoint.port
+        assert info["host_keys"] == [endpoint.host_key_line]
+        with socket.create_connection(("127.0.0.1", endpoint.port), timeout=5) as sock:
+            assert sock.recv(8).startswith(b"SSH-2.0-")
+    assert endpoint.connections() == 0
+
+
+def test_embedded_and_external_are_alternatives(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="alternatives"):
+        CenterSettings(state_dir=tmp_path, sftp_port=0, staging_host="127.0.0.1")
+    with pytest.raises(ValueError, match="not a TCP port"):
+        CenterSettings(state_dir=tmp_path, sftp_port=70000)
+    external = CenterSettings(state_dir=tmp_path, local_user="me", staging_host="127.0.0.1")
+    assert external.sftp_port is None
