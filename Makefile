@@ -23,6 +23,11 @@ demo: $(VENV)/.installed
 	$(KAIC_DEMO) whoami
 	@echo "== submit examples/hello.yaml, follow its output, exit with its code =="
 	$(KAIC_DEMO) submit examples/hello.yaml --follow; code=$$?; \
+	  if [ $$code -eq 0 ]; then \
+	    echo "== submit examples/staged/job.yaml: push its data, run, pull its results =="; \
+	    $(KAIC_DEMO) submit examples/staged/job.yaml --wait >/dev/null; code=$$?; \
+	    [ $$code -eq 0 ] && cat examples/staged/results/summary.txt; \
+	  fi; \
 	  $(KAIC_DEMO) jobs --all --limit 3; \
 	  $(KAIC_DEMO) center stop; exit $$code
 

@@ -156,7 +156,9 @@ class RemoteSide:
         if self.exec_ok is False:
             return None
         status, out, _err = self.conn.exec(command)
-        if status == -1:  # channel refused (policy, or MaxSessions): fall back this time
+        if status == -1:  # channel refused: by policy (stop asking), or MaxSessions (retry)
+            if self.exec_ok is None:
+                self.exec_ok = False  # never worked on this host: do not pay a round trip again
             return None
         if status in (126, 127):  # no such command there: stop asking
             self.exec_ok = False

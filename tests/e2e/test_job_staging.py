@@ -149,3 +149,18 @@ def test_dry_run_and_no_wait_say_what_happens_to_transfers(
     job_id = res.stdout.strip()
     assert job_id and "\n" not in job_id
     assert "fetched only with --wait or --follow; later: kaic data pull ~/res ./res" in (res.stderr)
+
+
+def test_job_file_staging_on_the_embedded_local_center(tmp_path: Path) -> None:
+    """Zero configuration: the local center's own SFTP endpoint carries inputs and outputs,
+    and the job sees them in its home."""
+    job = _project(tmp_path)
+    res = run_cli("submit", str(job), "--wait", "--json", cwd=tmp_path, timeout=120)
+    doc = res.json()
+    assert doc["state"] == "COMPLETED", res.explain()  # type: ignore[index]
+    assert doc["inputs"][0]["files_transferred"] == 3  # type: ignore[index]
+    assert doc["inputs"][0]["verified"] is True  # type: ignore[index]
+    results = job.parent / "results"
+    want = hashlib.sha256((job.parent / "data" / "big.bin").read_bytes()).hexdigest()
+    assert (results / "sum.txt").read_text().strip() == want
+    assert (results / "note.txt").read_text() == "héllo\n"
