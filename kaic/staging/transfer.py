@@ -213,21 +213,29 @@ class _LazySftp:
         return getattr(self._client, name)
 
     def close_channel(self) -> None:
+        """Close the channel if open (the next use opens a new one)."""
         if self._client is not None:
             with contextlib.suppress(Exception):
                 self._client.close()
+            self._client = None
 
 
 class _WorkerPipe:
-    """A worker's `SftpPipe`, opened on first use; None where the host refuses one."""
+    """A worker's `SftpPipe`, opened on first use; None where the host refuses one.
 
-    def __init__(self, conn: SftpConnection, enabled: bool):
+    Opening it closes the worker's paramiko channel (reopened if needed again), so that a
+    worker holds one SFTP channel + its exec channels: OpenSSH's MaxSessions is 10.
+    """
+
+    def __init__(self, conn: SftpConnection, sftp: _LazySftp, enabled: bool):
         self._conn = conn
+        self._sftp = sftp
         self._pipe: SftpPipe | None = None
         self._refused = not enabled
 
     def get(self) -> SftpPipe | None:
         if self._pipe is None and not self._refused:
+            self._sftp.close_channel()
             try:
                 self._pipe = SftpPipe(self._conn.transport)
             except (paramiko.SSHException, OSError):
@@ -447,7 +455,7 @@ class _Engine:
         def worker(index: int) -> None:
             conn = conns[index % len(conns)]
             sftp = _LazySftp(conn)
-            pipe = _WorkerPipe(conn, self.options.pipeline)
+            pipe = _WorkerPipe(conn, sftp, self.options.pipeline)
             try:
                 side = RemoteSide(
                     conn, cast(paramiko.SFTPClient, sftp), checksum_fn=self.checksum_fn
