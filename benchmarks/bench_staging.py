@@ -134,25 +134,34 @@ def main() -> None:
             shutil.rmtree(base / "pulled", ignore_errors=True)
             big.unlink()
 
-        # many small files: push, then pull what was pushed
-        got = base / "got"
+        # many small files: push, then pull what was pushed. Every run writes to a new
+        # directory and nothing is deleted until the end: ext4 skips recently deleted inodes
+        # when it allocates new ones, so a run right after deleting 2,000 files pays extra
+        # for every file it creates (measured: up to 2x), which would favour whoever runs
+        # first.
+        fresh()
+        runs = 0
+
+        def new_dirs() -> tuple[str, Path]:
+            nonlocal runs
+            runs += 1
+            return f"kaic-bench/small{runs}", base / f"got{runs}"
+
         for rnd in range(1, args.rounds + 1):
             sfx = f" #{rnd}" if args.rounds > 1 else ""
-            fresh()
-            t = sftp_batch(sshd.port, key, known, "put -r small kaic-bench/small\n", base)
+            dst, got = new_dirs()
+            t = sftp_batch(sshd.port, key, known, f"put -r small {dst}\n", base)
             results[f"sftp -r put files/s{sfx}"] = args.files / t
-            shutil.rmtree(got, ignore_errors=True)
-            t = sftp_batch(sshd.port, key, known, "get -r kaic-bench/small got\n", base)
+            t = sftp_batch(sshd.port, key, known, f"get -r {dst} {got.name}\n", base)
             assert len(os.listdir(got)) == args.files
             results[f"sftp -r get files/s{sfx}"] = args.files / t
             for verify in (True, False):
                 tag = "" if verify else " --no-verify"
-                fresh()
-                r = push(target, [str(small)], "kaic-bench/small", SyncOptions(verify=verify))
+                dst, got = new_dirs()
+                r = push(target, [str(small)], dst, SyncOptions(verify=verify))
                 assert r.files_transferred == args.files and not r.failures, r.summary()
                 results[f"kaic push{tag} files/s{sfx}"] = args.files / r.seconds
-                shutil.rmtree(got, ignore_errors=True)
-                r = pull(target, ["kaic-bench/small"], str(got), SyncOptions(verify=verify))
+                r = pull(target, [dst], str(got), SyncOptions(verify=verify))
                 assert r.files_transferred == args.files and not r.failures, r.summary()
                 results[f"kaic pull{tag} files/s{sfx}"] = args.files / r.seconds
     finally:
