@@ -260,3 +260,24 @@ def test_pipe_raises_pipe_closed_when_the_connection_goes(conn: SftpConnection) 
     with pytest.raises(pipeline.PipeClosed):
         pipe.open_many(["x"], pipeline.FXF_READ)
     assert isinstance(pipeline.PipeClosed(), EOFError)
+
+
+def test_fast_exec_commands_keep_the_connection(conn: SftpConnection) -> None:
+    """paramiko could send EOF after answering the server's CLOSE of a finished command;
+    sshd then drops the whole connection ("ieof packet referred to nonexistent channel")."""
+    import threading
+
+    failures: list[object] = []
+
+    def run() -> None:
+        for _ in range(60):
+            status, _out, _err = conn.exec("true")
+            if status != 0:
+                failures.append(status)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert conn.is_active() and not failures
