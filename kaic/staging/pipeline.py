@@ -59,6 +59,10 @@ class PipeClosed(EOFError):
     """The SFTP channel (or the whole connection) went away."""
 
 
+class Unsupported(OSError):
+    """The server does not implement the request (SSH_FX_OP_UNSUPPORTED)."""
+
+
 def _string(data: bytes | str) -> bytes:
     raw = data.encode("utf-8", errors="surrogateescape") if isinstance(data, str) else data
     return struct.pack(">I", len(raw)) + raw
@@ -83,7 +87,8 @@ def status_error(payload: bytes, path: str) -> OSError:
     if len(payload) >= 8:
         (n,) = struct.unpack_from(">I", payload, 4)
         message = payload[8 : 8 + n].decode("utf-8", errors="replace")
-    return OSError(_ERRNO.get(code, errno.EIO), message or f"SFTP error {code}", path)
+    cls = Unsupported if code == FX_OP_UNSUPPORTED else OSError
+    return cls(_ERRNO.get(code, errno.EIO), message or f"SFTP error {code}", path)
 
 
 def _is_ok(kind: int, payload: bytes) -> bool:
@@ -226,7 +231,9 @@ class SftpPipe:
         return out
 
     def rename_many(self, pairs: Sequence[tuple[str, str]]) -> list[OSError | None]:
-        """posix-rename each (old, new): None, or the error for that pair."""
+        """posix-rename each (old, new): None, or the error for that pair (`Unsupported`
+        where the server lacks the extension: some implement it without advertising it,
+        e.g. paramiko's server, so it is always tried)."""
         name = _string(POSIX_RENAME)
         replies = self.run(
             (old, FXP_EXTENDED, name + _string(old) + _string(new), 0) for old, new in pairs
@@ -254,6 +261,8 @@ class Upload:
     #: sha256 hex of what was sent, once it was sent and closed without error
     digest: str | None = None
     error: OSError | None = None
+    #: mode and mtime were set (FSETSTAT); False where the server does not support it
+    stat_set: bool = False
     handle: bytes = field(default=b"", repr=False)
 
 
@@ -274,7 +283,7 @@ def upload_many(
         else:
             up.handle = got
 
-    def requests() -> Iterable[tuple[Upload, int, bytes, int]]:
+    def requests() -> Iterable[tuple[tuple[Upload, int], int, bytes, int]]:
         for up in uploads:
             if up.error is not None:
                 continue
@@ -284,21 +293,28 @@ def upload_many(
                     data = f.read()
             except OSError as exc:
                 up.error = exc
-                yield up, FXP_CLOSE, handle, 0
+                yield (up, FXP_CLOSE), FXP_CLOSE, handle, 0
                 continue
             up.digest = hashlib.sha256(data).hexdigest()
             view = memoryview(data)
             for off in range(0, len(data), request_size):
                 chunk = view[off : off + request_size]
-                yield up, FXP_WRITE, handle + struct.pack(">QI", off, len(chunk)) + chunk, 0
+                body = handle + struct.pack(">QI", off, len(chunk)) + chunk
+                yield (up, FXP_WRITE), FXP_WRITE, body, 0
             on_bytes(len(data))
-            yield up, FXP_FSETSTAT, handle + _attrs(up.mode, up.mtime), 0
-            yield up, FXP_CLOSE, handle, 0
+            yield (up, FXP_FSETSTAT), FXP_FSETSTAT, handle + _attrs(up.mode, up.mtime), 0
+            yield (up, FXP_CLOSE), FXP_CLOSE, handle, 0
 
     for r in pipe.run(requests()):
-        up = r.owner
-        if not _is_ok(r.kind, r.payload) and up.error is None:
-            up.error = status_error(r.payload, up.part)
+        up, kind = r.owner
+        if _is_ok(r.kind, r.payload):
+            up.stat_set = up.stat_set or kind == FXP_FSETSTAT
+            continue
+        error = status_error(r.payload, up.part)
+        if kind == FXP_FSETSTAT and isinstance(error, Unsupported):
+            continue  # the caller sets mode and mtime by path
+        if up.error is None:
+            up.error = error
     for up in uploads:
         if up.error is not None:
             up.digest = None

@@ -40,7 +40,14 @@ import paramiko
 
 from kaic.errors import ExitCode, KaicError, NotFound, Unreachable
 from kaic.staging.connect import REQUEST_SIZE, SftpConnection, SshTarget, open_sftp
-from kaic.staging.pipeline import Download, SftpPipe, Upload, download_many, upload_many
+from kaic.staging.pipeline import (
+    Download,
+    SftpPipe,
+    Unsupported,
+    Upload,
+    download_many,
+    upload_many,
+)
 from kaic.staging.plan import FileTask, LocalSide, SyncPlan, Warn, part_name, plan_sync
 from kaic.staging.remote_fs import ChecksumFn, RemoteSide, normalize_remote
 
@@ -514,7 +521,8 @@ class _Engine:
             for task, up in zip(quick, uploads, strict=True):
                 if up.digest is not None:
                     sent.append((task, up.digest))
-                    stat_done.add(id(task))
+                    if up.stat_set:
+                        stat_done.add(id(task))
                     continue
                 if up.handle:  # opened, then failed: nothing to resume from a broken write
                     leftovers.append(up.part)
@@ -561,14 +569,17 @@ class _Engine:
                 self._file_error(task, exc, side)
                 continue
             ready.append(task)
-        if pipe is not None and pipe.posix_rename:
+        if pipe is not None:
             pairs = [(normalize_remote(part_name(t.dst)), normalize_remote(t.dst)) for t in ready]
+            unsupported = []
             for task, error in zip(ready, pipe.rename_many(pairs), strict=True):
-                if error is not None:
+                if isinstance(error, Unsupported):
+                    unsupported.append(task)
+                elif error is not None:
                     self._file_error(task, error, side)
                 else:
                     self.stats.file_done()
-            return
+            ready = unsupported
         for task in ready:
             part = normalize_remote(part_name(task.dst))
             try:

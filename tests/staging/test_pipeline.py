@@ -281,3 +281,29 @@ def test_fast_exec_commands_keep_the_connection(conn: SftpConnection) -> None:
     for t in threads:
         t.join()
     assert conn.is_active() and not failures
+
+
+def test_servers_without_fsetstat_or_posix_rename(
+    ssh_env: SshEnv,
+    remote_dir: Remote,
+    tmp_path: Path,
+    calls: dict[str, int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """OpenSSH answers unknown requests with OP_UNSUPPORTED, as a server without FSETSTAT
+    or posix-rename would: mode/mtime are then set by path and files renamed one by one."""
+    # FSETSTAT sent as an EXTENDED request named after the handle: OP_UNSUPPORTED
+    monkeypatch.setattr(pipeline, "FXP_FSETSTAT", pipeline.FXP_EXTENDED)
+    monkeypatch.setattr(pipeline, "POSIX_RENAME", "no-such-extension@kaic")
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(5):
+        (src / f"f{i}").write_bytes(os.urandom(100 * i))
+        os.utime(src / f"f{i}", (1_600_000_000 + i, 1_600_000_000 + i))
+    name, view = remote_dir
+    result = push(ssh_env.target(), [str(src)], name)
+    assert result.files_transferred == 5 and not result.failures and calls["upload"] >= 1
+    for i in range(5):
+        assert (view / f"f{i}").read_bytes() == (src / f"f{i}").read_bytes()
+        assert int((view / f"f{i}").stat().st_mtime) == 1_600_000_000 + i
+    assert push(ssh_env.target(), [str(src)], name).files_transferred == 0
