@@ -211,7 +211,7 @@ class SftpConnection:
         try:
             channel.settimeout(timeout)
             channel.exec_command(command)
-            channel.shutdown_write()
+            _shutdown_write(channel)
             out, err = bytearray(), bytearray()
             while True:
                 chunk = channel.recv(1 << 16)
@@ -244,6 +244,29 @@ class SftpConnection:
             self.sftp.close()
         with contextlib.suppress(Exception):
             self.transport.close()
+
+
+def _shutdown_write(channel: paramiko.Channel) -> None:
+    """Send EOF on `channel` without paramiko's race with a fast command.
+
+    `Channel.shutdown_write()` marks EOF as sent under the channel lock but sends it after
+    releasing it; if the command has already finished, the transport thread may answer the
+    server's CLOSE in between, our EOF then arrives for a channel sshd has freed, and sshd
+    drops the whole connection ("ieof packet referred to nonexistent channel"). Holding the
+    lock while sending keeps EOF before CLOSE.
+    """
+    lock = getattr(channel, "lock", None)
+    send_eof = getattr(channel, "_send_eof", None)
+    transport = channel.get_transport()
+    if lock is None or send_eof is None or transport is None:  # pragma: no cover
+        channel.shutdown_write()
+        return
+    with lock:
+        if channel.closed:
+            return
+        message = send_eof()
+        if message is not None:
+            transport._send_user_message(message)  # type: ignore[attr-defined]
 
 
 def _load_key(target: SshTarget) -> paramiko.PKey:

@@ -1,0 +1,309 @@
+"""The pipelined path for small files (kaic/staging/pipeline.py), against a real sshd."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kaic.staging import pipeline, transfer
+from kaic.staging.connect import SftpConnection, open_sftp
+from kaic.staging.pipeline import Download, SftpPipe, Upload, download_many, upload_many
+from kaic.staging.transfer import SyncOptions, pull, push
+from tests.staging.conftest import SshEnv
+
+Remote = tuple[str, Path]
+
+
+@pytest.fixture
+def conn(ssh_env: SshEnv) -> Iterator[SftpConnection]:
+    c = open_sftp(ssh_env.target())
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture
+def calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Counts the pipelined batches the engine sends (to prove the fast path ran)."""
+    counts = {"upload": 0, "download": 0}
+
+    def counting_upload(*args, **kwargs):  # type: ignore[no-untyped-def]
+        counts["upload"] += 1
+        return upload_many(*args, **kwargs)
+
+    def counting_download(*args, **kwargs):  # type: ignore[no-untyped-def]
+        counts["download"] += 1
+        return download_many(*args, **kwargs)
+
+    monkeypatch.setattr(transfer, "upload_many", counting_upload)
+    monkeypatch.setattr(transfer, "download_many", counting_download)
+    return counts
+
+
+def _small_tree(root: Path) -> dict[str, bytes]:
+    files = {
+        "empty": b"",
+        "one": b"x",
+        "ünïcödé ✓.txt": "grüße".encode(),
+        'sp ace\'s "q".bin': os.urandom(3000),
+        "sub/deep/n.bin": os.urandom(70_000),
+        "exact.bin": os.urandom(transfer.REQUEST_SIZE),
+        "two-writes.bin": os.urandom(transfer.REQUEST_SIZE + 1),
+    }
+    files.update({f"many/f{i:03d}": os.urandom(i * 37) for i in range(150)})
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    os.chmod(root / "one", 0o640)
+    os.chmod(root / "sub/deep/n.bin", 0o755)
+    os.utime(root / "one", (1_500_000_000, 1_500_000_000))
+    return files
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_small_files_round_trip(
+    ssh_env: SshEnv, remote_dir: Remote, tmp_path: Path, calls: dict[str, int], verify: bool
+) -> None:
+    src = tmp_path / "src"
+    files = _small_tree(src)
+    name, view = remote_dir
+    options = SyncOptions(verify=verify)
+    first = push(ssh_env.target(), [str(src)], name, options)
+    assert not first.failures and first.files_transferred == len(files)
+    assert calls["upload"] >= 1
+    for rel, data in files.items():
+        assert (view / rel).read_bytes() == data, rel
+        assert int((view / rel).stat().st_mtime) == int((src / rel).stat().st_mtime), rel
+    assert (view / "one").stat().st_mode & 0o777 == 0o640
+    assert (view / "sub/deep/n.bin").stat().st_mode & 0o777 == 0o755
+    assert not list(view.rglob("*.kaic-part"))
+
+    # mtimes were set on the part files: nothing to send the second time
+    again = push(ssh_env.target(), [str(src)], name, options)
+    assert again.files_transferred == 0 and again.files_skipped == len(files)
+
+    back = tmp_path / "back"
+    got = pull(ssh_env.target(), [name], str(back), options)
+    assert not got.failures and got.files_transferred == len(files)
+    assert calls["download"] >= 1
+    for rel, data in files.items():
+        assert (back / rel).read_bytes() == data, rel
+        assert int((back / rel).stat().st_mtime) == int((src / rel).stat().st_mtime), rel
+    assert (back / "one").stat().st_mode & 0o777 == 0o640
+    assert not list(back.rglob("*.kaic-part"))
+    assert pull(ssh_env.target(), [name], str(back), options).files_transferred == 0
+
+
+def test_push_one_failure_in_a_batch_leaves_the_others(
+    ssh_env: SshEnv, remote_dir: Remote, tmp_path: Path, calls: dict[str, int]
+) -> None:
+    src = tmp_path / "src"
+    for i in range(20):
+        (src / "ok").mkdir(parents=True, exist_ok=True)
+        (src / "ok" / f"f{i}").write_bytes(os.urandom(100 + i))
+    (src / "ro").mkdir()
+    (src / "ro" / "blocked").write_bytes(b"nope")
+    name, view = remote_dir
+    (view / "ro").mkdir(parents=True)
+    ssh_env.own(view)
+    os.chmod(view / "ro", 0o555)  # the test user cannot create files there
+    try:
+        result = push(ssh_env.target(), [str(src)], name)
+    finally:
+        os.chmod(view / "ro", 0o755)
+    assert list(result.failures) == [f"{name}/ro/blocked"]
+    assert "ermission" in result.failures[f"{name}/ro/blocked"]
+    assert result.files_transferred == 20 and calls["upload"] >= 1
+    for i in range(20):
+        assert (view / "ok" / f"f{i}").read_bytes() == (src / "ok" / f"f{i}").read_bytes()
+    assert not (view / "ro" / "blocked").exists()
+    assert not list(view.rglob("*.kaic-part"))
+
+
+def test_pull_one_failure_in_a_batch_leaves_the_others(
+    ssh_env: SshEnv, remote_dir: Remote, tmp_path: Path, calls: dict[str, int]
+) -> None:
+    name, view = remote_dir
+    view.mkdir()
+    for i in range(10):
+        (view / f"f{i}").write_bytes(os.urandom(500 * i))
+    (view / "secret").write_bytes(b"x")
+    ssh_env.own(view)
+    os.chmod(view / "secret", 0)  # unreadable for the test user
+    out = tmp_path / "out"
+    result = pull(ssh_env.target(), [name], str(out))
+    assert list(result.failures) == [str(out / "secret")]
+    assert result.files_transferred == 10 and calls["download"] >= 1
+    for i in range(10):
+        assert (out / f"f{i}").read_bytes() == (view / f"f{i}").read_bytes()
+    assert not (out / "secret").exists() and not list(out.glob("*.kaic-part"))
+
+
+def test_without_exec_the_pipelined_path_reads_back(
+    ssh_env: SshEnv,
+    remote_dir: Remote,
+    tmp_path: Path,
+    calls: dict[str, int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(
+        transfer.SftpConnection, "exec", lambda self, command, timeout=0: (-1, b"", b"")
+    )
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(5):
+        (src / f"f{i}").write_bytes(os.urandom(1000 * i))
+    name, _view = remote_dir
+    result = push(ssh_env.target(), [str(src)], name)
+    assert result.files_transferred == 5 and not result.failures and result.verified
+    back = tmp_path / "back"
+    got = pull(ssh_env.target(), [name], str(back))
+    assert got.files_transferred == 5 and not got.failures
+    for i in range(5):
+        assert (back / f"f{i}").read_bytes() == (src / f"f{i}").read_bytes()
+    assert calls["upload"] >= 1 and calls["download"] >= 1
+
+
+def test_pipeline_can_be_turned_off(
+    ssh_env: SshEnv, remote_dir: Remote, tmp_path: Path, calls: dict[str, int]
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a").write_bytes(b"a")
+    name, view = remote_dir
+    result = push(ssh_env.target(), [str(src)], name, SyncOptions(pipeline=False))
+    assert result.files_transferred == 1 and calls["upload"] == 0
+    assert (view / "a").read_bytes() == b"a"
+
+
+# -- SftpPipe itself -----------------------------------------------------------------------
+
+
+def test_pipe_upload_batch_with_a_bad_path_in_the_middle(
+    conn: SftpConnection, remote_dir: Remote, tmp_path: Path, ssh_env: SshEnv
+) -> None:
+    name, view = remote_dir
+    view.mkdir()
+    (view / "plainfile").write_bytes(b"")
+    ssh_env.own(view)
+    sources = []
+    for i in range(3):
+        sources.append(tmp_path / f"s{i}")
+        sources[-1].write_bytes(os.urandom(5000 + i))
+    ups = [
+        Upload(str(sources[0]), f"{name}/.a.part", 0o600, 1_000_000_000),
+        Upload(str(sources[1]), f"{name}/plainfile/.b.part", 0o644, 1_000_000_000),
+        Upload(str(tmp_path / "missing-local"), f"{name}/.c.part", 0o644, 1),
+        Upload(str(sources[2]), f"{name}/.d.part", 0o644, 1_000_000_001),
+    ]
+    sent: list[int] = []
+    pipe = SftpPipe(conn.transport)
+    try:
+        upload_many(pipe, ups, 1024, sent.append)  # several WRITEs per file
+        assert ups[0].digest == hashlib.sha256(sources[0].read_bytes()).hexdigest()
+        assert ups[3].digest == hashlib.sha256(sources[2].read_bytes()).hexdigest()
+        assert ups[1].digest is None and isinstance(ups[1].error, OSError)
+        assert ups[2].digest is None and isinstance(ups[2].error, FileNotFoundError)
+        assert sum(sent) == 5000 + 5002
+        st = (view / ".d.part").stat()
+        assert int(st.st_mtime) == 1_000_000_001 and st.st_mode & 0o777 == 0o644
+        assert pipe.posix_rename
+        errors = pipe.rename_many(
+            [(f"{name}/.a.part", f"{name}/a"), (f"{name}/.nothing", f"{name}/b")]
+        )
+        assert errors[0] is None and isinstance(errors[1], FileNotFoundError)
+        assert (view / "a").read_bytes() == sources[0].read_bytes()
+        pipe.remove_many([f"{name}/.c.part", f"{name}/.d.part", f"{name}/.gone"])
+        assert not (view / ".c.part").exists() and not (view / ".d.part").exists()
+    finally:
+        pipe.close()
+
+
+def test_pipe_download_notices_size_changes(
+    conn: SftpConnection, remote_dir: Remote, ssh_env: SshEnv
+) -> None:
+    name, view = remote_dir
+    view.mkdir()
+    data = os.urandom(10_000)
+    (view / "f").write_bytes(data)
+    (view / "empty").write_bytes(b"")
+    ssh_env.own(view)
+    downs = [
+        Download(f"{name}/f", 10_000),
+        Download(f"{name}/f", 9_999),  # grew since planning
+        Download(f"{name}/f", 10_001),  # shrank
+        Download(f"{name}/empty", 0),
+        Download(f"{name}/absent", 5),
+    ]
+    got: list[int] = []
+    pipe = SftpPipe(conn.transport)
+    try:
+        download_many(pipe, downs, 4096, got.append)
+    finally:
+        pipe.close()
+    assert downs[0].data == data and not downs[0].retry
+    assert downs[1].retry and downs[1].data is None
+    assert downs[2].retry and downs[2].data is None
+    assert downs[3].data == b"" and not downs[3].retry
+    assert isinstance(downs[4].error, FileNotFoundError) and downs[4].data is None
+    assert sum(got) == 10_000
+
+
+def test_pipe_raises_pipe_closed_when_the_connection_goes(conn: SftpConnection) -> None:
+    pipe = SftpPipe(conn.transport)
+    conn.transport.close()
+    with pytest.raises(pipeline.PipeClosed):
+        pipe.open_many(["x"], pipeline.FXF_READ)
+    assert isinstance(pipeline.PipeClosed(), EOFError)
+
+
+def test_fast_exec_commands_keep_the_connection(conn: SftpConnection) -> None:
+    """paramiko could send EOF after answering the server's CLOSE of a finished command;
+    sshd then drops the whole connection ("ieof packet referred to nonexistent channel")."""
+    import threading
+
+    failures: list[object] = []
+
+    def run() -> None:
+        for _ in range(60):
+            status, _out, _err = conn.exec("true")
+            if status != 0:
+                failures.append(status)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert conn.is_active() and not failures
+
+
+def test_servers_without_fsetstat_or_posix_rename(
+    ssh_env: SshEnv,
+    remote_dir: Remote,
+    tmp_path: Path,
+    calls: dict[str, int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """OpenSSH answers unknown requests with OP_UNSUPPORTED, as a server without FSETSTAT
+    or posix-rename would: mode/mtime are then set by path and files renamed one by one."""
+    # FSETSTAT sent as an EXTENDED request named after the handle: OP_UNSUPPORTED
+    monkeypatch.setattr(pipeline, "FXP_FSETSTAT", pipeline.FXP_EXTENDED)
+    monkeypatch.setattr(pipeline, "POSIX_RENAME", "no-such-extension@kaic")
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(5):
+        (src / f"f{i}").write_bytes(os.urandom(100 * i))
+        os.utime(src / f"f{i}", (1_600_000_000 + i, 1_600_000_000 + i))
+    name, view = remote_dir
+    result = push(ssh_env.target(), [str(src)], name)
+    assert result.files_transferred == 5 and not result.failures and calls["upload"] >= 1
+    for i in range(5):
+        assert (view / f"f{i}").read_bytes() == (src / f"f{i}").read_bytes()
+        assert int((view / f"f{i}").stat().st_mtime) == 1_600_000_000 + i
+    assert push(ssh_env.target(), [str(src)], name).files_transferred == 0
