@@ -29,6 +29,10 @@ from kaic.errors import AuthRequired, ExitCode, KaicError, Unreachable
 REQUEST_SIZE = 248 * 1024
 MAX_PACKET_SIZE = 256 * 1024
 CONNECT_TIMEOUT = 15.0
+#: seconds an SFTP channel may wait for the next reply before the connection counts as lost
+#: (then the sync reconnects and resumes): a server that stays connected but stops
+#: answering must not hang kaic forever
+REPLY_TIMEOUT = 120.0
 PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 
 # Key types of known_hosts lines -> host key algorithms paramiko may negotiate for them.
@@ -200,6 +204,7 @@ class SftpConnection:
         client = paramiko.SFTPClient.from_transport(self.transport, max_packet_size=MAX_PACKET_SIZE)
         if client is None:  # pragma: no cover - paramiko returns None only on odd failures
             raise Unreachable(f"{self.target.address}: could not open an SFTP channel")
+        client.get_channel().settimeout(REPLY_TIMEOUT)  # type: ignore[union-attr]
         return client
 
     def exec(self, command: str, *, timeout: float = 600.0) -> tuple[int, bytes, bytes]:

@@ -33,6 +33,8 @@ from typing import Generic, TypeVar
 
 import paramiko
 
+from kaic.staging.connect import REPLY_TIMEOUT
+
 # message types (draft-ietf-secsh-filexfer-02)
 FXP_INIT, FXP_VERSION, FXP_OPEN, FXP_CLOSE, FXP_READ, FXP_WRITE = 1, 2, 3, 4, 5, 6
 FXP_FSETSTAT, FXP_REMOVE, FXP_EXTENDED = 10, 13, 200
@@ -105,14 +107,22 @@ class Reply(Generic[T]):
 class SftpPipe:
     """An SFTP v3 session on its own channel, for pipelined batches (see module doc)."""
 
-    def __init__(self, transport: paramiko.Transport, *, timeout: float = 30.0):
+    def __init__(
+        self,
+        transport: paramiko.Transport,
+        *,
+        timeout: float = 30.0,
+        reply_timeout: float = REPLY_TIMEOUT,
+    ):
         try:
             channel = transport.open_session(timeout=timeout)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             if not transport.is_active():
                 raise PipeClosed(f"connection lost: {exc}") from exc
             raise
+        channel.settimeout(reply_timeout)  # a silent server counts as a lost connection
         self._channel = channel
+        self._reply_timeout = reply_timeout
         self._buf = bytearray()
         self._next_id = 1
         self.extensions: dict[str, bytes] = {}
@@ -165,6 +175,10 @@ class SftpPipe:
                     return kind, body
             try:
                 chunk = self._channel.recv(1 << 18)
+            except TimeoutError as exc:
+                raise PipeClosed(
+                    f"no reply from the SFTP server in {self._reply_timeout:.0f} s"
+                ) from exc
             except (OSError, EOFError, paramiko.SSHException) as exc:
                 raise PipeClosed(f"SFTP channel closed: {exc}") from exc
             if not chunk:

@@ -307,3 +307,40 @@ def test_servers_without_fsetstat_or_posix_rename(
         assert (view / f"f{i}").read_bytes() == (src / f"f{i}").read_bytes()
         assert int((view / f"f{i}").stat().st_mtime) == 1_600_000_000 + i
     assert push(ssh_env.target(), [str(src)], name).files_transferred == 0
+
+
+def test_a_server_that_stops_answering_counts_as_a_lost_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that stays connected but never replies must not hang kaic: the pipe gives
+    up after its reply timeout with PipeClosed (an EOFError), which makes the sync reconnect
+    and resume (see transfer._connection_error)."""
+    import threading
+    import time
+
+    from kaic.center.sftp.fs import ConfinedSFTP
+    from tests.center.test_sftp_server import Endpoint
+
+    release = threading.Event()
+
+    def stuck_open(self, path, flags, attr):  # type: ignore[no-untyped-def]
+        release.wait(10)
+        return 3  # SFTP_PERMISSION_DENIED, too late
+
+    endpoint = Endpoint(tmp_path)
+    try:
+        conn = endpoint.connect()
+        try:
+            monkeypatch.setattr(ConfinedSFTP, "open", stuck_open)
+            pipe = SftpPipe(conn.transport, reply_timeout=0.5)
+            started = time.monotonic()
+            with pytest.raises(pipeline.PipeClosed, match="no reply from the SFTP server"):
+                pipe.open_many(["a.txt"], 0x02 | 0x08)  # SSH_FXF_WRITE | SSH_FXF_CREAT
+            assert time.monotonic() - started < 5
+            assert transfer._connection_error(pipeline.PipeClosed("x"), [conn])
+            pipe.close()
+        finally:
+            release.set()
+            conn.close()
+    finally:
+        endpoint.close()
