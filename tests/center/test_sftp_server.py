@@ -194,3 +194,41 @@ def test_embedded_and_external_are_alternatives(tmp_path: Path) -> None:
         CenterSettings(state_dir=tmp_path, sftp_port=70000)
     external = CenterSettings(state_dir=tmp_path, local_user="me", staging_host="127.0.0.1")
     assert external.sftp_port is None
+
+
+def _no_hang(conn: SftpConnection, seconds: float = 5.0) -> None:
+    # A server stuck on a request must fail the test, not hang it.
+    conn.sftp.get_channel().settimeout(seconds)  # type: ignore[union-attr]
+
+
+def test_check_file_past_the_end_does_not_hang_the_server(endpoint: Endpoint) -> None:
+    # paramiko's `check-file` loops forever when the range reaches past the end of the file
+    # (a read at EOF returns b"" and the loop waits for more); the endpoint refuses it.
+    conn = endpoint.connect()
+    try:
+        _no_hang(conn)
+        with conn.sftp.open("small", "w") as f:
+            f.write(b"x")
+        with conn.sftp.open("small", "r") as f, pytest.raises(IOError) as raised:
+            f.check("sha1", 0, 4096, 0)
+        assert not isinstance(raised.value, TimeoutError)
+        assert conn.sftp.stat("small").st_size == 1  # the channel still answers
+    finally:
+        conn.close()
+
+
+def test_attributes_with_a_huge_extension_count_are_refused(endpoint: Endpoint) -> None:
+    # paramiko parses `count` extended attribute pairs without looking at the packet's
+    # length: 2**32 - 1 of them keep a thread busy for an hour. Refused at once instead.
+    from paramiko.sftp import CMD_SETSTAT
+
+    conn = endpoint.connect()
+    try:
+        _no_hang(conn)
+        flag_extended = paramiko.SFTPAttributes.FLAG_EXTENDED
+        with pytest.raises(IOError) as raised:
+            conn.sftp._request(CMD_SETSTAT, ".", flag_extended, 0xFFFFFFFF)  # type: ignore[attr-defined]
+        assert not isinstance(raised.value, TimeoutError)
+        assert conn.sftp.normalize(".")  # the channel still answers
+    finally:
+        conn.close()

@@ -38,8 +38,14 @@ from paramiko.common import (
 from paramiko.sftp import (
     CMD_EXTENDED,
     CMD_EXTENDED_REPLY,
+    CMD_FSETSTAT,
     CMD_INIT,
+    CMD_MKDIR,
+    CMD_OPEN,
+    CMD_SETSTAT,
     CMD_VERSION,
+    SFTP_BAD_MESSAGE,
+    SFTP_OP_UNSUPPORTED,
 )
 
 from kaic.center.settings import CenterSettings
@@ -188,9 +194,17 @@ class SftpSubsystem(paramiko.SFTPServer):
         return version
 
     def _process(self, t: int, request_number: int, msg: paramiko.Message) -> None:
+        if t in _WITH_ATTRS and not _attrs_fit(t, msg):
+            self._send_status(request_number, SFTP_BAD_MESSAGE)  # type: ignore[attr-defined]
+            return
         if t == CMD_EXTENDED:
             start = msg.packet.tell()
-            if msg.get_text() == "limits@openssh.com":
+            tag = msg.get_text()
+            if tag == "check-file":
+                # paramiko's loops forever on a range past the end of the file; not announced
+                self._send_status(request_number, SFTP_OP_UNSUPPORTED)  # type: ignore[attr-defined]
+                return
+            if tag == "limits@openssh.com":
                 reply = paramiko.Message()
                 reply.add_int(request_number)
                 reply.add_int64(MAX_PACKET_SIZE)  # the longest SFTP message we take
@@ -201,6 +215,37 @@ class SftpSubsystem(paramiko.SFTPServer):
                 return
             msg.packet.seek(start)
         super()._process(t, request_number, msg)  # type: ignore[misc]
+
+
+#: requests carrying file attributes, and the fields before them (s = string, i = uint32)
+_WITH_ATTRS = {CMD_OPEN: "si", CMD_MKDIR: "s", CMD_SETSTAT: "s", CMD_FSETSTAT: "s"}
+
+
+def _attrs_fit(t: int, msg: paramiko.Message) -> bool:
+    """Whether the extended-attribute count of request `t` fits in the packet.
+
+    paramiko reads that many (name, value) pairs whatever the packet holds (past its end
+    it reads empty strings), so a count of 2**32-1 keeps a thread busy for an hour. A pair
+    takes at least 8 bytes: a count the rest of the packet cannot hold is a bad message.
+    """
+    start = msg.packet.tell()
+    try:
+        for field in _WITH_ATTRS[t]:
+            msg.get_binary() if field == "s" else msg.get_int()
+        flags = msg.get_int()
+        attrs = paramiko.SFTPAttributes
+        skip = 8 if flags & attrs.FLAG_SIZE else 0
+        skip += 8 if flags & attrs.FLAG_UIDGID else 0
+        skip += 4 if flags & attrs.FLAG_PERMISSIONS else 0
+        skip += 8 if flags & attrs.FLAG_AMTIME else 0
+        msg.get_bytes(skip)
+        if not flags & attrs.FLAG_EXTENDED:
+            return True
+        count = msg.get_int()
+        left = len(msg.asbytes()) - msg.packet.tell()
+        return count * 8 <= left
+    finally:
+        msg.packet.seek(start)
 
 
 class EmbeddedSftp:
