@@ -232,3 +232,67 @@ def test_attributes_with_a_huge_extension_count_are_refused(endpoint: Endpoint) 
         assert conn.sftp.normalize(".")  # the channel still answers
     finally:
         conn.close()
+
+
+def test_open_handles_per_session_are_limited(endpoint: Endpoint) -> None:
+    # Every open file holds a descriptor of the center: one client must not take them all.
+    from paramiko.sftp import CMD_OPENDIR
+
+    from kaic.center.sftp.server import MAX_HANDLES
+
+    conn = endpoint.connect()
+    try:
+        _no_hang(conn)
+        conn.sftp.mkdir("d")
+        held = [conn.sftp.open(f"f{i}", "w") for i in range(MAX_HANDLES - 1)]
+        opendir = CMD_OPENDIR
+        conn.sftp._request(opendir, "d")  # type: ignore[attr-defined]  # a directory handle
+        with pytest.raises(IOError):
+            conn.sftp.open("one-too-many", "w")
+        with pytest.raises(IOError):
+            conn.sftp._request(opendir, "d")  # type: ignore[attr-defined]
+        held.pop(0).close()
+        conn.sftp.open("now-fine", "w").close()
+    finally:
+        conn.close()
+
+
+def test_open_files_of_the_endpoint_are_limited(tmp_path: Path) -> None:
+    running = Endpoint(tmp_path, max_open_files=4)
+    try:
+        conn = running.connect()
+        other = conn.new_sftp()
+        held = [conn.sftp.open("a", "w"), conn.sftp.open("b", "w"), other.open("c", "w")]
+        held.append(other.open("d", "w"))
+        with pytest.raises(IOError):
+            conn.sftp.open("e", "w")
+        held.pop().close()
+        conn.sftp.open("e", "w").close()
+        other.close()  # closing the channel gives its files back
+        _wait(lambda: running.sftp.open_files() == 2)
+        conn.close()
+        _wait(lambda: running.sftp.open_files() == 0)
+    finally:
+        running.close()
+
+
+def test_sessions_per_connection_are_limited(endpoint: Endpoint) -> None:
+    from kaic.center.sftp.server import MAX_SESSIONS
+
+    conn = endpoint.connect()  # holds one session: its SFTP channel
+    try:
+        channels = [conn.transport.open_session(timeout=5) for _ in range(MAX_SESSIONS - 1)]
+        with pytest.raises(paramiko.ChannelException):
+            conn.transport.open_session(timeout=5)
+        channels.pop().close()  # frees a slot once the server has closed its side too
+
+        def another() -> bool:
+            try:
+                conn.transport.open_session(timeout=5).close()
+            except paramiko.ChannelException:
+                return False
+            return True
+
+        _wait(another)
+    finally:
+        conn.close()

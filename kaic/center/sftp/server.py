@@ -33,6 +33,7 @@ from paramiko.common import (
     AUTH_FAILED,
     AUTH_SUCCESSFUL,
     OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED,
+    OPEN_FAILED_RESOURCE_SHORTAGE,
     OPEN_SUCCEEDED,
 )
 from paramiko.sftp import (
@@ -42,9 +43,11 @@ from paramiko.sftp import (
     CMD_INIT,
     CMD_MKDIR,
     CMD_OPEN,
+    CMD_OPENDIR,
     CMD_SETSTAT,
     CMD_VERSION,
     SFTP_BAD_MESSAGE,
+    SFTP_FAILURE,
     SFTP_OP_UNSUPPORTED,
 )
 
@@ -61,6 +64,12 @@ WIRE_LOG = "kaic.center.sftp.wire"
 HOST = "127.0.0.1"
 HOST_KEY_FILE = "sftp_host_ed25519_key"
 MAX_CONNECTIONS = 64
+#: sessions (channels) open at once on one connection (OpenSSH's MaxSessions)
+MAX_SESSIONS = 10
+#: file and directory handles open at once on one SFTP session (kaic's pipeline opens 64)
+MAX_HANDLES = 256
+#: files open at once through the whole endpoint (each holds a descriptor of the center)
+MAX_OPEN_FILES = 512
 #: seconds a connection may take from accept to a successful login
 LOGIN_GRACE = 30.0
 MAX_PACKET_SIZE = 256 * 1024
@@ -109,6 +118,8 @@ class _Gate(paramiko.ServerInterface):
         self.endpoint = endpoint
         self.peer = peer
         self.username: str | None = None
+        #: the connection's transport (its open channels count against MAX_SESSIONS)
+        self.transport: paramiko.Transport | None = None
         #: the logged-in user's storage root; set when a certificate checks out
         self.storage_root: Path | None = None
 
@@ -163,6 +174,10 @@ class _Gate(paramiko.ServerInterface):
 
     def check_channel_request(self, kind: str, chanid: int) -> int:
         if kind == "session":
+            channels = self.transport._channels if self.transport is not None else ()  # type: ignore[attr-defined]
+            if len(channels) >= MAX_SESSIONS:
+                logger.info("sftp: %s: too many sessions on one connection", self.peer)
+                return OPEN_FAILED_RESOURCE_SHORTAGE
             return OPEN_SUCCEEDED
         return OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
 
@@ -197,6 +212,11 @@ class SftpSubsystem(paramiko.SFTPServer):
         if t in _WITH_ATTRS and not _attrs_fit(t, msg):
             self._send_status(request_number, SFTP_BAD_MESSAGE)  # type: ignore[attr-defined]
             return
+        if t in (CMD_OPEN, CMD_OPENDIR):
+            tables = (self.file_table, self.folder_table)
+            if sum(len(table) for table in tables) >= MAX_HANDLES:
+                self._send_status(request_number, SFTP_FAILURE, "too many open handles")  # type: ignore[attr-defined]
+                return
         if t == CMD_EXTENDED:
             start = msg.packet.tell()
             tag = msg.get_text()
@@ -210,7 +230,7 @@ class SftpSubsystem(paramiko.SFTPServer):
                 reply.add_int64(MAX_PACKET_SIZE)  # the longest SFTP message we take
                 reply.add_int64(MAX_TRANSFER)  # the longest read we answer in full
                 reply.add_int64(MAX_TRANSFER)  # the longest write we accept
-                reply.add_int64(0)  # open handles: no limit announced
+                reply.add_int64(MAX_HANDLES)  # open handles
                 self._send_packet(CMD_EXTENDED_REPLY, reply)  # type: ignore[attr-defined]
                 return
             msg.packet.seek(start)
@@ -259,12 +279,16 @@ class EmbeddedSftp:
         *,
         max_connections: int = MAX_CONNECTIONS,
         login_grace: float = LOGIN_GRACE,
+        max_open_files: int = MAX_OPEN_FILES,
     ) -> None:
         self.settings = settings
         self.store = store
         self.user_ca = user_ca
         self.max_connections = max_connections
         self.login_grace = login_grace
+        #: descriptors the endpoint's open files may hold, all connections together
+        self.file_budget = threading.BoundedSemaphore(max_open_files)
+        self._max_open_files = max_open_files
         self.host_key = load_or_create_host_key(settings.state_dir / "ssh")
         self._sock: socket.socket | None = None
         self._stopping = threading.Event()
@@ -342,6 +366,10 @@ class EmbeddedSftp:
         if self.port is not None:
             logger.info("embedded SFTP endpoint on %s:%d stopped", HOST, self.port)
 
+    def open_files(self) -> int:
+        """How many files are open through the endpoint now."""
+        return self._max_open_files - self.file_budget._value
+
     def connections(self) -> int:
         """How many connections are open now."""
         with self._lock:
@@ -389,6 +417,7 @@ class EmbeddedSftp:
                     return
                 self._transports.add(transport)
             gate = _Gate(self, peer)
+            gate.transport = transport
             # Asynchronous: the login grace below covers the handshake too, so a client
             # that connects and says nothing holds its slot only that long.
             transport.start_server(event=threading.Event(), server=gate)
