@@ -296,3 +296,26 @@ def test_sessions_per_connection_are_limited(endpoint: Endpoint) -> None:
         _wait(another)
     finally:
         conn.close()
+
+
+def test_data_beyond_the_channel_window_ends_the_connection(endpoint: Endpoint) -> None:
+    # paramiko buffers whatever a client sends on a channel, window or not: a session
+    # nobody reads (no subsystem) would take the center's memory. Over the window is a
+    # protocol violation, so the connection is closed.
+    from paramiko.common import cMSG_CHANNEL_DATA
+
+    conn = endpoint.connect()
+    try:
+        channel = conn.transport.open_session(timeout=5)
+        chunk = b"x" * 32768
+        for _ in range(4 * 1024 * 1024 // len(chunk)):  # twice paramiko's 2 MiB window
+            if not conn.transport.is_active():
+                break
+            m = paramiko.Message()
+            m.add_byte(cMSG_CHANNEL_DATA)
+            m.add_int(channel.remote_chanid)
+            m.add_string(chunk)
+            conn.transport._send_user_message(m)  # type: ignore[attr-defined]
+        _wait(lambda: not conn.transport.is_active())
+    finally:
+        conn.close()

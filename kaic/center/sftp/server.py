@@ -32,6 +32,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from paramiko.common import (
     AUTH_FAILED,
     AUTH_SUCCESSFUL,
+    MSG_CHANNEL_DATA,
+    MSG_CHANNEL_EXTENDED_DATA,
     OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED,
     OPEN_FAILED_RESOURCE_SHORTAGE,
     OPEN_SUCCEEDED,
@@ -409,6 +411,7 @@ class EmbeddedSftp:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             transport = paramiko.Transport(conn, default_max_packet_size=MAX_PACKET_SIZE)
             transport.set_log_channel(WIRE_LOG)
+            _enforce_windows(transport)
             _prefer_gcm(transport)
             transport.add_server_key(self.host_key)
             transport.set_subsystem_handler("sftp", SftpSubsystem, ConfinedSFTP)
@@ -453,6 +456,30 @@ class EmbeddedSftp:
                 return True
             self._stopping.wait(0.05)
         return False
+
+
+def _enforce_windows(transport: paramiko.Transport) -> None:
+    """Close the connection when a client sends a channel more than its window.
+
+    paramiko buffers whatever arrives on a channel and never checks the window it gave:
+    a client ignoring it could fill the center's memory through a channel nobody reads.
+    A client that keeps to the window never has more than the window buffered.
+    """
+    table: dict[int, Any] = dict(transport._channel_handler_table)  # type: ignore[attr-defined]
+    feed, feed_extended = table[MSG_CHANNEL_DATA], table[MSG_CHANNEL_EXTENDED_DATA]
+
+    def checked(handler: Any) -> Any:
+        def handle(channel: paramiko.Channel, m: paramiko.Message) -> None:
+            handler(channel, m)
+            buffered = len(channel.in_buffer) + len(channel.in_stderr_buffer)
+            if buffered > channel.in_window_size:
+                raise paramiko.SSHException("client sent more than the channel window")
+
+        return handle
+
+    table[MSG_CHANNEL_DATA] = checked(feed)
+    table[MSG_CHANNEL_EXTENDED_DATA] = checked(feed_extended)
+    transport._channel_handler_table = table  # type: ignore[attr-defined]
 
 
 def _prefer_gcm(transport: paramiko.Transport) -> None:
