@@ -269,7 +269,7 @@ def test_open_files_of_the_endpoint_are_limited(tmp_path: Path) -> None:
         held.pop().close()
         conn.sftp.open("e", "w").close()
         other.close()  # closing the channel gives its files back
-        _wait(lambda: running.sftp.open_files() == 2)
+        _wait(lambda: running.sftp.open_files() == 2, 3)
         conn.close()
         _wait(lambda: running.sftp.open_files() == 0)
     finally:
@@ -315,7 +315,30 @@ def test_data_beyond_the_channel_window_ends_the_connection(endpoint: Endpoint) 
             m.add_byte(cMSG_CHANNEL_DATA)
             m.add_int(channel.remote_chanid)
             m.add_string(chunk)
-            conn.transport._send_user_message(m)  # type: ignore[attr-defined]
+            try:
+                conn.transport._send_user_message(m)  # type: ignore[attr-defined]
+            except (EOFError, OSError):
+                break  # closed by the server meanwhile
         _wait(lambda: not conn.transport.is_active())
+    finally:
+        conn.close()
+
+
+def test_an_sftp_message_longer_than_announced_closes_the_channel(endpoint: Endpoint) -> None:
+    # paramiko would collect a message of up to 16 MiB per channel before looking at it;
+    # the endpoint announces (limits@openssh.com) and takes 256 KiB, as OpenSSH's server.
+    import struct
+
+    from kaic.center.sftp.server import MAX_PACKET_SIZE
+
+    conn = endpoint.connect()
+    try:
+        channel = conn.transport.open_session(timeout=5)
+        channel.settimeout(5)
+        channel.invoke_subsystem("sftp")
+        channel.sendall(struct.pack(">IBI", 5, 1, 3))  # INIT, version 3
+        assert channel.recv(4096)[4] == 2  # VERSION
+        channel.sendall(struct.pack(">IBI", MAX_PACKET_SIZE + 1, 5, 1) + b"\0" * 1024)
+        assert channel.recv(1) == b""  # closed, not waiting for the rest
     finally:
         conn.close()

@@ -200,7 +200,7 @@ class SftpSubsystem(paramiko.SFTPServer):
     """
 
     def _send_server_version(self) -> int:
-        kind, data = self._read_packet()  # type: ignore[attr-defined]
+        kind, data = self._read_packet()
         if kind != CMD_INIT:
             raise paramiko.SFTPError("Incompatible sftp protocol")
         version = int.from_bytes(data[:4], "big")
@@ -209,6 +209,17 @@ class SftpSubsystem(paramiko.SFTPServer):
         msg.add("posix-rename@openssh.com", "1", "limits@openssh.com", "1")
         self._send_packet(CMD_VERSION, msg)  # type: ignore[attr-defined]
         return version
+
+    def _read_packet(self) -> tuple[int, bytes]:
+        # paramiko takes messages of up to 16 MiB, collected in memory before it looks at
+        # them; the longest this endpoint announces is MAX_PACKET_SIZE (OpenSSH's limit).
+        size = int.from_bytes(self._read_all(4), "big")  # type: ignore[attr-defined]
+        if size > MAX_PACKET_SIZE:
+            raise paramiko.SFTPError(f"SFTP message of {size} bytes is too long")
+        data: bytes = self._read_all(size)  # type: ignore[attr-defined]
+        if not data:
+            return 0, b""
+        return data[0], data[1:]
 
     def _process(self, t: int, request_number: int, msg: paramiko.Message) -> None:
         if t in _WITH_ATTRS and not _attrs_fit(t, msg):
