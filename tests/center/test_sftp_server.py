@@ -342,3 +342,24 @@ def test_an_sftp_message_longer_than_announced_closes_the_channel(endpoint: Endp
         assert channel.recv(1) == b""  # closed, not waiting for the rest
     finally:
         conn.close()
+
+
+def test_handles_are_closed_when_the_connection_is_already_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # paramiko closes a session's files only after closing its channel, and that raises
+    # (EOFError) when the client has already dropped the connection: the descriptors
+    # leaked, one per file left open, for good.
+    def channel_close_fails(self: object) -> None:
+        raise EOFError
+
+    monkeypatch.setattr(paramiko.SubsystemHandler, "finish_subsystem", channel_close_fails)
+    running = Endpoint(tmp_path)
+    try:
+        conn = running.connect()
+        held = [conn.sftp.open("a", "w"), conn.sftp.open("b", "w")]
+        assert running.sftp.open_files() == len(held)
+        conn.close()
+        _wait(lambda: running.sftp.open_files() == 0)
+    finally:
+        running.close()

@@ -210,6 +210,14 @@ class SftpSubsystem(paramiko.SFTPServer):
         self._send_packet(CMD_VERSION, msg)  # type: ignore[attr-defined]
         return version
 
+    def finish_subsystem(self) -> None:
+        # paramiko closes the open files only after closing the channel, which raises when
+        # the client has dropped the connection already: their descriptors would leak.
+        for handle in list(self.file_table.values()):
+            with contextlib.suppress(OSError):
+                handle.close()
+        super().finish_subsystem()
+
     def _read_packet(self) -> tuple[int, bytes]:
         # paramiko takes messages of up to 16 MiB, collected in memory before it looks at
         # them; the longest this endpoint announces is MAX_PACKET_SIZE (OpenSSH's limit).
