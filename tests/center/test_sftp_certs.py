@@ -112,10 +112,13 @@ def _build(ca: UserCA, **changes: object) -> bytes:
         .serial(7)
         .type(changes.get("type", SSHCertificateType.USER))  # type: ignore[arg-type]
         .key_id(changes.get("key_id", b"kaic:alice:7"))  # type: ignore[arg-type]
-        .valid_principals([b"alice01"])
         .valid_after(int(NOW.timestamp()) - 60)
         .valid_before(int(NOW.timestamp()) + 600)
     )
+    if changes.get("all_principals"):
+        builder = builder.valid_for_all_principals()
+    else:
+        builder = builder.valid_principals([b"alice01"])
     for name, value in changes.get("critical", {}).items():  # type: ignore[attr-defined]
         builder = builder.add_critical_option(name, value)
     return _blob(builder.sign(ca.private_key()).public_bytes().decode())
@@ -169,3 +172,9 @@ def test_tampered_principal(ca: UserCA) -> None:
 def test_not_a_certificate(ca: UserCA, blob: bytes) -> None:
     with pytest.raises(CertificateRejected):
         _verify(ca, blob)
+
+
+def test_no_principals_is_not_any_principal(ca: UserCA) -> None:
+    # OpenSSH reads an empty principal list as "any user"; this endpoint refuses it.
+    with pytest.raises(CertificateRejected, match="not valid for"):
+        _verify(ca, _build(ca, all_principals=True))

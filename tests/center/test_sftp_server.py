@@ -194,3 +194,172 @@ def test_embedded_and_external_are_alternatives(tmp_path: Path) -> None:
         CenterSettings(state_dir=tmp_path, sftp_port=70000)
     external = CenterSettings(state_dir=tmp_path, local_user="me", staging_host="127.0.0.1")
     assert external.sftp_port is None
+
+
+def _no_hang(conn: SftpConnection, seconds: float = 5.0) -> None:
+    # A server stuck on a request must fail the test, not hang it.
+    conn.sftp.get_channel().settimeout(seconds)  # type: ignore[union-attr]
+
+
+def test_check_file_past_the_end_does_not_hang_the_server(endpoint: Endpoint) -> None:
+    # paramiko's `check-file` loops forever when the range reaches past the end of the file
+    # (a read at EOF returns b"" and the loop waits for more); the endpoint refuses it.
+    conn = endpoint.connect()
+    try:
+        _no_hang(conn)
+        with conn.sftp.open("small", "w") as f:
+            f.write(b"x")
+        with conn.sftp.open("small", "r") as f, pytest.raises(IOError) as raised:
+            f.check("sha1", 0, 4096, 0)
+        assert not isinstance(raised.value, TimeoutError)
+        assert conn.sftp.stat("small").st_size == 1  # the channel still answers
+    finally:
+        conn.close()
+
+
+def test_attributes_with_a_huge_extension_count_are_refused(endpoint: Endpoint) -> None:
+    # paramiko parses `count` extended attribute pairs without looking at the packet's
+    # length: 2**32 - 1 of them keep a thread busy for an hour. Refused at once instead.
+    from paramiko.sftp import CMD_SETSTAT
+
+    conn = endpoint.connect()
+    try:
+        _no_hang(conn)
+        flag_extended = paramiko.SFTPAttributes.FLAG_EXTENDED
+        with pytest.raises(IOError) as raised:
+            conn.sftp._request(CMD_SETSTAT, ".", flag_extended, 0xFFFFFFFF)  # type: ignore[attr-defined]
+        assert not isinstance(raised.value, TimeoutError)
+        assert conn.sftp.normalize(".")  # the channel still answers
+    finally:
+        conn.close()
+
+
+def test_open_handles_per_session_are_limited(endpoint: Endpoint) -> None:
+    # Every open file holds a descriptor of the center: one client must not take them all.
+    from paramiko.sftp import CMD_OPENDIR
+
+    from kaic.center.sftp.server import MAX_HANDLES
+
+    conn = endpoint.connect()
+    try:
+        _no_hang(conn)
+        conn.sftp.mkdir("d")
+        held = [conn.sftp.open(f"f{i}", "w") for i in range(MAX_HANDLES - 1)]
+        opendir = CMD_OPENDIR
+        conn.sftp._request(opendir, "d")  # type: ignore[attr-defined]  # a directory handle
+        with pytest.raises(IOError):
+            conn.sftp.open("one-too-many", "w")
+        with pytest.raises(IOError):
+            conn.sftp._request(opendir, "d")  # type: ignore[attr-defined]
+        held.pop(0).close()
+        conn.sftp.open("now-fine", "w").close()
+    finally:
+        conn.close()
+
+
+def test_open_files_of_the_endpoint_are_limited(tmp_path: Path) -> None:
+    running = Endpoint(tmp_path, max_open_files=4)
+    try:
+        conn = running.connect()
+        other = conn.new_sftp()
+        held = [conn.sftp.open("a", "w"), conn.sftp.open("b", "w"), other.open("c", "w")]
+        held.append(other.open("d", "w"))
+        with pytest.raises(IOError):
+            conn.sftp.open("e", "w")
+        held.pop().close()
+        conn.sftp.open("e", "w").close()
+        other.close()  # closing the channel gives its files back
+        _wait(lambda: running.sftp.open_files() == 2, 3)
+        conn.close()
+        _wait(lambda: running.sftp.open_files() == 0)
+    finally:
+        running.close()
+
+
+def test_sessions_per_connection_are_limited(endpoint: Endpoint) -> None:
+    from kaic.center.sftp.server import MAX_SESSIONS
+
+    conn = endpoint.connect()  # holds one session: its SFTP channel
+    try:
+        channels = [conn.transport.open_session(timeout=5) for _ in range(MAX_SESSIONS - 1)]
+        with pytest.raises(paramiko.ChannelException):
+            conn.transport.open_session(timeout=5)
+        channels.pop().close()  # frees a slot once the server has closed its side too
+
+        def another() -> bool:
+            try:
+                conn.transport.open_session(timeout=5).close()
+            except paramiko.ChannelException:
+                return False
+            return True
+
+        _wait(another)
+    finally:
+        conn.close()
+
+
+def test_data_beyond_the_channel_window_ends_the_connection(endpoint: Endpoint) -> None:
+    # paramiko buffers whatever a client sends on a channel, window or not: a session
+    # nobody reads (no subsystem) would take the center's memory. Over the window is a
+    # protocol violation, so the connection is closed.
+    from paramiko.common import cMSG_CHANNEL_DATA
+
+    conn = endpoint.connect()
+    try:
+        channel = conn.transport.open_session(timeout=5)
+        chunk = b"x" * 32768
+        for _ in range(4 * 1024 * 1024 // len(chunk)):  # twice paramiko's 2 MiB window
+            if not conn.transport.is_active():
+                break
+            m = paramiko.Message()
+            m.add_byte(cMSG_CHANNEL_DATA)
+            m.add_int(channel.remote_chanid)
+            m.add_string(chunk)
+            try:
+                conn.transport._send_user_message(m)  # type: ignore[attr-defined]
+            except (EOFError, OSError):
+                break  # closed by the server meanwhile
+        _wait(lambda: not conn.transport.is_active())
+    finally:
+        conn.close()
+
+
+def test_an_sftp_message_longer_than_announced_closes_the_channel(endpoint: Endpoint) -> None:
+    # paramiko would collect a message of up to 16 MiB per channel before looking at it;
+    # the endpoint announces (limits@openssh.com) and takes 256 KiB, as OpenSSH's server.
+    import struct
+
+    from kaic.center.sftp.server import MAX_PACKET_SIZE
+
+    conn = endpoint.connect()
+    try:
+        channel = conn.transport.open_session(timeout=5)
+        channel.settimeout(5)
+        channel.invoke_subsystem("sftp")
+        channel.sendall(struct.pack(">IBI", 5, 1, 3))  # INIT, version 3
+        assert channel.recv(4096)[4] == 2  # VERSION
+        channel.sendall(struct.pack(">IBI", MAX_PACKET_SIZE + 1, 5, 1) + b"\0" * 1024)
+        assert channel.recv(1) == b""  # closed, not waiting for the rest
+    finally:
+        conn.close()
+
+
+def test_handles_are_closed_when_the_connection_is_already_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # paramiko closes a session's files only after closing its channel, and that raises
+    # (EOFError) when the client has already dropped the connection: the descriptors
+    # leaked, one per file left open, for good.
+    def channel_close_fails(self: object) -> None:
+        raise EOFError
+
+    monkeypatch.setattr(paramiko.SubsystemHandler, "finish_subsystem", channel_close_fails)
+    running = Endpoint(tmp_path)
+    try:
+        conn = running.connect()
+        held = [conn.sftp.open("a", "w"), conn.sftp.open("b", "w")]
+        assert running.sftp.open_files() == len(held)
+        conn.close()
+        _wait(lambda: running.sftp.open_files() == 0)
+    finally:
+        running.close()

@@ -21,6 +21,7 @@ import logging
 import os
 import posixpath
 import stat as stat_mod
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -222,10 +223,14 @@ def _create_mode(attr: SFTPAttributes | None, default: int) -> int:
 class ConfinedHandle(SFTPHandle):
     """An open regular file: positional reads and writes on its descriptor."""
 
-    def __init__(self, fd: int, flags: int) -> None:
+    def __init__(
+        self, fd: int, flags: int, budget: threading.BoundedSemaphore | None = None
+    ) -> None:
         super().__init__(flags)
         self._fd: int | None = fd
         self._append = bool(flags & os.O_APPEND)
+        #: the endpoint's descriptor budget, given back on close
+        self._budget = budget
 
     def _require(self) -> int:
         if self._fd is None:
@@ -235,7 +240,11 @@ class ConfinedHandle(SFTPHandle):
     def close(self) -> None:
         if self._fd is not None:
             fd, self._fd = self._fd, None
-            os.close(fd)
+            try:
+                os.close(fd)
+            finally:
+                if self._budget is not None:
+                    self._budget.release()
 
     def read(self, offset: int, length: int) -> bytes | int:
         try:
@@ -283,6 +292,9 @@ class ConfinedSFTP(SFTPServerInterface):
             raise RuntimeError("SFTP channel without an authenticated storage root")
         self.fs = ConfinedFS(root)
         self._who = str(getattr(server, "username", "?"))
+        endpoint = getattr(server, "endpoint", None)
+        #: open files hold descriptors of the whole center: the endpoint caps them
+        self._budget: threading.BoundedSemaphore | None = getattr(endpoint, "file_budget", None)
 
     def _run(self, what: str, path: str, action: Callable[[], T]) -> T | int:
         try:
@@ -375,9 +387,15 @@ class ConfinedSFTP(SFTPServerInterface):
             except BaseException:
                 os.close(fd)
                 raise
-            return ConfinedHandle(fd, flags)
+            return ConfinedHandle(fd, flags, self._budget)
 
-        return self._run("open", path, action)
+        if self._budget is not None and not self._budget.acquire(blocking=False):
+            logger.warning("sftp: open refused for %s: too many open files", self._who)
+            return SFTP_FAILURE
+        handle = self._run("open", path, action)
+        if self._budget is not None and not isinstance(handle, ConfinedHandle):
+            self._budget.release()
+        return handle
 
     # -- changing ----------------------------------------------------------------------------
     def remove(self, path: str) -> int:

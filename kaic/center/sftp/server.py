@@ -32,14 +32,25 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from paramiko.common import (
     AUTH_FAILED,
     AUTH_SUCCESSFUL,
+    MSG_CHANNEL_DATA,
+    MSG_CHANNEL_EXTENDED_DATA,
     OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED,
+    OPEN_FAILED_RESOURCE_SHORTAGE,
     OPEN_SUCCEEDED,
 )
 from paramiko.sftp import (
     CMD_EXTENDED,
     CMD_EXTENDED_REPLY,
+    CMD_FSETSTAT,
     CMD_INIT,
+    CMD_MKDIR,
+    CMD_OPEN,
+    CMD_OPENDIR,
+    CMD_SETSTAT,
     CMD_VERSION,
+    SFTP_BAD_MESSAGE,
+    SFTP_FAILURE,
+    SFTP_OP_UNSUPPORTED,
 )
 
 from kaic.center.settings import CenterSettings
@@ -55,6 +66,12 @@ WIRE_LOG = "kaic.center.sftp.wire"
 HOST = "127.0.0.1"
 HOST_KEY_FILE = "sftp_host_ed25519_key"
 MAX_CONNECTIONS = 64
+#: sessions (channels) open at once on one connection (OpenSSH's MaxSessions)
+MAX_SESSIONS = 10
+#: file and directory handles open at once on one SFTP session (kaic's pipeline opens 64)
+MAX_HANDLES = 256
+#: files open at once through the whole endpoint (each holds a descriptor of the center)
+MAX_OPEN_FILES = 512
 #: seconds a connection may take from accept to a successful login
 LOGIN_GRACE = 30.0
 MAX_PACKET_SIZE = 256 * 1024
@@ -103,6 +120,8 @@ class _Gate(paramiko.ServerInterface):
         self.endpoint = endpoint
         self.peer = peer
         self.username: str | None = None
+        #: the connection's transport (its open channels count against MAX_SESSIONS)
+        self.transport: paramiko.Transport | None = None
         #: the logged-in user's storage root; set when a certificate checks out
         self.storage_root: Path | None = None
 
@@ -157,6 +176,10 @@ class _Gate(paramiko.ServerInterface):
 
     def check_channel_request(self, kind: str, chanid: int) -> int:
         if kind == "session":
+            channels = self.transport._channels if self.transport is not None else ()  # type: ignore[attr-defined]
+            if len(channels) >= MAX_SESSIONS:
+                logger.info("sftp: %s: too many sessions on one connection", self.peer)
+                return OPEN_FAILED_RESOURCE_SHORTAGE
             return OPEN_SUCCEEDED
         return OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
 
@@ -177,7 +200,7 @@ class SftpSubsystem(paramiko.SFTPServer):
     """
 
     def _send_server_version(self) -> int:
-        kind, data = self._read_packet()  # type: ignore[attr-defined]
+        kind, data = self._read_packet()
         if kind != CMD_INIT:
             raise paramiko.SFTPError("Incompatible sftp protocol")
         version = int.from_bytes(data[:4], "big")
@@ -187,20 +210,83 @@ class SftpSubsystem(paramiko.SFTPServer):
         self._send_packet(CMD_VERSION, msg)  # type: ignore[attr-defined]
         return version
 
+    def finish_subsystem(self) -> None:
+        # paramiko closes the open files only after closing the channel, which raises when
+        # the client has dropped the connection already: their descriptors would leak.
+        for handle in list(self.file_table.values()):
+            with contextlib.suppress(OSError):
+                handle.close()
+        super().finish_subsystem()
+
+    def _read_packet(self) -> tuple[int, bytes]:
+        # paramiko takes messages of up to 16 MiB, collected in memory before it looks at
+        # them; the longest this endpoint announces is MAX_PACKET_SIZE (OpenSSH's limit).
+        size = int.from_bytes(self._read_all(4), "big")  # type: ignore[attr-defined]
+        if size > MAX_PACKET_SIZE:
+            raise paramiko.SFTPError(f"SFTP message of {size} bytes is too long")
+        data: bytes = self._read_all(size)  # type: ignore[attr-defined]
+        if not data:
+            return 0, b""
+        return data[0], data[1:]
+
     def _process(self, t: int, request_number: int, msg: paramiko.Message) -> None:
+        if t in _WITH_ATTRS and not _attrs_fit(t, msg):
+            self._send_status(request_number, SFTP_BAD_MESSAGE)  # type: ignore[attr-defined]
+            return
+        if t in (CMD_OPEN, CMD_OPENDIR):
+            tables = (self.file_table, self.folder_table)
+            if sum(len(table) for table in tables) >= MAX_HANDLES:
+                self._send_status(request_number, SFTP_FAILURE, "too many open handles")  # type: ignore[attr-defined]
+                return
         if t == CMD_EXTENDED:
             start = msg.packet.tell()
-            if msg.get_text() == "limits@openssh.com":
+            tag = msg.get_text()
+            if tag == "check-file":
+                # paramiko's loops forever on a range past the end of the file; not announced
+                self._send_status(request_number, SFTP_OP_UNSUPPORTED)  # type: ignore[attr-defined]
+                return
+            if tag == "limits@openssh.com":
                 reply = paramiko.Message()
                 reply.add_int(request_number)
                 reply.add_int64(MAX_PACKET_SIZE)  # the longest SFTP message we take
                 reply.add_int64(MAX_TRANSFER)  # the longest read we answer in full
                 reply.add_int64(MAX_TRANSFER)  # the longest write we accept
-                reply.add_int64(0)  # open handles: no limit announced
+                reply.add_int64(MAX_HANDLES)  # open handles
                 self._send_packet(CMD_EXTENDED_REPLY, reply)  # type: ignore[attr-defined]
                 return
             msg.packet.seek(start)
         super()._process(t, request_number, msg)  # type: ignore[misc]
+
+
+#: requests carrying file attributes, and the fields before them (s = string, i = uint32)
+_WITH_ATTRS = {CMD_OPEN: "si", CMD_MKDIR: "s", CMD_SETSTAT: "s", CMD_FSETSTAT: "s"}
+
+
+def _attrs_fit(t: int, msg: paramiko.Message) -> bool:
+    """Whether the extended-attribute count of request `t` fits in the packet.
+
+    paramiko reads that many (name, value) pairs whatever the packet holds (past its end
+    it reads empty strings), so a count of 2**32-1 keeps a thread busy for an hour. A pair
+    takes at least 8 bytes: a count the rest of the packet cannot hold is a bad message.
+    """
+    start = msg.packet.tell()
+    try:
+        for field in _WITH_ATTRS[t]:
+            msg.get_binary() if field == "s" else msg.get_int()
+        flags = msg.get_int()
+        attrs = paramiko.SFTPAttributes
+        skip = 8 if flags & attrs.FLAG_SIZE else 0
+        skip += 8 if flags & attrs.FLAG_UIDGID else 0
+        skip += 4 if flags & attrs.FLAG_PERMISSIONS else 0
+        skip += 8 if flags & attrs.FLAG_AMTIME else 0
+        msg.get_bytes(skip)
+        if not flags & attrs.FLAG_EXTENDED:
+            return True
+        count = msg.get_int()
+        left = len(msg.asbytes()) - msg.packet.tell()
+        return count * 8 <= left
+    finally:
+        msg.packet.seek(start)
 
 
 class EmbeddedSftp:
@@ -214,12 +300,16 @@ class EmbeddedSftp:
         *,
         max_connections: int = MAX_CONNECTIONS,
         login_grace: float = LOGIN_GRACE,
+        max_open_files: int = MAX_OPEN_FILES,
     ) -> None:
         self.settings = settings
         self.store = store
         self.user_ca = user_ca
         self.max_connections = max_connections
         self.login_grace = login_grace
+        #: descriptors the endpoint's open files may hold, all connections together
+        self.file_budget = threading.BoundedSemaphore(max_open_files)
+        self._max_open_files = max_open_files
         self.host_key = load_or_create_host_key(settings.state_dir / "ssh")
         self._sock: socket.socket | None = None
         self._stopping = threading.Event()
@@ -297,6 +387,10 @@ class EmbeddedSftp:
         if self.port is not None:
             logger.info("embedded SFTP endpoint on %s:%d stopped", HOST, self.port)
 
+    def open_files(self) -> int:
+        """How many files are open through the endpoint now."""
+        return self._max_open_files - self.file_budget._value
+
     def connections(self) -> int:
         """How many connections are open now."""
         with self._lock:
@@ -336,6 +430,7 @@ class EmbeddedSftp:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             transport = paramiko.Transport(conn, default_max_packet_size=MAX_PACKET_SIZE)
             transport.set_log_channel(WIRE_LOG)
+            _enforce_windows(transport)
             _prefer_gcm(transport)
             transport.add_server_key(self.host_key)
             transport.set_subsystem_handler("sftp", SftpSubsystem, ConfinedSFTP)
@@ -344,6 +439,7 @@ class EmbeddedSftp:
                     return
                 self._transports.add(transport)
             gate = _Gate(self, peer)
+            gate.transport = transport
             # Asynchronous: the login grace below covers the handshake too, so a client
             # that connects and says nothing holds its slot only that long.
             transport.start_server(event=threading.Event(), server=gate)
@@ -379,6 +475,30 @@ class EmbeddedSftp:
                 return True
             self._stopping.wait(0.05)
         return False
+
+
+def _enforce_windows(transport: paramiko.Transport) -> None:
+    """Close the connection when a client sends a channel more than its window.
+
+    paramiko buffers whatever arrives on a channel and never checks the window it gave:
+    a client ignoring it could fill the center's memory through a channel nobody reads.
+    A client that keeps to the window never has more than the window buffered.
+    """
+    table: dict[int, Any] = dict(transport._channel_handler_table)  # type: ignore[attr-defined]
+    feed, feed_extended = table[MSG_CHANNEL_DATA], table[MSG_CHANNEL_EXTENDED_DATA]
+
+    def checked(handler: Any) -> Any:
+        def handle(channel: paramiko.Channel, m: paramiko.Message) -> None:
+            handler(channel, m)
+            buffered = len(channel.in_buffer) + len(channel.in_stderr_buffer)
+            if buffered > channel.in_window_size:
+                raise paramiko.SSHException("client sent more than the channel window")
+
+        return handle
+
+    table[MSG_CHANNEL_DATA] = checked(feed)
+    table[MSG_CHANNEL_EXTENDED_DATA] = checked(feed_extended)
+    transport._channel_handler_table = table  # type: ignore[attr-defined]
 
 
 def _prefer_gcm(transport: paramiko.Transport) -> None:
