@@ -125,6 +125,34 @@ def read_host_key_files(paths: list[Path]) -> list[str]:
     return keys
 
 
+def create_ed25519_key_file(path: Path) -> None:
+    """Make `path` hold an ed25519 private key (OpenSSH format, 0600) unless it exists.
+
+    Several processes may start at once over one state dir: the key is written to a private
+    temporary name and linked into place, so the first one wins and the others keep it.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.exists():
+        return
+    data = ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    )
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        # link() fails if another process created the key meanwhile: keep theirs.
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 class UserCA:
     """The user CA of one center state dir (thread-safe; serials are safe across processes)."""
 
@@ -203,26 +231,7 @@ class UserCA:
         )
 
     def _load_or_create(self) -> ed25519.Ed25519PrivateKey:
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if not self.key_path.exists():
-            key = ed25519.Ed25519PrivateKey.generate()
-            data = key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.OpenSSH,
-                serialization.NoEncryption(),
-            )
-            tmp = self.directory / f".{CA_KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(data)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                # link() fails if another process created the key meanwhile: keep theirs.
-                with contextlib.suppress(FileExistsError):
-                    os.link(tmp, self.key_path)
-            finally:
-                tmp.unlink(missing_ok=True)
+        create_ed25519_key_file(self.key_path)
         loaded = serialization.load_ssh_private_key(self.key_path.read_bytes(), password=None)
         if not isinstance(loaded, ed25519.Ed25519PrivateKey):
             raise ValueError(f"{self.key_path} is not an ed25519 key")

@@ -17,8 +17,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
-import os
-import secrets
 import selectors
 import socket
 import threading
@@ -28,7 +26,6 @@ from typing import Any
 
 import paramiko
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
 from paramiko.common import (
     AUTH_FAILED,
     AUTH_SUCCESSFUL,
@@ -56,7 +53,7 @@ from paramiko.sftp import (
 from kaic.center.settings import CenterSettings
 from kaic.center.sftp.certs import CertificateRejected, verify_user_certificate
 from kaic.center.sftp.fs import ConfinedSFTP
-from kaic.center.ssh_ca import UserCA
+from kaic.center.ssh_ca import UserCA, create_ed25519_key_file
 from kaic.center.store import Store
 
 logger = logging.getLogger("kaic.center.sftp")
@@ -83,26 +80,8 @@ PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 
 def load_or_create_host_key(directory: Path) -> paramiko.Ed25519Key:
     """The endpoint's ed25519 host key in `directory` (0600), generated on first use."""
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = directory / HOST_KEY_FILE
-    if not path.exists():
-        data = ed25519.Ed25519PrivateKey.generate().private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.OpenSSH,
-            serialization.NoEncryption(),
-        )
-        tmp = directory / f".{HOST_KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            # link() fails if another process created the key meanwhile: keep theirs.
-            with contextlib.suppress(FileExistsError):
-                os.link(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+    create_ed25519_key_file(path)
     return paramiko.Ed25519Key.from_private_key_file(str(path))
 
 
