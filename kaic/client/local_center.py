@@ -94,10 +94,16 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _is_loopback_url(url: str) -> bool:
+    import ipaddress
     from urllib.parse import urlsplit
 
     host = urlsplit(url).hostname or ""
-    return host == "localhost" or host == "::1" or host.startswith("127.")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name such as 127.evil.example is not an address
+        return False
 
 
 def _is_kaic_center(pid: int) -> bool:

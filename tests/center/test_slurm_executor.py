@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from kaic.center.executors.base import ExecutorUnavailable, JobPaths, LaunchSpec
+from kaic.center.executors.base import ExecutorError, ExecutorUnavailable, JobPaths, LaunchSpec
 from kaic.center.executors.slurm import SlurmExecutor
 from kaic.center.executors.slurm_api import (
     SlurmJob,
@@ -92,6 +92,7 @@ def make(tmp_path: Path) -> tuple[SlurmExecutor, FakeClient, Clock]:
 
 
 def spec(tmp_path: Path, job_id: str = "1", **kw: Any) -> LaunchSpec:
+    kw.setdefault("unix_account", "nobody")  # exists everywhere (jobs never run as root)
     return LaunchSpec(
         job_id=job_id,
         name="t",
@@ -100,7 +101,6 @@ def spec(tmp_path: Path, job_id: str = "1", **kw: Any) -> LaunchSpec:
         paths=JobPaths(tmp_path / "jobs" / job_id),
         workdir=tmp_path / "storage" / "alice",
         home=tmp_path / "storage" / "alice",
-        unix_account="root",  # exists everywhere, so ownership changes are no-ops as root
         **kw,
     )
 
@@ -249,3 +249,30 @@ def test_a_job_too_short_to_be_seen_running_is_charged_by_slurms_times(
         assert done["started_at"].startswith("2023-11-14T22:13:20")
         (project,) = center.get("/v1/projects").json()
         assert project["gpu_hours_used"] == 0.5  # 2 GPUs x 15 minutes
+
+
+def test_health_recovers_only_by_reaching_slurm(tmp_path: Path) -> None:
+    """With no job to poll, health must not turn ok without a call that reached Slurm."""
+    executor, client, clock = make(tmp_path)
+    client.down = True
+    executor.poll()
+    assert not executor.health().ok
+    for _ in range(5):
+        clock.now += 120  # past any backoff
+        executor.poll()
+        assert not executor.health().ok, "declared healthy without reaching slurmrestd"
+    client.down = False
+    clock.now += 120
+    executor.poll()
+    assert executor.health().ok
+
+
+def test_a_job_is_never_prepared_as_root(tmp_path: Path) -> None:
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("the ownership hand-over happens only in a center running as root")
+    executor, client, _clock = make(tmp_path)
+    with pytest.raises(ExecutorError, match="root"):
+        executor.start(spec(tmp_path, unix_account="root"))
+    assert client.submitted == []

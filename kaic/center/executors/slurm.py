@@ -196,6 +196,8 @@ class SlurmExecutor(Executor):
                 f"unix account {account!r} does not exist on the center; the center must see "
                 "the cluster's accounts (NSS) to hand job directories to them"
             ) from None
+        if entry.pw_uid == 0:
+            raise ExecutorError("jobs do not run as root (the user's unix account is root)")
         return entry.pw_uid, entry.pw_gid
 
     @staticmethod
@@ -369,12 +371,14 @@ class SlurmExecutor(Executor):
         for tracked in self._jobs.values():
             if tracked.cancel_requested and not tracked.cancel_sent:
                 self._send_cancel(tracked)
-        try:
-            records = self.client.jobs() if self._jobs else []
-        except SlurmApiError as exc:
-            self._failed(exc)
-            return []
-        self._succeeded()
+        records: list[SlurmJob] = []
+        if self._jobs:
+            try:
+                records = self.client.jobs()
+            except SlurmApiError as exc:
+                self._failed(exc)
+                return []
+            self._succeeded()  # only a call that reached Slurm says it is reachable
         self._refresh_resources(now)
         plain: dict[int, SlurmJob] = {}
         tasks: dict[tuple[int, int], SlurmJob] = {}
@@ -575,6 +579,7 @@ class SlurmExecutor(Executor):
             except SlurmApiError as exc:
                 self._failed(exc)
                 return
+            self._succeeded()
             self._resources = _Resources(partitions, nodes, now)
 
     def partitions(self) -> list[PartitionConfig] | None:
