@@ -59,8 +59,9 @@ def staging_info(client: CenterClient) -> StagingInfo:
 
 
 def _host_pattern(host: str, port: int) -> str:
-    bracketed = f"[{host}]" if ":" in host else host
-    return bracketed if port == 22 else f"[{host}]:{port}"
+    # OpenSSH's own form (IPv6 too: `::1` on port 22), the one `SshTarget.host_pattern_name`
+    # matches.
+    return host if port == 22 else f"[{host}]:{port}"
 
 
 def known_hosts_lines(info: StagingInfo) -> list[str]:

@@ -41,15 +41,6 @@ class LoginRateLimiter:
     def _time(self) -> float:
         return self._now().timestamp()
 
-    def retry_after(self, key: str) -> int | None:
-        """Seconds until `key` may try again (at least 1), or None when it is not locked."""
-        now = self._time()
-        with self._lock:
-            state = self._keys.get(key)
-            if state is None or state.locked_until <= now:
-                return None
-            return max(1, math.ceil(state.locked_until - now))
-
     def attempt(self, key: str, *, limit: int | None = None) -> int | None:
         """Atomically refuse a locked key (returns the seconds to wait) or count this attempt
         as a failure until `forgive`/`reset` — so concurrent guesses cannot all slip in

@@ -139,11 +139,6 @@ def totp_step(secret: str, code: str, at: datetime, *, window: int = 1) -> int |
     return matched
 
 
-def verify_totp(secret: str, code: str, at: datetime, *, window: int = 1) -> bool:
-    """Whether `code` is valid at `at`, allowing `window` steps of clock skew either way."""
-    return totp_step(secret, code, at, window=window) is not None
-
-
 def otpauth_uri(secret: str, account: str, *, issuer: str = "kaic") -> str:
     """The `otpauth://totp/...` URI an authenticator app imports (usually as a QR code)."""
     label = quote(f"{issuer}:{account}")

@@ -15,9 +15,7 @@ import hashlib
 import hmac
 import os
 import re
-import shlex
 import socket
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -198,7 +196,6 @@ class SftpConnection:
         self.transport = transport
         self.target = target
         self.sftp = self.new_sftp()
-        self._lock = threading.Lock()
 
     def new_sftp(self) -> paramiko.SFTPClient:
         client = paramiko.SFTPClient.from_transport(self.transport, max_packet_size=MAX_PACKET_SIZE)
@@ -236,9 +233,6 @@ class SftpConnection:
             return -1, b"", str(exc).encode()
         finally:
             channel.close()
-
-    def shell_quote(self, path: str) -> str:
-        return shlex.quote(path)
 
     def is_active(self) -> bool:
         return self.transport.is_active()

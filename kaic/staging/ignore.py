@@ -101,9 +101,6 @@ class IgnoreRules:
         rules.extend(extra)
         return rules
 
-    def __bool__(self) -> bool:
-        return bool(self.rules)
-
     def ignored(self, path: str, is_dir: bool = False) -> bool:
         """Whether `path` (relative, `/`-separated) is ignored by the rules themselves.
 
@@ -116,11 +113,3 @@ class IgnoreRules:
             if rule.regex.fullmatch(path):
                 result = not rule.negate
         return result
-
-    def ignored_with_parents(self, path: str, is_dir: bool = False) -> bool:
-        """Like `ignored`, but also true when any parent directory is ignored."""
-        parts = path.split("/")
-        for i in range(1, len(parts)):
-            if self.ignored("/".join(parts[:i]), True):
-                return True
-        return self.ignored(path, is_dir)

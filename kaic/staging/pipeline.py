@@ -125,26 +125,18 @@ class SftpPipe:
         self._reply_timeout = reply_timeout
         self._buf = bytearray()
         self._next_id = 1
-        self.extensions: dict[str, bytes] = {}
         try:
             channel.invoke_subsystem("sftp")
             self._send(struct.pack(">IBI", 5, FXP_INIT, 3))
-            kind, body = self._recv_message()
+            kind, _extensions = self._recv_message()
         except BaseException:
             self.close()
             raise
         if kind != FXP_VERSION:
             self.close()
             raise paramiko.SSHException(f"SFTP server answered INIT with message {kind}")
-        pos = 4
-        while pos + 8 <= len(body):
-            name, pos = self._take_string(body, pos)
-            value, pos = self._take_string(body, pos)
-            self.extensions[name.decode(errors="replace")] = value
-
-    @property
-    def posix_rename(self) -> bool:
-        return POSIX_RENAME in self.extensions
+        # (the extensions it lists are not needed: `rename_many` tries posix-rename and
+        # falls back on "unsupported")
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

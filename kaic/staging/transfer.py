@@ -113,12 +113,8 @@ class SyncResult:
         }
 
 
-class _ConnectionLost(Exception):
-    pass
-
-
 def _connection_error(exc: BaseException, conns: list[SftpConnection]) -> bool:
-    if isinstance(exc, (EOFError, paramiko.SSHException, _ConnectionLost, Unreachable)):
+    if isinstance(exc, (EOFError, paramiko.SSHException, Unreachable)):
         return True
     if isinstance(exc, (ConnectionError, TimeoutError)) or "Socket is closed" in str(exc):
         return True
@@ -549,13 +545,17 @@ class _Engine:
                     checked.append(task)
                     continue
                 self.warn(f"sha256 mismatch for {task.dst}; sending it again")
-                again = self._upload(task, side, None)
                 stat_done.discard(id(task))
-                if side.remote_sha256([part_name(task.dst)]).get(part_name(task.dst)) == again:
-                    checked.append(task)
-                else:
-                    self.stats.fail(task.dst, "sha256 mismatch after re-sending")
-                    side.sftp.remove(normalize_remote(part_name(task.dst)))
+                try:
+                    again = self._upload(task, side, None)
+                    part = part_name(task.dst)
+                    if side.remote_sha256([part]).get(part) == again:
+                        checked.append(task)
+                    else:
+                        self.stats.fail(task.dst, "sha256 mismatch after re-sending")
+                        side.sftp.remove(normalize_remote(part))
+                except OSError as exc:  # this file fails; the others go on
+                    self._file_error(task, exc, side)
         else:
             checked = [t for t, _ in sent]
         ready = []
@@ -649,12 +649,16 @@ class _Engine:
                 expected = remote_sums.get(task.src) or side.remote_sha256([task.src])[task.src]
                 if expected != digest:
                     self.warn(f"sha256 mismatch for {task.dst}; fetching it again")
-                    os.remove(part)
-                    digest = self._download(task, side)
-                    expected = side.remote_sha256([task.src])[task.src]
-                    if expected != digest:
-                        self.stats.fail(task.dst, "sha256 mismatch after fetching again")
+                    try:
                         os.remove(part)
+                        digest = self._download(task, side)
+                        expected = side.remote_sha256([task.src])[task.src]
+                        if expected != digest:
+                            self.stats.fail(task.dst, "sha256 mismatch after fetching again")
+                            os.remove(part)
+                            continue
+                    except OSError as exc:  # this file fails; the others go on
+                        self._file_error(task, exc, side)
                         continue
             try:
                 os.chmod(part, task.mode & 0o7777 or 0o644)

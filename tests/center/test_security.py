@@ -39,17 +39,19 @@ def test_totp_six_digits_is_the_rfc_value_truncated() -> None:
     assert security.totp_code(secret, 59) == "287082"
 
 
-def test_verify_totp_accepts_one_step_of_skew_only() -> None:
+def test_totp_step_accepts_one_step_of_skew_only() -> None:
     secret = security.new_totp_secret()
     now = datetime(2026, 3, 1, 12, 0, 15, tzinfo=timezone.utc)
     t = now.timestamp()
-    assert security.verify_totp(secret, security.totp_code(secret, t), now)
-    assert security.verify_totp(secret, security.totp_code(secret, t - 30), now)
-    assert security.verify_totp(secret, security.totp_code(secret, t + 30), now)
-    assert not security.verify_totp(secret, security.totp_code(secret, t - 60), now)
-    assert not security.verify_totp(secret, security.totp_code(secret, t + 60), now)
-    assert not security.verify_totp(secret, "12345", now)
-    assert not security.verify_totp(secret, "abcdef", now)
+    step = int(t // 30)
+    # the step the code belongs to (what the center records so a code is used once)
+    assert security.totp_step(secret, security.totp_code(secret, t), now) == step
+    assert security.totp_step(secret, security.totp_code(secret, t - 30), now) == step - 1
+    assert security.totp_step(secret, security.totp_code(secret, t + 30), now) == step + 1
+    assert security.totp_step(secret, security.totp_code(secret, t - 60), now) is None
+    assert security.totp_step(secret, security.totp_code(secret, t + 60), now) is None
+    assert security.totp_step(secret, "12345", now) is None
+    assert security.totp_step(secret, "abcdef", now) is None
 
 
 def test_otpauth_uri_carries_secret_and_parameters() -> None:

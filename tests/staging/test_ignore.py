@@ -38,12 +38,6 @@ def test_patterns(patterns: list[str], path: str, is_dir: bool, expected: bool) 
     assert IgnoreRules(patterns).ignored(path, is_dir) is expected
 
 
-def test_parents_ignore_children() -> None:
-    rules = IgnoreRules(["logs/", "!logs/keep.txt"])
-    assert rules.ignored_with_parents("logs/keep.txt")
-    assert not rules.ignored_with_parents("src/main.py")
-
-
 def test_from_text_and_extra() -> None:
     rules = IgnoreRules.from_text("*.tmp\n", ["*.bak"])
     assert rules.ignored("a.tmp") and rules.ignored("b.bak") and not rules.ignored("c.txt")

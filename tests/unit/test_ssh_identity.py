@@ -202,9 +202,13 @@ def test_staging_info_and_known_hosts(fake: FakeCenter) -> None:
         "h.example ssh-ed25519 AAAA1",
         "@cert-authority h.example ssh-ed25519 AAAA2",
     ]
-    assert known_hosts_lines(StagingInfo(host="::1", port=22, username="u", host_keys=["k x"])) == [
-        "[::1] k x"
-    ]
+    ipv6 = StagingInfo(host="::1", port=22, username="u", host_keys=["ssh-ed25519 AAAA1"])
+    assert known_hosts_lines(ipv6) == ["::1 ssh-ed25519 AAAA1"]
+    # ... and the connection side finds that key for the host (the two forms agree).
+    from kaic.staging.connect import SshTarget, parse_known_hosts
+
+    target = SshTarget("::1", 22, "u", "k", None, [])
+    assert [k.key_b64 for k in parse_known_hosts(known_hosts_lines(ipv6), target)] == ["AAAA1"]
 
 
 def _login_identity(fake: FakeCenter, monkeypatch: pytest.MonkeyPatch) -> list[str]:

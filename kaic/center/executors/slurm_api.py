@@ -412,9 +412,6 @@ class SlurmRestClient:
 
     # -- operations ----------------------------------------------------------------------
 
-    def ping(self) -> None:
-        self._request("GET", "/ping")
-
     def submit(self, user: str, request: SubmitRequest) -> int:
         """Submit as `user` (a unix account); returns Slurm's job id."""
         data = self._request("POST", "/job/submit", user=user, body=build_submit(request))
