@@ -15,6 +15,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -242,3 +243,13 @@ def start_center(
         time.sleep(0.05)
     proc.kill()
     raise AssertionError(f"center not ready in {timeout} s:\n{log.read_text()}")
+
+
+def unavailable(message: str) -> NoReturn:
+    """A service or tool the test needs is missing: skip locally, fail when `CI=true` (CI
+    installs everything, so a skip there would hide a broken setup)."""
+    import pytest
+
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)

@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
+from tests.helpers import free_port, unavailable
 
 SSHD = "/usr/sbin/sshd"
 #: a unix account the staging tests may create and log in as
@@ -58,10 +58,7 @@ def require_sshd() -> str:
     if os.geteuid() != 0:
         missing.append("root (sshd must switch to the test user)")
     if missing:
-        message = "real-sshd test needs " + ", ".join(missing)
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable("real-sshd test needs " + ", ".join(missing))
     assert path is not None
     return path
 
@@ -139,13 +136,6 @@ class RunningSshd:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=5)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _write_config(

@@ -19,6 +19,7 @@ from kaic.center.ssh_ca import (
     parse_user_public_key,
     read_host_key_files,
 )
+from tests.helpers import unavailable
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
 
@@ -69,8 +70,9 @@ def test_certificate_fields_and_signature(tmp_path: Path) -> None:
     assert signer.public_bytes_raw() == ca_public.public_bytes_raw()
 
 
-@pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="needs ssh-keygen")
 def test_ssh_keygen_reads_the_certificate(tmp_path: Path) -> None:
+    if shutil.which("ssh-keygen") is None:
+        unavailable("needs ssh-keygen (apt-get install openssh-client)")
     ca = UserCA(tmp_path / "state")
     cert = ca.sign_user_key(
         ed25519_line(), user="alice", principal="alice01", now=NOW, validity_seconds=12 * 3600

@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.helpers import free_port
+
 BINARIES = ("munged", "slurmctld", "slurmd", "slurmrestd", "scontrol", "sinfo")
 SBIN = ("/usr/sbin", "/usr/bin")
 #: the unix account jobs run as in the tests (created when missing)
@@ -81,12 +83,6 @@ def find_binary(name: str) -> str | None:
 
 def missing_binaries() -> list[str]:
     return [name for name in BINARIES if find_binary(name) is None]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def ensure_job_user(name: str = JOB_USER) -> None:
@@ -151,7 +147,7 @@ class SlurmCluster:
         for sub in ("state", "spool", "log", "munge"):
             (d / sub).mkdir(parents=True, exist_ok=True)
         os.chmod(d, 0o755)
-        ctld_port, slurmd_port, rest_port = _free_port(), _free_port(), _free_port()
+        ctld_port, slurmd_port, rest_port = free_port(), free_port(), free_port()
         (d / "slurm.conf").write_text(
             SLURM_CONF.format(dir=d, ctld_port=ctld_port, slurmd_port=slurmd_port)
         )

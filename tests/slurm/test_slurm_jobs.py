@@ -112,12 +112,12 @@ def test_array_and_dependency(alice: SlurmCenter) -> None:
         "--",
         "bash",
         "-c",
-        'echo "task $KAIC_ARRAY_TASK_ID $KAIC_JOB_ID"',
+        'echo "task $KAIC_ARRAY_TASK_ID $KAIC_JOB_ID"; sleep 2',
     ).stdout.strip()
     dep = run_cli("submit", "--after", arr, "--", "echo", "after").stdout.strip()
-    assert poll(
-        lambda: job_json(dep)["reason"] == "Dependency" or job_json(dep)["state"] != "PENDING"
-    )
+    # The array runs >= 4 s (2 at a time): the dependant is seen pending on its dependency.
+    assert poll(lambda: job_json(dep)["reason"] == "Dependency")
+    assert job_json(dep)["state"] == "PENDING"
     run_cli("wait", arr, dep, timeout=90)
     doc = job_json(arr)
     assert doc["state"] == "COMPLETED" and len(doc["array_tasks"]) == 4

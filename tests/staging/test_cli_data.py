@@ -77,7 +77,7 @@ def test_push_ls_pull_rm(ssh_vars: None, remote_dir: Remote, tmp_path: Path) -> 
 
 
 def test_unreachable_exit_code(ssh_vars: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.sshd import free_port
+    from tests.helpers import free_port
 
     monkeypatch.setenv("KAIC_SSH_PORT", str(free_port()))
     run("data", "ls", code=5)

@@ -4,7 +4,7 @@ import pytest
 
 from kaic.errors import AuthRequired, Unreachable
 from kaic.staging.connect import HostKeyError, SshTarget, open_sftp, parse_known_hosts
-from tests.sshd import free_port
+from tests.helpers import free_port
 from tests.staging.conftest import SshEnv
 
 OTHER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHkqqVNRq1uQyuWPJmsA1v8S6RSkD1cXq6ojRhHNF1hD"
