@@ -99,9 +99,9 @@ class _StoredSession:
     def lock(self) -> Iterator[object]:
         import fcntl
 
-        from kaic.config import config_dir
+        from kaic.auth.credentials import credentials_dir
 
-        path = config_dir() / "credentials" / f".{self.profile}.refresh.lock"
+        path = credentials_dir() / f".{self.profile}.refresh.lock"
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         with open(path, "a") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)

@@ -23,7 +23,7 @@ import re
 import stat as stat_mod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from kaic.errors import NotFound, UsageError
 from kaic.staging.ignore import IGNORE_FILE, IgnoreRules
@@ -78,8 +78,9 @@ class Side(Protocol):
     def sha256_many(self, paths: list[str]) -> dict[str, str]: ...
 
 
-def sha256_file(path: str, limit: int | None = None) -> str:
-    """sha256 of a local file (of its first `limit` bytes when given)."""
+def sha256_prefix(path: str, limit: int | None = None) -> Any:
+    """A sha256 object fed with a local file (its first `limit` bytes when given); the
+    caller may go on feeding it (a resumed transfer hashes the rest as it sends)."""
     digest = hashlib.sha256()
     remaining = limit
     with open(path, "rb") as f:
@@ -90,7 +91,12 @@ def sha256_file(path: str, limit: int | None = None) -> str:
             digest.update(block)
             if remaining is not None:
                 remaining -= len(block)
-    return digest.hexdigest()
+    return digest
+
+
+def sha256_file(path: str) -> str:
+    """sha256 of a local file."""
+    return str(sha256_prefix(path).hexdigest())
 
 
 class LocalSide:

@@ -48,7 +48,15 @@ from kaic.staging.pipeline import (
     download_many,
     upload_many,
 )
-from kaic.staging.plan import FileTask, LocalSide, SyncPlan, Warn, part_name, plan_sync
+from kaic.staging.plan import (
+    FileTask,
+    LocalSide,
+    SyncPlan,
+    Warn,
+    part_name,
+    plan_sync,
+    sha256_prefix,
+)
 from kaic.staging.remote_fs import ChecksumFn, RemoteSide, normalize_remote
 
 #: (bytes, files) done since the last call — for progress bars
@@ -162,20 +170,6 @@ def _batches(tasks: list[FileTask]) -> Iterator[list[FileTask]]:
             batch, size = [], 0
     if batch:
         yield batch
-
-
-def _local_prefix(path: str, length: int) -> Any:
-    """A sha256 object fed with the first `length` bytes of a local file."""
-    digest = hashlib.sha256()
-    remaining = length
-    with open(path, "rb") as f:
-        while remaining > 0:
-            block = f.read(min(1 << 20, remaining))
-            if not block:
-                break
-            digest.update(block)
-            remaining -= len(block)
-    return digest
 
 
 def _setstat(sftp: paramiko.SFTPClient, path: str, mode: int, mtime: int) -> None:
@@ -595,7 +589,7 @@ class _Engine:
         offset = 0
         digest = hashlib.sha256()
         if part_size and 0 < part_size <= task.size:
-            local = _local_prefix(task.src, part_size)
+            local = sha256_prefix(task.src, part_size)
             if side.prefix_sha256(part, part_size) == local.hexdigest():
                 offset, digest = part_size, local
                 self.stats.add_bytes(offset, sent=False)
@@ -711,7 +705,7 @@ class _Engine:
         except FileNotFoundError:
             have = 0
         if 0 < have <= task.size:
-            local = _local_prefix(part, have)
+            local = sha256_prefix(part, have)
             if side.prefix_sha256(src, have) == local.hexdigest():
                 offset, digest = have, local
                 self.stats.add_bytes(offset, sent=False)

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from kaic.models import JobState
+from kaic.models import TERMINAL_STATES, JobState
 
 #: Slurm's base job states (`enum job_states`), each the kaic state of the same name.
 BASE_STATES: dict[str, JobState] = {
@@ -96,10 +96,7 @@ class Mapped:
 
     @property
     def terminal(self) -> bool:
-        return self.state is not None and self.state.value not in _ACTIVE
-
-
-_ACTIVE = frozenset({"PENDING", "RUNNING", "SUSPENDED", "COMPLETING"})
+        return self.state is not None and self.state in TERMINAL_STATES
 
 
 def parse_job_state(value: object) -> SlurmState:

@@ -17,16 +17,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import SSHCertificate, SSHCertificateType
 
-#: the certificate types this endpoint understands (what the user CA signs)
-CERT_TYPES = frozenset(
-    {
-        "ssh-ed25519-cert-v01@openssh.com",
-        "ecdsa-sha2-nistp256-cert-v01@openssh.com",
-        "ecdsa-sha2-nistp384-cert-v01@openssh.com",
-        "ecdsa-sha2-nistp521-cert-v01@openssh.com",
-        "ssh-rsa-cert-v01@openssh.com",
-    }
-)
+from kaic.center.ssh_ca import ACCEPTED_TYPES
+
+#: the certificate types this endpoint understands: those of the keys the user CA signs
+CERT_TYPES = frozenset(f"{key_type}-cert-v01@openssh.com" for key_type in ACCEPTED_TYPES)
 #: the key id the user CA writes: `kaic:<user>:<serial>`
 KEY_ID_PREFIX = "kaic:"
 _YEAR_9999 = 253402300799
@@ -49,7 +43,7 @@ class VerifiedCertificate:
     public_key_blob: bytes
 
 
-def _ssh_blob(key: object) -> bytes:
+def ssh_blob(key: object) -> bytes:
     line = key.public_bytes(  # type: ignore[attr-defined]
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
     )
@@ -88,7 +82,7 @@ def verify_user_certificate(
     """
     cert = parse_certificate(blob)
     try:
-        signer = _ssh_blob(cert.signature_key())
+        signer = ssh_blob(cert.signature_key())
     except Exception:
         raise CertificateRejected("certificate has an unusable CA key") from None
     if signer != ca_public_key_blob:
@@ -121,5 +115,5 @@ def verify_user_certificate(
         serial=cert.serial,
         # "forever" (2**64-1) is clamped to the year 9999, what datetime can hold
         valid_before=datetime.fromtimestamp(min(cert.valid_before, _YEAR_9999), timezone.utc),
-        public_key_blob=_ssh_blob(cert.public_key()),
+        public_key_blob=ssh_blob(cert.public_key()),
     )

@@ -14,8 +14,8 @@ connection `LOGIN_GRACE` seconds to log in and then waits for it to end; at most
 
 from __future__ import annotations
 
-import base64
 import contextlib
+import functools
 import logging
 import selectors
 import socket
@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import paramiko
-from cryptography.hazmat.primitives import serialization
 from paramiko.common import (
     AUTH_FAILED,
     AUTH_SUCCESSFUL,
@@ -51,7 +50,7 @@ from paramiko.sftp import (
 )
 
 from kaic.center.settings import CenterSettings
-from kaic.center.sftp.certs import CertificateRejected, verify_user_certificate
+from kaic.center.sftp.certs import CertificateRejected, ssh_blob, verify_user_certificate
 from kaic.center.sftp.fs import ConfinedSFTP
 from kaic.center.ssh_ca import UserCA, create_ed25519_key_file
 from kaic.center.store import Store
@@ -312,13 +311,10 @@ class EmbeddedSftp:
         """The host's public key as an OpenSSH line (`ssh-ed25519 AAAA…`)."""
         return f"{self.host_key.get_name()} {self.host_key.get_base64()}"
 
-    @property
+    @functools.cached_property
     def ca_public_key_blob(self) -> bytes:
-        public = self.user_ca.private_key().public_key()
-        line = public.public_bytes(
-            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-        )
-        return base64.b64decode(line.split()[1])
+        """The user CA's public key in wire form (encoded once, checked at every login)."""
+        return ssh_blob(self.user_ca.private_key().public_key())
 
     def storage_root(self, user: str, unix_account: str) -> Path:
         """The user's root; the center's own storage is created on first login."""
