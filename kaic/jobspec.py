@@ -693,6 +693,15 @@ def _key_of(loc: tuple[int | str, ...]) -> str:
     return "".join(parts)
 
 
+def file_error(
+    jf: JobFile | None, key: str, message: str, *, hint: str | None = None
+) -> UsageError:
+    """A UsageError about `key` of a job file, naming the file and line (`job.yaml:3: key: …`)."""
+    error = _located(jf, set(), key, message)
+    error.hint = hint
+    return error
+
+
 def _located(jf: JobFile | None, from_flag: set[str], key: str, message: str) -> UsageError:
     """A UsageError naming the flag that set `key`, or the file line where it was written."""
     for candidate in (key, key.split("[")[0], key.split(".")[0]):

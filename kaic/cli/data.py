@@ -17,7 +17,7 @@ import typer
 
 from kaic.cli.context import AppContext, get_app
 from kaic.cli.options import JsonOpt
-from kaic.errors import UsageError
+from kaic.errors import KaicError, UsageError
 
 if TYPE_CHECKING:
     from kaic.staging.connect import SshTarget
@@ -218,7 +218,6 @@ def describe_result(result: SyncResult) -> str:
 
 
 def _render(app_: AppContext, result: SyncResult, json_out: bool, direction: str) -> None:
-    from kaic.staging.transfer import TransferFailed
 
     plan = result.plan
     if result.dry_run and plan is not None and not json_out:
@@ -237,12 +236,51 @@ def _render(app_: AppContext, result: SyncResult, json_out: bool, direction: str
             f"dry run: {len(plan.transfers) if plan else 0} to transfer, "
             f"{result.files_skipped} unchanged, {result.files_deleted} to delete"
         )
-    if result.failures:
-        for path, reason in sorted(result.failures.items()):
-            app_.warn(f"{path}: {reason}")
-        raise TransferFailed(
-            f"{len(result.failures)} file(s) failed",
-            hint="run the same command again; unchanged and finished files are skipped",
+    failed = failures_error(app_, result)
+    if failed is not None:
+        raise failed
+
+
+def failures_error(app_: AppContext, result: SyncResult, what: str = "") -> KaicError | None:
+    """Warn about each file that failed; the error to exit with, None when none failed."""
+    if not result.failures:
+        return None
+    from kaic.staging.transfer import TransferFailed
+
+    for path, reason in sorted(result.failures.items()):
+        app_.warn(f"{path}: {reason}")
+    return TransferFailed(
+        f"{len(result.failures)} file(s){f' of {what}' if what else ''} failed",
+        hint="run the same command again; unchanged and finished files are skipped",
+    )
+
+
+def run_sync(
+    app_: AppContext,
+    target: tuple[SshTarget, Callable[[str], str | None] | None],
+    push: bool,
+    sources: list[str],
+    dest: str,
+    options: SyncOptions,
+    *,
+    show_progress: bool,
+) -> SyncResult:
+    """One push or pull to/from `target` (from `resolve_target`), with a progress bar."""
+    from kaic.staging import transfer
+
+    ssh_target, checksum_fn = target
+    run = transfer.push if push else transfer.pull
+    with transfer_progress(app_, show_progress) as (on_plan, progress):
+        return run(
+            ssh_target,
+            sources,
+            dest,
+            options,
+            progress=progress,
+            on_plan=on_plan,
+            warn=app_.warn,
+            checksum_fn=checksum_fn,
+            sleep=app_.sleep,
         )
 
 
@@ -255,22 +293,8 @@ def _run_sync(
 ) -> None:
     app_ = get_app(ctx)
     sources, dest = _split(paths, "push LOCAL... REMOTE" if push else "pull REMOTE... LOCAL")
-    target, checksum_fn = resolve_target(app_)
-    from kaic.staging import transfer
-
-    run = transfer.push if push else transfer.pull
-    with transfer_progress(app_, not json_out and not options.dry_run) as (on_plan, progress):
-        result = run(
-            target,
-            sources,
-            dest,
-            options,
-            progress=progress,
-            on_plan=on_plan,
-            warn=app_.warn,
-            checksum_fn=checksum_fn,
-            sleep=app_.sleep,
-        )
+    show = not json_out and not options.dry_run
+    result = run_sync(app_, resolve_target(app_), push, sources, dest, options, show_progress=show)
     _render(app_, result, json_out, "send" if push else "fetch")
 
 

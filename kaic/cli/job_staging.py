@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kaic.errors import KaicError, UsageError
+from kaic.errors import KaicError
 
 if TYPE_CHECKING:
     from kaic.cli.context import AppContext
@@ -54,10 +54,11 @@ def check_inputs(job_file: JobFile | None, inputs: list[Transfer]) -> list[Stage
     for index, item in enumerate(inputs):
         local = local_path(job_file, item.src)
         if not os.path.lexists(local):
-            where = job_file.label if job_file is not None else "job"
-            line = job_file.line_of(f"inputs[{index}]") if job_file is not None else None
-            raise UsageError(
-                f"{where}{f':{line}' if line else ''}: inputs[{index}].from: "
+            from kaic.jobspec import file_error
+
+            raise file_error(
+                job_file,
+                f"inputs[{index}].from",
                 f"{item.src} does not exist ({local})",
                 hint="fix the path (relative paths start at the job file's directory)",
             )
@@ -73,45 +74,24 @@ def plan_outputs(job_file: JobFile | None, outputs: list[Transfer]) -> list[Stag
 
 
 def _sync(app: AppContext, push: bool, items: list[Staged]) -> list[Staged]:
-    from kaic.cli.data import describe_result, resolve_target, transfer_progress
-    from kaic.staging import transfer
+    from kaic.cli.data import describe_result, failures_error, resolve_target, run_sync
     from kaic.staging.transfer import SyncOptions
 
-    target, checksum_fn = resolve_target(app)
+    target = resolve_target(app)  # once: staging info and certificate for every entry
     done: list[Staged] = []
     for item in items:
         what = "input" if push else "output"
         app.info(f"Staging {what} {item.src} -> {item.dst}")
         sources, dest = ([item.local], item.dst) if push else ([item.src], item.local)
         try:
-            with transfer_progress(app, True) as (on_plan, progress):
-                result = (transfer.push if push else transfer.pull)(
-                    target,
-                    sources,
-                    dest,
-                    SyncOptions(),
-                    progress=progress,
-                    on_plan=on_plan,
-                    warn=app.warn,
-                    checksum_fn=checksum_fn,
-                    sleep=app.sleep,
-                )
+            result = run_sync(app, target, push, sources, dest, SyncOptions(), show_progress=True)
         except KaicError as exc:
             done.append(Staged(item.src, item.dst, item.local, error=exc))
             if push:
                 break  # the job must not start without its data
             continue
         app.info("  " + describe_result(result))
-        error = None
-        if result.failures:
-            for path, reason in sorted(result.failures.items()):
-                app.warn(f"{path}: {reason}")
-            from kaic.staging.transfer import TransferFailed
-
-            error = TransferFailed(
-                f"{len(result.failures)} file(s) of {what} {item.src} failed",
-                hint="run the same command again; finished files are skipped",
-            )
+        error = failures_error(app, result, f"{what} {item.src}")
         done.append(Staged(item.src, item.dst, item.local, result=result, error=error))
         if error is not None and push:
             break
