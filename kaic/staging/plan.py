@@ -282,7 +282,7 @@ def plan_sync(
                 target = dst_side.join(dest_root, name)
             else:
                 target = dest
-            target_entry = dst_side.stat(target)
+            target_entry = dest_entry if target == dest else dst_side.stat(target)
             if target_entry is not None and target_entry.is_dir:
                 raise UsageError(f"{target} is a directory; cannot replace it with a file")
             part = part_name(target)

@@ -38,7 +38,7 @@ from typing import Any, cast
 
 import paramiko
 
-from kaic.errors import ExitCode, KaicError, NotFound, Unreachable
+from kaic.errors import ExitCode, KaicError, Unreachable, UsageError
 from kaic.staging.connect import REQUEST_SIZE, SftpConnection, SshTarget, open_sftp
 from kaic.staging.pipeline import (
     Download,
@@ -730,20 +730,23 @@ class _Engine:
 
 
 def _remote_mkdir_p(sftp: paramiko.SFTPClient, path: str) -> None:
+    """`mkdir -p` on the staging host: one round trip for a directory whose parent exists
+    (the plan lists new directories parents first)."""
+    try:
+        sftp.mkdir(path)
+        return
+    except OSError:
+        pass  # it exists, or its parent does not
     try:
         st = sftp.stat(path)
     except FileNotFoundError:
         parent = posixpath.dirname(path.rstrip("/"))
         if parent and parent not in (".", "/"):
             _remote_mkdir_p(sftp, parent)
-        try:
-            sftp.mkdir(path)
-        except OSError:
-            if not stat_mod.S_ISDIR(sftp.stat(path).st_mode or 0):
-                raise
+        sftp.mkdir(path)
         return
     if not stat_mod.S_ISDIR(st.st_mode or 0):
-        raise NotFound(f"{path} exists on the staging host and is not a directory")
+        raise UsageError(f"{path} exists on the staging host and is not a directory")
 
 
 def _connector(target: SshTarget | Connect) -> Connect:
