@@ -111,6 +111,14 @@ class CenterSettings:
         if self.ssh_cert_validity < 60:
             raise ValueError("ssh_cert_validity must be at least 60 seconds")
 
+    def ensure_storage_root(self, user: str, unix_account: str) -> Path:
+        """`storage_root_for`, created when it is the center's own storage (as a job's home
+        would be); a configured root is the site's to create."""
+        root = self.storage_root_for(user, unix_account)
+        if self.storage_root is None:
+            root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return root
+
     def storage_root_for(self, user: str, unix_account: str) -> Path:
         """The storage root (home) of `user` on the staging host."""
         if self.storage_root is None:

@@ -9,7 +9,6 @@ host's keys over the authenticated API (so no trust-on-first-use);
 from __future__ import annotations
 
 from datetime import timezone
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -17,7 +16,6 @@ from fastapi import APIRouter, Depends, Query, Request
 from kaic.center.deps import Principal, SettingsDep, require_scope
 from kaic.center.errors import ApiError
 from kaic.center.files import NotARegularFile, PathOutside, resolve_in_root, sha256_in_root
-from kaic.center.settings import CenterSettings
 from kaic.center.ssh_ca import UnacceptableKey, UserCA
 from kaic.models import ErrorResponse
 from kaic.models.staging import (
@@ -49,11 +47,6 @@ def get_user_ca(request: Request) -> UserCA:
 UserCADep = Annotated[UserCA, Depends(get_user_ca)]
 
 
-def storage_root(settings: CenterSettings, principal: Principal) -> Path:
-    """The caller's storage root (the `home` root) on the staging host."""
-    return settings.storage_root_for(principal.user, principal.unix_account)
-
-
 @router.get(
     "/staging",
     response_model=StagingInfo,
@@ -75,10 +68,7 @@ def staging(principal: FilesPrincipal, settings: SettingsDep, request: Request) 
         host_keys = list(settings.staging_host_keys)
     else:
         raise ApiError(404, "not_found", "this center has no staging endpoint")
-    root = storage_root(settings, principal)
-    if settings.storage_root is None:
-        # The center's own storage: make sure the home exists, as a job's would.
-        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    root = settings.ensure_storage_root(principal.user, principal.unix_account)
     return StagingInfo(
         host=host,
         port=port,
@@ -141,19 +131,15 @@ def file_checksum(
     """sha256 and size of a file in the caller's storage, computed on the server."""
     # A sync route: FastAPI runs it in a worker thread, so hashing a large file does not
     # block the event loop.
-    root = storage_root(settings, principal)
+    root = settings.storage_root_for(principal.user, principal.unix_account)
     # The same answer for "missing" and "outside": never reveal what exists elsewhere.
     missing = ApiError(404, "not_found", f"no such file in your storage: {path}")
     try:
         real = resolve_in_root(root, path)
         digest = sha256_in_root(root, real)
-    except (PathOutside, FileNotFoundError, NotADirectoryError, PermissionError):
-        raise missing from None
     except NotARegularFile:
         raise ApiError(422, "invalid_request", f"not a regular file: {path}") from None
-    except OSError:
+    except (PathOutside, OSError):
         raise missing from None
-    real_root = Path(root).resolve()
-    relative = real.relative_to(real_root)
-    shown = root if str(relative) == "." else root / relative
+    shown = root / real.relative_to(root.resolve())  # as the client names its root
     return FileChecksum(path=str(shown), size=digest.size, sha256=digest.sha256)

@@ -318,10 +318,8 @@ class EmbeddedSftp:
 
     def storage_root(self, user: str, unix_account: str) -> Path:
         """The user's root; the center's own storage is created on first login."""
-        root = self.settings.storage_root_for(user, unix_account)
-        if self.settings.storage_root is None:
-            root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        elif not root.is_dir():
+        root = self.settings.ensure_storage_root(user, unix_account)
+        if not root.is_dir():
             raise FileNotFoundError(2, "no such directory", str(root))
         return root
 
