@@ -150,6 +150,12 @@ def display_path(path: Path) -> str:
 # public API
 
 
+def from_env() -> Credentials | None:
+    """The credentials `$KAIC_TOKEN` holds (surrounding whitespace ignored), or None."""
+    token = os.environ.get("KAIC_TOKEN", "").strip()
+    return Credentials.from_token(token) if token else None
+
+
 def load(
     profile_name: str,
     *,
@@ -165,9 +171,10 @@ def load(
     keyring is unavailable, `warn` (when given) is told so. `use_env=False` ignores
     ``$KAIC_TOKEN`` (`kaic logout` revokes the stored session, not the environment's token).
     """
-    env_token = os.environ.get("KAIC_TOKEN", "").strip() if use_env else ""
-    if env_token:
-        return Credentials.from_token(env_token), "env"
+    if use_env:
+        found = from_env()
+        if found is not None:
+            return found, "env"
     path = credentials_path(profile_name)
     keyring_problem: str | None = None
     if credential_store != "file":

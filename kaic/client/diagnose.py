@@ -40,6 +40,7 @@ def run_checks(profile: str | None, *, warn: Callable[[str], None]) -> list[Chec
         return checks
 
     from kaic.client.session import open_session
+    from kaic.models import Health
 
     try:
         session = open_session(profile, warn=warn, notice=lambda _m: None)
@@ -51,15 +52,17 @@ def run_checks(profile: str | None, *, warn: Callable[[str], None]) -> list[Chec
             t0 = time.monotonic()
             resp = session.client.request("GET", "/v1/health", auth=False)
             rtt = (time.monotonic() - t0) * 1000
-            health = resp.json()
-            status = "ok" if health.get("status") == "ok" else "warn"
+            health = session.client.parse(resp, Health)
+            status = "ok" if health.status == "ok" else "warn"
             checks.append(
                 Check(
                     "center",
                     status,
-                    f"{session.center_url}: {health.get('status')}, version "
-                    f"{health.get('version')}, executor {health.get('executor')} ({rtt:.0f} ms)",
-                    None if status == "ok" else "the center reports degraded service",
+                    f"{session.center_url}: {health.status}, version {health.version}, "
+                    f"executor {health.executor} ({rtt:.0f} ms)",
+                    None
+                    if status == "ok"
+                    else f"the center reports degraded service: {health.detail or 'no detail'}",
                 )
             )
             checks.append(_clock_check(resp.headers.get("Date")))

@@ -44,7 +44,6 @@ def open_session(
 ) -> Session:
     """Resolve the center and credentials for a command and build its client."""
     from kaic.auth import credentials as store
-    from kaic.auth.credentials import Credentials
     from kaic.client.api import CenterClient
     from kaic.config import resolve_profile, validate_center_url
 
@@ -63,8 +62,8 @@ def open_session(
     else:
         # KAIC_CENTER points elsewhere than the profile's center: stored tokens were issued
         # by that other center and must never be sent here (nor its refresh token).
-        token = os.environ.get("KAIC_TOKEN")
-        found = (Credentials(access_token=token, kind="api"), "env") if token else None
+        env = store.from_env()
+        found = (env, "env") if env is not None else None
     if found is None:
         raise AuthRequired(
             f"not logged in to {center}",
@@ -126,7 +125,7 @@ def _origin(url: str) -> tuple[str, str, int | None]:
 
 
 def _local_session(*, notice: Log, debug_log: Log | None) -> Session:
-    from kaic.auth.credentials import Credentials
+    from kaic.auth.credentials import Credentials, from_env
     from kaic.client.api import CenterClient
     from kaic.client.local_center import ensure_running
 
@@ -136,9 +135,9 @@ def _local_session(*, notice: Log, debug_log: Log | None) -> Session:
         f"kaic: {verb} the local center at {center.url} (no center configured; "
         "`kaic login --center URL` to use a real one)"
     )
-    env_token = os.environ.get("KAIC_TOKEN")
-    token, source = (env_token, "env") if env_token else (center.token(), "local")
-    creds = Credentials(access_token=token, refresh_token=None, expires_at=None, kind="api")
+    env = from_env()
+    creds = env or Credentials(access_token=center.token(), kind="api")
+    source = "env" if env is not None else "local"
     client = CenterClient(center.url, credentials=creds, debug_log=debug_log)
     return Session(
         client=client, center_url=center.url, profile=None, token_source=source, local=True

@@ -348,12 +348,12 @@ class Scheduler:
                 if row.array_job_id in arrays_done:
                     continue
                 arrays_done.add(row.array_job_id)
+            # `waiting` already holds every pending task not yet handed over, in task order.
             group = (
-                [t for t in self.jobs.tasks(row.array_job_id) if not t.external_id
-                 and t.state is JobState.PENDING]
+                [t for t in waiting if t.array_job_id == row.array_job_id]
                 if row.array_job_id
                 else [row]
-            )  # fmt: skip
+            )
             verdict = self._dependency_verdict(row, dependencies)
             if verdict is not None:
                 for member in group:
