@@ -276,3 +276,21 @@ def test_a_job_is_never_prepared_as_root(tmp_path: Path) -> None:
     with pytest.raises(ExecutorError, match="root"):
         executor.start(spec(tmp_path, unix_account="root"))
     assert client.submitted == []
+
+
+def test_a_purged_array_is_looked_up_once_per_poll(tmp_path: Path) -> None:
+    """Tasks of one array missing from `GET /jobs` share one `GET /job/<array>` per poll."""
+    from kaic.center.executors.slurm import MISSING_POLLS
+
+    executor, client, clock = make(tmp_path)
+    launched = executor.start(spec(tmp_path, "7", array_tasks=(0, 1, 2)))
+    array_id = int(launched.external_id)
+    client.records = []  # Slurm purged the whole array
+    ended = []
+    for _ in range(MISSING_POLLS):
+        clock.now += 1
+        before = len(client.calls)
+        ended += executor.poll()
+        assert client.calls[before:].count(f"job {array_id}") <= 1
+    assert sorted(e.job_id for e in ended) == ["7_0", "7_1", "7_2"]
+    assert all(e.lost and "no longer knows" in (e.reason or "") for e in ended)

@@ -392,6 +392,7 @@ class SlurmExecutor(Executor):
                 for index in item.pending_tasks:
                     remainders[(item.array_job_id, index)] = item
         ended: list[Ended] = []
+        looked_up: dict[str, list[SlurmJob] | Exception] = {}  # one GET /job/<id> per id
         for tracked in list(self._jobs.values()):
             record: SlurmJob | None
             if tracked.array_id is not None and tracked.task is not None:
@@ -400,7 +401,7 @@ class SlurmExecutor(Executor):
             else:
                 record = plain.get(tracked.plain_id or -1)
             if record is None:
-                result = self._missing(tracked, now)
+                result = self._missing(tracked, now, looked_up)
             else:
                 tracked.missing = 0
                 tracked.last_seen = now
@@ -461,7 +462,9 @@ class SlurmExecutor(Executor):
             ended_at=_utc(record.end_time),
         )
 
-    def _missing(self, tracked: _Tracked, now: float) -> Ended | None:
+    def _missing(
+        self, tracked: _Tracked, now: float, looked_up: dict[str, list[SlurmJob] | Exception]
+    ) -> Ended | None:
         """A tracked job absent from `GET /jobs`: ask Slurm about it, then decide."""
         tracked.missing += 1
         if tracked.missing < MISSING_POLLS:
@@ -470,8 +473,16 @@ class SlurmExecutor(Executor):
             # Slurm drops cancelled pending array tasks from its listing at once.
             return Ended(tracked.job_id, None, state=JobState.CANCELLED)
         lookup = str(tracked.array_id if tracked.array_id is not None else tracked.plain_id)
+        if lookup not in looked_up:  # the tasks of one purged array share one lookup
+            try:
+                looked_up[lookup] = self.client.job(lookup)
+            except SlurmApiError as exc:
+                looked_up[lookup] = exc
+        found = looked_up[lookup]
         try:
-            records = self.client.job(lookup)
+            if isinstance(found, Exception):
+                raise found
+            records = found
         except SlurmJobNotFound:
             unseen = now - tracked.last_seen
             reason = (
