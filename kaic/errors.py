@@ -22,6 +22,7 @@ class ExitCode(IntEnum):
     JOB_TIMEOUT = 124
     JOB_CANCELLED = 125
     JOB_SYSTEM_END = 126
+    INTERRUPTED = 130
 
 
 class KaicError(Exception):
@@ -75,6 +76,13 @@ class RateLimited(Rejected):
         self.retry_after = retry_after
         if self.hint is None and retry_after is not None:
             self.hint = f"wait {int(retry_after + 0.999)} s and try again"
+
+
+class Interrupted(KaicError):
+    """The user pressed Ctrl-C (exit 130, as a shell reports SIGINT). `hint` says how to
+    continue, e.g. "run the same command again to resume" for a transfer."""
+
+    exit_code = ExitCode.INTERRUPTED
 
 
 class ServerError(KaicError):

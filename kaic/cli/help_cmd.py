@@ -20,6 +20,7 @@ kaic exit codes
   125      waiting commands: the job was CANCELLED
   126      waiting commands: the system ended the job (NODE_FAIL, PREEMPTED, BOOT_FAIL;
            retryable)
+  130      interrupted (Ctrl-C); a transfer resumes when the same command runs again
 """
 
 

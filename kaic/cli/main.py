@@ -24,7 +24,7 @@ from kaic.cli import (
 )
 from kaic.cli.context import AppContext, debug_enabled
 from kaic.cli.options import ProfileOpt
-from kaic.errors import ExitCode, KaicError
+from kaic.errors import ExitCode, Interrupted, KaicError
 
 app = typer.Typer(
     name="kaic",
@@ -74,6 +74,9 @@ app.add_typer(help_cmd.app, name="help")
 
 def render_error(err: KaicError, stream: IO[str] | None = None) -> None:
     out = stream or sys.stderr
+    if isinstance(err, Interrupted):
+        print(err.message + (f" — {err.hint}" if err.hint else ""), file=out)
+        return
     print(f"error: {err.message}", file=out)
     if err.hint:
         print(f"hint: {err.hint}", file=out)
@@ -95,8 +98,12 @@ def main() -> None:
         render_error(err)
         sys.exit(int(err.exit_code))
     except KeyboardInterrupt:
+        if debug_enabled():
+            import traceback
+
+            traceback.print_exc()
         print("interrupted", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(int(ExitCode.INTERRUPTED))
     except Exception as exc:  # the last line of defence: no tracebacks unless KAIC_DEBUG=1
         if debug_enabled():
             import traceback
