@@ -133,14 +133,15 @@ def obtain_ssh_identity(
     creds: Credentials,
     profile: str,
     *,
-    policy: TransportPolicy,
     warn: Log,
     debug_log: Log | None = None,
+    policy: TransportPolicy | None = None,
 ) -> SshIdentity | None:
     """Best effort: the profile's SSH key and a fresh certificate, right after a login.
 
     A center without staging is skipped silently; any other failure costs one warning line
-    and never the login (`kaic data` renews the certificate itself later).
+    and never the login (`kaic data` renews the certificate itself later). Pass the login's
+    `policy`: these calls must trust the same CA bundle as the login itself.
     """
     from kaic.auth.credentials import Credentials
     from kaic.auth.ssh import ensure_identity, staging_info
