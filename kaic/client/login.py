@@ -105,7 +105,7 @@ def _store(
     from pathlib import Path
 
     from kaic.auth import credentials as store
-    from kaic.config import Profile, load_config, save_config
+    from kaic.config import Profile, is_loopback_url, load_config, save_config
 
     name = _choose_profile(profile, center, username)
     storage = store.save(name, creds, insecure_storage=insecure_storage, warn=warn)  # type: ignore[arg-type]
@@ -120,7 +120,11 @@ def _store(
         username=username,
         credential_store=storage,
         ca_bundle=ca_bundle or (kept.ca_bundle if kept else None),
-        insecure_http=tls.insecure_http or (kept.insecure_http if kept else False),
+        # Stored only where it means something: plain http to a host that is not loopback.
+        insecure_http=(
+            tls.insecure_http and center.startswith("http://") and not is_loopback_url(center)
+        )
+        or (kept.insecure_http if kept else False),
         extra=dict(kept.extra) if kept else {},
     )
     cfg.current_profile = name
