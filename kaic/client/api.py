@@ -201,13 +201,18 @@ def tls_context(policy: TransportPolicy) -> ssl.SSLContext:
         ) from None
 
 
+# A TLS connection cut short (a center restarting mid-handshake): as transient as a reset.
+_TRANSIENT_SSL = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
+
+
 def _ssl_failure(exc: BaseException) -> ssl.SSLError | None:
-    """The ssl error behind a transport failure, if TLS is what failed (httpx wraps it)."""
+    """The ssl error behind a transport failure (httpx wraps it) when TLS itself failed — a
+    certificate not trusted, no TLS on the port — and so will fail again every time."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         if isinstance(current, ssl.SSLError):
-            return current
+            return None if isinstance(current, _TRANSIENT_SSL) else current
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return None

@@ -609,3 +609,21 @@ def test_unusable_ca_bundle_is_a_usage_error(
         CenterClient(BASE)
     assert "KAIC_CA_BUNDLE" in info.value.message
     assert str(tmp_path) in info.value.message
+
+
+def test_tls_connection_cut_short_is_transient_and_retried() -> None:
+    """A center restarting mid-handshake ends the TLS connection early: retried like a reset,
+    unlike a certificate failure."""
+    answers: list[type[ssl.SSLError] | None] = [ssl.SSLEOFError, ssl.SSLEOFError, None]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        failure = answers.pop(0)
+        if failure is None:
+            return httpx.Response(200, json=ME)
+        cause = failure(8, "EOF occurred in violation of protocol")
+        raise httpx.ConnectError(str(cause), request=request) from cause
+
+    rec = Recorder(handler)
+    with rec.client() as client:
+        assert client.me().user == "alice"
+    assert len(rec.requests) == 3
