@@ -64,6 +64,12 @@ class Unreachable(KaicError):
     default_hint = "check the center URL and your network, then retry"
 
 
+class TlsError(Unreachable):
+    """TLS with the center failed: its certificate is not trusted (unknown CA, expired, issued
+    for another host) or it does not speak TLS. Exit 5 like any transport failure, but it
+    fails the same way every time, so it is never retried."""
+
+
 class Rejected(KaicError):
     exit_code = ExitCode.REJECTED
 

@@ -9,7 +9,15 @@ import pytest
 from tests.helpers import RunningCenter, kill_center_jobs, start_center
 
 # Variables that would make a test talk to the developer's real center or keyring.
-_LEAKY = ("KAIC_TOKEN", "KAIC_CENTER", "KAIC_PROFILE", "KAIC_DEBUG", "PYTHON_KEYRING_BACKEND")
+_LEAKY = (
+    "KAIC_TOKEN",
+    "KAIC_CENTER",
+    "KAIC_PROFILE",
+    "KAIC_DEBUG",
+    "KAIC_CA_BUNDLE",
+    "KAIC_INSECURE_HTTP",
+    "PYTHON_KEYRING_BACKEND",
+)
 
 
 @pytest.fixture(autouse=True)

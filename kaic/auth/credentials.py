@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Literal, cast
 
 from kaic.auth.keyring_timeout import SERVICE, KeyringUnavailable, call_keyring
 from kaic.config import atomic_write, config_dir, validate_profile_name
-from kaic.errors import ConfigError
+from kaic.errors import AuthRequired, ConfigError
 
 if TYPE_CHECKING:
     from keyring.backend import KeyringBackend
@@ -35,6 +36,11 @@ CredentialSource = Literal["env", "keyring", "file"]
 Warn = Callable[[str], None]
 
 _FORMAT_VERSION = 1
+
+#: What a bearer token may hold: visible ASCII, no spaces. Anything else cannot travel in an
+#: HTTP header (httpx refuses it, and the text after a line break would be echoed in the
+#: error) and is never a token the center issued: a pasted second line, quotes, a BOM.
+_TOKEN_TEXT = re.compile(r"[\x21-\x7e]+")
 
 
 @dataclass(repr=False)
@@ -150,10 +156,36 @@ def display_path(path: Path) -> str:
 # public API
 
 
+def check_token_text(token: str, source: str) -> str:
+    """`token` if it can be a bearer token, else AuthRequired (exit 3) naming `source` and
+    what is wrong with it — never the token itself, nor any part of it."""
+    if _TOKEN_TEXT.fullmatch(token):
+        return token
+    if "\n" in token or "\r" in token:
+        why = "a line break"
+    elif any(c.isspace() for c in token):
+        why = "a space or tab"
+    elif any(ord(c) < 0x20 or ord(c) == 0x7F for c in token):
+        why = "a control character"
+    else:
+        why = "a character that is not plain ASCII"
+    raise AuthRequired(
+        f"{source} is not a valid token: it contains {why}",
+        hint="use the one-line token `kaic token create` printed (kaic_…), without quotes "
+        "or a second line",
+    )
+
+
 def from_env() -> Credentials | None:
-    """The credentials `$KAIC_TOKEN` holds (surrounding whitespace ignored), or None."""
+    """The credentials `$KAIC_TOKEN` holds (surrounding whitespace ignored), or None.
+
+    A value that cannot be a token (a line break inside it, control or non-ASCII
+    characters) is AuthRequired naming KAIC_TOKEN, before anything is sent anywhere.
+    """
     token = os.environ.get("KAIC_TOKEN", "").strip()
-    return Credentials.from_token(token) if token else None
+    if not token:
+        return None
+    return Credentials.from_token(check_token_text(token, "KAIC_TOKEN"))
 
 
 def load(

@@ -1,4 +1,9 @@
-"""Running the center: loopback socket, uvicorn, ready file, and the local-center bootstrap."""
+"""Running the center: listening socket, uvicorn (with TLS), ready file, local-center bootstrap.
+
+The center listens on loopback unless its operator says how clients reach it securely: it
+serves HTTPS itself (`tls_cert`/`tls_key`, through uvicorn's ssl options) or a TLS proxy
+stands in front of it (`behind_tls_proxy`). Both are checked before anything binds.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,8 @@ import logging
 import os
 import signal
 import socket
+import ssl
+import stat
 import sys
 import threading
 from collections.abc import Callable
@@ -30,8 +37,22 @@ LOCAL_PROJECT = "local"
 LOCAL_PROJECT_GPU_HOURS = 1e6
 
 
-def loopback_bind_address(host: str) -> str:
-    """The address to bind for `host`; ValueError unless it is a loopback address."""
+_PLAIN_HTTP_REFUSED = (
+    "refusing to listen on {host!r} with plain http: it is not a loopback address "
+    "(127.0.0.0/8, ::1 or localhost), and clients would send passwords and tokens "
+    "unencrypted; serve HTTPS with --tls-cert FILE --tls-key FILE, or state that a TLS proxy "
+    "stands in front with --behind-tls-proxy"
+)
+
+
+def listen_address(host: str, *, tls: bool = False, behind_tls_proxy: bool = False) -> str:
+    """The address to bind for `host`, decided before anything binds; ValueError otherwise.
+
+    Loopback (127.0.0.0/8, ::1, ``localhost``) always. Any other IP address only when clients
+    reach the center over TLS: served by the center itself (`tls`) or by a TLS proxy the
+    operator says stands in front of it (`behind_tls_proxy`). Names other than ``localhost``
+    are refused: what they resolve to is not known here.
+    """
     if host == "localhost":
         # Bind the literal address: "localhost" could resolve to something else.
         return "127.0.0.1"
@@ -39,17 +60,71 @@ def loopback_bind_address(host: str) -> str:
         address = ipaddress.ip_address(host)
     except ValueError:
         address = None
-    if address is None or not address.is_loopback:
+    if address is not None and address.is_loopback:
+        return str(address)
+    if not (tls or behind_tls_proxy):
+        raise ValueError(_PLAIN_HTTP_REFUSED.format(host=host))
+    if address is None:
         raise ValueError(
-            f"refusing to listen on {host!r}: the center only listens on a loopback address "
-            "(127.0.0.0/8, ::1 or localhost); put a TLS proxy in front of it to serve others"
+            f"cannot listen on {host!r}: give an IP address (0.0.0.0 or :: for every interface)"
         )
     return str(address)
 
 
+def loopback_bind_address(host: str) -> str:
+    """The address to bind for `host`; ValueError unless it is a loopback address."""
+    return listen_address(host)
+
+
+def check_tls_files(cert: Path, key: Path) -> None:
+    """Refuse a TLS key other users can read, and a certificate and key that do not load
+    together; ValueError naming the file and the fix. Run before binding."""
+    try:
+        fd = os.open(key, os.O_RDONLY)
+    except OSError as exc:
+        raise ValueError(f"cannot read the TLS key {key}: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "rb") as handle:
+        # fstat on the open file: the checked file is the one read.
+        mode = stat.S_IMODE(os.fstat(handle.fileno()).st_mode)
+        encrypted = b"ENCRYPTED" in handle.read()
+    if mode & stat.S_IRWXO:
+        raise ValueError(
+            f"the TLS key {key} is readable by every user on this machine (mode {mode:04o}); "
+            f"fix it with `chmod 600 {key}` (and replace the key if others may have read it)"
+        )
+    if encrypted:
+        raise ValueError(f"the TLS key {key} is encrypted: give the center an unencrypted key")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key, password=lambda: b"")
+    except ssl.SSLError as exc:  # before OSError, its base class
+        reason = (exc.reason or str(exc)).replace("_", " ").lower()
+        raise ValueError(
+            f"the TLS certificate {cert} and key {key} cannot be used: {reason} "
+            "(both must be PEM, and the key must belong to the certificate)"
+        ) from None
+    except OSError as exc:
+        raise ValueError(f"cannot read the TLS certificate {cert}: {exc.strerror or exc}") from None
+
+
+def check_listening(settings: CenterSettings) -> str:
+    """Everything about where and how the center listens, checked before binding: the
+    address (`listen_address`) and the TLS files. Returns the address to bind."""
+    address = listen_address(
+        settings.host, tls=settings.serves_tls, behind_tls_proxy=settings.behind_tls_proxy
+    )
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        check_tls_files(settings.tls_cert, settings.tls_key)
+    return address
+
+
 def bind_loopback_socket(host: str, port: int) -> socket.socket:
     """A listening TCP socket on a loopback `host` (port 0 picks a free port)."""
-    address = loopback_bind_address(host)
+    return bind_socket(loopback_bind_address(host), port)
+
+
+def bind_socket(address: str, port: int) -> socket.socket:
+    """A listening TCP socket on an address already checked (port 0 picks a free port)."""
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -117,8 +192,9 @@ def _configure_logging() -> None:
         )
 
 
-def _url(address: str, port: int) -> str:
-    return f"http://[{address}]:{port}" if ":" in address else f"http://{address}:{port}"
+def _url(address: str, port: int, *, tls: bool = False) -> str:
+    scheme = "https" if tls else "http"
+    return f"{scheme}://[{address}]:{port}" if ":" in address else f"{scheme}://{address}:{port}"
 
 
 async def _run_until_stopped(
@@ -136,8 +212,10 @@ async def _run_until_stopped(
 def serve(settings: CenterSettings, *, ready_file: Path | None = None) -> None:
     """Run the center in the foreground until SIGTERM/SIGINT.
 
-    Listens on `settings.host` (loopback only; ValueError otherwise) and `settings.port`
-    (0 = a free port). In local mode the token file is written before the ready file.
+    Listens on `settings.host` and `settings.port` (0 = a free port): loopback, or any
+    address with TLS served here or a TLS proxy in front (`check_listening`; ValueError
+    before anything binds otherwise). In local mode the token file is written before the
+    ready file.
     Once accepting connections, writes `ready_file` as JSON
     `{"pid", "port", "url", "instance_id", "started_at"}`; removes it on shutdown.
     """
@@ -146,17 +224,26 @@ def serve(settings: CenterSettings, *, ready_file: Path | None = None) -> None:
 
     from kaic.center.app import create_app
 
-    address = loopback_bind_address(settings.host)
+    address = check_listening(settings)
     _configure_logging()
     app = create_app(settings)
     if settings.local_user:
         prepare_local_center(app.state.store, settings)
-    sock = bind_loopback_socket(address, settings.port)
+    sock = bind_socket(address, settings.port)
     port = int(sock.getsockname()[1])
-    url = _url(address, port)
+    url = _url(address, port, tls=settings.serves_tls)
+    tls_files: dict[str, Any] = {}
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        tls_files = {"ssl_certfile": str(settings.tls_cert), "ssl_keyfile": str(settings.tls_key)}
     server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+        uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", **tls_files)
     )
+    if not settings.serves_tls and not ipaddress.ip_address(address).is_loopback:
+        logger.warning(
+            "serving plain http on %s for the TLS proxy in front: make sure only that proxy "
+            "can reach this port",
+            url,
+        )
 
     def on_started() -> None:
         if ready_file is not None:

@@ -31,8 +31,15 @@ class CenterSettings:
     """Everything a center instance needs; tests build their own and inject a clock."""
 
     state_dir: Path
+    #: where to listen: loopback, or any address when clients reach the center over TLS
+    #: (`tls_cert`/`tls_key`, or `behind_tls_proxy`); see `kaic.center.server.listen_address`
     host: str = "127.0.0.1"
     port: int = 8750
+    #: serve HTTPS with this certificate (chain) and key, PEM files; None = plain http
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: the operator's statement that a TLS proxy stands in front of this plain-http center
+    behind_tls_proxy: bool = False
     executor: str = "local"
     gpus: int = 0
     gpu_type: str | None = None
@@ -83,6 +90,12 @@ class CenterSettings:
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir)
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError(
+                "serving TLS needs both a certificate and its key (--tls-cert, --tls-key)"
+            )
+        self.tls_cert = Path(self.tls_cert) if self.tls_cert is not None else None
+        self.tls_key = Path(self.tls_key) if self.tls_key is not None else None
         if self.storage_root is not None:
             check_storage_root_template(self.storage_root)
         if not 0 < self.staging_port < 65536:
@@ -110,6 +123,11 @@ class CenterSettings:
             self.sftp_port = 0
         if self.ssh_cert_validity < 60:
             raise ValueError("ssh_cert_validity must be at least 60 seconds")
+
+    @property
+    def serves_tls(self) -> bool:
+        """Whether the center itself serves HTTPS."""
+        return self.tls_cert is not None
 
     def ensure_storage_root(self, user: str, unix_account: str) -> Path:
         """`storage_root_for`, created when it is the center's own storage (as a job's home

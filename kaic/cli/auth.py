@@ -65,9 +65,30 @@ def login(
             help="Store credentials in a 0600 file instead of the system keyring.",
         ),
     ] = False,
+    ca_bundle: Annotated[
+        str | None,
+        typer.Option(
+            "--ca-bundle",
+            metavar="FILE",
+            help="PEM file of the CA certificates to trust for this center (a private CA); "
+            "stored in the profile. KAIC_CA_BUNDLE overrides it; SSL_CERT_FILE also works.",
+        ),
+    ] = None,
+    insecure_http: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-http",
+            help="DANGEROUS: allow plain http to a center that is not on this machine "
+            "(passwords and tokens travel unencrypted). Stored in the profile; every command "
+            "then warns. KAIC_INSECURE_HTTP=1 does the same for one command.",
+        ),
+    ] = False,
     profile: ProfileOpt = None,
 ) -> None:
     """Log in to a center and store the credentials in a profile.
+
+    TLS is verified; a center with a private CA needs --ca-bundle. Plain http is refused
+    unless the center is on this machine (loopback).
 
     Examples:
 
@@ -76,6 +97,8 @@ def login(
       echo "$PASSWORD" | kaic login --center https://api.center.example -u alice --password-stdin
 
       echo "$KAIC_API_TOKEN" | kaic login --center https://api.center.example --with-token
+
+      kaic login --center https://center.lab.example --ca-bundle ~/lab-ca.pem -u alice
     """
     from kaic.client import login as flows
 
@@ -83,6 +106,9 @@ def login(
     profile = profile or app.profile
     url = _center_for_login(center, profile)
     dbg = app.debug if debug_enabled() else None
+    tls = flows.LoginTls(ca_bundle=ca_bundle, insecure_http=insecure_http)
+    # Before a password is asked for or read: plain http refused, CA bundle unusable.
+    flows.login_policy(url, profile=profile, tls=tls)
     if with_token:
         if password_stdin:
             raise UsageError("--with-token and --password-stdin both read standard input")
@@ -94,6 +120,7 @@ def login(
             insecure_storage=insecure_storage,
             warn=app.warn,
             debug_log=dbg,
+            tls=tls,
         )
     else:
         user = username or _profile_username(profile) or _prompt_username()
@@ -118,6 +145,7 @@ def login(
                 insecure_storage=insecure_storage,
                 warn=app.warn,
                 debug_log=dbg,
+                tls=tls,
             )
         except AuthRequired as err:
             if err.code == "otp_required" and otp is None and sys.stdin.isatty():
@@ -131,6 +159,7 @@ def login(
                     insecure_storage=insecure_storage,
                     warn=app.warn,
                     debug_log=dbg,
+                    tls=tls,
                 )
             else:
                 if err.code == "otp_required":

@@ -29,7 +29,12 @@ def _state_dir(value: str | None) -> Path:
 @app.command("serve")
 def serve(
     host: Annotated[
-        str, typer.Option("--host", help="Loopback address to listen on.")
+        str,
+        typer.Option(
+            "--host",
+            help="Address to listen on. Loopback by default; any other address needs "
+            "--tls-cert/--tls-key or --behind-tls-proxy.",
+        ),
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port (0 = any free port).")] = 8750,
     state_dir: StateDirOpt = None,
@@ -116,18 +121,50 @@ def serve(
             "center's (needs root and --storage-root).",
         ),
     ] = False,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(
+            "--tls-cert",
+            metavar="FILE",
+            help="Serve HTTPS with this PEM certificate (chain); needs --tls-key.",
+        ),
+    ] = None,
+    tls_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--tls-key",
+            metavar="FILE",
+            help="The certificate's PEM private key (unencrypted; not readable by others).",
+        ),
+    ] = None,
+    behind_tls_proxy: Annotated[
+        bool,
+        typer.Option(
+            "--behind-tls-proxy",
+            help="State that a TLS proxy in front of this center terminates HTTPS, so it may "
+            "serve plain http on a non-loopback --host (only the proxy should reach it).",
+        ),
+    ] = False,
 ) -> None:
     """Run the reference center in the foreground (Ctrl-C stops it).
 
     Without --run-as-user the local executor runs every job as the center's own account:
     fine for one user, not for a center several users share.
 
+    It listens on loopback unless told how clients reach it securely: HTTPS served by the
+    center itself (--tls-cert/--tls-key), or a TLS proxy in front (--behind-tls-proxy).
+
     Examples:
 
       kaic center serve --port 8750 --state-dir ./center-state --sftp-port 2222
 
       sudo kaic center serve --run-as-user --storage-root '/home/{unix_account}'
+
+      kaic center serve --host 0.0.0.0 --port 8443 --tls-cert cert.pem --tls-key key.pem
+
+      kaic center serve --host 10.0.0.5 --port 8750 --behind-tls-proxy
     """
+    from kaic.center.server import check_listening
     from kaic.center.server import serve as run_server
     from kaic.center.settings import CenterSettings
 
@@ -188,12 +225,20 @@ def serve(
             slurm_token=slurm_token,
             slurm_poll_interval=slurm_poll_interval,
             slurm_account_from_project=slurm_account,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            behind_tls_proxy=behind_tls_proxy,
         )
+        # Before anything is created or bound: a non-loopback plain-http bind, a key others
+        # can read, a certificate that does not load.
+        check_listening(settings)
     except ValueError as exc:
-        raise UsageError(str(exc)) from exc
+        raise UsageError(str(exc), hint="see `kaic center serve --help` for examples") from exc
     settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    scheme = "https" if settings.serves_tls else "http"
     print(
-        f"kaic center: state in {settings.state_dir}; starting on {host}:{port} (Ctrl-C to stop)",
+        f"kaic center: state in {settings.state_dir}; starting on {scheme}://{host}:{port} "
+        "(Ctrl-C to stop)",
         file=sys.stderr,
     )
     try:

@@ -16,7 +16,7 @@ def show(ctx: typer.Context, json_out: JsonOpt = False) -> None:
 
     Example: kaic config show --json
     """
-    from kaic.config import config_dir, config_path, load_config, state_dir
+    from kaic.config import config_dir, config_path, display_url, load_config, state_dir
 
     app_ = get_app(ctx)
     cfg = load_config()
@@ -28,9 +28,12 @@ def show(ctx: typer.Context, json_out: JsonOpt = False) -> None:
         "profiles": [
             {
                 "name": p.name,
-                "center": p.center,
+                # A hand-edited URL may carry a password: never shown.
+                "center": display_url(p.center),
                 "username": p.username,
                 "credential_store": p.credential_store,
+                "ca_bundle": p.ca_bundle,
+                "insecure_http": p.insecure_http,
             }
             for p in cfg.profiles.values()
         ],
@@ -44,7 +47,12 @@ def show(ctx: typer.Context, json_out: JsonOpt = False) -> None:
         return
     for p in cfg.profiles.values():
         mark = "*" if p.name == cfg.current_profile else " "
-        app_.out(f"{mark} {p.name:<16} {p.center}  user={p.username}  store={p.credential_store}")
+        tls = f"  ca_bundle={p.ca_bundle}" if p.ca_bundle else ""
+        tls += "  INSECURE-HTTP" if p.insecure_http else ""
+        app_.out(
+            f"{mark} {p.name:<16} {display_url(p.center)}  user={p.username}  "
+            f"store={p.credential_store}{tls}"
+        )
 
 
 @app.command("use")

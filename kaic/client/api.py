@@ -5,10 +5,16 @@ What it adds over plain httpx:
 - the bearer header from the stored credentials, and **one transparent refresh** when the
   center answers 401 and a refresh token is at hand (the new pair goes to `on_refresh` so the
   caller can persist it before anything else happens);
+- **transport security**: TLS verified by default (against a `--ca-bundle` /
+  ``KAIC_CA_BUNDLE`` file, ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``, or certifi's bundle), and
+  plain http refused to a center that is not loopback unless the user opted out
+  (`kaic.config.check_plain_http`) — checked when the client is built, before any
+  connection, so no password or token can leave by another path;
 - **retries only where they are safe**: idempotent methods (and POSTs that carry an
-  ``Idempotency-Key``) on connection failures, 429 (honouring ``Retry-After``) and 502/503/504,
-  with capped exponential backoff and jitter. A plain POST is never resent: a job submitted
-  twice costs GPU hours (sfapi_client's lesson);
+  ``Idempotency-Key``) on connection failures (a short budget, see `CONNECT_RETRIES`), 429
+  (honouring ``Retry-After``) and 502/503/504, with capped exponential backoff and jitter. A
+  plain POST is never resent: a job submitted twice costs GPU hours (sfapi_client's lesson).
+  TLS failures are never retried: they fail the same way every time;
 - errors as `kaic.errors` types chosen by `error_for_status` (the one status -> exit code
   table), with the center's message, error code and request id;
 - a request log for ``KAIC_DEBUG`` with every secret redacted.
@@ -21,9 +27,11 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import http
+import os
 import random
 import re
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -38,12 +46,14 @@ from pydantic import BaseModel, ValidationError
 from kaic import __version__
 from kaic.auth.credentials import Credentials
 from kaic.client.redact import redact
+from kaic.config import TransportPolicy, check_plain_http, transport_policy
 from kaic.errors import (
     AuthRequired,
     KaicError,
     RateLimited,
     Rejected,
     ServerError,
+    TlsError,
     Unreachable,
     UsageError,
     error_for_status,
@@ -71,9 +81,25 @@ RETRY_AFTER_CAP_S = 60.0
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 REQUEST_ID_HEADER = "X-Request-ID"
 
-# Transport failures worth another try for an idempotent request. TLS verification failures
-# and protocol misuse are excluded below: they fail the same way every time.
+#: Retries of an idempotent request after a transport failure (connection refused or reset,
+#: a DNS hiccup, no answer in time): two quick ones, 0.75–1.5 s in all, then exit 5 naming the
+#: URL and the reason. Why so few: a person at a terminal with a typo'd URL, or a center that
+#: is down, should hear it at once; retrying for longer (it was ~6 s) rode out no real
+#: restart anyway (those take 10–20 s). The commands that must ride out a restart — `logs -f`,
+#: `wait`, `submit --wait/--follow` — do not lean on this: they wrap each request in their own
+#: outage budget (`kaic.client.logs.RECONNECT_BUDGET_S`, 5 minutes). A one-shot command in CI
+#: exits 5, which a pipeline can retry at its level. A connect *timeout* is not retried at all:
+#: the 10 s connect timeout already was the patience. An answer that asks to come back (429,
+#: 502/503/504: the center or its proxy is there) keeps `max_retries`.
+CONNECT_RETRIES = 2
+CONNECT_TIMEOUT_S = 10.0
+
+# Transport failures worth another try for an idempotent request. TLS failures and protocol
+# misuse are excluded below: they fail the same way every time.
 _RETRYABLE_TRANSPORT = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+
+#: plain-http centers already warned about in this process (the warning comes once)
+_warned_plain_http: set[str] = set()
 
 
 def backoff_delay(
@@ -136,6 +162,118 @@ def _plain_http_context() -> ssl.SSLContext:
     return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
+def tls_context(policy: TransportPolicy) -> ssl.SSLContext:
+    """The verifying TLS context for an https center; UsageError for an unusable CA bundle.
+
+    Trusts, in this order: the policy's CA bundle (`--ca-bundle` / ``KAIC_CA_BUNDLE`` / the
+    profile; it replaces the default CAs, as curl's ``--cacert`` does), ``SSL_CERT_FILE`` or
+    ``SSL_CERT_DIR`` (the OpenSSL convention, honoured here whatever httpx version is
+    installed), else certifi's bundle (httpx's default). Host names are always checked.
+    """
+    cafile: str | None = None
+    capath: str | None = None
+    if policy.ca_bundle:
+        cafile, source = policy.ca_bundle, policy.ca_bundle_from or "--ca-bundle"
+    elif os.environ.get("SSL_CERT_FILE"):
+        cafile, source = os.environ["SSL_CERT_FILE"], "SSL_CERT_FILE"
+    elif os.environ.get("SSL_CERT_DIR"):
+        capath, source = os.environ["SSL_CERT_DIR"], "SSL_CERT_DIR"
+    else:
+        import certifi
+
+        cafile, source = certifi.where(), "certifi"
+    where = cafile or capath
+    hint = f"point {source} at a readable PEM file of CA certificates, or unset it"
+    if source == "--ca-bundle" or source.startswith("profile"):
+        hint = "pass a readable PEM file of CA certificates with `kaic login --ca-bundle FILE`"
+    if cafile is not None and os.path.isdir(cafile):
+        raise UsageError(f"the CA bundle {cafile} (from {source}) is a directory", hint=hint)
+    try:
+        return ssl.create_default_context(cafile=cafile, capath=capath)
+    except ssl.SSLError:  # before OSError, its base class
+        raise UsageError(
+            f"the CA bundle {where} (from {source}) holds no PEM CA certificate", hint=hint
+        ) from None
+    except OSError as exc:
+        raise UsageError(
+            f"cannot read the CA bundle {where} (from {source}): {exc.strerror or exc}",
+            hint=hint,
+        ) from None
+
+
+# A TLS connection cut short (a center restarting mid-handshake): as transient as a reset.
+_TRANSIENT_SSL = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
+
+
+def _ssl_failure(exc: BaseException) -> ssl.SSLError | None:
+    """The ssl error behind a transport failure (httpx wraps it) when TLS itself failed — a
+    certificate not trusted, no TLS on the port — and so will fail again every time."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ssl.SSLError):
+            return None if isinstance(current, _TRANSIENT_SSL) else current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+# OpenSSL's X509_V_ERR_* codes that users meet, as (what failed, how to fix it).
+_EXPIRED = (9, 10)  # not yet valid, expired
+_UNKNOWN_CA = (2, 18, 19, 20, 21)  # issuer unknown, self-signed, unable to verify
+_WRONG_HOST = (62, 64)  # host name, IP address mismatch
+
+
+def tls_error(exc: ssl.SSLError, base_url: str, policy: TransportPolicy) -> TlsError:
+    """A clear error for a TLS failure with the center at `base_url`: what failed and how to
+    fix it (for an unknown CA: give its certificate with `--ca-bundle`)."""
+    from urllib.parse import urlsplit
+
+    host = urlsplit(base_url).netloc
+    against = (
+        f" (checked against the CA bundle {policy.ca_bundle} from {policy.ca_bundle_from})"
+        if policy.ca_bundle
+        else ""
+    )
+    bundle_hint = (
+        "if the center uses a private CA, give its certificate: `kaic login --center "
+        f"{base_url} --ca-bundle ca.pem` (stored in the profile), or KAIC_CA_BUNDLE=ca.pem "
+        "(SSL_CERT_FILE works too)"
+    )
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        code = exc.verify_code
+        detail = (exc.verify_message or exc.reason or "verification failed").rstrip(".")
+        if code in _EXPIRED:
+            what, hint = (
+                f"it is outside its validity period ({detail})",
+                "the center's operators must renew the certificate; if this machine's clock "
+                "is wrong, fix it (NTP)",
+            )
+        elif code in _WRONG_HOST:
+            what, hint = (
+                f"it was issued for another host name ({detail})",
+                "use the host name the certificate names in the center URL",
+            )
+        elif code in _UNKNOWN_CA:
+            what, hint = f"it is signed by an unknown certificate authority ({detail})", bundle_hint
+        else:
+            what, hint = f"verification failed ({detail})", bundle_hint
+        return TlsError(
+            f"the TLS certificate of the center at {host} is not trusted: {what}{against}",
+            hint=hint,
+        )
+    reason = exc.reason or str(exc)
+    return TlsError(
+        f"TLS with the center at {host} failed: {reason}",
+        hint="check that the center serves https on that port (a loopback center may be "
+        "plain http://)",
+    )
+
+
+def _stderr_warning(text: str) -> None:
+    print(f"warning: {text}", file=sys.stderr)
+
+
 class SharedRefresh(Protocol):
     """Coordinates refreshes of one stored session between kaic processes."""
 
@@ -153,8 +291,11 @@ class CenterClient:
 
     `credentials` supply the bearer token; when a request gets 401 and they hold a refresh
     token, the client refreshes once, calls `on_refresh(new_credentials)` and repeats the
-    request. `transport` (an httpx transport) and `sleep` exist so tests need no network
-    and no waiting; `debug_log` receives one redacted line per HTTP exchange.
+    request. `policy` says which CAs to trust and whether plain http to a non-loopback host
+    was opted into (default: from the environment only); a refused center raises UsageError
+    here, before any connection, and an opted-in one is announced once through `warn`
+    (default: stderr). `transport` (an httpx transport) and `sleep` exist so tests need no
+    network and no waiting; `debug_log` receives one redacted line per HTTP exchange.
     """
 
     def __init__(
@@ -166,29 +307,60 @@ class CenterClient:
         transport: httpx.BaseTransport | None = None,
         timeout: float = 30,
         max_retries: int = 4,
+        connect_retries: int = CONNECT_RETRIES,
         sleep: Callable[[float], None] = time.sleep,
         debug_log: Callable[[str], None] | None = None,
         shared_refresh: SharedRefresh | None = None,
+        policy: TransportPolicy | None = None,
+        warn: Callable[[str], None] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.policy = policy if policy is not None else transport_policy()
+        #: plain http to a non-loopback host, allowed by the user's opt-out
+        self.insecure_http = check_plain_http(self.base_url, self.policy)
+        if self.insecure_http and self.base_url not in _warned_plain_http:
+            _warned_plain_http.add(self.base_url)
+            (warn or _stderr_warning)(
+                f"talking to the center at {self.base_url} over plain http "
+                f"({self.policy.insecure_http_from}): passwords and tokens cross the network "
+                "unencrypted; switch to https"
+            )
         self._shared_refresh = shared_refresh
         self._credentials = credentials
         self._on_refresh = on_refresh
         self._max_retries = max(0, max_retries)
+        # `max_retries` caps every kind of retry; transport failures get fewer still.
+        self._connect_retries = max(0, min(connect_retries, max_retries))
         self._sleep = sleep
         self._debug_log = debug_log
         self._timeout = timeout
         # Serialises refreshes: with rotating refresh tokens, two concurrent refreshes of the
         # same token look like token theft to the center and revoke the whole session.
         self._refresh_lock = threading.Lock()
+        plain = self.base_url.startswith("http://")
         self._http = httpx.Client(
             base_url=self.base_url,
-            verify=_plain_http_context() if self.base_url.startswith("http://") else True,
+            verify=_plain_http_context() if plain else tls_context(self.policy),
             transport=transport,
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            timeout=httpx.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT_S)),
             headers={"User-Agent": f"kaic/{__version__}", "Accept": "application/json"},
             follow_redirects=False,
         )
+
+    @property
+    def transport_summary(self) -> str:
+        """How requests travel, for `kaic doctor`: TLS and which CAs, or plain http."""
+        if self.base_url.startswith("https://"):
+            if self.policy.ca_bundle:
+                cas = f"the CA bundle {self.policy.ca_bundle} ({self.policy.ca_bundle_from})"
+            elif os.environ.get("SSL_CERT_FILE") or os.environ.get("SSL_CERT_DIR"):
+                cas = "SSL_CERT_FILE/SSL_CERT_DIR"
+            else:
+                cas = "the default CAs"
+            return f"TLS, certificate verified against {cas}"
+        if self.insecure_http:
+            return f"plain http, NOT encrypted ({self.policy.insecure_http_from})"
+        return "plain http on loopback"
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -343,7 +515,7 @@ class CenterClient:
                 response = self._http.send(request, stream=stream)
             except httpx.TransportError as exc:
                 self._log(request, None, started, attempt, failure=_transport_reason(exc))
-                if idempotent and attempt < self._max_retries and self._retryable(exc):
+                if idempotent and attempt < self._connect_retries and self._retryable(exc):
                     self._sleep(backoff_delay(attempt))
                     attempt += 1
                     continue
@@ -368,9 +540,9 @@ class CenterClient:
 
     @staticmethod
     def _retryable(exc: httpx.TransportError) -> bool:
-        if not isinstance(exc, _RETRYABLE_TRANSPORT):
+        if not isinstance(exc, _RETRYABLE_TRANSPORT) or isinstance(exc, httpx.ConnectTimeout):
             return False
-        return "CERTIFICATE_VERIFY_FAILED" not in str(exc)
+        return _ssl_failure(exc) is None and "CERTIFICATE_VERIFY_FAILED" not in str(exc)
 
     def _refresh_after_401(self, response: httpx.Response, used_token: str) -> str:
         """Refresh once after a 401 and return the new access token, or raise AuthRequired."""
@@ -454,12 +626,19 @@ class CenterClient:
         return cls(message, code=code)
 
     def _unreachable(self, exc: httpx.TransportError) -> Unreachable:
+        failed_tls = _ssl_failure(exc)
+        if failed_tls is not None:
+            return tls_error(failed_tls, self.base_url, self.policy)
         reason = redact(_transport_reason(exc))
         if isinstance(exc, httpx.ReadTimeout):
             return Unreachable(
                 f"the center at {self.base_url} did not answer within {self._timeout:g} s"
             )
-        return Unreachable(f"cannot reach the center at {self.base_url}: {reason}")
+        hint = None
+        if self.base_url.startswith("http://") and isinstance(exc, httpx.RemoteProtocolError):
+            # What a TLS port does with a plain-http request.
+            hint = f"if the center serves https on that port, use {'https' + self.base_url[4:]}"
+        return Unreachable(f"cannot reach the center at {self.base_url}: {reason}", hint=hint)
 
     # -- debug log -----------------------------------------------------------------------------
 

@@ -54,15 +54,22 @@ def run_checks(profile: str | None, *, warn: Callable[[str], None]) -> list[Chec
             rtt = (time.monotonic() - t0) * 1000
             health = session.client.parse(resp, Health)
             status = "ok" if health.status == "ok" else "warn"
+            hint = (
+                None
+                if status == "ok"
+                else f"the center reports degraded service: {health.detail or 'no detail'}"
+            )
+            if session.client.insecure_http:
+                status = "warn"
+                hint = "use the center's https:// URL: passwords and tokens cross the network"
             checks.append(
                 Check(
                     "center",
                     status,
                     f"{session.center_url}: {health.status}, version {health.version}, "
-                    f"executor {health.executor} ({rtt:.0f} ms)",
-                    None
-                    if status == "ok"
-                    else f"the center reports degraded service: {health.detail or 'no detail'}",
+                    f"executor {health.executor} ({rtt:.0f} ms); "
+                    f"{session.client.transport_summary}",
+                    hint,
                 )
             )
             checks.append(_clock_check(resp.headers.get("Date")))

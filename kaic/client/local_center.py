@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from kaic.config import is_loopback_url
 from kaic.errors import KaicError, Unreachable
 
 START_TIMEOUT = float(os.environ.get("KAIC_LOCAL_CENTER_START_TIMEOUT", "30"))
@@ -93,19 +94,6 @@ def _pid_alive(pid: int) -> bool:
     return not _is_zombie(pid)
 
 
-def _is_loopback_url(url: str) -> bool:
-    import ipaddress
-    from urllib.parse import urlsplit
-
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a name such as 127.evil.example is not an address
-        return False
-
-
 def _is_kaic_center(pid: int) -> bool:
     """True when pid is a kaic center process (so we never signal an unrelated process)."""
     try:
@@ -166,7 +154,7 @@ def find_running(state_dir: Path | None = None) -> LocalCenter | None:
     except (KeyError, TypeError, ValueError):
         return None
     # The token goes wherever this file points: only to a loopback center run by us.
-    if not _is_loopback_url(url) or not _pid_alive(pid) or not _healthy(url, iid):
+    if not is_loopback_url(url) or not _pid_alive(pid) or not _healthy(url, iid):
         return None
     return LocalCenter(url=url, pid=pid, instance_id=iid, state_dir=root, started=False)
 

@@ -1,4 +1,9 @@
-"""Login and logout flows: talk to the center, then store the profile and credentials."""
+"""Login and logout flows: talk to the center, then store the profile and credentials.
+
+A login's TLS settings are its flags (`--ca-bundle`, `--insecure-http`), else the
+environment, else what the profile already stores for that center (a re-login needs no
+flags again); the flags are stored in the profile, the environment is not.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from kaic.errors import AuthRequired, KaicError, NotFound, Unreachable
+from kaic.errors import AuthRequired, KaicError, NotFound, Unreachable, UsageError
 
 if TYPE_CHECKING:
     from kaic.auth.credentials import Credentials
     from kaic.auth.ssh import SshIdentity
+    from kaic.config import Profile, TransportPolicy
 
 Log = Callable[[str], None]
 
@@ -25,6 +31,53 @@ class LoginResult:
     expires_at: datetime | None
     #: the SSH key + certificate for staging; None when the center has no staging or it failed
     ssh_identity: SshIdentity | None = None
+
+
+@dataclass(frozen=True)
+class LoginTls:
+    """The TLS flags of `kaic login`: stored in the profile when given."""
+
+    ca_bundle: str | None = None
+    insecure_http: bool = False
+
+
+def _same_center(profile: Profile, center: str) -> bool:
+    from kaic.config import validate_center_url
+
+    try:
+        return validate_center_url(profile.center) == center
+    except UsageError:
+        return False
+
+
+def _stored_profile(center: str, explicit: str | None) -> Profile | None:
+    """The profile whose stored TLS settings a login to `center` uses: `explicit`, else the
+    current profile, else any profile of that center — only ever one of that same center."""
+    from kaic.config import load_config
+
+    cfg = load_config()
+    names = [explicit] if explicit else [cfg.current_profile, *sorted(cfg.profiles)]
+    for name in names:
+        prof = cfg.profiles.get(name) if name else None
+        if prof is not None and _same_center(prof, center):
+            return prof
+    return None
+
+
+def login_policy(center: str, *, profile: str | None, tls: LoginTls) -> TransportPolicy:
+    """The transport policy of a login to `center`, checked before anything is asked or sent:
+    UsageError for plain http to a non-loopback host without the opt-out, or an unusable
+    CA bundle."""
+    from kaic.client.api import tls_context
+    from kaic.config import check_plain_http, transport_policy
+
+    policy = transport_policy(
+        _stored_profile(center, profile), ca_bundle=tls.ca_bundle, insecure_http=tls.insecure_http
+    )
+    check_plain_http(center, policy)
+    if center.startswith("https://"):
+        tls_context(policy)
+    return policy
 
 
 def _choose_profile(explicit: str | None, center: str, username: str) -> str:
@@ -46,16 +99,33 @@ def _store(
     username: str,
     creds: object,
     insecure_storage: bool,
+    tls: LoginTls,
     warn: Log,
 ) -> tuple[str, str]:
+    from pathlib import Path
+
     from kaic.auth import credentials as store
-    from kaic.config import Profile, load_config, save_config
+    from kaic.config import Profile, is_loopback_url, load_config, save_config
 
     name = _choose_profile(profile, center, username)
     storage = store.save(name, creds, insecure_storage=insecure_storage, warn=warn)  # type: ignore[arg-type]
     cfg = load_config()
+    before = cfg.profiles.get(name)
+    kept = before if before is not None and _same_center(before, center) else None
+    # A re-login keeps the profile's TLS settings (and unknown keys) unless flags replace them.
+    ca_bundle = str(Path(tls.ca_bundle).expanduser().resolve()) if tls.ca_bundle else None
     cfg.profiles[name] = Profile(
-        name=name, center=center, username=username, credential_store=storage
+        name=name,
+        center=center,
+        username=username,
+        credential_store=storage,
+        ca_bundle=ca_bundle or (kept.ca_bundle if kept else None),
+        # Stored only where it means something: plain http to a host that is not loopback.
+        insecure_http=(
+            tls.insecure_http and center.startswith("http://") and not is_loopback_url(center)
+        )
+        or (kept.insecure_http if kept else False),
+        extra=dict(kept.extra) if kept else {},
     )
     cfg.current_profile = name
     save_config(cfg)
@@ -69,11 +139,13 @@ def obtain_ssh_identity(
     *,
     warn: Log,
     debug_log: Log | None = None,
+    policy: TransportPolicy | None = None,
 ) -> SshIdentity | None:
     """Best effort: the profile's SSH key and a fresh certificate, right after a login.
 
     A center without staging is skipped silently; any other failure costs one warning line
-    and never the login (`kaic data` renews the certificate itself later).
+    and never the login (`kaic data` renews the certificate itself later). Pass the login's
+    `policy`: these calls must trust the same CA bundle as the login itself.
     """
     from kaic.auth.credentials import Credentials
     from kaic.auth.ssh import ensure_identity, staging_info
@@ -84,7 +156,9 @@ def obtain_ssh_identity(
         access_token=creds.access_token, expires_at=creds.expires_at, kind=creds.kind
     )
     try:
-        with CenterClient(center, credentials=access_only, debug_log=debug_log) as client:
+        with CenterClient(
+            center, credentials=access_only, debug_log=debug_log, policy=policy, warn=warn
+        ) as client:
             staging_info(client)
             return ensure_identity(client, profile)
     except NotFound:
@@ -106,12 +180,17 @@ def login_password(
     insecure_storage: bool,
     warn: Log,
     debug_log: Log | None = None,
+    tls: LoginTls = LoginTls(),
 ) -> LoginResult:
-    """Password (+OTP) grant; raises AuthRequired with code `otp_required` when OTP is needed."""
+    """Password (+OTP) grant; raises AuthRequired with code `otp_required` when OTP is needed.
+
+    The password is sent only after `login_policy` allowed the center (https, or loopback, or
+    the user's plain-http opt-out)."""
     from kaic.auth.credentials import Credentials
     from kaic.client.api import CenterClient
 
-    with CenterClient(center, debug_log=debug_log) as client:
+    policy = login_policy(center, profile=profile, tls=tls)
+    with CenterClient(center, debug_log=debug_log, policy=policy, warn=warn) as client:
         tokens = client.login_password(username, password, otp)
         creds = Credentials(
             access_token=tokens.access_token,
@@ -127,9 +206,12 @@ def login_password(
         username=me.user,
         creds=creds,
         insecure_storage=insecure_storage,
+        tls=tls,
         warn=warn,
     )
-    identity = obtain_ssh_identity(center, creds, name, warn=warn, debug_log=debug_log)
+    identity = obtain_ssh_identity(
+        center, creds, name, policy=policy, warn=warn, debug_log=debug_log
+    )
     return LoginResult(name, center, me.user, storage, tokens.expires_at, identity)
 
 
@@ -141,13 +223,18 @@ def login_token(
     insecure_storage: bool,
     warn: Log,
     debug_log: Log | None = None,
+    tls: LoginTls = LoginTls(),
 ) -> LoginResult:
     """Store an existing (API or access) token after checking it with `GET /v1/me`."""
-    from kaic.auth.credentials import Credentials
+    from kaic.auth.credentials import Credentials, check_token_text
     from kaic.client.api import CenterClient
 
+    token = check_token_text(token.strip(), "the token on standard input")
+    policy = login_policy(center, profile=profile, tls=tls)
     creds = Credentials(access_token=token, refresh_token=None, expires_at=None, kind="api")
-    with CenterClient(center, credentials=creds, debug_log=debug_log) as client:
+    with CenterClient(
+        center, credentials=creds, debug_log=debug_log, policy=policy, warn=warn
+    ) as client:
         me = client.me()
     creds.expires_at = me.expires_at
     name, storage = _store(
@@ -156,9 +243,12 @@ def login_token(
         username=me.user,
         creds=creds,
         insecure_storage=insecure_storage,
+        tls=tls,
         warn=warn,
     )
-    identity = obtain_ssh_identity(center, creds, name, warn=warn, debug_log=debug_log)
+    identity = obtain_ssh_identity(
+        center, creds, name, policy=policy, warn=warn, debug_log=debug_log
+    )
     return LoginResult(name, center, me.user, storage, me.expires_at, identity)
 
 
@@ -169,7 +259,7 @@ def logout(profile: str | None, *, warn: Log, debug_log: Log | None = None) -> s
     """
     from kaic.auth import credentials as store
     from kaic.client.api import CenterClient
-    from kaic.config import resolve_profile
+    from kaic.config import resolve_profile, transport_policy
 
     prof = resolve_profile(profile)
     if prof is None:
@@ -179,9 +269,17 @@ def logout(profile: str | None, *, warn: Log, debug_log: Log | None = None) -> s
         creds, _source = found
         if creds.refresh_token:
             try:
-                with CenterClient(prof.center, credentials=creds, debug_log=debug_log) as client:
+                with CenterClient(
+                    prof.center,
+                    credentials=creds,
+                    debug_log=debug_log,
+                    policy=transport_policy(prof),
+                    warn=warn,
+                ) as client:
                     client.revoke(creds.refresh_token)
-            except (Unreachable, AuthRequired) as exc:
+            # UsageError: plain http refused or an unusable CA bundle. The refresh token is
+            # then not sent, and the local copy goes all the same.
+            except (Unreachable, AuthRequired, UsageError) as exc:
                 warn(
                     f"could not revoke the session on the center ({exc.message}); "
                     "deleting the local credentials anyway"

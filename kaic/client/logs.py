@@ -17,7 +17,7 @@ from urllib.parse import quote
 import httpx
 
 from kaic.client.api import CenterClient
-from kaic.errors import KaicError, Unreachable
+from kaic.errors import KaicError, TlsError, Unreachable
 from kaic.models import Job, is_terminal
 
 #: How long a follower keeps reconnecting through a continuous outage before giving up.
@@ -50,7 +50,8 @@ def read_log(
     """Copy a job's log stream to `write` from `cursor.offset` (or its last `tail` lines).
 
     Without `follow`, what exists now. With `follow`, until the job is terminal and the log
-    drained, reconnecting from the exact byte offset after any failure.
+    drained, reconnecting from the exact byte offset after any failure (for up to
+    `RECONNECT_BUDGET_S` of continuous outage) except a TLS failure, which recurs every time.
     """
     first = True
     failing_since: float | None = None
@@ -89,6 +90,8 @@ def read_log(
             # can close a stream cleanly too).
             if get_job is None or is_terminal(get_job(cursor.job_id).state):
                 return cursor
+        except TlsError:
+            raise  # fails the same way every time: no reconnecting
         except (httpx.TransportError, Unreachable) as exc:
             if not follow:
                 if isinstance(exc, Unreachable):

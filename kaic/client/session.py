@@ -2,6 +2,7 @@
 
 Order: ``KAIC_CENTER`` or the profile's center with stored credentials (``KAIC_TOKEN`` wins
 over them); with neither a center nor a profile, the embedded local center, started on demand.
+The profile's TLS settings (CA bundle, plain-http opt-out) apply to its own center only.
 """
 
 from __future__ import annotations
@@ -45,7 +46,12 @@ def open_session(
     """Resolve the center and credentials for a command and build its client."""
     from kaic.auth import credentials as store
     from kaic.client.api import CenterClient
-    from kaic.config import resolve_profile, validate_center_url
+    from kaic.config import (
+        check_plain_http,
+        resolve_profile,
+        transport_policy,
+        validate_center_url,
+    )
 
     profile = resolve_profile(profile_name)
     env_center = os.environ.get("KAIC_CENTER")
@@ -57,8 +63,13 @@ def open_session(
         return _local_session(notice=notice, debug_log=debug_log)
 
     name = profile.name if profile else "default"
-    if profile is not None and _origin(profile.center) == _origin(center):
-        found = store.load(name, credential_store=profile.credential_store, warn=warn)
+    own = profile if profile is not None and _origin(profile.center) == _origin(center) else None
+    policy = transport_policy(own)
+    # Before credentials are even read: a refused plain-http center names the opt-out, not
+    # "not logged in" (the client checks again when it is built).
+    check_plain_http(center, policy)
+    if own is not None:
+        found = store.load(name, credential_store=own.credential_store, warn=warn)
     else:
         # KAIC_CENTER points elsewhere than the profile's center: stored tokens were issued
         # by that other center and must never be sent here (nor its refresh token).
@@ -82,7 +93,13 @@ def open_session(
         else None
     )
     client = CenterClient(
-        center, credentials=creds, on_refresh=persist, debug_log=debug_log, shared_refresh=shared
+        center,
+        credentials=creds,
+        on_refresh=persist,
+        debug_log=debug_log,
+        shared_refresh=shared,
+        policy=policy,
+        warn=warn,
     )
     return Session(client=client, center_url=center, profile=name, token_source=source, local=False)
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,6 +16,7 @@ import respx
 
 from kaic.auth.credentials import Credentials
 from kaic.client.api import CenterClient, backoff_delay, parse_retry_after
+from kaic.config import TransportPolicy
 from kaic.errors import (
     AuthRequired,
     ExitCode,
@@ -21,12 +24,13 @@ from kaic.errors import (
     RateLimited,
     Rejected,
     ServerError,
+    TlsError,
     Unreachable,
     UsageError,
     error_for_status,
 )
 
-BASE = "http://center.test"
+BASE = "https://center.test"
 EXPIRES = (datetime.now(timezone.utc) + timedelta(minutes=15)).isoformat()
 
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -483,3 +487,143 @@ def test_debug_log_redacts_secrets() -> None:
     assert "Bearer ***" in rec.log[1]
     assert "-> 200 in" in rec.log[1]
     assert "(request id: rid-77)" in rec.log[1]
+
+
+# -- retry budget, TLS failures, plain http ------------------------------------------------------
+
+
+def test_connection_refused_gets_two_quick_retries_then_names_url_and_reason() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+
+    rec = Recorder(handler)
+    with rec.client() as client, pytest.raises(Unreachable) as info:
+        client.me()
+    # Two retries, about 1.5 s in all at most: a typo'd URL fails fast. (Waiting commands
+    # ride out longer outages with their own budget.)
+    assert len(rec.requests) == 3
+    assert len(rec.sleeps) == 2 and sum(rec.sleeps) <= 1.5
+    assert info.value.message == f"cannot reach the center at {BASE}: connection refused"
+    assert info.value.exit_code == ExitCode.UNREACHABLE
+
+
+def test_connect_timeout_is_not_retried() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectTimeout("timed out", request=request)
+
+    rec = Recorder(handler)
+    with rec.client() as client, pytest.raises(Unreachable) as info:
+        client.me()
+    assert len(rec.requests) == 1 and rec.sleeps == []
+    assert "connection timed out" in info.value.message
+
+
+def _cert_failure(code: int, message: str) -> Handler:
+    def handler(request: httpx.Request) -> httpx.Response:
+        cause = ssl.SSLCertVerificationError(
+            1, f"[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: {message}"
+        )
+        cause.verify_code = code
+        cause.verify_message = message
+        raise httpx.ConnectError(str(cause), request=request) from cause
+
+    return handler
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "what", "hint"),
+    [
+        (
+            20,
+            "unable to get local issuer certificate",
+            "unknown certificate authority",
+            "--ca-bundle",
+        ),
+        (
+            19,
+            "self-signed certificate in certificate chain",
+            "unknown certificate authority",
+            "KAIC_CA_BUNDLE",
+        ),
+        (10, "certificate has expired", "outside its validity period", "renew"),
+        (
+            64,
+            "IP address mismatch, certificate is not valid for '10.0.0.1'.",
+            "another host name",
+            "host name",
+        ),
+    ],
+)
+def test_certificate_failure_is_named_and_never_retried(
+    code: int, message: str, what: str, hint: str
+) -> None:
+    rec = Recorder(_cert_failure(code, message))
+    with rec.client() as client, pytest.raises(TlsError) as info:
+        client.me()
+    assert len(rec.requests) == 1 and rec.sleeps == []  # the same every time: no retry
+    err = info.value
+    assert err.exit_code == ExitCode.UNREACHABLE
+    assert "center.test" in err.message and what in err.message
+    assert hint in (err.hint or "")
+
+
+def test_plain_http_to_non_loopback_is_refused_before_any_request() -> None:
+    rec = Recorder(lambda r: httpx.Response(200, json=ME))
+    with pytest.raises(UsageError) as info:
+        CenterClient("http://center.test", transport=httpx.MockTransport(rec))
+    assert rec.requests == []
+    assert "--insecure-http" in (info.value.hint or "")
+
+
+def test_plain_http_opt_out_warns_once_per_center() -> None:
+    warned: list[str] = []
+    rec = Recorder(lambda r: httpx.Response(200, json=ME))
+    policy = TransportPolicy(insecure_http=True, insecure_http_from="KAIC_INSECURE_HTTP=1")
+    for _ in range(2):
+        with CenterClient(
+            "http://warn-once.test",
+            transport=httpx.MockTransport(rec),
+            policy=policy,
+            warn=warned.append,
+        ) as client:
+            assert client.me().user == "alice"
+    assert len(warned) == 1
+    assert "plain http" in warned[0] and "KAIC_INSECURE_HTTP=1" in warned[0]
+
+
+def test_plain_http_opt_out_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    warned: list[str] = []
+    monkeypatch.setenv("KAIC_INSECURE_HTTP", "1")
+    with CenterClient("http://env-opt-out.test", warn=warned.append) as client:
+        assert client.insecure_http
+    assert len(warned) == 1
+
+
+@pytest.mark.parametrize("bundle", ["missing.pem", "empty.pem", "."])
+def test_unusable_ca_bundle_is_a_usage_error(
+    bundle: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "empty.pem").write_text("not a certificate\n")
+    monkeypatch.setenv("KAIC_CA_BUNDLE", str(tmp_path / bundle))
+    with pytest.raises(UsageError) as info:
+        CenterClient(BASE)
+    assert "KAIC_CA_BUNDLE" in info.value.message
+    assert str(tmp_path) in info.value.message
+
+
+def test_tls_connection_cut_short_is_transient_and_retried() -> None:
+    """A center restarting mid-handshake ends the TLS connection early: retried like a reset,
+    unlike a certificate failure."""
+    answers: list[type[ssl.SSLError] | None] = [ssl.SSLEOFError, ssl.SSLEOFError, None]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        failure = answers.pop(0)
+        if failure is None:
+            return httpx.Response(200, json=ME)
+        cause = failure(8, "EOF occurred in violation of protocol")
+        raise httpx.ConnectError(str(cause), request=request) from cause
+
+    rec = Recorder(handler)
+    with rec.client() as client:
+        assert client.me().user == "alice"
+    assert len(rec.requests) == 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
 from datetime import datetime, timezone
 
@@ -11,7 +12,7 @@ import pytest
 from kaic.auth.credentials import Credentials
 from kaic.client.api import CenterClient
 from kaic.client.logs import LogCursor, read_log
-from kaic.errors import KaicError
+from kaic.errors import KaicError, TlsError
 from kaic.models import Job, JobState, Resources
 
 LOG = b"".join(f"line {i}\n".encode() for i in range(1, 2001))
@@ -46,7 +47,7 @@ def job(state: JobState) -> Job:
 
 def make_client(handler: httpx.MockTransport) -> CenterClient:
     return CenterClient(
-        "http://center.test",
+        "https://center.test",
         credentials=Credentials(access_token="kaa_x"),
         transport=handler,
         sleep=lambda s: None,
@@ -236,3 +237,28 @@ def test_tail_survives_a_failed_first_attempt() -> None:
         get_job=lambda _id: job(JobState.COMPLETED),
     )
     assert bytes(got) == b"line 2000\n"
+
+
+def test_certificate_failure_is_not_reconnected() -> None:
+    """A TLS failure recurs on every attempt: `logs -f` reports it at once instead of
+    reconnecting for minutes."""
+    calls = {"n": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls["n"] += 1
+        assert calls["n"] <= 3, "reconnecting after a certificate failure"
+        cause = ssl.SSLCertVerificationError(1, "certificate verify failed")
+        cause.verify_code, cause.verify_message = 20, "unable to get local issuer certificate"
+        raise httpx.ConnectError("certificate verify failed", request=request) from cause
+
+    with pytest.raises(TlsError) as info:
+        read_log(
+            make_client(httpx.MockTransport(handler)),
+            LogCursor("7", "stdout"),
+            bytearray().extend,
+            follow=True,
+            sleep=lambda s: None,
+            get_job=lambda _id: job(JobState.RUNNING),
+        )
+    assert calls["n"] == 1
+    assert "--ca-bundle" in (info.value.hint or "")

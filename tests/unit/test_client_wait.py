@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 import pytest
 
-from kaic.client.wait import POLL_CAP_S, WaitTimeout, wait_for_jobs
+from kaic.client.wait import OUTAGE_BUDGET_S, POLL_CAP_S, WaitTimeout, wait_for_jobs
+from kaic.errors import TlsError, Unreachable
 from kaic.models import Job, JobState, Resources
 
 
@@ -55,3 +57,64 @@ def test_timeout_raises_with_latest_states() -> None:
     assert info.value.jobs[0].state == JobState.RUNNING
     assert "1 (RUNNING)" in info.value.message
     assert clock["t"] == pytest.approx(10)
+
+
+class FlakyJobs(FakeJobs):
+    """The center goes away for `down` calls after the first, then comes back."""
+
+    def __init__(self, states: dict[str, list[JobState]], down: int, error: Exception) -> None:
+        super().__init__(states)
+        self.down, self.error = down, error
+
+    def get(self, job_id: str) -> Job:
+        self.calls += 1
+        if 1 < self.calls <= 1 + self.down:
+            raise self.error
+        self.calls -= 1
+        return super().get(job_id)
+
+
+def _clock() -> tuple[dict[str, float], Callable[[float], None]]:
+    clock = {"t": 0.0}
+
+    def sleep(s: float) -> None:
+        clock["t"] += s
+
+    return clock, sleep
+
+
+def test_wait_rides_out_a_center_restart() -> None:
+    # Unreachable for ~20 s (a restart): the wait goes on and ends with the job's state.
+    api = FlakyJobs(
+        {"1": [JobState.RUNNING, JobState.COMPLETED]},
+        down=6,
+        error=Unreachable("cannot reach the center at https://c: connection refused"),
+    )
+    clock, sleep = _clock()
+    jobs = wait_for_jobs(api, ["1"], sleep=sleep, now=lambda: clock["t"])  # type: ignore[arg-type]
+    assert jobs[0].state == JobState.COMPLETED
+    assert clock["t"] >= 10
+
+
+def test_wait_gives_up_after_its_outage_budget() -> None:
+    api = FlakyJobs({"1": [JobState.RUNNING]}, down=10_000, error=Unreachable("connection refused"))
+    clock, sleep = _clock()
+    with pytest.raises(Unreachable):
+        wait_for_jobs(api, ["1"], sleep=sleep, now=lambda: clock["t"])  # type: ignore[arg-type]
+    assert OUTAGE_BUDGET_S < clock["t"] <= OUTAGE_BUDGET_S + 2 * POLL_CAP_S
+
+
+def test_wait_does_not_retry_a_tls_failure() -> None:
+    api = FlakyJobs({"1": [JobState.RUNNING]}, down=10_000, error=TlsError("not trusted"))
+    clock, sleep = _clock()
+    with pytest.raises(TlsError):
+        wait_for_jobs(api, ["1"], sleep=sleep, now=lambda: clock["t"])  # type: ignore[arg-type]
+    assert api.calls == 2
+
+
+def test_wait_timeout_during_an_outage_before_any_answer_raises_the_outage() -> None:
+    api = FlakyJobs({"1": [JobState.RUNNING]}, down=10_000, error=Unreachable("refused"))
+    api.calls = 1  # the very first call fails already
+    clock, sleep = _clock()
+    with pytest.raises(Unreachable):
+        wait_for_jobs(api, ["1"], timeout=30, sleep=sleep, now=lambda: clock["t"])  # type: ignore[arg-type]

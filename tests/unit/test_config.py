@@ -186,8 +186,8 @@ def test_invalid_center_urls(url: str) -> None:
     with pytest.raises(UsageError) as info:
         config.validate_center_url(url)
     assert "https://host[:port]" in info.value.message
-    assert repr(url) in info.value.message
-    assert "pw" not in info.value.message.replace(repr(url), "")
+    assert repr(config.display_url(url)) in info.value.message
+    assert "pw" not in info.value.message + (info.value.hint or "")
 
 
 def test_profile_name_for() -> None:
@@ -214,3 +214,121 @@ def test_invalid_profile_name_is_rejected() -> None:
     cfg = Config()
     with pytest.raises(UsageError):
         cfg.set_profile(Profile(name="../x", center="https://hpc.example.org"))
+
+
+# -- secrets in URLs, plain http, TLS settings ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://alice:hunter2@hpc.example.org",
+        "alice:hunter2@hpc.example.org",
+        "https://alice:hunter2@hpc.example.org:99999",
+        "https://alice:hun/ter2@hpc.example.org",
+        "http://alice:hunter2@127.0.0.1:8750/v1",
+        "https://:hunter2@hpc.example.org",
+        "https://hunter2@hpc.example.org",
+    ],
+)
+def test_url_with_credentials_is_refused_without_echoing_them(url: str) -> None:
+    with pytest.raises(UsageError) as info:
+        config.validate_center_url(url)
+    shown = info.value.message + (info.value.hint or "")
+    assert info.value.exit_code == ExitCode.USAGE
+    assert "user name or password" in info.value.message
+    for part in ("hunter2", "hun", "ter2", "alice"):
+        assert part not in shown
+
+
+def test_display_url_masks_everything_before_the_last_at() -> None:
+    assert config.display_url("https://a:b@c@host:1") == "https://***@host:1"
+    assert config.display_url("a:b@host") == "***@host"
+    assert config.display_url("https://host:8443") == "https://host:8443"
+
+
+def test_profile_with_credentials_in_center_is_refused_without_echo() -> None:
+    write_config('[profiles.x]\ncenter = "https://bob:s3cret@hpc.example.org"\n')
+    with pytest.raises(UsageError) as info:
+        config.resolve_profile(None)
+    assert "s3cret" not in info.value.message + (info.value.hint or "")
+    assert "'x'" in info.value.message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://example.invalid",
+        "http://hpc.example.org:8750",
+        "http://10.0.0.1:8750",
+        "http://0.0.0.0:8750",
+        "http://127.evil.example",  # a name, however it looks: decided by address
+        "http://localhost.example.org",
+        "http://[::2]:8750",
+        "http://[fe80::1]:8750",
+    ],
+)
+def test_plain_http_to_a_non_loopback_host_is_refused(url: str) -> None:
+    with pytest.raises(UsageError) as info:
+        config.check_plain_http(url, config.TransportPolicy())
+    text = info.value.message + (info.value.hint or "")
+    assert "plain http" in info.value.message and "not a loopback" in info.value.message
+    assert "--insecure-http" in text and "KAIC_INSECURE_HTTP=1" in text
+    # Allowed (and reported as insecure) only under the explicit opt-out.
+    assert config.check_plain_http(url, config.TransportPolicy(insecure_http=True)) is True
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8750",
+        "http://127.3.4.5:1",
+        "http://[::1]:8750",
+        "http://localhost:8750",
+        "https://hpc.example.org",
+        "https://10.0.0.1:8443",
+    ],
+)
+def test_loopback_and_https_need_no_opt_out(url: str) -> None:
+    assert config.check_plain_http(url, config.TransportPolicy()) is False
+
+
+def test_transport_policy_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    prof = Profile(name="work", center="https://c.example", ca_bundle="/p/ca.pem")
+    policy = config.transport_policy(prof)
+    assert (policy.ca_bundle, policy.ca_bundle_from) == ("/p/ca.pem", "profile 'work'")
+    assert not policy.insecure_http
+    monkeypatch.setenv("KAIC_CA_BUNDLE", "/env/ca.pem")
+    assert config.transport_policy(prof).ca_bundle == "/env/ca.pem"  # env wins over profile
+    flagged = config.transport_policy(prof, ca_bundle="/flag/ca.pem")
+    assert (flagged.ca_bundle, flagged.ca_bundle_from) == ("/flag/ca.pem", "--ca-bundle")
+    assert config.transport_policy(None).ca_bundle == "/env/ca.pem"
+
+    insecure = Profile(name="lab", center="http://lab.example", insecure_http=True)
+    assert config.transport_policy(insecure).insecure_http
+    assert not config.transport_policy(None).insecure_http
+    monkeypatch.setenv("KAIC_INSECURE_HTTP", "1")
+    assert config.transport_policy(None).insecure_http_from == "KAIC_INSECURE_HTTP=1"
+    monkeypatch.setenv("KAIC_INSECURE_HTTP", "0")
+    assert not config.transport_policy(None).insecure_http
+    monkeypatch.setenv("KAIC_INSECURE_HTTP", "maybe")
+    with pytest.raises(UsageError, match="KAIC_INSECURE_HTTP"):
+        config.transport_policy(None)
+
+
+def test_tls_settings_round_trip_and_types() -> None:
+    cfg = Config()
+    cfg.set_profile(
+        Profile(
+            name="lab", center="http://lab.example:8750", ca_bundle="/x.pem", insecure_http=True
+        )
+    )
+    cfg.save()
+    again = Config.load().profiles["lab"]
+    assert (again.ca_bundle, again.insecure_http, again.extra) == ("/x.pem", True, {})
+    write_config('[profiles.x]\ncenter = "https://a.example"\ninsecure_http = "yes"\n')
+    with pytest.raises(ConfigError, match="insecure_http"):
+        Config.load()
+    write_config('[profiles.x]\ncenter = "https://a.example"\nca_bundle = 1\n')
+    with pytest.raises(ConfigError, match="ca_bundle"):
+        Config.load()

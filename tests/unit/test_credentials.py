@@ -247,3 +247,38 @@ def test_delete_with_hanging_keyring_is_bounded(
 def test_profile_name_cannot_escape_the_credentials_dir() -> None:
     with pytest.raises(UsageError):
         store.credentials_path("../evil")
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("kaic_first_line\nsecond-line-secret", "a line break"),
+        ("kaic_first_line\r\nsecond-line-secret", "a line break"),
+        ("kaic_first second-line-secret", "a space or tab"),
+        ("kaic_first\x1bsecond-line-secret", "a control character"),
+        ("kaic_firstésecond-line-secret", "not plain ASCII"),
+        ("\ufeffkaic_firstsecond-line-secret", "not plain ASCII"),
+    ],
+)
+def test_kaic_token_that_cannot_be_a_header_is_exit_3_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, value: str, why: str
+) -> None:
+    from kaic.errors import AuthRequired, ExitCode
+
+    monkeypatch.setenv("KAIC_TOKEN", value)
+    with pytest.raises(AuthRequired) as info:
+        store.from_env()
+    err = info.value
+    assert err.exit_code == ExitCode.AUTH
+    assert "KAIC_TOKEN" in err.message and why in err.message
+    shown = err.message + (err.hint or "") + repr(err)
+    assert "second-line-secret" not in shown and "kaic_first" not in shown
+    # The credential store reads it through from_env too.
+    with pytest.raises(AuthRequired):
+        store.load("default")
+
+
+def test_kaic_token_surrounding_whitespace_is_fine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAIC_TOKEN", "  kaic_0123456789abcdef\n")
+    found = store.from_env()
+    assert found is not None and found.access_token == "kaic_0123456789abcdef"
