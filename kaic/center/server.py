@@ -155,7 +155,11 @@ def serve(settings: CenterSettings, *, ready_file: Path | None = None) -> None:
     port = int(sock.getsockname()[1])
     url = _url(address, port)
     server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+        # proxy_headers=False: uvicorn would believe X-Forwarded-For from any loopback
+        # peer; the center does that itself, from configured trusted proxies only.
+        uvicorn.Config(
+            app, log_level="warning", access_log=False, lifespan="on", proxy_headers=False
+        )
     )
 
     def on_started() -> None:

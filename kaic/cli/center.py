@@ -116,6 +116,23 @@ def serve(
             "center's (needs root and --storage-root).",
         ),
     ] = False,
+    single_account_ok: Annotated[
+        bool,
+        typer.Option(
+            "--single-account-ok",
+            help="Local executor without --run-as-user: serve several users anyway, all "
+            "jobs running as the center's own account (every user can read the others' "
+            "files, the center's database and its SSH CA key).",
+        ),
+    ] = False,
+    trusted_proxy: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--trusted-proxy",
+            help="A reverse proxy (CIDR or address) whose X-Forwarded-For names the client, "
+            "for login limits and logs (repeatable); from other peers it is ignored.",
+        ),
+    ] = None,
 ) -> None:
     """Run the reference center in the foreground (Ctrl-C stops it).
 
@@ -184,6 +201,8 @@ def serve(
             sftp_port=sftp_port,
             storage_root=storage_root,
             run_as_users=run_as_user,
+            single_account_ok=single_account_ok,
+            trusted_proxies=list(trusted_proxy or []),
             slurm_url=slurmrestd,
             slurm_token=slurm_token,
             slurm_poll_interval=slurm_poll_interval,
