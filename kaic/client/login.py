@@ -15,6 +15,9 @@ if TYPE_CHECKING:
 
 Log = Callable[[str], None]
 
+OTP_REJECTED = "the one-time code was wrong or expired; try the next code"
+OTP_REJECTED_HINT = "wait for your authenticator app to show a new code, then log in with it"
+
 
 @dataclass
 class LoginResult:
@@ -107,12 +110,21 @@ def login_password(
     warn: Log,
     debug_log: Log | None = None,
 ) -> LoginResult:
-    """Password (+OTP) grant; raises AuthRequired with code `otp_required` when OTP is needed."""
+    """Password (+OTP) grant; raises AuthRequired with code `otp_required` when OTP is needed
+    and `invalid_otp` when the code was wrong."""
     from kaic.auth.credentials import Credentials
     from kaic.client.api import CenterClient
 
     with CenterClient(center, debug_log=debug_log) as client:
-        tokens = client.login_password(username, password, otp)
+        try:
+            tokens = client.login_password(username, password, otp)
+        except AuthRequired as err:
+            if err.code == "invalid_otp":
+                # The password was right; retyping it would not help.
+                raise AuthRequired(
+                    OTP_REJECTED, hint=OTP_REJECTED_HINT, code="invalid_otp"
+                ) from None
+            raise
         creds = Credentials(
             access_token=tokens.access_token,
             refresh_token=tokens.refresh_token,
