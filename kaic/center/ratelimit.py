@@ -134,11 +134,14 @@ class LoginRateLimiter:
                     return Refusal(full.key, 1)
                 self._changed.wait(remaining)
 
-    def end(self, attempt: Attempt, *, failed: bool) -> None:
-        """Release the attempt's slots; a failure counts on every key (and may lock it)."""
+    def end(self, attempt: Attempt, *, failed: bool) -> list[str]:
+        """Release the attempt's slots; a failure counts on every key (and may lock it).
+
+        Returns the keys this failure locked (that were not locked before)."""
+        locked: list[str] = []
         with self._changed:
             if attempt.ended:
-                return
+                return locked
             attempt.ended = True
             now = self._time()
             for limit in attempt.limits:
@@ -147,8 +150,11 @@ class LoginRateLimiter:
                 if failed:
                     state.failures.append(now)
                     if len(state.failures) >= limit.max_failures:
+                        if state.locked_until <= now:
+                            locked.append(limit.key)
                         state.locked_until = max(state.locked_until, now + self.lockout)
             self._changed.notify_all()
+        return locked
 
     def reset(self, key: str) -> None:
         """Forget a key's failures and lift its lock (after a successful login)."""

@@ -129,6 +129,8 @@ def test_bad_guesses_at_one_account_lock_that_account_only(center: RunningCenter
     locked = _login(center, "alice", PASSWORD)
     assert locked.status_code == 429 and int(locked.headers["Retry-After"]) > 0
     assert _login(center, "bob", PASSWORD).status_code == 200
+    log = _wait_for_log(center, "too many failed logins for user alice (last from 127.0.0.1)")
+    assert log.count("too many failed logins") == 1
 
 
 def test_a_lock_set_by_a_successful_attempt_is_lifted(center: RunningCenter) -> None:
@@ -181,6 +183,6 @@ def test_forwarded_for_is_honoured_from_a_trusted_proxy(behind_proxy: RunningCen
     # Users behind the same proxy, arriving from their own addresses, are not affected.
     assert _login(center, "bob", PASSWORD, forwarded_for="198.51.100.9").status_code == 200
     assert _login(center, "alice", PASSWORD).status_code == 200
-    log = _wait_for_log(center, "from 203.0.113.7")
+    log = _wait_for_log(center, "too many failed logins from 203.0.113.7")
     assert "10.7.0." not in log
     _wait_for_log(center, "user bob logged in from 198.51.100.9")

@@ -112,10 +112,11 @@ def test_an_attempt_that_succeeds_leaves_no_lock() -> None:
 def test_lockout_is_served_then_counting_starts_afresh() -> None:
     clock = FakeClock()
     limiter = _limiter(clock)
-    for _ in range(5):
+    for n in range(5):
         attempt = limiter.begin(ALICE)
         assert isinstance(attempt, Attempt)
-        limiter.end(attempt, failed=True)
+        # `end` says which keys the failure locked, once.
+        assert limiter.end(attempt, failed=True) == (["user:alice"] if n == 4 else [])
     refused = limiter.begin(ALICE)
     assert refused == Refusal("user:alice", 60)
     clock.advance(59)

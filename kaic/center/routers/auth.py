@@ -79,23 +79,39 @@ def _password_grant(
     # Checked before the password, the same for real and made-up usernames.
     attempt = limiter.begin(limits)
     if isinstance(attempt, Refusal):
-        account = attempt.key == account_key
-        logger.info(
-            "refused a login from %s: too many failed logins %s",
-            client,
-            "for the account" if account else "from this address",
-        )
-        raise _too_many(attempt.retry_after, account=account)
+        raise _too_many(attempt.retry_after, account=attempt.key == account_key)
     address_locked = bool(attempt.passed_locks)
     failed = True
     try:
         user = _check_credentials(body, client, store, settings, need_otp=address_locked)
         failed = False
     finally:
-        limiter.end(attempt, failed=failed)
+        for key in limiter.end(attempt, failed=failed):
+            _log_lock(body.username, client, store, settings, account=key == account_key)
     limiter.reset(account_key)
     logger.info("user %s logged in from %s", user.name, client)
     return issue_session_tokens(store, settings, user.id)
+
+
+def _log_lock(
+    username: str, client: str, store: StoreDep, settings: SettingsDep, *, account: bool
+) -> None:
+    """One warning per lock set, not per attempt refused: a flood does not flood the log.
+    A user name is named only if it is a user's (people type passwords into that field)."""
+    if not account:
+        logger.warning(
+            "too many failed logins from %s: password-only logins from it refused for %d s",
+            client,
+            settings.login_lockout,
+        )
+        return
+    user = store.get_user(username)
+    logger.warning(
+        "too many failed logins for %s (last from %s): refused for %d s",
+        f"user {user.name}" if user else "a user name that does not exist",
+        client,
+        settings.login_lockout,
+    )
 
 
 def _too_many(retry_after: int, *, account: bool) -> ApiError:
