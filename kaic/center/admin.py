@@ -9,9 +9,10 @@ from __future__ import annotations
 import math
 import re
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from kaic.center.accounts import is_root_account, name_list
 from kaic.center.security import hash_password, new_totp_secret, otpauth_uri
 from kaic.center.store import Store
 
@@ -30,11 +31,15 @@ def add_user(
     password: str | None,
     enable_otp: bool,
     unix_account: str | None,
+    shared_account: bool = False,
+    warn: Callable[[str], None] | None = None,
 ) -> str | None:
     """Create a user; returns the otpauth:// URI to enrol when OTP was enabled, else None.
 
-    `unix_account` defaults to the user name. A user without a password cannot log in
-    with the password grant (the local center's user works that way).
+    `unix_account` defaults to the user name. It is never root, and it belongs to no other
+    user unless `shared_account` says the sharing is meant (then `warn` is told who shares
+    it). A user without a password cannot log in with the password grant (the local
+    center's user works that way).
     """
     if not USER_NAME_RE.match(name):
         raise AdminError(
@@ -44,24 +49,47 @@ def add_user(
     account = unix_account if unix_account is not None else name
     if not USER_NAME_RE.match(account):
         raise AdminError(f"invalid unix account {account!r}")
+    if is_root_account(account):
+        raise AdminError(
+            f"unix account {account!r} is root: a kaic user acts as its unix account (SSH "
+            "certificates, jobs), so it must be a personal, unprivileged one; "
+            "give one with --unix-account"
+        )
     if password is not None and not password:
         raise AdminError("the password must not be empty")
     secret = new_totp_secret() if enable_otp else None
+    password_hash = hash_password(password) if password is not None else None
     store = Store(state_dir)
     try:
-        if store.get_user(name) is not None:
-            raise AdminError(f"user {name!r} already exists")
-        try:
-            store.create_user(
-                name,
-                unix_account=account,
-                password_hash=hash_password(password) if password is not None else None,
-                totp_secret=secret,
-            )
-        except sqlite3.IntegrityError as exc:  # created concurrently since the check
-            raise AdminError(f"user {name!r} already exists") from exc
+        # One write transaction: a concurrent `user add` cannot slip a second user onto
+        # the account between the check and the insert.
+        with store.transaction():
+            if store.get_user(name) is not None:
+                raise AdminError(f"user {name!r} already exists")
+            sharing = store.users_with_unix_account(account)
+            if sharing and not shared_account:
+                raise AdminError(
+                    f"unix account {account!r} already belongs to {name_list(sharing)}: users "
+                    "on one unix account can read and change each other's files and jobs; "
+                    "give another --unix-account, or pass --shared-account if they are "
+                    "meant to share it"
+                )
+            try:
+                store.create_user(
+                    name,
+                    unix_account=account,
+                    password_hash=password_hash,
+                    totp_secret=secret,
+                )
+            except sqlite3.IntegrityError as exc:  # created concurrently since the check
+                raise AdminError(f"user {name!r} already exists") from exc
     finally:
         store.close()
+    if sharing and warn is not None:
+        warn(
+            f"{name} now shares the unix account {account!r} with {name_list(sharing)}: "
+            "each can read and change the others' files and jobs"
+        )
     return otpauth_uri(secret, name) if secret else None
 
 

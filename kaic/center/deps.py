@@ -1,8 +1,10 @@
-"""FastAPI dependencies: the store, the settings, and the authenticated principal."""
+"""FastAPI dependencies: the store, the settings, the client's address, and the
+authenticated principal."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import ipaddress
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
@@ -13,7 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from kaic.center.errors import ApiError
 from kaic.center.ratelimit import LoginRateLimiter
 from kaic.center.security import hash_token
-from kaic.center.settings import CenterSettings
+from kaic.center.settings import CenterSettings, IPNetwork
 from kaic.center.store import Store, TokenKind
 from kaic.models import SCOPES
 
@@ -39,6 +41,63 @@ def get_login_limiter(request: Request) -> LoginRateLimiter:
 StoreDep = Annotated[Store, Depends(get_store)]
 SettingsDep = Annotated[CenterSettings, Depends(get_settings)]
 LoginLimiterDep = Annotated[LoginRateLimiter, Depends(get_login_limiter)]
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An address as a proxy writes it (`1.2.3.4`, `::1`, `[::1]:443`, `1.2.3.4:80`), IPv4
+    mapped into IPv6 unwrapped; None if it is not one."""
+    text = text.strip()
+    if text.startswith("[") and "]" in text:
+        text = text[1 : text.index("]")]
+    elif text.count(":") == 1:
+        text = text.split(":", 1)[0]
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def forwarded_client(peer: str, forwarded_for: Sequence[str], trusted: Sequence[IPNetwork]) -> str:
+    """The client's address: the TCP `peer`, unless the peer is a trusted proxy — then the
+    right-most `X-Forwarded-For` address that is not a trusted proxy itself.
+
+    Only the right end of the header is believed: each trusted proxy appends the address it
+    saw, while anything further left came from the client and may be made up. An entry that
+    is not an address ends the walk at the last trusted hop.
+    """
+    peer_ip = _ip(peer)
+    if peer_ip is None:
+        return peer
+
+    def is_trusted(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        return any(ip in network for network in trusted)
+
+    if not is_trusted(peer_ip):
+        return str(peer_ip)
+    hops = [hop for header in forwarded_for for hop in header.split(",") if hop.strip()]
+    client = peer_ip
+    for hop in reversed(hops):
+        ip = _ip(hop)
+        if ip is None:
+            break
+        client = ip
+        if not is_trusted(ip):
+            break
+    return str(client)
+
+
+def get_client_address(request: Request, settings: SettingsDep) -> str:
+    """The calling client's IP address (see `forwarded_client`), as logs and limits use it."""
+    peer = request.client.host if request.client else "unknown"
+    return forwarded_client(
+        peer, request.headers.getlist("x-forwarded-for"), settings.trusted_proxy_networks
+    )
+
+
+ClientAddress = Annotated[str, Depends(get_client_address)]
 
 
 @dataclass(frozen=True)

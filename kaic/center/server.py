@@ -236,7 +236,16 @@ def serve(settings: CenterSettings, *, ready_file: Path | None = None) -> None:
     if settings.tls_cert is not None and settings.tls_key is not None:
         tls_files = {"ssl_certfile": str(settings.tls_cert), "ssl_keyfile": str(settings.tls_key)}
     server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", **tls_files)
+        # proxy_headers=False: uvicorn would believe X-Forwarded-For from any loopback
+        # peer; the center does that itself, from configured trusted proxies only.
+        uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            proxy_headers=False,
+            **tls_files,
+        )
     )
     if not settings.serves_tls and not ipaddress.ip_address(address).is_loopback:
         logger.warning(

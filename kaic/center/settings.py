@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def utc_now() -> datetime:
@@ -47,11 +50,20 @@ class CenterSettings:
     access_token_ttl: int = 900
     #: seconds a refresh token stays valid (each rotation starts a new period)
     refresh_token_ttl: int = 30 * 86400
-    #: failed logins per key (username, client IP) within `login_window` before a lockout
+    #: failed logins of one account within `login_window` before a lockout
     login_max_failures: int = 5
+    #: failed logins from one client address (IPv6: one /64) within `login_window` before
+    #: that address is locked against password-only logins: many users may share an
+    #: address (a NAT), so it is higher, and a password with a valid one-time code passes
+    login_address_max_failures: int = 25
     login_window: int = 300
     #: seconds a locked key is refused with 429
     login_lockout: int = 60
+    #: reverse proxies (CIDRs or addresses) whose `X-Forwarded-For` names the client; from
+    #: any other TCP peer the header is ignored
+    trusted_proxies: list[str] = field(default_factory=list)
+    #: `trusted_proxies` parsed (set from it)
+    trusted_proxy_networks: tuple[IPNetwork, ...] = field(init=False, repr=False, default=())
     #: set for the embedded local center: this user is created and gets a `local` token
     local_user: str | None = None
     #: the partitions; empty = one default partition `local` with `gpus` GPUs of `gpu_type`
@@ -77,6 +89,9 @@ class CenterSettings:
     #: the local executor runs each job as its user's unix account (needs root and a
     #: `storage_root` outside the state dir); off = jobs run as the center's own account
     run_as_users: bool = False
+    #: the operator accepts that, without `run_as_users`, every user's jobs run as the
+    #: center's own account (and can read each other's files, the database, the CA key)
+    single_account_ok: bool = False
     #: the Slurm executor: slurmrestd's URL and a JWT of the SlurmUser (never logged)
     slurm_url: str | None = None
     slurm_token: str | None = field(default=None, repr=False)
@@ -96,6 +111,9 @@ class CenterSettings:
             )
         self.tls_cert = Path(self.tls_cert) if self.tls_cert is not None else None
         self.tls_key = Path(self.tls_key) if self.tls_key is not None else None
+        self.trusted_proxy_networks = tuple(
+            parse_trusted_proxy(value) for value in self.trusted_proxies
+        )
         if self.storage_root is not None:
             check_storage_root_template(self.storage_root)
         if not 0 < self.staging_port < 65536:
@@ -142,6 +160,17 @@ class CenterSettings:
         if self.storage_root is None:
             return self.state_dir / "storage" / user
         return Path(self.storage_root.format(user=user, unix_account=unix_account))
+
+
+def parse_trusted_proxy(value: str) -> IPNetwork:
+    """A trusted proxy given as a CIDR (`10.0.0.0/8`) or a single address; ValueError with
+    the fix otherwise."""
+    try:
+        return ipaddress.ip_network(value.strip(), strict=True)
+    except ValueError as exc:
+        raise ValueError(
+            f"trusted proxy {value!r} is not an address or a CIDR such as 10.0.0.0/8 ({exc})"
+        ) from None
 
 
 def check_storage_root_template(template: str) -> str:

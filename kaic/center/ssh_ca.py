@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.serialization import (
     SSHCertificateType,
 )
 
+from kaic.center.accounts import is_root_account
 from kaic.models import SshCertificate
 
 logger = logging.getLogger("kaic.center")
@@ -53,6 +54,10 @@ SshUserKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey | rsa.RSAPubli
 
 class UnacceptableKey(ValueError):
     """A public key the CA will not sign; the message says why."""
+
+
+class ForbiddenPrincipal(ValueError):
+    """A principal the CA will not name in a certificate (root); the message says why."""
 
 
 def parse_user_public_key(text: str) -> SshUserKey:
@@ -186,12 +191,24 @@ class UserCA:
         principal: str,
         now: datetime,
         validity_seconds: int,
+        allow_root: bool = False,
     ) -> SshCertificate:
         """A user certificate for `public_key`: principal `principal`, key id `kaic:<user>:<n>`.
 
         Valid from a minute before `now` until `now + validity_seconds`. Raises
-        UnacceptableKey for a key the CA does not sign.
+        UnacceptableKey for a key the CA does not sign, and ForbiddenPrincipal for root
+        (the name or uid 0) unless `allow_root` — only for the embedded local center's own
+        user, whose center already runs as that account.
         """
+        if is_root_account(principal) and not allow_root:
+            logger.warning(
+                "refused an SSH certificate for %s: principal %s is root", user, principal
+            )
+            raise ForbiddenPrincipal(
+                f"no SSH certificate for user {user}: it is mapped to the unix account "
+                f"{principal!r}, which is root; an administrator must map it to a personal "
+                "account"
+            )
         key = parse_user_public_key(public_key)
         if validity_seconds < 1:
             raise ValueError("validity must be positive")

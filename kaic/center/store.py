@@ -344,6 +344,17 @@ class Store:
         assert user is not None
         return user
 
+    def user_names(self) -> list[str]:
+        """Every user's name, sorted."""
+        return [r["name"] for r in self._fetchall("SELECT name FROM users ORDER BY name")]
+
+    def users_with_unix_account(self, unix_account: str) -> list[str]:
+        """Names of the users mapped to `unix_account`, sorted."""
+        rows = self._fetchall(
+            "SELECT name FROM users WHERE unix_account = ? ORDER BY name", (unix_account,)
+        )
+        return [r["name"] for r in rows]
+
     # -- projects ------------------------------------------------------------------------
 
     @staticmethod

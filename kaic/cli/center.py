@@ -145,11 +145,32 @@ def serve(
             "serve plain http on a non-loopback --host (only the proxy should reach it).",
         ),
     ] = False,
+    single_account_ok: Annotated[
+        bool,
+        typer.Option(
+            "--single-account-ok",
+            help="Local executor without --run-as-user: serve several users anyway, all "
+            "jobs running as the center's own account (every user can read the others' "
+            "files, the center's database and its SSH CA key).",
+        ),
+    ] = False,
+    trusted_proxy: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--trusted-proxy",
+            help="A reverse proxy (CIDR or address) whose X-Forwarded-For names the client, "
+            "for login limits and logs (repeatable); from other peers it is ignored.",
+        ),
+    ] = None,
 ) -> None:
     """Run the reference center in the foreground (Ctrl-C stops it).
 
     Without --run-as-user the local executor runs every job as the center's own account:
-    fine for one user, not for a center several users share.
+    fine for one user; with several it refuses to start unless --single-account-ok says
+    they may all see each other's files and the center's database and CA key.
+
+    Behind a reverse proxy, name it with --trusted-proxy so that login limits and logs
+    use the client's address from X-Forwarded-For.
 
     It listens on loopback unless told how clients reach it securely: HTTPS served by the
     center itself (--tls-cert/--tls-key), or a TLS proxy in front (--behind-tls-proxy).
@@ -221,6 +242,8 @@ def serve(
             sftp_port=sftp_port,
             storage_root=storage_root,
             run_as_users=run_as_user,
+            single_account_ok=single_account_ok,
+            trusted_proxies=list(trusted_proxy or []),
             slurm_url=slurmrestd,
             slurm_token=slurm_token,
             slurm_poll_interval=slurm_poll_interval,
@@ -236,6 +259,18 @@ def serve(
         raise UsageError(str(exc), hint="see `kaic center serve --help` for examples") from exc
     settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     scheme = "https" if settings.serves_tls else "http"
+    from kaic.center.accounts import (
+        SharedCenterAccount,
+        shared_center_account_users,
+        shared_center_account_warning,
+    )
+
+    try:
+        shared = shared_center_account_users(settings)
+    except SharedCenterAccount as exc:
+        raise UsageError(str(exc), hint=exc.hint) from None
+    if shared:
+        print(shared_center_account_warning(shared), file=sys.stderr)
     print(
         f"kaic center: state in {settings.state_dir}; starting on {scheme}://{host}:{port} "
         "(Ctrl-C to stop)",
@@ -374,19 +409,39 @@ def status(ctx: typer.Context, json_out: JsonOpt = False) -> None:
 
 
 def _read_new_password(password_stdin: bool) -> str | None:
+    """The new user's password: asked for twice with echo off at a terminal (with or
+    without --password-stdin: a password typed at a terminal is never echoed), else read
+    from standard input with --password-stdin; None (no password) otherwise."""
+    if sys.stdin.isatty():
+        first = _ask_hidden("New password: ")
+        if first != _ask_hidden("Repeat it: "):
+            raise UsageError("the passwords differ", hint="run the command again")
+        if password_stdin and not first:
+            raise UsageError("expected a password, got nothing")
+        return first or None
     if password_stdin:
         line = sys.stdin.readline().rstrip("\r\n")
         if not line:
             raise UsageError("expected a password on standard input, got nothing")
         return line
-    if sys.stdin.isatty():
-        import getpass
-
-        first = getpass.getpass("New password: ")
-        if first != getpass.getpass("Repeat it: "):
-            raise UsageError("the passwords differ")
-        return first or None
     return None
+
+
+def _ask_hidden(prompt: str) -> str:
+    """getpass, but never its fallback that reads with echo on (it only warns)."""
+    import getpass
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", getpass.GetPassWarning)
+        try:
+            return getpass.getpass(prompt)
+        except getpass.GetPassWarning:
+            raise UsageError(
+                "cannot turn off echo on this terminal to ask for a password",
+                hint='pipe the password in: echo "$PW" | kaic center user add NAME '
+                "--password-stdin",
+            ) from None
 
 
 @user_app.command("add")
@@ -394,17 +449,33 @@ def user_add(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="User name (lowercase, like a unix account).")],
     password_stdin: Annotated[
-        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+        bool,
+        typer.Option(
+            "--password-stdin",
+            help="Read the password from standard input (at a terminal: asked for, hidden).",
+        ),
     ] = False,
     otp: Annotated[bool, typer.Option("--otp", help="Enable a TOTP second factor.")] = False,
     unix_account: Annotated[
         str | None,
-        typer.Option("--unix-account", help="Unix account on the cluster (default: NAME)."),
+        typer.Option(
+            "--unix-account", help="Unix account on the cluster (default: NAME; never root)."
+        ),
     ] = None,
+    shared_account: Annotated[
+        bool,
+        typer.Option(
+            "--shared-account",
+            help="Allow a unix account another user already has (they can then read and "
+            "change each other's files and jobs).",
+        ),
+    ] = False,
     state_dir: StateDirOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Add a user to a center's database.
+
+    Each user gets a unix account of their own; root is refused.
 
     Example: echo "$PW" | kaic center user add alice --password-stdin --otp --state-dir ./state
     """
@@ -419,6 +490,8 @@ def user_add(
             password=password,
             enable_otp=otp,
             unix_account=unix_account,
+            shared_account=shared_account,
+            warn=app_.warn,
         )
     except AdminError as exc:
         raise KaicError(str(exc)) from exc

@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 
 Log = Callable[[str], None]
 
+OTP_REJECTED = "the one-time code was wrong or expired; try the next code"
+OTP_REJECTED_HINT = "wait for your authenticator app to show a new code, then log in with it"
+
 
 @dataclass
 class LoginResult:
@@ -182,7 +185,8 @@ def login_password(
     debug_log: Log | None = None,
     tls: LoginTls = LoginTls(),
 ) -> LoginResult:
-    """Password (+OTP) grant; raises AuthRequired with code `otp_required` when OTP is needed.
+    """Password (+OTP) grant; raises AuthRequired with code `otp_required` when OTP is needed
+    and `invalid_otp` when the code was wrong.
 
     The password is sent only after `login_policy` allowed the center (https, or loopback, or
     the user's plain-http opt-out)."""
@@ -191,7 +195,15 @@ def login_password(
 
     policy = login_policy(center, profile=profile, tls=tls)
     with CenterClient(center, debug_log=debug_log, policy=policy, warn=warn) as client:
-        tokens = client.login_password(username, password, otp)
+        try:
+            tokens = client.login_password(username, password, otp)
+        except AuthRequired as err:
+            if err.code == "invalid_otp":
+                # The password was right; retyping it would not help.
+                raise AuthRequired(
+                    OTP_REJECTED, hint=OTP_REJECTED_HINT, code="invalid_otp"
+                ) from None
+            raise
         creds = Credentials(
             access_token=tokens.access_token,
             refresh_token=tokens.refresh_token,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pwd
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,68 @@ def test_add_project_refuses_bad_hours(tmp_path: Path, hours: float) -> None:
 def test_add_project_refuses_bad_names(tmp_path: Path, name: str) -> None:
     with pytest.raises(AdminError, match="invalid project name"):
         add_project(tmp_path, name, gpu_hours=1, members=[])
+
+
+@pytest.mark.parametrize(("name", "account"), [("root", None), ("alice", "root")])
+def test_add_user_refuses_root(tmp_path: Path, name: str, account: str | None) -> None:
+    with pytest.raises(AdminError, match="root"):
+        add_user(tmp_path, name, password="pw", enable_otp=False, unix_account=account)
+    with pytest.raises(AdminError, match="root"):
+        add_user(
+            tmp_path,
+            name,
+            password="pw",
+            enable_otp=False,
+            unix_account=account,
+            shared_account=True,
+        )
+
+
+def test_add_user_refuses_any_uid_0_account(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`toor` and kin: root by uid under another name."""
+    real = pwd.getpwnam
+
+    def getpwnam(name: str) -> pwd.struct_passwd:
+        if name == "toor":
+            return pwd.struct_passwd(("toor", "x", 0, 0, "", "/root", "/bin/sh"))
+        return real(name)
+
+    monkeypatch.setattr(pwd, "getpwnam", getpwnam)
+    with pytest.raises(AdminError, match="root"):
+        add_user(tmp_path, "alice", password="pw", enable_otp=False, unix_account="toor")
+
+
+def test_add_user_refuses_a_shared_unix_account_without_the_override(tmp_path: Path) -> None:
+    add_user(tmp_path, "alice", password="pw", enable_otp=False, unix_account="lab")
+    with pytest.raises(AdminError, match=r"'lab' already belongs to alice.*--shared-account"):
+        add_user(tmp_path, "bob", password="pw", enable_otp=False, unix_account="lab")
+    warnings: list[str] = []
+    add_user(
+        tmp_path,
+        "bob",
+        password="pw",
+        enable_otp=False,
+        unix_account="lab",
+        shared_account=True,
+        warn=warnings.append,
+    )
+    assert len(warnings) == 1 and "alice" in warnings[0] and "lab" in warnings[0]
+    store = Store(tmp_path)
+    assert store.users_with_unix_account("lab") == ["alice", "bob"]
+    store.close()
+
+
+def test_add_user_with_the_override_but_nobody_to_share_with_warns_nothing(tmp_path: Path) -> None:
+    warnings: list[str] = []
+    add_user(
+        tmp_path,
+        "alice",
+        password=None,
+        enable_otp=False,
+        unix_account=None,
+        shared_account=True,
+        warn=warnings.append,
+    )
+    assert warnings == []

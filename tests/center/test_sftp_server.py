@@ -134,7 +134,7 @@ def test_certificate_of_an_unknown_user_refused(endpoint: Endpoint) -> None:
         open_sftp(endpoint.target(user="mallory", principal="alice01"))
     # a center user, but the certificate names another unix account than the user's
     with pytest.raises(AuthRequired):
-        open_sftp(endpoint.target(user="alice", principal="root"))
+        open_sftp(endpoint.target(user="alice", principal="bob02"))
 
 
 def test_stop_closes_connections(endpoint: Endpoint) -> None:

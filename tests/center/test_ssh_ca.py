@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
 
 from kaic.center.ssh_ca import (
+    ForbiddenPrincipal,
     UnacceptableKey,
     UserCA,
     parse_user_public_key,
@@ -68,6 +69,25 @@ def test_certificate_fields_and_signature(tmp_path: Path) -> None:
     signer = parsed.signature_key()
     assert isinstance(signer, ed25519.Ed25519PublicKey)
     assert signer.public_bytes_raw() == ca_public.public_bytes_raw()
+
+
+def test_no_certificate_names_root(tmp_path: Path) -> None:
+    principal = "root"
+    ca = UserCA(tmp_path)
+    with pytest.raises(ForbiddenPrincipal, match="root"):
+        ca.sign_user_key(
+            ed25519_line(), user="ops", principal=principal, now=NOW, validity_seconds=60
+        )
+    # Only when the caller says the account is the center's own (the local center).
+    cert = ca.sign_user_key(
+        ed25519_line(),
+        user="ops",
+        principal=principal,
+        now=NOW,
+        validity_seconds=60,
+        allow_root=True,
+    )
+    assert cert.principals == [principal]
 
 
 def test_ssh_keygen_reads_the_certificate(tmp_path: Path) -> None:

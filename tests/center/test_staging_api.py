@@ -265,3 +265,61 @@ def test_module_entry_point_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         with pytest.raises(SystemExit) as exc:
             entry.main([*common, *bad])
         assert exc.value.code == 2
+
+
+def _root_mapped_user(state_dir: Path, name: str) -> None:
+    """A user an old database maps to root (today `user add` refuses that)."""
+    from kaic.center.security import hash_password
+    from kaic.center.store import Store
+
+    store = Store(state_dir)
+    try:
+        store.create_user(name, unix_account="root", password_hash=hash_password(PASSWORD))
+    finally:
+        store.close()
+
+
+def test_no_certificate_for_a_user_mapped_to_root(tmp_path: Path, clock: FakeClock) -> None:
+    settings = CenterSettings(state_dir=tmp_path / "state", now=clock, staging_host="h")
+    _root_mapped_user(settings.state_dir, "ops")
+    app = create_app(settings)
+    with TestClient(app) as client:
+        center = Center(app, client, settings, clock)
+        response = client.post(
+            "/v1/ssh/certificates",
+            json={"public_key": _public_line()},
+            headers=_session(center, "ops"),
+        )
+    error = assert_error(response, 403, "forbidden")
+    assert "root" in error["message"] and "ops" in error["message"]
+
+
+@pytest.mark.parametrize("center_runs_as_root", [True, False])
+def test_local_center_run_as_root_signs_for_its_own_user(
+    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, center_runs_as_root: bool
+) -> None:
+    """kaic run as root gets a local center whose user is root: its certificates give it
+    nothing it does not have, so they are signed — for that user, as the center's account."""
+    import kaic.center.accounts
+
+    monkeypatch.setattr(
+        kaic.center.accounts.os, "geteuid", lambda: 0 if center_runs_as_root else 4242
+    )
+    settings = CenterSettings(state_dir=tmp_path / "state", now=clock, local_user="root")
+    _root_mapped_user(settings.state_dir, "root")
+    _root_mapped_user(settings.state_dir, "ops")
+    app = create_app(settings)
+    with TestClient(app) as client:
+        center = Center(app, client, settings, clock)
+        own = client.post(
+            "/v1/ssh/certificates",
+            json={"public_key": _public_line()},
+            headers=_session(center, "root"),
+        )
+        other = client.post(
+            "/v1/ssh/certificates",
+            json={"public_key": _public_line()},
+            headers=_session(center, "ops"),
+        )
+    assert own.status_code == (201 if center_runs_as_root else 403), own.text
+    assert_error(other, 403, "forbidden")

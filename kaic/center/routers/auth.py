@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 
-from kaic.center.deps import CurrentPrincipal, LoginLimiterDep, SettingsDep, StoreDep
+from kaic.center.deps import (
+    ClientAddress,
+    CurrentPrincipal,
+    LoginLimiterDep,
+    SettingsDep,
+    StoreDep,
+)
 from kaic.center.errors import ApiError
+from kaic.center.ratelimit import KeyLimit, Refusal, address_key
 from kaic.center.security import check_password, hash_token, totp_step
 from kaic.center.sessions import issue_session_tokens
+from kaic.center.store import UserRow
 from kaic.models import ErrorResponse, RevokeRequest, TokenRequest, TokenResponse
 
 logger = logging.getLogger("kaic.center")
@@ -22,13 +30,6 @@ router = APIRouter(
 
 _BAD_CREDENTIALS = "invalid username or password"
 
-#: The client-IP key locks after this many times the per-user failures.
-IP_FAILURE_FACTOR = 5
-
-
-def _client_ip(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
-
 
 @router.post(
     "/token",
@@ -37,75 +38,144 @@ def _client_ip(request: Request) -> str:
 )
 def token(
     body: TokenRequest,
-    request: Request,
+    client: ClientAddress,
     store: StoreDep,
     settings: SettingsDep,
     limiter: LoginLimiterDep,
 ) -> TokenResponse:
     """Exchange a password (+OTP) or a refresh token for a new access + refresh pair."""
     if body.grant_type == "password":
-        return _password_grant(body, _client_ip(request), store, settings, limiter)
+        return _password_grant(body, client, store, settings, limiter)
     return _refresh_grant(body, store, settings)
 
 
 def _password_grant(
     body: TokenRequest,
-    client_ip: str,
+    client: str,
     store: StoreDep,
     settings: SettingsDep,
     limiter: LoginLimiterDep,
 ) -> TokenResponse:
+    """Check a password (+OTP) under the failed-login limits of its account and address.
+
+    The account key protects one account: a few failures lock it, whatever the address.
+    The address key stops guessing across many accounts (spraying), which the account keys
+    cannot see; but everyone behind one NAT or untrusted proxy shares an address, so its
+    limit is higher, only failures count, and while it is locked a password that comes
+    with a one-time code is still checked: a guesser cannot produce the code, and any
+    failure then gets the same 429, so the lock reveals nothing about the password.
+    """
     if not body.username or body.password is None:
         raise ApiError(422, "invalid_request", "the password grant needs 'username' and 'password'")
-    user_key = "user:" + body.username.lower()
-    ip_key = "ip:" + client_ip
-    # Checked before the password, the same for real and made-up usernames, and counted as
-    # a failure at once (taken back on success). Every client may share one IP behind a
-    # proxy, so the IP key tolerates more failures than a user key: guessing other names
-    # must not lock everyone out after five tries.
-    for key, limit in ((user_key, None), (ip_key, IP_FAILURE_FACTOR * limiter.max_failures)):
-        wait = limiter.attempt(key, limit=limit)
-        if wait is not None:
-            if key == ip_key:
-                limiter.forgive(user_key)
-            raise ApiError(
-                429,
-                "rate_limited",
-                f"too many failed logins; try again in {wait} s",
-                headers={"Retry-After": str(wait)},
-            )
+    account_key = "user:" + body.username.lower()
+    limits = (
+        KeyLimit(account_key, limiter.max_failures),
+        KeyLimit(
+            address_key(client),
+            settings.login_address_max_failures,
+            pass_when_locked=bool(body.otp),
+        ),
+    )
+    # Checked before the password, the same for real and made-up usernames.
+    attempt = limiter.begin(limits)
+    if isinstance(attempt, Refusal):
+        raise _too_many(attempt.retry_after, account=attempt.key == account_key)
+    address_locked = bool(attempt.passed_locks)
+    failed = True
+    try:
+        user = _check_credentials(body, client, store, settings, need_otp=address_locked)
+        failed = False
+    finally:
+        for key in limiter.end(attempt, failed=failed):
+            _log_lock(body.username, client, store, settings, account=key == account_key)
+    limiter.reset(account_key)
+    logger.info("user %s logged in from %s", user.name, client)
+    return issue_session_tokens(store, settings, user.id)
 
-    def fail() -> ApiError:
-        return ApiError(401, "invalid_credentials", _BAD_CREDENTIALS)
 
+def _log_lock(
+    username: str, client: str, store: StoreDep, settings: SettingsDep, *, account: bool
+) -> None:
+    """One warning per lock set, not per attempt refused: a flood does not flood the log.
+    A user name is named only if it is a user's (people type passwords into that field)."""
+    if not account:
+        logger.warning(
+            "too many failed logins from %s: password-only logins from it refused for %d s",
+            client,
+            settings.login_lockout,
+        )
+        return
+    user = store.get_user(username)
+    logger.warning(
+        "too many failed logins for %s (last from %s): refused for %d s",
+        f"user {user.name}" if user else "a user name that does not exist",
+        client,
+        settings.login_lockout,
+    )
+
+
+def _too_many(retry_after: int, *, account: bool) -> ApiError:
+    if account:
+        message = f"too many failed logins for this account; try again in {retry_after} s"
+    else:
+        message = (
+            f"too many failed logins from your address; try again in {retry_after} s "
+            "(an account with a one-time code can log in meanwhile)"
+        )
+    return ApiError(429, "rate_limited", message, headers={"Retry-After": str(retry_after)})
+
+
+def _check_credentials(
+    body: TokenRequest, client: str, store: StoreDep, settings: SettingsDep, *, need_otp: bool
+) -> UserRow:
+    """`_check_password_and_otp`, with every failure a 429 when `need_otp` (the address is
+    locked)."""
+    try:
+        return _check_password_and_otp(body, client, store, settings, need_otp=need_otp)
+    except ApiError:
+        if need_otp:
+            # From a locked address every failure looks the same: no hint which factor
+            # was wrong, nor whether the account exists.
+            raise _too_many(settings.login_lockout, account=False) from None
+        raise
+
+
+def _check_password_and_otp(
+    body: TokenRequest, client: str, store: StoreDep, settings: SettingsDep, *, need_otp: bool
+) -> UserRow:
+    """The user whose password (and one-time code, if it has one) `body` carries.
+
+    `need_otp`: only a password *with* a valid one-time code will do (the address is
+    locked). Raises ApiError 401 otherwise; every such answer is a failed login.
+    """
+    assert body.username is not None and body.password is not None
     user = store.get_user(body.username)
     # check_password runs scrypt even for unknown users, so timing does not tell them apart.
     if not check_password(body.password, user.password_hash if user else None) or user is None:
-        logger.info("failed login for a user name from %s", client_ip)
-        raise fail()
-    if user.totp_secret:
-        if not body.otp:
-            # This answer confirms the password, so it stays counted as a failed attempt:
-            # password guessing against an OTP account is rate limited like any other.
-            raise ApiError(
-                401, "otp_required", "this account needs a one-time code: send 'otp' too"
-            )
-        step = totp_step(user.totp_secret, body.otp, settings.now())
-        if step is None:
-            logger.info("failed one-time code for user %s from %s", user.name, client_ip)
-            raise fail()
-        if not store.claim_totp_step(user.id, step):
-            # Someone saw this code (shoulder, phishing proxy, log): it opens nothing twice.
-            logger.warning("replayed one-time code for user %s from %s", user.name, client_ip)
-            raise ApiError(
-                401,
-                "otp_reused",
-                "this one-time code was already used; wait for the next one",
-            )
-    limiter.reset(user_key)
-    limiter.forgive(ip_key)
-    logger.info("user %s logged in from %s", user.name, client_ip)
-    return issue_session_tokens(store, settings, user.id)
+        logger.info("failed login for a user name from %s", client)
+        raise ApiError(401, "invalid_credentials", _BAD_CREDENTIALS)
+    if not user.totp_secret:
+        if need_otp:
+            logger.info("refused password-only login for user %s from %s", user.name, client)
+            raise ApiError(401, "invalid_credentials", _BAD_CREDENTIALS)
+        return user
+    if not body.otp:
+        # This answer confirms the password, so it counts as a failed attempt: password
+        # guessing against an OTP account is rate limited like any other.
+        raise ApiError(401, "otp_required", "this account needs a one-time code: send 'otp' too")
+    step = totp_step(user.totp_secret, body.otp, settings.now())
+    if step is None:
+        logger.info("failed one-time code for user %s from %s", user.name, client)
+        # Distinct from a wrong password (which is checked first): the user should fix the
+        # code, not the password. `otp_required` already tells the password was right.
+        raise ApiError(401, "invalid_otp", "the one-time code is wrong or expired")
+    if not store.claim_totp_step(user.id, step):
+        # Someone saw this code (shoulder, phishing proxy, log): it opens nothing twice.
+        logger.warning("replayed one-time code for user %s from %s", user.name, client)
+        raise ApiError(
+            401, "otp_reused", "this one-time code was already used; wait for the next one"
+        )
+    return user
 
 
 def _refresh_grant(body: TokenRequest, store: StoreDep, settings: SettingsDep) -> TokenResponse:

@@ -13,10 +13,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 
+from kaic.center.accounts import is_center_account
 from kaic.center.deps import Principal, SettingsDep, require_scope
 from kaic.center.errors import ApiError
 from kaic.center.files import NotARegularFile, PathOutside, resolve_in_root, sha256_in_root
-from kaic.center.ssh_ca import UnacceptableKey, UserCA
+from kaic.center.ssh_ca import ForbiddenPrincipal, UnacceptableKey, UserCA
 from kaic.models import ErrorResponse
 from kaic.models.staging import (
     FileChecksum,
@@ -83,7 +84,13 @@ def staging(principal: FilesPrincipal, settings: SettingsDep, request: Request) 
     "/ssh/certificates",
     status_code=201,
     response_model=SshCertificate,
-    responses={422: {"model": ErrorResponse, "description": "unacceptable public key"}},
+    responses={
+        403: {
+            "model": ErrorResponse,
+            "description": "the token lacks the `files` scope, or your unix account is root",
+        },
+        422: {"model": ErrorResponse, "description": "unacceptable public key"},
+    },
 )
 def sign_certificate(
     body: SshCertificateRequest,
@@ -92,7 +99,8 @@ def sign_certificate(
     ca: UserCADep,
 ) -> SshCertificate:
     """Sign the caller's OpenSSH public key: a short-lived user certificate whose only
-    principal is the caller's unix account (ed25519, ECDSA or RSA >= 2048 bits)."""
+    principal is the caller's unix account (ed25519, ECDSA or RSA >= 2048 bits); never
+    for root."""
     validity = settings.ssh_cert_validity
     if body.validity_seconds is not None:
         validity = min(validity, body.validity_seconds)
@@ -103,9 +111,15 @@ def sign_certificate(
             principal=principal.unix_account,
             now=settings.now().astimezone(timezone.utc),
             validity_seconds=validity,
+            # The local center's own user is whoever runs it: a certificate as that account
+            # (root, when kaic runs as root) gives it nothing it does not have.
+            allow_root=principal.user == settings.local_user
+            and is_center_account(principal.unix_account),
         )
     except UnacceptableKey as exc:
         raise ApiError(422, "invalid_request", f"public_key: {exc}") from None
+    except ForbiddenPrincipal as exc:
+        raise ApiError(403, "forbidden", str(exc)) from None
 
 
 @router.get(
