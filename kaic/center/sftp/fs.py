@@ -519,6 +519,27 @@ class ConfinedSFTP(SFTPServerInterface):
     def posix_rename(self, oldpath: str, newpath: str) -> int:
         return self._rename(oldpath, newpath, replace=True)
 
+    def hardlink(self, oldpath: str, newpath: str) -> int:
+        """A new name `newpath` for the file `oldpath` (hardlink@openssh.com; a link at
+        `oldpath` is linked itself, not followed, like link(2) and sftp-server)."""
+
+        def action() -> int:
+            old_head, old_name = self.fs.parent(oldpath)
+            new_head, new_name = self.fs.parent(newpath)
+            if "." in (old_name, new_name):
+                raise PermissionError(errno.EPERM, "the storage root cannot be linked")
+            with self.fs.directory(old_head) as old_fd, self.fs.directory(new_head) as new_fd:
+                os.link(
+                    old_name,
+                    new_name,
+                    src_dir_fd=old_fd,
+                    dst_dir_fd=new_fd,
+                    follow_symlinks=False,
+                )
+            return SFTP_OK
+
+        return self._run("hardlink", oldpath, action)
+
     def chattr(self, path: str, attr: SFTPAttributes) -> int:
         def action() -> int:
             real = self.fs.follow(path)

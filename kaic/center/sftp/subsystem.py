@@ -49,12 +49,15 @@ class SftpSubsystem(paramiko.SFTPServer):
 
     paramiko announces only `check-file` (md5/sha1). Announcing `limits@openssh.com` lets
     OpenSSH's `sftp` use 255 KiB reads and writes instead of its cautious 32 KiB default
-    (~2.5x faster here), and `posix-rename@openssh.com` makes its `rename` behave as
-    against sshd. Directory listings are streamed: paramiko's OPENDIR asks the interface
-    for the whole listing (`list_folder`) and keeps it per open handle (GBs for a user with
-    millions of files, and quadratic to hand out); here a handle holds an open directory
-    and each READDIR reads the next `READDIR_BATCH` entries from it. Overrides paramiko's
-    (private, but long stable) `_send_server_version`, `_read_packet` and `_process`;
+    (~2.5x faster here), `posix-rename@openssh.com` makes its `rename` behave as against
+    sshd, and `hardlink@openssh.com` is its `ln` (the kernel's hard-link rules apply:
+    served as the user, a file the user may not read cannot be linked).
+
+    Directory listings are streamed: paramiko's OPENDIR asks the interface for the whole
+    listing (`list_folder`) and keeps it per open handle (GBs for a user with millions of
+    files, and quadratic to hand out); here a handle holds an open directory and each
+    READDIR reads the next `READDIR_BATCH` entries from it. Overrides paramiko's (private,
+    but long stable) `_send_server_version`, `_read_packet` and `_process`;
     tests/e2e/test_embedded_sftp.py drives them with the OpenSSH client.
     """
 
@@ -65,7 +68,9 @@ class SftpSubsystem(paramiko.SFTPServer):
         version = int.from_bytes(data[:4], "big")
         msg = paramiko.Message()
         msg.add_int(SFTP_VERSION)
-        msg.add("posix-rename@openssh.com", "1", "limits@openssh.com", "1")
+        msg.add(
+            "posix-rename@openssh.com", "1", "limits@openssh.com", "1", "hardlink@openssh.com", "1"
+        )
         self._send_packet(CMD_VERSION, msg)  # type: ignore[attr-defined]
         return version
 
@@ -121,6 +126,10 @@ class SftpSubsystem(paramiko.SFTPServer):
             if tag == "check-file":
                 # paramiko's loops forever on a range past the end of the file; not announced
                 self._send_status(request_number, SFTP_OP_UNSUPPORTED)  # type: ignore[attr-defined]
+                return
+            if tag == "hardlink@openssh.com" and hasattr(self.server, "hardlink"):
+                old, new = msg.get_text(), msg.get_text()
+                self._send_status(request_number, self.server.hardlink(old, new))  # type: ignore[attr-defined]
                 return
             if tag == "limits@openssh.com":
                 reply = paramiko.Message()
