@@ -346,3 +346,32 @@ def test_a_missing_account_is_refused_at_login(center: RunningCenter, tmp_path: 
     log = center.log.read_text()
     assert "unix account 'kaic-no-such-account' does not exist" in log
     assert run_cli("whoami", env=env).code == 0  # the center itself carries on
+
+
+def test_a_dead_worker_closes_its_connection(center: RunningCenter, tmp_path: Path) -> None:
+    # The worker's failure reaches the client as a closed channel, never a hang.
+    who = login(center, "alice", tmp_path)
+    session = hold_session(who)
+    try:
+        [worker] = wait_for(lambda: workers_of(center.pid), "a worker")  # type: ignore[misc]
+        wait_for(lambda: ids_of(worker)["Uid"] != [0] * 4, "the worker to switch accounts")
+        os.kill(worker, signal.SIGKILL)
+        assert session.stdin is not None
+        session.stdin.write("ls\n")  # the next request finds the channel closed
+        session.stdin.flush()
+        assert session.wait(30) != 0
+    finally:
+        session.kill()
+    assert sftp(who, "pwd").returncode == 0  # the next connection gets a new worker
+
+
+def test_a_root_the_user_cannot_open_is_reported(
+    center: RunningCenter, homes: Path, tmp_path: Path
+) -> None:
+    root = homes / ALICE
+    os.chown(root, 0, 0)  # a misconfigured root: not alice's, 0700
+    env = _kaic_login(center, "alice", tmp_path / "alice")
+    refused = run_cli("data", "ls", env=env, expect=5)
+    assert "the center cannot serve your files" in refused.stderr, refused.explain()
+    assert "Permission denied" in refused.stderr
+    assert "cannot serve kaicsftpa" in center.log.read_text()

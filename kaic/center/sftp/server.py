@@ -76,7 +76,8 @@ PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 #: public key algorithms signing with SHA-1, refused for user authentication (as OpenSSH
 #: 8.8+ does); rsa-sha2-256/512, ECDSA and ed25519 stay
 SHA1_PUBKEY_ALGORITHMS = ("ssh-rsa", "ssh-rsa-cert-v01@openssh.com")
-#: RFC 4253 11.1 reason code
+#: RFC 4253 11.1 reason codes
+DISCONNECT_BY_APPLICATION = 11
 DISCONNECT_TOO_MANY_CONNECTIONS = 12
 
 __all__ = [
@@ -518,6 +519,12 @@ class EmbeddedSftp:
             logger.error("sftp: cannot serve %s from %s: %s", gate.username, gate.peer, exc)
             with self._lock:
                 self._workers.discard(worker)
+            if gate.transport is not None:  # the reason concerns the user's own files
+                disconnect(
+                    gate.transport,
+                    DISCONNECT_BY_APPLICATION,
+                    f"the center cannot serve your files: {exc}; tell its operators",
+                )
             return False
         gate.worker = worker
         gate.worker_ready.set()
