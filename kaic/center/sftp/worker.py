@@ -168,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--user", required=True)
     parser.add_argument("--root", required=True)
     args = parser.parse_args(argv)
+    # Ctrl-C on a center in a terminal reaches its whole process group: the center stops
+    # its connections, and with them their workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stderr,
