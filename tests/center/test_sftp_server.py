@@ -113,6 +113,9 @@ def test_login_and_confinement_with_kaics_client(endpoint: Endpoint) -> None:
         with conn.sftp.open("hello.txt", "w") as f:
             f.write(b"hi\n")
         assert (home / "hello.txt").read_bytes() == b"hi\n"
+        # a single-user center serves in its own process, as its own account: no worker
+        assert endpoint.sftp.worker_pids() == []
+        assert (home / "hello.txt").stat().st_uid == os.geteuid()
         with pytest.raises(PermissionError):
             conn.sftp.stat("/etc/passwd")
         # exec (kaic tries `sha256sum`) is refused; kaic then falls back to the checksum API
