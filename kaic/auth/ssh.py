@@ -53,9 +53,27 @@ def identity_dir(profile: str | None) -> Path:
     return config_dir() / "ssh" / name
 
 
+#: what to do about a center without data staging: the user asks, the operator switches it on
+NO_STAGING_HINT = (
+    "ask your center's operators to offer data staging; operators: start the center "
+    "without --no-staging (it then serves storage over SFTP itself), or with "
+    "--staging-host HOST pointing at the cluster's sshd"
+)
+
+
 def staging_info(client: CenterClient) -> StagingInfo:
-    """`GET /v1/staging` (NotFound when the center has no staging endpoint)."""
-    return client.parse(client.request("GET", "/v1/staging"), StagingInfo)
+    """`GET /v1/staging` (NotFound, saying how to get one, when the center has no staging
+    endpoint)."""
+    from kaic.errors import NotFound
+
+    try:
+        return client.parse(client.request("GET", "/v1/staging"), StagingInfo)
+    except NotFound as exc:
+        raise NotFound(
+            "this center offers no data staging (no staging endpoint)",
+            hint=NO_STAGING_HINT,
+            code=exc.code,
+        ) from exc
 
 
 def _host_pattern(host: str, port: int) -> str:

@@ -217,7 +217,8 @@ def serve(settings: CenterSettings, *, ready_file: Path | None = None) -> None:
     before anything binds otherwise). In local mode the token file is written before the
     ready file.
     Once accepting connections, writes `ready_file` as JSON
-    `{"pid", "port", "url", "instance_id", "started_at"}`; removes it on shutdown.
+    `{"pid", "port", "url", "instance_id", "started_at", "sftp_port"}` (`sftp_port`: the
+    embedded SFTP endpoint's port, null when it is off); removes it on shutdown.
     """
     # Imported here: the CLI imports this module on its start path and must stay fast.
     import uvicorn
@@ -255,6 +256,8 @@ def serve(settings: CenterSettings, *, ready_file: Path | None = None) -> None:
         )
 
     def on_started() -> None:
+        endpoint = app.state.sftp_endpoint
+        sftp_port = endpoint.port if endpoint is not None else None
         if ready_file is not None:
             write_json_atomic(
                 ready_file,
@@ -264,10 +267,19 @@ def serve(settings: CenterSettings, *, ready_file: Path | None = None) -> None:
                     "url": url,
                     "instance_id": app.state.instance_id,
                     "started_at": settings.now().isoformat(),
+                    "sftp_port": sftp_port,
                 },
                 mode=0o644,
             )
-        logger.info("kaic center listening on %s (state in %s)", url, settings.state_dir)
+        if sftp_port is not None:
+            staging = f"embedded SFTP endpoint on {endpoint.host}:{sftp_port}"
+        elif settings.staging_host is not None:
+            staging = f"staging host {settings.staging_host}:{settings.staging_port}"
+        else:
+            staging = "no data staging"
+        logger.info(
+            "kaic center listening on %s (state in %s; %s)", url, settings.state_dir, staging
+        )
 
     # uvicorn handles SIGTERM/SIGINT while serving, then restores the previous handlers and
     # re-raises the signal. With the default SIGTERM action that would kill the process

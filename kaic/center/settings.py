@@ -83,6 +83,12 @@ class CenterSettings:
     #: the embedded SFTP endpoint's port on 127.0.0.1 (0 = any free port); None = off.
     #: The local center turns it on (port 0) unless an external `staging_host` is given.
     sftp_port: int | None = None
+    #: connections the embedded SFTP endpoint serves at once, all users together
+    sftp_max_connections: int = 64
+    #: logged-in connections one user may hold on the embedded endpoint (each has its own
+    #: worker process when files are served as users); None = max(4, sftp_max_connections
+    #: // 4), so one user cannot take every slot
+    sftp_max_connections_per_user: int | None = None
     #: users' storage root on the staging host, a template with `{user}` and `{unix_account}`
     #: (e.g. `/home/{unix_account}`); None = the center's own `state_dir/storage/{user}`
     storage_root: str | None = None
@@ -136,6 +142,15 @@ class CenterSettings:
                 )
             if not 0 <= self.sftp_port < 65536:
                 raise ValueError(f"SFTP port {self.sftp_port} is not a TCP port")
+        if self.sftp_max_connections < 1:
+            raise ValueError("the SFTP endpoint's connection limit must be at least 1")
+        if self.sftp_max_connections_per_user is not None and not (
+            1 <= self.sftp_max_connections_per_user <= self.sftp_max_connections
+        ):
+            raise ValueError(
+                "the SFTP endpoint's connections per user must be between 1 and its "
+                f"connection limit ({self.sftp_max_connections})"
+            )
         elif self.local_user is not None and self.staging_host is None:
             # The local center serves its users' storage itself.
             self.sftp_port = 0
@@ -146,6 +161,13 @@ class CenterSettings:
     def serves_tls(self) -> bool:
         """Whether the center itself serves HTTPS."""
         return self.tls_cert is not None
+
+    @property
+    def sftp_connections_per_user(self) -> int:
+        """The embedded endpoint's per-user connection cap (see the field)."""
+        if self.sftp_max_connections_per_user is not None:
+            return self.sftp_max_connections_per_user
+        return max(4, self.sftp_max_connections // 4)
 
     def ensure_storage_root(self, user: str, unix_account: str) -> Path:
         """`storage_root_for`, created when it is the center's own storage (as a job's home

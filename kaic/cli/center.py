@@ -101,8 +101,30 @@ def serve(
         int | None,
         typer.Option(
             "--sftp-port",
-            help="Serve users' storage from an embedded SFTP endpoint on 127.0.0.1 at this "
-            "port (0 = any free port); an alternative to --staging-host.",
+            help="Port of the embedded SFTP endpoint on 127.0.0.1 that serves users' storage "
+            "(default: any free port; on unless --staging-host or --no-staging).",
+        ),
+    ] = None,
+    no_staging: Annotated[
+        bool,
+        typer.Option(
+            "--no-staging",
+            help="Offer no data staging (no embedded SFTP endpoint, no --staging-host).",
+        ),
+    ] = False,
+    sftp_max_connections: Annotated[
+        int,
+        typer.Option(
+            "--sftp-max-connections", min=1, help="Connections the embedded endpoint serves."
+        ),
+    ] = 64,
+    sftp_max_connections_per_user: Annotated[
+        int | None,
+        typer.Option(
+            "--sftp-max-connections-per-user",
+            min=1,
+            help="Connections one user may hold on the embedded endpoint "
+            "(default: a quarter of --sftp-max-connections, at least 4).",
         ),
     ] = None,
     storage_root: Annotated[
@@ -167,7 +189,12 @@ def serve(
 
     Without --run-as-user the local executor runs every job as the center's own account:
     fine for one user; with several it refuses to start unless --single-account-ok says
-    they may all see each other's files and the center's database and CA key.
+    they may all see each other's files and the center's database and CA key. With
+    --run-as-user, the embedded SFTP endpoint serves each user's files as their unix
+    account too.
+
+    Data staging (`kaic data`) is on by default: an embedded SFTP endpoint on a free
+    loopback port, unless --staging-host names an external sshd or --no-staging.
 
     Behind a reverse proxy, name it with --trusted-proxy so that login limits and logs
     use the client's address from X-Forwarded-For.
@@ -222,6 +249,13 @@ def serve(
             hint="serve storage from the embedded endpoint (--sftp-port) or point users at "
             "an external sshd (--staging-host), not both",
         )
+    if no_staging and (sftp_port is not None or staging_host is not None):
+        raise UsageError(
+            "--no-staging contradicts --sftp-port / --staging-host",
+            hint="drop --no-staging to offer staging, or the other option to offer none",
+        )
+    if not no_staging and staging_host is None and sftp_port is None:
+        sftp_port = 0  # staging by default: the embedded endpoint on a free port
     from kaic.center.ssh_ca import read_host_key_files
 
     try:
@@ -240,6 +274,8 @@ def serve(
             staging_port=staging_port,
             staging_host_keys=host_keys,
             sftp_port=sftp_port,
+            sftp_max_connections=sftp_max_connections,
+            sftp_max_connections_per_user=sftp_max_connections_per_user,
             storage_root=storage_root,
             run_as_users=run_as_user,
             single_account_ok=single_account_ok,

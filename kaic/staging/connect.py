@@ -268,6 +268,36 @@ def _shutdown_write(channel: paramiko.Channel) -> None:
             transport._send_user_message(message)  # type: ignore[attr-defined]
 
 
+class _ClientTransport(paramiko.Transport):
+    """paramiko's transport, keeping the reason a server gives when it disconnects.
+
+    paramiko only logs it, and its callers then see "Authentication failed." or an EOF; a
+    server that says why ("too many connections for alice: …") deserves to be quoted.
+    """
+
+    disconnect_reason: str | None = None
+
+    def _parse_disconnect(self, m: paramiko.Message) -> None:
+        start = m.packet.tell()
+        with contextlib.suppress(Exception):
+            m.get_int()  # the reason code
+            text = m.get_text()[:500]
+            self.disconnect_reason = "".join(c if c.isprintable() else "?" for c in text)
+        m.packet.seek(start)
+        super()._parse_disconnect(m)  # type: ignore[misc]
+
+
+def _disconnected(transport: paramiko.Transport, target: SshTarget) -> Unreachable | None:
+    """The error to report when the server closed the connection and said why."""
+    reason = getattr(transport, "disconnect_reason", None)
+    if not reason:
+        return None
+    return Unreachable(
+        f"{target.address} closed the connection: {reason}",
+        hint="that is the staging host's reason; run the command again once it no longer applies",
+    )
+
+
 def _load_key(target: SshTarget) -> paramiko.PKey:
     try:
         key = paramiko.PKey.from_path(str(target.key_path))
@@ -316,7 +346,7 @@ def open_sftp(target: SshTarget, *, timeout: float = CONNECT_TIMEOUT) -> SftpCon
             hint="check your network (and VPN), then retry",
         ) from exc
     sock.settimeout(None)
-    transport = paramiko.Transport(sock, default_max_packet_size=MAX_PACKET_SIZE)
+    transport = _ClientTransport(sock, default_max_packet_size=MAX_PACKET_SIZE)
     try:
         _tune(transport, known)
         try:
@@ -328,17 +358,21 @@ def open_sftp(target: SshTarget, *, timeout: float = CONNECT_TIMEOUT) -> SftpCon
         try:
             transport.auth_publickey(target.username, key)
         except paramiko.AuthenticationException as exc:
-            raise AuthRequired(
+            raise _disconnected(transport, target) or AuthRequired(
                 f"{target.address} refused the SSH login of {target.username!r}: {exc}",
                 hint="your SSH certificate may have expired: run `kaic login` again",
             ) from exc
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise Unreachable(f"SSH login to {target.address} failed: {exc}") from exc
+            raise _disconnected(transport, target) or Unreachable(
+                f"SSH login to {target.address} failed: {exc}"
+            ) from exc
         transport.set_keepalive(30)
         try:
             return SftpConnection(transport, target)
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise Unreachable(f"{target.address}: SFTP is not available: {exc}") from exc
+            raise _disconnected(transport, target) or Unreachable(
+                f"{target.address}: SFTP is not available: {exc}"
+            ) from exc
     except BaseException:
         transport.close()
         raise

@@ -152,8 +152,9 @@ def test_serve_for_real(
 ) -> None:
     proc, state, ready, stderr = real_center
     info = _wait_for_file(ready, proc, stderr)
-    assert set(info) == {"pid", "port", "url", "instance_id", "started_at"}
+    assert set(info) == {"pid", "port", "url", "instance_id", "started_at", "sftp_port"}
     assert info["pid"] == proc.pid
+    assert isinstance(info["sftp_port"], int) and info["sftp_port"] > 0  # the local center's
     assert info["url"] == f"http://127.0.0.1:{info['port']}"
     # The token file is written before the ready file.
     token_file = state / "local-token"

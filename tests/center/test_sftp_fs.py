@@ -216,3 +216,54 @@ def test_root_behind_a_symlink(tmp_path: Path) -> None:
     assert _read(sftp, str(shown / "f")) == b"x"
     assert _read(sftp, str(real / "f")) == b"x"
     assert _read(sftp, str(tmp_path / "link" / "other")) == SFTP_PERMISSION_DENIED
+
+
+def test_hard_links_stay_in_the_root(sftp: ConfinedSFTP, tree: tuple[Path, Path]) -> None:
+    root, outside = tree
+    assert sftp.hardlink("sub/data.txt", "alias.txt") == SFTP_OK
+    assert (root / "alias.txt").stat().st_ino == (root / "sub" / "data.txt").stat().st_ino
+    assert sftp.hardlink("../../secret/key.txt", "stolen") == SFTP_PERMISSION_DENIED
+    assert sftp.hardlink(str(outside / "key.txt"), "stolen") == SFTP_PERMISSION_DENIED
+    assert sftp.hardlink("sub/data.txt", "../planted") == SFTP_PERMISSION_DENIED
+    assert sftp.hardlink(".", "root-again") == SFTP_PERMISSION_DENIED
+    assert not (root / "stolen").exists() and not (root.parent / "planted").exists()
+    # a link planted in the root is linked itself (link(2) does not follow it), so the new
+    # name opens nothing outside either
+    (root / "escape").symlink_to(outside / "key.txt")
+    assert sftp.hardlink("escape", "escape2") == SFTP_OK
+    assert (root / "escape2").is_symlink()
+    assert (outside / "key.txt").stat().st_nlink == 1
+    assert _read(sftp, "escape2") == SFTP_PERMISSION_DENIED
+
+
+def test_directory_handles_read_in_batches_and_give_their_descriptor_back(
+    tree: tuple[Path, Path],
+) -> None:
+    import threading
+
+    from kaic.center.sftp.fs import ConfinedDirHandle
+
+    root, _ = tree
+    for i in range(5):
+        (root / f"f{i}").write_text("x")
+    budget = threading.BoundedSemaphore(2)
+    endpoint = SimpleNamespace(file_budget=budget)
+    sftp = ConfinedSFTP(SimpleNamespace(storage_root=root, username="alice", endpoint=endpoint))
+    first = sftp.open_folder(".")
+    second = sftp.open_folder("sub")
+    assert isinstance(first, ConfinedDirHandle) and isinstance(second, ConfinedDirHandle)
+    assert sftp.open_folder(".") == SFTP_FAILURE  # the endpoint's descriptors are counted
+    names: list[str] = []
+    while batch := first.read_batch(2):
+        assert not isinstance(batch, int) and len(batch) <= 2
+        names += [a.filename for a in batch]
+    assert sorted(names) == ["f0", "f1", "f2", "f3", "f4", "sub"]
+    first.close()
+    first.close()  # twice is harmless
+    third = sftp.open_folder(".")
+    assert isinstance(third, ConfinedDirHandle)
+    for handle in (second, third):
+        handle.close()
+    assert budget._value == 2  # type: ignore[attr-defined]
+    assert sftp.open_folder("../..") == SFTP_PERMISSION_DENIED
+    assert budget._value == 2  # type: ignore[attr-defined]

@@ -3,7 +3,9 @@ limits and shutdown. The OpenSSH client is exercised in tests/e2e/test_embedded_
 
 from __future__ import annotations
 
+import os
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -11,8 +13,8 @@ from pathlib import Path
 
 import paramiko
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from fastapi.testclient import TestClient
 
 from kaic.center.admin import add_user
@@ -21,7 +23,7 @@ from kaic.center.settings import CenterSettings
 from kaic.center.sftp import EmbeddedSftp
 from kaic.center.ssh_ca import UserCA
 from kaic.center.store import Store
-from kaic.errors import AuthRequired
+from kaic.errors import AuthRequired, Unreachable
 from kaic.staging.connect import SftpConnection, SshTarget, open_sftp
 
 from .conftest import PASSWORD, FakeClock, bearer
@@ -46,9 +48,15 @@ class Endpoint:
         self.sftp.start()
         self.tmp = tmp_path
 
-    def target(self, user: str = "alice", principal: str = "alice01") -> SshTarget:
-        private = ed25519.Ed25519PrivateKey.generate()
-        key_path = self.tmp / f"id-{user}-{principal}"
+    def target(
+        self, user: str = "alice", principal: str = "alice01", *, rsa_key: bool = False
+    ) -> SshTarget:
+        private: ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
+        if rsa_key:
+            private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        else:
+            private = ed25519.Ed25519PrivateKey.generate()
+        key_path = self.tmp / f"id-{user}-{principal}{'-rsa' if rsa_key else ''}"
         key_path.write_bytes(
             private.private_bytes(
                 serialization.Encoding.PEM,
@@ -105,6 +113,9 @@ def test_login_and_confinement_with_kaics_client(endpoint: Endpoint) -> None:
         with conn.sftp.open("hello.txt", "w") as f:
             f.write(b"hi\n")
         assert (home / "hello.txt").read_bytes() == b"hi\n"
+        # a single-user center serves in its own process, as its own account: no worker
+        assert endpoint.sftp.worker_pids() == []
+        assert (home / "hello.txt").stat().st_uid == os.geteuid()
         with pytest.raises(PermissionError):
             conn.sftp.stat("/etc/passwd")
         # exec (kaic tries `sha256sum`) is refused; kaic then falls back to the checksum API
@@ -363,3 +374,139 @@ def test_handles_are_closed_when_the_connection_is_already_gone(
         _wait(lambda: running.sftp.open_files() == 0)
     finally:
         running.close()
+
+
+class _Sha1RsaKey(paramiko.RSAKey):
+    """A client key that signs its login with SHA-1 (`ssh-rsa`) whatever algorithm it names."""
+
+    def sign_ssh_data(self, data: bytes, algorithm: str | None = None) -> paramiko.Message:
+        signature = self.key.sign(data, padding.PKCS1v15(), hashes.SHA1())  # type: ignore[union-attr]
+        message = paramiko.Message()
+        message.add_string("ssh-rsa")
+        message.add_string(signature)
+        return message
+
+
+def _login_transport(target: SshTarget, key: paramiko.PKey) -> paramiko.Transport:
+    transport = paramiko.Transport(socket.create_connection((target.host, target.port), 10))
+    transport.start_client(timeout=10)
+    try:
+        transport.auth_publickey(target.username, key)
+    except BaseException:
+        transport.close()
+        raise
+    return transport
+
+
+def test_sha1_rsa_signatures_are_refused(endpoint: Endpoint) -> None:
+    # RSA user keys log in with rsa-sha2-256/512 signatures (what paramiko and OpenSSH
+    # negotiate); a login signed with SHA-1 (`ssh-rsa`) is refused, even when the request
+    # names a SHA-2 algorithm (paramiko only checks the hash the signature itself names,
+    # and before 5.0 accepts SHA-1).
+    target = endpoint.target(rsa_key=True)
+    conn = open_sftp(target)
+    try:
+        assert conn.sftp.normalize(".")
+    finally:
+        conn.close()
+    sha1 = _Sha1RsaKey.from_private_key_file(str(target.key_path))
+    assert target.cert_path is not None
+    sha1.load_certificate(str(target.cert_path))
+    with pytest.raises(paramiko.AuthenticationException):
+        _login_transport(target, sha1).close()
+    # the same key signing with SHA-2 gets in: the refusal is about the hash
+    sha2 = paramiko.RSAKey.from_private_key_file(str(target.key_path))
+    sha2.load_certificate(str(target.cert_path))
+    _login_transport(target, sha2).close()
+
+
+def test_connections_per_user_are_capped(tmp_path: Path) -> None:
+    # One user cannot take every connection slot of the endpoint: past their own cap a
+    # login is disconnected with a reason kaic shows; other users still get in.
+    running = Endpoint(tmp_path, max_connections_per_user=2)
+    try:
+        running.store.create_user("bob", unix_account="bob02")
+        held = [running.connect(), running.connect()]
+        with pytest.raises(Unreachable) as refused:
+            running.connect()
+        assert "too many connections for alice01: at most 2 at once" in refused.value.message
+        assert refused.value.exit_code == 5
+        open_sftp(running.target("bob", "bob02")).close()
+        held.pop().close()  # a slot frees when one of alice's connections ends
+
+        def alice_gets_in() -> bool:
+            try:
+                held.append(running.connect())
+            except Unreachable:
+                return False
+            return True
+
+        _wait(alice_gets_in)
+        for conn in held:
+            conn.close()
+    finally:
+        running.close()
+
+
+def test_default_cap_per_user_is_a_quarter_of_the_connections(tmp_path: Path) -> None:
+    assert CenterSettings(state_dir=tmp_path).sftp_connections_per_user == 16
+    assert CenterSettings(state_dir=tmp_path, sftp_max_connections=8).sftp_connections_per_user == 4
+    one = CenterSettings(state_dir=tmp_path, sftp_max_connections_per_user=1)
+    assert one.sftp_connections_per_user == 1
+    with pytest.raises(ValueError, match="connections per user"):
+        CenterSettings(state_dir=tmp_path, sftp_max_connections=8, sftp_max_connections_per_user=9)
+
+
+def _held_entries(root: object) -> int:
+    """How many directory entries (SFTPAttributes) an object holds, through its attributes
+    and the containers it refers to."""
+    import gc
+
+    seen: set[int] = set()
+    stack = [root]
+    count = 0
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, paramiko.SFTPAttributes):
+            count += 1
+            continue
+        if obj is root or isinstance(obj, (list, tuple, dict, set, frozenset)):
+            stack.extend(gc.get_referents(obj))
+        elif hasattr(obj, "__dict__") and not isinstance(obj, type):
+            stack.append(vars(obj))
+    return count
+
+
+def test_directory_listings_are_streamed(endpoint: Endpoint) -> None:
+    # paramiko keeps a directory's whole listing per open handle (a user with millions of
+    # files costs GBs); the endpoint reads the directory a batch per READDIR instead.
+    from paramiko.sftp import CMD_HANDLE, CMD_NAME, CMD_OPENDIR, CMD_READDIR
+
+    big = endpoint.settings.state_dir / "storage" / "alice" / "big"
+    big.mkdir(parents=True)
+    names = {f"file-{i:05d}.dat" for i in range(20_000)}
+    for name in names:
+        os.close(os.open(big / name, os.O_CREAT | os.O_WRONLY, 0o644))
+    conn = endpoint.connect()
+    try:
+        _no_hang(conn, 60)
+        assert set(conn.sftp.listdir("big")) == names  # complete
+        kind, reply = conn.sftp._request(CMD_OPENDIR, "big")  # type: ignore[attr-defined]
+        assert kind == CMD_HANDLE
+        handle = reply.get_binary()
+        [server] = [t for t in threading.enumerate() if isinstance(t, paramiko.SFTPServer)]
+        folder = server.folder_table[handle]
+        held = [_held_entries(folder)]
+        listed = 0
+        for _ in range(5):
+            kind, reply = conn.sftp._request(CMD_READDIR, handle)  # type: ignore[attr-defined]
+            assert kind == CMD_NAME
+            listed += reply.get_int()
+            held.append(_held_entries(folder))
+        assert 0 < listed < len(names)
+        assert max(held) <= 100, held  # at most a batch, never the listing
+    finally:
+        conn.close()

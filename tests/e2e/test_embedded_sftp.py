@@ -7,6 +7,7 @@ Needs the OpenSSH client (`sftp`, `ssh-keygen`): skipped without it, failed when
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -21,7 +22,7 @@ from kaic.auth.credentials import Credentials
 from kaic.auth.ssh import SshIdentity, ensure_identity, known_hosts_lines, staging_info
 from kaic.center.ssh_ca import UserCA
 from kaic.client.api import CenterClient
-from kaic.models.staging import StagingInfo
+from kaic.models.staging import SshCertificate, StagingInfo
 from tests.helpers import RunningCenter, run_cli, start_center, unavailable
 
 PASSWORD = "correct horse battery staple"
@@ -71,37 +72,13 @@ def login(center: RunningCenter, user: str, tmp_path: Path) -> Login:
     return Login(info, identity, known_hosts)
 
 
-def sftp(who: Login, *commands: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the OpenSSH `sftp` client in batch mode (stops at the first failing command)."""
+def sftp(
+    who: Login, *commands: str, cwd: Path | None = None, options: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    """Run the OpenSSH `sftp` client in batch mode (stops at the first failing command);
+    `options` are extra `-o` options."""
     return subprocess.run(
-        [
-            "sftp",
-            "-F",
-            "/dev/null",
-            "-b",
-            "-",
-            "-P",
-            str(who.info.port),
-            "-i",
-            str(who.identity.key_path),
-            "-o",
-            f"CertificateFile={who.identity.cert_path}",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "IdentityAgent=none",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            f"UserKnownHostsFile={who.known_hosts}",
-            "-o",
-            "GlobalKnownHostsFile=/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=10",
-            f"{who.info.username}@{who.info.host}",
-        ],
+        sftp_command(who, options),
         input="\n".join(commands) + "\n",
         capture_output=True,
         text=True,
@@ -109,6 +86,39 @@ def sftp(who: Login, *commands: str, cwd: Path | None = None) -> subprocess.Comp
         cwd=cwd,
         check=False,
     )
+
+
+def sftp_command(who: Login, options: tuple[str, ...] = ()) -> list[str]:
+    """The OpenSSH `sftp` command line logging in as `who` (commands on stdin)."""
+    return [
+        "sftp",
+        "-F",
+        "/dev/null",
+        "-b",
+        "-",
+        "-P",
+        str(who.info.port),
+        "-i",
+        str(who.identity.key_path),
+        "-o",
+        f"CertificateFile={who.identity.cert_path}",
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "IdentityAgent=none",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        f"UserKnownHostsFile={who.known_hosts}",
+        "-o",
+        "GlobalKnownHostsFile=/dev/null",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "ConnectTimeout=10",
+        *(arg for option in options for arg in ("-o", option)),
+        f"{who.info.username}@{who.info.host}",
+    ]
 
 
 def _ok(done: subprocess.CompletedProcess[str]) -> str:
@@ -448,3 +458,67 @@ def test_transfers_resume_through_cut_connections(center: RunningCenter, tmp_pat
 
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_center_serve_offers_staging_by_default(tmp_path: Path, isolated_dirs: Path) -> None:
+    # A plainly started center (no staging flags) serves storage over its embedded endpoint.
+    require_openssh_client()
+    plain = start_center(tmp_path / "plain-state")
+    try:
+        ready = json.loads((plain.state_dir / "ready.json").read_text())
+        assert isinstance(ready["sftp_port"], int) and ready["sftp_port"] > 0
+        plain.add_user("alice", PASSWORD, unix_account="alice01")
+        login_cli = ("login", "--center", plain.url, "-u", "alice", "--password-stdin")
+        run_cli(*login_cli, input=PASSWORD + "\n")
+        (tmp_path / "hello.txt").write_text("hello\n")
+        run_cli("data", "push", str(tmp_path / "hello.txt"), "hello.txt")
+        stored = plain.state_dir / "storage" / "alice" / "hello.txt"
+        assert stored.read_text() == "hello\n"
+        assert f"embedded SFTP endpoint on 127.0.0.1:{ready['sftp_port']}" in plain.log.read_text()
+    finally:
+        plain.stop()
+
+
+def _rsa_identity(center: RunningCenter, tmp_path: Path) -> Login:
+    """alice's login with an RSA key and a certificate of the center for it."""
+    alice = login(center, "alice", tmp_path)
+    key = tmp_path / "id_rsa"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "rsa", "-b", "2048", "-N", "", "-f", str(key)],
+        check=True,
+        capture_output=True,
+    )
+    with CenterClient(center.url) as client:
+        tokens = client.login_password("alice", PASSWORD)
+        client.set_credentials(Credentials(access_token=tokens.access_token, kind="session"))
+        public = key.with_name("id_rsa.pub").read_text().strip()
+        response = client.request("POST", "/v1/ssh/certificates", json={"public_key": public})
+        cert = client.parse(response, SshCertificate)
+    cert_path = key.with_name("id_rsa-cert.pub")
+    cert_path.write_text(cert.certificate + "\n")
+    identity = SshIdentity(key, cert_path, cert.valid_before, "alice01")
+    return Login(alice.info, identity, alice.known_hosts)
+
+
+def test_ssh_rsa_sha1_logins_refused(center: RunningCenter, tmp_path: Path) -> None:
+    rsa_user = _rsa_identity(center, tmp_path)
+    # rsa-sha2-512 / rsa-sha2-256 (what OpenSSH negotiates for an RSA key) get in
+    assert f"Remote working directory: {rsa_user.home}" in _ok(sftp(rsa_user, "pwd"))
+    # a client offering only ssh-rsa (SHA-1 signatures) is refused
+    sha1_only = sftp(
+        rsa_user, "pwd", options=("PubkeyAcceptedAlgorithms=ssh-rsa-cert-v01@openssh.com,ssh-rsa",)
+    )
+    assert sha1_only.returncode != 0, sha1_only.stdout
+    assert "Remote working directory" not in sha1_only.stdout
+
+
+def test_listing_a_directory_of_20000_entries(center: RunningCenter, tmp_path: Path) -> None:
+    alice = login(center, "alice", tmp_path)
+    big = alice.home / "big"
+    big.mkdir(parents=True)
+    names = {f"entry-{i:05d}" for i in range(20_000)}
+    for name in names:
+        os.close(os.open(big / name, os.O_CREAT | os.O_WRONLY, 0o644))
+    listing = _ok(sftp(alice, "ls -1 big"))
+    shown = {line.strip().rsplit("/", 1)[-1] for line in listing.splitlines()[1:] if line.strip()}
+    assert shown == names

@@ -12,7 +12,7 @@ from pathlib import Path
 from kaic.center.admin import add_project
 from tests.e2e.test_login import login
 from tests.e2e.test_ssh_login import PASSWORD, staging  # noqa: F401  (a fixture)
-from tests.helpers import RunningCenter, run_cli
+from tests.helpers import RunningCenter, run_cli, start_center
 from tests.sshd import RunningSshd
 
 JOB = """\
@@ -114,10 +114,19 @@ def test_missing_input_submits_nothing(
     assert _jobs() == []
 
 
-def test_center_without_staging_submits_nothing(
-    alice: tuple[RunningCenter, str, str], tmp_path: Path
-) -> None:
-    center, user, password = alice
+def test_center_without_staging_submits_nothing(tmp_path: Path) -> None:
+    # `kaic center serve` offers staging by default: this center is started without it.
+    center = start_center(tmp_path / "center-state", "--no-staging")
+    try:
+        _submit_to_a_center_without_staging(center, tmp_path)
+    finally:
+        center.stop()
+
+
+def _submit_to_a_center_without_staging(center: RunningCenter, tmp_path: Path) -> None:
+    user, password = "alice", "correct horse battery staple"
+    center.add_user(user, password)
+    center.add_project("ai-2026-0042", 5000, [user])
     login(center, user, password)
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "a").write_text("a")
@@ -125,6 +134,7 @@ def test_center_without_staging_submits_nothing(
     job.write_text("run: 'true'\ninputs: [{from: data, to: in}]\n")
     res = run_cli("submit", str(job), expect=4)
     assert "no staging endpoint" in res.stderr, res.explain()
+    assert "ask your center's operators" in res.stderr and "--no-staging" in res.stderr
     assert "inputs were not staged; the job was not submitted" in res.stderr
     assert _jobs() == []
 

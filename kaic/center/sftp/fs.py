@@ -278,6 +278,52 @@ class ConfinedHandle(SFTPHandle):
         return SFTP_OK
 
 
+class ConfinedDirHandle(SFTPHandle):
+    """An open directory, listed a batch at a time instead of all at once.
+
+    It holds the open directory and an `os.scandir` iterator on it (the kernel's position
+    in it), never the listing: whatever the directory's size, what it keeps between two
+    READDIRs is a descriptor, and a READDIR builds at most one batch.
+    """
+
+    def __init__(self, fd: int, budget: threading.BoundedSemaphore | None = None) -> None:
+        super().__init__()
+        # scandir reads through a duplicate of `fd` but stats its entries relative to `fd`
+        # itself, so `fd` stays open as long as the iterator.
+        self._fd = fd
+        self._scan: Iterator[os.DirEntry[str]] | None = os.scandir(fd)
+        #: the endpoint's descriptor budget, given back on close
+        self._budget = budget
+
+    def read_batch(self, limit: int) -> list[SFTPAttributes] | int:
+        """The next entries (at most `limit`; none at the end), or an SFTP status code."""
+        if self._scan is None:
+            return []
+        batch: list[SFTPAttributes] = []
+        try:
+            for entry in self._scan:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue  # removed meanwhile
+                batch.append(_attributes(st, entry.name))
+                if len(batch) >= limit:
+                    break
+        except OSError as exc:
+            return batch or sftp_code(exc)
+        return batch
+
+    def close(self) -> None:
+        scan, self._scan = self._scan, None
+        if scan is not None:
+            try:
+                scan.close()  # type: ignore[attr-defined]
+                os.close(self._fd)
+            finally:
+                if self._budget is not None:
+                    self._budget.release()
+
+
 class ConfinedSFTP(SFTPServerInterface):
     """paramiko's SFTP server interface over one user's storage root.
 
@@ -332,7 +378,25 @@ class ConfinedSFTP(SFTPServerInterface):
         return self._run("lstat", path, action)
 
     def list_folder(self, path: str) -> list[SFTPAttributes] | int:
-        def action() -> list[SFTPAttributes]:
+        """The whole listing (paramiko's interface; the endpoint streams it with
+        `open_folder` instead)."""
+        folder = self.open_folder(path)
+        if not isinstance(folder, ConfinedDirHandle):
+            return folder
+        try:
+            entries: list[SFTPAttributes] = []
+            while batch := folder.read_batch(1024):
+                if isinstance(batch, int):
+                    return batch
+                entries += batch
+            return entries
+        finally:
+            folder.close()
+
+    def open_folder(self, path: str) -> ConfinedDirHandle | int:
+        """An open directory to list a batch at a time (SFTP OPENDIR)."""
+
+        def action() -> ConfinedDirHandle:
             real = self.fs.follow(path)
             with self.fs.located(real) as (dir_fd, name):
                 fd = os.open(
@@ -340,19 +404,18 @@ class ConfinedSFTP(SFTPServerInterface):
                 )
             try:
                 self.fs.check_fd(fd)
-                entries = []
-                with os.scandir(fd) as it:
-                    for entry in it:
-                        try:
-                            st = entry.stat(follow_symlinks=False)
-                        except OSError:
-                            continue  # removed meanwhile
-                        entries.append(_attributes(st, entry.name))
-                return entries
-            finally:
+                return ConfinedDirHandle(fd, self._budget)
+            except BaseException:
                 os.close(fd)
+                raise
 
-        return self._run("list", path, action)
+        if self._budget is not None and not self._budget.acquire(blocking=False):
+            logger.warning("sftp: opendir refused for %s: too many open files", self._who)
+            return SFTP_FAILURE
+        handle = self._run("list", path, action)
+        if self._budget is not None and not isinstance(handle, ConfinedDirHandle):
+            self._budget.release()
+        return handle
 
     def readlink(self, path: str) -> str | int:
         def action() -> str:
@@ -455,6 +518,27 @@ class ConfinedSFTP(SFTPServerInterface):
 
     def posix_rename(self, oldpath: str, newpath: str) -> int:
         return self._rename(oldpath, newpath, replace=True)
+
+    def hardlink(self, oldpath: str, newpath: str) -> int:
+        """A new name `newpath` for the file `oldpath` (hardlink@openssh.com; a link at
+        `oldpath` is linked itself, not followed, like link(2) and sftp-server)."""
+
+        def action() -> int:
+            old_head, old_name = self.fs.parent(oldpath)
+            new_head, new_name = self.fs.parent(newpath)
+            if "." in (old_name, new_name):
+                raise PermissionError(errno.EPERM, "the storage root cannot be linked")
+            with self.fs.directory(old_head) as old_fd, self.fs.directory(new_head) as new_fd:
+                os.link(
+                    old_name,
+                    new_name,
+                    src_dir_fd=old_fd,
+                    dst_dir_fd=new_fd,
+                    follow_symlinks=False,
+                )
+            return SFTP_OK
+
+        return self._run("hardlink", oldpath, action)
 
     def chattr(self, path: str, attr: SFTPAttributes) -> int:
         def action() -> int:

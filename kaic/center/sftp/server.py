@@ -1,15 +1,23 @@
 """The embedded SFTP endpoint: a paramiko SSH server on 127.0.0.1 serving only `sftp`.
 
 Login is by public key with a certificate from the center's user CA, nothing else (no
-passwords, no plain keys): the certificate must name the login name as a principal, and
-its key id `kaic:<user>:<serial>` must name an existing center user whose unix account is
-that login name. The user then sees their storage root (`settings.storage_root_for`) and
-nothing else, through `ConfinedSFTP`. Shell, exec, forwarding and every subsystem but
-`sftp` are refused.
+passwords, no plain keys, no SHA-1 `ssh-rsa` signatures): the certificate must name the
+login name as a principal, and its key id `kaic:<user>:<serial>` must name an existing
+center user whose unix account is that login name. The user then sees their storage root
+(`settings.storage_root_for`) and nothing else, through `ConfinedSFTP`. Shell, exec,
+forwarding and every subsystem but `sftp` are refused.
+
+Who touches the files: a single-user center (no `run_as_users`) serves SFTP in its own
+process, as its own account. A center that runs jobs as users (root, `run_as_users`)
+serves each connection from a worker process running as the user's unix account
+(`relay`, `worker`), so ownership, permissions and hard-link rules are the kernel's; the
+center then keeps only the SSH side and copies bytes.
 
 One paramiko `Transport` (its own thread) per connection, plus a small thread that gives a
-connection `LOGIN_GRACE` seconds to log in and then waits for it to end; at most
-`max_connections` at once, more are closed at accept.
+connection `LOGIN_GRACE` seconds to log in and then waits for it to end (and owns its
+worker); at most `max_connections` at once, more are closed at accept, and at most
+`max_connections_per_user` logged in per user, more are disconnected with a message
+saying so (SSH_DISCONNECT_TOO_MANY_CONNECTIONS).
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import selectors
 import socket
 import threading
@@ -33,25 +42,20 @@ from paramiko.common import (
     OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED,
     OPEN_FAILED_RESOURCE_SHORTAGE,
     OPEN_SUCCEEDED,
-)
-from paramiko.sftp import (
-    CMD_EXTENDED,
-    CMD_EXTENDED_REPLY,
-    CMD_FSETSTAT,
-    CMD_INIT,
-    CMD_MKDIR,
-    CMD_OPEN,
-    CMD_OPENDIR,
-    CMD_SETSTAT,
-    CMD_VERSION,
-    SFTP_BAD_MESSAGE,
-    SFTP_FAILURE,
-    SFTP_OP_UNSUPPORTED,
+    cMSG_DISCONNECT,
 )
 
 from kaic.center.settings import CenterSettings
 from kaic.center.sftp.certs import CertificateRejected, ssh_blob, verify_user_certificate
 from kaic.center.sftp.fs import ConfinedSFTP
+from kaic.center.sftp.relay import ConnectionWorker, UnixAccount, WorkerFailed, WorkerRelay
+from kaic.center.sftp.subsystem import (
+    MAX_HANDLES,
+    MAX_PACKET_SIZE,
+    MAX_TRANSFER,
+    SFTP_VERSION,
+    SftpSubsystem,
+)
 from kaic.center.ssh_ca import UserCA, create_ed25519_key_file
 from kaic.center.store import Store
 
@@ -64,17 +68,26 @@ HOST_KEY_FILE = "sftp_host_ed25519_key"
 MAX_CONNECTIONS = 64
 #: sessions (channels) open at once on one connection (OpenSSH's MaxSessions)
 MAX_SESSIONS = 10
-#: file and directory handles open at once on one SFTP session (kaic's pipeline opens 64)
-MAX_HANDLES = 256
 #: files open at once through the whole endpoint (each holds a descriptor of the center)
 MAX_OPEN_FILES = 512
 #: seconds a connection may take from accept to a successful login
 LOGIN_GRACE = 30.0
-MAX_PACKET_SIZE = 256 * 1024
-#: read/write length announced to clients: a packet less room for the headers (as OpenSSH)
-MAX_TRANSFER = MAX_PACKET_SIZE - 1024
-SFTP_VERSION = 3
 PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+#: public key algorithms signing with SHA-1, refused for user authentication (as OpenSSH
+#: 8.8+ does); rsa-sha2-256/512, ECDSA and ed25519 stay
+SHA1_PUBKEY_ALGORITHMS = ("ssh-rsa", "ssh-rsa-cert-v01@openssh.com")
+#: RFC 4253 11.1 reason codes
+DISCONNECT_BY_APPLICATION = 11
+DISCONNECT_TOO_MANY_CONNECTIONS = 12
+
+__all__ = [
+    "MAX_HANDLES",
+    "MAX_PACKET_SIZE",
+    "MAX_TRANSFER",
+    "SFTP_VERSION",
+    "EmbeddedSftp",
+    "SftpSubsystem",
+]
 
 
 def load_or_create_host_key(directory: Path) -> paramiko.Ed25519Key:
@@ -91,6 +104,58 @@ class _DropDisconnects(logging.Filter):
         return not str(record.msg).startswith("Socket exception")
 
 
+class _Sha2RsaKey(paramiko.RSAKey):
+    """An RSA user key whose login signature must use SHA-2 (rsa-sha2-256/512).
+
+    paramiko's RSAKey verifies whatever hash the signature names, so a client could ask
+    for `rsa-sha2-256` and still sign with `ssh-rsa` (SHA-1) — and paramiko before 5.0
+    accepts `ssh-rsa` outright. Installed on each transport by `_refuse_sha1`.
+    """
+
+    HASHES = {  # type: ignore[misc]  # noqa: RUF012
+        name: digest
+        for name, digest in paramiko.RSAKey.HASHES.items()
+        if not name.startswith("ssh-rsa")
+    }
+
+
+def _refuse_sha1(transport: paramiko.Transport) -> None:
+    """Verify RSA logins with `_Sha2RsaKey`, and know no `ssh-rsa` key algorithm at all."""
+    table: dict[str, Any] = transport._key_info  # type: ignore[attr-defined]
+    transport._key_info = {  # type: ignore[attr-defined]
+        name: _Sha2RsaKey if cls is paramiko.RSAKey else cls
+        for name, cls in table.items()
+        if name not in SHA1_PUBKEY_ALGORITHMS
+    }
+
+
+class _ServerTransport(paramiko.Transport):
+    """A server transport that admits a login only within its user's connection cap.
+
+    paramiko calls `_auth_trigger` in the transport's thread right after it sent
+    USERAUTH_SUCCESS and before it reads anything else, so no channel can open before the
+    admission is decided.
+    """
+
+    def _auth_trigger(self) -> None:
+        super()._auth_trigger()  # type: ignore[misc]
+        gate = self.server_object
+        if isinstance(gate, _Gate):
+            gate.endpoint.admit(gate, self)
+
+
+def disconnect(transport: paramiko.Transport, code: int, description: str) -> None:
+    """Send SSH_MSG_DISCONNECT with a reason the client shows, and close the connection."""
+    message = paramiko.Message()
+    message.add_byte(cMSG_DISCONNECT)
+    message.add_int(code)
+    message.add_string(description)
+    message.add_string("en")
+    with contextlib.suppress(Exception):
+        transport._send_message(message)  # type: ignore[attr-defined]
+    transport.close()
+
+
 class _Gate(paramiko.ServerInterface):
     """The SSH policy of one connection: certificate login, then the `sftp` subsystem only."""
 
@@ -102,6 +167,14 @@ class _Gate(paramiko.ServerInterface):
         self.transport: paramiko.Transport | None = None
         #: the logged-in user's storage root; set when a certificate checks out
         self.storage_root: Path | None = None
+        #: the unix account the files are served as (worker mode only)
+        self.account: UnixAccount | None = None
+        #: None until the login is decided, then whether it fits the user's connection cap
+        self.admitted: bool | None = None
+        #: the connection's worker (worker mode), set once it runs; `worker_ready` is set
+        #: when it runs, or when it never will
+        self.worker: ConnectionWorker | None = None
+        self.worker_ready = threading.Event()
 
     def get_allowed_auths(self, username: str) -> str:
         return "publickey"
@@ -137,6 +210,13 @@ class _Gate(paramiko.ServerInterface):
         if user is None or user.unix_account != username:
             self._refuse(username, f"no center user {verified.user!r} with this unix account")
             return AUTH_FAILED
+        account = None
+        if self.endpoint.as_users:
+            try:
+                account = UnixAccount.lookup(username)
+            except LookupError as exc:
+                self._refuse(username, str(exc))
+                return AUTH_FAILED
         try:
             root = self.endpoint.storage_root(user.name, user.unix_account)
         except OSError as exc:
@@ -144,6 +224,7 @@ class _Gate(paramiko.ServerInterface):
             return AUTH_FAILED
         self.username = username
         self.storage_root = root
+        self.account = account
         logger.debug(
             "sftp: certificate %s accepted for %s from %s", verified.key_id, username, self.peer
         )
@@ -153,7 +234,7 @@ class _Gate(paramiko.ServerInterface):
         logger.info("sftp: login of %r from %s refused: %s", username[:64], self.peer, reason)
 
     def check_channel_request(self, kind: str, chanid: int) -> int:
-        if kind == "session":
+        if kind == "session" and self.admitted:
             channels = self.transport._channels if self.transport is not None else ()  # type: ignore[attr-defined]
             if len(channels) >= MAX_SESSIONS:
                 logger.info("sftp: %s: too many sessions on one connection", self.peer)
@@ -162,109 +243,15 @@ class _Gate(paramiko.ServerInterface):
         return OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
 
     def check_channel_subsystem_request(self, channel: paramiko.Channel, name: str) -> bool:
-        if name != "sftp" or self.storage_root is None:
+        if name != "sftp" or self.storage_root is None or not self.admitted:
             return False
         return bool(super().check_channel_subsystem_request(channel, name))
 
-
-class SftpSubsystem(paramiko.SFTPServer):
-    """paramiko's SFTP server, announcing the OpenSSH extensions this endpoint implements.
-
-    paramiko announces only `check-file` (md5/sha1). Announcing `limits@openssh.com` lets
-    OpenSSH's `sftp` use 255 KiB reads and writes instead of its cautious 32 KiB default
-    (~2.5x faster here), and `posix-rename@openssh.com` makes its `rename` behave as
-    against sshd. Overrides paramiko's (private, but long stable) `_send_server_version`
-    and `_process`; tests/e2e/test_embedded_sftp.py drives both with the OpenSSH client.
-    """
-
-    def _send_server_version(self) -> int:
-        kind, data = self._read_packet()
-        if kind != CMD_INIT:
-            raise paramiko.SFTPError("Incompatible sftp protocol")
-        version = int.from_bytes(data[:4], "big")
-        msg = paramiko.Message()
-        msg.add_int(SFTP_VERSION)
-        msg.add("posix-rename@openssh.com", "1", "limits@openssh.com", "1")
-        self._send_packet(CMD_VERSION, msg)  # type: ignore[attr-defined]
-        return version
-
-    def finish_subsystem(self) -> None:
-        # paramiko closes the open files only after closing the channel, which raises when
-        # the client has dropped the connection already: their descriptors would leak.
-        for handle in list(self.file_table.values()):
-            with contextlib.suppress(OSError):
-                handle.close()
-        super().finish_subsystem()
-
-    def _read_packet(self) -> tuple[int, bytes]:
-        # paramiko takes messages of up to 16 MiB, collected in memory before it looks at
-        # them; the longest this endpoint announces is MAX_PACKET_SIZE (OpenSSH's limit).
-        size = int.from_bytes(self._read_all(4), "big")  # type: ignore[attr-defined]
-        if size > MAX_PACKET_SIZE:
-            raise paramiko.SFTPError(f"SFTP message of {size} bytes is too long")
-        data: bytes = self._read_all(size)  # type: ignore[attr-defined]
-        if not data:
-            return 0, b""
-        return data[0], data[1:]
-
-    def _process(self, t: int, request_number: int, msg: paramiko.Message) -> None:
-        if t in _WITH_ATTRS and not _attrs_fit(t, msg):
-            self._send_status(request_number, SFTP_BAD_MESSAGE)  # type: ignore[attr-defined]
-            return
-        if t in (CMD_OPEN, CMD_OPENDIR):
-            tables = (self.file_table, self.folder_table)
-            if sum(len(table) for table in tables) >= MAX_HANDLES:
-                self._send_status(request_number, SFTP_FAILURE, "too many open handles")  # type: ignore[attr-defined]
-                return
-        if t == CMD_EXTENDED:
-            start = msg.packet.tell()
-            tag = msg.get_text()
-            if tag == "check-file":
-                # paramiko's loops forever on a range past the end of the file; not announced
-                self._send_status(request_number, SFTP_OP_UNSUPPORTED)  # type: ignore[attr-defined]
-                return
-            if tag == "limits@openssh.com":
-                reply = paramiko.Message()
-                reply.add_int(request_number)
-                reply.add_int64(MAX_PACKET_SIZE)  # the longest SFTP message we take
-                reply.add_int64(MAX_TRANSFER)  # the longest read we answer in full
-                reply.add_int64(MAX_TRANSFER)  # the longest write we accept
-                reply.add_int64(MAX_HANDLES)  # open handles
-                self._send_packet(CMD_EXTENDED_REPLY, reply)  # type: ignore[attr-defined]
-                return
-            msg.packet.seek(start)
-        super()._process(t, request_number, msg)  # type: ignore[misc]
-
-
-#: requests carrying file attributes, and the fields before them (s = string, i = uint32)
-_WITH_ATTRS = {CMD_OPEN: "si", CMD_MKDIR: "s", CMD_SETSTAT: "s", CMD_FSETSTAT: "s"}
-
-
-def _attrs_fit(t: int, msg: paramiko.Message) -> bool:
-    """Whether the extended-attribute count of request `t` fits in the packet.
-
-    paramiko reads that many (name, value) pairs whatever the packet holds (past its end
-    it reads empty strings), so a count of 2**32-1 keeps a thread busy for an hour. A pair
-    takes at least 8 bytes: a count the rest of the packet cannot hold is a bad message.
-    """
-    start = msg.packet.tell()
-    try:
-        for field in _WITH_ATTRS[t]:
-            msg.get_binary() if field == "s" else msg.get_int()
-        flags = msg.get_int()
-        attrs = paramiko.SFTPAttributes
-        skip = 8 if flags & attrs.FLAG_SIZE else 0
-        skip += 8 if flags & attrs.FLAG_UIDGID else 0
-        skip += 4 if flags & attrs.FLAG_PERMISSIONS else 0
-        skip += 8 if flags & attrs.FLAG_AMTIME else 0
-        msg.get_bytes(skip)
-        if not flags & attrs.FLAG_EXTENDED:
-            return True
-        count = msg.get_int()
-        left = len(msg.asbytes()) - msg.packet.tell()
-        return count * 8 <= left
-    finally:
-        msg.packet.seek(start)
+    def wait_for_worker(self, timeout: float) -> ConnectionWorker | None:
+        """The connection's running worker, once started (None if it failed or is gone)."""
+        self.worker_ready.wait(timeout)
+        worker = self.worker
+        return worker if worker is not None and worker.running() else None
 
 
 class EmbeddedSftp:
@@ -276,14 +263,20 @@ class EmbeddedSftp:
         store: Store,
         user_ca: UserCA,
         *,
-        max_connections: int = MAX_CONNECTIONS,
+        max_connections: int | None = None,
+        max_connections_per_user: int | None = None,
         login_grace: float = LOGIN_GRACE,
         max_open_files: int = MAX_OPEN_FILES,
     ) -> None:
         self.settings = settings
         self.store = store
         self.user_ca = user_ca
-        self.max_connections = max_connections
+        self.max_connections = max_connections or settings.sftp_max_connections
+        self.max_connections_per_user = (
+            max_connections_per_user or settings.sftp_connections_per_user
+        )
+        #: serve each connection from a worker running as the user's unix account
+        self.as_users = settings.run_as_users
         self.login_grace = login_grace
         #: descriptors the endpoint's open files may hold, all connections together
         self.file_budget = threading.BoundedSemaphore(max_open_files)
@@ -294,6 +287,9 @@ class EmbeddedSftp:
         self._lock = threading.Lock()
         self._transports: set[paramiko.Transport] = set()
         self._threads: set[threading.Thread] = set()
+        #: admitted (logged-in) connections per unix account
+        self._per_user: dict[str, int] = {}
+        self._workers: set[ConnectionWorker] = set()
         self._acceptor: threading.Thread | None = None
         self.port: int | None = None
         wire = logging.getLogger(WIRE_LOG)
@@ -328,6 +324,8 @@ class EmbeddedSftp:
         """Listen on 127.0.0.1:`settings.sftp_port` (0 = a free port) and accept in a thread."""
         from kaic.center.server import bind_loopback_socket
 
+        if self.as_users and os.geteuid() != 0:
+            raise ValueError("serving SFTP as each user's unix account needs a center run as root")
         port = self.settings.sftp_port or 0
         self._sock = bind_loopback_socket(HOST, port)
         self.port = int(self._sock.getsockname()[1])
@@ -336,10 +334,11 @@ class EmbeddedSftp:
         )
         self._acceptor.start()
         logger.info(
-            "embedded SFTP endpoint listening on %s:%d (host key %s)",
+            "embedded SFTP endpoint listening on %s:%d (host key %s; %s)",
             HOST,
             self.port,
             self.host_key.fingerprint,
+            "files served as each user's unix account" if self.as_users else "in process",
         )
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -357,17 +356,56 @@ class EmbeddedSftp:
                 transport.close()
         for thread in threads:
             thread.join(timeout)
+        with self._lock:
+            workers = list(self._workers)
+        for worker in workers:  # only if a connection's thread did not get to it
+            worker.stop(0)
         if self.port is not None:
             logger.info("embedded SFTP endpoint on %s:%d stopped", HOST, self.port)
 
     def open_files(self) -> int:
-        """How many files are open through the endpoint now."""
+        """How many files are open through the endpoint now (in-process serving)."""
         return self._max_open_files - self.file_budget._value
 
     def connections(self) -> int:
         """How many connections are open now."""
         with self._lock:
             return len(self._threads)
+
+    def worker_pids(self) -> list[int]:
+        """The process ids of the running workers (one per logged-in connection)."""
+        with self._lock:
+            return [w.pid for w in self._workers if w.pid is not None and w.running()]
+
+    def admit(self, gate: _Gate, transport: paramiko.Transport) -> bool:
+        """Admit a login within its user's connection cap; disconnect it with a reason if not.
+
+        Called once per connection, right after a successful login.
+        """
+        user = gate.username or "?"
+        cap = self.max_connections_per_user
+        with self._lock:
+            if gate.admitted is not None:
+                return gate.admitted
+            held = self._per_user.get(user, 0)
+            gate.admitted = held < cap and not self._stopping.is_set()
+            if gate.admitted:
+                self._per_user[user] = held + 1
+        if not gate.admitted:
+            logger.warning(
+                "sftp: login of %s from %s refused: %d connections already (at most %d per user)",
+                user,
+                gate.peer,
+                held,
+                cap,
+            )
+            disconnect(
+                transport,
+                DISCONNECT_TOO_MANY_CONNECTIONS,
+                f"too many connections for {user}: at most {cap} at once; wait for your other "
+                "transfers to finish, or use fewer parallel connections",
+            )
+        return gate.admitted
 
     def _accept_loop(self) -> None:
         assert self._sock is not None
@@ -399,53 +437,113 @@ class EmbeddedSftp:
 
     def _serve(self, conn: socket.socket, peer: str) -> None:
         transport: paramiko.Transport | None = None
+        gate = _Gate(self, peer)
         try:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            transport = paramiko.Transport(conn, default_max_packet_size=MAX_PACKET_SIZE)
+            transport = _ServerTransport(
+                conn,
+                default_max_packet_size=MAX_PACKET_SIZE,
+                disabled_algorithms={"pubkeys": list(SHA1_PUBKEY_ALGORITHMS)},
+            )
             transport.set_log_channel(WIRE_LOG)
             _enforce_windows(transport)
             _prefer_gcm(transport)
+            _refuse_sha1(transport)
             transport.add_server_key(self.host_key)
-            transport.set_subsystem_handler("sftp", SftpSubsystem, ConfinedSFTP)
+            if self.as_users:
+                transport.set_subsystem_handler("sftp", WorkerRelay)
+            else:
+                transport.set_subsystem_handler("sftp", SftpSubsystem, ConfinedSFTP)
             with self._lock:
                 if self._stopping.is_set():
                     return
                 self._transports.add(transport)
-            gate = _Gate(self, peer)
             gate.transport = transport
             # Asynchronous: the login grace below covers the handshake too, so a client
             # that connects and says nothing holds its slot only that long.
             transport.start_server(event=threading.Event(), server=gate)
-            if not self._wait_for_login(transport):
+            if not self._wait_for_login(transport, gate):
                 if transport.is_active():
                     logger.info("sftp: %s did not log in within %.0f s", peer, self.login_grace)
-                else:
+                elif gate.admitted is None:
                     failure = transport.get_exception()
                     logger.debug("sftp: %s left without logging in (%s)", peer, failure)
                 return
             logger.info("sftp: %s logged in from %s", gate.username, peer)
+            if self.as_users and not self._start_worker(gate):
+                return
             while transport.is_active() and not self._stopping.is_set():
+                if gate.worker is not None and not gate.worker.running():
+                    logger.warning(
+                        "sftp: the worker of %s (pid %s) exited; closing the connection",
+                        gate.username,
+                        gate.worker.pid,
+                    )
+                    break
                 transport.join(0.5)
         except Exception:
             logger.exception("sftp: connection from %s failed", peer)
         finally:
+            gate.worker_ready.set()  # nobody waits for a worker any more
             if transport is not None:
                 with contextlib.suppress(Exception):
                     transport.close()
             with contextlib.suppress(OSError):
                 conn.close()
+            if gate.worker is not None:
+                gate.worker.stop()
             with self._lock:
                 if transport is not None:
                     self._transports.discard(transport)
+                if gate.worker is not None:
+                    self._workers.discard(gate.worker)
+                if gate.admitted and gate.username is not None:
+                    left = self._per_user.get(gate.username, 1) - 1
+                    if left > 0:
+                        self._per_user[gate.username] = left
+                    else:
+                        self._per_user.pop(gate.username, None)
                 self._threads.discard(threading.current_thread())
 
-    def _wait_for_login(self, transport: paramiko.Transport) -> bool:
+    def _start_worker(self, gate: _Gate) -> bool:
+        """Start the connection's worker (in the connection's own thread: see relay)."""
+        assert gate.account is not None and gate.storage_root is not None
+        worker = ConnectionWorker(gate.account, gate.storage_root)
+        with self._lock:
+            if self._stopping.is_set():
+                return False
+            self._workers.add(worker)
+        try:
+            worker.start()
+        except WorkerFailed as exc:
+            logger.error("sftp: cannot serve %s from %s: %s", gate.username, gate.peer, exc)
+            with self._lock:
+                self._workers.discard(worker)
+            if gate.transport is not None:  # the reason concerns the user's own files
+                disconnect(
+                    gate.transport,
+                    DISCONNECT_BY_APPLICATION,
+                    f"the center cannot serve your files: {exc}; tell its operators",
+                )
+            return False
+        gate.worker = worker
+        gate.worker_ready.set()
+        logger.info(
+            "sftp: serving %s as uid %d (worker pid %s)",
+            gate.username,
+            gate.account.uid,
+            worker.pid,
+        )
+        return True
+
+    def _wait_for_login(self, transport: paramiko.Transport, gate: _Gate) -> bool:
+        """Whether the connection logged in and was admitted within the login grace."""
         deadline = time.monotonic() + self.login_grace
         while time.monotonic() < deadline and not self._stopping.is_set():
+            if gate.admitted is not None:
+                return gate.admitted and transport.is_active()
             if not transport.is_active():
                 return False
-            if transport.is_authenticated():
-                return True
             self._stopping.wait(0.05)
         return False
 
