@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from kaic.cli.context import debug_enabled, get_app
+from kaic.cli.interrupt import prompt
 from kaic.cli.options import JsonOpt, ProfileOpt
 from kaic.errors import AuthRequired, UsageError
 from kaic.text import visible
@@ -122,7 +123,7 @@ def login(
             )
         except AuthRequired as err:
             if err.code == "otp_required" and otp is None and sys.stdin.isatty():
-                code = typer.prompt("One-time code", hide_input=True)
+                code = prompt("One-time code", hide_input=True)
                 result = flows.login_password(
                     url,
                     user,
@@ -165,7 +166,7 @@ def _profile_username(profile: str | None) -> str | None:
 def _prompt_username() -> str:
     if not sys.stdin.isatty():
         raise UsageError("no user name given", hint="pass --username NAME")
-    return str(typer.prompt("User name"))
+    return str(prompt("User name"))
 
 
 def logout(ctx: typer.Context, profile: ProfileOpt = None) -> None:

@@ -26,6 +26,9 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import Any
+
+import typer
 
 from kaic.cli.context import debug_enabled
 from kaic.errors import Interrupted
@@ -75,6 +78,17 @@ def install() -> None:
         return  # an embedding program's thread: signals belong to its main thread
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _on_sigint)
+
+
+def prompt(text: str, **options: Any) -> Any:
+    """`typer.prompt`, except that Ctrl-C at the prompt is "interrupted" like everywhere else
+    (Click would print "Aborted." and exit 1)."""
+    try:
+        return typer.prompt(text, **options)
+    except typer.Abort:
+        if pressed():
+            raise Interrupted("interrupted") from None
+        raise
 
 
 @contextmanager

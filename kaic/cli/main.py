@@ -80,6 +80,8 @@ def render_error(err: KaicError, stream: IO[str] | None = None) -> None:
     out = stream or sys.stderr
     message, hint = visible_lines(err.message), visible_lines(err.hint) if err.hint else None
     if isinstance(err, Interrupted):
+        if out.isatty():  # start a line of its own (after ^C, or a prompt Ctrl-C cut short)
+            print(file=out)
         print(message + (f" — {hint}" if hint else ""), file=out)
         return
     print(f"error: {message}", file=out)

@@ -86,6 +86,19 @@ def test_keyring_that_hangs(alice: tuple[RunningCenter, str, str], tmp_path: Pat
     assert_interrupted(shown)
 
 
+@pytest.mark.parametrize(
+    ("args", "prompt"),
+    [(["-u", "alice"], "Password for alice"), ([], "User name:")],
+)
+def test_login_prompts(isolated_dirs: Path, args: list[str], prompt: str) -> None:
+    # getpass, and Typer's prompt (whose own Ctrl-C handling says "Aborted." and exits 1)
+    shown = run_on_terminal(
+        "login", "--center", "http://127.0.0.1:9", *args, interrupt_when=lambda out: prompt in out
+    )
+    assert_interrupted(shown)
+    assert shown.text.endswith("\ninterrupted\n"), shown.explain()  # on a line of its own
+
+
 # -- the hints, deterministically (in-process, the wait itself interrupted) -----------------
 
 
