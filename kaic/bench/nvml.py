@@ -2,7 +2,8 @@
 
 ``NvmlApi`` lists exactly the pynvml functions kaic calls, so the real ``pynvml`` module
 (package ``nvidia-ml-py``, a dependency of kaic, imported only when a bench opens NVML so
-the CLI starts fast) and a test double are interchangeable. Errors are pynvml's: ``api.NVMLError`` with an integer ``value``.
+the CLI starts fast) and a test double are interchangeable. Errors are pynvml's:
+``api.NVMLError`` with an integer ``value``.
 """
 
 from __future__ import annotations
