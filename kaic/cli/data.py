@@ -86,7 +86,7 @@ def _env_target() -> SshTarget | None:
             with open(known, encoding="utf-8") as f:
                 lines = f.read().splitlines()
         except OSError as exc:
-            raise UsageError(f"cannot read KAIC_SSH_KNOWN_HOSTS {visible(known)}: {exc}") from exc
+            raise UsageError(f"cannot read KAIC_SSH_KNOWN_HOSTS {known}: {exc}") from exc
     return SshTarget(
         host=host,
         port=port,

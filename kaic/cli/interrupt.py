@@ -15,7 +15,7 @@ The pieces:
 - A command that knows how to continue wraps its long part in `hint_on_interrupt(hint)`, which
   raises `Interrupted` (message and hint, exit 130) instead.
 
-Stdlib only: `main` calls `install` on the CLI's start path.
+Only stdlib and typer at import time: `main` calls `install` on the CLI's start path.
 """
 
 from __future__ import annotations
@@ -56,10 +56,9 @@ def _quiet_winding_down() -> None:
     threading.excepthook = _quiet_thread_error
     logging = sys.modules.get("logging")  # loaded only if some library logs (paramiko does)
     if logging is not None:
-        for name in ("paramiko", "asyncio"):
-            logger = logging.getLogger(name)
-            logger.addHandler(logging.NullHandler())
-            logger.propagate = False
+        logger = logging.getLogger("paramiko")
+        logger.addHandler(logging.NullHandler())
+        logger.propagate = False
 
 
 def _on_sigint(signum: int, frame: FrameType | None) -> None:

@@ -106,8 +106,8 @@ def main() -> None:
     try:
         app(prog_name="kaic")
     except SystemExit as exc:
-        # Typer ends a command that Ctrl-C stopped with a silent exit 130 (a prompt's
-        # Ctrl-C with "Aborted!", exit 1): say what happened, exit as a shell would.
+        # Typer ends a command that Ctrl-C stopped with a silent exit 130 (a Click prompt's
+        # Ctrl-C with "Aborted.", exit 1): say what happened, exit as a shell would.
         if interrupt.pressed() and exc.code not in (0, None):
             _print_traceback()
             render_error(Interrupted("interrupted"))

@@ -149,6 +149,7 @@ def test_a_centers_error_message_is_shown_as_text(
     monkeypatch.setenv("KAIC_CENTER", "https://center.test")
     monkeypatch.setenv("KAIC_TOKEN", "kaic_" + "a" * 40)
     monkeypatch.setattr(sys, "argv", ["kaic", "jobs"])
+    monkeypatch.setattr("kaic.cli.interrupt.install", lambda: None)  # pytest keeps its Ctrl-C
     with respx.mock(assert_all_called=True) as mock:
         mock.get(url__startswith="https://center.test/v1/jobs").mock(
             return_value=httpx.Response(
