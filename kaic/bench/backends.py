@@ -1,8 +1,8 @@
 """The ``BenchBackend`` protocol, the benchmark plans, and backend selection.
 
 Backends: torch if importable (and it sees a GPU), else cupy, else the benchmarks are SKIP
-with an install hint; ``--device cpu`` uses numpy. None is a dependency of kaic: each is
-imported inside ``select_backend``.
+with an install hint; ``--device cpu`` uses numpy (the ``kaic[cpu-bench]`` extra). None is a
+dependency of kaic: each is imported inside ``select_backend``.
 
 How much a run costs (quick mode, per GPU, H100-class, measured sizes below):
 
@@ -174,7 +174,7 @@ def select_backend(device: str) -> tuple[BenchBackend | None, str]:
 
             cpu = NumpyBackend()
         except ImportError:
-            return None, "CPU benchmarks need numpy: pip install numpy"
+            return None, "CPU benchmarks need numpy: pip install 'kaic[cpu-bench]'"
         return cpu, cpu.name
     errors = []
     try:

@@ -1,8 +1,9 @@
 """The NVML seam: the pynvml calls kaic uses, GPU inventory, and sampling during a run.
 
 ``NvmlApi`` lists exactly the pynvml functions kaic calls, so the real ``pynvml`` module
-(package ``nvidia-ml-py``, imported lazily, never a dependency) and a test double are
-interchangeable. Errors are pynvml's: ``api.NVMLError`` with an integer ``value``.
+(package ``nvidia-ml-py``, a dependency of kaic, imported only when a bench opens NVML so
+the CLI starts fast) and a test double are interchangeable. Errors are pynvml's:
+``api.NVMLError`` with an integer ``value``.
 """
 
 from __future__ import annotations
@@ -143,8 +144,10 @@ def open_nvml(api: NvmlApi | None = None) -> NvmlApi:
             import pynvml  # type: ignore[import-not-found,unused-ignore]
         except ImportError as exc:
             raise NotFound(
-                "no GPU to validate: the NVML bindings (nvidia-ml-py) are not installed",
-                hint="pip install nvidia-ml-py, or check the CPU with `kaic bench --device cpu`",
+                "no GPU to validate: the NVML bindings (nvidia-ml-py, a dependency of kaic) "
+                "are not installed",
+                hint="reinstall kaic or pip install nvidia-ml-py; or check the CPU with "
+                "`kaic bench --device cpu`",
             ) from exc
         api = pynvml
     try:

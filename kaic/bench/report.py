@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import IO, TYPE_CHECKING, Any
 
 from kaic.bench.results import BenchRun, Check, GpuResult, Inventory
+from kaic.text import visible
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -65,6 +66,7 @@ def report_model() -> type[BaseModel]:
         backend: str
         status: str
         gpus: list[GpuOut]
+        error: str | None = None  # why nothing was validated (exit 4); absent in older kaic
 
     _REPORT_MODEL = BenchReport
     return BenchReport
@@ -108,6 +110,7 @@ def to_json(run: BenchRun) -> dict[str, Any]:
         "backend": run.backend,
         "status": run.status,
         "gpus": [_gpu_dict(g) for g in run.gpus],
+        "error": run.error,
     }
     return report_model().model_validate(doc).model_dump(mode="json")
 
@@ -157,11 +160,18 @@ def _inventory_row(inv: Inventory, sku: str | None) -> list[str]:
 
 
 def render_human(run: BenchRun, stream: IO[str], *, color: bool, width: int | None = None) -> None:
-    """An nvidia-smi-like table, then per GPU one line per check, then the overall status."""
+    """An nvidia-smi-like table, then per GPU one line per check, then the overall status.
+
+    Names, host and messages come from NVML, the OS and exceptions: every cell is a rich
+    `Text` of `visible(...)`, never markup.
+    """
     from rich import box
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
+
+    def cell(value: object, style: str = "") -> Text:
+        return Text(visible(value), style=style)
 
     console = Console(
         file=stream,
@@ -171,8 +181,10 @@ def render_human(run: BenchRun, stream: IO[str], *, color: bool, width: int | No
         width=width or (None if color else 160),
     )
     console.print(
-        f"kaic bench  host {run.host}  driver {run.driver or '-'}  CUDA {run.cuda or '-'}  "
-        f"backend {run.backend}  mode {run.mode}  {run.timestamp}"
+        cell(
+            f"kaic bench  host {run.host}  driver {run.driver or '-'}  CUDA {run.cuda or '-'}  "
+            f"backend {run.backend}  mode {run.mode}  {run.timestamp}"
+        )
     )
     # plain rows when piped, so `awk` and `grep` work on the output
     table = Table(header_style="bold", pad_edge=False, box=box.SIMPLE_HEAD if color else None)
@@ -181,13 +193,14 @@ def render_human(run: BenchRun, stream: IO[str], *, color: bool, width: int | No
     for h in headers:
         table.add_column(h, no_wrap=True)
     for gpu in run.gpus:
-        table.add_row(*_inventory_row(gpu.inventory, gpu.sku))
+        table.add_row(*map(cell, _inventory_row(gpu.inventory, gpu.sku)))
     console.print(table)
     for gpu in run.gpus:
         console.print()
         console.print(
             Text.assemble(
-                f"{'GPU' if run.device == 'cuda' else 'CPU'} {gpu.index}  {gpu.inventory.name}  ",
+                cell(f"{'GPU' if run.device == 'cuda' else 'CPU'} {gpu.index}  "),
+                cell(f"{gpu.inventory.name}  "),
                 (gpu.status, STATUS_STYLE[gpu.status]),
             )
         )
@@ -197,11 +210,11 @@ def render_human(run: BenchRun, stream: IO[str], *, color: bool, width: int | No
         for c in gpu.checks:
             checks.add_row(
                 Text(c.status, style=STATUS_STYLE[c.status]),
-                c.id,
-                _fmt(c.value, c.unit),
-                _fmt(c.expected, c.unit if isinstance(c.expected, (int, float)) else None),
-                "-" if c.ratio is None else f"{c.ratio:.2f}",
-                c.message,
+                cell(c.id),
+                cell(_fmt(c.value, c.unit)),
+                cell(_fmt(c.expected, c.unit if isinstance(c.expected, (int, float)) else None)),
+                cell("-" if c.ratio is None else f"{c.ratio:.2f}"),
+                cell(c.message),
             )
         console.print(checks)
     console.print()
@@ -234,4 +247,5 @@ def from_json(doc: dict[str, Any], *, device: str, mode: str) -> BenchRun:
         mode=mode,
         gpus=gpus,
         status=report.status,  # type: ignore[attr-defined]
+        error=report.error,  # type: ignore[attr-defined]
     )

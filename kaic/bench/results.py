@@ -97,3 +97,5 @@ class BenchRun:
     mode: str
     gpus: list[GpuResult]
     status: Status = "SKIP"
+    #: why nothing was validated (no driver, no GPU, no such index); None when the run ran
+    error: str | None = None

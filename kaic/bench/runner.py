@@ -88,6 +88,12 @@ def run_bench(options: BenchOptions, env: BenchEnvironment | None = None) -> Ben
     return _run_cuda(options, env, plan)
 
 
+def nothing_to_validate(options: BenchOptions, env: BenchEnvironment, reason: str) -> BenchRun:
+    """The run to report when ``run_bench`` raised ``NotFound``: no GPU, status SKIP (nothing
+    was checked), and why — so ``--json`` still prints a document (the exit code stays 4)."""
+    return _run(env, options, driver=None, cuda=None, backend="none", gpus=[], error=reason)
+
+
 def _run(env: BenchEnvironment, options: BenchOptions, **kw: Any) -> BenchRun:
     return BenchRun(
         host=env.hostname(),

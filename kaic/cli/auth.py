@@ -7,8 +7,10 @@ from typing import Annotated
 import typer
 
 from kaic.cli.context import debug_enabled, get_app
+from kaic.cli.interrupt import prompt
 from kaic.cli.options import JsonOpt, ProfileOpt
 from kaic.errors import AuthRequired, UsageError
+from kaic.text import visible
 
 
 def register(app: typer.Typer) -> None:
@@ -149,7 +151,7 @@ def login(
             )
         except AuthRequired as err:
             if err.code == "otp_required" and otp is None and sys.stdin.isatty():
-                code = typer.prompt("One-time code", hide_input=True)
+                code = prompt("One-time code", hide_input=True)
                 result = flows.login_password(
                     url,
                     user,
@@ -168,13 +170,14 @@ def login(
                     err.hint = "check your user name and password"
                 raise
     app.info(
-        f"Logged in to {result.center} as {result.user} (profile {result.profile}; "
+        f"Logged in to {visible(result.center)} as {visible(result.user)} "
+        f"(profile {visible(result.profile)}; "
         f"credentials in {'the system keyring' if result.storage == 'keyring' else 'a 0600 file'})"
     )
     if result.ssh_identity is not None:
         identity = result.ssh_identity
         app.info(
-            f"SSH certificate for data staging as {identity.principal}, valid until "
+            f"SSH certificate for data staging as {visible(identity.principal)}, valid until "
             f"{identity.valid_before:%Y-%m-%d %H:%M} UTC."
         )
 
@@ -192,7 +195,7 @@ def _profile_username(profile: str | None) -> str | None:
 def _prompt_username() -> str:
     if not sys.stdin.isatty():
         raise UsageError("no user name given", hint="pass --username NAME")
-    return str(typer.prompt("User name"))
+    return str(prompt("User name"))
 
 
 def logout(ctx: typer.Context, profile: ProfileOpt = None) -> None:
@@ -209,7 +212,7 @@ def logout(ctx: typer.Context, profile: ProfileOpt = None) -> None:
     if name is None:
         app.info("Not logged in to any center (the local center needs no login).")
     else:
-        app.info(f"Logged out of profile {name}.")
+        app.info(f"Logged out of profile {visible(name)}.")
 
 
 def whoami(ctx: typer.Context, json_out: JsonOpt = False, profile: ProfileOpt = None) -> None:
@@ -237,4 +240,4 @@ def whoami(ctx: typer.Context, json_out: JsonOpt = False, profile: ProfileOpt = 
     width = max(len(k) for k in data)
     for key, value in data.items():
         shown = ", ".join(value) if isinstance(value, list) else ("-" if value is None else value)
-        app.out(f"{key:<{width}}  {shown}")
+        app.out(f"{key:<{width}}  {visible(shown)}")

@@ -15,6 +15,7 @@ import typer
 from kaic.cli.context import get_app
 from kaic.cli.options import JsonOpt
 from kaic.errors import UsageError
+from kaic.text import visible
 
 #: Key in ``ctx.meta`` under which a test (or an embedding program) may put a
 #: ``kaic.bench.runner.BenchEnvironment`` to replace NVML, the backends or the kernel log.
@@ -105,14 +106,20 @@ def bench(
         return
 
     from kaic.bench.report import to_json
-    from kaic.bench.runner import BenchEnvironment, BenchOptions, run_bench
+    from kaic.bench.runner import BenchEnvironment, BenchOptions, nothing_to_validate, run_bench
+    from kaic.errors import NotFound
 
     env = ctx.meta.get(ENVIRONMENT_META_KEY)
     if not isinstance(env, BenchEnvironment):
         env = BenchEnvironment()
     env.progress = app.info  # progress is not data: stderr
     options = BenchOptions(mode=mode.value, device=device.value, gpus=tuple(gpu or ()))
-    run = run_bench(options, env)
+    try:
+        run = run_bench(options, env)
+    except NotFound as exc:
+        if json_out:  # CI parses stdout: a document with the status (SKIP) and why; exit 4
+            app.json(to_json(nothing_to_validate(options, env, exc.message)))
+        raise
 
     _report(ctx, run, to_json(run) if json_out else None, strict=strict)
 
@@ -160,7 +167,10 @@ def run_remote(
     )
     api = JobsAPI(app.session().client)
     job = api.submit(spec)
-    app.info(f"Submitted bench job {job.id} ({n_gpus} GPU(s), partition {job.partition}); waiting…")
+    app.info(
+        f"Submitted bench job {visible(job.id)} ({n_gpus} GPU(s), "
+        f"partition {visible(job.partition)}); waiting…"
+    )
     final = wait_for_jobs(api, [job.id], sleep=app.sleep)[0]
     out = bytearray()
     read_log(api.client, LogCursor(job.id, "stdout"), out.extend, follow=False)
@@ -185,7 +195,12 @@ def run_remote(
             hint=f"see its output: kaic logs {job.id}",
         ) from None
     if not run.gpus:
-        raise NotFound(f"no GPU to validate on the center's node (bench job {job.id})")
+        if json_out:
+            app.json(doc)
+        raise NotFound(
+            f"bench job {job.id} on the center's node: {run.error or 'no GPU to validate'}",
+            hint=f"see its output: kaic logs {job.id}",
+        )
     _report(ctx, run, doc if json_out else None, strict=strict)
 
 

@@ -9,6 +9,7 @@ import typer
 from kaic.cli.context import get_app
 from kaic.cli.options import JsonOpt, StateDirOpt
 from kaic.errors import KaicError, UsageError
+from kaic.text import visible
 
 app = typer.Typer(
     help="The reference center: serve it, manage the background local center, add users.",
@@ -308,7 +309,8 @@ def serve(
     if shared:
         print(shared_center_account_warning(shared), file=sys.stderr)
     print(
-        f"kaic center: state in {settings.state_dir}; starting on {scheme}://{host}:{port} "
+        f"kaic center: state in {visible(settings.state_dir)}; starting on "
+        f"{scheme}://{visible(host)}:{port} "
         "(Ctrl-C to stop)",
         file=sys.stderr,
     )
@@ -398,7 +400,7 @@ def start(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     else:
         app_.info(
             f"Local center {'started' if center.started else 'already running'} at "
-            f"{center.url} (pid {center.pid})."
+            f"{visible(center.url)} (pid {center.pid})."
         )
 
 
@@ -439,9 +441,12 @@ def status(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     if json_out:
         app_.json(data)
     elif center:
-        app_.out(f"running at {center.url} (pid {center.pid}); state in {data['state_dir']}")
+        app_.out(
+            f"running at {visible(center.url)} (pid {center.pid}); "
+            f"state in {visible(data['state_dir'])}"
+        )
     else:
-        app_.out(f"not running; state in {data['state_dir']}")
+        app_.out(f"not running; state in {visible(data['state_dir'])}")
 
 
 def _read_new_password(password_stdin: bool) -> str | None:
@@ -534,7 +539,7 @@ def user_add(
     if json_out:
         app_.json({"user": name, "unix_account": unix_account or name, "otpauth_uri": uri})
         return
-    app_.info(f"Added user {name}.")
+    app_.info(f"Added user {visible(name)}.")
     if uri:
         app_.info("Give the user this TOTP secret (add it to an authenticator app):")
         app_.out(uri)
@@ -568,6 +573,6 @@ def project_add(
         app_.json({"project": name, "gpu_hours": gpu_hours, "members": member or []})
     else:
         app_.info(
-            f"Project {name}: {gpu_hours:g} GPU-hours; members: "
-            f"{', '.join(member or []) or '(none)'}."
+            f"Project {visible(name)}: {gpu_hours:g} GPU-hours; members: "
+            f"{visible(', '.join(member or [])) or '(none)'}."
         )

@@ -6,6 +6,7 @@ import typer
 
 from kaic.cli.context import get_app
 from kaic.cli.options import JsonOpt
+from kaic.text import visible
 
 app = typer.Typer(help="Show and switch profiles (one per center/account).", no_args_is_help=True)
 
@@ -41,17 +42,17 @@ def show(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     if json_out:
         app_.json(data)
         return
-    app_.out(f"config file: {data['config_file']}")
+    app_.out(f"config file: {visible(data['config_file'])}")
     if not cfg.profiles:
         app_.out("no profiles: kaic uses the local center (`kaic login --center URL` adds one)")
         return
     for p in cfg.profiles.values():
         mark = "*" if p.name == cfg.current_profile else " "
-        tls = f"  ca_bundle={p.ca_bundle}" if p.ca_bundle else ""
+        tls = f"  ca_bundle={visible(p.ca_bundle)}" if p.ca_bundle else ""
         tls += "  INSECURE-HTTP" if p.insecure_http else ""
         app_.out(
-            f"{mark} {p.name:<16} {display_url(p.center)}  user={p.username}  "
-            f"store={p.credential_store}{tls}"
+            f"{mark} {visible(p.name):<16} {visible(display_url(p.center))}  "
+            f"user={visible(p.username)}  store={visible(p.credential_store)}{tls}"
         )
 
 
@@ -72,4 +73,4 @@ def use(
     if json_out:
         app_.json({"current_profile": profile})
     else:
-        app_.info(f"Now using profile {profile}.")
+        app_.info(f"Now using profile {visible(profile)}.")

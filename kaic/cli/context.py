@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -16,8 +17,14 @@ from typing import IO, TYPE_CHECKING, Any
 
 import typer
 
+from kaic.text import visible, visible_lines
+
 if TYPE_CHECKING:
     from kaic.client.session import Session
+
+
+#: what `warn` adds, and so strips from a message that carries it already
+_WARNING_PREFIX = re.compile(r"^(?:\s*warning:\s*)+", re.IGNORECASE)
 
 
 def debug_enabled() -> bool:
@@ -36,16 +43,21 @@ class AppContext:
     _session: Session | None = None
 
     # -- output -----------------------------------------------------------------------
+    # Every line goes through `visible_lines`: whatever a renderer interpolated, no control
+    # sequence from outside data reaches the terminal. Renderers still pass each outside
+    # value through `visible` (which also escapes line breaks inside a value).
     def out(self, text: str = "") -> None:
         """Data for stdout (ids, tables, JSON)."""
-        print(text, file=self.stdout)
+        print(visible_lines(text), file=self.stdout)
 
     def info(self, text: str) -> None:
         """Status, hints and notices: stderr, so stdout stays data."""
-        print(text, file=self.stderr)
+        print(visible_lines(text), file=self.stderr)
 
     def warn(self, text: str) -> None:
-        print(f"warning: {text}", file=self.stderr)
+        """One warning line on stderr. The prefix is added here only: a message that already
+        starts with "warning:" (the layers below call this with their own text) keeps one."""
+        print(f"warning: {visible(_WARNING_PREFIX.sub('', text))}", file=self.stderr)
 
     def debug(self, text: str) -> None:
         if debug_enabled():

@@ -18,6 +18,7 @@ import typer
 from kaic.cli.context import AppContext, get_app
 from kaic.cli.options import JsonOpt
 from kaic.errors import KaicError, UsageError
+from kaic.text import visible
 
 if TYPE_CHECKING:
     from kaic.staging.connect import SshTarget
@@ -222,11 +223,11 @@ def _render(app_: AppContext, result: SyncResult, json_out: bool, direction: str
     plan = result.plan
     if result.dry_run and plan is not None and not json_out:
         for task in plan.transfers:
-            app_.out(f"{direction} {task.src} -> {task.dst} ({task.size} bytes)")
+            app_.out(f"{direction} {visible(task.src)} -> {visible(task.dst)} ({task.size} bytes)")
         for path in plan.delete_files:
-            app_.out(f"delete {path}")
+            app_.out(f"delete {visible(path)}")
         for path in plan.delete_dirs:
-            app_.out(f"delete {path}/")
+            app_.out(f"delete {visible(path)}/")
     if json_out:
         app_.json(result.summary())
     elif not result.dry_run:
@@ -402,7 +403,7 @@ def ls_cmd(
         app_.json([e.to_json() for e in entries])
         return
     for e in entries:
-        name = e.name + ("/" if e.type == "dir" else "")
+        name = visible(e.name) + ("/" if e.type == "dir" else "")
         if long:
             app_.out(f"{e.mode} {e.size:>14} {_format_time(e.mtime)} {name}")
         else:

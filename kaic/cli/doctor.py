@@ -4,6 +4,7 @@ import typer
 
 from kaic.cli.context import get_app
 from kaic.cli.options import JsonOpt
+from kaic.text import visible
 
 
 def register(app: typer.Typer) -> None:
@@ -25,8 +26,8 @@ def doctor(ctx: typer.Context, json_out: JsonOpt = False) -> None:
         app.json([c.as_dict() for c in checks])
     else:
         for c in checks:
-            app.out(f"{c.status:<5} {c.name:<12} {c.detail}")
+            app.out(f"{c.status:<5} {c.name:<12} {visible(c.detail)}")
             if c.hint and c.status != "ok":
-                app.out(f"      {'':<12} → {c.hint}")
+                app.out(f"      {'':<12} → {visible(c.hint)}")
     if any(c.status == "fail" for c in checks):
         raise typer.Exit(1)

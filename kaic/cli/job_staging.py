@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kaic.errors import KaicError
+from kaic.text import visible
 
 if TYPE_CHECKING:
     from kaic.cli.context import AppContext
@@ -81,7 +82,7 @@ def _sync(app: AppContext, push: bool, items: list[Staged]) -> list[Staged]:
     done: list[Staged] = []
     for item in items:
         what = "input" if push else "output"
-        app.info(f"Staging {what} {item.src} -> {item.dst}")
+        app.info(f"Staging {what} {visible(item.src)} -> {visible(item.dst)}")
         sources, dest = ([item.local], item.dst) if push else ([item.src], item.local)
         try:
             result = run_sync(app, target, push, sources, dest, SyncOptions(), show_progress=True)

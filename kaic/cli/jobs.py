@@ -8,8 +8,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from kaic.cli.context import AppContext, get_app
+from kaic.cli.interrupt import hint_on_interrupt
 from kaic.cli.options import JsonOpt
 from kaic.errors import ExitCode, UsageError
+from kaic.text import visible
 
 if TYPE_CHECKING:
     from kaic.cli.job_staging import Staged
@@ -62,12 +64,22 @@ def _outcome(job: "Job") -> int:
 
 
 def _describe_end(job: "Job") -> str:
-    text = f"job {job.id} ended {job.state.value}"
+    text = f"job {visible(job.id)} ended {job.state.value}"
     if job.exit_code is not None:
         text += f" (exit code {job.exit_code})"
     if job.reason and job.state.value != "COMPLETED":
-        text += f": {job.reason}"
+        text += f": {visible(job.reason)}"
     return text
+
+
+def _unaffected(job_ids: list[str], command: str, verb: str) -> str:
+    """The hint for Ctrl-C while waiting: the jobs go on, and how to wait for them again."""
+    many = len(job_ids) > 1
+    ids = " ".join(visible(j) for j in job_ids)
+    return (
+        f"the job{'s are' if many else ' is'} not affected; "
+        f"`{command} {ids}` {verb} {'them' if many else 'it'} again"
+    )
 
 
 def _binary_writer(stream: Any) -> Any:
@@ -222,14 +234,14 @@ def submit(
     api = _api(app)
     if dry_run:
         for item in inputs:
-            app.info(f"input {item.src} -> {item.dst} (not staged: dry run)")
+            app.info(f"input {visible(item.src)} -> {visible(item.dst)} (not staged: dry run)")
         result = api.dry_run(spec)
         if json_out:
             app.json(result.model_dump(mode="json"))
         else:
             app.out(f"valid: {'yes' if result.valid else 'no'}")
             for problem in result.problems:
-                app.out(f"  problem: {problem}")
+                app.out(f"  problem: {visible(problem)}")
             start = result.estimated_start.isoformat() if result.estimated_start else "unknown"
             app.out(f"estimated start: {start}")
             app.out(f"estimated charge: {result.estimated_gpu_hours:.2f} GPU-hours")
@@ -242,18 +254,19 @@ def submit(
     if not (wait_ or follow):
         for item in outputs:
             app.info(
-                f"output {item.src} is fetched only with --wait or --follow; later: "
-                f"kaic data pull {job_staging.remote_display(item.src)} {item.dst}"
+                f"output {visible(item.src)} is fetched only with --wait or --follow; later: "
+                f"kaic data pull {visible(job_staging.remote_display(item.src))} "
+                f"{visible(item.dst)}"
             )
         if json_out:
             app.json({**_job_json(job), **extra})
         else:
-            app.out(job.id)
+            app.out(visible(job.id))
         return
     if json_out or follow:
-        app.info(f"Submitted job {job.id}.")
+        app.info(f"Submitted job {visible(job.id)}.")
     else:
-        app.out(job.id)  # CLI.md: the id alone on stdout, unless --json / --follow
+        app.out(visible(job.id))  # CLI.md: the id alone on stdout, unless --json / --follow
     _wait_and_exit(
         app,
         api,
@@ -280,9 +293,11 @@ def _wait_and_exit(
     from kaic.cli import job_staging
     from kaic.client.wait import wait_for_jobs
 
-    if follow:
-        _follow(app, job.id, "both", follow=True, tail=None, to_stderr=json_out)
-    final = wait_for_jobs(api, [job.id], sleep=app.sleep)[0]
+    again = ("kaic logs -f", "follows") if follow else ("kaic wait", "waits for")
+    with hint_on_interrupt(_unaffected([job.id], *again)):
+        if follow:
+            _follow(app, job.id, "both", follow=True, tail=None, to_stderr=json_out)
+        final = wait_for_jobs(api, [job.id], sleep=app.sleep)[0]
     app.info(_describe_end(final))
     fetched = job_staging.fetch_outputs(app, outputs or [])
     code = _outcome(final)
@@ -407,11 +422,11 @@ def show(
         ("array_tasks", ", ".join(job.array_tasks) or None),
     ]
     for key, value in fields:
-        app.out(f"{key:<13} {'-' if value is None else value}")
+        app.out(f"{key:<13} {'-' if value is None else visible(value)}")
     app.out("events:")
     for ev in events:
         state = f" [{ev.state.value}]" if ev.state else ""
-        app.out(f"  {ev.at:%Y-%m-%d %H:%M:%S}{state} {ev.message}")
+        app.out(f"  {ev.at:%Y-%m-%d %H:%M:%S}{state} {visible(ev.message)}")
 
 
 def logs(
@@ -441,9 +456,12 @@ def logs(
     if stream not in ("stdout", "stderr", "both"):
         raise UsageError(f"unknown stream {stream!r}", hint="use stdout, stderr or both")
     app = get_app(ctx)
-    _follow(app, job_id, stream, follow=follow, tail=tail)
-    if follow:
-        raise typer.Exit(_outcome(_api(app).get(job_id)))
+    if not follow:
+        _follow(app, job_id, stream, follow=False, tail=tail)
+        return
+    with hint_on_interrupt(_unaffected([job_id], "kaic logs -f", "follows")):
+        _follow(app, job_id, stream, follow=True, tail=tail)
+    raise typer.Exit(_outcome(_api(app).get(job_id)))
 
 
 def wait(
@@ -474,7 +492,8 @@ def wait(
             raise UsageError(f"--timeout: {exc}") from None
     api = _api(app)
     try:
-        final = wait_for_jobs(api, job_ids, timeout=limit, sleep=app.sleep)
+        with hint_on_interrupt(_unaffected(job_ids, "kaic wait", "waits for")):
+            final = wait_for_jobs(api, job_ids, timeout=limit, sleep=app.sleep)
     except WaitTimeout as exc:
         if json_out:
             app.json([_job_json(j) for j in exc.jobs])
@@ -503,4 +522,4 @@ def cancel(
         app.json([_job_json(j) for j in done])
         return
     for job in done:
-        app.info(f"Cancelling job {job.id} ({job.state.value}).")
+        app.info(f"Cancelling job {visible(job.id)} ({job.state.value}).")

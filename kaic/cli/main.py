@@ -18,6 +18,7 @@ from kaic.cli import (
     data,
     doctor,
     help_cmd,
+    interrupt,
     jobs,
     resources,
     tokens,
@@ -25,6 +26,7 @@ from kaic.cli import (
 from kaic.cli.context import AppContext, debug_enabled
 from kaic.cli.options import ProfileOpt
 from kaic.errors import ExitCode, Interrupted, KaicError
+from kaic.text import visible, visible_lines
 
 app = typer.Typer(
     name="kaic",
@@ -73,13 +75,25 @@ app.add_typer(help_cmd.app, name="help")
 
 
 def render_error(err: KaicError, stream: IO[str] | None = None) -> None:
+    """`error: MESSAGE` and `hint: HINT` on stderr. Both may quote outside data (a center's
+    message, a path), so every line is shown through `visible_lines`."""
     out = stream or sys.stderr
+    message, hint = visible_lines(err.message), visible_lines(err.hint) if err.hint else None
     if isinstance(err, Interrupted):
-        print(err.message + (f" — {err.hint}" if err.hint else ""), file=out)
+        if out.isatty():  # start a line of its own (after ^C, or a prompt Ctrl-C cut short)
+            print(file=out)
+        print(message + (f" — {hint}" if hint else ""), file=out)
         return
-    print(f"error: {err.message}", file=out)
-    if err.hint:
-        print(f"hint: {err.hint}", file=out)
+    print(f"error: {message}", file=out)
+    if hint:
+        print(f"hint: {hint}", file=out)
+
+
+def _print_traceback() -> None:
+    if debug_enabled():
+        import traceback
+
+        traceback.print_exc()
 
 
 def main() -> None:
@@ -88,27 +102,27 @@ def main() -> None:
         # Answer without building the whole command tree (scripts call this in loops).
         print(f"kaic {__version__}")
         return
+    interrupt.install()
     try:
         app(prog_name="kaic")
+    except SystemExit as exc:
+        # Typer ends a command that Ctrl-C stopped with a silent exit 130 (a Click prompt's
+        # Ctrl-C with "Aborted.", exit 1): say what happened, exit as a shell would.
+        if interrupt.pressed() and exc.code not in (0, None):
+            _print_traceback()
+            render_error(Interrupted("interrupted"))
+            sys.exit(int(ExitCode.INTERRUPTED))
+        raise
     except KaicError as err:
-        if debug_enabled():
-            import traceback
-
-            traceback.print_exc()
+        _print_traceback()
         render_error(err)
         sys.exit(int(err.exit_code))
     except KeyboardInterrupt:
-        if debug_enabled():
-            import traceback
-
-            traceback.print_exc()
-        print("interrupted", file=sys.stderr)
+        _print_traceback()
+        render_error(Interrupted("interrupted"))
         sys.exit(int(ExitCode.INTERRUPTED))
     except Exception as exc:  # the last line of defence: no tracebacks unless KAIC_DEBUG=1
-        if debug_enabled():
-            import traceback
-
-            traceback.print_exc()
-        print(f"error: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        _print_traceback()
+        print(f"error: internal error: {type(exc).__name__}: {visible(exc)}", file=sys.stderr)
         print("hint: run again with KAIC_DEBUG=1 for details, and report it", file=sys.stderr)
         sys.exit(int(ExitCode.ERROR))

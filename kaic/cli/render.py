@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping, Sequence
 
 from kaic.cli.context import AppContext
+from kaic.text import visible
 
 
 def print_table(
@@ -17,23 +18,25 @@ def print_table(
 ) -> None:
     """A rich table on a terminal; aligned plain rows when piped (easy to `awk`).
 
-    `colours` maps a column index to {cell value: rich style} (e.g. job states).
+    Cells are outside data (job names, reasons, token names): each is shown through
+    `visible` and handed to rich as a `Text`, never as markup, so `train[v2]` shows as
+    `train[v2]` and `[/bold]` is just text. `colours` maps a column index to
+    {cell value: rich style} (e.g. job states).
     """
+    shown = [[visible(cell) for cell in row] for row in rows]
     if app.is_terminal():
         from rich.console import Console
         from rich.table import Table
+        from rich.text import Text
 
         table = Table(box=None, header_style="bold", pad_edge=False)
         for h in headers:
-            table.add_column(h)
-        for row in rows:
-            cells = []
-            for i, cell in enumerate(row):
-                style = (colours or {}).get(i, {}).get(cell)
-                cells.append(f"[{style}]{cell}[/{style}]" if style else cell)
-            table.add_row(*cells)
+            table.add_column(Text(h))
+        for raw, cells in zip(rows, shown, strict=True):
+            styles = [(colours or {}).get(i, {}).get(cell, "") for i, cell in enumerate(raw)]
+            table.add_row(*(Text(c, style=s) for c, s in zip(cells, styles, strict=True)))
         Console(file=app.stdout, no_color="NO_COLOR" in os.environ).print(table)
         return
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    for row in (headers, *rows):
+    widths = [max(len(h), *(len(r[i]) for r in shown)) for i, h in enumerate(headers)]
+    for row in (headers, *shown):
         app.out("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())

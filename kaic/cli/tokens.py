@@ -8,6 +8,7 @@ import typer
 from kaic.cli.context import get_app
 from kaic.cli.options import JsonOpt
 from kaic.errors import UsageError
+from kaic.text import visible
 
 app = typer.Typer(
     help="API tokens for CI: named, scoped, expiring; the secret is shown once.",
@@ -60,10 +61,11 @@ def create(
         app_.json(created.model_dump(mode="json"))
         return
     app_.info(
-        f"Created token {created.name} ({created.id}; scopes {', '.join(created.scopes)}; "
+        f"Created token {visible(created.name)} ({visible(created.id)}; "
+        f"scopes {visible(', '.join(created.scopes))}; "
         f"expires {created.expires_at:%Y-%m-%d}). Copy it now: it is not shown again."
     )
-    app_.out(created.token)
+    app_.out(visible(created.token))
 
 
 @app.command("list")
@@ -111,4 +113,4 @@ def revoke(
     if json_out:
         app_.json({"id": token_id, "revoked": True})
     else:
-        app_.info(f"Revoked token {token_id}.")
+        app_.info(f"Revoked token {visible(token_id)}.")

@@ -110,6 +110,10 @@ def read_log(
     return cursor
 
 
+class _Stopped(Exception):
+    """A reader thread's write after the follow was stopped: ends that thread quietly."""
+
+
 def follow_both(
     client: CenterClient,
     job_id: str,
@@ -119,22 +123,38 @@ def follow_both(
     tail: int | None = None,
     get_job: Callable[[str], Job] | None = None,
 ) -> dict[str, LogCursor]:
-    """Read several streams of one job at once (one thread each); re-raise the first error."""
+    """Read several streams of one job at once (one thread each); re-raise the first error.
+
+    Writes are serialised and stop once the caller is interrupted (Ctrl-C): a reader thread
+    left blocked in the network must never write to stdout while the interpreter exits.
+    """
     cursors = {name: LogCursor(job_id, name) for name in writers}
     errors: list[BaseException] = []
     stop = threading.Event()
+    writing = threading.Lock()
+
+    def guarded(write: Callable[[bytes], None]) -> Callable[[bytes], None]:
+        def guarded_write(data: bytes) -> None:
+            with writing:
+                if stop.is_set():
+                    raise _Stopped
+                write(data)
+
+        return guarded_write
 
     def run(name: str) -> None:
         try:
             read_log(
                 client,
                 cursors[name],
-                writers[name],
+                guarded(writers[name]),
                 follow=follow,
                 tail=tail,
                 get_job=get_job,
                 stop=stop,
             )
+        except _Stopped:
+            pass
         except BaseException as exc:  # handed to the caller's thread below
             errors.append(exc)
             stop.set()
@@ -147,7 +167,11 @@ def follow_both(
             while t.is_alive():
                 t.join(0.2)
     except KeyboardInterrupt:
+        # Wait (briefly: a write into a stalled pipe may block) for a write in progress.
+        acquired = writing.acquire(timeout=1.0)
         stop.set()
+        if acquired:
+            writing.release()
         raise
     if errors:
         raise errors[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -16,9 +17,10 @@ from kaic.bench.runner import BenchEnvironment
 from kaic.cli import bench as bench_cli
 from kaic.errors import KaicError
 from tests.bench.fakes import FakeBackend, FakeNvml, environment, h100_node, require_numpy
+from tests.helpers import REPO
 
 TOP_LEVEL_KEYS = {
-    "schema_version", "host", "timestamp", "driver", "cuda", "backend", "status", "gpus"
+    "schema_version", "host", "timestamp", "driver", "cuda", "backend", "status", "gpus", "error"
 }  # fmt: skip
 GPU_KEYS = {"index", "uuid", "pci_bus_id", "name", "sku", "status", "checks"}
 CHECK_KEYS = {"id", "status", "value", "unit", "expected", "ratio", "message"}
@@ -124,14 +126,60 @@ def test_no_driver_exits_4_with_one_line() -> None:
     assert out.stderr.count("\n") == 1 and out.stderr.startswith("error: no GPU to validate")
 
 
-def test_no_pynvml_here_exits_4() -> None:
+def test_no_driver_json_still_prints_the_document() -> None:
+    # CI parses stdout: "nothing to validate" is a document too (status SKIP, no GPU, why),
+    # and the exit code stays 4.
+    env = environment(FakeNvml([], init_error=NVML_ERROR_LIBRARY_NOT_FOUND), None)
+    out = run_cli(["--json"], env, expect=4)
+    doc = json.loads(out.stdout)
+    assert set(doc) == TOP_LEVEL_KEYS
+    assert doc["status"] == "SKIP" and doc["gpus"] == [] and doc["driver"] is None
+    assert doc["error"].startswith("no GPU to validate") and "driver" in doc["error"]
+    assert out.stderr.startswith("error: no GPU to validate")
+
+
+def test_no_such_gpu_index_json_still_prints_the_document() -> None:
+    gpus = h100_node(2)
+    env = environment(FakeNvml(gpus), FakeBackend(gpus))
+    doc = json.loads(run_cli(["--gpu", "5", "--json"], env, expect=4).stdout)
+    assert doc["status"] == "SKIP" and "index 5" in doc["error"]
+
+
+def test_a_run_that_ran_has_error_null() -> None:
+    gpus = h100_node(1)
+    out = run_cli(["--json"], environment(FakeNvml(gpus), FakeBackend(gpus)))
+    assert json.loads(out.stdout)["error"] is None
+
+
+def test_without_nvml_bindings_exits_4_naming_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # `import pynvml` raises ImportError
+    out = run_cli([], expect=4)
+    assert "nvidia-ml-py" in out.stderr
+
+
+def test_nvml_bindings_come_with_kaic_and_numpy_with_the_extra() -> None:
+    # `pip install kaic` on a GPU node must be enough for `kaic bench`: nvidia-ml-py is a
+    # runtime dependency; numpy (CPU mode only) is the cpu-bench extra, and dev keeps it.
+    import importlib.util
+
     try:
-        import pynvml  # noqa: F401
-    except ImportError:
-        out = run_cli([], expect=4)
-        assert "nvidia-ml-py" in out.stderr
-    else:
-        pytest.skip("pynvml is installed here")
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    names = [re.split(r"[<>=!~ ;\[]", d, maxsplit=1)[0] for d in project["dependencies"]]
+    assert "nvidia-ml-py" in names and "numpy" not in names
+    extras = project["optional-dependencies"]
+    assert "numpy" in extras["cpu-bench"] and "numpy" in extras["dev"]
+    assert importlib.util.find_spec("pynvml") is not None  # installed with kaic
+
+
+def test_cpu_mode_without_numpy_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "numpy", None)  # `import numpy` raises ImportError
+    monkeypatch.delitem(sys.modules, "kaic.bench.backend_numpy", raising=False)
+    out = run_cli(["--device", "cpu"], expect=4)
+    assert "pip install 'kaic[cpu-bench]'" in out.stderr
 
 
 def test_remote_options_need_remote() -> None:

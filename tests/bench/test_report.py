@@ -55,3 +55,19 @@ def test_human_rendering_colour_on_a_terminal() -> None:
     out = io.StringIO()
     render_human(run, out, color=True, width=200)
     assert "\x1b[" in out.getvalue()
+
+
+@pytest.mark.parametrize("color", [True, False])
+def test_human_rendering_shows_outside_strings_as_text(color: bool) -> None:
+    # GPU names come from NVML, the host name from the OS: neither is rich markup, and no
+    # control sequence in them reaches the terminal.
+    from tests.hostile import assert_shown_safely, by_label
+
+    name, host = by_label("markup-close"), by_label("osc8-link")
+    gpus = h100_node(1, name=name.value + by_label("csi-clear").value)
+    env = environment(FakeNvml(gpus), FakeBackend(gpus))
+    env.hostname = lambda: host.value
+    out = io.StringIO()
+    render_human(run_bench(BenchOptions(), env), out, color=color, width=400)
+    for entry in (name, host, by_label("csi-clear")):
+        assert_shown_safely(out.getvalue(), entry)

@@ -21,6 +21,7 @@ def test_remote_cpu_bench_on_local_center(isolated_dirs: Path) -> None:
         "backend",
         "status",
         "gpus",
+        "error",
     }
     assert doc["backend"].startswith("numpy")
     checks = {c["id"]: c for c in doc["gpus"][0]["checks"]}
@@ -47,5 +48,10 @@ def test_remote_bench_on_node_without_driver_exits_4(tmp_path: Path) -> None:
         login(center, "alice", "pw-alice-123456")
         res = run_cli("bench", "--remote", "--gpus", "1", expect=4, timeout=120)
         assert "nvidia-ml-py" in res.stderr or "driver" in res.stderr
+        # --json: the remote's document (status SKIP, why) on stdout, still exit 4.
+        res = run_cli("bench", "--remote", "--gpus", "1", "--json", expect=4, timeout=120)
+        doc = res.json()
+        assert isinstance(doc, dict) and doc["status"] == "SKIP" and doc["gpus"] == []
+        assert "nvidia-ml-py" in doc["error"] or "driver" in doc["error"]
     finally:
         center.stop()

@@ -74,6 +74,8 @@ class HangingKeyring(KeyringBackend):
     """A keyring whose every call hangs (like Secret Service over a dead D-Bus, or WSL2).
 
     Calls block for up to 60 s, or until `RELEASE_HANGING` is set by the test's teardown.
+    A test watching another process sets ``$KAIC_TEST_KEYRING_ENTERED`` to a path: the first
+    call creates that file, so the test knows the process now hangs in the keyring.
     """
 
     priority = 1
@@ -81,6 +83,9 @@ class HangingKeyring(KeyringBackend):
 
     def _hang(self, what: str) -> None:
         HangingKeyring.calls.append(what)
+        entered = os.environ.get("KAIC_TEST_KEYRING_ENTERED")
+        if entered:
+            Path(entered).touch()
         RELEASE_HANGING.wait(HANG_SECONDS)
 
     def get_password(self, service: str, username: str) -> str | None:
