@@ -134,33 +134,27 @@ ScriptText = Annotated[
 
 
 _ENV_NAME = re.compile(ENV_NAME_PATTERN)
-_ENV_VALUE = Text(MAX_ENV_VALUE_LENGTH, refused=r"\x00", refused_name="NUL characters")
 
 
-def check_env(env: dict[str, str]) -> dict[str, str]:
-    """Refuse an `env` that could not be a process environment, or is oversized."""
+def _check_env_name(name: str) -> str:
+    if len(name) > MAX_ENV_NAME_LENGTH or not _ENV_NAME.match(name):
+        raise PydanticCustomError(
+            "env_name",
+            "{name} is not a valid variable name (letters, digits and _, not a digit first, "
+            "at most {limit} characters)",
+            {"name": repr(name[:40]), "limit": MAX_ENV_NAME_LENGTH},
+        )
+    return name
+
+
+def _check_env_size(env: dict[str, str]) -> dict[str, str]:
     if len(env) > MAX_ENV_VARS:
         raise PydanticCustomError(
             "too_many",
             "at most {limit} variables, got {count}",
             {"limit": MAX_ENV_VARS, "count": len(env)},
         )
-    total = 0
-    for name, value in env.items():
-        if len(name) > MAX_ENV_NAME_LENGTH or not _ENV_NAME.match(name):
-            raise PydanticCustomError(
-                "env_name",
-                "{name} is not a valid variable name (letters, digits and _, not a digit "
-                "first, at most {limit} characters)",
-                {"name": repr(name[:40]), "limit": MAX_ENV_NAME_LENGTH},
-            )
-        try:
-            _ENV_VALUE._check(value)
-        except PydanticCustomError as exc:
-            raise PydanticCustomError(
-                exc.type, "{name}: {problem}", {"name": name, "problem": exc.message()}
-            ) from None
-        total += len(name) + len(value)
+    total = sum(len(name) + len(value) for name, value in env.items())
     if total > MAX_ENV_TOTAL_LENGTH:
         raise PydanticCustomError(
             "too_long",
@@ -180,5 +174,13 @@ ENV_JSON_SCHEMA: dict[str, Any] = {
         "pattern": NO_NUL_PATTERN,
     },
 }
-#: `env` as a field type: the checks above, and a schema saying them
-EnvMapping = Annotated[dict[str, str], AfterValidator(check_env), WithJsonSchema(ENV_JSON_SCHEMA)]
+#: `env`, a process environment: POSIX names; values (newlines are fine) without NUL; the
+#: count and the total size bounded. The schema says all but the total, which it cannot.
+EnvMapping = Annotated[
+    dict[
+        Annotated[str, AfterValidator(_check_env_name)],
+        Annotated[str, Text(MAX_ENV_VALUE_LENGTH, refused=r"\x00", refused_name="NUL characters")],
+    ],
+    AfterValidator(_check_env_size),
+    WithJsonSchema(ENV_JSON_SCHEMA),
+]
