@@ -18,6 +18,7 @@ from kaic.center.errors import (
     REQUEST_ID_HEADER,
     error_response,
     install_error_handlers,
+    install_openapi_errors,
     new_request_id,
 )
 from kaic.center.executors.base import Executor
@@ -178,6 +179,7 @@ def create_app(settings: CenterSettings) -> FastAPI:
         now=settings.now,
     )
     install_error_handlers(app)
+    install_openapi_errors(app)
     # The last added runs first: every response, a 413 for an oversized body too, gets an id.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=MAX_REQUEST_BYTES)
     app.add_middleware(RequestIdMiddleware)

@@ -48,6 +48,8 @@ MAX_ARRAY_INDEX = 4_000_000
 MAX_TIME_LIMIT_SECONDS = 366 * 86400
 #: `resources.memory` (e.g. `512G`)
 MAX_MEMORY_LENGTH = 32
+#: a password or a token in a request
+MAX_SECRET_LENGTH = 1024
 #: a whole request body; larger ones are refused with 413 before they are read. Above the
 #: largest valid submission (a 1 Mi-character script may take 6 MiB as JSON escapes).
 MAX_REQUEST_BYTES = 8 * MIB

@@ -48,7 +48,10 @@ Writer = Annotated[Principal, Depends(require_scope("jobs:write"))]
     response_model=Job | DryRunResult,
     status_code=201,
     responses={
-        200: {"description": "a dry run, or a repeated Idempotency-Key with the same body"},
+        200: {
+            "model": Job | DryRunResult,
+            "description": "a dry run, or a repeated Idempotency-Key with the same body",
+        },
         409: {"model": ErrorResponse, "description": "Idempotency-Key reused for another body"},
     },
 )
@@ -124,8 +127,16 @@ def job_events(job_id: str, principal: Reader, service: ServiceDep) -> list[JobE
     response_class=StreamingResponse,
     responses={
         200: {
-            "content": {"application/octet-stream": {}},
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
             "description": "raw log bytes; `X-Log-Offset` is the offset the body starts at",
+            "headers": {
+                LOG_OFFSET_HEADER: {
+                    "description": "the byte offset of the log the body starts at",
+                    "schema": {"type": "integer", "minimum": 0},
+                }
+            },
         }
     },
 )
