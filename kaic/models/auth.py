@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -80,7 +80,9 @@ class Me(BaseModel):
 
 class ApiTokenCreate(BaseModel):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    scopes: list[str] = Field(default_factory=lambda: list(SCOPES))
+    scopes: list[Annotated[str, Field(max_length=64)]] = Field(
+        default_factory=lambda: list(SCOPES), max_length=16
+    )
     expires_in_days: int = Field(30, ge=1, le=366)
 
 

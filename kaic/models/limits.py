@@ -50,6 +50,8 @@ MAX_TIME_LIMIT_SECONDS = 366 * 86400
 MAX_MEMORY_LENGTH = 32
 #: a password or a token in a request
 MAX_SECRET_LENGTH = 1024
+#: an OpenSSH public key line (an RSA key of 16384 bits takes about 2.8 KB)
+MAX_PUBLIC_KEY_LENGTH = 16 * KIB
 #: a whole request body; larger ones are refused with 413 before they are read. Above the
 #: largest valid submission (a 1 Mi-character script may take 6 MiB as JSON escapes).
 MAX_REQUEST_BYTES = 8 * MIB
