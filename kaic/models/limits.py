@@ -66,7 +66,6 @@ MAX_SQLITE_INTEGER = 2**63 - 1
 
 #: C0 and C1 control characters, DEL included (NUL, ESC, newline, ...)
 CONTROL_CHARACTERS = r"\x00-\x1f\x7f-\x9f"
-NO_CONTROL_PATTERN = rf"^[^{CONTROL_CHARACTERS}]*$"
 NO_NUL_PATTERN = r"^[^\x00]*$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
@@ -81,8 +80,9 @@ def _escape(char: str) -> str:
 class Text:
     """Pydantic metadata for a bounded string that refuses some characters.
 
-    Messages name the limit (`at most 128 characters, got 300`; `must not contain control
-    characters (ESC at index 3)`); the JSON schema says the same as `maxLength`/`pattern`.
+    Messages name the limit (`must be at most 128 characters, got 300`; `must not contain
+    control characters such as NUL, ESC or newline; found \\x1b at index 3`); the JSON
+    schema says the same as `maxLength` and `pattern`.
     """
 
     max_length: int
