@@ -62,10 +62,13 @@ def config_dir() -> Path:
 
 
 def state_dir() -> Path:
-    """Where the local center keeps state, logs and caches: `$KAIC_STATE_DIR` or platform dir."""
+    """Where the local center keeps state, logs and caches: `$KAIC_STATE_DIR` or platform dir.
+
+    Always absolute: a relative `KAIC_STATE_DIR` is taken from the current directory, here,
+    once (jobs run in other directories, where a relative path would point elsewhere)."""
     override = os.environ.get("KAIC_STATE_DIR")
     if override:
-        return Path(override).expanduser()
+        return Path(os.path.abspath(Path(override).expanduser()))
     return Path(platformdirs.user_state_dir("kaic"))
 
 

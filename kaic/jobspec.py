@@ -350,6 +350,17 @@ class _Reader:
 
 def load_job_file(path: Path) -> JobFile:
     """Read and check a YAML job file; raises UsageError naming the file, line and key."""
+    try:
+        return _load_job_file(path)
+    except RecursionError:
+        # PyYAML composes (and the reader walks) nested collections recursively.
+        raise UsageError(
+            f"{path}: nested too deeply to be a job file (lists or mappings inside each "
+            "other hundreds of levels deep)"
+        ) from None
+
+
+def _load_job_file(path: Path) -> JobFile:
     label = str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -685,6 +696,8 @@ def _key_of(loc: tuple[int | str, ...]) -> str:
     """A pydantic error location as the key a user wrote (``time_limit``, ``env.FOO``)."""
     parts: list[str] = []
     for item in loc:
+        if item == "[key]":  # pydantic's marker for a mapping's key: the key is the problem
+            continue
         if isinstance(item, int):
             parts.append(f"[{item}]")
         else:

@@ -17,7 +17,8 @@ from kaic.center.ssh_ca import read_host_key_files
 def main(argv: list[str] | None = None) -> None:
     """Parse arguments and serve until SIGTERM/SIGINT."""
     parser = argparse.ArgumentParser(prog="python -m kaic.center", description=__doc__)
-    parser.add_argument("--state-dir", type=Path, required=True)
+    # Absolute from here on: jobs run in other directories.
+    parser.add_argument("--state-dir", type=lambda p: Path(p).absolute(), required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8750)
     parser.add_argument("--executor", default="local")

@@ -9,10 +9,18 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kaic import __version__
-from kaic.center.errors import REQUEST_ID_HEADER, install_error_handlers, new_request_id
+from kaic.center.errors import (
+    REQUEST_ID_HEADER,
+    error_response,
+    install_error_handlers,
+    install_openapi_errors,
+    new_request_id,
+)
 from kaic.center.executors.base import Executor
 from kaic.center.executors.local import LocalExecutor
 from kaic.center.jobs.scheduler import Scheduler
@@ -22,6 +30,7 @@ from kaic.center.routers import auth, health, jobs, me, partitions, projects, st
 from kaic.center.settings import CenterSettings
 from kaic.center.ssh_ca import UserCA
 from kaic.center.store import Store
+from kaic.models.limits import MAX_REQUEST_BYTES, MAX_SCRIPT_LENGTH
 
 # An incoming request id is echoed only when it is short and plain, so it cannot inject
 # anything into headers or logs.
@@ -50,6 +59,53 @@ class RequestIdMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_id)
+
+
+def body_too_large_message(max_bytes: int) -> str:
+    """What a 413 says: the limit, and where large data belongs instead."""
+    return (
+        f"request body too large: at most {max_bytes} bytes; a job's script may have at "
+        f"most {MAX_SCRIPT_LENGTH} characters, so keep large data in files on center "
+        "storage (`kaic data push`)"
+    )
+
+
+class BodySizeLimitMiddleware:
+    """Refuse a request body over `max_bytes` with 413 before it is read whole.
+
+    A `Content-Length` over the limit is answered at once, nothing read. A chunked body has
+    no length up front: it is counted as the app reads it, and the read that passes the
+    limit raises a 413 `HTTPException`, which FastAPI re-raises from its body parsing and
+    the error handlers render (uvicorn discards the rest of the body).
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int = MAX_REQUEST_BYTES) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length", b"").strip()
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            response = error_response(
+                Request(scope), 413, "too_large", body_too_large_message(self.max_bytes)
+            )
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def counted_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise HTTPException(413, body_too_large_message(self.max_bytes))
+            return message
+
+        await self.app(scope, counted_receive, send)
 
 
 def make_executor(settings: CenterSettings) -> Executor:
@@ -123,6 +179,9 @@ def create_app(settings: CenterSettings) -> FastAPI:
         now=settings.now,
     )
     install_error_handlers(app)
+    install_openapi_errors(app)
+    # The last added runs first: every response, a 413 for an oversized body too, gets an id.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=MAX_REQUEST_BYTES)
     app.add_middleware(RequestIdMiddleware)
     for module in (health, auth, me, tokens, projects, partitions, jobs, staging):
         app.include_router(module.router)

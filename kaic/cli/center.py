@@ -22,9 +22,14 @@ app.add_typer(project_app, name="project")
 
 
 def _state_dir(value: str | None) -> Path:
+    """The state dir `--state-dir` names, made absolute here, once: jobs run in their own
+    directories, where a relative state dir (the README's `./center`) would point elsewhere
+    (every job failed with 127, its script not found)."""
+    import os
+
     from kaic.client.local_center import local_state_dir
 
-    return Path(value).expanduser() if value else local_state_dir()
+    return Path(os.path.abspath(Path(value).expanduser())) if value else local_state_dir()
 
 
 @app.command("serve")

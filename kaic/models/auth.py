@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+from kaic.models.limits import MAX_SECRET_LENGTH, NameText
 
 #: API-token scopes; a session token (password login) has all of them.
 SCOPES: tuple[str, ...] = ("jobs:read", "jobs:write", "files")
@@ -14,11 +16,38 @@ SCOPES: tuple[str, ...] = ("jobs:read", "jobs:write", "files")
 class TokenRequest(BaseModel):
     """`POST /v1/auth/token`: a password (+OTP) grant or a refresh grant."""
 
+    # The schema says what the center requires of each grant (it answers 422 otherwise).
+    model_config = ConfigDict(
+        json_schema_extra={
+            "allOf": [
+                {
+                    "if": {"properties": {"grant_type": {"const": "password"}}},
+                    "then": {
+                        "required": ["username", "password"],
+                        "properties": {
+                            "username": {"type": "string", "minLength": 1},
+                            "password": {"type": "string"},
+                        },
+                    },
+                },
+                {
+                    "if": {"properties": {"grant_type": {"const": "refresh_token"}}},
+                    "then": {
+                        "required": ["refresh_token"],
+                        "properties": {"refresh_token": {"type": "string", "minLength": 1}},
+                    },
+                },
+            ]
+        }
+    )
+
     grant_type: Literal["password", "refresh_token"]
-    username: str | None = None
-    password: str | None = None
-    otp: str | None = Field(None, description="6-digit TOTP code when the user has OTP enabled")
-    refresh_token: str | None = None
+    username: NameText | None = None
+    password: str | None = Field(None, max_length=MAX_SECRET_LENGTH)
+    otp: str | None = Field(
+        None, max_length=16, description="6-digit TOTP code when the user has OTP enabled"
+    )
+    refresh_token: str | None = Field(None, max_length=MAX_SECRET_LENGTH)
 
 
 class TokenResponse(BaseModel):
@@ -32,7 +61,7 @@ class TokenResponse(BaseModel):
 class RevokeRequest(BaseModel):
     """`POST /v1/auth/revoke`: revoke a refresh token's family (logout)."""
 
-    refresh_token: str | None = None
+    refresh_token: str | None = Field(None, max_length=MAX_SECRET_LENGTH)
 
 
 class ProjectRef(BaseModel):
@@ -51,7 +80,9 @@ class Me(BaseModel):
 
 class ApiTokenCreate(BaseModel):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    scopes: list[str] = Field(default_factory=lambda: list(SCOPES))
+    scopes: list[Annotated[str, Field(max_length=64)]] = Field(
+        default_factory=lambda: list(SCOPES), max_length=16
+    )
     expires_in_days: int = Field(30, ge=1, le=366)
 
 

@@ -5,8 +5,26 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
+from kaic.models.arrays import parse_array
+from kaic.models.limits import (
+    MAX_ARRAY_INDEX,
+    MAX_ARRAY_SPEC_LENGTH,
+    MAX_ARRAY_TASKS,
+    MAX_DEPENDENCIES,
+    MAX_ENV_TOTAL_LENGTH,
+    MAX_ENV_VARS,
+    MAX_MEMORY_LENGTH,
+    MAX_TIME_LIMIT_SECONDS,
+    EnvMapping,
+    ImageText,
+    JobIdText,
+    NameText,
+    PathText,
+    ScriptText,
+)
 from kaic.models.states import JobState
 
 
@@ -14,30 +32,56 @@ class Resources(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     gpus: int = Field(0, ge=0, le=1024)
-    gpu_type: str | None = None
+    gpu_type: NameText | None = None
     nodes: int = Field(1, ge=1, le=1024)
     cpus_per_gpu: int | None = Field(None, ge=1, le=1024)
-    memory: str | None = Field(None, pattern=r"^\d+[KMGT]?$", description="e.g. 512G")
+    memory: str | None = Field(
+        None, max_length=MAX_MEMORY_LENGTH, pattern=r"^\d+[KMGT]?$", description="e.g. 512G"
+    )
 
 
 class JobSubmit(BaseModel):
-    """`POST /v1/jobs`: a job as the user asks for it (job file + CLI overrides)."""
+    """`POST /v1/jobs`: a job as the user asks for it (job file + CLI overrides).
+
+    Every string that reaches a process environment, an argv or a path is bounded and free
+    of control characters; the limits live in `kaic.models.limits`.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(None, max_length=128)
-    project: str | None = None
-    partition: str | None = None
+    name: NameText | None = None
+    project: NameText | None = None
+    partition: NameText | None = None
     resources: Resources = Field(default_factory=lambda: Resources())
-    time_limit_seconds: int | None = Field(None, ge=1)
-    image: str | None = None
-    workdir: str | None = Field(None, description="on center storage; `~` = the user's home")
-    env: dict[str, str] = Field(default_factory=dict)
-    run: str = Field(min_length=1, description="the script (bash) the job runs")
-    array: str | None = Field(
-        None, pattern=r"^\d+(-\d+)?(,\d+(-\d+)?)*(%\d+)?$", description="e.g. 0-15%4"
+    time_limit_seconds: int | None = Field(None, ge=1, le=MAX_TIME_LIMIT_SECONDS)
+    image: ImageText | None = None
+    workdir: PathText | None = Field(None, description="on center storage; `~` = the user's home")
+    env: EnvMapping = Field(
+        default_factory=dict,
+        description=f"environment variables: at most {MAX_ENV_VARS}, names and values "
+        f"together at most {MAX_ENV_TOTAL_LENGTH} characters",
     )
-    depends_on: list[str] = Field(default_factory=list, description="after-ok dependencies")
+    run: ScriptText = Field(description="the script (bash) the job runs")
+    array: str | None = Field(
+        None,
+        max_length=MAX_ARRAY_SPEC_LENGTH,
+        pattern=r"^\d+(-\d+)?(,\d+(-\d+)?)*(%\d+)?$",
+        description=f"e.g. 0-15%4: at most {MAX_ARRAY_TASKS} tasks, indices up to "
+        f"{MAX_ARRAY_INDEX}",
+    )
+    depends_on: list[JobIdText] = Field(
+        default_factory=list, max_length=MAX_DEPENDENCIES, description="after-ok dependencies"
+    )
+
+    @field_validator("array")
+    @classmethod
+    def _array_within_limits(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_array(value)
+            except ValueError as exc:  # too many tasks, a backwards range, `%0`, ...
+                raise PydanticCustomError("array", "{reason}", {"reason": str(exc)}) from None
+        return value
 
 
 class Job(BaseModel):

@@ -6,6 +6,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
+from kaic.models.limits import MAX_PUBLIC_KEY_LENGTH
+
 
 class StorageRoot(BaseModel):
     name: str = Field(description="e.g. home, scratch")
@@ -32,7 +34,10 @@ class StagingInfo(BaseModel):
 class SshCertificateRequest(BaseModel):
     """`POST /v1/ssh/certificates`: sign this OpenSSH public key for the caller."""
 
-    public_key: str = Field(description="OpenSSH public key, e.g. `ssh-ed25519 AAAA… comment`")
+    public_key: str = Field(
+        max_length=MAX_PUBLIC_KEY_LENGTH,
+        description="OpenSSH public key, e.g. `ssh-ed25519 AAAA… comment`",
+    )
     validity_seconds: int | None = Field(None, ge=60, le=7 * 86400)
 
 

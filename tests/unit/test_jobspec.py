@@ -241,7 +241,7 @@ def test_unknown_keys(tmp_path: Path, text: str, expected: str) -> None:
             "run: x\nresources:\n  cpus_per_gpu: 4\n",
             ":3: resources.cpus_per_gpu: needs resources.gpus > 0",
         ),
-        ("run: x\nname: " + "n" * 129 + "\n", ":2: name: string should have at most 128"),
+        ("run: x\nname: " + "n" * 129 + "\n", ":2: name: must be at most 128 characters"),
     ],
 )
 def test_bad_values_name_line_and_key(tmp_path: Path, text: str, expected: str) -> None:
@@ -417,7 +417,7 @@ def test_no_file_no_command() -> None:
         (SubmitOverrides(gpus=5000), "--gpus: input should be less than or equal to 1024"),
         (SubmitOverrides(nodes=0), "--nodes: must be a whole number >= 1 (got 0)"),
         (SubmitOverrides(name=""), "--name: must not be empty"),
-        (SubmitOverrides(name="n" * 200), "--name: string should have at most 128 characters"),
+        (SubmitOverrides(name="n" * 200), "--name: must be at most 128 characters"),
         (SubmitOverrides(after=["1,"]), "--after: expected a job id"),
     ],
 )
@@ -459,3 +459,63 @@ def test_single_shell_line_is_run_as_a_script() -> None:
     assert spec.run == "make && ./run --fast"
     spec, _, _ = build_submit(None, SubmitOverrides(command=["python", "train.py", "a b"]))
     assert spec.run == "python train.py 'a b'"
+
+
+# -- the limits of kaic.models.limits, refused before anything is sent ------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('run: x\nname: "a\\x1b[2Jb"\n', ":2: name: must not contain control characters"),
+        ('run: x\nname: "a\\0b"\n', ":2: name: must not contain control characters"),
+        ('run: x\nproject: "p\\nq"\n', ":2: project: must not contain control"),
+        ('run: x\nworkdir: "~/a\\x85b"\n', ":2: workdir: must not contain control"),
+        ('run: x\nimage: "i\\x7f"\n', ":2: image: must not contain control"),
+        ('run: x\nresources:\n  gpu_type: "H\\t100"\n', ":3: resources.gpu_type: must"),
+        ('run: x\nenv:\n  A: ok\n  B: "a\\0b"\n', ":4: env.B: must not contain NUL"),
+        ('run: "echo \\0"\n', ":1: run: must not contain NUL"),
+        ("run: x\nname: " + "n" * 129 + "\n", ":2: name: must be at most 128 characters"),
+        ("run: x\narray: 0-10000\n", ":2: array: array '0-10000' has more than 10000"),
+        ("run: x\ntime_limit: 400d\n", ":2: time_limit: input should be less than"),
+    ],
+)
+def test_hostile_values_name_file_line_and_limit(tmp_path: Path, text: str, expected: str) -> None:
+    assert usage_error(tmp_path, text).startswith(f"{tmp_path / 'job.yaml'}{expected}")
+
+
+def test_an_oversized_script_names_the_limit(tmp_path: Path) -> None:
+    text = "run: |\n" + ("  " + "x" * 1023 + "\n") * 1100
+    assert usage_error(tmp_path, text).startswith(
+        f"{tmp_path / 'job.yaml'}:1: run: must be at most 1048576 characters, got 1126400"
+    )
+
+
+def test_control_characters_in_flags_name_the_flag() -> None:
+    with pytest.raises(UsageError) as info:
+        build_submit(None, SubmitOverrides(name="a\x1bb", command=["true"]))
+    assert info.value.message.startswith("--name: must not contain control characters")
+
+
+@pytest.mark.parametrize("opening", ["[", "{a: ", "- "])
+def test_deeply_nested_yaml_is_a_usage_error_naming_the_file(tmp_path: Path, opening: str) -> None:
+    closing = {"[": "]", "{a: ": "}", "- ": ""}[opening]
+    depth = 5000
+    if opening == "- ":
+        body = "\n  " + "- " * depth + "1"  # compact nested block sequences
+    else:
+        body = opening * depth + "1" + closing * depth
+    path = write(tmp_path, "run: x\nenv: " + body + "\n", "deep.yaml")
+    with pytest.raises(UsageError) as info:
+        load_job_file(path)
+    assert info.value.exit_code == ExitCode.USAGE
+    assert info.value.message.startswith(f"{path}: nested too deeply")
+
+
+def test_deeply_nested_yaml_exits_2(tmp_path: Path) -> None:
+    from tests.helpers import run_cli
+
+    path = write(tmp_path, "run: x\nenv: " + "[" * 20000 + "]" * 20000 + "\n", "deep.yaml")
+    res = run_cli("submit", "--dry-run", str(path), expect=2)
+    assert f"{path}: nested too deeply" in res.stderr
+    assert "Traceback" not in res.stderr and "RecursionError" not in res.stderr

@@ -236,7 +236,9 @@ class LocalExecutor(Executor):
                     start_new_session=True,
                     close_fds=True,
                 )
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
+            # ValueError: a NUL byte in an environment value or a path (the API refuses
+            # them; a job stored before it did still fails alone, with this reason).
             raise ExecutorError(f"could not start the job: {exc}") from exc
         launched = Launched(
             external_id=str(popen.pid),

@@ -8,6 +8,7 @@ with its offset loses and repeats nothing.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -97,7 +98,9 @@ async def follow_log(
                 except FileNotFoundError:
                     handle = None
             data = b""
-            if handle is not None:
+            # Only seek within the file: past its end there is nothing yet, and an offset
+            # past the filesystem's largest file would make seek fail (EINVAL).
+            if handle is not None and position < os.fstat(handle.fileno()).st_size:
                 handle.seek(position)
                 data = handle.read(CHUNK)
             if data:

@@ -8,6 +8,9 @@ Every tick (on submit/cancel, and at least every `job_poll_interval` seconds) it
    `JobArrayTaskLimit`).
 
 All state lives in the database; the only memory is which jobs were already signalled.
+One job's problem stays that job's: whatever handling one job raises (an executor that
+cannot start it, a row that cannot be read) ends that job FAILED with the reason, or is
+logged, and the tick goes on with the others (`_one_job`).
 State changes happen under `self._mutex`, which API calls that change states take too.
 Time limits use the real wall clock (`time.time()`, stored as `deadline_epoch`) so they
 hold across restarts even when the settings inject a fake clock for timestamps.
@@ -21,10 +24,12 @@ passed on, and states, pending reasons and time limits come from the executor
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from kaic.center.executors.base import (
@@ -48,6 +53,21 @@ logger = logging.getLogger("kaic.center.scheduler")
 
 CANCELLED_BY_USER = "cancelled by the user"
 SHUTDOWN_REASON = "the center shut down"
+
+
+def _describe(exc: Exception) -> str:
+    """An exception as a job's reason: our own errors say what is wrong in words; anything
+    else also names its type (`ValueError: embedded null byte`)."""
+    if isinstance(exc, (ExecutorError, PathRejected, OSError)):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _log_start_failure(job_id: str, doing: str, exc: Exception) -> None:
+    if isinstance(exc, (ExecutorError, PathRejected, OSError)):
+        logger.warning("job %s could not %s: %s", job_id, doing, exc)
+    else:  # a bug somewhere: keep the traceback
+        logger.error("job %s could not %s", job_id, doing, exc_info=exc)
 
 
 def _elapsed_hours(start: datetime | None, end: datetime) -> float:
@@ -135,11 +155,15 @@ class Scheduler:
         """One pass: collect ended jobs, enforce cancels and limits, start what fits."""
         with self._mutex:
             for ended in self.executor.poll():
-                with self.jobs.transaction():
+                with (
+                    self._one_job(ended.job_id, "recording how it ended", fail=True),
+                    self.jobs.transaction(),
+                ):
                     self._record_end(ended)
             if self.executor.owns_queue:
                 for observed in self.executor.updates():
-                    self._apply_observed(observed)
+                    with self._one_job(observed.job_id, "recording its state"):
+                        self._apply_observed(observed)
                 rows = self.jobs.active()
                 self._pass_on_cancels(rows)
                 self._hand_over(rows)
@@ -148,26 +172,67 @@ class Scheduler:
             self._signal_running([r for r in rows if r.state is JobState.RUNNING])
             self._schedule(rows)
 
+    @contextmanager
+    def _one_job(
+        self, job_id: str, doing: str, *, fail: bool = False, group: Sequence[str] = ()
+    ) -> Iterator[None]:
+        """Run work on one job so that its failure stays that job's: logged and, with
+        `fail`, the job (and the rest of its `group`: an array handed over as one) ends
+        FAILED saying why, so it cannot fail every later tick too.
+
+        A database that is locked or unreachable is no one job's problem: that still ends
+        the tick, to be retried by the next one."""
+        try:
+            yield
+        except sqlite3.OperationalError:
+            raise
+        except Exception as exc:
+            logger.exception("job %s: failed while %s", job_id, doing)
+            if fail:
+                reason = f"the center failed while {doing}: {_describe(exc)}"
+                for failed in dict.fromkeys([job_id, *group]):
+                    self._fail_job(failed, reason)
+
+    def _fail_job(self, job_id: str, reason: str) -> None:
+        """End a job FAILED after handling it raised; if even that fails, the bare state."""
+        try:
+            row = self.jobs.get(job_id)
+            if row is None or row.terminal:
+                return
+            with self.jobs.transaction():
+                self._finish_row(row, JobState.FAILED, None, reason)
+            return
+        except Exception:
+            logger.exception("job %s: could not record it FAILED; setting the state only", job_id)
+        try:
+            with self.jobs.transaction():
+                self.jobs.update(
+                    job_id, state=JobState.FAILED, reason=reason, ended_at=self.jobs.now()
+                )
+        except Exception:
+            logger.exception("job %s: could not set it FAILED", job_id)
+
     def _signal_running(self, running: Sequence[JobRow]) -> None:
-        now = time.time()
-        grace = self.settings.kill_grace
         for row in running:
             if row.id in self._signalled:
                 continue
-            if row.end_cause is None and row.deadline_epoch is not None:
-                if now < row.deadline_epoch:
-                    continue
-                with self.jobs.transaction():
-                    self.jobs.update(row.id, end_cause="timeout")
-                    self.jobs.add_event(
-                        row.id,
-                        f"time limit of {row.time_limit_seconds}s reached: SIGTERM, "
-                        f"SIGKILL after {grace:g}s",
-                    )
-            elif row.end_cause is None:
-                continue
-            self._signalled.add(row.id)
-            self.executor.cancel(row.id)
+            with self._one_job(row.id, "signalling it"):
+                self._signal_one(row)
+
+    def _signal_one(self, row: JobRow) -> None:
+        """Signal a running job that was cancelled or has reached its time limit."""
+        if row.end_cause is None:
+            if row.deadline_epoch is None or time.time() < row.deadline_epoch:
+                return
+            with self.jobs.transaction():
+                self.jobs.update(row.id, end_cause="timeout")
+                self.jobs.add_event(
+                    row.id,
+                    f"time limit of {row.time_limit_seconds}s reached: SIGTERM, "
+                    f"SIGKILL after {self.settings.kill_grace:g}s",
+                )
+        self._signalled.add(row.id)
+        self.executor.cancel(row.id)
 
     def _schedule(self, rows: Sequence[JobRow]) -> None:
         used: dict[str, set[int]] = {name: set() for name in self.partitions}
@@ -181,36 +246,41 @@ class Scheduler:
         pending = [r for r in rows if r.state is JobState.PENDING]
         dependencies = self.jobs.get_many(d for r in pending for d in r.depends_on)
         for row in pending:
-            partition = self.partitions.get(row.partition)
-            if partition is None:
-                self._set_reason(row, "PartitionDown")
-                continue
-            if row.depends_on:
-                verdict = self._dependency_verdict(row, dependencies)
-                if verdict is not None:
-                    self._finish_pending(row, verdict)
+            with self._one_job(row.id, "scheduling it", fail=True):
+                partition = self.partitions.get(row.partition)
+                if partition is None:
+                    self._set_reason(row, "PartitionDown")
                     continue
-                if not all(dependencies[d].state is JobState.COMPLETED for d in row.depends_on):
-                    self._set_reason(row, "Dependency")
+                if row.depends_on:
+                    verdict = self._dependency_verdict(row, dependencies)
+                    if verdict is not None:
+                        self._finish_pending(row, verdict)
+                        continue
+                    if not all(dependencies[d].state is JobState.COMPLETED for d in row.depends_on):
+                        self._set_reason(row, "Dependency")
+                        continue
+                limit = self._array_limit(row)
+                if (
+                    limit is not None
+                    and row.array_job_id
+                    and running_tasks[row.array_job_id] >= limit
+                ):
+                    self._set_reason(row, "JobArrayTaskLimit")
                     continue
-            limit = self._array_limit(row)
-            if limit is not None and row.array_job_id and running_tasks[row.array_job_id] >= limit:
-                self._set_reason(row, "JobArrayTaskLimit")
-                continue
-            if row.gpus > 0 and partition.name in blocked:
-                self._set_reason(row, "Priority")
-                continue
-            taken = used[partition.name]
-            free = [i for i in range(partition.gpus) if i not in taken]
-            if len(free) < row.gpus:
-                self._set_reason(row, "Resources")
-                blocked.add(partition.name)
-                continue
-            gpu_ids = free[: row.gpus]
-            if self._start(row, partition, gpu_ids):
-                taken.update(gpu_ids)
-                if row.array_job_id:
-                    running_tasks[row.array_job_id] += 1
+                if row.gpus > 0 and partition.name in blocked:
+                    self._set_reason(row, "Priority")
+                    continue
+                taken = used[partition.name]
+                free = [i for i in range(partition.gpus) if i not in taken]
+                if len(free) < row.gpus:
+                    self._set_reason(row, "Resources")
+                    blocked.add(partition.name)
+                    continue
+                gpu_ids = free[: row.gpus]
+                if self._start(row, partition, gpu_ids):
+                    taken.update(gpu_ids)
+                    if row.array_job_id:
+                        running_tasks[row.array_job_id] += 1
 
     def _array_limit(self, row: JobRow) -> int | None:
         if row.kind != "task" or row.array_job_id is None:
@@ -238,8 +308,12 @@ class Scheduler:
                 self._refresh_array(row.array_job_id)
 
     def _start(self, row: JobRow, partition: PartitionConfig, gpu_ids: list[int]) -> bool:
-        home = storage_home(self.settings, row.user, row.unix_account or None)
+        """Start one job on `gpu_ids`; False (and the job FAILED, saying why) if it cannot.
+
+        Anything starting it raises fails this job only: a job that cannot start must never
+        keep the queue from everyone else's (a NUL byte in a job's name once did)."""
         try:
+            home = storage_home(self.settings, row.user, row.unix_account or None)
             # The executor creates the home and workdir (as the job's account, if it runs
             # jobs as their users).
             _, workdir = resolve_workdir(home, row.workdir)
@@ -260,9 +334,9 @@ class Scheduler:
                 unix_account=row.unix_account or row.user,
             )
             launched = self.executor.start(spec)
-        except (ExecutorError, PathRejected, OSError) as exc:
-            logger.warning("job %s could not start: %s", row.id, exc)
-            self._finish_pending(row, f"failed to start: {exc}", state=JobState.FAILED)
+        except Exception as exc:
+            _log_start_failure(row.id, "start", exc)
+            self._finish_pending(row, f"failed to start: {_describe(exc)}", state=JobState.FAILED)
             return False
         deadline = time.time() + row.time_limit_seconds if row.time_limit_seconds else None
         with self.jobs.transaction():
@@ -333,7 +407,8 @@ class Scheduler:
         for row in rows:
             if row.end_cause == "cancel" and row.external_id and row.id not in self._signalled:
                 self._signalled.add(row.id)
-                self.executor.cancel(row.id)
+                with self._one_job(row.id, "passing its cancel on"):
+                    self.executor.cancel(row.id)
 
     def _hand_over(self, rows: Sequence[JobRow]) -> None:
         """Submit every pending job (an array: all its tasks as one) the executor does not
@@ -354,32 +429,38 @@ class Scheduler:
                 if row.array_job_id
                 else [row]
             )
-            verdict = self._dependency_verdict(row, dependencies)
-            if verdict is not None:
-                for member in group:
-                    self._finish_pending(member, verdict)
-                continue
-            after_ok: list[str] = []
-            for dep_id in row.depends_on:
-                dep = dependencies[dep_id]
-                if dep.state is JobState.COMPLETED:
-                    continue  # done already: the batch system may have forgotten it
-                if not dep.external_id:
-                    after_ok = []
-                    break
-                after_ok.append(dep.external_id)
-            else:
-                if not self._hand_over_one(row, group, after_ok):
+            members = [m.id for m in group]
+            with self._one_job(row.id, "handing it over", fail=True, group=members):
+                if not self._hand_over_group(row, group, dependencies):
                     return  # the batch system is unreachable: try again later
-                continue
+
+    def _hand_over_group(
+        self, row: JobRow, group: Sequence[JobRow], dependencies: dict[str, JobRow]
+    ) -> bool:
+        """Hand over one job or array once its dependencies allow; False when the executor
+        is unreachable right now."""
+        verdict = self._dependency_verdict(row, dependencies)
+        if verdict is not None:
             for member in group:
-                self._set_reason(member, "Dependency")
+                self._finish_pending(member, verdict)
+            return True
+        after_ok: list[str] = []
+        for dep_id in row.depends_on:
+            dep = dependencies[dep_id]
+            if dep.state is JobState.COMPLETED:
+                continue  # done already: the batch system may have forgotten it
+            if not dep.external_id:
+                for member in group:
+                    self._set_reason(member, "Dependency")
+                return True
+            after_ok.append(dep.external_id)
+        return self._hand_over_one(row, group, after_ok)
 
     def _hand_over_one(self, row: JobRow, group: Sequence[JobRow], after_ok: list[str]) -> bool:
         """Submit one job or array; False when the executor is unreachable right now."""
         submit_id = row.array_job_id or row.id
-        home = storage_home(self.settings, row.user, row.unix_account)
         try:
+            home = storage_home(self.settings, row.user, row.unix_account)
             _, workdir = resolve_workdir(home, row.workdir)
             spec = LaunchSpec(
                 job_id=submit_id,
@@ -407,10 +488,13 @@ class Scheduler:
             for member in group:
                 self._set_reason(member, str(exc))
             return False
-        except (ExecutorError, PathRejected, OSError) as exc:
-            logger.warning("job %s could not be submitted: %s", submit_id, exc)
+        except Exception as exc:
+            # Like `_start`: whatever else submitting raises fails this job (or array) only.
+            _log_start_failure(submit_id, "be submitted", exc)
             for member in group:
-                self._finish_pending(member, f"failed to submit: {exc}", state=JobState.FAILED)
+                self._finish_pending(
+                    member, f"failed to submit: {_describe(exc)}", state=JobState.FAILED
+                )
             return True
         external = launched.external_id
         with self.jobs.transaction():
@@ -594,8 +678,12 @@ class Scheduler:
             for r in running
         ]
         ended = {e.job_id: e for e in self.executor.recover(handles)}
-        with self.jobs.transaction():
-            for row in running:
+        for row in running:
+            # One transaction per job: one that cannot be recorded must not stop the center.
+            with (
+                self._one_job(row.id, "recovering it after a restart", fail=True),
+                self.jobs.transaction(),
+            ):
                 end = ended.get(row.id)
                 if end is None:
                     if row.state is JobState.RUNNING:

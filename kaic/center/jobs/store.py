@@ -8,14 +8,19 @@ parent row (kind 'array', id "N") whose state the scheduler derives from its tas
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from pydantic import ValidationError
+
 from kaic.center.store import Store, format_time, parse_time
-from kaic.models import Job, JobEvent, JobState, JobSubmit
+from kaic.models import Job, JobEvent, JobState, JobSubmit, Resources
+
+logger = logging.getLogger("kaic.center.jobs")
 
 JobKind = Literal["job", "array", "task"]
 ACTIVE = (JobState.PENDING.value, JobState.RUNNING.value, JobState.SUSPENDED.value,
@@ -67,6 +72,19 @@ def _split(text: str) -> tuple[str, ...]:
     return tuple(part for part in text.split(",") if part)
 
 
+def _load_spec(job_id: str, text: str) -> JobSubmit:
+    """A stored submission. One accepted under older, looser rules (say, before the limits
+    of `kaic.models.limits`) is kept as stored rather than refused: one bad row must not
+    make every query that reads it fail; the scheduler fails the job if it cannot start."""
+    try:
+        return JobSubmit.model_validate_json(text)
+    except ValidationError:
+        logger.warning("job %s: its stored spec no longer validates; loaded as stored", job_id)
+    data = json.loads(text)
+    resources = Resources.model_construct(**(data.pop("resources", None) or {}))
+    return JobSubmit.model_construct(resources=resources, **data)
+
+
 def _row(row: sqlite3.Row) -> JobRow:
     return JobRow(
         id=row["id"],
@@ -81,7 +99,7 @@ def _row(row: sqlite3.Row) -> JobRow:
         project=row["project_name"],
         name=row["name"],
         partition=row["partition"],
-        spec=JobSubmit.model_validate_json(row["spec"]),
+        spec=_load_spec(row["id"], row["spec"]),
         workdir=row["workdir"],
         time_limit_seconds=row["time_limit_seconds"],
         gpus=row["gpus"],

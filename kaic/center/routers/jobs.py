@@ -16,6 +16,7 @@ from kaic.center.jobs.logs import follow_log, log_size, read_log, tail_offset
 from kaic.center.jobs.paths import job_paths
 from kaic.center.jobs.service import JobService
 from kaic.models import DryRunResult, ErrorResponse, Job, JobEvent, JobList, JobState, JobSubmit
+from kaic.models.limits import MAX_CURSOR_LENGTH, MAX_LOG_OFFSET, MAX_TAIL_LINES
 
 router = APIRouter(
     prefix="/v1",
@@ -47,7 +48,10 @@ Writer = Annotated[Principal, Depends(require_scope("jobs:write"))]
     response_model=Job | DryRunResult,
     status_code=201,
     responses={
-        200: {"description": "a dry run, or a repeated Idempotency-Key with the same body"},
+        200: {
+            "model": Job | DryRunResult,
+            "description": "a dry run, or a repeated Idempotency-Key with the same body",
+        },
         409: {"model": ErrorResponse, "description": "Idempotency-Key reused for another body"},
     },
 )
@@ -81,7 +85,10 @@ def list_jobs(
     state: Annotated[list[JobState] | None, Query()] = None,
     all_jobs: Annotated[bool, Query(alias="all")] = False,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: str | None = None,
+    cursor: Annotated[
+        str | None,
+        Query(max_length=MAX_CURSOR_LENGTH, description="`next_cursor` of the previous page"),
+    ] = None,
 ) -> JobList:
     """The caller's jobs, newest first (array tasks only through their array).
 
@@ -120,8 +127,16 @@ def job_events(job_id: str, principal: Reader, service: ServiceDep) -> list[JobE
     response_class=StreamingResponse,
     responses={
         200: {
-            "content": {"application/octet-stream": {}},
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
             "description": "raw log bytes; `X-Log-Offset` is the offset the body starts at",
+            "headers": {
+                LOG_OFFSET_HEADER: {
+                    "description": "the byte offset of the log the body starts at",
+                    "schema": {"type": "integer", "minimum": 0},
+                }
+            },
         }
     },
 )
@@ -130,9 +145,9 @@ async def job_logs(
     principal: Reader,
     service: ServiceDep,
     stream: Literal["stdout", "stderr"] = "stdout",
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_LOG_OFFSET)] = 0,
     follow: bool = False,
-    tail: Annotated[int | None, Query(ge=0)] = None,
+    tail: Annotated[int | None, Query(ge=0, le=MAX_TAIL_LINES)] = None,
 ) -> StreamingResponse:
     """A job's log from byte `offset` (or its last `tail` lines).
 
