@@ -13,6 +13,7 @@ import base64
 import contextlib
 import hashlib
 import hmac
+import logging
 import os
 import re
 import socket
@@ -303,9 +304,20 @@ def _tune(transport: paramiko.Transport, known: list[KnownKey]) -> None:
         options.key_types = tuple(supported)
 
 
+def _quiet_paramiko() -> None:
+    """Keep paramiko's own log off the terminal. Without a handler anywhere, Python prints
+    its ERROR records to stderr — a transport thread's traceback when the staging host goes
+    away ("Socket exception: Connection reset by peer"), which kaic handles and reports
+    itself. With KAIC_DEBUG set they are shown."""
+    log = logging.getLogger("paramiko")
+    if not log.handlers and os.environ.get("KAIC_DEBUG", "") in ("", "0", "false", "no"):
+        log.addHandler(logging.NullHandler())
+
+
 def open_sftp(target: SshTarget, *, timeout: float = CONNECT_TIMEOUT) -> SftpConnection:
     """Connect, check the host key, log in with the key (+ certificate), open SFTP."""
     paramiko.SFTPFile.MAX_REQUEST_SIZE = REQUEST_SIZE  # process-wide; see module docstring
+    _quiet_paramiko()
     key = _load_key(target)
     known = trusted_keys(target)
     try:
