@@ -489,9 +489,7 @@ class _Engine:
                         more, errors = extra.take(wanted - 1)
                         conns += more
                         if errors and len(conns) < wanted:
-                            self.warn(
-                                f"using {len(conns)} of {wanted} connections: {errors[0]}"
-                            )
+                            self.warn(f"using {len(conns)} of {wanted} connections: {errors[0]}")
                     self._transfer_all(plan, conns)
                 if self.stats.failures:
                     break

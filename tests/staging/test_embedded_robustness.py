@@ -58,7 +58,15 @@ def endpoint(tmp_path: Path, isolated_dirs: Path) -> Iterator[Endpoint]:
     ep = Endpoint(center, http_port, sftp_port)
     try:
         center.add_user("alice", PASSWORD, unix_account="alice01")
-        run_cli("login", "--center", center.url, "-u", "alice", "--password-stdin", input=PASSWORD + "\n")
+        run_cli(
+            "login",
+            "--center",
+            center.url,
+            "-u",
+            "alice",
+            "--password-stdin",
+            input=PASSWORD + "\n",
+        )
         yield ep
     finally:
         ep.center.stop()

@@ -14,11 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from kaic.errors import Unreachable
+from kaic.staging.connect import SftpConnection, open_sftp
 from kaic.staging.plan import is_part, part_name
 from kaic.staging.transfer import SyncOptions, pull, push
-from tests.helpers import cli_env, run_cli, unavailable
+from tests.helpers import cli_env, free_port, run_cli, unavailable
 from tests.sshd import STAGING_USER, RunningSshd, start_sshd
 from tests.staging.conftest import SshEnv
+from tests.staging.faults import CuttingProxy
 
 Remote = tuple[str, Path]
 
@@ -69,6 +72,50 @@ def test_server_short_of_descriptors_slows_down_instead_of_failing(
     assert got.files_transferred == 400
     for f in src.iterdir():
         assert (back / f.name).read_bytes() == f.read_bytes()
+
+
+# -- outages --------------------------------------------------------------------------------
+
+
+def test_an_outage_longer_than_the_budget_gives_up_resumably(
+    ssh_env: SshEnv, remote_dir: Remote, tmp_path: Path
+) -> None:
+    """The connection is cut mid-file and the host stays unreachable: kaic keeps trying for
+    its reconnect budget, gives up with Unreachable (exit 5), and the next run resumes."""
+    name, view = remote_dir
+    big = tmp_path / "big.bin"
+    data = os.urandom(24 << 20)
+    big.write_bytes(data)
+    proxy = CuttingProxy(ssh_env.sshd.port, [6 << 20])
+    dead = free_port()  # nothing listens there: every reconnect is refused
+    ports: list[int] = []
+
+    def connect() -> SftpConnection:
+        ports.append(proxy.port if not ports else dead)
+        return open_sftp(ssh_env.target(port=ports[-1]))
+
+    warnings: list[str] = []
+    try:
+        with pytest.raises(Unreachable) as info:
+            push(
+                connect,
+                [str(big)],
+                f"{name}/",
+                SyncOptions(parallel=1, reconnect_budget=1.0),
+                warn=warnings.append,
+            )
+    finally:
+        proxy.close()
+    assert "could not resume within 1 s" in info.value.message
+    assert info.value.exit_code == 5 and "run the same command again" in (info.value.hint or "")
+    assert any("reconnecting" in w for w in warnings) and len(ports) >= 3
+    part = Path(part_name(str(view / "big.bin")))
+    partial = part.stat().st_size
+    assert 0 < partial < len(data)
+
+    resumed = push(ssh_env.target(), [str(big)], f"{name}/")
+    assert resumed.bytes_transferred == len(data) - partial
+    assert (view / "big.bin").read_bytes() == data and not part.exists()
 
 
 # -- names at NAME_MAX ----------------------------------------------------------------------
