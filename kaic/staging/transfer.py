@@ -621,12 +621,14 @@ class _Engine:
             pending = list(self.stats.retry.values())
             if not pending or attempt >= self.options.file_attempts:
                 return
-            first = self.stats.failures.get(pending[0].dst, "")
+            first = pending[0].dst
+            delay = min(RETRY_START_S * 2 ** (attempt - 1), RECONNECT_CAP_S)
             self.warn(
-                f"{len(pending)} file(s) failed ({first}); trying them again "
-                f"({attempt + 1} of {self.options.file_attempts})"
+                f"{len(pending)} file(s) failed (e.g. {first}: "
+                f"{self.stats.failures.get(first, '?')}); trying them again in {delay:.1f} s "
+                f"(round {attempt + 1} of {self.options.file_attempts})"
             )
-            self.sleep(min(RETRY_START_S * 2 ** (attempt - 1), RECONNECT_CAP_S))
+            self.sleep(delay)
 
     def _run_workers(
         self, tasks: list[FileTask], parts: dict[str, int], conns: list[SftpConnection]
@@ -703,7 +705,11 @@ class _Engine:
                     task, f"permission denied on the staging host: {remote}", refused=remote
                 )
             return
-        self.stats.fail(task, str(exc), retry=True)
+        if isinstance(exc, SftpFailure):
+            reason = "the staging host answered 'failure' (e.g. out of open files or disk space)"
+        else:
+            reason = str(exc)
+        self.stats.fail(task, reason, retry=True)
 
     # -- push ----------------------------------------------------------------------------
     def _push_batch(
