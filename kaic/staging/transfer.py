@@ -706,7 +706,7 @@ class _Engine:
                 )
             return
         if isinstance(exc, SftpFailure):
-            reason = "the staging host answered 'failure' (e.g. out of open files or disk space)"
+            reason = "the staging host answered 'failure' (it may be out of open files or space)"
         else:
             reason = str(exc)
         self.stats.fail(task, reason, retry=True)
