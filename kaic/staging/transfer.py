@@ -698,7 +698,8 @@ class _Engine:
         if isinstance(exc, PermissionError):
             local = (task.src,) if self.push else (task.dst, part_name(task.dst))
             if exc.filename is not None and exc.filename in local:
-                self.stats.fail(task, f"permission denied: {exc.filename}")
+                verb, path = ("read", task.src) if self.push else ("write", task.dst)
+                self.stats.fail(task, f"cannot {verb} {path}: permission denied")
             else:
                 remote = task.dst if self.push else task.src
                 self.stats.fail(
