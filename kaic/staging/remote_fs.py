@@ -80,8 +80,8 @@ def parse_sha256sum(output: bytes) -> dict[str, str]:
     return sums
 
 
-def _one_by_one(checksum_fn: ChecksumFn) -> ChecksumsFn:
-    """A `ChecksumsFn` asking `checksum_fn` path by path (None where it fails)."""
+def one_by_one(checksum_fn: ChecksumFn) -> ChecksumsFn:
+    """A `ChecksumsFn` asking a one-path `checksum_fn` path by path (None where it fails)."""
 
     def many(paths: Sequence[str]) -> dict[str, str | None]:
         sums: dict[str, str | None] = {}
@@ -109,16 +109,11 @@ class RemoteSide:
         self.conn = conn
         self.sftp = sftp or conn.sftp
         if checksums_fn is None and checksum_fn is not None:
-            checksums_fn = self.batched(checksum_fn)
+            checksums_fn = one_by_one(checksum_fn)
         #: the center's checksums (many paths per call), when the caller supplies them
         self.checksums_fn = checksums_fn
         #: can we run `sha256sum` on the host? None until first tried
         self.exec_ok: bool | None = None
-
-    @staticmethod
-    def batched(checksum_fn: ChecksumFn) -> ChecksumsFn:
-        """A `ChecksumsFn` asking a one-path `checksum_fn` path by path."""
-        return _one_by_one(checksum_fn)
 
     # -- Side ------------------------------------------------------------------------
     def join(self, *parts: str) -> str:

@@ -83,6 +83,7 @@ from kaic.staging.remote_fs import (
     RemotePermissionError,
     RemoteSide,
     normalize_remote,
+    one_by_one,
     remote_denied,
 )
 
@@ -1036,7 +1037,7 @@ def _engine(
     clock: Callable[[], float],
 ) -> _Engine:
     if checksums_fn is None and checksum_fn is not None:
-        checksums_fn = RemoteSide.batched(checksum_fn)
+        checksums_fn = one_by_one(checksum_fn)
     return _Engine(
         push,
         _connector(target),
