@@ -126,7 +126,10 @@ def bind_loopback_socket(host: str, port: int) -> socket.socket:
 def bind_socket(address: str, port: int) -> socket.socket:
     """A listening TCP socket on an address already checked (port 0 picks a free port)."""
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP spelled out: asyncio turns Nagle off (TCP_NODELAY) on accepted sockets
+    # only when it sees it, and without that every response on a kept-alive connection
+    # waited ~40 ms for the client's delayed ACK (headers and body are written apart).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((address, port))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import getpass
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -17,13 +17,17 @@ import typer
 
 from kaic.cli.context import AppContext, get_app
 from kaic.cli.options import JsonOpt
-from kaic.errors import KaicError, UsageError
+from kaic.errors import KaicError, Rejected, UsageError
 from kaic.text import visible
 
 if TYPE_CHECKING:
     from kaic.staging.connect import SshTarget
     from kaic.staging.plan import SyncPlan
+    from kaic.staging.remote_fs import ChecksumsFn
     from kaic.staging.transfer import SyncOptions, SyncResult
+
+    #: where to log in, and the center's checksums (None without a center)
+    Target = tuple[SshTarget, ChecksumsFn | None]
 
 app = typer.Typer(
     help="Stage data to and from center storage (SFTP; resumable, sha256-verified).\n\n"
@@ -97,8 +101,9 @@ def _env_target() -> SshTarget | None:
     )
 
 
-def resolve_target(app_: AppContext) -> tuple[SshTarget, Callable[[str], str | None] | None]:
-    """The SSH target (env override, else the center's staging info + an SSH certificate)."""
+def resolve_target(app_: AppContext) -> Target:
+    """The SSH target (env override, else the center's staging info + an SSH certificate),
+    and the center's batched checksums (what verifies a transfer on a host without exec)."""
     target = _env_target()
     if target is not None:
         return target, None
@@ -116,26 +121,20 @@ def resolve_target(app_: AppContext) -> tuple[SshTarget, Callable[[str], str | N
         cert_path=identity.cert_path,
         known_hosts_lines=list(known_hosts_lines(info)),
     )
-    client = session.client
+    from kaic.client.files import FileChecksumsClient
 
-    def checksum_fn(path: str) -> str | None:
-        """The center's `GET /v1/files/checksum` (a fallback when the host refuses exec)."""
-        from kaic.models.staging import FileChecksum
-
-        response = client.request("GET", "/v1/files/checksum", params={"path": path})
-        return client.parse(response, FileChecksum).sha256
-
-    return target, checksum_fn
+    return target, FileChecksumsClient(session.client)
 
 
 # -- progress -------------------------------------------------------------------------------
 
 
 @contextmanager
-def transfer_progress(app_: AppContext, enabled: bool) -> Iterator[tuple[Any, Any]]:
-    """(on_plan, progress) callbacks drawing a rich bar on stderr; no-ops when disabled."""
+def transfer_progress(app_: AppContext, enabled: bool) -> Iterator[tuple[Any, Any, Any]]:
+    """(on_plan, progress, on_status) callbacks drawing a rich bar on stderr; no-ops when
+    disabled. `on_status("reconnecting…")` shows what the sync waits for in the bar."""
     if not enabled or not app_.stderr.isatty() or os.environ.get("TERM") == "dumb":
-        yield None, None
+        yield None, None, None
         return
     from rich.console import Console
     from rich.progress import (
@@ -156,26 +155,30 @@ def transfer_progress(app_: AppContext, enabled: bool) -> Iterator[tuple[Any, An
         console=Console(file=app_.stderr),
         transient=True,
     )
-    state: dict[str, Any] = {"task": None, "files": 0, "total": 0}
+    state: dict[str, Any] = {"task": None, "files": 0, "total": 0, "status": None}
+
+    def describe() -> str:
+        return state["status"] or f"{state['files']}/{state['total']} files"
 
     def on_plan(plan: SyncPlan) -> None:
         state["total"] = len(plan.transfers)
-        state["task"] = bar.add_task(
-            f"0/{state['total']} files", total=max(plan.bytes_to_transfer, 1)
-        )
+        state["task"] = bar.add_task(describe(), total=max(plan.bytes_to_transfer, 1))
 
     def progress(nbytes: int, nfiles: int) -> None:
         if state["task"] is None:
             return
         state["files"] += nfiles
-        bar.update(
-            state["task"],
-            advance=nbytes,
-            description=f"{state['files']}/{state['total']} files",
-        )
+        if nbytes or nfiles:
+            state["status"] = None
+        bar.update(state["task"], advance=nbytes, description=describe())
+
+    def on_status(status: str | None) -> None:
+        state["status"] = status
+        if state["task"] is not None:
+            bar.update(state["task"], description=describe())
 
     with bar:
-        yield on_plan, progress
+        yield on_plan, progress, on_status
 
 
 # -- push / pull ----------------------------------------------------------------------------
@@ -243,22 +246,32 @@ def _render(app_: AppContext, result: SyncResult, json_out: bool, direction: str
 
 
 def failures_error(app_: AppContext, result: SyncResult, what: str = "") -> KaicError | None:
-    """Warn about each file that failed; the error to exit with, None when none failed."""
+    """Warn about each file that failed; the error to exit with, None when none failed:
+    `Rejected` (exit 6) when the staging host refused every one of them, else exit 1."""
     if not result.failures:
         return None
     from kaic.staging.transfer import TransferFailed
 
     for path, reason in sorted(result.failures.items()):
         app_.warn(f"{path}: {reason}")
+    of = f" of {what}" if what else ""
+    if result.refused and len(result.refused) == len(result.failures):
+        refused = sorted(result.refused.values())
+        named = refused[0] if len(refused) == 1 else f"{len(refused)} files (first {refused[0]})"
+        return Rejected(
+            f"permission denied on the staging host{of}: {named}",
+            hint="choose a remote path your account may write to and read "
+            "(relative paths start in your home there)",
+        )
     return TransferFailed(
-        f"{len(result.failures)} file(s){f' of {what}' if what else ''} failed",
+        f"{len(result.failures)} file(s){of} failed",
         hint="run the same command again; unchanged and finished files are skipped",
     )
 
 
 def run_sync(
     app_: AppContext,
-    target: tuple[SshTarget, Callable[[str], str | None] | None],
+    target: Target,
     push: bool,
     sources: list[str],
     dest: str,
@@ -269,9 +282,9 @@ def run_sync(
     """One push or pull to/from `target` (from `resolve_target`), with a progress bar."""
     from kaic.staging import transfer
 
-    ssh_target, checksum_fn = target
+    ssh_target, checksums_fn = target
     run = transfer.push if push else transfer.pull
-    with transfer_progress(app_, show_progress) as (on_plan, progress):
+    with transfer_progress(app_, show_progress) as (on_plan, progress, on_status):
         return run(
             ssh_target,
             sources,
@@ -279,8 +292,9 @@ def run_sync(
             options,
             progress=progress,
             on_plan=on_plan,
+            on_status=on_status,
             warn=app_.warn,
-            checksum_fn=checksum_fn,
+            checksums_fn=checksums_fn,
             sleep=app_.sleep,
         )
 

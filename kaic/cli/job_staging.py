@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kaic.errors import KaicError
+from kaic.errors import Interrupted, KaicError
 from kaic.text import visible
 
 if TYPE_CHECKING:
@@ -86,6 +86,8 @@ def _sync(app: AppContext, push: bool, items: list[Staged]) -> list[Staged]:
         sources, dest = ([item.local], item.dst) if push else ([item.src], item.local)
         try:
             result = run_sync(app, target, push, sources, dest, SyncOptions(), show_progress=True)
+        except Interrupted:
+            raise  # Ctrl-C stops the whole command, not just this entry
         except KaicError as exc:
             done.append(Staged(item.src, item.dst, item.local, error=exc))
             if push:
@@ -122,6 +124,8 @@ def fetch_outputs(app: AppContext, outputs: list[Staged]) -> list[Staged]:
         return []
     try:
         done = _sync(app, False, outputs)
+    except Interrupted:
+        raise
     except KaicError as exc:  # no staging endpoint, no certificate, unreachable
         done = [Staged(item.src, item.dst, item.local, error=exc) for item in outputs]
     for item in done:

@@ -1,12 +1,19 @@
-"""Data-staging models: where to reach center storage over SSH/SFTP, and user certificates."""
+"""Data-staging models: where to reach center storage over SSH/SFTP, user certificates, and
+server-side checksums."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from pydantic import BaseModel, Field
 
 from kaic.models.limits import MAX_PUBLIC_KEY_LENGTH
+
+#: most paths one `POST /v1/files/checksums` takes (a client verifying more sends several)
+MAX_CHECKSUM_PATHS = 256
+#: the longest path either checksum route takes (PATH_MAX)
+MAX_CHECKSUM_PATH_LENGTH = 4096
 
 
 class StorageRoot(BaseModel):
@@ -56,3 +63,42 @@ class FileChecksum(BaseModel):
     path: str
     size: int
     sha256: str
+
+
+ChecksumPath = Annotated[str, Field(min_length=1, max_length=MAX_CHECKSUM_PATH_LENGTH)]
+
+
+class FileChecksumsRequest(BaseModel):
+    """`POST /v1/files/checksums`: the sha256 of several files in one call (a transfer
+    verifies a batch of files at once; one request per file cost most of a push)."""
+
+    paths: list[ChecksumPath] = Field(
+        min_length=1,
+        max_length=MAX_CHECKSUM_PATHS,
+        description="relative to your storage root (`~/…` too), or absolute inside it",
+    )
+
+
+class PathError(BaseModel):
+    """Why one path of a batch has no checksum (the others are unaffected)."""
+
+    code: str = Field(
+        description="`not_found` (missing, or not in your storage: the same answer) or "
+        "`invalid_request` (not a regular file)"
+    )
+    message: str
+
+
+class FileChecksumResult(BaseModel):
+    """One path's answer: `size` and `sha256`, or `error`."""
+
+    path: str = Field(description="the path as it was asked for")
+    size: int | None = None
+    sha256: str | None = None
+    error: PathError | None = None
+
+
+class FileChecksums(BaseModel):
+    """`POST /v1/files/checksums`: one result per requested path, in request order."""
+
+    results: list[FileChecksumResult]

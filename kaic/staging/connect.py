@@ -13,11 +13,14 @@ import base64
 import contextlib
 import hashlib
 import hmac
+import logging
 import os
 import re
 import socket
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 
 import paramiko
 
@@ -333,9 +336,52 @@ def _tune(transport: paramiko.Transport, known: list[KnownKey]) -> None:
         options.key_types = tuple(supported)
 
 
+def _debugging() -> bool:
+    return os.environ.get("KAIC_DEBUG", "") not in ("", "0", "false", "no")
+
+
+def _quiet_paramiko() -> None:
+    """Keep paramiko's own noise off the terminal when a connection drops; kaic notices the
+    loss itself (and resumes, or reports it). With KAIC_DEBUG set everything is shown.
+
+    - Its log: without a handler anywhere, Python prints ERROR records to stderr — a
+      transport thread's traceback ("Socket exception: Connection reset by peer").
+    - Its prefetch thread (`SFTPFile.prefetch`, how a download keeps reads in flight) raises
+      when the connection goes away under it, and Python prints that thread's traceback.
+      The download waiting on those reads fails the same moment and the sync resumes, so
+      only that thread's connection errors are dropped; anything else is printed as before.
+    """
+    if _debugging():
+        return
+    log = logging.getLogger("paramiko")
+    if not log.handlers:
+        log.addHandler(logging.NullHandler())
+    if not getattr(threading.excepthook, "_kaic_quiet_prefetch", False):
+        previous = threading.excepthook
+
+        def hook(args: threading.ExceptHookArgs) -> None:
+            lost = (EOFError, OSError, paramiko.SSHException)
+            if not (isinstance(args.exc_value, lost) and _in_prefetch(args.exc_traceback)):
+                previous(args)
+
+        hook._kaic_quiet_prefetch = True  # type: ignore[attr-defined]
+        threading.excepthook = hook
+
+
+def _in_prefetch(tb: TracebackType | None) -> bool:
+    """Whether a traceback runs through paramiko's `SFTPFile._prefetch_thread`."""
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_name == "_prefetch_thread" and code.co_filename.endswith("sftp_file.py"):
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def open_sftp(target: SshTarget, *, timeout: float = CONNECT_TIMEOUT) -> SftpConnection:
     """Connect, check the host key, log in with the key (+ certificate), open SFTP."""
     paramiko.SFTPFile.MAX_REQUEST_SIZE = REQUEST_SIZE  # process-wide; see module docstring
+    _quiet_paramiko()
     key = _load_key(target)
     known = trusted_keys(target)
     try:

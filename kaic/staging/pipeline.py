@@ -42,7 +42,7 @@ FXP_STATUS, FXP_HANDLE, FXP_DATA = 101, 102, 103
 FXF_READ, FXF_WRITE, FXF_CREAT, FXF_TRUNC = 0x01, 0x02, 0x08, 0x10
 ATTR_PERMISSIONS, ATTR_ACMODTIME = 0x04, 0x08
 FX_OK, FX_EOF, FX_NO_SUCH_FILE, FX_PERMISSION_DENIED = 0, 1, 2, 3
-FX_OP_UNSUPPORTED = 8
+FX_FAILURE, FX_OP_UNSUPPORTED = 4, 8
 POSIX_RENAME = "posix-rename@openssh.com"
 
 #: most bytes of replies outstanding at once (paramiko's receive window is 2 MiB)
@@ -63,6 +63,13 @@ class PipeClosed(EOFError):
 
 class Unsupported(OSError):
     """The server does not implement the request (SSH_FX_OP_UNSUPPORTED)."""
+
+
+class SftpFailure(OSError):
+    """SSH_FX_FAILURE, the server's unspecific error: among others what a server short of
+    resources answers an OPEN (OpenSSH's sftp-server on EMFILE, the embedded endpoint over
+    its open-file budget or per-session handle cap). Worth trying again later, with fewer
+    files open at once."""
 
 
 def _string(data: bytes | str) -> bytes:
@@ -89,7 +96,8 @@ def status_error(payload: bytes, path: str) -> OSError:
     if len(payload) >= 8:
         (n,) = struct.unpack_from(">I", payload, 4)
         message = payload[8 : 8 + n].decode("utf-8", errors="replace")
-    cls = Unsupported if code == FX_OP_UNSUPPORTED else OSError
+    cls = {FX_OP_UNSUPPORTED: Unsupported, FX_FAILURE: SftpFailure}.get(code, OSError)
+    # OSError itself picks the subclass of an errno (EACCES -> PermissionError, ...)
     return cls(_ERRNO.get(code, errno.EIO), message or f"SFTP error {code}", path)
 
 

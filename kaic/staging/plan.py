@@ -11,7 +11,10 @@ Unchanged files are skipped: same size and same mtime (whole seconds), or with
 `checksum=True` same size and same sha256. Symlinks to files are followed (the target's
 content is copied); symlinks to directories and dangling symlinks are skipped with a
 warning (following directory links risks loops and copying outside the tree).
-Temporary `.NAME.kaic-part` files are never treated as data: they are resumed or removed.
+Part files (`part_name`: where a file is written until it is complete and verified) are
+never treated as data: on the destination they are resumed or removed, in a source they are
+left out with a warning. They are recognised by a check in their name (`is_part`), so a
+user's own file is never taken for one because it happens to end in `.kaic-part`.
 """
 
 from __future__ import annotations
@@ -29,19 +32,51 @@ from kaic.errors import NotFound, UsageError
 from kaic.staging.ignore import IGNORE_FILE, IgnoreRules
 
 PART_SUFFIX = ".kaic-part"
-_PART_RE = re.compile(r"^\.(.+)\.kaic-part$")
+_PART_RE = re.compile(r"^\.(?P<label>.+)\.(?P<check>[0-9a-f]{16})\.kaic-part$", re.DOTALL)
+#: names up to this many bytes appear whole in their part file's name ...
+_LABEL_MAX = 200
+#: ... longer ones by this many bytes of their start plus a hash of the whole name
+_LABEL_PREFIX = 180
 
 Warn = Callable[[str], None]
 
 
+def _raw(name: str) -> bytes:
+    return name.encode("utf-8", errors="surrogateescape")
+
+
+def _check(label: str) -> str:
+    return hashlib.sha256(b"kaic-part\0" + _raw(label)).hexdigest()[:16]
+
+
+def _label(name: str) -> str:
+    """`name` itself, or for a long one its start and a hash of all of it (`x…x~HASH`)."""
+    raw = _raw(name)
+    if len(raw) <= _LABEL_MAX:
+        return name
+    prefix = name
+    while len(_raw(prefix)) > _LABEL_PREFIX:
+        prefix = prefix[:-1]  # whole characters: the label stays valid UTF-8
+    return f"{prefix}~{hashlib.sha256(raw).hexdigest()[:16]}"
+
+
 def part_name(path: str) -> str:
-    """The temporary name a file is written under: `.NAME.kaic-part` in the same directory."""
+    """The temporary name a file is written under, in the same directory (so the final
+    rename is atomic): `.NAME.CHECK.kaic-part`, CHECK being 16 hex digits of a hash of NAME.
+
+    It always fits in NAME_MAX (255 bytes): a name over 200 bytes appears as its first 180
+    bytes and a hash of the whole name (distinct names keep distinct part files). The check
+    is what `is_part` recognises: a user's `.notes.kaic-part` is not a part file.
+    """
     head, tail = posixpath.split(path)
-    return posixpath.join(head, f".{tail}{PART_SUFFIX}")
+    label = _label(tail)
+    return posixpath.join(head, f".{label}.{_check(label)}{PART_SUFFIX}")
 
 
 def is_part(name: str) -> bool:
-    return _PART_RE.match(name) is not None
+    """Whether a directory entry's name is one `part_name` makes (its check matches)."""
+    match = _PART_RE.match(name)
+    return match is not None and match["check"] == _check(match["label"])
 
 
 @dataclass(frozen=True)
@@ -60,7 +95,7 @@ class Tree:
 
     files: dict[str, Entry] = field(default_factory=dict)
     dirs: set[str] = field(default_factory=set)
-    #: relative paths of `.NAME.kaic-part` files, and their sizes
+    #: relative paths of part files (`is_part`), and their sizes
     parts: dict[str, int] = field(default_factory=dict)
 
 
@@ -184,7 +219,7 @@ class SyncPlan:
     #: destination files to delete (`delete=True`), then directories, deepest first
     delete_files: list[str] = field(default_factory=list)
     delete_dirs: list[str] = field(default_factory=list)
-    #: destination `.kaic-part` files: path -> size (resumable, or garbage to remove)
+    #: destination part files: path -> size (resumable, or garbage to remove)
     parts: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -238,6 +273,12 @@ def plan_sync(
                 src_side.read_text(src_side.join(source, IGNORE_FILE)), excludes
             )
             src_tree = src_side.scan(source, rules, warn)
+            for rel in sorted(src_tree.parts):
+                warn(
+                    f"skipping {_posix_rel_join(src_side, source, rel)}: the part file of an "
+                    "interrupted kaic transfer into this directory (run that transfer again "
+                    "to finish it, or delete the file)"
+                )
             dst_tree = dst_side.scan(dest_root, rules, warn) if dest_entry is not None else Tree()
             if dest_entry is None:
                 want_dir(dest_root)

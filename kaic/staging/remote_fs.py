@@ -11,18 +11,20 @@ import hashlib
 import posixpath
 import shlex
 import stat as stat_mod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import paramiko
 
-from kaic.errors import KaicError, NotFound, UsageError
+from kaic.errors import KaicError, NotFound, Unreachable, UsageError
 from kaic.staging.connect import SftpConnection
 from kaic.staging.ignore import IgnoreRules
 from kaic.staging.plan import Entry, Tree, Warn, is_part
 
-#: the center's `GET /v1/files/checksum` (path -> sha256 hex), when the CLI supplies it
+#: one file's sha256 hex from the center (`GET /v1/files/checksum`), None if it has none
 ChecksumFn = Callable[[str], str | None]
+#: many files' at once (`POST /v1/files/checksums`, `kaic.client.files.FileChecksumsClient`)
+ChecksumsFn = Callable[[Sequence[str]], dict[str, str | None]]
 
 _EXEC_BATCH = 64
 
@@ -53,6 +55,15 @@ def _is_missing(exc: OSError) -> bool:
     return isinstance(exc, FileNotFoundError) or getattr(exc, "errno", None) == errno.ENOENT
 
 
+class RemotePermissionError(PermissionError):
+    """The staging host refused an operation on `filename`, a remote path (paramiko's
+    errors do not say which path; this one does, and says it is the host's refusal)."""
+
+
+def remote_denied(path: str) -> RemotePermissionError:
+    return RemotePermissionError(errno.EACCES, "permission denied on the staging host", path)
+
+
 def parse_sha256sum(output: bytes) -> dict[str, str]:
     """`sha256sum` (or `openssl dgst -sha256 -r`) output -> {name: hex}; understands
     sha256sum's `\\`-escaped names."""
@@ -69,6 +80,21 @@ def parse_sha256sum(output: bytes) -> dict[str, str]:
     return sums
 
 
+def one_by_one(checksum_fn: ChecksumFn) -> ChecksumsFn:
+    """A `ChecksumsFn` asking a one-path `checksum_fn` path by path (None where it fails)."""
+
+    def many(paths: Sequence[str]) -> dict[str, str | None]:
+        sums: dict[str, str | None] = {}
+        for path in paths:
+            try:
+                sums[path] = checksum_fn(path)
+            except KaicError:
+                sums[path] = None
+        return sums
+
+    return many
+
+
 class RemoteSide:
     """Remote storage as a planning `Side`, plus the remote hashing the transfers need."""
 
@@ -78,10 +104,14 @@ class RemoteSide:
         sftp: paramiko.SFTPClient | None = None,
         *,
         checksum_fn: ChecksumFn | None = None,
+        checksums_fn: ChecksumsFn | None = None,
     ):
         self.conn = conn
         self.sftp = sftp or conn.sftp
-        self.checksum_fn = checksum_fn
+        if checksums_fn is None and checksum_fn is not None:
+            checksums_fn = one_by_one(checksum_fn)
+        #: the center's checksums (many paths per call), when the caller supplies them
+        self.checksums_fn = checksums_fn
         #: can we run `sha256sum` on the host? None until first tried
         self.exec_ok: bool | None = None
 
@@ -95,6 +125,8 @@ class RemoteSide:
         except OSError as exc:
             if _is_missing(exc):
                 return None
+            if isinstance(exc, PermissionError):
+                raise remote_denied(path) from exc
             raise
         mode = st.st_mode or 0
         return Entry(stat_mod.S_ISDIR(mode), st.st_size or 0, int(st.st_mtime or 0), mode & 0o7777)
@@ -186,25 +218,30 @@ class RemoteSide:
         return result
 
     def remote_sha256(self, paths: list[str]) -> dict[str, str | None]:
-        """sha256 of remote files: `sha256sum` over exec, else `checksum_fn`, else read back."""
+        """sha256 of remote files: `sha256sum` over exec, else the center's checksums (one
+        call for the batch), else read back."""
         result = self.exec_sha256(paths)
+        missing = [p for p in paths if result.get(p) is None]
+        if missing and self.checksums_fn is not None:
+            result.update(self._center_sha256(missing))
         for path in paths:
             if result.get(path) is None:
-                result[path] = self._fallback_sha256(path)
+                result[path] = self.read_back_sha256(path)
         return result
 
-    def _fallback_sha256(self, path: str) -> str | None:
-        if self.checksum_fn is not None:
-            try:
-                digest = self.checksum_fn(normalize_remote(path))
-            except KaicError:
-                digest = None
-            if digest:
-                return digest
-        return self.read_back_sha256(path)
+    def _center_sha256(self, paths: list[str]) -> dict[str, str | None]:
+        assert self.checksums_fn is not None
+        try:
+            sums = self.checksums_fn([normalize_remote(p) for p in paths])
+        except KaicError as exc:
+            if not self.conn.is_active():  # the center went away with its endpoint: resume
+                raise Unreachable(f"connection to {self.conn.target.address} lost") from exc
+            return {}  # the API failed, the host is there: read the files back
+        return {p: sums.get(normalize_remote(p)) for p in paths}
 
     def read_back_sha256(self, path: str, limit: int | None = None) -> str | None:
-        """sha256 of a remote file (or its first `limit` bytes) by reading it over SFTP."""
+        """sha256 of a remote file (or its first `limit` bytes) by reading it over SFTP;
+        None if it cannot be read (a lost connection raises, so the sync resumes)."""
         digest = hashlib.sha256()
         try:
             with self.sftp.open(normalize_remote(path), "r") as f:
@@ -220,7 +257,9 @@ class RemoteSide:
                     remaining -= len(block)
                 if remaining:
                     return None
-        except OSError:
+        except OSError as exc:
+            if not self.conn.is_active():
+                raise Unreachable(f"connection to {self.conn.target.address} lost") from exc
             return None
         return digest.hexdigest()
 

@@ -2,13 +2,15 @@
 
 How a file travels:
 
-1. Its data goes to `.NAME.kaic-part` next to the destination, never to NAME itself.
+1. Its data goes to a part file next to the destination (`plan.part_name`:
+   `.NAME.CHECK.kaic-part`, always within NAME_MAX), never to NAME itself.
 2. If that part file already exists (an earlier, interrupted run), the sha256 of its first N
    bytes is compared on both sides (remote: `head -c N | sha256sum` over SSH exec, else
    read back over SFTP); if equal, the transfer resumes at N, else it restarts at 0.
 3. The sha256 of the whole file is computed while sending and compared with the other side's
-   (remote: `sha256sum` over SSH exec; else the center's checksum API; else read back). A
-   mismatch is re-sent once from 0; a second mismatch is reported, never accepted.
+   (remote: `sha256sum` over SSH exec; else the center's checksums, one call per batch; else
+   read back). A mismatch is re-sent once from 0; a second mismatch is reported, never
+   accepted.
 4. Mode and mtime are set on the part file, which is then renamed over NAME atomically
    (`posix-rename@openssh.com` / `os.replace`).
 
@@ -17,9 +19,26 @@ are latency-bound: many requests in flight); small files travel in batches so on
 `sha256sum` call verifies many. Within a batch, small files with nothing to resume go over
 `pipeline.SftpPipe`: the OPENs of the whole batch are sent back to back, then all WRITEs +
 FSETSTATs (mode, mtime) + CLOSEs, then — once verified — all renames, so a batch costs a
-few round trips instead of ~5 per file (pull: OPEN, READ, CLOSE likewise). A dropped
-connection is retried (`retries` times): the sync is planned again, so finished files are
-skipped and part files resumed.
+few round trips instead of ~5 per file (pull: OPEN, READ, CLOSE likewise).
+
+When things go wrong:
+
+- **A server short of file descriptors** answers some OPENs with SSH_FX_FAILURE (OpenSSH's
+  sftp-server on EMFILE; the embedded endpoint over its 512-file budget). That is
+  back-pressure: `_OpenWindow` halves how many files a batch opens at once (all workers
+  share it), and the refused files are tried again.
+- **Failed files are tried again** within the run: after each round the files that failed
+  for a reason that may pass (not a refusal, not a second sha256 mismatch) go again after a
+  growing pause, `file_attempts` rounds in all; only then are they reported.
+- **A dropped connection** (or a center restart: the embedded endpoint goes with it) is
+  ridden out: the engine reconnects with backoff (0.2 s doubling to 5 s) for up to
+  `reconnect_budget` seconds without progress, plans again (finished files are skipped,
+  part files resumed) and goes on; after that it gives up with `Unreachable` (exit 5).
+  A host that never answered fails at once.
+- **Permission denied** becomes `Rejected` naming the remote path (exit 6) when the staging
+  host refused, a `KaicError` naming the local path when the local system did.
+- **Ctrl-C** stops the workers, closes the connections (so no paramiko thread is left to
+  print a traceback) and raises `Interrupted`: part files stay, the next run resumes them.
 """
 
 from __future__ import annotations
@@ -38,10 +57,11 @@ from typing import Any, cast
 
 import paramiko
 
-from kaic.errors import ExitCode, KaicError, Unreachable, UsageError
+from kaic.errors import ExitCode, Interrupted, KaicError, Rejected, Unreachable, UsageError
 from kaic.staging.connect import REQUEST_SIZE, SftpConnection, SshTarget, open_sftp
 from kaic.staging.pipeline import (
     Download,
+    SftpFailure,
     SftpPipe,
     Unsupported,
     Upload,
@@ -57,10 +77,20 @@ from kaic.staging.plan import (
     plan_sync,
     sha256_prefix,
 )
-from kaic.staging.remote_fs import ChecksumFn, RemoteSide, normalize_remote
+from kaic.staging.remote_fs import (
+    ChecksumFn,
+    ChecksumsFn,
+    RemotePermissionError,
+    RemoteSide,
+    normalize_remote,
+    one_by_one,
+    remote_denied,
+)
 
 #: (bytes, files) done since the last call — for progress bars
 ProgressFn = Callable[[int, int], None]
+#: what the sync is doing when it is not moving bytes ("reconnecting…"); None: transferring
+StatusFn = Callable[[str | None], None]
 Connect = Callable[[], SftpConnection]
 
 SMALL_FILE = 4 << 20
@@ -71,6 +101,14 @@ BATCH_BYTES = 8 << 20
 # OpenSSH allows 10 sessions per connection (MaxSessions): each worker holds an SFTP
 # channel and up to two exec channels at once, plus the connection's main SFTP channel.
 CHANNELS_PER_CONNECTION = 3
+#: seconds of reconnecting (without progress) before a sync gives up on a lost connection
+RECONNECT_BUDGET_S = 60.0
+RECONNECT_START_S = 0.2
+RECONNECT_CAP_S = 5.0
+#: rounds a failed file gets (the first try included) before it is reported
+FILE_ATTEMPTS = 4
+RETRY_START_S = 0.5
+RESUME_HINT = "run the same command again to resume"
 
 
 class TransferFailed(KaicError):
@@ -87,8 +125,13 @@ class SyncOptions:
     dry_run: bool = False
     checksum: bool = False
     verify: bool = True
-    #: reconnect and resume this many times after a dropped connection
-    retries: int = 3
+    #: keep reconnecting through an outage for this many seconds without progress ...
+    reconnect_budget: float = RECONNECT_BUDGET_S
+    #: ... and at most this many times in a row without progress (a connection that drops
+    #: again and again)
+    retries: int = 30
+    #: rounds for a file that failed for a reason that may pass, before it is reported
+    file_attempts: int = FILE_ATTEMPTS
     #: SFTP channels (worker threads) per connection
     channels: int = CHANNELS_PER_CONNECTION
     #: pipeline the SFTP requests of batches of small files (`pipeline.SftpPipe`)
@@ -107,6 +150,8 @@ class SyncResult:
     plan: SyncPlan | None = None
     #: files that failed (path: reason); non-empty means exit code 1
     failures: dict[str, str] = field(default_factory=dict)
+    #: those of `failures` the staging host refused (permission): path -> the remote path
+    refused: dict[str, str] = field(default_factory=dict)
     reconnects: int = 0
 
     def summary(self) -> dict[str, Any]:
@@ -136,6 +181,9 @@ class _Stats:
         self.bytes = 0
         self.progress = progress
         self.failures: dict[str, str] = {}
+        self.refused: dict[str, str] = {}
+        #: files of this round that failed for a reason that may pass: tried again
+        self.retry: dict[str, FileTask] = {}
 
     def add_bytes(self, n: int, *, sent: bool = True) -> None:
         with self.lock:
@@ -144,15 +192,76 @@ class _Stats:
         if self.progress is not None:
             self.progress(n, 0)
 
-    def file_done(self) -> None:
+    def file_done(self, task: FileTask) -> None:
         with self.lock:
             self.files += 1
+            self.failures.pop(task.dst, None)
+            self.refused.pop(task.dst, None)
         if self.progress is not None:
             self.progress(0, 1)
 
-    def fail(self, path: str, reason: str) -> None:
+    def fail(
+        self, task: FileTask, reason: str, *, retry: bool = False, refused: str | None = None
+    ) -> None:
         with self.lock:
-            self.failures[path] = reason
+            self.failures[task.dst] = reason
+            if refused is not None:
+                self.refused[task.dst] = refused
+            if retry:
+                self.retry[task.dst] = task
+
+    def mark(self) -> tuple[int, int]:
+        """Where the sync stands: it made progress when this changes."""
+        with self.lock:
+            return self.bytes, self.files
+
+
+class _OpenWindow:
+    """How many files one pipelined batch may hold open at once, shared by all workers.
+
+    A server short of descriptors refuses OPENs (`SftpFailure`); the window then halves —
+    once per window generation, so a dozen workers hitting the same shortage halve it once,
+    not a dozen times (TCP's once-per-round-trip rule). It does not grow back within a sync.
+    """
+
+    def __init__(self, size: int = BATCH_FILES):
+        self._lock = threading.Lock()
+        self.size = max(1, size)
+        self.generation = 0
+
+    def current(self) -> tuple[int, int]:
+        with self._lock:
+            return self.size, self.generation
+
+    def shrink(self, generation: int) -> None:
+        with self._lock:
+            if generation == self.generation and self.size > 1:
+                self.size = max(1, self.size // 2)
+                self.generation += 1
+
+
+def _refused_open(error: OSError | None, opened: bool) -> bool:
+    """Whether a pipelined file failed because the server had no room to open it."""
+    return not opened and isinstance(error, SftpFailure)
+
+
+def _chunks(tasks: list[FileTask], window: _OpenWindow) -> Iterator[tuple[list[FileTask], int]]:
+    """`tasks` in chunks of the window's current size, with the generation each was cut at."""
+    start = 0
+    while start < len(tasks):
+        size, generation = window.current()
+        yield tasks[start : start + size], generation
+        start += size
+
+
+def _close_file(f: Any) -> None:
+    """Close a paramiko SFTP file. If that fails (the connection is gone) mark it closed, so
+    its `__del__` does not try again later and print "Exception ignored in …"."""
+    try:
+        f.close()
+    except BaseException:
+        f._closed = True
+        raise
 
 
 def _batches(tasks: list[FileTask]) -> Iterator[list[FileTask]]:
@@ -268,19 +377,17 @@ class _Connector:
         with self._lock:
             self._results.append(conn)
 
-    def take(self, n: int) -> list[SftpConnection]:
-        """Up to `n` connections (raises the first error if fewer than `n` succeeded)."""
+    def take(self, n: int) -> tuple[list[SftpConnection], list[BaseException]]:
+        """Up to `n` connections, and the errors of the logins that failed (a server that
+        caps connections per user refuses some: the sync goes on with fewer)."""
         for thread in self._threads:
             thread.join()
         with self._lock:
             good = [c for c in self._results if isinstance(c, SftpConnection)][:n]
-            if len(good) < n:
-                errors = [e for e in self._results if isinstance(e, BaseException)]
-                if errors:
-                    raise errors[0]
+            errors = [e for e in self._results if isinstance(e, BaseException)]
             for conn in good:
                 self._results.remove(conn)
-        return good
+        return good, errors
 
     def close(self) -> None:
         """Wait for the logins still running and close what nobody took."""
@@ -291,6 +398,19 @@ class _Connector:
                 if isinstance(conn, SftpConnection):
                     conn.close()
             self._results.clear()
+
+
+@dataclass
+class _Outage:
+    """A stretch of lost connections with no progress in between."""
+
+    since: float
+    drops: int = 0
+    delay: float = RECONNECT_START_S
+
+    def next_delay(self) -> float:
+        delay, self.delay = self.delay, min(self.delay * 2, RECONNECT_CAP_S)
+        return delay
 
 
 class _Engine:
@@ -304,9 +424,11 @@ class _Engine:
         *,
         progress: ProgressFn | None,
         on_plan: Callable[[SyncPlan], None] | None,
+        on_status: StatusFn | None,
         warn: Warn,
-        checksum_fn: ChecksumFn | None,
+        checksums_fn: ChecksumsFn | None,
         sleep: Callable[[float], None],
+        clock: Callable[[], float],
     ):
         self.push = push
         self.connect = connect
@@ -314,27 +436,46 @@ class _Engine:
         self.dest = dest
         self.options = options
         self.on_plan = on_plan
+        self.on_status = on_status or (lambda _s: None)
         self.warn = warn
-        self.checksum_fn = checksum_fn
+        self.checksums_fn = checksums_fn
         self.sleep = sleep
+        self.clock = clock
         self.stats = _Stats(progress)
+        self.window = _OpenWindow()
         self.local = LocalSide()
 
-    # -- the outer loop: plan, transfer, retry -------------------------------------------
+    # -- the outer loop: plan, transfer, reconnect -----------------------------------------
     def run(self) -> SyncResult:
+        try:
+            return self._run()
+        except KeyboardInterrupt:
+            # The connections are closed by now (finally blocks below); part files stay.
+            raise Interrupted("interrupted", hint=RESUME_HINT) from None
+        except PermissionError as exc:
+            raise self._permission_error(exc) from None
+
+    def _run(self) -> SyncResult:
         started = time.monotonic()
         result = SyncResult(verified=self.options.verify, dry_run=self.options.dry_run)
-        attempt = 0
+        first = True
+        connected = False
+        outage: _Outage | None = None
         while True:
             conns: list[SftpConnection] = []
             extra: _Connector | None = None
+            mark = self.stats.mark()
             try:
                 conns.append(self.connect())
+                connected = True
                 if not self.options.dry_run and self.options.parallel > 1:
                     extra = _Connector(self.connect, self.options.parallel - 1)
-                remote = RemoteSide(conns[0], checksum_fn=self.checksum_fn)
+                remote = RemoteSide(conns[0], checksums_fn=self.checksums_fn)
                 plan = self._plan(remote)
-                if attempt == 0:
+                if outage is not None:
+                    self.on_status(None)
+                if first:
+                    first = False
                     result.plan = plan
                     result.files_skipped = len(plan.skipped)
                     if self.on_plan is not None:
@@ -346,28 +487,44 @@ class _Engine:
                 if plan.transfers:
                     wanted = min(max(1, self.options.parallel), len(plan.transfers))
                     if extra is not None:
-                        conns += extra.take(wanted - 1)
-                    for _ in range(wanted - len(conns)):
-                        conns.append(self.connect())
+                        more, errors = extra.take(wanted - 1)
+                        conns += more
+                        if errors and len(conns) < wanted:
+                            self.warn(f"using {len(conns)} of {wanted} connections: {errors[0]}")
                     self._transfer_all(plan, conns)
                 if self.stats.failures:
                     break
                 result.files_deleted += self._delete(plan, remote)
                 break
             except Exception as exc:
-                if not _connection_error(exc, conns) or attempt >= self.options.retries:
+                if not _connection_error(exc, conns):
+                    raise
+                if not connected:  # the host never answered: nothing to ride out
                     if isinstance(exc, KaicError):
                         raise
-                    if _connection_error(exc, conns):
-                        raise Unreachable(
-                            f"connection lost {attempt + 1} times; last: {exc}",
-                            hint="run the same command again: it resumes where it stopped",
-                        ) from exc
-                    raise
-                attempt += 1
-                result.reconnects = attempt
-                self.warn(f"connection lost ({exc}); resuming (attempt {attempt + 1})")
-                self.sleep(min(0.2 * 2**attempt, 5.0))
+                    raise Unreachable(f"cannot reach the staging host: {exc}") from exc
+                if outage is None or self.stats.mark() != mark:
+                    outage = _Outage(self.clock())  # progress since the last loss: start over
+                outage.drops += 1
+                waited = self.clock() - outage.since
+                if waited > self.options.reconnect_budget or outage.drops > self.options.retries:
+                    raise Unreachable(
+                        f"lost the connection to the staging host and could not resume "
+                        f"within {self.options.reconnect_budget:.0f} s "
+                        f"({outage.drops} attempts); last error: {exc}",
+                        hint=f"{RESUME_HINT}: finished files are skipped, partial files resumed",
+                    ) from exc
+                result.reconnects += 1
+                delay = outage.next_delay()
+                if outage.drops == 1:
+                    self.warn(
+                        f"connection lost ({exc}); reconnecting… (for up to "
+                        f"{self.options.reconnect_budget:.0f} s)"
+                    )
+                else:
+                    self.warn(f"still no connection ({exc}); trying again in {delay:.1f} s")
+                self.on_status("reconnecting…")
+                self.sleep(delay)
             finally:
                 if extra is not None:
                     extra.close()
@@ -376,8 +533,23 @@ class _Engine:
         result.files_transferred = self.stats.files
         result.bytes_transferred = self.stats.bytes
         result.failures = dict(self.stats.failures)
+        result.refused = dict(self.stats.refused)
         result.seconds = time.monotonic() - started
         return result
+
+    def _permission_error(self, exc: PermissionError) -> KaicError:
+        """A refusal that stopped the whole sync, as a KaicError naming the path."""
+        path = exc.filename if exc.filename is not None else "?"
+        if isinstance(exc, RemotePermissionError):
+            return Rejected(
+                f"permission denied on the staging host: {path}",
+                hint="choose a remote path your account may "
+                + ("write to (relative paths start in your home there)" if self.push else "read"),
+            )
+        return KaicError(
+            f"permission denied: {path}",
+            hint="check that path's permissions on this machine, or choose another one",
+        )
 
     def _plan(self, remote: RemoteSide) -> SyncPlan:
         if self.push:
@@ -412,7 +584,7 @@ class _Engine:
         for part in plan.stale_parts():
             try:
                 if self.push:
-                    remote.sftp.remove(normalize_remote(part))
+                    _remote_remove(remote.sftp, part)
                 else:
                     os.remove(part)
             except FileNotFoundError:
@@ -423,7 +595,7 @@ class _Engine:
         for path in plan.delete_files:
             try:
                 if self.push:
-                    remote.sftp.remove(normalize_remote(path))
+                    _remote_remove(remote.sftp, path)
                 else:
                     os.remove(path)
                 deleted += 1
@@ -441,8 +613,29 @@ class _Engine:
 
     # -- workers -------------------------------------------------------------------------
     def _transfer_all(self, plan: SyncPlan, conns: list[SftpConnection]) -> None:
+        """Transfer the plan's files; files that failed for a reason that may pass go again
+        (after a growing pause) until `file_attempts` rounds are used up."""
+        pending = list(plan.transfers)
+        for attempt in range(1, max(1, self.options.file_attempts) + 1):
+            self.stats.retry.clear()
+            self._run_workers(pending, plan.parts, conns)
+            pending = list(self.stats.retry.values())
+            if not pending or attempt >= self.options.file_attempts:
+                return
+            first = pending[0].dst
+            delay = min(RETRY_START_S * 2 ** (attempt - 1), RECONNECT_CAP_S)
+            self.warn(
+                f"{len(pending)} file(s) failed (e.g. {first}: "
+                f"{self.stats.failures.get(first, '?')}); trying them again in {delay:.1f} s "
+                f"(round {attempt + 1} of {self.options.file_attempts})"
+            )
+            self.sleep(delay)
+
+    def _run_workers(
+        self, tasks: list[FileTask], parts: dict[str, int], conns: list[SftpConnection]
+    ) -> None:
         work: queue.Queue[list[FileTask]] = queue.Queue()
-        batches = list(_batches(plan.transfers))
+        batches = list(_batches(tasks))
         for batch in batches:
             work.put(batch)
         n_workers = min(len(batches), len(conns) * max(1, self.options.channels))
@@ -455,7 +648,7 @@ class _Engine:
             pipe = _WorkerPipe(conn, sftp, self.options.pipeline)
             try:
                 side = RemoteSide(
-                    conn, cast(paramiko.SFTPClient, sftp), checksum_fn=self.checksum_fn
+                    conn, cast(paramiko.SFTPClient, sftp), checksums_fn=self.checksums_fn
                 )
                 while not abort.is_set():
                     try:
@@ -463,7 +656,7 @@ class _Engine:
                     except queue.Empty:
                         return
                     if self.push:
-                        self._push_batch(batch, side, plan.parts, pipe)
+                        self._push_batch(batch, side, parts, pipe)
                     else:
                         self._pull_batch(batch, side, pipe)
             except BaseException as exc:
@@ -479,8 +672,19 @@ class _Engine:
         ]
         for thread in threads:
             thread.start()
-        for thread in threads:
-            thread.join()
+        try:
+            for thread in threads:
+                thread.join()
+        except BaseException:
+            # Ctrl-C lands here, in the main thread. Stop the workers before anything else
+            # happens: closing the connections wakes those waiting on the server, and their
+            # paramiko files are closed before the interpreter exits.
+            abort.set()
+            for conn in conns:
+                conn.close()
+            for thread in threads:
+                thread.join(timeout=10)
+            raise
         if errors:
             # A dropped connection makes every worker on it fail: report that, not a symptom.
             for exc in errors:
@@ -489,9 +693,25 @@ class _Engine:
             raise errors[0]
 
     def _file_error(self, task: FileTask, exc: OSError, side: RemoteSide) -> None:
+        """One file failed (a lost connection is raised instead: the sync resumes)."""
         if _connection_error(exc, [side.conn]):
             raise exc
-        self.stats.fail(task.dst, str(exc))
+        if isinstance(exc, PermissionError):
+            local = (task.src,) if self.push else (task.dst, part_name(task.dst))
+            if exc.filename is not None and exc.filename in local:
+                verb, path = ("read", task.src) if self.push else ("write", task.dst)
+                self.stats.fail(task, f"cannot {verb} {path}: permission denied")
+            else:
+                remote = task.dst if self.push else task.src
+                self.stats.fail(
+                    task, f"permission denied on the staging host: {remote}", refused=remote
+                )
+            return
+        if isinstance(exc, SftpFailure):
+            reason = "the staging host answered 'failure' (it may be out of open files or space)"
+        else:
+            reason = str(exc)
+        self.stats.fail(task, reason, retry=True)
 
     # -- push ----------------------------------------------------------------------------
     def _push_batch(
@@ -503,22 +723,8 @@ class _Engine:
         quick = [t for t in batch if t.size < SMALL_FILE and part_name(t.dst) not in parts]
         pipe = pipes.get() if quick else None
         if pipe is not None:
-            uploads = [
-                Upload(t.src, normalize_remote(part_name(t.dst)), t.mode, t.mtime) for t in quick
-            ]
-            upload_many(pipe, uploads, REQUEST_SIZE, self.stats.add_bytes)
-            leftovers = []
-            for task, up in zip(quick, uploads, strict=True):
-                if up.digest is not None:
-                    sent.append((task, up.digest))
-                    if up.stat_set:
-                        stat_done.add(id(task))
-                    continue
-                if up.handle:  # opened, then failed: nothing to resume from a broken write
-                    leftovers.append(up.part)
-                self._file_error(task, up.error or OSError("upload failed"), side)
-            if leftovers:
-                pipe.remove_many(leftovers)
+            for chunk, generation in _chunks(quick, self.window):
+                self._upload_pipelined(chunk, generation, pipe, side, sent, stat_done)
         else:
             quick = []
         fast = {id(t) for t in quick}
@@ -546,7 +752,7 @@ class _Engine:
                     if side.remote_sha256([part]).get(part) == again:
                         checked.append(task)
                     else:
-                        self.stats.fail(task.dst, "sha256 mismatch after re-sending")
+                        self.stats.fail(task, "sha256 mismatch after re-sending")
                         side.sftp.remove(normalize_remote(part))
                 except OSError as exc:  # this file fails; the others go on
                     self._file_error(task, exc, side)
@@ -572,7 +778,7 @@ class _Engine:
                 elif error is not None:
                     self._file_error(task, error, side)
                 else:
-                    self.stats.file_done()
+                    self.stats.file_done(task)
             ready = unsupported
         for task in ready:
             part = normalize_remote(part_name(task.dst))
@@ -581,7 +787,37 @@ class _Engine:
             except OSError as exc:
                 self._file_error(task, exc, side)
                 continue
-            self.stats.file_done()
+            self.stats.file_done(task)
+
+    def _upload_pipelined(
+        self,
+        tasks: list[FileTask],
+        generation: int,
+        pipe: SftpPipe,
+        side: RemoteSide,
+        sent: list[tuple[FileTask, str]],
+        stat_done: set[int],
+    ) -> None:
+        """Send small files to their part files over the pipe (appended to `sent`); a
+        server with no room to open some of them shrinks the open window."""
+        uploads = [
+            Upload(t.src, normalize_remote(part_name(t.dst)), t.mode, t.mtime) for t in tasks
+        ]
+        upload_many(pipe, uploads, REQUEST_SIZE, self.stats.add_bytes)
+        leftovers = []
+        for task, up in zip(tasks, uploads, strict=True):
+            if up.digest is not None:
+                sent.append((task, up.digest))
+                if up.stat_set:
+                    stat_done.add(id(task))
+                continue
+            if up.handle:  # opened, then failed: nothing to resume from a broken write
+                leftovers.append(up.part)
+            elif _refused_open(up.error, False):
+                self.window.shrink(generation)
+            self._file_error(task, up.error or OSError("upload failed"), side)
+        if leftovers:
+            pipe.remove_many(leftovers)
 
     def _upload(self, task: FileTask, side: RemoteSide, part_size: int | None) -> str:
         """Send `task.src` to its part file (resuming when the prefix checks out)."""
@@ -610,7 +846,7 @@ class _Engine:
                     f.write(block)
                     self.stats.add_bytes(len(block))
             finally:
-                f.close()
+                _close_file(f)
         return digest.hexdigest()
 
     # -- pull ----------------------------------------------------------------------------
@@ -648,7 +884,7 @@ class _Engine:
                         digest = self._download(task, side)
                         expected = side.remote_sha256([task.src])[task.src]
                         if expected != digest:
-                            self.stats.fail(task.dst, "sha256 mismatch after fetching again")
+                            self.stats.fail(task, "sha256 mismatch after fetching again")
                             os.remove(part)
                             continue
                     except OSError as exc:  # this file fails; the others go on
@@ -659,9 +895,9 @@ class _Engine:
                 os.utime(part, (task.mtime, task.mtime))
                 os.replace(part, task.dst)
             except OSError as exc:
-                self.stats.fail(task.dst, str(exc))
+                self._file_error(task, exc, side)
                 continue
-            self.stats.file_done()
+            self.stats.file_done(task)
 
     def _pull_pipelined(
         self,
@@ -676,14 +912,31 @@ class _Engine:
         pipe = pipes.get() if quick else None
         if pipe is None:
             return batch
-        downloads = [Download(normalize_remote(t.src), t.size) for t in quick]
-        download_many(pipe, downloads, REQUEST_SIZE, self.stats.add_bytes)
         fast = {id(t) for t in quick}
         slow = [t for t in batch if id(t) not in fast]
-        for task, down in zip(quick, downloads, strict=True):
+        for chunk, generation in _chunks(quick, self.window):
+            slow += self._download_pipelined(chunk, generation, pipe, side, got)
+        return slow
+
+    def _download_pipelined(
+        self,
+        tasks: list[FileTask],
+        generation: int,
+        pipe: SftpPipe,
+        side: RemoteSide,
+        got: list[tuple[FileTask, str]],
+    ) -> list[FileTask]:
+        """Fetch small files over the pipe into their part files (appended to `got`);
+        returns those to fetch one by one (they changed size since planning)."""
+        downloads = [Download(normalize_remote(t.src), t.size) for t in tasks]
+        download_many(pipe, downloads, REQUEST_SIZE, self.stats.add_bytes)
+        slow = []
+        for task, down in zip(tasks, downloads, strict=True):
             if down.retry:
                 slow.append(task)
             elif down.data is None:
+                if _refused_open(down.error, bool(down.handle)):
+                    self.window.shrink(generation)
                 self._file_error(task, down.error or OSError("download failed"), side)
             else:
                 try:
@@ -736,23 +989,69 @@ def _remote_mkdir_p(sftp: paramiko.SFTPClient, path: str) -> None:
         sftp.mkdir(path)
         return
     except OSError:
-        pass  # it exists, or its parent does not
+        pass  # it exists, or its parent does not (or we may not: stat tells)
     try:
         st = sftp.stat(path)
     except FileNotFoundError:
         parent = posixpath.dirname(path.rstrip("/"))
         if parent and parent not in (".", "/"):
             _remote_mkdir_p(sftp, parent)
-        sftp.mkdir(path)
+        try:
+            sftp.mkdir(path)
+        except PermissionError as exc:
+            raise remote_denied(path) from exc
         return
+    except PermissionError as exc:
+        raise remote_denied(path) from exc
     if not stat_mod.S_ISDIR(st.st_mode or 0):
         raise UsageError(f"{path} exists on the staging host and is not a directory")
+
+
+def _remote_remove(sftp: paramiko.SFTPClient, path: str) -> None:
+    try:
+        sftp.remove(normalize_remote(path))
+    except PermissionError as exc:
+        raise remote_denied(path) from exc
 
 
 def _connector(target: SshTarget | Connect) -> Connect:
     if isinstance(target, SshTarget):
         return lambda: open_sftp(target)
     return target
+
+
+def _engine(
+    push: bool,
+    target: SshTarget | Connect,
+    sources: list[str],
+    dest: str,
+    options: SyncOptions | None,
+    *,
+    progress: ProgressFn | None,
+    on_plan: Callable[[SyncPlan], None] | None,
+    on_status: StatusFn | None,
+    warn: Warn,
+    checksum_fn: ChecksumFn | None,
+    checksums_fn: ChecksumsFn | None,
+    sleep: Callable[[float], None],
+    clock: Callable[[], float],
+) -> _Engine:
+    if checksums_fn is None and checksum_fn is not None:
+        checksums_fn = one_by_one(checksum_fn)
+    return _Engine(
+        push,
+        _connector(target),
+        sources,
+        dest,
+        options or SyncOptions(),
+        progress=progress,
+        on_plan=on_plan,
+        on_status=on_status,
+        warn=warn,
+        checksums_fn=checksums_fn,
+        sleep=sleep,
+        clock=clock,
+    )
 
 
 def push(
@@ -763,22 +1062,32 @@ def push(
     *,
     progress: ProgressFn | None = None,
     on_plan: Callable[[SyncPlan], None] | None = None,
+    on_status: StatusFn | None = None,
     warn: Warn = lambda _m: None,
     checksum_fn: ChecksumFn | None = None,
+    checksums_fn: ChecksumsFn | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> SyncResult:
-    """Sync local files/directories to `remote_dest` on the staging host (see module doc)."""
-    return _Engine(
+    """Sync local files/directories to `remote_dest` on the staging host (see module doc).
+
+    `checksums_fn` (many paths per call) or `checksum_fn` (one) are the center's checksums,
+    used to verify where the host runs no `sha256sum`.
+    """
+    return _engine(
         True,
-        _connector(target),
+        target,
         local_paths,
         remote_dest,
-        options or SyncOptions(),
+        options,
         progress=progress,
         on_plan=on_plan,
+        on_status=on_status,
         warn=warn,
         checksum_fn=checksum_fn,
+        checksums_fn=checksums_fn,
         sleep=sleep,
+        clock=clock,
     ).run()
 
 
@@ -790,20 +1099,26 @@ def pull(
     *,
     progress: ProgressFn | None = None,
     on_plan: Callable[[SyncPlan], None] | None = None,
+    on_status: StatusFn | None = None,
     warn: Warn = lambda _m: None,
     checksum_fn: ChecksumFn | None = None,
+    checksums_fn: ChecksumsFn | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> SyncResult:
-    """Sync remote files/directories to `local_dest` (see module doc)."""
-    return _Engine(
+    """Sync remote files/directories to `local_dest` (see module doc and `push`)."""
+    return _engine(
         False,
-        _connector(target),
+        target,
         remote_paths,
         local_dest,
-        options or SyncOptions(),
+        options,
         progress=progress,
         on_plan=on_plan,
+        on_status=on_status,
         warn=warn,
         checksum_fn=checksum_fn,
+        checksums_fn=checksums_fn,
         sleep=sleep,
+        clock=clock,
     ).run()

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import threading
+from pathlib import Path
+
 import pytest
 
 from kaic.errors import AuthRequired, Unreachable
@@ -57,3 +60,33 @@ def test_parse_known_hosts_patterns() -> None:
     ]
     keys = parse_known_hosts(lines, t)
     assert [(k.marker, k.key_b64[-1]) for k in keys] == [(None, "D"), ("revoked", "y")]
+
+
+def test_a_lost_connection_under_a_prefetch_prints_no_traceback(
+    ssh_env: SshEnv, remote_dir: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """paramiko's prefetch thread raises when the connection goes away under it (a center
+    restart, Ctrl-C); the download resumes, so that thread's traceback must not reach the
+    terminal. Other threads' exceptions still do."""
+    name, view = remote_dir
+    view.mkdir()
+    (view / "f.bin").write_bytes(b"x" * 100_000)
+    ssh_env.own(view)
+    seen: list[threading.ExceptHookArgs] = []
+    monkeypatch.setattr(threading, "excepthook", seen.append)
+    conn = open_sftp(ssh_env.target())
+    f = conn.sftp.open(f"{name}/f.bin", "r")
+    conn.transport.close()
+    # paramiko's own prefetch loop, on a connection that is gone
+    prefetch = threading.Thread(target=f._prefetch_thread, args=([(0, 32768)], None))
+    prefetch.start()
+    prefetch.join()
+
+    def other() -> None:
+        raise OSError("not a prefetch")
+
+    unrelated = threading.Thread(target=other)
+    unrelated.start()
+    unrelated.join()
+    assert [type(args.exc_value) for args in seen] == [OSError]
+    assert str(seen[0].exc_value) == "not a prefetch"

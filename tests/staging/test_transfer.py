@@ -111,7 +111,7 @@ def test_push_resume_verifies_prefix(
     prefix = bytearray(data[:1_000_000])
     if corrupt:
         prefix[123_456] ^= 0xFF
-    part = view / ".data.bin.kaic-part"
+    part = Path(part_name(str(view / "data.bin")))
     part.write_bytes(bytes(prefix))
     ssh_env.own(view)
     warnings: list[str] = []
@@ -161,7 +161,7 @@ def test_mismatch_is_resent_once_then_reported(
     result = push(ssh_env.target(), [str(f)], f"{name}/")
     assert len(calls) == 2  # checked, re-sent, checked again
     assert list(result.failures) == [f"{name}/x.bin"] and result.files_transferred == 0
-    assert not (view / "x.bin").exists() and not (view / ".x.bin.kaic-part").exists()
+    assert not (view / "x.bin").exists() and not Path(part_name(str(view / "x.bin"))).exists()
 
     # --no-verify does not check
     result = push(ssh_env.target(), [str(f)], f"{name}/", SyncOptions(verify=False))
@@ -188,7 +188,7 @@ def test_without_exec_falls_back(
 
     result = push(ssh_env.target(), [str(src)], name, checksum_fn=checksum_fn)
     assert result.files_transferred == 2 and not result.failures
-    assert sorted(asked) == [f"{name}/.a.kaic-part", f"{name}/.b.kaic-part"]
+    assert sorted(asked) == sorted([part_name(f"{name}/a"), part_name(f"{name}/b")])
     assert (view / "a").read_bytes() == (src / "a").read_bytes()
 
 

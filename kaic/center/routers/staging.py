@@ -1,14 +1,17 @@
 """Data staging: where users' storage is reachable over SSH, user certificates, checksums.
 
-All three need the `files` scope. `GET /v1/staging` is how a client learns the staging
+All of them need the `files` scope. `GET /v1/staging` is how a client learns the staging
 host's keys over the authenticated API (so no trust-on-first-use);
 `POST /v1/ssh/certificates` signs the client's key for the caller's unix account;
-`GET /v1/files/checksum` hashes a file inside the caller's storage root only.
+`GET /v1/files/checksum` hashes a file inside the caller's storage root only, and
+`POST /v1/files/checksums` does the same for up to `MAX_CHECKSUM_PATHS` files at once, each
+path through the same `_checksum` (one confinement rule for both).
 """
 
 from __future__ import annotations
 
 from datetime import timezone
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -20,7 +23,12 @@ from kaic.center.files import NotARegularFile, PathOutside, resolve_in_root, sha
 from kaic.center.ssh_ca import ForbiddenPrincipal, UnacceptableKey, UserCA
 from kaic.models import ErrorResponse
 from kaic.models.staging import (
+    MAX_CHECKSUM_PATH_LENGTH,
     FileChecksum,
+    FileChecksumResult,
+    FileChecksums,
+    FileChecksumsRequest,
+    PathError,
     SshCertificate,
     SshCertificateRequest,
     StagingInfo,
@@ -122,6 +130,21 @@ def sign_certificate(
         raise ApiError(403, "forbidden", str(exc)) from None
 
 
+def _checksum(root: Path, path: str) -> FileChecksum:
+    """sha256 and size of `path` in the storage `root`; ApiError 404 when it is missing *or*
+    outside the root (the same answer: never reveal what exists elsewhere), 422 when it is
+    not a regular file."""
+    try:
+        real = resolve_in_root(root, path)
+        digest = sha256_in_root(root, real)
+    except NotARegularFile:
+        raise ApiError(422, "invalid_request", f"not a regular file: {path}") from None
+    except (PathOutside, OSError):
+        raise ApiError(404, "not_found", f"no such file in your storage: {path}") from None
+    shown = root / real.relative_to(root.resolve())  # as the client names its root
+    return FileChecksum(path=str(shown), size=digest.size, sha256=digest.sha256)
+
+
 @router.get(
     "/files/checksum",
     response_model=FileChecksum,
@@ -137,7 +160,7 @@ def file_checksum(
         str,
         Query(
             min_length=1,
-            max_length=4096,
+            max_length=MAX_CHECKSUM_PATH_LENGTH,
             description="relative to your storage root (`~/…` too), or absolute inside it",
         ),
     ],
@@ -145,15 +168,29 @@ def file_checksum(
     """sha256 and size of a file in the caller's storage, computed on the server."""
     # A sync route: FastAPI runs it in a worker thread, so hashing a large file does not
     # block the event loop.
+    return _checksum(settings.storage_root_for(principal.user, principal.unix_account), path)
+
+
+@router.post(
+    "/files/checksums",
+    response_model=FileChecksums,
+    responses={422: {"model": ErrorResponse, "description": "no paths, or too many"}},
+)
+def file_checksums(
+    body: FileChecksumsRequest, principal: FilesPrincipal, settings: SettingsDep
+) -> FileChecksums:
+    """sha256 and size of several files in the caller's storage (at most
+    `MAX_CHECKSUM_PATHS`), each path judged exactly as `GET /v1/files/checksum` judges it.
+    A path that fails gets its own `error`; the others are answered."""
     root = settings.storage_root_for(principal.user, principal.unix_account)
-    # The same answer for "missing" and "outside": never reveal what exists elsewhere.
-    missing = ApiError(404, "not_found", f"no such file in your storage: {path}")
-    try:
-        real = resolve_in_root(root, path)
-        digest = sha256_in_root(root, real)
-    except NotARegularFile:
-        raise ApiError(422, "invalid_request", f"not a regular file: {path}") from None
-    except (PathOutside, OSError):
-        raise missing from None
-    shown = root / real.relative_to(root.resolve())  # as the client names its root
-    return FileChecksum(path=str(shown), size=digest.size, sha256=digest.sha256)
+    results = []
+    for path in body.paths:
+        try:
+            found = _checksum(root, path)
+        except ApiError as exc:
+            results.append(
+                FileChecksumResult(path=path, error=PathError(code=exc.code, message=exc.message))
+            )
+            continue
+        results.append(FileChecksumResult(path=path, size=found.size, sha256=found.sha256))
+    return FileChecksums(results=results)
