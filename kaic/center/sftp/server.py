@@ -45,6 +45,7 @@ from paramiko.common import (
     cMSG_DISCONNECT,
 )
 
+from kaic.center.listen import bind_loopback_socket
 from kaic.center.settings import CenterSettings
 from kaic.center.sftp.certs import CertificateRejected, ssh_blob, verify_user_certificate
 from kaic.center.sftp.fs import ConfinedSFTP
@@ -322,8 +323,6 @@ class EmbeddedSftp:
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
         """Listen on 127.0.0.1:`settings.sftp_port` (0 = a free port) and accept in a thread."""
-        from kaic.center.server import bind_loopback_socket
-
         if self.as_users and os.geteuid() != 0:
             raise ValueError("serving SFTP as each user's unix account needs a center run as root")
         port = self.settings.sftp_port or 0
