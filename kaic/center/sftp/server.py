@@ -46,10 +46,11 @@ from paramiko.common import (
 )
 
 from kaic.center.listen import bind_loopback_socket
+from kaic.center.runas import UnixAccount
 from kaic.center.settings import CenterSettings
 from kaic.center.sftp.certs import CertificateRejected, ssh_blob, verify_user_certificate
 from kaic.center.sftp.fs import ConfinedSFTP
-from kaic.center.sftp.relay import ConnectionWorker, UnixAccount, WorkerFailed, WorkerRelay
+from kaic.center.sftp.relay import ConnectionWorker, WorkerFailed, WorkerRelay
 from kaic.center.sftp.subsystem import (
     MAX_HANDLES,
     MAX_PACKET_SIZE,
