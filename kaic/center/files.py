@@ -93,7 +93,20 @@ def checksum_here(root: Path | str, path: str) -> Checksum:
         return Checksum(problem="not_a_file")
     except (Outside, OSError):
         return Checksum(problem="not_found")
-    return Checksum(digest=digest, shown=storage.shown_path(real))
+    shown = storage.shown_path(real)
+    if not _is_utf8(shown):
+        # Reached through a link to a name that is not UTF-8, which JSON cannot carry: the
+        # path as asked for (valid UTF-8, or the request would not have parsed).
+        shown = storage.shown_path(storage.lexical(path))
+    return Checksum(digest=digest, shown=shown)
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def checksums(root: Path, paths: list[str], account: UnixAccount | None) -> list[Checksum]:
