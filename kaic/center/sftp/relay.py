@@ -149,7 +149,7 @@ class WorkerRelay(paramiko.SubsystemHandler):
     """
 
     def start_subsystem(self, name: str, transport: Any, channel: paramiko.Channel) -> None:
-        gate: Any = self.get_server()  # the connection's _Gate
+        gate: Any = self.get_server()  # the connection's Gate
         worker: ConnectionWorker | None = gate.wait_for_worker(WORKER_START_TIMEOUT)
         if worker is None:
             return  # no worker (it failed, or the connection is ending): the channel closes

@@ -1,9 +1,13 @@
-"""No import circles: every center module imports, and no chain of kaic imports comes back
-to where it started (read from the source, lazy imports included: see tests/import_graph.py).
+"""The center's imports, read from the source (lazy imports included: tests/import_graph.py).
 
-A circle works only as long as each of its imports stays lazy or happens to run in the
-right order; `create_app` once reached `kaic.center.server` through the SFTP endpoint, which
-in turn imports the app factory. Helpers two modules need go to a third that both import.
+- No import circles: every center module imports, and no chain of kaic imports comes back
+  to where it started. A circle works only as long as each of its imports stays lazy or
+  happens to run in the right order; `create_app` once reached `kaic.center.server` through
+  the SFTP endpoint, which in turn imports the app factory. Helpers two modules need go to
+  a third that both import (`kaic.center.listen`).
+- The processes that run as a user's unix account (the SFTP worker, the checksum helper)
+  load nothing of the center but the storage rule and the account switch: no settings, no
+  database, nothing that reads the center's secrets.
 """
 
 from __future__ import annotations
@@ -50,3 +54,26 @@ def test_the_graph_sees_lazy_imports_and_circles() -> None:
     real = import_graph()
     assert "kaic.center.app" in real["kaic.center.server"]  # `serve` imports it lazily
     assert "kaic.center.sftp" in real["kaic.center.app"]  # `create_app` likewise
+
+
+#: what the helpers running as users may load of kaic, whatever they import
+HELPER_MODULES = {
+    "kaic",  # its __init__: the version only
+    "kaic.center.runas",
+    "kaic.center.storage",
+    "kaic.center.files",
+    "kaic.center.sftp.worker",
+    "kaic.center.sftp.fs",
+    "kaic.center.sftp.subsystem",
+}
+
+
+@pytest.mark.parametrize("helper", ["kaic.center.files", "kaic.center.sftp.worker"])
+def test_helpers_running_as_users_load_nothing_of_the_center(helper: str) -> None:
+    graph = import_graph()
+    reached, pending = {helper}, [helper]
+    while pending:
+        for module in graph[pending.pop()] - reached:
+            reached.add(module)
+            pending.append(module)
+    assert reached <= HELPER_MODULES, sorted(reached - HELPER_MODULES)
