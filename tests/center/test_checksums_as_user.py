@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,29 +22,16 @@ from kaic.center.admin import add_user
 from kaic.center.app import create_app
 from kaic.center.settings import CenterSettings
 from tests.e2e.test_sftp_as_users import ensure_account
-from tests.helpers import unavailable
 
 from .conftest import PASSWORD, Center, FakeClock, bearer
-
-ACCOUNT = "kaicsftpa"
+from .test_sftp_byte_names import ACCOUNT, account_storage
 
 
 @pytest.fixture
 def center(tmp_path: Path, clock: FakeClock) -> Iterator[Center]:
-    if os.geteuid() != 0:
-        unavailable("a --run-as-user center needs root (to switch to the user's account)")
-    account = ensure_account(ACCOUNT)
-    base = Path(tempfile.mkdtemp(prefix="kaic-checksums-", dir="/var/tmp"))
-    try:
-        base.chmod(0o755)
-        home = base / ACCOUNT
-        home.mkdir(mode=0o700)
-        os.chown(home, account.pw_uid, account.pw_gid)
+    with account_storage("a --run-as-user center") as template:
         settings = CenterSettings(
-            state_dir=tmp_path / "state",
-            now=clock,
-            run_as_users=True,
-            storage_root=f"{base}/{{unix_account}}",
+            state_dir=tmp_path / "state", now=clock, run_as_users=True, storage_root=template
         )
         add_user(
             settings.state_dir, "alice", password=PASSWORD, enable_otp=False, unix_account=ACCOUNT
@@ -61,8 +46,6 @@ def center(tmp_path: Path, clock: FakeClock) -> Iterator[Center]:
         app = create_app(settings)
         with TestClient(app) as client:
             yield Center(app=app, client=client, settings=settings, clock=clock)
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def _home(center: Center) -> Path:

@@ -12,6 +12,7 @@ case needs root (to switch to a real account).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -65,32 +66,34 @@ def endpoint(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[_Endpoi
     if shutil.which("sftp") is None:
         unavailable("needs the OpenSSH client (sftp: apt-get install openssh-client)")
     state = tmp_path / "state"
-    if request.param == "in-process":
-        running = _Endpoint(tmp_path, CenterSettings(state_dir=state, sftp_port=0), "alice01")
-        try:
-            yield running
-        finally:
-            running.close()
-        return
+    with contextlib.ExitStack() as stack:
+        if request.param == "in-process":
+            settings, account = CenterSettings(state_dir=state, sftp_port=0), "alice01"
+        else:
+            template = stack.enter_context(account_storage("serving SFTP as a user"))
+            settings = CenterSettings(
+                state_dir=state, sftp_port=0, run_as_users=True, storage_root=template
+            )
+            account = ACCOUNT
+        running = _Endpoint(tmp_path, settings, account)
+        stack.callback(running.close)
+        yield running
+
+
+@contextlib.contextmanager
+def account_storage(what: str) -> Iterator[str]:
+    """A storage root template (`…/{unix_account}`) whose root for `ACCOUNT` exists and is
+    the account's own (0700), under /var/tmp, removed afterwards. Needs root: `what` says
+    what for (unavailable otherwise)."""
     if os.geteuid() != 0:
-        unavailable("serving SFTP as a user needs root (to switch to the account)")
+        unavailable(f"{what} needs root (to switch to the user's account)")
     account = ensure_account(ACCOUNT)
-    base = Path(tempfile.mkdtemp(prefix="kaic-sftp-bytes-", dir="/var/tmp"))
+    base = Path(tempfile.mkdtemp(prefix="kaic-account-storage-", dir="/var/tmp"))
     try:
         base.chmod(0o755)
         (base / ACCOUNT).mkdir(mode=0o700)
         os.chown(base / ACCOUNT, account.pw_uid, account.pw_gid)
-        settings = CenterSettings(
-            state_dir=state,
-            sftp_port=0,
-            run_as_users=True,
-            storage_root=f"{base}/{{unix_account}}",
-        )
-        running = _Endpoint(tmp_path, settings, ACCOUNT)
-        try:
-            yield running
-        finally:
-            running.close()
+        yield f"{base}/{{unix_account}}"
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

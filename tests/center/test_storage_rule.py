@@ -34,6 +34,8 @@ from kaic.center.jobs.paths import PathRejected, resolve_workdir
 from kaic.center.sftp.fs import ConfinedHandle, ConfinedSFTP
 from kaic.center.storage import Outside, StorageRoot
 
+from .test_sftp_fs import _read
+
 NOT_UTF8 = os.fsdecode(b"caf\xe9-\xff.bin")
 LONG = "n" * 300  # longer than any file system's name limit (255 bytes)
 
@@ -137,18 +139,6 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tree]:
 
 def _sftp(tree: Tree) -> ConfinedSFTP:
     return ConfinedSFTP(SimpleNamespace(storage_root=tree.shown, username="alice"))
-
-
-def _read(sftp: ConfinedSFTP, path: str) -> bytes | int:
-    handle = sftp.open(path, os.O_RDONLY, SFTPAttributes())
-    if not isinstance(handle, ConfinedHandle):
-        return handle
-    try:
-        data = handle.read(0, 1 << 20)
-        assert isinstance(data, bytes)
-        return data
-    finally:
-        handle.close()
 
 
 def _kernel_view(path: Path) -> tuple[str, bytes | None]:
