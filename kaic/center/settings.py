@@ -35,7 +35,7 @@ class CenterSettings:
 
     state_dir: Path
     #: where to listen: loopback, or any address when clients reach the center over TLS
-    #: (`tls_cert`/`tls_key`, or `behind_tls_proxy`); see `kaic.center.server.listen_address`
+    #: (`tls_cert`/`tls_key`, or `behind_tls_proxy`); see `kaic.center.listen.listen_address`
     host: str = "127.0.0.1"
     port: int = 8750
     #: serve HTTPS with this certificate (chain) and key, PEM files; None = plain http
