@@ -113,7 +113,7 @@ def make_executor(settings: CenterSettings) -> Executor:
     if settings.executor == "local":
         return LocalExecutor(kill_grace=settings.kill_grace, run_as_users=settings.run_as_users)
     if settings.executor == "slurm":
-        from kaic.center.executors.slurm import make_slurm_executor
+        from kaic.center.executors.slurm.executor import make_slurm_executor
 
         if not settings.slurm_url or not settings.slurm_token:
             raise ValueError(

@@ -47,7 +47,7 @@ from kaic.center.executors.base import (
     RunningJob,
 )
 from kaic.center.executors.local import _center_path
-from kaic.center.executors.slurm_api import (
+from kaic.center.executors.slurm.api import (
     SlurmApiError,
     SlurmJob,
     SlurmJobNotFound,
@@ -58,7 +58,7 @@ from kaic.center.executors.slurm_api import (
     SubmitRequest,
     dependency_clause,
 )
-from kaic.center.executors.slurm_states import map_state, pending_reason
+from kaic.center.executors.slurm.states import map_state, pending_reason
 from kaic.center.settings import PartitionConfig
 from kaic.models import JobState
 
