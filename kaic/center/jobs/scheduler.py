@@ -38,12 +38,12 @@ from kaic.center.executors.base import (
     ExecutorError,
     ExecutorUnavailable,
     Launched,
-    LaunchSpec,
     Observed,
     RunningJob,
 )
+from kaic.center.jobs.launch import launch_spec
 from kaic.center.jobs.partitions import configured_partitions
-from kaic.center.jobs.paths import PathRejected, job_paths, resolve_workdir, storage_home
+from kaic.center.jobs.paths import PathRejected, job_paths
 from kaic.center.jobs.store import JobRow, JobStore
 from kaic.center.settings import CenterSettings, PartitionConfig
 from kaic.center.store import Store
@@ -313,26 +313,7 @@ class Scheduler:
         Anything starting it raises fails this job only: a job that cannot start must never
         keep the queue from everyone else's (a NUL byte in a job's name once did)."""
         try:
-            home = storage_home(self.settings, row.user, row.unix_account or None)
-            # The executor creates the home and workdir (as the job's account, if it runs
-            # jobs as their users).
-            _, workdir = resolve_workdir(home, row.workdir)
-            spec = LaunchSpec(
-                job_id=row.id,
-                name=row.name,
-                user=row.user,
-                script=row.spec.run,
-                paths=job_paths(self.settings.state_dir, row.id),
-                workdir=workdir,
-                home=home,
-                env=dict(row.spec.env),
-                gpu_ids=tuple(gpu_ids),
-                time_limit_seconds=row.time_limit_seconds,
-                partition=partition.name,
-                array_job_id=row.array_job_id,
-                array_task_id=row.array_task_id,
-                unix_account=row.unix_account or row.user,
-            )
+            spec = launch_spec(self.settings, row, partition=partition.name, gpu_ids=gpu_ids)
             launched = self.executor.start(spec)
         except Exception as exc:
             _log_start_failure(row.id, "start", exc)
@@ -460,28 +441,8 @@ class Scheduler:
         """Submit one job or array; False when the executor is unreachable right now."""
         submit_id = row.array_job_id or row.id
         try:
-            home = storage_home(self.settings, row.user, row.unix_account)
-            _, workdir = resolve_workdir(home, row.workdir)
-            spec = LaunchSpec(
-                job_id=submit_id,
-                name=row.name,
-                user=row.user,
-                script=row.spec.run,
-                paths=job_paths(self.settings.state_dir, submit_id),
-                workdir=workdir,
-                home=home,
-                env=dict(row.spec.env),
-                time_limit_seconds=row.time_limit_seconds,
-                partition=row.partition,
-                gpus=row.gpus,
-                nodes=row.spec.resources.nodes,
-                unix_account=row.unix_account or row.user,
-                project=row.project,
-                array_tasks=tuple(t.array_task_id for t in group if t.array_task_id is not None)
-                if row.array_job_id
-                else (),
-                array_limit=row.array_limit if row.array_job_id else None,
-                after_ok=tuple(after_ok),
+            spec = launch_spec(
+                self.settings, row, partition=row.partition, group=group, after_ok=after_ok
             )
             launched = self.executor.start(spec)
         except ExecutorUnavailable as exc:

@@ -46,7 +46,12 @@ from kaic.center.executors.base import (
     Observed,
     RunningJob,
 )
-from kaic.center.executors.local import _center_path
+from kaic.center.executors.prepare import (
+    job_account,
+    job_environment,
+    prepare_job_dirs,
+    prepare_storage,
+)
 from kaic.center.executors.slurm.api import (
     SlurmApiError,
     SlurmJob,
@@ -74,6 +79,18 @@ MISSING_POLLS = 2
 
 def _shell_quote(text: str) -> str:
     return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+#: why a job's unix account must exist on the center host too
+NSS_HINT = "the center must see the cluster's accounts (NSS) to hand job directories to them"
+
+
+def _traversable(path: Path) -> None:
+    """Let other users pass through (not list) a root-owned directory on the way to their
+    own directories."""
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o011 != 0o011:
+        path.chmod(mode | 0o011)
 
 
 def _slurm_path(path: Path) -> str:
@@ -185,41 +202,18 @@ class SlurmExecutor(Executor):
 
     # -- start ---------------------------------------------------------------------------
 
-    def _owner(self, account: str) -> tuple[int, int] | None:
-        """(uid, gid) to give the job's directories to, when the center runs as root."""
+    def _owner(self, spec: LaunchSpec) -> pwd.struct_passwd | None:
+        """The account the job's directories go to: the job's, when the center runs as
+        root (otherwise the operator sets them up; see docs/slurm.md)."""
         if os.geteuid() != 0:
             return None
-        try:
-            entry = pwd.getpwnam(account)
-        except KeyError:
-            raise ExecutorError(
-                f"unix account {account!r} does not exist on the center; the center must see "
-                "the cluster's accounts (NSS) to hand job directories to them"
-            ) from None
-        if entry.pw_uid == 0:
-            raise ExecutorError("jobs do not run as root (the user's unix account is root)")
-        return entry.pw_uid, entry.pw_gid
+        return job_account(spec, missing=NSS_HINT)
 
-    @staticmethod
-    def _give(path: Path, owner: tuple[int, int] | None) -> None:
-        if owner is None:
-            return
-        stat = path.stat()
-        if (stat.st_uid, stat.st_gid) != owner:
-            os.chown(path, *owner)
-
-    @staticmethod
-    def _traversable(path: Path) -> None:
-        """Let other users pass through (not list) a root-owned directory on the way to
-        their own directories."""
-        mode = path.stat().st_mode & 0o777
-        if mode & 0o011 != 0o011:
-            path.chmod(mode | 0o011)
-
-    def _prepare(self, spec: LaunchSpec, account: str) -> list[JobPaths]:
+    def _prepare(self, spec: LaunchSpec) -> list[JobPaths]:
         """Create the job's directories (one per array task) and workdir, owned by the job's
-        account, so Slurm (running as that account) can write the logs there."""
-        owner = self._owner(account)
+        account (the ownership rule of `executors.prepare`), so Slurm (running as that
+        account) can write the logs there."""
+        owner = self._owner(spec)
         jobs_root = spec.paths.dir.parent
         dirs = (
             [JobPaths(jobs_root / f"{spec.job_id}_{i}") for i in spec.array_tasks]
@@ -228,45 +222,16 @@ class SlurmExecutor(Executor):
         )
         try:
             jobs_root.mkdir(parents=True, exist_ok=True)
-            spec.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+            prepare_storage(spec.home, spec.workdir, owner, own_storage=spec.own_storage)
             if owner is not None:
                 for parent in (jobs_root.parent, jobs_root, spec.home.parent):
-                    self._traversable(parent)
+                    _traversable(parent)
+            prepare_job_dirs([paths.dir for paths in dirs], owner)
             for paths in dirs:
-                paths.dir.mkdir(parents=True, exist_ok=True)
-                self._give(paths.dir, owner)
                 paths.script.write_text(spec.script, encoding="utf-8")
-            self._give(spec.home, owner)
-            spec.workdir.mkdir(parents=True, exist_ok=True)
-            current = spec.workdir
-            while current != spec.home and spec.home in current.parents:
-                self._give(current, owner)
-                current = current.parent
         except OSError as exc:
             raise ExecutorError(f"could not prepare the job's directories: {exc}") from exc
         return dirs
-
-    def _environment(self, spec: LaunchSpec, account: str) -> dict[str, str]:
-        env = {
-            "PATH": self.base_path or _center_path(),
-            "HOME": str(spec.home),
-            "LANG": os.environ.get("LANG") or "C.UTF-8",
-            "USER": account,
-            "LOGNAME": account,
-        }
-        env.update(spec.env)
-        env.update({"KAIC_JOB_NAME": spec.name, "KAIC_PARTITION": spec.partition})
-        if not spec.array_tasks:
-            env.update(
-                {
-                    "KAIC_JOB_ID": spec.job_id,
-                    "KAIC_ARRAY_JOB_ID": spec.array_job_id or "",
-                    "KAIC_ARRAY_TASK_ID": ""
-                    if spec.array_task_id is None
-                    else str(spec.array_task_id),
-                }
-            )
-        return env
 
     @staticmethod
     def _script(spec: LaunchSpec) -> str:
@@ -308,7 +273,7 @@ class SlurmExecutor(Executor):
             workdir=str(spec.workdir),
             stdout=stdout,
             stderr=stderr,
-            environment=self._environment(spec, account),
+            environment=job_environment(spec, login=account, base_path=self.base_path, gpus=False),
             time_limit_minutes=minutes,
             partition=spec.partition,
             gpus_per_node=spec.gpus,
@@ -330,7 +295,7 @@ class SlurmExecutor(Executor):
     def start(self, spec: LaunchSpec) -> Launched:
         self._check_reachable()
         account = spec.unix_account or spec.user
-        self._prepare(spec, account)
+        self._prepare(spec)
         try:
             slurm_id: int | None = None
             if spec.job_id in self._ambiguous:
