@@ -7,6 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
+
+from kaic.center.executors.registry import entry as executor_entry
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -43,7 +46,11 @@ class CenterSettings:
     tls_key: Path | None = None
     #: the operator's statement that a TLS proxy stands in front of this plain-http center
     behind_tls_proxy: bool = False
+    #: where jobs run: an executor of the registry (`kaic.center.executors.registry`)
     executor: str = "local"
+    #: that executor's own settings (its entry's `settings_type`, e.g. `SlurmSettings`);
+    #: None = its defaults
+    executor_settings: Any = None
     gpus: int = 0
     gpu_type: str | None = None
     #: seconds an access token from a password or refresh grant stays valid
@@ -98,15 +105,6 @@ class CenterSettings:
     #: the operator accepts that, without `run_as_users`, every user's jobs run as the
     #: center's own account (and can read each other's files, the database, the CA key)
     single_account_ok: bool = False
-    #: the Slurm executor: slurmrestd's URL and a JWT of the SlurmUser (never logged)
-    slurm_url: str | None = None
-    slurm_token: str | None = field(default=None, repr=False)
-    #: seconds between the Slurm executor's batched `GET /jobs` calls
-    slurm_poll_interval: float = 1.0
-    #: seconds a slurmrestd call may take before it counts as failed
-    slurm_timeout: float = 10.0
-    #: submit jobs with Slurm's `account` = the kaic project name
-    slurm_account_from_project: bool = True
     now: Callable[[], datetime] = field(default=utc_now, repr=False)
 
     def __post_init__(self) -> None:
@@ -124,11 +122,11 @@ class CenterSettings:
             check_storage_root_template(self.storage_root)
         if not 0 < self.staging_port < 65536:
             raise ValueError(f"staging port {self.staging_port} is not a TCP port")
+        executor = executor_entry(self.executor)
+        self.executor_settings = executor.settings(self.executor_settings)
         if self.run_as_users:
-            if self.executor != "local":
-                raise ValueError(
-                    "--run-as-user is for the local executor (Slurm runs jobs as users)"
-                )
+            if executor.run_as_user_refusal is not None:
+                raise ValueError(executor.run_as_user_refusal)
             if self.storage_root is None:
                 raise ValueError(
                     "running jobs as their users needs a storage root outside the center's "
