@@ -13,8 +13,7 @@ center's state dir (`<state_dir>/jobs/<id>/stdout`), which is why the state dir 
 a filesystem the compute nodes share with the center (see docs/slurm.md). The center then
 streams them with the same offset-based reader as for local jobs.
 
-Resilience: when slurmrestd is down or slow, calls back off exponentially (up to
-`MAX_BACKOFF` seconds), jobs keep their last known state, `health()` says degraded, and no
+Resilience: when slurmrestd is down or slow, calls back off exponentially (`health`), jobs keep their last known state, `health()` says degraded, and no
 job is ever marked failed because polling failed. A job that Slurm no longer knows (purged
 after its MinJobAge while the center could not look) ends NODE_FAIL with a reason saying so.
 A submit that may have reached Slurm before the connection failed is never blindly
@@ -30,9 +29,8 @@ import pwd
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 
 from kaic.center.executors.base import (
     Ended,
@@ -48,54 +46,29 @@ from kaic.center.executors.base import (
 )
 from kaic.center.executors.prepare import (
     job_account,
-    job_environment,
-    prepare_job_dirs,
-    prepare_storage,
 )
+from kaic.center.executors.slurm import submit
 from kaic.center.executors.slurm.api import (
     SlurmApiError,
     SlurmJob,
     SlurmJobNotFound,
-    SlurmNode,
-    SlurmPartition,
     SlurmRestClient,
     SlurmUnavailable,
-    SubmitRequest,
-    dependency_clause,
 )
+from kaic.center.executors.slurm.health import Reachability
+from kaic.center.executors.slurm.resources import Resources, free_gpus, partition_configs
 from kaic.center.executors.slurm.states import map_state, pending_reason
 from kaic.center.settings import PartitionConfig
 from kaic.models import JobState
 
 logger = logging.getLogger("kaic.center.slurm")
 
-#: the longest wait between two tries while slurmrestd fails (seconds)
-MAX_BACKOFF = 30.0
 #: seconds between refreshes of partitions and nodes (GPU totals and free GPUs)
 RESOURCES_EVERY = 10.0
 #: successful polls a job must be missing from before Slurm is asked about it directly
 MISSING_POLLS = 2
-
-
-def _shell_quote(text: str) -> str:
-    return "'" + text.replace("'", "'\"'\"'") + "'"
-
-
 #: why a job's unix account must exist on the center host too
 NSS_HINT = "the center must see the cluster's accounts (NSS) to hand job directories to them"
-
-
-def _traversable(path: Path) -> None:
-    """Let other users pass through (not list) a root-owned directory on the way to their
-    own directories."""
-    mode = path.stat().st_mode & 0o777
-    if mode & 0o011 != 0o011:
-        path.chmod(mode | 0o011)
-
-
-def _slurm_path(path: Path) -> str:
-    """A path for Slurm's output file options, where `%` starts a pattern."""
-    return str(path).replace("%", "%%")
 
 
 @dataclass
@@ -115,21 +88,6 @@ class _Tracked:
     missing: int = 0
     cancel_requested: bool = False
     cancel_sent: bool = False
-
-
-@dataclass
-class _Health:
-    failures: int = 0
-    detail: str | None = None
-    since: float | None = None
-    next_try: float = 0.0
-
-
-@dataclass
-class _Resources:
-    partitions: list[SlurmPartition] = field(default_factory=list)
-    nodes: list[SlurmNode] = field(default_factory=list)
-    fetched_at: float | None = None
 
 
 def _utc(epoch: int | None) -> datetime | None:
@@ -162,9 +120,9 @@ class SlurmExecutor(Executor):
         self.base_path = base_path
         self._jobs: dict[str, _Tracked] = {}
         self._updates: list[Observed] = []
-        self._health = _Health()
+        self._reach = Reachability(self.poll_interval, clock)
         self._next_poll = 0.0
-        self._resources = _Resources()
+        self._resources = Resources()
         # Partitions are read by API threads too (job validation, `GET /v1/partitions`).
         self._resources_lock = threading.Lock()
         #: kaic job ids whose submit may have reached Slurm without us learning the id
@@ -173,32 +131,17 @@ class SlurmExecutor(Executor):
     # -- health and backoff --------------------------------------------------------------
 
     def _failed(self, exc: Exception) -> None:
-        now = self.clock()
-        health = self._health
-        health.failures += 1
-        if health.since is None:
-            health.since = now
-        health.detail = f"slurmrestd unavailable: {exc}"
-        delay = min(MAX_BACKOFF, self.poll_interval * 2 ** min(health.failures, 10))
-        health.next_try = now + delay
-        self._next_poll = max(self._next_poll, health.next_try)
-        log = logger.warning if health.failures <= 3 or health.failures % 20 == 0 else logger.debug
-        log("%s (try %d; next in %.1fs)", health.detail, health.failures, delay)
+        self._next_poll = max(self._next_poll, self._reach.failed(exc))
 
     def _succeeded(self) -> None:
-        if self._health.failures:
-            down = self.clock() - (self._health.since or self.clock())
-            logger.warning("slurmrestd reachable again after %.0fs", down)
-        self._health = _Health()
+        self._reach.succeeded()
 
     def health(self) -> ExecutorHealth:
-        if self._health.failures:
-            return ExecutorHealth(ok=False, detail=self._health.detail)
-        return ExecutorHealth()
+        return self._reach.health()
 
     def _check_reachable(self) -> None:
-        if self._health.failures and self.clock() < self._health.next_try:
-            raise ExecutorUnavailable(f"waiting for Slurm ({self._health.detail}); will retry")
+        if self._reach.waiting():
+            raise ExecutorUnavailable(f"waiting for Slurm ({self._reach.detail}); will retry")
 
     # -- start ---------------------------------------------------------------------------
 
@@ -210,83 +153,11 @@ class SlurmExecutor(Executor):
         return job_account(spec, missing=NSS_HINT)
 
     def _prepare(self, spec: LaunchSpec) -> list[JobPaths]:
-        """Create the job's directories (one per array task) and workdir, owned by the job's
-        account (the ownership rule of `executors.prepare`), so Slurm (running as that
-        account) can write the logs there."""
-        owner = self._owner(spec)
-        jobs_root = spec.paths.dir.parent
-        dirs = (
-            [JobPaths(jobs_root / f"{spec.job_id}_{i}") for i in spec.array_tasks]
-            if spec.array_tasks
-            else [spec.paths]
-        )
-        try:
-            jobs_root.mkdir(parents=True, exist_ok=True)
-            prepare_storage(spec.home, spec.workdir, owner, own_storage=spec.own_storage)
-            if owner is not None:
-                for parent in (jobs_root.parent, jobs_root, spec.home.parent):
-                    _traversable(parent)
-            prepare_job_dirs([paths.dir for paths in dirs], owner)
-            for paths in dirs:
-                paths.script.write_text(spec.script, encoding="utf-8")
-        except OSError as exc:
-            raise ExecutorError(f"could not prepare the job's directories: {exc}") from exc
-        return dirs
-
-    @staticmethod
-    def _script(spec: LaunchSpec) -> str:
-        """The batch script: kaic's per-task variables, then the job's own script."""
-        lines = ["#!/bin/bash", f"# kaic job {spec.job_id}"]
-        if spec.array_tasks:
-            parent = _shell_quote(spec.job_id)
-            lines += [
-                f"export KAIC_ARRAY_JOB_ID={parent}",
-                'export KAIC_ARRAY_TASK_ID="${SLURM_ARRAY_TASK_ID:-}"',
-                f'export KAIC_JOB_ID={parent}"_${{SLURM_ARRAY_TASK_ID:-}}"',
-            ]
-        lines.append('export KAIC_GPUS="${CUDA_VISIBLE_DEVICES:-}"')
-        return "\n".join(lines) + "\n" + spec.script + ("" if spec.script.endswith("\n") else "\n")
-
-    @staticmethod
-    def comment(job_id: str) -> str:
-        """The Slurm comment that ties a Slurm job to its kaic job."""
-        return f"kaic job {job_id}"
-
-    def _request(self, spec: LaunchSpec, account: str) -> SubmitRequest:
-        jobs_root = spec.paths.dir.parent
-        if spec.array_tasks:
-            stdout = _slurm_path(jobs_root / f"{spec.job_id}_") + "%a/stdout"
-            stderr = _slurm_path(jobs_root / f"{spec.job_id}_") + "%a/stderr"
-            indices = ",".join(str(i) for i in spec.array_tasks)
-            array = indices + (f"%{spec.array_limit}" if spec.array_limit else "")
-        else:
-            stdout = _slurm_path(spec.paths.stdout)
-            stderr = _slurm_path(spec.paths.stderr)
-            array = None
-        minutes = None
-        if spec.time_limit_seconds:
-            # Slurm counts whole minutes: round up, never cut a job short.
-            minutes = max(1, -(-spec.time_limit_seconds // 60))
-        return SubmitRequest(
-            name=spec.name,
-            script=self._script(spec),
-            workdir=str(spec.workdir),
-            stdout=stdout,
-            stderr=stderr,
-            environment=job_environment(spec, login=account, base_path=self.base_path, gpus=False),
-            time_limit_minutes=minutes,
-            partition=spec.partition,
-            gpus_per_node=spec.gpus,
-            nodes=spec.nodes,
-            array=array,
-            dependency=dependency_clause(list(spec.after_ok)),
-            account=spec.project if self.account_from_project else None,
-            comment=self.comment(spec.job_id),
-        )
+        return submit.prepare(spec, self._owner(spec))
 
     def _adopt(self, spec: LaunchSpec, account: str) -> int | None:
         """The Slurm id of an earlier, unconfirmed submit of this job, if Slurm has it."""
-        wanted = self.comment(spec.job_id)
+        wanted = submit.comment(spec.job_id)
         for record in self.client.jobs():
             if record.comment == wanted and record.user in (account, None):
                 return record.array_job_id or record.job_id
@@ -301,7 +172,13 @@ class SlurmExecutor(Executor):
             if spec.job_id in self._ambiguous:
                 slurm_id = self._adopt(spec, account)
             if slurm_id is None:
-                slurm_id = self.client.submit(account, self._request(spec, account))
+                request = submit.submit_request(
+                    spec,
+                    account,
+                    base_path=self.base_path,
+                    account_from_project=self.account_from_project,
+                )
+                slurm_id = self.client.submit(account, request)
         except SlurmUnavailable as exc:
             if exc.sent:
                 self._ambiguous.add(spec.job_id)
@@ -496,7 +373,7 @@ class SlurmExecutor(Executor):
         if tracked is None or tracked.cancel_requested:
             return
         tracked.cancel_requested = True
-        if not self._health.failures:
+        if not self._reach.failures:
             self._send_cancel(tracked)
         self._next_poll = min(self._next_poll, self.clock() + self.poll_interval)
 
@@ -556,46 +433,19 @@ class SlurmExecutor(Executor):
                 self._failed(exc)
                 return
             self._succeeded()
-            self._resources = _Resources(partitions, nodes, now)
+            self._resources = Resources(partitions, nodes, now)
 
     def partitions(self) -> list[PartitionConfig] | None:
-        if self._resources.fetched_at is None and not (
-            self._health.failures and self.clock() < self._health.next_try
-        ):
+        if self._resources.fetched_at is None and not self._reach.waiting():
             self._refresh_resources(self.clock(), force=True)
         if not self._resources.partitions:
             return list(self.fallback_partitions)
-        result: list[PartitionConfig] = []
-        for part in self._resources.partitions:
-            members = [n for n in self._resources.nodes if part.name in n.partitions]
-            gpu_type = next((n.gpu_type for n in members if n.gpu_type), None)
-            result.append(
-                PartitionConfig(
-                    name=part.name,
-                    gpus=sum(n.gpus for n in members),
-                    gpu_type=gpu_type,
-                    max_time_seconds=part.max_time_minutes * 60
-                    if part.max_time_minutes is not None
-                    else None,
-                    default=part.default,
-                )
-            )
-        if result and not any(p.default for p in result):
-            result[0].default = True
-        return result
+        return partition_configs(self._resources.partitions, self._resources.nodes)
 
     def free_gpus(self) -> dict[str, int] | None:
         if self._resources.fetched_at is None:
             return None
-        free: dict[str, int] = {}
-        for part in self._resources.partitions:
-            free[part.name] = sum(
-                max(0, n.gpus - n.gpus_used)
-                for n in self._resources.nodes
-                if part.name in n.partitions
-                and not any(bad in n.state for bad in ("down", "drain", "fail", "unknown"))
-            )
-        return free
+        return free_gpus(self._resources.partitions, self._resources.nodes)
 
 
 def make_slurm_executor(
