@@ -13,8 +13,9 @@ center's state dir (`<state_dir>/jobs/<id>/stdout`), which is why the state dir 
 a filesystem the compute nodes share with the center (see docs/slurm.md). The center then
 streams them with the same offset-based reader as for local jobs.
 
-Resilience: when slurmrestd is down or slow, calls back off exponentially (`health`), jobs keep their last known state, `health()` says degraded, and no
-job is ever marked failed because polling failed. A job that Slurm no longer knows (purged
+Resilience: when slurmrestd is down or slow, calls back off exponentially (`health`), jobs
+keep their last known state, `health()` says degraded, and no job is ever marked failed
+because polling failed. A job that Slurm no longer knows (purged
 after its MinJobAge while the center could not look) ends NODE_FAIL with a reason saying so.
 A submit that may have reached Slurm before the connection failed is never blindly
 repeated: the job is looked up by its comment (`kaic job <id>`) first.
