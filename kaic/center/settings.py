@@ -10,6 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from kaic.center.executors.registry import entry as executor_entry
+from kaic.center.jobs.partitions import PartitionConfig
+
+__all__ = ["CenterSettings", "PartitionConfig", "utc_now"]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -17,19 +20,6 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 def utc_now() -> datetime:
     """The current time as an aware UTC datetime (the default clock)."""
     return datetime.now(timezone.utc)
-
-
-@dataclass
-class PartitionConfig:
-    """One partition (queue) of the center: a pool of GPUs handed out exclusively."""
-
-    name: str
-    gpus: int = 0
-    gpu_type: str | None = None
-    #: the longest time limit a job may ask for (seconds); None = no limit
-    max_time_seconds: int | None = None
-    #: jobs that name no partition go to the default one (the first, if none is marked)
-    default: bool = False
 
 
 @dataclass

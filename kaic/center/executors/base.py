@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from kaic.center.settings import PartitionConfig
+from kaic.center.jobs.partitions import PartitionConfig
 from kaic.models import JobState
 
 

@@ -22,13 +22,13 @@ from datetime import datetime
 
 from kaic.center.executors.base import Executor, Launched, RunningJob
 from kaic.center.jobs.ledger import CANCELLED_BY_USER, Ledger
-from kaic.center.jobs.partitions import configured_partitions
+from kaic.center.jobs.partitions import PartitionConfig, configured_partitions
 from kaic.center.jobs.paths import job_paths
 from kaic.center.jobs.queues.base import QueuePolicy
 from kaic.center.jobs.queues.fifo import CenterQueue
 from kaic.center.jobs.queues.handover import HandOverQueue
 from kaic.center.jobs.store import JobRow, JobStore
-from kaic.center.settings import CenterSettings, PartitionConfig
+from kaic.center.settings import CenterSettings
 from kaic.center.store import Store
 from kaic.models import JobState, Partition
 

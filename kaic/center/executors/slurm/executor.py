@@ -59,7 +59,7 @@ from kaic.center.executors.slurm.api import (
 from kaic.center.executors.slurm.health import Reachability
 from kaic.center.executors.slurm.resources import Resources, free_gpus, partition_configs
 from kaic.center.executors.slurm.states import map_state, pending_reason
-from kaic.center.settings import PartitionConfig
+from kaic.center.jobs.partitions import PartitionConfig
 from kaic.models import JobState
 
 logger = logging.getLogger("kaic.center.slurm")

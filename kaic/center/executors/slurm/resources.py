@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from kaic.center.executors.slurm.api import SlurmNode, SlurmPartition
-from kaic.center.settings import PartitionConfig
+from kaic.center.jobs.partitions import PartitionConfig
 
 #: node states whose GPUs are not free, whatever their GRES says
 UNAVAILABLE = ("down", "drain", "fail", "unknown")

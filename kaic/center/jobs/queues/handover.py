@@ -16,9 +16,9 @@ from datetime import datetime
 from kaic.center.executors.base import ExecutorUnavailable
 from kaic.center.jobs.launch import launch_spec
 from kaic.center.jobs.ledger import CANCELLED_BY_USER, describe, log_start_failure
+from kaic.center.jobs.partitions import PartitionConfig
 from kaic.center.jobs.queues.base import QueuePolicy, dependency_verdict
 from kaic.center.jobs.store import JobRow
-from kaic.center.settings import PartitionConfig
 from kaic.models import JobState
 
 
