@@ -9,13 +9,16 @@ are submitted when the center starts and checked at the end).
 
 **Adding an executor** (containers, multi-node, ...): put it in `kaic/center/executors/<name>/`
 with its registry entry, then subclass `ExecutorConformance` in a test module of its own,
-with a class-scoped `harness` fixture that starts a center over it — copy
-`tests/center/conformance/test_local.py` (or `tests/slurm/test_conformance.py` for one that
-needs a service), name it in `CONFORMANCE` below, and state in `Facts` the few things that
-may differ. `test_registry.py` fails until every registered executor has its run. A test
-that needs a service it cannot find must fail under `CI=true` (`tests.helpers.unavailable`).
+with a class-scoped `harness` fixture that starts a center over it (`harness.running`):
+copy `tests/center/conformance/test_local.py`, or, for one that needs a service,
+`tests/slurm/test_conformance.py` and the `slurm_harness` fixture of `tests/slurm/conftest.py`.
+Name the module in `CONFORMANCE` below and state in `Facts` the few things that may differ
+(nothing else may). `test_registry.py` fails until every registered executor has its run. A
+test that needs a service it cannot find must fail under `CI=true`
+(`tests.helpers.unavailable`).
 
-The Slurm run lives in `tests/slurm/` (it needs the machine's one Slurm and munge socket).
+The Slurm run lives in `tests/slurm/`: it needs the machine's one Slurm and munge socket, and
+`tests/slurm/` is run by one person at a time.
 """
 
 from __future__ import annotations
