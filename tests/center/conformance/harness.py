@@ -98,6 +98,9 @@ def running(settings: CenterSettings, facts: Facts, unix_account: str | None) ->
     harness = Harness(settings, facts)
     try:
         harness.open()
+        partitions = harness.center.get("/v1/partitions").json()
+        default = next(p for p in partitions if p["default"])
+        assert default["gpus_total"] == facts.gpus, (default, facts)
         for name, script in TIME_LIMITED.items():
             job = harness.center.submit(script, name=name, time_limit_seconds=facts.time_limit)
             harness.early[name] = job["id"]
