@@ -25,8 +25,8 @@ from kaic.center.executors.base import (
     RunningJob,
 )
 from kaic.center.executors.local import LocalExecutor
-from kaic.center.executors.slurm import SlurmExecutor
-from kaic.center.executors.slurm_api import SubmitRequest
+from kaic.center.executors.slurm.api import SubmitRequest
+from kaic.center.executors.slurm.executor import SlurmExecutor
 from kaic.center.jobs.store import JobStore, NewJob
 from kaic.center.store import Store
 from kaic.models import JobState, JobSubmit
