@@ -233,7 +233,7 @@ def serve(
       kaic center serve --host 10.0.0.5 --port 8750 --behind-tls-proxy
     """
     from kaic.center.executors.registry import OptionError, settings_from_serve
-    from kaic.center.server import check_listening
+    from kaic.center.listen import check_listening
     from kaic.center.server import serve as run_server
     from kaic.center.settings import CenterSettings
 
