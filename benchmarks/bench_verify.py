@@ -56,7 +56,7 @@ def run(url: str, base: Path, args: argparse.Namespace) -> None:
     from kaic.auth.credentials import Credentials
     from kaic.auth.ssh import ensure_identity, known_hosts_lines, staging_info
     from kaic.client.api import CenterClient
-    from kaic.client.files import FileChecksumsClient, file_checksum
+    from kaic.client.staging import FileChecksumsClient, file_checksum
     from kaic.staging.connect import SshTarget
     from kaic.staging.transfer import SyncOptions, push
 

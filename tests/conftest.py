@@ -35,7 +35,7 @@ def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
     # Stop a local center a test may have started through the CLI (by its recorded PID).
     local = home / "state" / "center"
     if (local / "center.json").exists():
-        from kaic.client.local_center import stop
+        from kaic.flows.local_center import stop
 
         stop(local)
     kill_center_jobs(local)

@@ -102,7 +102,7 @@ def login(
 
       kaic login --center https://center.lab.example --ca-bundle ~/lab-ca.pem -u alice
     """
-    from kaic.client import login as flows
+    from kaic.flows import login as flows
 
     app = get_app(ctx)
     profile = profile or app.profile
@@ -203,7 +203,7 @@ def logout(ctx: typer.Context, profile: ProfileOpt = None) -> None:
 
     Example: kaic logout --profile work
     """
-    from kaic.client import login as flows
+    from kaic.flows import login as flows
 
     app = get_app(ctx)
     name = flows.logout(

@@ -148,7 +148,7 @@ def run_remote(
     from kaic.bench.report import from_json
     from kaic.client.jobs import JobsAPI
     from kaic.client.logs import LogCursor, read_log
-    from kaic.client.wait import wait_for_jobs
+    from kaic.flows.wait import wait_for_jobs
     from kaic.errors import KaicError, NotFound
     from kaic.models import JobSubmit, Resources
 

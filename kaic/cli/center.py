@@ -27,7 +27,7 @@ def _state_dir(value: str | None) -> Path:
     (every job failed with 127, its script not found)."""
     import os
 
-    from kaic.client.local_center import local_state_dir
+    from kaic.flows.local_center import local_state_dir
 
     return Path(os.path.abspath(Path(value).expanduser())) if value else local_state_dir()
 
@@ -388,7 +388,7 @@ def start(ctx: typer.Context, json_out: JsonOpt = False) -> None:
 
     Example: kaic center start
     """
-    from kaic.client.local_center import ensure_running
+    from kaic.flows.local_center import ensure_running
 
     app_ = get_app(ctx)
     center = ensure_running()
@@ -415,7 +415,7 @@ def stop(ctx: typer.Context, json_out: JsonOpt = False) -> None:
 
     Example: kaic center stop
     """
-    from kaic.client.local_center import stop as stop_center
+    from kaic.flows.local_center import stop as stop_center
 
     app_ = get_app(ctx)
     pid = stop_center()
@@ -433,7 +433,7 @@ def status(ctx: typer.Context, json_out: JsonOpt = False) -> None:
 
     Example: kaic center status --json
     """
-    from kaic.client.local_center import find_running, local_state_dir
+    from kaic.flows.local_center import find_running, local_state_dir
 
     app_ = get_app(ctx)
     center = find_running()

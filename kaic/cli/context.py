@@ -20,7 +20,7 @@ import typer
 from kaic.text import visible, visible_lines
 
 if TYPE_CHECKING:
-    from kaic.client.session import Session
+    from kaic.flows.session import Session
 
 
 #: what `warn` adds, and so strips from a message that carries it already
@@ -73,7 +73,7 @@ class AppContext:
     def session(self) -> Session:
         """The center session (profile, credentials, API client), opened on first use."""
         if self._session is None:
-            from kaic.client.session import open_session
+            from kaic.flows.session import open_session
 
             self._session = open_session(
                 self.profile,

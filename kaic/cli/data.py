@@ -121,7 +121,7 @@ def resolve_target(app_: AppContext) -> Target:
         cert_path=identity.cert_path,
         known_hosts_lines=list(known_hosts_lines(info)),
     )
-    from kaic.client.files import FileChecksumsClient
+    from kaic.client.staging import FileChecksumsClient
 
     return target, FileChecksumsClient(session.client)
 

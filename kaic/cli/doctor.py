@@ -18,7 +18,7 @@ def doctor(ctx: typer.Context, json_out: JsonOpt = False) -> None:
 
     Example: kaic doctor --json
     """
-    from kaic.client.diagnose import run_checks
+    from kaic.flows.doctor import run_checks
 
     app = get_app(ctx)
     checks = run_checks(app.profile, warn=lambda _msg: None)

@@ -14,7 +14,7 @@ from kaic.errors import ExitCode, UsageError
 from kaic.text import visible
 
 if TYPE_CHECKING:
-    from kaic.cli.job_staging import Staged
+    from kaic.flows.job_staging import Staged
     from kaic.client.jobs import JobsAPI
     from kaic.models import Job
 
@@ -227,7 +227,7 @@ def submit(
     )
     job_file = load_job_file(jobfile) if jobfile is not None else None
     spec, input_list, output_list = build_submit(job_file, overrides)
-    from kaic.cli import job_staging
+    from kaic.flows import job_staging
 
     inputs = job_staging.check_inputs(job_file, input_list)
     outputs = job_staging.plan_outputs(job_file, output_list)
@@ -290,8 +290,8 @@ def _wait_and_exit(
 ) -> None:
     """Wait for `job`, fetch its outputs, print the outcome and exit with the outcome's code
     (a job that succeeded but whose outputs could not be fetched exits with the fetch error's)."""
-    from kaic.cli import job_staging
-    from kaic.client.wait import wait_for_jobs
+    from kaic.flows import job_staging
+    from kaic.flows.wait import wait_for_jobs
 
     again = ("kaic logs -f", "follows") if follow else ("kaic wait", "waits for")
     with hint_on_interrupt(_unaffected([job.id], *again)):
@@ -480,7 +480,7 @@ def wait(
 
       kaic wait 42 43 --timeout 2h --json
     """
-    from kaic.client.wait import WaitTimeout, wait_for_jobs
+    from kaic.flows.wait import WaitTimeout, wait_for_jobs
     from kaic.durations import parse_duration
 
     app = get_app(ctx)

@@ -45,7 +45,7 @@ from pydantic import BaseModel, ValidationError
 
 from kaic import __version__
 from kaic.auth.credentials import Credentials
-from kaic.client.redact import redact
+from kaic.redact import redact
 from kaic.config import TransportPolicy, check_plain_http, transport_policy
 from kaic.errors import (
     AuthRequired,

@@ -117,25 +117,25 @@ class _Job:
 def test_wait_says_how_to_continue(
     monkeypatch: pytest.MonkeyPatch, args: list[str], hint: str
 ) -> None:
-    import kaic.client.wait
+    import kaic.flows.wait
 
     def interrupted(*_a: object, **_k: object) -> None:
         raise KeyboardInterrupt
 
     monkeypatch.setattr(jobs_cli, "_api", lambda _app: object())
-    monkeypatch.setattr(kaic.client.wait, "wait_for_jobs", interrupted)
+    monkeypatch.setattr(kaic.flows.wait, "wait_for_jobs", interrupted)
     result = CliRunner().invoke(app, args)
     assert isinstance(result.exception, Interrupted), result.output
     assert result.exception.exit_code == 130 and result.exception.hint == hint
 
 
 def test_submit_wait_says_how_to_continue(monkeypatch: pytest.MonkeyPatch) -> None:
-    import kaic.client.wait
+    import kaic.flows.wait
 
     def interrupted(*_a: object, **_k: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(kaic.client.wait, "wait_for_jobs", interrupted)
+    monkeypatch.setattr(kaic.flows.wait, "wait_for_jobs", interrupted)
     with pytest.raises((Interrupted, KeyboardInterrupt)) as err:  # never a bare Ctrl-C
         jobs_cli._wait_and_exit(
             jobs_cli.AppContext(),

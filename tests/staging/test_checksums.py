@@ -14,7 +14,7 @@ import respx
 
 from kaic.auth.credentials import Credentials
 from kaic.client.api import CenterClient
-from kaic.client.files import FileChecksumsClient
+from kaic.client.staging import FileChecksumsClient
 from kaic.staging import transfer
 from kaic.staging.plan import part_name
 from kaic.staging.transfer import push

@@ -24,7 +24,7 @@ from kaic.auth.ssh import (
 )
 from kaic.center.ssh_ca import UserCA
 from kaic.client.api import CenterClient
-from kaic.client.login import obtain_ssh_identity
+from kaic.flows.login import obtain_ssh_identity
 from kaic.errors import NotFound
 from kaic.models.staging import StagingInfo
 

@@ -39,7 +39,7 @@ def run_checks(profile: str | None, *, warn: Callable[[str], None]) -> list[Chec
         checks.append(Check("config", "fail", err.message, err.hint))
         return checks
 
-    from kaic.client.session import open_session
+    from kaic.flows.session import open_session
     from kaic.models import Health
 
     try:

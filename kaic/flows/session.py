@@ -144,7 +144,7 @@ def _origin(url: str) -> tuple[str, str, int | None]:
 def _local_session(*, notice: Log, debug_log: Log | None) -> Session:
     from kaic.auth.credentials import Credentials, from_env
     from kaic.client.api import CenterClient
-    from kaic.client.local_center import ensure_running
+    from kaic.flows.local_center import ensure_running
 
     center = ensure_running()
     verb = "started" if center.started else "using"
