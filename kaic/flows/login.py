@@ -1,5 +1,9 @@
 """Login and logout flows: talk to the center, then store the profile and credentials.
 
+`login` is the whole of `kaic login`: which center, which secret (a token, or a user name and
+password, asked for through the `Prompts` the command hands over), a second factor when the
+center asks for one, then the profile, the credentials and a first SSH certificate.
+
 A login's TLS settings are its flags (`--ca-bundle`, `--insecure-http`), else the
 environment, else what the profile already stores for that center (a re-login needs no
 flags again); the flags are stored in the profile, the environment is not.
@@ -13,13 +17,18 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from kaic.errors import AuthRequired, KaicError, NotFound, Unreachable, UsageError
+from kaic.flows.ui import Ui
 
 if TYPE_CHECKING:
     from kaic.auth.credentials import Credentials
     from kaic.auth.ssh import SshIdentity
-    from kaic.config import Profile, TransportPolicy
+    from kaic.client.tls import TransportPolicy
+    from kaic.config import Profile
 
 Log = Callable[[str], None]
+
+#: what the user typed for each field of a password grant
+_LOGIN_INPUTS = {"username": "--username", "password": "the password", "otp": "--otp"}
 
 OTP_REJECTED = "the one-time code was wrong or expired; try the next code"
 OTP_REJECTED_HINT = "wait for your authenticator app to show a new code, then log in with it"
@@ -45,7 +54,7 @@ class LoginTls:
 
 
 def _same_center(profile: Profile, center: str) -> bool:
-    from kaic.config import validate_center_url
+    from kaic.urls import validate_center_url
 
     try:
         return validate_center_url(profile.center) == center
@@ -71,8 +80,7 @@ def login_policy(center: str, *, profile: str | None, tls: LoginTls) -> Transpor
     """The transport policy of a login to `center`, checked before anything is asked or sent:
     UsageError for plain http to a non-loopback host without the opt-out, or an unusable
     CA bundle."""
-    from kaic.client.api import tls_context
-    from kaic.config import check_plain_http, transport_policy
+    from kaic.client.tls import check_plain_http, tls_context, transport_policy
 
     policy = transport_policy(
         _stored_profile(center, profile), ca_bundle=tls.ca_bundle, insecure_http=tls.insecure_http
@@ -108,7 +116,8 @@ def _store(
     from pathlib import Path
 
     from kaic.auth import credentials as store
-    from kaic.config import Profile, is_loopback_url, load_config, save_config
+    from kaic.config import Profile, load_config, save_config
+    from kaic.urls import is_loopback_url
 
     name = _choose_profile(profile, center, username)
     storage = store.save(name, creds, insecure_storage=insecure_storage, warn=warn)  # type: ignore[arg-type]
@@ -151,8 +160,9 @@ def obtain_ssh_identity(
     `policy`: these calls must trust the same CA bundle as the login itself.
     """
     from kaic.auth.credentials import Credentials
-    from kaic.auth.ssh import ensure_identity, staging_info
     from kaic.client.api import CenterClient
+    from kaic.client.staging import StagingAPI
+    from kaic.flows.ssh_target import ensure_identity
 
     # No refresh token: a refresh here would rotate the one just stored and invalidate it.
     access_only = Credentials(
@@ -162,7 +172,7 @@ def obtain_ssh_identity(
         with CenterClient(
             center, credentials=access_only, debug_log=debug_log, policy=policy, warn=warn
         ) as client:
-            staging_info(client)
+            StagingAPI(client).info()
             return ensure_identity(client, profile)
     except NotFound:
         return None
@@ -192,11 +202,15 @@ def login_password(
     the user's plain-http opt-out)."""
     from kaic.auth.credentials import Credentials
     from kaic.client.api import CenterClient
+    from kaic.client.auth import AuthAPI
+    from kaic.flows.inputs import user_input
 
     policy = login_policy(center, profile=profile, tls=tls)
     with CenterClient(center, debug_log=debug_log, policy=policy, warn=warn) as client:
+        api = AuthAPI(client)
         try:
-            tokens = client.login_password(username, password, otp)
+            with user_input(_LOGIN_INPUTS, secrets=("password",)):
+                tokens = api.login_password(username, password, otp)
         except AuthRequired as err:
             if err.code == "invalid_otp":
                 # The password was right; retyping it would not help.
@@ -211,7 +225,7 @@ def login_password(
             kind="session",
         )
         client.set_credentials(creds)
-        me = client.me()
+        me = api.me()
     name, storage = _store(
         profile=profile,
         center=center,
@@ -240,6 +254,7 @@ def login_token(
     """Store an existing (API or access) token after checking it with `GET /v1/me`."""
     from kaic.auth.credentials import Credentials, check_token_text
     from kaic.client.api import CenterClient
+    from kaic.client.auth import AuthAPI
 
     token = check_token_text(token.strip(), "the token on standard input")
     policy = login_policy(center, profile=profile, tls=tls)
@@ -247,7 +262,7 @@ def login_token(
     with CenterClient(
         center, credentials=creds, debug_log=debug_log, policy=policy, warn=warn
     ) as client:
-        me = client.me()
+        me = AuthAPI(client).me()
     creds.expires_at = me.expires_at
     name, storage = _store(
         profile=profile,
@@ -271,7 +286,9 @@ def logout(profile: str | None, *, warn: Log, debug_log: Log | None = None) -> s
     """
     from kaic.auth import credentials as store
     from kaic.client.api import CenterClient
-    from kaic.config import resolve_profile, transport_policy
+    from kaic.client.auth import AuthAPI
+    from kaic.client.tls import transport_policy
+    from kaic.config import resolve_profile
 
     prof = resolve_profile(profile)
     if prof is None:
@@ -288,7 +305,7 @@ def logout(profile: str | None, *, warn: Log, debug_log: Log | None = None) -> s
                     policy=transport_policy(prof),
                     warn=warn,
                 ) as client:
-                    client.revoke(creds.refresh_token)
+                    AuthAPI(client).revoke(creds.refresh_token)
             # UsageError: plain http refused or an unusable CA bundle. The refresh token is
             # then not sent, and the local copy goes all the same.
             except (Unreachable, AuthRequired, UsageError) as exc:
@@ -298,3 +315,121 @@ def logout(profile: str | None, *, warn: Log, debug_log: Log | None = None) -> s
                 )
     store.delete(prof.name, warn=warn)
     return prof.name
+
+
+# -- `kaic login` as a whole -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoginRequest:
+    """The flags of `kaic login`."""
+
+    center: str | None = None
+    username: str | None = None
+    otp: str | None = None
+    profile: str | None = None
+    with_token: bool = False
+    password_stdin: bool = False
+    insecure_storage: bool = False
+    tls: LoginTls = LoginTls()
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """How the login asks the user for what the flags did not give. `read_stdin(what)` reads
+    one line of standard input (`what`: "a token", "a password"); the others ask at a
+    terminal and are None where there is none."""
+
+    read_stdin: Callable[[str], str]
+    username: Callable[[], str] | None = None
+    password: Callable[[str], str] | None = None  # the prompt text -> the password
+    otp: Callable[[], str] | None = None
+
+
+def center_for_login(center: str | None, profile: str | None) -> str:
+    """The center a login goes to: `--center`, ``KAIC_CENTER``, else the profile's."""
+    import os
+
+    from kaic.config import resolve_profile
+    from kaic.urls import validate_center_url
+
+    center = center or os.environ.get("KAIC_CENTER")
+    if center:
+        return validate_center_url(center)
+    prof = resolve_profile(profile)
+    if prof is not None:
+        return prof.center
+    raise UsageError(
+        "no center to log in to",
+        hint="pass `--center https://host[:port]`; with no center configured kaic uses "
+        "the local center, which needs no login",
+    )
+
+
+def _profile_username(profile: str | None) -> str | None:
+    from kaic.config import resolve_profile
+
+    try:
+        prof = resolve_profile(profile)
+    except Exception:
+        return None
+    return prof.username if prof else None
+
+
+def login(request: LoginRequest, prompts: Prompts, ui: Ui) -> LoginResult:
+    """`kaic login`: the center's transport policy is checked before anything is asked for or
+    read (plain http refused, CA bundle unusable), then a token or a password grant."""
+    profile = request.profile
+    url = center_for_login(request.center, profile)
+    tls = request.tls
+    login_policy(url, profile=profile, tls=tls)
+    if request.with_token:
+        if request.password_stdin:
+            raise UsageError("--with-token and --password-stdin both read standard input")
+        return login_token(
+            url,
+            prompts.read_stdin("a token"),
+            profile=profile,
+            insecure_storage=request.insecure_storage,
+            warn=ui.warn,
+            debug_log=ui.debug,
+            tls=tls,
+        )
+    user = request.username or _profile_username(profile)
+    if user is None:
+        if prompts.username is None:
+            raise UsageError("no user name given", hint="pass --username NAME")
+        user = prompts.username()
+    if request.password_stdin:
+        password = prompts.read_stdin("a password")
+    elif prompts.password is not None:
+        password = prompts.password(f"Password for {user} at {url}: ")
+    else:
+        raise UsageError(
+            "no terminal to ask for a password",
+            hint="pipe it in with --password-stdin, or use --with-token with an API token",
+        )
+
+    def grant(otp: str | None) -> LoginResult:
+        return login_password(
+            url,
+            user,
+            password,
+            otp,
+            profile=profile,
+            insecure_storage=request.insecure_storage,
+            warn=ui.warn,
+            debug_log=ui.debug,
+            tls=tls,
+        )
+
+    try:
+        return grant(request.otp)
+    except AuthRequired as err:
+        if err.code == "otp_required" and request.otp is None and prompts.otp is not None:
+            return grant(prompts.otp())
+        if err.code == "otp_required":
+            err.hint = "pass your one-time code with --otp CODE"
+        elif err.code in ("invalid_credentials", None):
+            err.hint = "check your user name and password"
+        raise

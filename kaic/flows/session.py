@@ -11,6 +11,7 @@ import contextlib
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 from kaic.errors import AuthRequired
@@ -18,13 +19,19 @@ from kaic.errors import AuthRequired
 if TYPE_CHECKING:
     from kaic.auth.credentials import Credentials
     from kaic.client.api import CenterClient
+    from kaic.client.auth import AuthAPI
+    from kaic.client.health import HealthAPI
+    from kaic.client.jobs import JobsAPI
+    from kaic.client.staging import StagingAPI
+    from kaic.client.tokens import TokensAPI
 
 Log = Callable[[str], None]
 
 
 @dataclass
 class Session:
-    """An API client bound to a center, plus where its center and token came from."""
+    """An API client bound to a center, plus where its center and token came from, and the
+    center's API areas on that client (`session.jobs.get(…)`)."""
 
     client: CenterClient
     center_url: str
@@ -34,6 +41,36 @@ class Session:
 
     def close(self) -> None:
         self.client.close()
+
+    @cached_property
+    def auth(self) -> AuthAPI:
+        from kaic.client.auth import AuthAPI
+
+        return AuthAPI(self.client)
+
+    @cached_property
+    def tokens(self) -> TokensAPI:
+        from kaic.client.tokens import TokensAPI
+
+        return TokensAPI(self.client)
+
+    @cached_property
+    def jobs(self) -> JobsAPI:
+        from kaic.client.jobs import JobsAPI
+
+        return JobsAPI(self.client)
+
+    @cached_property
+    def staging(self) -> StagingAPI:
+        from kaic.client.staging import StagingAPI
+
+        return StagingAPI(self.client)
+
+    @cached_property
+    def health(self) -> HealthAPI:
+        from kaic.client.health import HealthAPI
+
+        return HealthAPI(self.client)
 
 
 def open_session(
@@ -46,12 +83,9 @@ def open_session(
     """Resolve the center and credentials for a command and build its client."""
     from kaic.auth import credentials as store
     from kaic.client.api import CenterClient
-    from kaic.config import (
-        check_plain_http,
-        resolve_profile,
-        transport_policy,
-        validate_center_url,
-    )
+    from kaic.client.tls import check_plain_http, transport_policy
+    from kaic.config import resolve_profile
+    from kaic.urls import validate_center_url
 
     profile = resolve_profile(profile_name)
     env_center = os.environ.get("KAIC_CENTER")

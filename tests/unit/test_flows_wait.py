@@ -8,8 +8,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from kaic.flows.wait import OUTAGE_BUDGET_S, POLL_CAP_S, WaitTimeout, wait_for_jobs
 from kaic.errors import TlsError, Unreachable
+from kaic.flows.wait import OUTAGE_BUDGET_S, POLL_CAP_S, WaitTimeout, wait_for_jobs
 from kaic.models import Job, JobState, Resources
 
 
