@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import RunningCenter, kill_center_jobs, start_center
+from tests.inprocess import FakeCenter, RunLine, bind
 
 # Variables that would make a test talk to the developer's real center or keyring.
 _LEAKY = (
@@ -61,3 +62,16 @@ def alice(center: RunningCenter) -> tuple[RunningCenter, str, str]:
 
 def pytest_report_header() -> str:
     return f"CI={os.environ.get('CI', '')}"
+
+
+@pytest.fixture
+def fake_center() -> FakeCenter:
+    """The center API as a table of answers (`tests/inprocess.py`)."""
+    return FakeCenter()
+
+
+@pytest.fixture
+def run_line(fake_center: FakeCenter) -> RunLine:
+    """`run_line("jobs", "--json")`: the real CLI in process against `fake_center`; on an
+    unexpected exit code the test fails with stdout, stderr and the requests made."""
+    return bind(fake_center)

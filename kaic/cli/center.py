@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from kaic.cli.context import get_app
-from kaic.cli.options import JsonOpt, StateDirOpt
+from kaic.cli.options import JqOpt, JsonOpt, StateDirOpt
 from kaic.errors import KaicError, UsageError
 from kaic.text import visible
 
@@ -362,7 +362,9 @@ def _load_partitions(path: Path) -> list[Any]:
 
 
 @app.command("ssh-ca")
-def ssh_ca(ctx: typer.Context, state_dir: StateDirOpt = None, json_out: JsonOpt = False) -> None:
+def ssh_ca(
+    ctx: typer.Context, state_dir: StateDirOpt = None, json_out: JsonOpt = False, jq: JqOpt = None
+) -> None:
     """Print the center's SSH user CA public key (created on first use).
 
     Add it to the staging sshd's TrustedUserCAKeys; users then log in with its certificates.
@@ -376,14 +378,11 @@ def ssh_ca(ctx: typer.Context, state_dir: StateDirOpt = None, json_out: JsonOpt 
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     ca = UserCA(directory)
     line = ca.public_key_line()
-    if json_out:
-        app_.json({"public_key": line, "key_file": str(ca.key_path)})
-    else:
-        app_.out(line)
+    app_.emit({"public_key": line, "key_file": str(ca.key_path)}, lambda: app_.out(line))
 
 
 @app.command("start")
-def start(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+def start(ctx: typer.Context, json_out: JsonOpt = False, jq: JqOpt = None) -> None:
     """Start the background local center (commands start it on demand anyway).
 
     Example: kaic center start
@@ -392,25 +391,24 @@ def start(ctx: typer.Context, json_out: JsonOpt = False) -> None:
 
     app_ = get_app(ctx)
     center = ensure_running()
-    if json_out:
-        app_.json(
-            {
-                "running": True,
-                "url": center.url,
-                "pid": center.pid,
-                "started": center.started,
-                "state_dir": str(center.state_dir),
-            }
-        )
-    else:
-        app_.info(
+    data = {
+        "running": True,
+        "url": center.url,
+        "pid": center.pid,
+        "started": center.started,
+        "state_dir": str(center.state_dir),
+    }
+    app_.emit(
+        data,
+        lambda: app_.info(
             f"Local center {'started' if center.started else 'already running'} at "
             f"{visible(center.url)} (pid {center.pid})."
-        )
+        ),
+    )
 
 
 @app.command("stop")
-def stop(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+def stop(ctx: typer.Context, json_out: JsonOpt = False, jq: JqOpt = None) -> None:
     """Stop the background local center.
 
     Example: kaic center stop
@@ -419,16 +417,18 @@ def stop(ctx: typer.Context, json_out: JsonOpt = False) -> None:
 
     app_ = get_app(ctx)
     pid = stop_center()
-    if json_out:
-        app_.json({"stopped": pid is not None, "pid": pid})
-    elif pid is None:
-        app_.info("The local center was not running.")
-    else:
-        app_.info(f"Stopped the local center (pid {pid}).")
+    app_.emit(
+        {"stopped": pid is not None, "pid": pid},
+        lambda: app_.info(
+            "The local center was not running."
+            if pid is None
+            else f"Stopped the local center (pid {pid})."
+        ),
+    )
 
 
 @app.command("status")
-def status(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+def status(ctx: typer.Context, json_out: JsonOpt = False, jq: JqOpt = None) -> None:
     """Say whether the background local center is running, and where.
 
     Example: kaic center status --json
@@ -443,15 +443,17 @@ def status(ctx: typer.Context, json_out: JsonOpt = False) -> None:
         "pid": center.pid if center else None,
         "state_dir": str(local_state_dir()),
     }
-    if json_out:
-        app_.json(data)
-    elif center:
-        app_.out(
-            f"running at {visible(center.url)} (pid {center.pid}); "
-            f"state in {visible(data['state_dir'])}"
-        )
-    else:
-        app_.out(f"not running; state in {visible(data['state_dir'])}")
+
+    def human() -> None:
+        if center:
+            app_.out(
+                f"running at {visible(center.url)} (pid {center.pid}); "
+                f"state in {visible(data['state_dir'])}"
+            )
+        else:
+            app_.out(f"not running; state in {visible(data['state_dir'])}")
+
+    app_.emit(data, human)
 
 
 def _read_new_password(password_stdin: bool) -> str | None:
@@ -518,6 +520,7 @@ def user_add(
     ] = False,
     state_dir: StateDirOpt = None,
     json_out: JsonOpt = False,
+    jq: JqOpt = None,
 ) -> None:
     """Add a user to a center's database.
 
@@ -541,13 +544,14 @@ def user_add(
         )
     except AdminError as exc:
         raise KaicError(str(exc)) from exc
-    if json_out:
-        app_.json({"user": name, "unix_account": unix_account or name, "otpauth_uri": uri})
-        return
-    app_.info(f"Added user {visible(name)}.")
-    if uri:
-        app_.info("Give the user this TOTP secret (add it to an authenticator app):")
-        app_.out(uri)
+
+    def human() -> None:
+        app_.info(f"Added user {visible(name)}.")
+        if uri:
+            app_.info("Give the user this TOTP secret (add it to an authenticator app):")
+            app_.out(uri)
+
+    app_.emit({"user": name, "unix_account": unix_account or name, "otpauth_uri": uri}, human)
 
 
 @project_app.command("add")
@@ -560,6 +564,7 @@ def project_add(
     ] = None,
     state_dir: StateDirOpt = None,
     json_out: JsonOpt = False,
+    jq: JqOpt = None,
 ) -> None:
     """Add (or update) a project with a GPU-hour grant and members.
 
@@ -574,10 +579,10 @@ def project_add(
         add_project(_state_dir(state_dir), name, gpu_hours=gpu_hours, members=member or [])
     except AdminError as exc:
         raise KaicError(str(exc)) from exc
-    if json_out:
-        app_.json({"project": name, "gpu_hours": gpu_hours, "members": member or []})
-    else:
-        app_.info(
+    app_.emit(
+        {"project": name, "gpu_hours": gpu_hours, "members": member or []},
+        lambda: app_.info(
             f"Project {visible(name)}: {gpu_hours:g} GPU-hours; members: "
             f"{visible(', '.join(member or [])) or '(none)'}."
-        )
+        ),
+    )

@@ -58,8 +58,11 @@ def root(
         ),
     ] = False,
 ) -> None:
-    ctx.obj = AppContext(profile=profile)
-    ctx.call_on_close(ctx.obj.close)
+    # `main` (and a test's `run_line`) hands in the context; an embedding caller may not.
+    app_ctx = ctx.obj if isinstance(ctx.obj, AppContext) else AppContext()
+    app_ctx.profile = profile
+    ctx.obj = app_ctx
+    ctx.call_on_close(app_ctx.close)
 
 
 auth.register(app)
@@ -104,7 +107,7 @@ def main() -> None:
         return
     interrupt.install()
     try:
-        app(prog_name="kaic")
+        app(prog_name="kaic", obj=AppContext(argv=sys.argv[1:]))
     except SystemExit as exc:
         # Typer ends a command that Ctrl-C stopped with a silent exit 130 (a Click prompt's
         # Ctrl-C with "Aborted.", exit 1): say what happened, exit as a shell would.
