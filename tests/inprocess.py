@@ -1,10 +1,12 @@
 """Command tests in process: the real CLI (Typer's CliRunner) against a `FakeCenter`.
 
-`run_line("jobs", "--json")` runs the command as `kaic jobs --json` would, with a session
-whose API client talks to an `httpx.MockTransport` instead of a center: no subprocess, no
-server, no waiting (the context's `sleep` does not sleep). Errors render and exit as `main`
-renders them. A result with an unexpected exit code fails the test with stdout, stderr and
-every request the command made.
+`run_line("jobs", "--json")` runs the command as `kaic jobs --json` would, with every API
+client it makes talking to an `httpx.MockTransport` instead of a center (the context's
+`transport`): no subprocess, no server, no waiting (the context's `sleep` does not sleep).
+By default the command finds its center and token in the environment (``KAIC_CENTER``,
+``KAIC_TOKEN``), as CI does; pass `env={"KAIC_CENTER": None, ...}` to go through a profile.
+Errors render and exit as `main` renders them. A result with an unexpected exit code fails
+the test with stdout, stderr and every request the command made.
 
 Why a mock transport rather than the real center app in process: these tests are about what
 a command does with what it is told — rendering, exit codes, which requests its flags become
@@ -19,16 +21,21 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import IO, Any, cast
+from typing import IO, TYPE_CHECKING, Any, cast
 
 import httpx
+
+if TYPE_CHECKING:
+    from kaic.flows.session import Session
 
 Answer = httpx.Response | Callable[[httpx.Request], httpx.Response]
 
 CENTER_URL = "https://center.test"
+#: the API token `run_line` puts in KAIC_TOKEN
+TOKEN = "kaic_" + "t" * 40
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
 
 
@@ -87,6 +94,8 @@ class FakeCenter:
         #: the jobs `serve_jobs` answers with, by id (change them to move a job on)
         self.jobs: dict[str, dict[str, Any]] = {}
         self.events: dict[str, list[dict[str, Any]]] = {}
+        #: (job id, "stdout" | "stderr") -> the log's bytes so far
+        self.logs: dict[tuple[str, str], bytes] = {}
 
     def serve_jobs(self, *, state: str = "COMPLETED", exit_code: int | None = 0) -> None:
         """Answer the jobs API from `self.jobs`: a submitted job gets the next id and
@@ -111,6 +120,8 @@ class FakeCenter:
                 return error(404, "not_found", f"no job {job_id}")
             if request.url.path.endswith("/events"):
                 return httpx.Response(200, json=self.events.get(job_id, []))
+            if request.url.path.endswith("/logs"):
+                return self._log(job_id, request.url.params)
             return httpx.Response(200, json=self.jobs[job_id])
 
         def listing(request: httpx.Request) -> httpx.Response:
@@ -121,7 +132,17 @@ class FakeCenter:
 
         self.on("POST", "/v1/jobs", submit)
         self.on("GET", "/v1/jobs", listing)
-        self.on("GET", re.compile(r"/v1/jobs/[^/]+(/events)?"), one)
+        self.on("GET", re.compile(r"/v1/jobs/[^/]+(/events|/logs)?"), one)
+
+    def _log(self, job_id: str, params: httpx.QueryParams) -> httpx.Response:
+        """A log from an offset (or its last `tail` lines), as the center streams it."""
+        data = self.logs.get((job_id, params.get("stream", "stdout")), b"")
+        start = int(params.get("offset", 0))
+        if "tail" in params:
+            lines = data.splitlines(keepends=True)
+            start = len(data) - len(b"".join(lines[len(lines) - int(params["tail"]) :]))
+        body = _Body(data[start:])
+        return httpx.Response(200, stream=body, headers={"X-Log-Offset": str(start)})
 
     def on(
         self,
@@ -150,6 +171,20 @@ class FakeCenter:
         """The requests made to `method path`."""
         return [r for r in self.requests if r.method == method and r.url.path == path]
 
+    def session(self) -> Session:
+        """A session of this fake center, for calling a flow directly (an API token)."""
+        from kaic.auth.credentials import Credentials
+        from kaic.client.api import CenterClient
+        from kaic.flows.session import Session
+
+        client = CenterClient(
+            self.url,
+            credentials=Credentials(access_token=TOKEN, kind="api"),
+            transport=httpx.MockTransport(self.handler),
+            sleep=lambda _s: None,
+        )
+        return Session(client, self.url, None, "env", local=False)
+
     def log(self) -> str:
         lines = []
         for r in self.requests:
@@ -157,19 +192,15 @@ class FakeCenter:
             lines.append(f"{r.method} {r.url}{body}")
         return "\n".join(lines) or "(no requests)"
 
-    def session(self, _app: object = None) -> Any:
-        """A session whose client talks to this fake (an API token from the environment)."""
-        from kaic.auth.credentials import Credentials
-        from kaic.client.api import CenterClient
-        from kaic.flows.session import Session
 
-        client = CenterClient(
-            self.url,
-            credentials=Credentials(access_token="kaic_" + "t" * 40, kind="api"),
-            transport=httpx.MockTransport(self.handler),
-            sleep=lambda _s: None,
-        )
-        return Session(client, self.url, None, "env", local=False)
+class _Body(httpx.SyncByteStream):
+    """A streamed body (a body given as bytes would be read at once, as no server does)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self.data
 
 
 class _Std:
@@ -213,7 +244,7 @@ def run_line(
     *args: str,
     expect: int | None = 0,
     input: str | None = None,
-    env: Mapping[str, str] | None = None,
+    env: Mapping[str, str | None] | None = None,
     terminal: bool = False,
 ) -> LineResult:
     """`kaic ARGS` in process against `center`; fails the test on an unexpected exit code.
@@ -225,16 +256,18 @@ def run_line(
     from kaic.cli.main import app, render_error
     from kaic.errors import ExitCode, KaicError
 
+    environment: dict[str, str | None] = {"KAIC_CENTER": center.url, "KAIC_TOKEN": TOKEN}
     if terminal:
-        env = {"TERM": "xterm-256color", "COLUMNS": "400", **(env or {})}
+        environment.update(TERM="xterm-256color", COLUMNS="400")
+    environment.update(env or {})
     context = AppContext(
         stdout=cast(IO[str], _Std("stdout", terminal)),
         stderr=cast(IO[str], _Std("stderr", terminal)),
         sleep=lambda _s: None,
         argv=list(args),
-        session_factory=center.session,
+        transport=httpx.MockTransport(center.handler),
     )
-    outcome = CliRunner().invoke(app, list(args), input=input, env=env, obj=context)
+    outcome = CliRunner().invoke(app, list(args), input=input, env=environment, obj=context)
     code, stderr = outcome.exit_code, outcome.stderr
     exc = outcome.exception
     if isinstance(exc, KaicError):

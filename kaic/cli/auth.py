@@ -118,7 +118,7 @@ def login(
         insecure_storage=insecure_storage,
         tls=LoginTls(ca_bundle=ca_bundle, insecure_http=insecure_http),
     )
-    result = log_in(request, _prompts(), app.ui())
+    result = log_in(request, _prompts(), app.ui(), transport=app.transport)
     app.info(
         f"Logged in to {visible(result.center)} as {visible(result.user)} "
         f"(profile {visible(result.profile)}; "
@@ -141,7 +141,9 @@ def logout(ctx: typer.Context, profile: ProfileOpt = None) -> None:
 
     app = get_app(ctx)
     ui = app.ui()
-    name = log_out(profile or app.profile, warn=ui.warn, debug_log=ui.debug)
+    name = log_out(
+        profile or app.profile, warn=ui.warn, debug_log=ui.debug, transport=app.transport
+    )
     if name is None:
         app.info("Not logged in to any center (the local center needs no login).")
     else:

@@ -59,8 +59,9 @@ class AppContext:
     #: the words kaic was run with (after the program name), as `main` hands them over; None
     #: for an embedding caller. `kaic submit` reads what came after `--` from them.
     argv: list[str] | None = None
-    #: opens the center session instead of `open_session` (tests: a mock transport)
-    session_factory: Callable[[AppContext], Session] | None = None
+    #: the httpx transport of every API client this invocation makes (tests: a fake
+    #: center in process); None: the network
+    transport: Any = None
     output: Output = field(default_factory=Output)
     _session: Session | None = None
 
@@ -125,17 +126,16 @@ class AppContext:
     def session(self) -> Session:
         """The center session (profile, credentials, API client), opened on first use."""
         if self._session is None:
-            if self.session_factory is not None:
-                self._session = self.session_factory(self)
-            else:
-                from kaic.flows.session import open_session
+            from kaic.flows.session import open_session
 
-                self._session = open_session(
-                    self.profile,
-                    warn=self.warn,
-                    notice=self.info,
-                    debug_log=self.debug if debug_enabled() else None,
-                )
+            self._session = open_session(
+                self.profile,
+                warn=self.warn,
+                notice=self.info,
+                debug_log=self.debug if debug_enabled() else None,
+                transport=self.transport,
+                sleep=self.sleep,
+            )
         return self._session
 
     def close(self) -> None:

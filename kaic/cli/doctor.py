@@ -21,7 +21,7 @@ def doctor(ctx: typer.Context, json_out: JsonOpt = False, jq: JqOpt = None) -> N
     from kaic.flows.doctor import run_checks
 
     app = get_app(ctx)
-    checks = run_checks(app.profile, warn=lambda _msg: None)
+    checks = run_checks(app.profile, warn=lambda _msg: None, transport=app.transport)
 
     def human() -> None:
         for c in checks:

@@ -26,7 +26,9 @@ class Check:
 MAX_SKEW_S = 60.0
 
 
-def run_checks(profile: str | None, *, warn: Callable[[str], None]) -> list[Check]:
+def run_checks(
+    profile: str | None, *, warn: Callable[[str], None], transport: Any = None
+) -> list[Check]:
     """Config, center reachability, authentication, clock skew, credential storage."""
     from kaic.config import config_path, resolve_profile
 
@@ -42,7 +44,7 @@ def run_checks(profile: str | None, *, warn: Callable[[str], None]) -> list[Chec
     from kaic.flows.session import open_session
 
     try:
-        session = open_session(profile, warn=warn, notice=lambda _m: None)
+        session = open_session(profile, warn=warn, notice=lambda _m: None, transport=transport)
     except KaicError as err:
         checks.append(Check("center", "fail", err.message, err.hint))
         return checks

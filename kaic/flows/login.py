@@ -20,6 +20,8 @@ from kaic.errors import AuthRequired, KaicError, NotFound, Unreachable, UsageErr
 from kaic.flows.ui import Ui
 
 if TYPE_CHECKING:
+    import httpx
+
     from kaic.auth.credentials import Credentials
     from kaic.auth.ssh import SshIdentity
     from kaic.client.tls import TransportPolicy
@@ -152,6 +154,7 @@ def obtain_ssh_identity(
     warn: Log,
     debug_log: Log | None = None,
     policy: TransportPolicy | None = None,
+    transport: httpx.BaseTransport | None = None,
 ) -> SshIdentity | None:
     """Best effort: the profile's SSH key and a fresh certificate, right after a login.
 
@@ -170,7 +173,12 @@ def obtain_ssh_identity(
     )
     try:
         with CenterClient(
-            center, credentials=access_only, debug_log=debug_log, policy=policy, warn=warn
+            center,
+            credentials=access_only,
+            debug_log=debug_log,
+            policy=policy,
+            warn=warn,
+            transport=transport,
         ) as client:
             StagingAPI(client).info()
             return ensure_identity(client, profile)
@@ -194,6 +202,7 @@ def login_password(
     warn: Log,
     debug_log: Log | None = None,
     tls: LoginTls = LoginTls(),
+    transport: httpx.BaseTransport | None = None,
 ) -> LoginResult:
     """Password (+OTP) grant; raises AuthRequired with code `otp_required` when OTP is needed
     and `invalid_otp` when the code was wrong.
@@ -206,7 +215,9 @@ def login_password(
     from kaic.flows.inputs import user_input
 
     policy = login_policy(center, profile=profile, tls=tls)
-    with CenterClient(center, debug_log=debug_log, policy=policy, warn=warn) as client:
+    with CenterClient(
+        center, debug_log=debug_log, policy=policy, warn=warn, transport=transport
+    ) as client:
         api = AuthAPI(client)
         try:
             with user_input(_LOGIN_INPUTS, secrets=("password",)):
@@ -236,7 +247,7 @@ def login_password(
         warn=warn,
     )
     identity = obtain_ssh_identity(
-        center, creds, name, policy=policy, warn=warn, debug_log=debug_log
+        center, creds, name, policy=policy, warn=warn, debug_log=debug_log, transport=transport
     )
     return LoginResult(name, center, me.user, storage, tokens.expires_at, identity)
 
@@ -250,6 +261,7 @@ def login_token(
     warn: Log,
     debug_log: Log | None = None,
     tls: LoginTls = LoginTls(),
+    transport: httpx.BaseTransport | None = None,
 ) -> LoginResult:
     """Store an existing (API or access) token after checking it with `GET /v1/me`."""
     from kaic.auth.credentials import Credentials, check_token_text
@@ -260,7 +272,12 @@ def login_token(
     policy = login_policy(center, profile=profile, tls=tls)
     creds = Credentials(access_token=token, refresh_token=None, expires_at=None, kind="api")
     with CenterClient(
-        center, credentials=creds, debug_log=debug_log, policy=policy, warn=warn
+        center,
+        credentials=creds,
+        debug_log=debug_log,
+        policy=policy,
+        warn=warn,
+        transport=transport,
     ) as client:
         me = AuthAPI(client).me()
     creds.expires_at = me.expires_at
@@ -274,12 +291,18 @@ def login_token(
         warn=warn,
     )
     identity = obtain_ssh_identity(
-        center, creds, name, policy=policy, warn=warn, debug_log=debug_log
+        center, creds, name, policy=policy, warn=warn, debug_log=debug_log, transport=transport
     )
     return LoginResult(name, center, me.user, storage, me.expires_at, identity)
 
 
-def logout(profile: str | None, *, warn: Log, debug_log: Log | None = None) -> str | None:
+def logout(
+    profile: str | None,
+    *,
+    warn: Log,
+    debug_log: Log | None = None,
+    transport: httpx.BaseTransport | None = None,
+) -> str | None:
     """Revoke the session server-side (best effort) and delete the local credentials.
 
     Returns the profile logged out of, or None when there was nothing to log out of.
@@ -304,6 +327,7 @@ def logout(profile: str | None, *, warn: Log, debug_log: Log | None = None) -> s
                     debug_log=debug_log,
                     policy=transport_policy(prof),
                     warn=warn,
+                    transport=transport,
                 ) as client:
                     AuthAPI(client).revoke(creds.refresh_token)
             # UsageError: plain http refused or an unusable CA bundle. The refresh token is
@@ -376,7 +400,13 @@ def _profile_username(profile: str | None) -> str | None:
     return prof.username if prof else None
 
 
-def login(request: LoginRequest, prompts: Prompts, ui: Ui) -> LoginResult:
+def login(
+    request: LoginRequest,
+    prompts: Prompts,
+    ui: Ui,
+    *,
+    transport: httpx.BaseTransport | None = None,
+) -> LoginResult:
     """`kaic login`: the center's transport policy is checked before anything is asked for or
     read (plain http refused, CA bundle unusable), then a token or a password grant."""
     profile = request.profile
@@ -394,6 +424,7 @@ def login(request: LoginRequest, prompts: Prompts, ui: Ui) -> LoginResult:
             warn=ui.warn,
             debug_log=ui.debug,
             tls=tls,
+            transport=transport,
         )
     user = request.username or _profile_username(profile)
     if user is None:
@@ -421,6 +452,7 @@ def login(request: LoginRequest, prompts: Prompts, ui: Ui) -> LoginResult:
             warn=ui.warn,
             debug_log=ui.debug,
             tls=tls,
+            transport=transport,
         )
 
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -17,6 +18,8 @@ from typing import TYPE_CHECKING
 from kaic.errors import AuthRequired
 
 if TYPE_CHECKING:
+    import httpx
+
     from kaic.auth.credentials import Credentials
     from kaic.client.api import CenterClient
     from kaic.client.auth import AuthAPI
@@ -79,8 +82,11 @@ def open_session(
     warn: Log,
     notice: Log,
     debug_log: Log | None = None,
+    transport: httpx.BaseTransport | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> Session:
-    """Resolve the center and credentials for a command and build its client."""
+    """Resolve the center and credentials for a command and build its client (`transport`
+    and `sleep` go to the client: tests answer in process and do not wait)."""
     from kaic.auth import credentials as store
     from kaic.client.api import CenterClient
     from kaic.client.tls import check_plain_http, transport_policy
@@ -94,7 +100,7 @@ def open_session(
     )
 
     if center is None:
-        return _local_session(notice=notice, debug_log=debug_log)
+        return _local_session(notice=notice, debug_log=debug_log, sleep=sleep)
 
     name = profile.name if profile else "default"
     own = profile if profile is not None and _origin(profile.center) == _origin(center) else None
@@ -134,6 +140,8 @@ def open_session(
         shared_refresh=shared,
         policy=policy,
         warn=warn,
+        transport=transport,
+        sleep=sleep,
     )
     return Session(client=client, center_url=center, profile=name, token_source=source, local=False)
 
@@ -175,7 +183,9 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     return (parts.scheme, (parts.hostname or "").lower(), port)
 
 
-def _local_session(*, notice: Log, debug_log: Log | None) -> Session:
+def _local_session(
+    *, notice: Log, debug_log: Log | None, sleep: Callable[[float], None]
+) -> Session:
     from kaic.auth.credentials import Credentials, from_env
     from kaic.client.api import CenterClient
     from kaic.flows.local_center import ensure_running
@@ -189,7 +199,7 @@ def _local_session(*, notice: Log, debug_log: Log | None) -> Session:
     env = from_env()
     creds = env or Credentials(access_token=center.token(), kind="api")
     source = "env" if env is not None else "local"
-    client = CenterClient(center.url, credentials=creds, debug_log=debug_log)
+    client = CenterClient(center.url, credentials=creds, debug_log=debug_log, sleep=sleep)
     return Session(
         client=client, center_url=center.url, profile=None, token_source=source, local=True
     )
