@@ -14,6 +14,7 @@ from kaic.cli import (
     auth,
     bench,
     center,
+    center_admin,
     config_cmd,
     data,
     doctor,
@@ -72,6 +73,8 @@ bench.register(app)
 doctor.register(app)
 app.add_typer(tokens.app, name="token")
 app.add_typer(data.app, name="data")
+center.app.add_typer(center_admin.user_app, name="user")
+center.app.add_typer(center_admin.project_app, name="project")
 app.add_typer(center.app, name="center")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(help_cmd.app, name="help")

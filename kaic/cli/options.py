@@ -4,6 +4,7 @@
 a command declares them and never looks at them again.
 """
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -64,3 +65,14 @@ StateDirOpt = Annotated[
         "under KAIC_STATE_DIR.",
     ),
 ]
+
+
+def state_dir_path(value: str | None) -> Path:
+    """The state dir `--state-dir` names, made absolute here, once: jobs run in their own
+    directories, where a relative state dir (the README's `./center`) would point elsewhere
+    (every job failed with 127, its script not found). Default: the local center's."""
+    import os
+
+    from kaic.flows.local_center import local_state_dir
+
+    return Path(os.path.abspath(Path(value).expanduser())) if value else local_state_dir()

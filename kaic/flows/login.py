@@ -16,13 +16,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from kaic.errors import AuthRequired, KaicError, NotFound, Unreachable, UsageError
+from kaic.errors import AuthRequired, Unreachable, UsageError
 from kaic.flows.ui import Ui
 
 if TYPE_CHECKING:
     import httpx
 
-    from kaic.auth.credentials import Credentials
     from kaic.auth.ssh import SshIdentity
     from kaic.client.tls import TransportPolicy
     from kaic.config import Profile
@@ -146,51 +145,6 @@ def _store(
     return name, storage
 
 
-def obtain_ssh_identity(
-    center: str,
-    creds: Credentials,
-    profile: str,
-    *,
-    warn: Log,
-    debug_log: Log | None = None,
-    policy: TransportPolicy | None = None,
-    transport: httpx.BaseTransport | None = None,
-) -> SshIdentity | None:
-    """Best effort: the profile's SSH key and a fresh certificate, right after a login.
-
-    A center without staging is skipped silently; any other failure costs one warning line
-    and never the login (`kaic data` renews the certificate itself later). Pass the login's
-    `policy`: these calls must trust the same CA bundle as the login itself.
-    """
-    from kaic.auth.credentials import Credentials
-    from kaic.client.api import CenterClient
-    from kaic.client.staging import StagingAPI
-    from kaic.flows.ssh_target import ensure_identity
-
-    # No refresh token: a refresh here would rotate the one just stored and invalidate it.
-    access_only = Credentials(
-        access_token=creds.access_token, expires_at=creds.expires_at, kind=creds.kind
-    )
-    try:
-        with CenterClient(
-            center,
-            credentials=access_only,
-            debug_log=debug_log,
-            policy=policy,
-            warn=warn,
-            transport=transport,
-        ) as client:
-            StagingAPI(client).info()
-            return ensure_identity(client, profile)
-    except NotFound:
-        return None
-    except KaicError as exc:
-        warn(f"no SSH certificate for data staging yet ({exc.message})")
-    except Exception as exc:  # best effort: never fail a login over this
-        warn(f"no SSH certificate for data staging yet ({exc})")
-    return None
-
-
 def login_password(
     center: str,
     username: str,
@@ -237,6 +191,8 @@ def login_password(
         )
         client.set_credentials(creds)
         me = api.me()
+    from kaic.flows.ssh_target import obtain_ssh_identity
+
     name, storage = _store(
         profile=profile,
         center=center,
@@ -281,6 +237,8 @@ def login_token(
     ) as client:
         me = AuthAPI(client).me()
     creds.expires_at = me.expires_at
+    from kaic.flows.ssh_target import obtain_ssh_identity
+
     name, storage = _store(
         profile=profile,
         center=center,

@@ -6,6 +6,8 @@ from ``KAIC_SSH_*`` variables. With a center, a transfer's checksums can also be
 center (what verifies a transfer on a staging host that runs no commands); from the
 variables there is no center to ask, and the transfer engine falls back to reading the
 files back over SFTP.
+
+`obtain_ssh_identity` gets the first certificate right after a login, best effort.
 """
 
 from __future__ import annotations
@@ -16,11 +18,15 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from kaic.errors import UsageError
+from kaic.errors import KaicError, NotFound, UsageError
 
 if TYPE_CHECKING:
+    import httpx
+
+    from kaic.auth.credentials import Credentials
     from kaic.auth.ssh import SshIdentity
     from kaic.client.api import CenterClient
+    from kaic.client.tls import TransportPolicy
     from kaic.flows.session import Session
     from kaic.staging.connect import SshTarget
     from kaic.staging.remote_fs import ChecksumsFn
@@ -29,6 +35,8 @@ ENV_HELP = (
     "Without a center (operators, tests), set KAIC_SSH_HOST, KAIC_SSH_PORT, KAIC_SSH_USER, "
     "KAIC_SSH_KEY, KAIC_SSH_CERT and KAIC_SSH_KNOWN_HOSTS (a known_hosts file)."
 )
+
+Log = Callable[[str], None]
 
 
 def _utc_now() -> datetime:
@@ -114,3 +122,47 @@ def resolve_target(
         known_hosts_lines=list(known_hosts_lines(info)),
     )
     return target, opened.staging.checksums()
+
+
+def obtain_ssh_identity(
+    center: str,
+    creds: Credentials,
+    profile: str,
+    *,
+    warn: Log,
+    debug_log: Log | None = None,
+    policy: TransportPolicy | None = None,
+    transport: httpx.BaseTransport | None = None,
+) -> SshIdentity | None:
+    """Best effort: the profile's SSH key and a fresh certificate, right after a login.
+
+    A center without staging is skipped silently; any other failure costs one warning line
+    and never the login (`kaic data` renews the certificate itself later). Pass the login's
+    `policy`: these calls must trust the same CA bundle as the login itself.
+    """
+    from kaic.auth.credentials import Credentials
+    from kaic.client.api import CenterClient
+    from kaic.client.staging import StagingAPI
+
+    # No refresh token: a refresh here would rotate the one just stored and invalidate it.
+    access_only = Credentials(
+        access_token=creds.access_token, expires_at=creds.expires_at, kind=creds.kind
+    )
+    try:
+        with CenterClient(
+            center,
+            credentials=access_only,
+            debug_log=debug_log,
+            policy=policy,
+            warn=warn,
+            transport=transport,
+        ) as client:
+            StagingAPI(client).info()
+            return ensure_identity(client, profile)
+    except NotFound:
+        return None
+    except KaicError as exc:
+        warn(f"no SSH certificate for data staging yet ({exc.message})")
+    except Exception as exc:  # best effort: never fail a login over this
+        warn(f"no SSH certificate for data staging yet ({exc})")
+    return None

@@ -19,8 +19,7 @@ from kaic.center.ssh_ca import UserCA
 from kaic.client.api import CenterClient
 from kaic.client.staging import staging_info
 from kaic.errors import NotFound
-from kaic.flows.login import obtain_ssh_identity
-from kaic.flows.ssh_target import ensure_identity
+from kaic.flows.ssh_target import ensure_identity, obtain_ssh_identity
 from kaic.models.staging import StagingInfo
 
 BASE = "https://center.test"
