@@ -28,6 +28,8 @@ from typing import IO, TYPE_CHECKING, Any, cast
 
 import httpx
 
+from tests.helpers import Result
+
 if TYPE_CHECKING:
     from kaic.flows.session import Session
 
@@ -219,24 +221,15 @@ class _Std:
 
 
 @dataclass
-class LineResult:
-    args: list[str]
-    code: int
-    stdout: str
-    stderr: str
-    center: FakeCenter
+class LineResult(Result):
+    """A `run_cli` result, plus the fake center (its requests) and what was raised."""
+
+    center: FakeCenter = field(default_factory=FakeCenter)
     #: what the command raised (a KaicError, SystemExit), None when it returned
     exception: BaseException | None = None
 
-    def json(self) -> Any:
-        return json.loads(self.stdout)
-
     def explain(self) -> str:
-        return (
-            f"kaic {' '.join(self.args)} exited {self.code}\n"
-            f"--- stdout ---\n{self.stdout}\n--- stderr ---\n{self.stderr}\n"
-            f"--- requests ---\n{self.center.log()}"
-        )
+        return f"{super().explain()}\n--- requests ---\n{self.center.log()}"
 
 
 def run_line(
@@ -277,13 +270,9 @@ def run_line(
         stderr += rendered.text
     elif isinstance(exc, KeyboardInterrupt):
         code = int(ExitCode.INTERRUPTED)
-    elif exc is not None and not isinstance(exc, SystemExit):
-        raise AssertionError(
-            f"kaic {' '.join(args)} raised {type(exc).__name__}: {exc}\n"
-            f"--- stdout ---\n{outcome.stdout}\n--- stderr ---\n{stderr}\n"
-            f"--- requests ---\n{center.log()}"
-        ) from exc
     result = LineResult(list(args), code, outcome.stdout, stderr, center, exc)
+    if exc is not None and not isinstance(exc, (KaicError, KeyboardInterrupt, SystemExit)):
+        raise AssertionError(f"raised {type(exc).__name__}: {exc}\n{result.explain()}") from exc
     if expect is not None and code != expect:
         raise AssertionError(f"expected exit {expect}\n{result.explain()}")
     return result

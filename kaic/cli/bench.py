@@ -126,18 +126,13 @@ def _remote(
 ) -> None:
     """`kaic bench --remote`: the flow runs the bench as a job on the center; its report is
     rendered, and the command exits, as a local run would."""
-    from kaic.flows.bench import RemoteBench, run_remote
+    from kaic.flows.bench import bench_job, run_remote
 
     app = get_app(ctx)
-    request = RemoteBench(
-        mode=mode.value,
-        device=device.value,
-        gpu_indices=tuple(gpu or ()),
-        partition=partition,
-        gpus=gpus,
-        project=project,
+    spec = bench_job(
+        mode.value, device.value, gpu or [], partition=partition, gpus=gpus, project=project
     )
-    report = run_remote(app.session, request, app.ui())
+    report = run_remote(app.session, app.ui(), spec, mode=mode.value, device=device.value)
     if not report.run.gpus:
         app.emit(report.document)
         raise report.nothing_validated()

@@ -259,32 +259,27 @@ def jobs(
 
     app = get_app(ctx)
     found = list_jobs(app.session(), state or [], all_jobs=all_, limit=limit)
+    from kaic.cli.render import table
 
-    def human() -> None:
-        if not found:
-            app.info("No jobs. Submit one with `kaic submit -- COMMAND`.")
-            return
-        from kaic.cli.render import print_table
-
-        rows = [
-            (
-                j.id,
-                j.name,
-                j.state.value,
-                str(j.resources.gpus),
-                j.partition,
-                _elapsed(j),
-                j.reason or "",
-            )
-            for j in found
-        ]
-        print_table(
-            app,
-            ("ID", "NAME", "STATE", "GPUS", "PARTITION", "ELAPSED", "REASON"),
-            rows,
-            colours={2: STATE_COLOURS},
+    rows = [
+        (
+            j.id,
+            j.name,
+            j.state.value,
+            str(j.resources.gpus),
+            j.partition,
+            _elapsed(j),
+            j.reason or "",
         )
-
+        for j in found
+    ]
+    human = table(
+        app,
+        ("ID", "NAME", "STATE", "GPUS", "PARTITION", "ELAPSED", "REASON"),
+        rows,
+        empty="No jobs. Submit one with `kaic submit -- COMMAND`.",
+        colours={2: STATE_COLOURS},
+    )
     app.emit([_job_json(j) for j in found], human)
 
 

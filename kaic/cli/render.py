@@ -44,6 +44,26 @@ def print_table(
         app.out("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
+def table(
+    app: AppContext,
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    empty: str | None = None,
+    colours: Mapping[int, Mapping[str, str]] | None = None,
+) -> Callable[[], None]:
+    """The human rendering of a list for `AppContext.emit`: the table, or — with no rows and
+    an `empty` notice — that notice on stderr (stdout stays empty)."""
+
+    def show() -> None:
+        if not rows and empty is not None:
+            app.info(empty)
+        else:
+            print_table(app, headers, rows, colours=colours)
+
+    return show
+
+
 def binary_writer(stream: IO[str]) -> Callable[[bytes], None]:
     """Raw bytes to `stream` (a job's log is passed through as is, like `cat`)."""
     buf = getattr(stream, "buffer", None)

@@ -18,24 +18,21 @@ def resources(ctx: typer.Context, json_out: JsonOpt = False, jq: JqOpt = None) -
     """
     app = get_app(ctx)
     parts = app.session().jobs.partitions()
+    from kaic.cli.render import table
 
-    def human() -> None:
-        from kaic.cli.render import print_table
-
-        rows = [
-            (
-                p.name + ("*" if p.default else ""),
-                p.gpu_type or "-",
-                str(p.gpus_total),
-                str(p.gpus_free),
-                "unlimited" if p.max_time is None else _hours(p.max_time),
-                str(p.pending_jobs),
-            )
-            for p in parts
-        ]
-        print_table(app, ("PARTITION", "GPU_TYPE", "GPUS", "FREE", "MAX_TIME", "PENDING"), rows)
-
-    app.emit([p.model_dump(mode="json") for p in parts], human)
+    rows = [
+        (
+            p.name + ("*" if p.default else ""),
+            p.gpu_type or "-",
+            str(p.gpus_total),
+            str(p.gpus_free),
+            "unlimited" if p.max_time is None else _hours(p.max_time),
+            str(p.pending_jobs),
+        )
+        for p in parts
+    ]
+    headers = ("PARTITION", "GPU_TYPE", "GPUS", "FREE", "MAX_TIME", "PENDING")
+    app.emit([p.model_dump(mode="json") for p in parts], table(app, headers, rows))
 
 
 def _hours(seconds: int) -> str:
@@ -51,22 +48,21 @@ def usage(ctx: typer.Context, json_out: JsonOpt = False, jq: JqOpt = None) -> No
     """
     app = get_app(ctx)
     projects = app.session().jobs.projects()
+    from kaic.cli.render import table
 
-    def human() -> None:
-        if not projects:
-            app.info("You are not a member of any project.")
-            return
-        from kaic.cli.render import print_table
-
-        rows = [
-            (
-                p.name,
-                f"{p.gpu_hours_granted:.1f}",
-                f"{p.gpu_hours_used:.2f}",
-                f"{p.gpu_hours_remaining:.2f}",
-            )
-            for p in projects
-        ]
-        print_table(app, ("PROJECT", "GRANTED", "USED", "REMAINING"), rows)
-
+    rows = [
+        (
+            p.name,
+            f"{p.gpu_hours_granted:.1f}",
+            f"{p.gpu_hours_used:.2f}",
+            f"{p.gpu_hours_remaining:.2f}",
+        )
+        for p in projects
+    ]
+    human = table(
+        app,
+        ("PROJECT", "GRANTED", "USED", "REMAINING"),
+        rows,
+        empty="You are not a member of any project.",
+    )
     app.emit([p.model_dump(mode="json") for p in projects], human)

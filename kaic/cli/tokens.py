@@ -80,26 +80,25 @@ def list_(ctx: typer.Context, json_out: JsonOpt = False, jq: JqOpt = None) -> No
     """
     app_ = get_app(ctx)
     tokens = app_.session().tokens.all()
+    from kaic.cli.render import table
 
-    def human() -> None:
-        if not tokens:
-            app_.info("No API tokens. Create one with `kaic token create NAME`.")
-            return
-        rows = [
-            (
-                t.id,
-                t.name,
-                ",".join(t.scopes),
-                f"{t.expires_at:%Y-%m-%d}",
-                f"{t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "never",
-                "revoked" if t.revoked else "active",
-            )
-            for t in tokens
-        ]
-        from kaic.cli.render import print_table
-
-        print_table(app_, ("ID", "NAME", "SCOPES", "EXPIRES", "LAST USED", "STATUS"), rows)
-
+    rows = [
+        (
+            t.id,
+            t.name,
+            ",".join(t.scopes),
+            f"{t.expires_at:%Y-%m-%d}",
+            f"{t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "never",
+            "revoked" if t.revoked else "active",
+        )
+        for t in tokens
+    ]
+    human = table(
+        app_,
+        ("ID", "NAME", "SCOPES", "EXPIRES", "LAST USED", "STATUS"),
+        rows,
+        empty="No API tokens. Create one with `kaic token create NAME`.",
+    )
     app_.emit([t.model_dump(mode="json") for t in tokens], human)
 
 

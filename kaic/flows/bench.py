@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -31,18 +31,6 @@ _FLAGS = {
 }
 
 
-@dataclass(frozen=True)
-class RemoteBench:
-    """`kaic bench --remote` and its options."""
-
-    mode: str
-    device: str
-    gpu_indices: tuple[int, ...] = ()
-    partition: str | None = None
-    gpus: int | None = None
-    project: str | None = None
-
-
 @dataclass
 class RemoteReport:
     """The job's report: as the bench layer reads it, and as the JSON the job printed."""
@@ -60,35 +48,38 @@ class RemoteReport:
         )
 
 
-def bench_job(request: RemoteBench) -> JobSubmit:
-    """The job that runs the bench: `kaic bench --json` with the same mode and device; a
-    flag the center would refuse is a usage error naming it."""
+def bench_job(mode: str, device: str, gpu_indices: Sequence[int], **where: Any) -> JobSubmit:
+    """The job that runs the bench: `kaic bench --json` with the same mode, device and GPU
+    indices, on `where` (`partition`, `project`, `gpus`: the flags of `--remote`); a flag the
+    center would refuse is a usage error naming it."""
     from kaic.flows.inputs import user_input
     from kaic.models import JobSubmit, Resources
 
-    args = ["kaic", "bench", "--mode", request.mode, "--device", request.device, "--json"]
-    for index in request.gpu_indices:
+    args = ["kaic", "bench", "--mode", mode, "--device", device, "--json"]
+    for index in gpu_indices:
         args += ["--gpu", str(index)]
-    n_gpus = request.gpus if request.gpus is not None else (0 if request.device == "cpu" else 1)
+    gpus = where.get("gpus")
     with user_input(_FLAGS):
         return JobSubmit(
             name="kaic-bench",
-            partition=request.partition,
-            project=request.project,
-            resources=Resources(gpus=n_gpus),
-            time_limit_seconds=900 if request.mode == "standard" else 300,
+            partition=where.get("partition"),
+            project=where.get("project"),
+            resources=Resources(gpus=gpus if gpus is not None else int(device != "cpu")),
+            time_limit_seconds=900 if mode == "standard" else 300,
             run=shlex.join(args),
         )
 
 
-def run_remote(session: Callable[[], Session], request: RemoteBench, ui: Ui) -> RemoteReport:
-    """Submit the bench job, wait for it, and read its report from its stdout. NotFound
-    (exit 4) when the node had no GPU to validate; KaicError when the job left no report."""
+def run_remote(
+    session: Callable[[], Session], ui: Ui, spec: JobSubmit, *, mode: str, device: str
+) -> RemoteReport:
+    """Submit the bench job (`bench_job`), wait for it, and read its report from its stdout.
+    NotFound (exit 4) when the node had no GPU to validate; KaicError when the job left no
+    report."""
     from kaic.bench.report import from_json
     from kaic.client.logs import LogCursor, read_log
     from kaic.flows.wait import wait_for_jobs
 
-    spec = bench_job(request)
     opened = session()
     api = opened.jobs
     job = api.submit(spec)
@@ -101,7 +92,7 @@ def run_remote(session: Callable[[], Session], request: RemoteBench, ui: Ui) -> 
     read_log(api.client, LogCursor(job.id, "stdout"), out.extend, follow=False)
     try:
         doc = json.loads(out.decode())
-        run = from_json(doc, device=request.device, mode=request.mode)
+        run = from_json(doc, device=device, mode=mode)
     except ValueError:
         if final.exit_code == 4:  # the remote kaic found nothing to validate: say its why
             err = bytearray()

@@ -17,11 +17,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from kaic.errors import AuthRequired, Unreachable, UsageError
+from kaic.flows.session import Connector
 from kaic.flows.ui import Ui
 
 if TYPE_CHECKING:
     import httpx
 
+    from kaic.auth.credentials import Credentials
     from kaic.auth.ssh import SshIdentity
     from kaic.client.tls import TransportPolicy
     from kaic.config import Profile
@@ -164,14 +166,12 @@ def login_password(
     The password is sent only after `login_policy` allowed the center (https, or loopback, or
     the user's plain-http opt-out)."""
     from kaic.auth.credentials import Credentials
-    from kaic.client.api import CenterClient
     from kaic.client.auth import AuthAPI
     from kaic.flows.inputs import user_input
 
     policy = login_policy(center, profile=profile, tls=tls)
-    with CenterClient(
-        center, debug_log=debug_log, policy=policy, warn=warn, transport=transport
-    ) as client:
+    via = Connector(warn, debug_log, transport)
+    with via.client(center, policy=policy) as client:
         api = AuthAPI(client)
         try:
             with user_input(_LOGIN_INPUTS, secrets=("password",)):
@@ -191,21 +191,8 @@ def login_password(
         )
         client.set_credentials(creds)
         me = api.me()
-    from kaic.flows.ssh_target import obtain_ssh_identity
-
-    name, storage = _store(
-        profile=profile,
-        center=center,
-        username=me.user,
-        creds=creds,
-        insecure_storage=insecure_storage,
-        tls=tls,
-        warn=warn,
-    )
-    identity = obtain_ssh_identity(
-        center, creds, name, policy=policy, warn=warn, debug_log=debug_log, transport=transport
-    )
-    return LoginResult(name, center, me.user, storage, tokens.expires_at, identity)
+    kept = _Kept(profile, insecure_storage, tls, policy, via)
+    return _keep(center, me.user, creds, tokens.expires_at, kept)
 
 
 def login_token(
@@ -221,37 +208,49 @@ def login_token(
 ) -> LoginResult:
     """Store an existing (API or access) token after checking it with `GET /v1/me`."""
     from kaic.auth.credentials import Credentials, check_token_text
-    from kaic.client.api import CenterClient
     from kaic.client.auth import AuthAPI
 
     token = check_token_text(token.strip(), "the token on standard input")
     policy = login_policy(center, profile=profile, tls=tls)
     creds = Credentials(access_token=token, refresh_token=None, expires_at=None, kind="api")
-    with CenterClient(
-        center,
-        credentials=creds,
-        debug_log=debug_log,
-        policy=policy,
-        warn=warn,
-        transport=transport,
-    ) as client:
+    via = Connector(warn, debug_log, transport)
+    with via.client(center, credentials=creds, policy=policy) as client:
         me = AuthAPI(client).me()
     creds.expires_at = me.expires_at
+    return _keep(
+        center, me.user, creds, me.expires_at, _Kept(profile, insecure_storage, tls, policy, via)
+    )
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """How a login keeps what it got: the profile's name and storage, the TLS settings, and
+    how the first SSH certificate is asked for."""
+
+    profile: str | None
+    insecure_storage: bool
+    tls: LoginTls
+    policy: TransportPolicy
+    via: Connector
+
+
+def _keep(
+    center: str, user: str, creds: Credentials, expires_at: datetime | None, kept: _Kept
+) -> LoginResult:
+    """Store the profile and the credentials of a login, then get a first SSH certificate."""
     from kaic.flows.ssh_target import obtain_ssh_identity
 
     name, storage = _store(
-        profile=profile,
+        profile=kept.profile,
         center=center,
-        username=me.user,
+        username=user,
         creds=creds,
-        insecure_storage=insecure_storage,
-        tls=tls,
-        warn=warn,
+        insecure_storage=kept.insecure_storage,
+        tls=kept.tls,
+        warn=kept.via.warn,
     )
-    identity = obtain_ssh_identity(
-        center, creds, name, policy=policy, warn=warn, debug_log=debug_log, transport=transport
-    )
-    return LoginResult(name, center, me.user, storage, me.expires_at, identity)
+    identity = obtain_ssh_identity(center, creds, name, kept.via, policy=kept.policy)
+    return LoginResult(name, center, user, storage, expires_at, identity)
 
 
 def logout(
@@ -266,7 +265,6 @@ def logout(
     Returns the profile logged out of, or None when there was nothing to log out of.
     """
     from kaic.auth import credentials as store
-    from kaic.client.api import CenterClient
     from kaic.client.auth import AuthAPI
     from kaic.client.tls import transport_policy
     from kaic.config import resolve_profile
@@ -279,13 +277,9 @@ def logout(
         creds, _source = found
         if creds.refresh_token:
             try:
-                with CenterClient(
-                    prof.center,
-                    credentials=creds,
-                    debug_log=debug_log,
-                    policy=transport_policy(prof),
-                    warn=warn,
-                    transport=transport,
+                via = Connector(warn, debug_log, transport)
+                with via.client(
+                    prof.center, credentials=creds, policy=transport_policy(prof)
                 ) as client:
                     AuthAPI(client).revoke(creds.refresh_token)
             # UsageError: plain http refused or an unusable CA bundle. The refresh token is

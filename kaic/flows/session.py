@@ -11,9 +11,8 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from functools import cached_property
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from kaic.errors import AuthRequired
 
@@ -41,39 +40,49 @@ class Session:
     profile: str | None
     token_source: str  # env | keyring | file | local
     local: bool
+    auth: AuthAPI = field(init=False, repr=False)
+    tokens: TokensAPI = field(init=False, repr=False)
+    jobs: JobsAPI = field(init=False, repr=False)
+    staging: StagingAPI = field(init=False, repr=False)
+    health: HealthAPI = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        from kaic.client.auth import AuthAPI
+        from kaic.client.health import HealthAPI
+        from kaic.client.jobs import JobsAPI
+        from kaic.client.staging import StagingAPI
+        from kaic.client.tokens import TokensAPI
+
+        self.auth, self.tokens = AuthAPI(self.client), TokensAPI(self.client)
+        self.jobs, self.staging = JobsAPI(self.client), StagingAPI(self.client)
+        self.health = HealthAPI(self.client)
 
     def close(self) -> None:
         self.client.close()
 
-    @cached_property
-    def auth(self) -> AuthAPI:
-        from kaic.client.auth import AuthAPI
 
-        return AuthAPI(self.client)
+@dataclass(frozen=True)
+class Connector:
+    """How a flow makes its API clients: where their warnings and request log go (KAIC_DEBUG),
+    over which transport (None: the network; tests: a fake center) and how they wait."""
 
-    @cached_property
-    def tokens(self) -> TokensAPI:
-        from kaic.client.tokens import TokensAPI
+    warn: Log
+    debug_log: Log | None = None
+    transport: httpx.BaseTransport | None = None
+    sleep: Callable[[float], None] = time.sleep
 
-        return TokensAPI(self.client)
+    def client(self, center: str, **options: Any) -> CenterClient:
+        """A client of `center`; `options` are `CenterClient`'s (credentials, policy, …)."""
+        from kaic.client.api import CenterClient
 
-    @cached_property
-    def jobs(self) -> JobsAPI:
-        from kaic.client.jobs import JobsAPI
-
-        return JobsAPI(self.client)
-
-    @cached_property
-    def staging(self) -> StagingAPI:
-        from kaic.client.staging import StagingAPI
-
-        return StagingAPI(self.client)
-
-    @cached_property
-    def health(self) -> HealthAPI:
-        from kaic.client.health import HealthAPI
-
-        return HealthAPI(self.client)
+        return CenterClient(
+            center,
+            warn=self.warn,
+            debug_log=self.debug_log,
+            transport=self.transport,
+            sleep=self.sleep,
+            **options,
+        )
 
 
 def open_session(
@@ -88,7 +97,6 @@ def open_session(
     """Resolve the center and credentials for a command and build its client (`transport`
     and `sleep` go to the client: tests answer in process and do not wait)."""
     from kaic.auth import credentials as store
-    from kaic.client.api import CenterClient
     from kaic.client.tls import check_plain_http, transport_policy
     from kaic.config import resolve_profile
     from kaic.urls import validate_center_url
@@ -99,8 +107,9 @@ def open_session(
         validate_center_url(env_center) if env_center else (profile.center if profile else None)
     )
 
+    via = Connector(warn, debug_log, transport, sleep)
     if center is None:
-        return _local_session(notice=notice, debug_log=debug_log, sleep=sleep)
+        return _local_session(via, notice=notice)
 
     name = profile.name if profile else "default"
     own = profile if profile is not None and _origin(profile.center) == _origin(center) else None
@@ -132,16 +141,8 @@ def open_session(
         if source in ("keyring", "file")
         else None
     )
-    client = CenterClient(
-        center,
-        credentials=creds,
-        on_refresh=persist,
-        debug_log=debug_log,
-        shared_refresh=shared,
-        policy=policy,
-        warn=warn,
-        transport=transport,
-        sleep=sleep,
+    client = via.client(
+        center, credentials=creds, on_refresh=persist, shared_refresh=shared, policy=policy
     )
     return Session(client=client, center_url=center, profile=name, token_source=source, local=False)
 
@@ -183,11 +184,8 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     return (parts.scheme, (parts.hostname or "").lower(), port)
 
 
-def _local_session(
-    *, notice: Log, debug_log: Log | None, sleep: Callable[[float], None]
-) -> Session:
+def _local_session(via: Connector, *, notice: Log) -> Session:
     from kaic.auth.credentials import Credentials, from_env
-    from kaic.client.api import CenterClient
     from kaic.flows.local_center import ensure_running
 
     center = ensure_running()
@@ -199,7 +197,7 @@ def _local_session(
     env = from_env()
     creds = env or Credentials(access_token=center.token(), kind="api")
     source = "env" if env is not None else "local"
-    client = CenterClient(center.url, credentials=creds, debug_log=debug_log, sleep=sleep)
+    client = via.client(center.url, credentials=creds)
     return Session(
         client=client, center_url=center.url, profile=None, token_source=source, local=True
     )

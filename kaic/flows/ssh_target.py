@@ -21,13 +21,11 @@ from typing import TYPE_CHECKING
 from kaic.errors import KaicError, NotFound, UsageError
 
 if TYPE_CHECKING:
-    import httpx
-
     from kaic.auth.credentials import Credentials
     from kaic.auth.ssh import SshIdentity
     from kaic.client.api import CenterClient
     from kaic.client.tls import TransportPolicy
-    from kaic.flows.session import Session
+    from kaic.flows.session import Connector, Session
     from kaic.staging.connect import SshTarget
     from kaic.staging.remote_fs import ChecksumsFn
 
@@ -128,20 +126,18 @@ def obtain_ssh_identity(
     center: str,
     creds: Credentials,
     profile: str,
+    via: Connector,
     *,
-    warn: Log,
-    debug_log: Log | None = None,
     policy: TransportPolicy | None = None,
-    transport: httpx.BaseTransport | None = None,
 ) -> SshIdentity | None:
     """Best effort: the profile's SSH key and a fresh certificate, right after a login.
 
     A center without staging is skipped silently; any other failure costs one warning line
     and never the login (`kaic data` renews the certificate itself later). Pass the login's
-    `policy`: these calls must trust the same CA bundle as the login itself.
+    `policy`: these calls must trust the same CA bundle as the login itself; `via` makes the
+    client (warnings, request log, transport).
     """
     from kaic.auth.credentials import Credentials
-    from kaic.client.api import CenterClient
     from kaic.client.staging import StagingAPI
 
     # No refresh token: a refresh here would rotate the one just stored and invalidate it.
@@ -149,20 +145,13 @@ def obtain_ssh_identity(
         access_token=creds.access_token, expires_at=creds.expires_at, kind=creds.kind
     )
     try:
-        with CenterClient(
-            center,
-            credentials=access_only,
-            debug_log=debug_log,
-            policy=policy,
-            warn=warn,
-            transport=transport,
-        ) as client:
+        with via.client(center, credentials=access_only, policy=policy) as client:
             StagingAPI(client).info()
             return ensure_identity(client, profile)
     except NotFound:
         return None
     except KaicError as exc:
-        warn(f"no SSH certificate for data staging yet ({exc.message})")
+        via.warn(f"no SSH certificate for data staging yet ({exc.message})")
     except Exception as exc:  # best effort: never fail a login over this
-        warn(f"no SSH certificate for data staging yet ({exc})")
+        via.warn(f"no SSH certificate for data staging yet ({exc})")
     return None

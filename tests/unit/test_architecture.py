@@ -8,7 +8,7 @@ functions, and under `if TYPE_CHECKING:` — a lazy import is still a dependency
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -75,54 +75,42 @@ def _inside(module: str, part: str) -> bool:
     return module == part or module.startswith(part + ".")
 
 
-def _violations(rule: str) -> list[str]:
-    found = []
-    for name, path in _modules():
-        if not _inside(name, rule):
-            continue
-        for line, imported in _imports(path):
-            if _part(imported) in FORBIDDEN[rule]:
-                found.append(f"{path.relative_to(KAIC.parent)}:{line} imports {imported}")
-    return found
+def _imports_where(inside: Callable[[str], bool], refused: Callable[[str], bool]) -> list[str]:
+    """`file:line imports X` for each import X that `refused` picks, in each module that
+    `inside` picks."""
+    return [
+        f"{path.relative_to(KAIC.parent)}:{line} imports {imported}"
+        for name, path in _modules()
+        if inside(name)
+        for line, imported in _imports(path)
+        if refused(imported)
+    ]
 
 
 @pytest.mark.parametrize("part", sorted(FORBIDDEN))
 def test_parts_import_only_downwards(part: str) -> None:
-    assert _violations(part) == [], f"{part} imports what it must not ({FORBIDDEN[part]})"
+    found = _imports_where(lambda m: _inside(m, part), lambda i: _part(i) in FORBIDDEN[part])
+    assert found == [], f"{part} imports what it must not ({FORBIDDEN[part]})"
 
 
 def test_models_import_nothing_of_kaic_but_models() -> None:
-    found = [
-        f"{path.relative_to(KAIC.parent)}:{line} imports {imported}"
-        for name, path in _modules()
-        if _inside(name, "kaic.models")
-        for line, imported in _imports(path)
-        if not _inside(imported, "kaic.models")
-    ]
+    found = _imports_where(
+        lambda m: _inside(m, "kaic.models"), lambda i: not _inside(i, "kaic.models")
+    )
     assert found == []
 
 
 def test_center_imports_only_models_and_itself() -> None:
     """The reference center depends on the shared wire models, and on `kaic.__version__`."""
-    found = [
-        f"{path.relative_to(KAIC.parent)}:{line} imports {imported}"
-        for name, path in _modules()
-        if _inside(name, "kaic.center")
-        for line, imported in _imports(path)
-        if imported != ROOT and _part(imported) not in ("kaic.center", "kaic.models")
-    ]
+    found = _imports_where(
+        lambda m: _inside(m, "kaic.center"),
+        lambda i: i != ROOT and _part(i) not in ("kaic.center", "kaic.models"),
+    )
     assert found == []
 
 
 def test_leaf_helpers_import_only_each_other() -> None:
-    found = [
-        f"{path.relative_to(KAIC.parent)}:{line} imports {imported}"
-        for name, path in _modules()
-        if name in LEAVES
-        for line, imported in _imports(path)
-        if imported not in LEAVES
-    ]
-    assert found == []
+    assert _imports_where(lambda m: m in LEAVES, lambda i: i not in LEAVES) == []
 
 
 def test_no_command_module_imports_another() -> None:

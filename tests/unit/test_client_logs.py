@@ -284,14 +284,9 @@ def test_reachability_is_reported_for_connections_not_for_quiet_streams() -> Non
 
     heard: list[bool] = []
     got = bytearray()
-    read_log(
-        make_client(httpx.MockTransport(handler)),
-        LogCursor("7", "stdout"),
-        got.extend,
-        follow=True,
-        sleep=lambda s: None,
-        get_job=lambda _id: job(JobState.COMPLETED),
-        on_reachability=heard.append,
-    )
+    client, cursor = make_client(httpx.MockTransport(handler)), LogCursor("7", "stdout")
+    ended = job(JobState.COMPLETED)
+    read_log(client, cursor, got.extend, follow=True, get_job=lambda _id: ended,
+             sleep=lambda s: None, on_reachability=heard.append)  # fmt: skip
     assert bytes(got) == LOG
     assert heard == [True, True, False, True]

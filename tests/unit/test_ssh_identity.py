@@ -19,6 +19,7 @@ from kaic.center.ssh_ca import UserCA
 from kaic.client.api import CenterClient
 from kaic.client.staging import staging_info
 from kaic.errors import NotFound
+from kaic.flows.session import Connector
 from kaic.flows.ssh_target import ensure_identity, obtain_ssh_identity
 from kaic.models.staging import StagingInfo
 
@@ -212,7 +213,7 @@ def _login_identity(fake: FakeCenter, monkeypatch: pytest.MonkeyPatch) -> list[s
     )
     warnings: list[str] = []
     creds = Credentials(access_token="t", refresh_token="r", kind="session")
-    obtain_ssh_identity(BASE, creds, "prod", warn=warnings.append)
+    obtain_ssh_identity(BASE, creds, "prod", Connector(warn=warnings.append))
     return warnings
 
 
