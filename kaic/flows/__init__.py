@@ -1,0 +1,1 @@
+"""Application flows: what each command does, between the CLI and the parts below it\n(see docs/architecture.md)."""

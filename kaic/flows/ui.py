@@ -11,7 +11,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from kaic.staging.plan import SyncPlan
@@ -58,9 +58,3 @@ class Ui:
     #: a progress display per transfer
     progress: ProgressFactory = no_progress
     sleep: Callable[[float], None] = time.sleep
-
-    def with_(self, **changes: Any) -> Ui:
-        """A copy with some callables replaced."""
-        from dataclasses import replace
-
-        return replace(self, **changes)
