@@ -152,16 +152,12 @@ def login_password(
     username: str,
     password: str,
     otp: str | None,
-    *,
-    profile: str | None,
-    insecure_storage: bool,
-    warn: Log,
-    debug_log: Log | None = None,
-    tls: LoginTls = LoginTls(),
-    transport: httpx.BaseTransport | None = None,
+    request: LoginRequest,
+    via: Connector,
 ) -> LoginResult:
     """Password (+OTP) grant; raises AuthRequired with code `otp_required` when OTP is needed
-    and `invalid_otp` when the code was wrong.
+    and `invalid_otp` when the code was wrong. `request` says where the credentials go
+    (profile, storage, TLS settings), `via` how the API clients are made.
 
     The password is sent only after `login_policy` allowed the center (https, or loopback, or
     the user's plain-http opt-out)."""
@@ -169,8 +165,7 @@ def login_password(
     from kaic.client.auth import AuthAPI
     from kaic.flows.inputs import user_input
 
-    policy = login_policy(center, profile=profile, tls=tls)
-    via = Connector(warn, debug_log, transport)
+    policy = login_policy(center, profile=request.profile, tls=request.tls)
     with via.client(center, policy=policy) as client:
         api = AuthAPI(client)
         try:
@@ -191,65 +186,45 @@ def login_password(
         )
         client.set_credentials(creds)
         me = api.me()
-    kept = _Kept(profile, insecure_storage, tls, policy, via)
-    return _keep(center, me.user, creds, tokens.expires_at, kept)
+    return _keep(center, me.user, creds, tokens.expires_at, request, policy, via)
 
 
-def login_token(
-    center: str,
-    token: str,
-    *,
-    profile: str | None,
-    insecure_storage: bool,
-    warn: Log,
-    debug_log: Log | None = None,
-    tls: LoginTls = LoginTls(),
-    transport: httpx.BaseTransport | None = None,
-) -> LoginResult:
+def login_token(center: str, token: str, request: LoginRequest, via: Connector) -> LoginResult:
     """Store an existing (API or access) token after checking it with `GET /v1/me`."""
     from kaic.auth.credentials import Credentials, check_token_text
     from kaic.client.auth import AuthAPI
 
     token = check_token_text(token.strip(), "the token on standard input")
-    policy = login_policy(center, profile=profile, tls=tls)
+    policy = login_policy(center, profile=request.profile, tls=request.tls)
     creds = Credentials(access_token=token, refresh_token=None, expires_at=None, kind="api")
-    via = Connector(warn, debug_log, transport)
     with via.client(center, credentials=creds, policy=policy) as client:
         me = AuthAPI(client).me()
     creds.expires_at = me.expires_at
-    return _keep(
-        center, me.user, creds, me.expires_at, _Kept(profile, insecure_storage, tls, policy, via)
-    )
-
-
-@dataclass(frozen=True)
-class _Kept:
-    """How a login keeps what it got: the profile's name and storage, the TLS settings, and
-    how the first SSH certificate is asked for."""
-
-    profile: str | None
-    insecure_storage: bool
-    tls: LoginTls
-    policy: TransportPolicy
-    via: Connector
+    return _keep(center, me.user, creds, me.expires_at, request, policy, via)
 
 
 def _keep(
-    center: str, user: str, creds: Credentials, expires_at: datetime | None, kept: _Kept
+    center: str,
+    user: str,
+    creds: Credentials,
+    expires_at: datetime | None,
+    request: LoginRequest,
+    policy: TransportPolicy,
+    via: Connector,
 ) -> LoginResult:
     """Store the profile and the credentials of a login, then get a first SSH certificate."""
     from kaic.flows.ssh_target import obtain_ssh_identity
 
     name, storage = _store(
-        profile=kept.profile,
+        profile=request.profile,
         center=center,
         username=user,
         creds=creds,
-        insecure_storage=kept.insecure_storage,
-        tls=kept.tls,
-        warn=kept.via.warn,
+        insecure_storage=request.insecure_storage,
+        tls=request.tls,
+        warn=via.warn,
     )
-    identity = obtain_ssh_identity(center, creds, name, kept.via, policy=kept.policy)
+    identity = obtain_ssh_identity(center, creds, name, via, policy=policy)
     return LoginResult(name, center, user, storage, expires_at, identity)
 
 
@@ -363,21 +338,12 @@ def login(
     read (plain http refused, CA bundle unusable), then a token or a password grant."""
     profile = request.profile
     url = center_for_login(request.center, profile)
-    tls = request.tls
-    login_policy(url, profile=profile, tls=tls)
+    login_policy(url, profile=profile, tls=request.tls)
+    via = Connector(ui.warn, ui.debug, transport)
     if request.with_token:
         if request.password_stdin:
             raise UsageError("--with-token and --password-stdin both read standard input")
-        return login_token(
-            url,
-            prompts.read_stdin("a token"),
-            profile=profile,
-            insecure_storage=request.insecure_storage,
-            warn=ui.warn,
-            debug_log=ui.debug,
-            tls=tls,
-            transport=transport,
-        )
+        return login_token(url, prompts.read_stdin("a token"), request, via)
     user = request.username or _profile_username(profile)
     if user is None:
         if prompts.username is None:
@@ -394,18 +360,7 @@ def login(
         )
 
     def grant(otp: str | None) -> LoginResult:
-        return login_password(
-            url,
-            user,
-            password,
-            otp,
-            profile=profile,
-            insecure_storage=request.insecure_storage,
-            warn=ui.warn,
-            debug_log=ui.debug,
-            tls=tls,
-            transport=transport,
-        )
+        return login_password(url, user, password, otp, request, via)
 
     try:
         return grant(request.otp)
