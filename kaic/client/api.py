@@ -20,6 +20,8 @@ What it adds over plain httpx:
 - a request log for ``KAIC_DEBUG`` with every secret redacted.
 
 httpx is imported here and nowhere on the CLI's start path; the CLI imports this module lazily.
+(A little over the ~450-line budget, on purpose: the request path — auth, refresh, retries,
+the request log — reads best in one piece; TLS and error mapping already live beside it.)
 """
 
 from __future__ import annotations
