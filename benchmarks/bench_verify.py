@@ -54,9 +54,11 @@ def main() -> None:
 
 def run(url: str, base: Path, args: argparse.Namespace) -> None:
     from kaic.auth.credentials import Credentials
-    from kaic.auth.ssh import ensure_identity, known_hosts_lines, staging_info
+    from kaic.auth.ssh import known_hosts_lines
     from kaic.client.api import CenterClient
-    from kaic.client.files import FileChecksumsClient, file_checksum
+    from kaic.client.auth import AuthAPI
+    from kaic.client.staging import FileChecksumsClient, file_checksum, staging_info
+    from kaic.flows.ssh_target import ensure_identity
     from kaic.staging.connect import SshTarget
     from kaic.staging.transfer import SyncOptions, push
 
@@ -66,7 +68,7 @@ def run(url: str, base: Path, args: argparse.Namespace) -> None:
         (src / f"f{i:05d}.bin").write_bytes(os.urandom(args.size_kib * 1024))
 
     with CenterClient(url) as client:
-        tokens = client.login_password("bench", PASSWORD)
+        tokens = AuthAPI(client).login_password("bench", PASSWORD)
         client.set_credentials(Credentials(access_token=tokens.access_token, kind="session"))
         info = staging_info(client)
         identity = ensure_identity(client, "bench")

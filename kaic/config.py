@@ -26,11 +26,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import platformdirs
 
 from kaic.errors import ConfigError, NotFound, UsageError
+from kaic.urls import validate_center_url
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -45,12 +46,6 @@ _PROFILE_KEYS = ("center", "username", "credential_store", "ca_bundle", "insecur
 
 # Profile names become keyring usernames and credential file names: keep them path-safe.
 _PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_CENTER_FORM = "https://host[:port]"
-
-CA_BUNDLE_ENV = "KAIC_CA_BUNDLE"
-INSECURE_HTTP_ENV = "KAIC_INSECURE_HTTP"
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("", "0", "false", "no", "off")
 
 
 def config_dir() -> Path:
@@ -85,182 +80,6 @@ def validate_profile_name(name: str) -> str:
             "(at most 64 characters, starting with a letter or digit)"
         )
     return name
-
-
-def display_url(url: str) -> str:
-    """`url` fit to show in a message or a log: a ``user:password@`` part becomes ``***@``.
-
-    Works on text that is not a valid URL too (errors echo what the user typed): everything
-    between the scheme and the last ``@`` is masked, so no part of a password survives.
-    """
-    if "@" not in url:
-        return url
-    scheme, sep, rest = url.partition("://")
-    prefix = scheme + sep if sep else ""
-    return prefix + "***@" + (rest if sep else url).rsplit("@", 1)[1]
-
-
-def validate_center_url(url: str) -> str:
-    """Normalise a center URL to ``scheme://host[:port]`` or raise UsageError.
-
-    Accepts http and https URLs naming only a host and an optional port (a trailing ``/`` is
-    dropped). A bare host name (``hpc.example.org``) is taken to mean https. Credentials,
-    paths, queries and fragments are rejected because they would silently be ignored or leak;
-    the URL is echoed in errors only through `display_url`, so a password in it never is.
-    Whether plain http may be used with the host is `check_plain_http`'s decision.
-    """
-    raw = url.strip()
-
-    def bad(why: str, hint: str | None = None) -> UsageError:
-        return UsageError(
-            f"invalid center URL {display_url(url)!r}: {why}; expected the form {_CENTER_FORM}",
-            hint=hint or f"for example: https://hpc.example.org or http://127.0.0.1:8750 ({why})",
-        )
-
-    def credentials() -> UsageError:
-        return bad(
-            "it must not contain a user name or password",
-            hint="give the URL without them and log in with `kaic login --username NAME`",
-        )
-
-    if not raw:
-        raise bad("it is empty")
-    if "://" not in raw:
-        raw = "https://" + raw
-    # Before any other parsing, whose errors quote parts of the URL: a center URL has no use
-    # for "@", and wherever it stands (`user:pa/ss@host` puts it in the "path") what comes
-    # before it may be a password.
-    if "@" in raw:
-        raise credentials()
-    try:
-        parts = urlsplit(raw)
-        port = parts.port
-    except ValueError as exc:
-        raise bad(str(exc)) from None
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https"):
-        raise bad(f"scheme {parts.scheme!r} is not http or https")
-    if parts.username is not None or parts.password is not None:
-        raise credentials()
-    host = parts.hostname
-    if not host:
-        raise bad("it has no host")
-    if parts.path not in ("", "/"):
-        raise bad(f"unexpected path {parts.path!r}")
-    if parts.query or parts.fragment:
-        raise bad("unexpected query or fragment")
-    if any(c.isspace() for c in host) or "/" in host or "@" in host:
-        raise bad(f"invalid host {host!r}")
-    netloc = f"[{host}]" if ":" in host else host
-    if port is not None:
-        netloc = f"{netloc}:{port}"
-    return f"{scheme}://{netloc}"
-
-
-def is_loopback_url(url: str) -> bool:
-    """Whether `url` names a loopback address (127.0.0.0/8, ::1) or ``localhost``.
-
-    Decided by the address written in the URL, never by resolving a name: a host called
-    ``127.evil.example`` is not loopback. The one such check: it guards the local center's
-    token and decides where plain http is acceptable.
-    """
-    import ipaddress
-
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a name such as 127.evil.example is not an address
-        return False
-
-
-@dataclass(frozen=True)
-class TransportPolicy:
-    """How the client may talk to one center: which CAs it trusts, whether plain http is
-    allowed to a host that is not loopback. `*_from` say where a setting came from, for
-    messages ("KAIC_CA_BUNDLE", "--ca-bundle", "profile 'work'")."""
-
-    #: a PEM file of CA certificates trusted *instead of* the default ones; None = default
-    #: (certifi's bundle, or `SSL_CERT_FILE` / `SSL_CERT_DIR` when set)
-    ca_bundle: str | None = None
-    ca_bundle_from: str | None = None
-    #: the user's explicit opt-out: plain http to a non-loopback center is allowed
-    insecure_http: bool = False
-    insecure_http_from: str | None = None
-
-
-def env_flag(name: str) -> bool:
-    """A yes/no environment variable (1/true/yes/on, or 0/false/no/off/empty); UsageError
-    for anything else, so a typo never silently means "no"."""
-    value = os.environ.get(name, "").strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise UsageError(f"{name} must be 1 or 0, not {value!r}", hint=f"set {name}=1 or unset it")
-
-
-def transport_policy(
-    profile: Profile | None = None,
-    *,
-    ca_bundle: str | None = None,
-    insecure_http: bool = False,
-) -> TransportPolicy:
-    """The TLS and plain-http settings for a center.
-
-    CA bundle: `ca_bundle` (a command-line flag) > ``$KAIC_CA_BUNDLE`` > the profile's
-    ``ca_bundle``. Plain http to a non-loopback host is allowed when any of `insecure_http`
-    (``kaic login --insecure-http``), ``$KAIC_INSECURE_HTTP`` or the profile's
-    ``insecure_http`` says so. Pass a profile only for its own center: its settings must not
-    follow ``$KAIC_CENTER`` to another one.
-    """
-    env_bundle = os.environ.get(CA_BUNDLE_ENV, "").strip()
-    bundle, bundle_from = None, None
-    if ca_bundle:
-        bundle, bundle_from = ca_bundle, "--ca-bundle"
-    elif env_bundle:
-        bundle, bundle_from = env_bundle, CA_BUNDLE_ENV
-    elif profile is not None and profile.ca_bundle:
-        bundle, bundle_from = profile.ca_bundle, f"profile {profile.name!r}"
-    if bundle is not None:
-        bundle = str(Path(bundle).expanduser())
-    insecure_from = None
-    if insecure_http:
-        insecure_from = "--insecure-http"
-    elif env_flag(INSECURE_HTTP_ENV):
-        insecure_from = f"{INSECURE_HTTP_ENV}=1"
-    elif profile is not None and profile.insecure_http:
-        insecure_from = f"profile {profile.name!r} (insecure_http = true)"
-    return TransportPolicy(
-        ca_bundle=bundle,
-        ca_bundle_from=bundle_from,
-        insecure_http=insecure_from is not None,
-        insecure_http_from=insecure_from,
-    )
-
-
-def check_plain_http(center_url: str, policy: TransportPolicy) -> bool:
-    """Refuse plain http to a center that is not loopback unless the user opted out.
-
-    Passwords and tokens must not cross a network unencrypted; loopback never leaves the
-    machine. Returns True when plain http to a non-loopback host goes ahead under the
-    opt-out (the caller warns); raises UsageError, naming the opt-out, when it may not.
-    """
-    parts = urlsplit(center_url)
-    if parts.scheme != "http" or is_loopback_url(center_url):
-        return False
-    if policy.insecure_http:
-        return True
-    secure = urlunsplit(("https", parts.netloc, "", "", ""))
-    raise UsageError(
-        f"refusing to talk to the center at {display_url(center_url)} over plain http: "
-        f"{parts.hostname} is not a loopback address, and passwords and tokens would cross "
-        "the network unencrypted",
-        hint=f"use {secure}; only on a network you trust, opt out with "
-        f"`kaic login --center {display_url(center_url)} --insecure-http` (stored in the "
-        f"profile) or {INSECURE_HTTP_ENV}=1",
-    )
 
 
 @dataclass

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import RunningCenter, kill_center_jobs, start_center
+from tests.inprocess import FakeCenter, RunLine, bind
 
 # Variables that would make a test talk to the developer's real center or keyring.
 _LEAKY = (
@@ -35,7 +36,7 @@ def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
     # Stop a local center a test may have started through the CLI (by its recorded PID).
     local = home / "state" / "center"
     if (local / "center.json").exists():
-        from kaic.client.local_center import stop
+        from kaic.flows.local_center import stop
 
         stop(local)
     kill_center_jobs(local)
@@ -61,3 +62,16 @@ def alice(center: RunningCenter) -> tuple[RunningCenter, str, str]:
 
 def pytest_report_header() -> str:
     return f"CI={os.environ.get('CI', '')}"
+
+
+@pytest.fixture
+def fake_center() -> FakeCenter:
+    """The center API as a table of answers (`tests/inprocess.py`)."""
+    return FakeCenter()
+
+
+@pytest.fixture
+def run_line(fake_center: FakeCenter) -> RunLine:
+    """`run_line("jobs", "--json")`: the real CLI in process against `fake_center`; on an
+    unexpected exit code the test fails with stdout, stderr and the requests made."""
+    return bind(fake_center)

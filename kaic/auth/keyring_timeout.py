@@ -72,7 +72,7 @@ def _usable_backend() -> KeyringBackend:
 
 def _describe(exc: BaseException, secrets: tuple[str, ...]) -> str:
     """A one-line reason for a backend failure that cannot contain the secret being stored."""
-    from kaic.client.redact import redact
+    from kaic.redact import redact
 
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     for secret in secrets:

@@ -1,10 +1,12 @@
-"""The client's SSH identity for staging: a key per profile and a short-lived certificate.
+"""The client's SSH identity files for staging: a key per profile and a short-lived
+certificate. No HTTP here: `kaic.flows.ssh_target.ensure_identity` asks the center for a
+certificate (`kaic.client.staging`) and hands it to `store_certificate`.
 
 The key (`config_dir()/ssh/<profile>/id_ed25519`, 0600, directory 0700) never leaves the
-machine; the center signs its public half (`POST /v1/ssh/certificates`) into
-`id_ed25519-cert.pub`, whose only principal is the user's unix account. `ensure_identity`
-renews the certificate whenever it is missing, belongs to another key, has expired or has
-less than `RENEW_MARGIN` left, so an expired certificate never surfaces as an SSH failure.
+machine; the center signs its public half into `id_ed25519-cert.pub`, whose only principal is
+the user's unix account. `stored_identity` finds the certificate unusable whenever it is
+missing, belongs to another key or another center, has expired or has less than
+`RENEW_MARGIN` left, so an expired certificate never surfaces as an SSH failure.
 
 Host keys come only from `GET /v1/staging` (over the authenticated API) or the user's own
 known_hosts: `known_hosts_lines` turns the former into lines for a known_hosts file.
@@ -12,27 +14,20 @@ known_hosts: `known_hosts_lines` turns the former into lines for a known_hosts f
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kaic.models.staging import SshCertificate, SshCertificateRequest, StagingInfo
+from kaic.models.staging import SshCertificate, StagingInfo
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ed25519
-
-    from kaic.client.api import CenterClient
 
 #: a certificate with less than this left is renewed before use
 RENEW_MARGIN = timedelta(minutes=5)
 KEY_NAME = "id_ed25519"
 LOCAL_PROFILE = "local"
-
-
-def _utc_now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -51,29 +46,6 @@ def identity_dir(profile: str | None) -> Path:
 
     name = validate_profile_name(profile) if profile else LOCAL_PROFILE
     return config_dir() / "ssh" / name
-
-
-#: what to do about a center without data staging: the user asks, the operator switches it on
-NO_STAGING_HINT = (
-    "ask your center's operators to offer data staging; operators: start the center "
-    "without --no-staging (it then serves storage over SFTP itself), or with "
-    "--staging-host HOST pointing at the cluster's sshd"
-)
-
-
-def staging_info(client: CenterClient) -> StagingInfo:
-    """`GET /v1/staging` (NotFound, saying how to get one, when the center has no staging
-    endpoint)."""
-    from kaic.errors import NotFound
-
-    try:
-        return client.parse(client.request("GET", "/v1/staging"), StagingInfo)
-    except NotFound as exc:
-        raise NotFound(
-            "this center offers no data staging (no staging endpoint)",
-            hint=NO_STAGING_HINT,
-            code=exc.code,
-        ) from exc
 
 
 def _host_pattern(host: str, port: int) -> str:
@@ -96,7 +68,7 @@ def _key_part(line: str) -> str:
     return " ".join(line.split()[:2])
 
 
-def _load_or_create_key(key_path: Path) -> str:
+def load_or_create_key(key_path: Path) -> str:
     """The OpenSSH public key line of the key at `key_path`, generating it if missing."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -196,50 +168,41 @@ def _read_text(path: Path) -> str | None:
         return None
 
 
-def request_certificate(client: CenterClient, public_line: str) -> SshCertificate:
-    """`POST /v1/ssh/certificates` for `public_line`."""
-    body = SshCertificateRequest(public_key=public_line)
-    response = client.request(
-        "POST", "/v1/ssh/certificates", json=body.model_dump(mode="json", exclude_none=True)
-    )
-    return client.parse(response, SshCertificate)
+def key_path(profile: str | None) -> Path:
+    """The private key of `profile` (created by `load_or_create_key`)."""
+    return identity_dir(profile) / KEY_NAME
 
 
-def ensure_identity(
-    client: CenterClient,
-    profile: str | None,
-    *,
-    now: Callable[[], datetime] = _utc_now,
-) -> SshIdentity:
-    """The profile's SSH key and a certificate good for at least `RENEW_MARGIN`.
-
-    Creates the key on first use; asks the center for a new certificate when there is none
-    or it is expired, about to expire, or for another key. Center errors propagate as
-    KaicError (NotFound for a center without staging).
-    """
-    from kaic.config import atomic_write
-
+def stored_identity(
+    profile: str | None, public_line: str, *, issuer: str, now: datetime
+) -> SshIdentity | None:
+    """The profile's key and certificate if the certificate is usable: for `public_line`'s
+    key, signed by the center at `issuer`, valid for at least `RENEW_MARGIN` after `now`."""
     directory = identity_dir(profile)
-    key_path = directory / KEY_NAME
     cert_path = directory / f"{KEY_NAME}-cert.pub"
+    usable = _usable_certificate(cert_path, public_line, now)
     # Which center signed the certificate: a profile-less session (KAIC_TOKEN) shares the
     # "local" directory with the local center, and one center's certificate opens nothing
     # at another.
-    issuer_path = directory / f"{KEY_NAME}-cert.center"
-    public_line = _load_or_create_key(key_path)
-    current = now()
-    usable = _usable_certificate(cert_path, public_line, current)
-    if usable is not None and _read_text(issuer_path) != client.base_url:
-        usable = None
-    if usable is not None:
-        valid_before, principal = usable
-        return SshIdentity(key_path, cert_path, valid_before, principal)
-    signed = request_certificate(client, public_line)
+    if usable is None or _read_text(directory / f"{KEY_NAME}-cert.center") != issuer:
+        return None
+    valid_before, principal = usable
+    return SshIdentity(directory / KEY_NAME, cert_path, valid_before, principal)
+
+
+def store_certificate(
+    profile: str | None, public_line: str, signed: SshCertificate, *, issuer: str
+) -> SshIdentity:
+    """Keep the certificate the center at `issuer` signed for `public_line`'s key."""
+    from kaic.config import atomic_write
+
+    directory = identity_dir(profile)
+    cert_path = directory / f"{KEY_NAME}-cert.pub"
     atomic_write(cert_path, (signed.certificate.strip() + "\n").encode("ascii"), mode=0o600)
-    atomic_write(issuer_path, client.base_url.encode("utf-8"), mode=0o600)
+    atomic_write(directory / f"{KEY_NAME}-cert.center", issuer.encode("utf-8"), mode=0o600)
     # The public half next to the key, as ssh-keygen leaves it (ssh looks for it).
     pub_path = directory / f"{KEY_NAME}.pub"
     if _read_text(pub_path) != public_line:
         atomic_write(pub_path, (public_line + "\n").encode("ascii"), mode=0o644)
     principal = signed.principals[0] if signed.principals else ""
-    return SshIdentity(key_path, cert_path, signed.valid_before, principal)
+    return SshIdentity(directory / KEY_NAME, cert_path, signed.valid_before, principal)

@@ -1,16 +1,18 @@
 """`kaic login`, `kaic logout`, `kaic whoami`."""
 
-import os
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from kaic.cli.context import debug_enabled, get_app
+from kaic.cli.context import get_app
 from kaic.cli.interrupt import prompt
-from kaic.cli.options import JsonOpt, ProfileOpt
-from kaic.errors import AuthRequired, UsageError
+from kaic.cli.options import JqOpt, JsonOpt, ProfileOpt
+from kaic.errors import UsageError
 from kaic.text import visible
+
+if TYPE_CHECKING:
+    from kaic.flows.login import Prompts
 
 
 def register(app: typer.Typer) -> None:
@@ -26,19 +28,19 @@ def _read_stdin_line(what: str) -> str:
     return line
 
 
-def _center_for_login(center: str | None, profile: str | None) -> str:
-    from kaic.config import resolve_profile, validate_center_url
+def _prompts() -> "Prompts":
+    """What the login may ask at a terminal (nothing when standard input is none)."""
+    import getpass
 
-    center = center or os.environ.get("KAIC_CENTER")
-    if center:
-        return validate_center_url(center)
-    prof = resolve_profile(profile)
-    if prof is not None:
-        return prof.center
-    raise UsageError(
-        "no center to log in to",
-        hint="pass `--center https://host[:port]`; with no center configured kaic uses "
-        "the local center, which needs no login",
+    from kaic.flows.login import Prompts
+
+    if not sys.stdin.isatty():
+        return Prompts(read_stdin=_read_stdin_line)
+    return Prompts(
+        read_stdin=_read_stdin_line,
+        username=lambda: str(prompt("User name")),
+        password=getpass.getpass,
+        otp=lambda: str(prompt("One-time code", hide_input=True)),
     )
 
 
@@ -102,73 +104,21 @@ def login(
 
       kaic login --center https://center.lab.example --ca-bundle ~/lab-ca.pem -u alice
     """
-    from kaic.client import login as flows
+    from kaic.flows.login import LoginRequest, LoginTls
+    from kaic.flows.login import login as log_in
 
     app = get_app(ctx)
-    profile = profile or app.profile
-    url = _center_for_login(center, profile)
-    dbg = app.debug if debug_enabled() else None
-    tls = flows.LoginTls(ca_bundle=ca_bundle, insecure_http=insecure_http)
-    # Before a password is asked for or read: plain http refused, CA bundle unusable.
-    flows.login_policy(url, profile=profile, tls=tls)
-    if with_token:
-        if password_stdin:
-            raise UsageError("--with-token and --password-stdin both read standard input")
-        token = _read_stdin_line("a token")
-        result = flows.login_token(
-            url,
-            token,
-            profile=profile,
-            insecure_storage=insecure_storage,
-            warn=app.warn,
-            debug_log=dbg,
-            tls=tls,
-        )
-    else:
-        user = username or _profile_username(profile) or _prompt_username()
-        if password_stdin:
-            password = _read_stdin_line("a password")
-        elif sys.stdin.isatty():
-            import getpass
-
-            password = getpass.getpass(f"Password for {user} at {url}: ")
-        else:
-            raise UsageError(
-                "no terminal to ask for a password",
-                hint="pipe it in with --password-stdin, or use --with-token with an API token",
-            )
-        try:
-            result = flows.login_password(
-                url,
-                user,
-                password,
-                otp,
-                profile=profile,
-                insecure_storage=insecure_storage,
-                warn=app.warn,
-                debug_log=dbg,
-                tls=tls,
-            )
-        except AuthRequired as err:
-            if err.code == "otp_required" and otp is None and sys.stdin.isatty():
-                code = prompt("One-time code", hide_input=True)
-                result = flows.login_password(
-                    url,
-                    user,
-                    password,
-                    code,
-                    profile=profile,
-                    insecure_storage=insecure_storage,
-                    warn=app.warn,
-                    debug_log=dbg,
-                    tls=tls,
-                )
-            else:
-                if err.code == "otp_required":
-                    err.hint = "pass your one-time code with --otp CODE"
-                elif err.code in ("invalid_credentials", None):
-                    err.hint = "check your user name and password"
-                raise
+    request = LoginRequest(
+        center=center,
+        username=username,
+        otp=otp,
+        profile=profile or app.profile,
+        with_token=with_token,
+        password_stdin=password_stdin,
+        insecure_storage=insecure_storage,
+        tls=LoginTls(ca_bundle=ca_bundle, insecure_http=insecure_http),
+    )
+    result = log_in(request, _prompts(), app.ui(), transport=app.transport)
     app.info(
         f"Logged in to {visible(result.center)} as {visible(result.user)} "
         f"(profile {visible(result.profile)}; "
@@ -182,32 +132,17 @@ def login(
         )
 
 
-def _profile_username(profile: str | None) -> str | None:
-    from kaic.config import resolve_profile
-
-    try:
-        prof = resolve_profile(profile)
-    except Exception:
-        return None
-    return prof.username if prof else None
-
-
-def _prompt_username() -> str:
-    if not sys.stdin.isatty():
-        raise UsageError("no user name given", hint="pass --username NAME")
-    return str(prompt("User name"))
-
-
 def logout(ctx: typer.Context, profile: ProfileOpt = None) -> None:
     """Log out: revoke the session on the center and delete the stored credentials.
 
     Example: kaic logout --profile work
     """
-    from kaic.client import login as flows
+    from kaic.flows.login import logout as log_out
 
     app = get_app(ctx)
-    name = flows.logout(
-        profile or app.profile, warn=app.warn, debug_log=app.debug if debug_enabled() else None
+    ui = app.ui()
+    name = log_out(
+        profile or app.profile, warn=ui.warn, debug_log=ui.debug, transport=app.transport
     )
     if name is None:
         app.info("Not logged in to any center (the local center needs no login).")
@@ -215,29 +150,26 @@ def logout(ctx: typer.Context, profile: ProfileOpt = None) -> None:
         app.info(f"Logged out of profile {visible(name)}.")
 
 
-def whoami(ctx: typer.Context, json_out: JsonOpt = False, profile: ProfileOpt = None) -> None:
+def whoami(
+    ctx: typer.Context, json_out: JsonOpt = False, jq: JqOpt = None, profile: ProfileOpt = None
+) -> None:
     """Show who you are on the center, and where your token comes from.
 
     Example: kaic whoami --json
     """
+    from kaic.flows.account import whoami as who
+
     app = get_app(ctx)
     if profile:
         app.profile = profile
-    session = app.session()
-    me = session.client.me()
-    data = {
-        "user": me.user,
-        "unix_account": me.unix_account,
-        "center": session.center_url,
-        "profile": session.profile,
-        "token_source": session.token_source,
-        "expires_at": me.expires_at.isoformat() if me.expires_at else None,
-        "projects": [p.name for p in me.projects],
-    }
-    if json_out:
-        app.json(data)
-        return
-    width = max(len(k) for k in data)
-    for key, value in data.items():
-        shown = ", ".join(value) if isinstance(value, list) else ("-" if value is None else value)
-        app.out(f"{key:<{width}}  {visible(shown)}")
+    data = who(app.session())
+
+    def human() -> None:
+        width = max(len(k) for k in data)
+        for key, value in data.items():
+            shown = (
+                ", ".join(value) if isinstance(value, list) else ("-" if value is None else value)
+            )
+            app.out(f"{key:<{width}}  {visible(shown)}")
+
+    app.emit(data, human)

@@ -13,9 +13,8 @@ from typing import Annotated, Any
 import typer
 
 from kaic.cli.context import get_app
-from kaic.cli.options import JsonOpt
+from kaic.cli.options import JqOpt, JsonOpt
 from kaic.errors import UsageError
-from kaic.text import visible
 
 #: Key in ``ctx.meta`` under which a test (or an embedding program) may put a
 #: ``kaic.bench.runner.BenchEnvironment`` to replace NVML, the backends or the kernel log.
@@ -59,6 +58,7 @@ def bench(
         bool, typer.Option("--strict", help="Treat WARN as failure (exit 1).")
     ] = False,
     json_out: JsonOpt = False,
+    jq: JqOpt = None,
     remote: Annotated[
         bool,
         typer.Option("--remote", help="Run the bench as a job on the center instead of here."),
@@ -92,17 +92,7 @@ def bench(
     if not remote and (partition or gpus or project):
         raise UsageError("--partition, --gpus and --project only apply with --remote")
     if remote:
-        run_remote(
-            ctx,
-            partition=partition,
-            gpus=gpus,
-            project=project,
-            mode=mode.value,
-            device=device.value,
-            gpu_indices=gpu or [],
-            strict=strict,
-            json_out=json_out,
-        )
+        _remote(ctx, mode, device, gpu, partition, gpus, project, strict=strict)
         return
 
     from kaic.bench.report import to_json
@@ -117,104 +107,46 @@ def bench(
     try:
         run = run_bench(options, env)
     except NotFound as exc:
-        if json_out:  # CI parses stdout: a document with the status (SKIP) and why; exit 4
-            app.json(to_json(nothing_to_validate(options, env, exc.message)))
+        # CI parses stdout: under --json a document with the status (SKIP) and why; exit 4
+        app.emit(to_json(nothing_to_validate(options, env, exc.message)))
         raise
+    _report(ctx, run, to_json(run), strict=strict)
 
-    _report(ctx, run, to_json(run) if json_out else None, strict=strict)
 
-
-def run_remote(
+def _remote(
     ctx: typer.Context,
-    *,
+    mode: Mode,
+    device: Device,
+    gpu: list[int] | None,
     partition: str | None,
     gpus: int | None,
     project: str | None,
-    mode: str,
-    device: str,
-    gpu_indices: list[int],
+    *,
     strict: bool,
-    json_out: bool,
 ) -> None:
-    """`kaic bench --remote`: run `kaic bench --json` as a job on the center, wait, fetch its
-    report, render it as a local run would, and exit as a local run would.
-
-    The job runs `kaic` on the compute node, so kaic must be installed there (the local
-    center's jobs find the kaic of the center's own environment).
-    """
-    import json
-    import shlex
-
-    from kaic.bench.report import from_json
-    from kaic.client.jobs import JobsAPI
-    from kaic.client.logs import LogCursor, read_log
-    from kaic.client.wait import wait_for_jobs
-    from kaic.errors import KaicError, NotFound
-    from kaic.models import JobSubmit, Resources
+    """`kaic bench --remote`: the flow runs the bench as a job on the center; its report is
+    rendered, and the command exits, as a local run would."""
+    from kaic.flows.bench import bench_job, run_remote
 
     app = get_app(ctx)
-    args = ["kaic", "bench", "--mode", mode, "--device", device, "--json"]
-    for index in gpu_indices:
-        args += ["--gpu", str(index)]
-    n_gpus = gpus if gpus is not None else (0 if device == "cpu" else 1)
-    spec = JobSubmit(
-        name="kaic-bench",
-        partition=partition,
-        project=project,
-        resources=Resources(gpus=n_gpus),
-        time_limit_seconds=900 if mode == "standard" else 300,
-        run=shlex.join(args),
+    spec = bench_job(
+        mode.value, device.value, gpu or [], partition=partition, gpus=gpus, project=project
     )
-    api = JobsAPI(app.session().client)
-    job = api.submit(spec)
-    app.info(
-        f"Submitted bench job {visible(job.id)} ({n_gpus} GPU(s), "
-        f"partition {visible(job.partition)}); waiting…"
-    )
-    final = wait_for_jobs(api, [job.id], sleep=app.sleep)[0]
-    out = bytearray()
-    read_log(api.client, LogCursor(job.id, "stdout"), out.extend, follow=False)
-    try:
-        doc = json.loads(out.decode())
-        run = from_json(doc, device=device, mode=mode)
-    except ValueError:
-        if final.exit_code == 4:  # the remote kaic found nothing to validate: say its why
-            err = bytearray()
-            read_log(api.client, LogCursor(job.id, "stderr"), err.extend, follow=False)
-            why = next(
-                (ln for ln in err.decode(errors="replace").splitlines() if ln.startswith("error:")),
-                "error: no GPU to validate",
-            )
-            raise NotFound(
-                f"bench job {job.id} on the center's node: {why.removeprefix('error: ')}",
-                hint=f"see its output: kaic logs {job.id}",
-            ) from None
-        raise KaicError(
-            f"bench job {job.id} ended {final.state.value} (exit code {final.exit_code}) "
-            "without a report",
-            hint=f"see its output: kaic logs {job.id}",
-        ) from None
-    if not run.gpus:
-        if json_out:
-            app.json(doc)
-        raise NotFound(
-            f"bench job {job.id} on the center's node: {run.error or 'no GPU to validate'}",
-            hint=f"see its output: kaic logs {job.id}",
-        )
-    _report(ctx, run, doc if json_out else None, strict=strict)
+    report = run_remote(app.session, app.ui(), spec, mode=mode.value, device=device.value)
+    if not report.run.gpus:
+        app.emit(report.document)
+        raise report.nothing_validated()
+    _report(ctx, report.run, report.document, strict=strict)
 
 
-def _report(ctx: typer.Context, run: Any, doc: dict[str, Any] | None, *, strict: bool) -> None:
-    """Print the run (as `doc` when given, else as tables) and exit as CLI.md says."""
+def _report(ctx: typer.Context, run: Any, doc: dict[str, Any], *, strict: bool) -> None:
+    """Show the run (`doc` under --json, else tables) and exit as CLI.md says."""
     from kaic.bench.report import render_human
     from kaic.bench.verdict import exit_code
 
     app = get_app(ctx)
-    if doc is not None:
-        app.json(doc)
-    else:
-        color = app.is_terminal() and "NO_COLOR" not in os.environ
-        render_human(run, app.stdout, color=color)
+    color = app.is_terminal() and "NO_COLOR" not in os.environ
+    app.emit(doc, lambda: render_human(run, app.stdout, color=color))
     code = exit_code(run, strict=strict)
     if code:
         raise typer.Exit(code)

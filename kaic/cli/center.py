@@ -1,8 +1,10 @@
-"""`kaic center …`: run the reference center, manage the background local center, admin.
+"""`kaic center …`: run the reference center, manage the background local center.
 
-Over the ~450-line budget because `serve` declares its thirty-odd options, each with the help
-text `--help` shows (a contract), in its signature; the executors' own options come from the
-executor registry (`kaic.center.executors.registry`) and are spliced in there.
+Its `user` and `project` groups (the center's administration) are in `center_admin.py`.
+
+`serve` declares its thirty-odd options, each with the help text `--help` shows (a contract),
+in its signature; the executors' own options come from the executor registry
+(`kaic.center.executors.registry`) and are spliced in there.
 """
 
 import inspect
@@ -17,8 +19,8 @@ import typer
 from kaic.center.executors.registry import ENTRIES, either, serve_options
 from kaic.center.executors.registry import names as executor_names
 from kaic.cli.context import get_app
-from kaic.cli.options import JsonOpt, StateDirOpt
-from kaic.errors import KaicError, UsageError
+from kaic.cli.options import JqOpt, JsonOpt, StateDirOpt, state_dir_path
+from kaic.errors import UsageError
 from kaic.text import visible
 
 #: `--executor`'s help: the registered executors
@@ -28,21 +30,6 @@ app = typer.Typer(
     help="The reference center: serve it, manage the background local center, add users.",
     no_args_is_help=True,
 )
-user_app = typer.Typer(help="Manage center users (works on the state dir).", no_args_is_help=True)
-project_app = typer.Typer(help="Manage projects and their GPU-hour grants.", no_args_is_help=True)
-app.add_typer(user_app, name="user")
-app.add_typer(project_app, name="project")
-
-
-def _state_dir(value: str | None) -> Path:
-    """The state dir `--state-dir` names, made absolute here, once: jobs run in their own
-    directories, where a relative state dir (the README's `./center`) would point elsewhere
-    (every job failed with 127, its script not found)."""
-    import os
-
-    from kaic.client.local_center import local_state_dir
-
-    return Path(os.path.abspath(Path(value).expanduser())) if value else local_state_dir()
 
 
 def _with_executor_options(command: Callable[..., None]) -> Callable[..., None]:
@@ -267,7 +254,7 @@ def serve(
     try:
         host_keys = read_host_key_files(staging_host_key or [])
         settings = CenterSettings(
-            state_dir=_state_dir(state_dir),
+            state_dir=state_dir_path(state_dir),
             host=host,
             port=port,
             executor=executor,
@@ -359,7 +346,9 @@ def _load_partitions(path: Path) -> list[Any]:
 
 
 @app.command("ssh-ca")
-def ssh_ca(ctx: typer.Context, state_dir: StateDirOpt = None, json_out: JsonOpt = False) -> None:
+def ssh_ca(
+    ctx: typer.Context, state_dir: StateDirOpt = None, json_out: JsonOpt = False, jq: JqOpt = None
+) -> None:
     """Print the center's SSH user CA public key (created on first use).
 
     Add it to the staging sshd's TrustedUserCAKeys; users then log in with its certificates.
@@ -369,68 +358,66 @@ def ssh_ca(ctx: typer.Context, state_dir: StateDirOpt = None, json_out: JsonOpt 
     from kaic.center.ssh_ca import UserCA
 
     app_ = get_app(ctx)
-    directory = _state_dir(state_dir)
+    directory = state_dir_path(state_dir)
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     ca = UserCA(directory)
     line = ca.public_key_line()
-    if json_out:
-        app_.json({"public_key": line, "key_file": str(ca.key_path)})
-    else:
-        app_.out(line)
+    app_.emit({"public_key": line, "key_file": str(ca.key_path)}, lambda: app_.out(line))
 
 
 @app.command("start")
-def start(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+def start(ctx: typer.Context, json_out: JsonOpt = False, jq: JqOpt = None) -> None:
     """Start the background local center (commands start it on demand anyway).
 
     Example: kaic center start
     """
-    from kaic.client.local_center import ensure_running
+    from kaic.flows.local_center import ensure_running
 
     app_ = get_app(ctx)
     center = ensure_running()
-    if json_out:
-        app_.json(
-            {
-                "running": True,
-                "url": center.url,
-                "pid": center.pid,
-                "started": center.started,
-                "state_dir": str(center.state_dir),
-            }
-        )
-    else:
-        app_.info(
+    data = {
+        "running": True,
+        "url": center.url,
+        "pid": center.pid,
+        "started": center.started,
+        "state_dir": str(center.state_dir),
+    }
+    app_.emit(
+        data,
+        lambda: app_.info(
             f"Local center {'started' if center.started else 'already running'} at "
             f"{visible(center.url)} (pid {center.pid})."
-        )
+        ),
+    )
 
 
 @app.command("stop")
-def stop(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+def stop(ctx: typer.Context, json_out: JsonOpt = False, jq: JqOpt = None) -> None:
     """Stop the background local center.
 
     Example: kaic center stop
     """
-    from kaic.client.local_center import stop as stop_center
+    from kaic.flows.local_center import stop as stop_center
 
     app_ = get_app(ctx)
     pid = stop_center()
-    if json_out:
-        app_.json({"stopped": pid is not None, "pid": pid})
-    elif pid is None:
-        app_.info("The local center was not running.")
-    else:
-        app_.info(f"Stopped the local center (pid {pid}).")
+    app_.emit(
+        {"stopped": pid is not None, "pid": pid},
+        lambda: app_.info(
+            "The local center was not running."
+            if pid is None
+            else f"Stopped the local center (pid {pid})."
+        ),
+    )
 
 
 @app.command("status")
-def status(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+def status(ctx: typer.Context, json_out: JsonOpt = False, jq: JqOpt = None) -> None:
     """Say whether the background local center is running, and where.
 
     Example: kaic center status --json
     """
-    from kaic.client.local_center import find_running, local_state_dir
+    from kaic.flows.local_center import find_running, local_state_dir
 
     app_ = get_app(ctx)
     center = find_running()
@@ -440,141 +427,14 @@ def status(ctx: typer.Context, json_out: JsonOpt = False) -> None:
         "pid": center.pid if center else None,
         "state_dir": str(local_state_dir()),
     }
-    if json_out:
-        app_.json(data)
-    elif center:
-        app_.out(
-            f"running at {visible(center.url)} (pid {center.pid}); "
-            f"state in {visible(data['state_dir'])}"
-        )
-    else:
-        app_.out(f"not running; state in {visible(data['state_dir'])}")
 
+    def human() -> None:
+        if center:
+            app_.out(
+                f"running at {visible(center.url)} (pid {center.pid}); "
+                f"state in {visible(data['state_dir'])}"
+            )
+        else:
+            app_.out(f"not running; state in {visible(data['state_dir'])}")
 
-def _read_new_password(password_stdin: bool) -> str | None:
-    """The new user's password: asked for twice with echo off at a terminal (with or
-    without --password-stdin: a password typed at a terminal is never echoed), else read
-    from standard input with --password-stdin; None (no password) otherwise."""
-    if sys.stdin.isatty():
-        first = _ask_hidden("New password: ")
-        if first != _ask_hidden("Repeat it: "):
-            raise UsageError("the passwords differ", hint="run the command again")
-        if password_stdin and not first:
-            raise UsageError("expected a password, got nothing")
-        return first or None
-    if password_stdin:
-        line = sys.stdin.readline().rstrip("\r\n")
-        if not line:
-            raise UsageError("expected a password on standard input, got nothing")
-        return line
-    return None
-
-
-def _ask_hidden(prompt: str) -> str:
-    """getpass, but never its fallback that reads with echo on (it only warns)."""
-    import getpass
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", getpass.GetPassWarning)
-        try:
-            return getpass.getpass(prompt)
-        except getpass.GetPassWarning:
-            raise UsageError(
-                "cannot turn off echo on this terminal to ask for a password",
-                hint='pipe the password in: echo "$PW" | kaic center user add NAME '
-                "--password-stdin",
-            ) from None
-
-
-@user_app.command("add")
-def user_add(
-    ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="User name (lowercase, like a unix account).")],
-    password_stdin: Annotated[
-        bool,
-        typer.Option(
-            "--password-stdin",
-            help="Read the password from standard input (at a terminal: asked for, hidden).",
-        ),
-    ] = False,
-    otp: Annotated[bool, typer.Option("--otp", help="Enable a TOTP second factor.")] = False,
-    unix_account: Annotated[
-        str | None,
-        typer.Option(
-            "--unix-account", help="Unix account on the cluster (default: NAME; never root)."
-        ),
-    ] = None,
-    shared_account: Annotated[
-        bool,
-        typer.Option(
-            "--shared-account",
-            help="Allow a unix account another user already has (they can then read and "
-            "change each other's files and jobs).",
-        ),
-    ] = False,
-    state_dir: StateDirOpt = None,
-    json_out: JsonOpt = False,
-) -> None:
-    """Add a user to a center's database.
-
-    Each user gets a unix account of their own; root is refused.
-
-    Example: echo "$PW" | kaic center user add alice --password-stdin --otp --state-dir ./state
-    """
-    from kaic.center.admin import AdminError, add_user
-
-    app_ = get_app(ctx)
-    password = _read_new_password(password_stdin)
-    try:
-        uri = add_user(
-            _state_dir(state_dir),
-            name,
-            password=password,
-            enable_otp=otp,
-            unix_account=unix_account,
-            shared_account=shared_account,
-            warn=app_.warn,
-        )
-    except AdminError as exc:
-        raise KaicError(str(exc)) from exc
-    if json_out:
-        app_.json({"user": name, "unix_account": unix_account or name, "otpauth_uri": uri})
-        return
-    app_.info(f"Added user {visible(name)}.")
-    if uri:
-        app_.info("Give the user this TOTP secret (add it to an authenticator app):")
-        app_.out(uri)
-
-
-@project_app.command("add")
-def project_add(
-    ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Project (allocation) name, e.g. ai-2026-0042.")],
-    gpu_hours: Annotated[float, typer.Option("--gpu-hours", help="GPU-hours granted.")],
-    member: Annotated[
-        list[str] | None, typer.Option("--member", help="A member user (repeatable).")
-    ] = None,
-    state_dir: StateDirOpt = None,
-    json_out: JsonOpt = False,
-) -> None:
-    """Add (or update) a project with a GPU-hour grant and members.
-
-    Example: kaic center project add ai-2026-0042 --gpu-hours 5000 --member alice --member bob
-    """
-    from kaic.center.admin import AdminError, add_project
-
-    app_ = get_app(ctx)
-    if gpu_hours < 0:
-        raise UsageError("--gpu-hours must be >= 0")
-    try:
-        add_project(_state_dir(state_dir), name, gpu_hours=gpu_hours, members=member or [])
-    except AdminError as exc:
-        raise KaicError(str(exc)) from exc
-    if json_out:
-        app_.json({"project": name, "gpu_hours": gpu_hours, "members": member or []})
-    else:
-        app_.info(
-            f"Project {visible(name)}: {gpu_hours:g} GPU-hours; members: "
-            f"{visible(', '.join(member or [])) or '(none)'}."
-        )
+    app_.emit(data, human)

@@ -5,19 +5,20 @@ from typing import Annotated
 import typer
 
 from kaic.cli.context import get_app
-from kaic.cli.options import JsonOpt
+from kaic.cli.options import JqOpt, JsonOpt
 from kaic.text import visible
 
 app = typer.Typer(help="Show and switch profiles (one per center/account).", no_args_is_help=True)
 
 
 @app.command("show")
-def show(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+def show(ctx: typer.Context, json_out: JsonOpt = False, jq: JqOpt = None) -> None:
     """Show the config file, the profiles and which one is current (never secrets).
 
     Example: kaic config show --json
     """
-    from kaic.config import config_dir, config_path, display_url, load_config, state_dir
+    from kaic.config import config_dir, config_path, load_config, state_dir
+    from kaic.urls import display_url
 
     app_ = get_app(ctx)
     cfg = load_config()
@@ -39,21 +40,22 @@ def show(ctx: typer.Context, json_out: JsonOpt = False) -> None:
             for p in cfg.profiles.values()
         ],
     }
-    if json_out:
-        app_.json(data)
-        return
-    app_.out(f"config file: {visible(data['config_file'])}")
-    if not cfg.profiles:
-        app_.out("no profiles: kaic uses the local center (`kaic login --center URL` adds one)")
-        return
-    for p in cfg.profiles.values():
-        mark = "*" if p.name == cfg.current_profile else " "
-        tls = f"  ca_bundle={visible(p.ca_bundle)}" if p.ca_bundle else ""
-        tls += "  INSECURE-HTTP" if p.insecure_http else ""
-        app_.out(
-            f"{mark} {visible(p.name):<16} {visible(display_url(p.center))}  "
-            f"user={visible(p.username)}  store={visible(p.credential_store)}{tls}"
-        )
+
+    def human() -> None:
+        app_.out(f"config file: {visible(data['config_file'])}")
+        if not cfg.profiles:
+            app_.out("no profiles: kaic uses the local center (`kaic login --center URL` adds one)")
+            return
+        for p in cfg.profiles.values():
+            mark = "*" if p.name == cfg.current_profile else " "
+            tls = f"  ca_bundle={visible(p.ca_bundle)}" if p.ca_bundle else ""
+            tls += "  INSECURE-HTTP" if p.insecure_http else ""
+            app_.out(
+                f"{mark} {visible(p.name):<16} {visible(display_url(p.center))}  "
+                f"user={visible(p.username)}  store={visible(p.credential_store)}{tls}"
+            )
+
+    app_.emit(data, human)
 
 
 @app.command("use")
@@ -61,6 +63,7 @@ def use(
     ctx: typer.Context,
     profile: Annotated[str, typer.Argument(help="Profile to make current.")],
     json_out: JsonOpt = False,
+    jq: JqOpt = None,
 ) -> None:
     """Make PROFILE the current profile.
 
@@ -70,7 +73,6 @@ def use(
 
     app_ = get_app(ctx)
     use_profile(profile)
-    if json_out:
-        app_.json({"current_profile": profile})
-    else:
-        app_.info(f"Now using profile {visible(profile)}.")
+    app_.emit(
+        {"current_profile": profile}, lambda: app_.info(f"Now using profile {visible(profile)}.")
+    )

@@ -12,8 +12,8 @@ The pieces:
   cursor back, connections close).
 - Typer turns a `KeyboardInterrupt` from a command into a silent exit 130; `main` asks
   `pressed()` and says "interrupted".
-- A command that knows how to continue wraps its long part in `hint_on_interrupt(hint)`, which
-  raises `Interrupted` (message and hint, exit 130) instead.
+- A flow that knows how to continue wraps its long part in `hint_on_interrupt(hint)`
+  (`kaic.flows.wait`), which raises `Interrupted` (message and hint, exit 130) instead.
 
 Only stdlib and typer at import time: `main` calls `install` on the CLI's start path.
 """
@@ -23,8 +23,6 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
@@ -88,12 +86,3 @@ def prompt(text: str, **options: Any) -> Any:
         if pressed():
             raise Interrupted("interrupted") from None
         raise
-
-
-@contextmanager
-def hint_on_interrupt(hint: str) -> Iterator[None]:
-    """Turn Ctrl-C inside the block into `Interrupted` with `hint` (how to continue)."""
-    try:
-        yield
-    except KeyboardInterrupt as exc:
-        raise Interrupted("interrupted", hint=hint) from exc

@@ -1,22 +1,25 @@
-"""`kaic submit`, `jobs`, `show`, `logs`, `wait`, `cancel`: jobs with exit codes CI trusts."""
+"""`kaic submit`, `jobs`, `show`, `logs`, `wait`, `cancel`: jobs with exit codes CI trusts.
+
+Thin commands: parse, call one flow (`kaic.flows.submit`, `kaic.flows.jobs`), render through
+the output sink.
+"""
 
 import os
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from kaic.cli.context import AppContext, get_app
-from kaic.cli.interrupt import hint_on_interrupt
-from kaic.cli.options import JsonOpt
-from kaic.errors import ExitCode, UsageError
+from kaic.cli.options import JqOpt, JsonOpt
+from kaic.errors import UsageError
 from kaic.text import visible
 
 if TYPE_CHECKING:
-    from kaic.cli.job_staging import Staged
-    from kaic.client.jobs import JobsAPI
-    from kaic.models import Job
+    from kaic.flows.jobs import LogWriters
+    from kaic.flows.submit import Submitted
+    from kaic.models import Job, JobEvent
 
 STATE_COLOURS = {
     "PENDING": "yellow",
@@ -47,85 +50,32 @@ def register(app: typer.Typer) -> None:
         app.command(name)(fn)
 
 
-def _api(app: AppContext) -> "JobsAPI":
-    from kaic.client.jobs import JobsAPI
-
-    return JobsAPI(app.session().client)
-
-
 def _job_json(job: "Job") -> dict[str, Any]:
     return job.model_dump(mode="json")
 
 
-def _outcome(job: "Job") -> int:
-    from kaic.models import outcome_exit_code
+def _log_writers(app: AppContext, stream: str = "both", *, to_stderr: bool = False) -> "LogWriters":
+    """Job stdout to stdout (to stderr when stdout carries the JSON result), stderr to stderr."""
+    from kaic.cli.render import binary_writer
 
-    return outcome_exit_code(job.state, job.exit_code)
-
-
-def _describe_end(job: "Job") -> str:
-    text = f"job {visible(job.id)} ended {job.state.value}"
-    if job.exit_code is not None:
-        text += f" (exit code {job.exit_code})"
-    if job.reason and job.state.value != "COMPLETED":
-        text += f": {visible(job.reason)}"
-    return text
-
-
-def _unaffected(job_ids: list[str], command: str, verb: str) -> str:
-    """The hint for Ctrl-C while waiting: the jobs go on, and how to wait for them again."""
-    many = len(job_ids) > 1
-    ids = " ".join(visible(j) for j in job_ids)
-    return (
-        f"the job{'s are' if many else ' is'} not affected; "
-        f"`{command} {ids}` {verb} {'them' if many else 'it'} again"
-    )
-
-
-def _binary_writer(stream: Any) -> Any:
-    buf = getattr(stream, "buffer", None)
-
-    def write(data: bytes) -> None:
-        if buf is not None:
-            buf.write(data)
-            buf.flush()
-        else:
-            stream.write(data.decode(errors="replace"))
-            stream.flush()
-
-    return write
-
-
-def _follow(
-    app: AppContext,
-    job_id: str,
-    stream: str,
-    *,
-    follow: bool,
-    tail: int | None,
-    to_stderr: bool = False,
-) -> None:
-    from kaic.client.logs import follow_both
-
-    api = _api(app)
-    out = _binary_writer(app.stderr if to_stderr else app.stdout)
-    err = _binary_writer(app.stderr)
-    writers = {"stdout": out, "stderr": err}
-    if stream != "both":
-        writers = {stream: writers[stream]}
-    follow_both(api.client, job_id, writers, follow=follow, tail=tail, get_job=api.get)
+    writers = {
+        "stdout": binary_writer(app.stderr if to_stderr else app.stdout),
+        "stderr": binary_writer(app.stderr),
+    }
+    return writers if stream == "both" else {stream: writers[stream]}
 
 
 def _split_command(
-    jobfile: Path | None, command: list[str] | None
+    argv: list[str] | None, jobfile: Path | None, command: list[str] | None
 ) -> tuple[Path | None, list[str] | None]:
     """Typer hands every positional to JOBFILE first; what came after `--` is the command.
 
-    `kaic submit -- ./run.sh` must run run.sh, never read it as a job file.
+    `kaic submit -- ./run.sh` must run run.sh, never read it as a job file. Click keeps no
+    trace of `--` in what it parses, so this looks at the words kaic was run with (`argv`,
+    which `main` hands over on the context).
     """
     positionals = ([str(jobfile)] if jobfile is not None else []) + list(command or [])
-    argv = sys.argv[1:]
-    if "--" in argv:
+    if argv is not None and "--" in argv:
         after = argv[argv.index("--") + 1 :]
         same = [os.path.normpath(a) for a in positionals[-len(after) :]] == [
             os.path.normpath(a) for a in after
@@ -187,6 +137,7 @@ def submit(
         bool, typer.Option("--follow", "-f", help="Stream its logs; exit with its outcome.")
     ] = False,
     json_out: JsonOpt = False,
+    jq: JqOpt = None,
 ) -> None:
     """Submit a job; prints its id alone on stdout.
 
@@ -206,10 +157,12 @@ def submit(
 
       kaic submit job.yaml --wait --follow --json    # CI: logs on stderr, final JSON on stdout
     """
-    from kaic.jobspec import SubmitOverrides, build_submit, load_job_file
+    from kaic.flows.submit import SubmitRequest
+    from kaic.flows.submit import submit as submit_job
+    from kaic.jobspec import SubmitOverrides
 
     app = get_app(ctx)
-    jobfile, command = _split_command(jobfile, command)
+    jobfile, command = _split_command(app.argv, jobfile, command)
     overrides = SubmitOverrides(
         name=name,
         project=project,
@@ -225,91 +178,51 @@ def submit(
         after=after or [],
         command=command or [],
     )
-    job_file = load_job_file(jobfile) if jobfile is not None else None
-    spec, input_list, output_list = build_submit(job_file, overrides)
-    from kaic.cli import job_staging
-
-    inputs = job_staging.check_inputs(job_file, input_list)
-    outputs = job_staging.plan_outputs(job_file, output_list)
-    api = _api(app)
-    if dry_run:
-        for item in inputs:
-            app.info(f"input {visible(item.src)} -> {visible(item.dst)} (not staged: dry run)")
-        result = api.dry_run(spec)
-        if json_out:
-            app.json(result.model_dump(mode="json"))
-        else:
-            app.out(f"valid: {'yes' if result.valid else 'no'}")
-            for problem in result.problems:
-                app.out(f"  problem: {visible(problem)}")
-            start = result.estimated_start.isoformat() if result.estimated_start else "unknown"
-            app.out(f"estimated start: {start}")
-            app.out(f"estimated charge: {result.estimated_gpu_hours:.2f} GPU-hours")
-        if not result.valid:
-            raise typer.Exit(int(ExitCode.REJECTED))
-        return
-    staged = job_staging.stage_inputs(app, inputs)
-    job = api.submit(spec, idempotency_key=idempotency_key)
-    extra: dict[str, Any] = {"inputs": [i.summary() for i in staged]} if staged else {}
-    if not (wait_ or follow):
-        for item in outputs:
-            app.info(
-                f"output {visible(item.src)} is fetched only with --wait or --follow; later: "
-                f"kaic data pull {visible(job_staging.remote_display(item.src))} "
-                f"{visible(item.dst)}"
-            )
-        if json_out:
-            app.json({**_job_json(job), **extra})
-        else:
-            app.out(visible(job.id))
-        return
-    if json_out or follow:
-        app.info(f"Submitted job {visible(job.id)}.")
-    else:
-        app.out(visible(job.id))  # CLI.md: the id alone on stdout, unless --json / --follow
-    _wait_and_exit(
-        app,
-        api,
-        job,
-        follow=follow and not job.array_tasks,
-        json_out=json_out,
-        outputs=outputs,
-        extra=extra,
+    request = SubmitRequest(
+        jobfile, overrides, idempotency_key, dry_run=dry_run, wait=wait_, follow=follow
     )
+    waiting = wait_ or follow
+
+    def submitted(job: "Job") -> None:
+        # CLI.md: the id alone on stdout, unless --json / --follow (then a notice on stderr);
+        # when waiting it comes at once, before the wait.
+        if waiting and (follow or app.output.json):
+            app.info(f"Submitted job {visible(job.id)}.")
+        elif waiting:
+            app.out(visible(job.id))
+
+    done = submit_job(
+        app.session,
+        request,
+        app.ui(),
+        logs=_log_writers(app, to_stderr=app.output.json),
+        on_submitted=submitted,
+    )
+    app.emit(done.document(), human=_submitted_human(app, done, waiting))
+    if done.exit_code:
+        raise typer.Exit(done.exit_code)
 
 
-def _wait_and_exit(
-    app: AppContext,
-    api: "JobsAPI",
-    job: "Job",
-    *,
-    follow: bool,
-    json_out: bool,
-    outputs: "list[Staged] | None" = None,
-    extra: dict[str, Any] | None = None,
-) -> None:
-    """Wait for `job`, fetch its outputs, print the outcome and exit with the outcome's code
-    (a job that succeeded but whose outputs could not be fetched exits with the fetch error's)."""
-    from kaic.cli import job_staging
-    from kaic.client.wait import wait_for_jobs
+def _submitted_human(
+    app: AppContext, done: "Submitted", waiting: bool
+) -> Callable[[], None] | None:
+    def dry_run() -> None:
+        result = done.dry_run
+        assert result is not None
+        app.out(f"valid: {'yes' if result.valid else 'no'}")
+        for problem in result.problems:
+            app.out(f"  problem: {visible(problem)}")
+        start = result.estimated_start.isoformat() if result.estimated_start else "unknown"
+        app.out(f"estimated start: {start}")
+        app.out(f"estimated charge: {result.estimated_gpu_hours:.2f} GPU-hours")
 
-    again = ("kaic logs -f", "follows") if follow else ("kaic wait", "waits for")
-    with hint_on_interrupt(_unaffected([job.id], *again)):
-        if follow:
-            _follow(app, job.id, "both", follow=True, tail=None, to_stderr=json_out)
-        final = wait_for_jobs(api, [job.id], sleep=app.sleep)[0]
-    app.info(_describe_end(final))
-    fetched = job_staging.fetch_outputs(app, outputs or [])
-    code = _outcome(final)
-    failed = job_staging.first_error(fetched)
-    if code == 0 and failed is not None:
-        code = int(failed.exit_code)
-    if json_out:
-        doc = {**_job_json(final), **(extra or {})}
-        if fetched:
-            doc["outputs"] = [o.summary() for o in fetched]
-        app.json(doc)
-    raise typer.Exit(code)
+    def job_id() -> None:
+        assert done.job is not None
+        app.out(visible(done.job.id))
+
+    if done.dry_run is not None:
+        return dry_run
+    return None if waiting else job_id  # a wait printed the id before it began
 
 
 def _elapsed(job: "Job") -> str:
@@ -332,6 +245,7 @@ def jobs(
     all_: Annotated[bool, typer.Option("--all", help="Include jobs that ended long ago.")] = False,
     limit: Annotated[int, typer.Option("--limit", help="At most this many jobs.", min=1)] = 50,
     json_out: JsonOpt = False,
+    jq: JqOpt = None,
 ) -> None:
     """List your jobs, newest first.
 
@@ -341,25 +255,11 @@ def jobs(
 
       kaic jobs --state RUNNING --json
     """
-    from kaic.models import JobState
+    from kaic.flows.jobs import list_jobs
 
     app = get_app(ctx)
-    states = []
-    for s in state or []:
-        try:
-            states.append(JobState(s.upper()).value)
-        except ValueError:
-            raise UsageError(
-                f"unknown state {s!r}", hint="one of " + ", ".join(x.value for x in JobState)
-            ) from None
-    found = list(_api(app).iter_jobs(states=states, all_jobs=all_, limit=limit))
-    if json_out:
-        app.json([_job_json(j) for j in found])
-        return
-    if not found:
-        app.info("No jobs. Submit one with `kaic submit -- COMMAND`.")
-        return
-    from kaic.cli.render import print_table
+    found = list_jobs(app.session(), state or [], all_jobs=all_, limit=limit)
+    from kaic.cli.render import table
 
     rows = [
         (
@@ -373,30 +273,35 @@ def jobs(
         )
         for j in found
     ]
-    print_table(
+    human = table(
         app,
         ("ID", "NAME", "STATE", "GPUS", "PARTITION", "ELAPSED", "REASON"),
         rows,
+        empty="No jobs. Submit one with `kaic submit -- COMMAND`.",
         colours={2: STATE_COLOURS},
     )
+    app.emit([_job_json(j) for j in found], human)
 
 
 def show(
     ctx: typer.Context,
     job_id: Annotated[str, typer.Argument(metavar="JOB", help="Job id.")],
     json_out: JsonOpt = False,
+    jq: JqOpt = None,
 ) -> None:
     """Show one job, with its event timeline.
 
     Example: kaic show 42 --json
     """
+    from kaic.flows.jobs import show_job
+
     app = get_app(ctx)
-    api = _api(app)
-    job = api.get(job_id)
-    events = api.events(job_id)
-    if json_out:
-        app.json({**_job_json(job), "events": [e.model_dump(mode="json") for e in events]})
-        return
+    job, events = show_job(app.session(), job_id)
+    doc = {**_job_json(job), "events": [e.model_dump(mode="json") for e in events]}
+    app.emit(doc, lambda: _show_human(app, job, events))
+
+
+def _show_human(app: AppContext, job: "Job", events: "list[JobEvent]") -> None:
     fields: list[tuple[str, Any]] = [
         ("id", job.id),
         ("name", job.name),
@@ -453,15 +358,16 @@ def logs(
 
       kaic logs -f 42 --stream stdout
     """
-    if stream not in ("stdout", "stderr", "both"):
+    from kaic.flows.jobs import STREAMS
+    from kaic.flows.jobs import logs as read_logs
+
+    if stream not in STREAMS:
         raise UsageError(f"unknown stream {stream!r}", hint="use stdout, stderr or both")
     app = get_app(ctx)
-    if not follow:
-        _follow(app, job_id, stream, follow=False, tail=tail)
-        return
-    with hint_on_interrupt(_unaffected([job_id], "kaic logs -f", "follows")):
-        _follow(app, job_id, stream, follow=True, tail=tail)
-    raise typer.Exit(_outcome(_api(app).get(job_id)))
+    writers = _log_writers(app, stream)
+    code = read_logs(app.session(), job_id, writers, app.ui(), follow=follow, tail=tail)
+    if code is not None:
+        raise typer.Exit(code)
 
 
 def wait(
@@ -471,6 +377,7 @@ def wait(
         str | None, typer.Option("--timeout", help="Give up after this long: 90s, 30m, 2h.")
     ] = None,
     json_out: JsonOpt = False,
+    jq: JqOpt = None,
 ) -> None:
     """Wait for jobs to end; exit 0 if all completed, else the code of the first that did not.
 
@@ -480,8 +387,9 @@ def wait(
 
       kaic wait 42 43 --timeout 2h --json
     """
-    from kaic.client.wait import WaitTimeout, wait_for_jobs
     from kaic.durations import parse_duration
+    from kaic.flows.jobs import first_failure, wait_jobs
+    from kaic.flows.wait import WaitTimeout
 
     app = get_app(ctx)
     limit = None
@@ -490,36 +398,32 @@ def wait(
             limit = float(parse_duration(timeout))
         except ValueError as exc:
             raise UsageError(f"--timeout: {exc}") from None
-    api = _api(app)
     try:
-        with hint_on_interrupt(_unaffected(job_ids, "kaic wait", "waits for")):
-            final = wait_for_jobs(api, job_ids, timeout=limit, sleep=app.sleep)
+        final = wait_jobs(app.session(), job_ids, app.ui(), timeout=limit)
     except WaitTimeout as exc:
-        if json_out:
-            app.json([_job_json(j) for j in exc.jobs])
+        app.emit([_job_json(j) for j in exc.jobs])  # the jobs as last seen, then the error
         raise
-    for job in final:
-        app.info(_describe_end(job))
-    if json_out:
-        app.json([_job_json(j) for j in final])
-    codes = [_outcome(j) for j in final]
-    raise typer.Exit(next((c for c in codes if c != 0), 0))
+    app.emit([_job_json(j) for j in final])
+    raise typer.Exit(first_failure(final))
 
 
 def cancel(
     ctx: typer.Context,
     job_ids: Annotated[list[str], typer.Argument(metavar="JOB...", help="Job ids.")],
     json_out: JsonOpt = False,
+    jq: JqOpt = None,
 ) -> None:
     """Cancel jobs (pending ones at once; running ones get SIGTERM, then SIGKILL).
 
     Example: kaic cancel 42 43
     """
+    from kaic.flows.jobs import cancel_jobs
+
     app = get_app(ctx)
-    api = _api(app)
-    done = [api.cancel(j) for j in job_ids]
-    if json_out:
-        app.json([_job_json(j) for j in done])
-        return
-    for job in done:
-        app.info(f"Cancelling job {visible(job.id)} ({job.state.value}).")
+    done = cancel_jobs(app.session(), job_ids)
+
+    def human() -> None:  # notices only: nothing on stdout
+        for job in done:
+            app.info(f"Cancelling job {visible(job.id)} ({job.state.value}).")
+
+    app.emit([_job_json(j) for j in done], human)

@@ -14,6 +14,7 @@ from kaic.cli import (
     auth,
     bench,
     center,
+    center_admin,
     config_cmd,
     data,
     doctor,
@@ -58,8 +59,11 @@ def root(
         ),
     ] = False,
 ) -> None:
-    ctx.obj = AppContext(profile=profile)
-    ctx.call_on_close(ctx.obj.close)
+    # `main` (and a test's `run_line`) hands in the context; an embedding caller may not.
+    app_ctx = ctx.obj if isinstance(ctx.obj, AppContext) else AppContext()
+    app_ctx.profile = profile
+    ctx.obj = app_ctx
+    ctx.call_on_close(app_ctx.close)
 
 
 auth.register(app)
@@ -69,6 +73,8 @@ bench.register(app)
 doctor.register(app)
 app.add_typer(tokens.app, name="token")
 app.add_typer(data.app, name="data")
+center.app.add_typer(center_admin.user_app, name="user")
+center.app.add_typer(center_admin.project_app, name="project")
 app.add_typer(center.app, name="center")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(help_cmd.app, name="help")
@@ -104,7 +110,7 @@ def main() -> None:
         return
     interrupt.install()
     try:
-        app(prog_name="kaic")
+        app(prog_name="kaic", obj=AppContext(argv=sys.argv[1:]))
     except SystemExit as exc:
         # Typer ends a command that Ctrl-C stopped with a silent exit 130 (a Click prompt's
         # Ctrl-C with "Aborted.", exit 1): say what happened, exit as a shell would.

@@ -1,9 +1,11 @@
-"""Rendering helpers shared by commands: tables on a terminal, plain rows when piped."""
+"""Rendering helpers shared by commands: tables on a terminal, plain rows when piped; raw
+bytes for job logs."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import IO
 
 from kaic.cli.context import AppContext
 from kaic.text import visible
@@ -40,3 +42,38 @@ def print_table(
     widths = [max(len(h), *(len(r[i]) for r in shown)) for i, h in enumerate(headers)]
     for row in (headers, *shown):
         app.out("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def table(
+    app: AppContext,
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    empty: str | None = None,
+    colours: Mapping[int, Mapping[str, str]] | None = None,
+) -> Callable[[], None]:
+    """The human rendering of a list for `AppContext.emit`: the table, or — with no rows and
+    an `empty` notice — that notice on stderr (stdout stays empty)."""
+
+    def show() -> None:
+        if not rows and empty is not None:
+            app.info(empty)
+        else:
+            print_table(app, headers, rows, colours=colours)
+
+    return show
+
+
+def binary_writer(stream: IO[str]) -> Callable[[bytes], None]:
+    """Raw bytes to `stream` (a job's log is passed through as is, like `cat`)."""
+    buf = getattr(stream, "buffer", None)
+
+    def write(data: bytes) -> None:
+        if buf is not None:
+            buf.write(data)
+            buf.flush()
+        else:
+            stream.write(data.decode(errors="replace"))
+            stream.flush()
+
+    return write

@@ -3,7 +3,7 @@
 import typer
 
 from kaic.cli.context import get_app
-from kaic.cli.options import JsonOpt
+from kaic.cli.options import JqOpt, JsonOpt
 
 
 def register(app: typer.Typer) -> None:
@@ -11,19 +11,14 @@ def register(app: typer.Typer) -> None:
     app.command("usage")(usage)
 
 
-def resources(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+def resources(ctx: typer.Context, json_out: JsonOpt = False, jq: JqOpt = None) -> None:
     """Show partitions: GPU type, total and free GPUs, max time, queue depth.
 
     Example: kaic resources --json
     """
-    from kaic.client.jobs import JobsAPI
-
     app = get_app(ctx)
-    parts = JobsAPI(app.session().client).partitions()
-    if json_out:
-        app.json([p.model_dump(mode="json") for p in parts])
-        return
-    from kaic.cli.render import print_table
+    parts = app.session().jobs.partitions()
+    from kaic.cli.render import table
 
     rows = [
         (
@@ -36,7 +31,8 @@ def resources(ctx: typer.Context, json_out: JsonOpt = False) -> None:
         )
         for p in parts
     ]
-    print_table(app, ("PARTITION", "GPU_TYPE", "GPUS", "FREE", "MAX_TIME", "PENDING"), rows)
+    headers = ("PARTITION", "GPU_TYPE", "GPUS", "FREE", "MAX_TIME", "PENDING")
+    app.emit([p.model_dump(mode="json") for p in parts], table(app, headers, rows))
 
 
 def _hours(seconds: int) -> str:
@@ -45,20 +41,14 @@ def _hours(seconds: int) -> str:
     return format_duration(seconds)
 
 
-def usage(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+def usage(ctx: typer.Context, json_out: JsonOpt = False, jq: JqOpt = None) -> None:
     """Show your projects' GPU-hour allocations: granted, used, remaining.
 
     Example: kaic usage --json
     """
     app = get_app(ctx)
-    projects = app.session().client.projects()
-    if json_out:
-        app.json([p.model_dump(mode="json") for p in projects])
-        return
-    if not projects:
-        app.info("You are not a member of any project.")
-        return
-    from kaic.cli.render import print_table
+    projects = app.session().jobs.projects()
+    from kaic.cli.render import table
 
     rows = [
         (
@@ -69,4 +59,10 @@ def usage(ctx: typer.Context, json_out: JsonOpt = False) -> None:
         )
         for p in projects
     ]
-    print_table(app, ("PROJECT", "GRANTED", "USED", "REMAINING"), rows)
+    human = table(
+        app,
+        ("PROJECT", "GRANTED", "USED", "REMAINING"),
+        rows,
+        empty="You are not a member of any project.",
+    )
+    app.emit([p.model_dump(mode="json") for p in projects], human)

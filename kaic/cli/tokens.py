@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 
 from kaic.cli.context import get_app
-from kaic.cli.options import JsonOpt
+from kaic.cli.options import JqOpt, JsonOpt
 from kaic.errors import UsageError
 from kaic.text import visible
 
@@ -49,39 +49,39 @@ def create(
     ] = ",".join(VALID_SCOPES),
     expires: Annotated[str, typer.Option("--expires", help="Lifetime: 30d, 12w, 1y.")] = "30d",
     json_out: JsonOpt = False,
+    jq: JqOpt = None,
 ) -> None:
     """Create an API token; its secret is printed once, on stdout.
 
     Example: kaic token create ci-main --scope jobs:read,jobs:write --expires 90d
     """
+    from kaic.flows.account import create_token
+
     app_ = get_app(ctx)
     scopes, days = parse_scopes(scope), parse_days(expires)
-    created = app_.session().client.create_token(name, scopes, days)
-    if json_out:
-        app_.json(created.model_dump(mode="json"))
-        return
-    app_.info(
-        f"Created token {visible(created.name)} ({visible(created.id)}; "
-        f"scopes {visible(', '.join(created.scopes))}; "
-        f"expires {created.expires_at:%Y-%m-%d}). Copy it now: it is not shown again."
-    )
-    app_.out(visible(created.token))
+    created = create_token(app_.session(), name, scopes, days)
+
+    def human() -> None:
+        app_.info(
+            f"Created token {visible(created.name)} ({visible(created.id)}; "
+            f"scopes {visible(', '.join(created.scopes))}; "
+            f"expires {created.expires_at:%Y-%m-%d}). Copy it now: it is not shown again."
+        )
+        app_.out(visible(created.token))
+
+    app_.emit(created.model_dump(mode="json"), human)
 
 
 @app.command("list")
-def list_(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+def list_(ctx: typer.Context, json_out: JsonOpt = False, jq: JqOpt = None) -> None:
     """List your API tokens (never their secrets).
 
     Example: kaic token list --json
     """
     app_ = get_app(ctx)
-    tokens = app_.session().client.list_tokens()
-    if json_out:
-        app_.json([t.model_dump(mode="json") for t in tokens])
-        return
-    if not tokens:
-        app_.info("No API tokens. Create one with `kaic token create NAME`.")
-        return
+    tokens = app_.session().tokens.all()
+    from kaic.cli.render import table
+
     rows = [
         (
             t.id,
@@ -93,9 +93,13 @@ def list_(ctx: typer.Context, json_out: JsonOpt = False) -> None:
         )
         for t in tokens
     ]
-    from kaic.cli.render import print_table
-
-    print_table(app_, ("ID", "NAME", "SCOPES", "EXPIRES", "LAST USED", "STATUS"), rows)
+    human = table(
+        app_,
+        ("ID", "NAME", "SCOPES", "EXPIRES", "LAST USED", "STATUS"),
+        rows,
+        empty="No API tokens. Create one with `kaic token create NAME`.",
+    )
+    app_.emit([t.model_dump(mode="json") for t in tokens], human)
 
 
 @app.command("revoke")
@@ -103,14 +107,14 @@ def revoke(
     ctx: typer.Context,
     token_id: Annotated[str, typer.Argument(help="The token's id (from `kaic token list`).")],
     json_out: JsonOpt = False,
+    jq: JqOpt = None,
 ) -> None:
     """Revoke an API token at once.
 
     Example: kaic token revoke tok_3f9a1c2d
     """
     app_ = get_app(ctx)
-    app_.session().client.revoke_token(token_id)
-    if json_out:
-        app_.json({"id": token_id, "revoked": True})
-    else:
-        app_.info(f"Revoked token {visible(token_id)}.")
+    app_.session().tokens.revoke(token_id)
+    app_.emit(
+        {"id": token_id, "revoked": True}, lambda: app_.info(f"Revoked token {visible(token_id)}.")
+    )

@@ -1,4 +1,5 @@
-"""Typed calls of the jobs, partitions and projects endpoints (on top of `CenterClient`)."""
+"""The jobs area of the center API: jobs, their events and cancellation, and the partitions
+and projects a job runs on and is charged to."""
 
 from __future__ import annotations
 
@@ -92,4 +93,5 @@ class JobsAPI:
         return self.client.parse_list(self.client.request("GET", "/v1/partitions"), Partition)
 
     def projects(self) -> list[ProjectInfo]:
-        return self.client.projects()
+        """`GET /v1/projects`: GPU-hour allocations of the user's projects."""
+        return self.client.parse_list(self.client.request("GET", "/v1/projects"), ProjectInfo)

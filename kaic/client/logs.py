@@ -1,4 +1,5 @@
-"""Reading and following job logs by byte offset: nothing lost, nothing repeated.
+"""The logs area of the center API: reading and following job logs by byte offset —
+nothing lost, nothing repeated.
 
 The center streams raw bytes from an offset and says where it started (``X-Log-Offset``).
 The follower counts every byte it hands on; when the connection drops, the center restarts
@@ -46,17 +47,22 @@ def read_log(
     sleep: Callable[[float], None] = time.sleep,
     get_job: Callable[[str], Job] | None = None,
     stop: threading.Event | None = None,
+    on_reachability: Callable[[bool], None] | None = None,
 ) -> LogCursor:
     """Copy a job's log stream to `write` from `cursor.offset` (or its last `tail` lines).
 
     Without `follow`, what exists now. With `follow`, until the job is terminal and the log
     drained, reconnecting from the exact byte offset after any failure (for up to
     `RECONNECT_BUDGET_S` of continuous outage) except a TLS failure, which recurs every time.
+    `on_reachability` hears False when a follow cannot reach the center and True when it
+    connects (a stream that broke off after connecting, e.g. a silent job's read timeout, is
+    no outage by itself).
     """
     first = True
     failing_since: float | None = None
     delay = RECONNECT_START_S
     while stop is None or not stop.is_set():
+        connected = False
         params: dict[str, object] = {
             "stream": cursor.stream,
             "offset": cursor.offset,
@@ -70,6 +76,9 @@ def read_log(
                 # Connected: an outage (if any) is over; a silent job's read timeouts below
                 # just reconnect, they never count towards giving up.
                 failing_since, delay = None, RECONNECT_START_S
+                connected = True
+                if on_reachability is not None:
+                    on_reachability(True)
                 start = int(resp.headers.get("X-Log-Offset", cursor.offset))
                 if first and tail is not None:
                     cursor.offset = start
@@ -97,6 +106,8 @@ def read_log(
                 if isinstance(exc, Unreachable):
                     raise
                 raise Unreachable(f"the log stream broke off: {exc}") from None
+            if not connected and on_reachability is not None:
+                on_reachability(False)
             now = time.monotonic()
             failing_since = failing_since or now
             if now - failing_since > RECONNECT_BUDGET_S:
@@ -122,6 +133,7 @@ def follow_both(
     follow: bool,
     tail: int | None = None,
     get_job: Callable[[str], Job] | None = None,
+    on_reachability: Callable[[bool], None] | None = None,
 ) -> dict[str, LogCursor]:
     """Read several streams of one job at once (one thread each); re-raise the first error.
 
@@ -152,6 +164,7 @@ def follow_both(
                 tail=tail,
                 get_job=get_job,
                 stop=stop,
+                on_reachability=on_reachability,
             )
         except _Stopped:
             pass

@@ -23,7 +23,7 @@ from kaic.staging.plan import Entry, Tree, Warn, is_part
 
 #: one file's sha256 hex from the center (`GET /v1/files/checksum`), None if it has none
 ChecksumFn = Callable[[str], str | None]
-#: many files' at once (`POST /v1/files/checksums`, `kaic.client.files.FileChecksumsClient`)
+#: many files' at once (`POST /v1/files/checksums`, `kaic.client.staging.FileChecksumsClient`)
 ChecksumsFn = Callable[[Sequence[str]], dict[str, str | None]]
 
 _EXEC_BATCH = 64

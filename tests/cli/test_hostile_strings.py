@@ -1,20 +1,21 @@
 """Hostile strings from the center and from file systems are shown as text, in every command
 that prints them, on a terminal and piped (`tests/hostile.py` is the corpus).
 
-A center may refuse control characters in job fields (422), so each hostile job name is
-either refused with a clear 4xx naming the field or stored and shown safely. Reasons and
-event messages come from executors (Slurm's reason strings) and older centers: the tests
-store them as such a center would, in the real center's database, then read them back
-through the real API. File names come from the local and the remote file system. A center's
-error message is faked with respx (the real center quotes what it echoes).
+A center may refuse control characters in job fields, and kaic's own job model refuses them
+before anything is sent (exit 2 naming the flag): each hostile job name is either refused
+with a clear error naming the field or stored and shown safely. Reasons and event messages
+come from executors (Slurm's reason strings) and older centers: the job tests give them to
+the commands as such a center would answer them (`FakeCenter`, in process: what is tested is
+what the commands show; the real center's own refusals are `tests/center/`'s). File names
+come from the local and the remote file system, through a real local center and its SFTP
+endpoint. A center's error message is faked with respx (the real center quotes what it
+echoes).
 """
 
 from __future__ import annotations
 
 import os
-import sqlite3
 import sys
-from contextlib import closing
 from pathlib import Path
 
 import httpx
@@ -25,6 +26,7 @@ from kaic.errors import ExitCode
 from kaic.text import visible, visible_lines
 from tests.helpers import run_cli
 from tests.hostile import CORPUS, RAW_FILE_NAMES, Hostile, assert_shown_safely, by_label
+from tests.inprocess import FakeCenter, RunLine
 from tests.terminal import run_on_terminal
 
 
@@ -43,41 +45,29 @@ def test_visible_escapes_every_corpus_entry_as_written() -> None:
     assert visible_lines("two\nlines\x1b") == "two\nlines\\x1b"
 
 
-# -- jobs: names through the API, reasons and events as a center stores them ----------------
+# -- jobs: names through the API, reasons and events as a center answers them --------------
 
 
-def _center_db(home: Path) -> Path:
-    return home / "state" / "center" / "center.db"
-
-
-def _store_as_a_center_would(home: Path, job_id: str, entry: Hostile, state: str) -> None:
+def _store_as_a_center_would(center: FakeCenter, job_id: str, entry: Hostile, state: str) -> None:
     """Give a finished job `entry` as its name, end reason and last event message, as an
     executor (a Slurm reason) or an older center that accepted any name would have."""
-    with closing(sqlite3.connect(_center_db(home), timeout=30)) as db, db:
-        (at,) = db.execute(
-            "SELECT at FROM job_events WHERE job_id = ? ORDER BY id DESC LIMIT 1", (job_id,)
-        ).fetchone()
-        db.execute(
-            "UPDATE jobs SET name = ?, reason = ?, state = ?, exit_code = 1 WHERE id = ?",
-            (entry.value, entry.value, state, job_id),
-        )
-        db.execute(
-            "INSERT INTO job_events (job_id, at, state, message) VALUES (?, ?, ?, ?)",
-            (job_id, at, state, entry.value),
-        )
+    center.jobs[job_id].update(name=entry.value, reason=entry.value, state=state, exit_code=1)
+    at = center.events[job_id][-1]["at"]
+    center.events[job_id].append({"at": at, "state": state, "message": entry.value})
 
 
 @pytest.fixture
-def hostile_jobs(isolated_dirs: Path) -> dict[str, str]:
+def hostile_jobs(fake_center: FakeCenter, run_line: RunLine) -> dict[str, str]:
     """One finished job per corpus entry (label -> job id), the entry in its name, reason
-    and events. Submitting with the hostile name shows the API either refuses it with a
-    clear 4xx or stores it."""
+    and events. Submitting with the hostile name shows kaic either refuses it with a clear
+    error naming the field or sends it."""
+    fake_center.serve_jobs()
     ids: dict[str, str] = {}
     for entry in CORPUS:
         if "\x00" in entry.value:  # argv cannot carry NUL: only the stored path below
-            res = run_cli("submit", "--name", f"refused-{entry.label}", "--", "true")
+            res = run_line("submit", "--name", f"refused-{entry.label}", "--", "true")
         else:
-            res = run_cli("submit", "--name", entry.value, "--", "true", expect=None)
+            res = run_line("submit", "--name", entry.value, "--", "true", expect=None)
             _no_crash(res.stderr)
             if res.code != 0:
                 assert res.code in (ExitCode.USAGE, ExitCode.REJECTED), res.explain()
@@ -85,53 +75,51 @@ def hostile_jobs(isolated_dirs: Path) -> dict[str, str]:
                 # bidi stay legal in names
                 assert "name" in res.stderr, res.explain()  # the refusal names the field
                 assert_shown_safely(res.stderr, entry, literal=False)
-                res = run_cli("submit", "--name", f"refused-{entry.label}", "--", "true")
+                res = run_line("submit", "--name", f"refused-{entry.label}", "--", "true")
         ids[entry.label] = res.stdout.strip()
-    run_cli("wait", *ids.values())
+    run_line("wait", *ids.values())
     for entry in CORPUS:
         # The long one ends CANCELLED, so a terminal table of the FAILED ones stays narrow.
         state = "CANCELLED" if entry.label == "long" else "FAILED"
-        _store_as_a_center_would(isolated_dirs, ids[entry.label], entry, state)
+        _store_as_a_center_would(fake_center, ids[entry.label], entry, state)
     return ids
 
 
-@pytest.mark.timeout(400)
-def test_jobs_show_wait_show_hostile_fields_as_text(hostile_jobs: dict[str, str]) -> None:
-    piped = run_cli("jobs", "--all", "--limit", "100")
+def test_jobs_show_wait_show_hostile_fields_as_text(
+    hostile_jobs: dict[str, str], run_line: RunLine
+) -> None:
+    piped = run_line("jobs", "--all", "--limit", "100")
     assert piped.stdout.count("\n") == len(CORPUS) + 1  # header + one row each: no line breaks
     for entry in CORPUS:
         assert_shown_safely(piped.stdout, entry)
 
-    table = run_on_terminal("jobs", "--all", "--state", "FAILED", "--limit", "100")
-    assert table.code == 0, table.explain()
-    _no_crash(table.text)
-    assert "\x1b[" in table.raw  # it is the rich table (coloured states)
+    table = run_line("jobs", "--all", "--state", "FAILED", "--limit", "100", terminal=True)
+    _no_crash(table.stdout + table.stderr)
+    assert "\x1b[" in table.stdout  # it is the rich table (coloured states)
     for entry in CORPUS:
         if entry.label != "long":
-            assert_shown_safely(table.text, entry)
+            assert_shown_safely(table.stdout, entry)
 
-    waited = run_cli("wait", *hostile_jobs.values(), expect=1)  # the first FAILED job's code
-    on_terminal = run_on_terminal("wait", *hostile_jobs.values())
-    assert on_terminal.code == 1, on_terminal.explain()
+    waited = run_line("wait", *hostile_jobs.values(), expect=1)  # the first FAILED job's code
+    on_terminal = run_line("wait", *hostile_jobs.values(), expect=1, terminal=True)
     for entry in CORPUS:
         assert_shown_safely(waited.stderr, entry)
-        assert_shown_safely(on_terminal.text, entry)
+        assert_shown_safely(on_terminal.stdout + on_terminal.stderr, entry)
 
     for entry in CORPUS:
         job_id = hostile_jobs[entry.label]
-        shown = run_cli("show", job_id)
+        shown = run_line("show", job_id)
         assert_shown_safely(shown.stdout, entry)
         assert shown.stdout.count(entry.shown) == 3  # name, reason, the event's message
         if entry.has_controls or entry.raw:
-            terminal = run_on_terminal("show", job_id)
-            assert terminal.code == 0, terminal.explain()
-            assert_shown_safely(terminal.text, entry)
+            terminal = run_line("show", job_id, terminal=True)
+            assert_shown_safely(terminal.stdout, entry)
 
 
-def test_json_output_stays_exact(hostile_jobs: dict[str, str]) -> None:
+def test_json_output_stays_exact(hostile_jobs: dict[str, str], run_line: RunLine) -> None:
     for label in ("csi-clear", "osc8-link", "lf", "nul", "bidi-rlo", "markup-close"):
         entry = by_label(label)
-        doc = run_cli("show", hostile_jobs[label], "--json").json()
+        doc = run_line("show", hostile_jobs[label], "--json").json()
         assert isinstance(doc, dict)
         assert doc["name"] == doc["reason"] == doc["events"][-1]["message"] == entry.value
 

@@ -8,13 +8,11 @@ import re
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from kaic.cli import jobs as jobs_cli
-from kaic.cli.main import app
 from kaic.errors import Interrupted
 from tests.e2e.test_login import login
 from tests.helpers import RunningCenter, run_cli
+from tests.inprocess import FakeCenter, RunLine, job
 from tests.terminal import Shown, run_on_terminal
 
 NOTICE = "the local center at"  # "kaic: using (or started) the local center at URL"
@@ -102,9 +100,8 @@ def test_login_prompts(isolated_dirs: Path, args: list[str], prompt: str) -> Non
 # -- the hints, deterministically (in-process, the wait itself interrupted) -----------------
 
 
-class _Job:
-    def __init__(self, job_id: str) -> None:
-        self.id = job_id
+def _interrupted(*_a: object, **_k: object) -> None:
+    raise KeyboardInterrupt
 
 
 @pytest.mark.parametrize(
@@ -115,34 +112,23 @@ class _Job:
     ],
 )
 def test_wait_says_how_to_continue(
-    monkeypatch: pytest.MonkeyPatch, args: list[str], hint: str
+    monkeypatch: pytest.MonkeyPatch, run_line: RunLine, args: list[str], hint: str
 ) -> None:
-    import kaic.client.wait
+    import kaic.flows.wait
 
-    def interrupted(*_a: object, **_k: object) -> None:
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(jobs_cli, "_api", lambda _app: object())
-    monkeypatch.setattr(kaic.client.wait, "wait_for_jobs", interrupted)
-    result = CliRunner().invoke(app, args)
-    assert isinstance(result.exception, Interrupted), result.output
+    monkeypatch.setattr(kaic.flows.wait, "wait_for_jobs", _interrupted)
+    result = run_line(*args, expect=130)
+    assert isinstance(result.exception, Interrupted), result.explain()
     assert result.exception.exit_code == 130 and result.exception.hint == hint
 
 
-def test_submit_wait_says_how_to_continue(monkeypatch: pytest.MonkeyPatch) -> None:
-    import kaic.client.wait
+def test_submit_wait_says_how_to_continue(
+    monkeypatch: pytest.MonkeyPatch, fake_center: FakeCenter, run_line: RunLine
+) -> None:
+    import kaic.flows.wait
 
-    def interrupted(*_a: object, **_k: object) -> None:
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(kaic.client.wait, "wait_for_jobs", interrupted)
-    with pytest.raises((Interrupted, KeyboardInterrupt)) as err:  # never a bare Ctrl-C
-        jobs_cli._wait_and_exit(
-            jobs_cli.AppContext(),
-            object(),
-            _Job("7"),
-            follow=False,
-            json_out=False,  # type: ignore[arg-type]
-        )
-    assert isinstance(err.value, Interrupted)
-    assert err.value.hint == "the job is not affected; `kaic wait 7` waits for it again"
+    fake_center.on("POST", "/v1/jobs", json=job("7"), status=201)
+    monkeypatch.setattr(kaic.flows.wait, "wait_for_jobs", _interrupted)
+    result = run_line("submit", "--wait", "--", "true", expect=130)  # never a bare Ctrl-C
+    assert isinstance(result.exception, Interrupted), result.explain()
+    assert result.exception.hint == "the job is not affected; `kaic wait 7` waits for it again"

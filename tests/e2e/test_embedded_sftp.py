@@ -19,9 +19,12 @@ from pathlib import Path
 import pytest
 
 from kaic.auth.credentials import Credentials
-from kaic.auth.ssh import SshIdentity, ensure_identity, known_hosts_lines, staging_info
+from kaic.auth.ssh import SshIdentity, known_hosts_lines
 from kaic.center.ssh_ca import UserCA
 from kaic.client.api import CenterClient
+from kaic.client.auth import AuthAPI
+from kaic.client.staging import staging_info
+from kaic.flows.ssh_target import ensure_identity
 from kaic.models.staging import SshCertificate, StagingInfo
 from tests.helpers import RunningCenter, run_cli, start_center, unavailable
 
@@ -63,7 +66,7 @@ def center(tmp_path: Path) -> Iterator[RunningCenter]:
 
 def login(center: RunningCenter, user: str, tmp_path: Path) -> Login:
     with CenterClient(center.url) as client:
-        tokens = client.login_password(user, PASSWORD)
+        tokens = AuthAPI(client).login_password(user, PASSWORD)
         client.set_credentials(Credentials(access_token=tokens.access_token, kind="session"))
         info = staging_info(client)
         identity = ensure_identity(client, f"e2e-{user}")
@@ -324,7 +327,7 @@ def test_expired_certificate_refused_then_renewed(
     )
     cert_path.write_text(expired.certificate + "\n")
     with CenterClient(center.url) as client:
-        tokens = client.login_password("alice", PASSWORD)
+        tokens = AuthAPI(client).login_password("alice", PASSWORD)
         client.set_credentials(Credentials(access_token=tokens.access_token, kind="session"))
         info = staging_info(client)
     known_hosts = tmp_path / "known_hosts"
@@ -400,7 +403,7 @@ def test_transfers_resume_through_cut_connections(center: RunningCenter, tmp_pat
     (src / "big.dat").write_bytes(os.urandom(24 << 20))
 
     with CenterClient(center.url) as client:
-        tokens = client.login_password("alice", PASSWORD)
+        tokens = AuthAPI(client).login_password("alice", PASSWORD)
         client.set_credentials(Credentials(access_token=tokens.access_token, kind="session"))
 
         def checksum(path: str) -> str | None:
@@ -489,7 +492,7 @@ def _rsa_identity(center: RunningCenter, tmp_path: Path) -> Login:
         capture_output=True,
     )
     with CenterClient(center.url) as client:
-        tokens = client.login_password("alice", PASSWORD)
+        tokens = AuthAPI(client).login_password("alice", PASSWORD)
         client.set_credentials(Credentials(access_token=tokens.access_token, kind="session"))
         public = key.with_name("id_rsa.pub").read_text().strip()
         response = client.request("POST", "/v1/ssh/certificates", json={"public_key": public})

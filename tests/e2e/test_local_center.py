@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from kaic.client.local_center import _pid_alive
+from kaic.flows.local_center import _pid_alive
 from tests.helpers import cli_env, run_cli
 
 

@@ -16,9 +16,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from kaic.auth.credentials import Credentials
-from kaic.auth.ssh import SshIdentity, ensure_identity, known_hosts_lines, staging_info
+from kaic.auth.ssh import SshIdentity, known_hosts_lines
 from kaic.center.admin import add_user
 from kaic.client.api import CenterClient
+from kaic.client.auth import AuthAPI
+from kaic.client.staging import staging_info
+from kaic.flows.ssh_target import ensure_identity
 from tests.helpers import RunningCenter, run_cli, start_center
 from tests.sshd import STAGING_USER, RunningSshd, require_sshd, start_sshd
 
@@ -102,7 +105,7 @@ def test_certificate_login_against_real_sshd(
     assert list((isolated_dirs / "config" / "ssh").glob("*/id_ed25519-cert.pub"))
 
     with CenterClient(center.url) as client:
-        tokens = client.login_password("alice", PASSWORD)
+        tokens = AuthAPI(client).login_password("alice", PASSWORD)
         client.set_credentials(Credentials(access_token=tokens.access_token, kind="session"))
         info = staging_info(client)
         identity = ensure_identity(client, "e2e")

@@ -14,7 +14,8 @@ import respx
 
 from kaic.auth.credentials import Credentials
 from kaic.client.api import CenterClient
-from kaic.client.files import FileChecksumsClient
+from kaic.client.auth import AuthAPI
+from kaic.client.staging import FileChecksumsClient
 from kaic.staging import transfer
 from kaic.staging.plan import part_name
 from kaic.staging.transfer import push
@@ -42,7 +43,7 @@ def alice_client(center: RunningCenter) -> Iterator[tuple[CenterClient, Counting
     center.add_user("alice", PASSWORD, unix_account="alice01")
     counting = CountingTransport()
     with CenterClient(center.url, transport=counting) as client:
-        tokens = client.login_password("alice", PASSWORD)
+        tokens = AuthAPI(client).login_password("alice", PASSWORD)
         client.set_credentials(Credentials(access_token=tokens.access_token, kind="session"))
         home = center.state_dir / "storage" / "alice"
         home.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,11 @@ import respx
 
 from kaic.auth.credentials import Credentials
 from kaic.client.api import CenterClient, backoff_delay, parse_retry_after
-from kaic.config import TransportPolicy
+from kaic.client.auth import AuthAPI
+from kaic.client.health import HealthAPI
+from kaic.client.jobs import JobsAPI
+from kaic.client.tls import TransportPolicy
+from kaic.client.tokens import TokensAPI
 from kaic.errors import (
     AuthRequired,
     ExitCode,
@@ -29,6 +33,8 @@ from kaic.errors import (
     UsageError,
     error_for_status,
 )
+from kaic.flows.account import create_token
+from kaic.flows.session import Session
 
 BASE = "https://center.test"
 EXPIRES = (datetime.now(timezone.utc) + timedelta(minutes=15)).isoformat()
@@ -107,7 +113,7 @@ def test_401_refreshes_once_persists_and_retries() -> None:
     rec = Recorder(handler)
     persisted: list[Credentials] = []
     with rec.client(credentials=session(), on_refresh=persisted.append) as client:
-        me = client.me()
+        me = AuthAPI(client).me()
     assert me.user == "alice"
     assert rec.paths() == ["GET /v1/me", "POST /v1/auth/token", "GET /v1/me"]
     assert len(persisted) == 1
@@ -129,7 +135,7 @@ def test_refresh_failure_is_auth_required_with_login_hint() -> None:
         rec.client(credentials=session(), on_refresh=persisted.append) as client,
         pytest.raises(AuthRequired) as info,
     ):
-        client.me()
+        AuthAPI(client).me()
     assert info.value.exit_code == ExitCode.AUTH
     assert info.value.code == "refresh_token_reused"
     assert "kaic login" in (info.value.hint or "")
@@ -146,7 +152,7 @@ def test_second_401_after_refresh_does_not_loop() -> None:
 
     rec = Recorder(handler)
     with rec.client(credentials=session()) as client, pytest.raises(AuthRequired):
-        client.me()
+        AuthAPI(client).me()
     assert rec.paths() == ["GET /v1/me", "POST /v1/auth/token", "GET /v1/me"]
 
 
@@ -160,7 +166,7 @@ def test_second_401_after_refresh_does_not_loop() -> None:
 def test_no_refresh_without_refresh_token(creds: Credentials) -> None:
     rec = Recorder(lambda r: err(401, "invalid_token", "API token expired", rid="r-9"))
     with rec.client(credentials=creds) as client, pytest.raises(AuthRequired) as info:
-        client.projects()
+        JobsAPI(client).projects()
     assert rec.paths() == ["GET /v1/projects"]
     assert info.value.message == "API token expired (request id: r-9)"
     assert info.value.code == "invalid_token"
@@ -180,7 +186,7 @@ def test_revoke_after_refresh_sends_rotated_token() -> None:
 
     rec = Recorder(handler)
     with rec.client(credentials=session()) as client:
-        client.revoke()
+        AuthAPI(client).revoke()
     assert seen == [{"refresh_token": "kar_new_refresh_2"}]
 
 
@@ -197,7 +203,7 @@ def test_get_retried_on_gateway_errors_with_backoff(status: int) -> None:
 
     rec = Recorder(handler)
     with rec.client() as client:
-        assert client.projects() == []
+        assert JobsAPI(client).projects() == []
     assert len(rec.requests) == 4
     assert len(rec.sleeps) == 3
     for attempt, delay in enumerate(rec.sleeps):
@@ -208,7 +214,7 @@ def test_get_retried_on_gateway_errors_with_backoff(status: int) -> None:
 def test_backoff_is_capped_and_gives_up() -> None:
     rec = Recorder(lambda r: err(503, "unavailable", "maintenance"))
     with rec.client(max_retries=6) as client, pytest.raises(Unreachable) as info:
-        client.me()
+        AuthAPI(client).me()
     assert len(rec.requests) == 7
     assert len(rec.sleeps) == 6
     assert all(d <= 8.0 for d in rec.sleeps)
@@ -236,7 +242,7 @@ def test_get_retried_on_connect_errors() -> None:
 
     rec = Recorder(handler)
     with rec.client() as client:
-        assert client.me().user == "alice"
+        assert AuthAPI(client).me().user == "alice"
     assert len(rec.requests) == 3
     assert len(rec.sleeps) == 2
 
@@ -248,11 +254,11 @@ def test_get_retried_on_read_timeout_but_plain_post_is_not() -> None:
     rec = Recorder(handler)
     with rec.client(max_retries=2, timeout=5) as client:
         with pytest.raises(Unreachable):
-            client.me()
+            AuthAPI(client).me()
         assert len(rec.requests) == 3
         rec.requests.clear()
         with pytest.raises(Unreachable) as info:
-            client.create_token("ci", ["jobs:read"], 30)
+            TokensAPI(client).create("ci", ["jobs:read"], 30)
     assert len(rec.requests) == 1
     assert "did not answer within 5 s" in info.value.message
 
@@ -265,7 +271,7 @@ def test_429_retry_after_is_honoured_and_capped() -> None:
     ]
     rec = Recorder(lambda r: answers.pop(0))
     with rec.client() as client:
-        client.me()
+        AuthAPI(client).me()
     assert rec.sleeps == [7.0, 60.0]
 
 
@@ -279,7 +285,7 @@ def test_retry_after_http_date() -> None:
 def test_plain_post_not_retried_on_503() -> None:
     rec = Recorder(lambda r: err(503, "unavailable", "busy"))
     with rec.client() as client, pytest.raises(Unreachable):
-        client.create_token("ci", ["jobs:read"], 30)
+        TokensAPI(client).create("ci", ["jobs:read"], 30)
     assert rec.paths() == ["POST /v1/tokens"]
     assert rec.sleeps == []
 
@@ -290,14 +296,14 @@ def test_plain_post_not_retried_on_connect_error() -> None:
 
     rec = Recorder(handler)
     with rec.client() as client, pytest.raises(Unreachable):
-        client.login_password("alice", "pw")
+        AuthAPI(client).login_password("alice", "pw")
     assert len(rec.requests) == 1
 
 
 def test_token_grant_429_is_rate_limited_not_retried() -> None:
     rec = Recorder(lambda r: err(429, "rate_limited", "too many attempts", **{"Retry-After": "30"}))
     with rec.client() as client, pytest.raises(RateLimited) as info:
-        client.login_password("alice", "pw")
+        AuthAPI(client).login_password("alice", "pw")
     assert len(rec.requests) == 1
     assert rec.sleeps == []
     assert info.value.retry_after == 30.0
@@ -349,7 +355,7 @@ def test_error_mapping_uses_the_table(status: int, exit_code: int, cls: type) ->
 def test_401_without_credentials_is_auth_required() -> None:
     rec = Recorder(lambda r: err(401, "invalid_credentials", "wrong user name or password"))
     with rec.client() as client, pytest.raises(AuthRequired) as info:
-        client.login_password("alice", "wrong")
+        AuthAPI(client).login_password("alice", "wrong")
     assert info.value.exit_code == 3
     assert info.value.code == "invalid_credentials"
     assert "wrong" not in json.dumps(info.value.message).replace("wrong user", "")
@@ -359,7 +365,7 @@ def test_non_json_error_body_gives_clean_error() -> None:
     html = "<html><body><h1>502 Bad Gateway</h1>nginx</body></html>"
     rec = Recorder(lambda r: httpx.Response(502, text=html, headers={"Content-Type": "text/html"}))
     with rec.client(max_retries=0) as client, pytest.raises(Unreachable) as info:
-        client.me()
+        AuthAPI(client).me()
     assert "<html" not in info.value.message
     assert "HTTP 502 Bad Gateway" in info.value.message
     assert BASE in info.value.message
@@ -368,7 +374,7 @@ def test_non_json_error_body_gives_clean_error() -> None:
 def test_fastapi_detail_shape_is_understood() -> None:
     rec = Recorder(lambda r: httpx.Response(404, json={"detail": "Not Found"}))
     with rec.client() as client, pytest.raises(NotFound) as info:
-        client.me()
+        AuthAPI(client).me()
     assert info.value.message == "Not Found"
 
 
@@ -383,7 +389,7 @@ def test_unreachable_names_the_url() -> None:
         CenterClient(url, max_retries=1, sleep=sleeps.append) as client,
         pytest.raises(Unreachable) as info,
     ):
-        client.health()
+        HealthAPI(client).check()
     assert info.value.message == f"cannot reach the center at {url}: connection refused"
     assert info.value.exit_code == ExitCode.UNREACHABLE
     assert len(sleeps) == 1
@@ -392,7 +398,7 @@ def test_unreachable_names_the_url() -> None:
 def test_unexpected_response_shape_is_server_error() -> None:
     rec = Recorder(lambda r: httpx.Response(200, json={"nope": 1}, headers={"X-Request-ID": "q"}))
     with rec.client() as client, pytest.raises(ServerError) as info:
-        client.me()
+        AuthAPI(client).me()
     assert "GET /v1/me" in info.value.message
     assert "(request id: q)" in info.value.message
 
@@ -400,7 +406,9 @@ def test_unexpected_response_shape_is_server_error() -> None:
 def test_create_token_validates_before_sending() -> None:
     rec = Recorder(lambda r: httpx.Response(500))
     with rec.client() as client, pytest.raises(UsageError):
-        client.create_token("bad name!", ["jobs:read"], 30)
+        create_token(
+            Session(client, BASE, None, "env", local=False), "bad name!", ["jobs:read"], 30
+        )
     assert rec.requests == []
 
 
@@ -433,13 +441,13 @@ def test_typed_endpoints(respx_mock: respx.MockRouter) -> None:
         ]
     )
     with CenterClient(BASE, credentials=session()) as client:
-        assert client.health().executor == "local"
+        assert HealthAPI(client).check().health.executor == "local"
         assert "Authorization" not in health.calls.last.request.headers
-        assert client.create_token("ci", ["jobs:read"], 7).token == "kaic_secret_value_1"
-        assert [t.id for t in client.list_tokens()] == ["t1"]
-        client.revoke_token("t/1")
+        assert TokensAPI(client).create("ci", ["jobs:read"], 7).token == "kaic_secret_value_1"
+        assert [t.id for t in TokensAPI(client).all()] == ["t1"]
+        TokensAPI(client).revoke("t/1")
         assert delete.calls.last.request.headers["Authorization"] == "Bearer kaa_old_access_1"
-        assert client.projects()[0].gpu_hours_remaining == 6
+        assert JobsAPI(client).projects()[0].gpu_hours_remaining == 6
 
 
 def test_login_password_sets_session_credentials() -> None:
@@ -457,9 +465,9 @@ def test_login_password_sets_session_credentials() -> None:
 
     rec = Recorder(handler)
     with rec.client() as client:
-        granted = client.login_password("alice", "hunter2-pw", otp="123456")
+        granted = AuthAPI(client).login_password("alice", "hunter2-pw", otp="123456")
         assert granted.refresh_token == "kar_fresh_refresh"
-        assert client.me().user == "alice"
+        assert AuthAPI(client).me().user == "alice"
     assert client.credentials is not None
     assert client.credentials.kind == "session"
 
@@ -475,8 +483,8 @@ def test_debug_log_redacts_secrets() -> None:
 
     rec = Recorder(handler)
     with rec.client() as client:
-        client.login_password("alice", "hunter2-pw", otp="123456")
-        client.me()
+        AuthAPI(client).login_password("alice", "hunter2-pw", otp="123456")
+        AuthAPI(client).me()
     text = "\n".join(rec.log)
     for secret in ("hunter2-pw", "123456", "kaa_fresh_access", "kar_fresh_refresh"):
         assert secret not in text
@@ -498,7 +506,7 @@ def test_connection_refused_gets_two_quick_retries_then_names_url_and_reason() -
 
     rec = Recorder(handler)
     with rec.client() as client, pytest.raises(Unreachable) as info:
-        client.me()
+        AuthAPI(client).me()
     # Two retries, about 1.5 s in all at most: a typo'd URL fails fast. (Waiting commands
     # ride out longer outages with their own budget.)
     assert len(rec.requests) == 3
@@ -513,7 +521,7 @@ def test_connect_timeout_is_not_retried() -> None:
 
     rec = Recorder(handler)
     with rec.client() as client, pytest.raises(Unreachable) as info:
-        client.me()
+        AuthAPI(client).me()
     assert len(rec.requests) == 1 and rec.sleeps == []
     assert "connection timed out" in info.value.message
 
@@ -559,7 +567,7 @@ def test_certificate_failure_is_named_and_never_retried(
 ) -> None:
     rec = Recorder(_cert_failure(code, message))
     with rec.client() as client, pytest.raises(TlsError) as info:
-        client.me()
+        AuthAPI(client).me()
     assert len(rec.requests) == 1 and rec.sleeps == []  # the same every time: no retry
     err = info.value
     assert err.exit_code == ExitCode.UNREACHABLE
@@ -586,7 +594,7 @@ def test_plain_http_opt_out_warns_once_per_center() -> None:
             policy=policy,
             warn=warned.append,
         ) as client:
-            assert client.me().user == "alice"
+            assert AuthAPI(client).me().user == "alice"
     assert len(warned) == 1
     assert "plain http" in warned[0] and "KAIC_INSECURE_HTTP=1" in warned[0]
 
@@ -625,5 +633,5 @@ def test_tls_connection_cut_short_is_transient_and_retried() -> None:
 
     rec = Recorder(handler)
     with rec.client() as client:
-        assert client.me().user == "alice"
+        assert AuthAPI(client).me().user == "alice"
     assert len(rec.requests) == 3

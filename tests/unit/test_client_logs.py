@@ -262,3 +262,31 @@ def test_certificate_failure_is_not_reconnected() -> None:
         )
     assert calls["n"] == 1
     assert "--ca-bundle" in (info.value.hint or "")
+
+
+def test_reachability_is_reported_for_connections_not_for_quiet_streams() -> None:
+    """A refused connection is an outage (False), connecting again ends it (True); a quiet
+    job's read timeout or a stream that broke off after connecting is none."""
+    calls = {"n": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls["n"] += 1
+        offset = int(request.url.params["offset"])
+        if calls["n"] == 1:  # connected, then silence
+            return httpx.Response(200, headers={"X-Log-Offset": "0"}, stream=SilentStream())
+        if calls["n"] == 2:  # connected, then broken off
+            body = BreakingStream(LOG[:700], breaks=True)
+            return httpx.Response(200, headers={"X-Log-Offset": "0"}, stream=body)
+        if calls["n"] <= 5:  # refused: one failed attempt of read_log (the client retries)
+            raise httpx.ConnectError("refused", request=request)
+        body = BreakingStream(LOG[offset:], breaks=False)
+        return httpx.Response(200, headers={"X-Log-Offset": str(offset)}, stream=body)
+
+    heard: list[bool] = []
+    got = bytearray()
+    client, cursor = make_client(httpx.MockTransport(handler)), LogCursor("7", "stdout")
+    ended = job(JobState.COMPLETED)
+    read_log(client, cursor, got.extend, follow=True, get_job=lambda _id: ended,
+             sleep=lambda s: None, on_reachability=heard.append)  # fmt: skip
+    assert bytes(got) == LOG
+    assert heard == [True, True, False, True]

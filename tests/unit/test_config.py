@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from kaic import config
+from kaic import config, urls
+from kaic.client import tls
 from kaic.config import Config, Profile
 from kaic.errors import ConfigError, ExitCode, NotFound, UsageError
 
@@ -186,7 +187,7 @@ def test_invalid_center_urls(url: str) -> None:
     with pytest.raises(UsageError) as info:
         config.validate_center_url(url)
     assert "https://host[:port]" in info.value.message
-    assert repr(config.display_url(url)) in info.value.message
+    assert repr(urls.display_url(url)) in info.value.message
     assert "pw" not in info.value.message + (info.value.hint or "")
 
 
@@ -242,9 +243,9 @@ def test_url_with_credentials_is_refused_without_echoing_them(url: str) -> None:
 
 
 def test_display_url_masks_everything_before_the_last_at() -> None:
-    assert config.display_url("https://a:b@c@host:1") == "https://***@host:1"
-    assert config.display_url("a:b@host") == "***@host"
-    assert config.display_url("https://host:8443") == "https://host:8443"
+    assert urls.display_url("https://a:b@c@host:1") == "https://***@host:1"
+    assert urls.display_url("a:b@host") == "***@host"
+    assert urls.display_url("https://host:8443") == "https://host:8443"
 
 
 def test_profile_with_credentials_in_center_is_refused_without_echo() -> None:
@@ -270,12 +271,12 @@ def test_profile_with_credentials_in_center_is_refused_without_echo() -> None:
 )
 def test_plain_http_to_a_non_loopback_host_is_refused(url: str) -> None:
     with pytest.raises(UsageError) as info:
-        config.check_plain_http(url, config.TransportPolicy())
+        tls.check_plain_http(url, tls.TransportPolicy())
     text = info.value.message + (info.value.hint or "")
     assert "plain http" in info.value.message and "not a loopback" in info.value.message
     assert "--insecure-http" in text and "KAIC_INSECURE_HTTP=1" in text
     # Allowed (and reported as insecure) only under the explicit opt-out.
-    assert config.check_plain_http(url, config.TransportPolicy(insecure_http=True)) is True
+    assert tls.check_plain_http(url, tls.TransportPolicy(insecure_http=True)) is True
 
 
 @pytest.mark.parametrize(
@@ -290,30 +291,30 @@ def test_plain_http_to_a_non_loopback_host_is_refused(url: str) -> None:
     ],
 )
 def test_loopback_and_https_need_no_opt_out(url: str) -> None:
-    assert config.check_plain_http(url, config.TransportPolicy()) is False
+    assert tls.check_plain_http(url, tls.TransportPolicy()) is False
 
 
 def test_transport_policy_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     prof = Profile(name="work", center="https://c.example", ca_bundle="/p/ca.pem")
-    policy = config.transport_policy(prof)
+    policy = tls.transport_policy(prof)
     assert (policy.ca_bundle, policy.ca_bundle_from) == ("/p/ca.pem", "profile 'work'")
     assert not policy.insecure_http
     monkeypatch.setenv("KAIC_CA_BUNDLE", "/env/ca.pem")
-    assert config.transport_policy(prof).ca_bundle == "/env/ca.pem"  # env wins over profile
-    flagged = config.transport_policy(prof, ca_bundle="/flag/ca.pem")
+    assert tls.transport_policy(prof).ca_bundle == "/env/ca.pem"  # env wins over profile
+    flagged = tls.transport_policy(prof, ca_bundle="/flag/ca.pem")
     assert (flagged.ca_bundle, flagged.ca_bundle_from) == ("/flag/ca.pem", "--ca-bundle")
-    assert config.transport_policy(None).ca_bundle == "/env/ca.pem"
+    assert tls.transport_policy(None).ca_bundle == "/env/ca.pem"
 
     insecure = Profile(name="lab", center="http://lab.example", insecure_http=True)
-    assert config.transport_policy(insecure).insecure_http
-    assert not config.transport_policy(None).insecure_http
+    assert tls.transport_policy(insecure).insecure_http
+    assert not tls.transport_policy(None).insecure_http
     monkeypatch.setenv("KAIC_INSECURE_HTTP", "1")
-    assert config.transport_policy(None).insecure_http_from == "KAIC_INSECURE_HTTP=1"
+    assert tls.transport_policy(None).insecure_http_from == "KAIC_INSECURE_HTTP=1"
     monkeypatch.setenv("KAIC_INSECURE_HTTP", "0")
-    assert not config.transport_policy(None).insecure_http
+    assert not tls.transport_policy(None).insecure_http
     monkeypatch.setenv("KAIC_INSECURE_HTTP", "maybe")
     with pytest.raises(UsageError, match="KAIC_INSECURE_HTTP"):
-        config.transport_policy(None)
+        tls.transport_policy(None)
 
 
 def test_tls_settings_round_trip_and_types() -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kaic.cli.job_staging import check_inputs
+from kaic.flows.job_staging import check_inputs
 from kaic.jobspec import SubmitOverrides, build_submit, load_job_file
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

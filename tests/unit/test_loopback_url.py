@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kaic.config import is_loopback_url
+from kaic.urls import is_loopback_url
 
 
 @pytest.mark.parametrize(

@@ -14,18 +14,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from kaic.auth.credentials import Credentials
-from kaic.auth.ssh import (
-    RENEW_MARGIN,
-    SshIdentity,
-    ensure_identity,
-    identity_dir,
-    known_hosts_lines,
-    staging_info,
-)
+from kaic.auth.ssh import RENEW_MARGIN, SshIdentity, identity_dir, known_hosts_lines
 from kaic.center.ssh_ca import UserCA
 from kaic.client.api import CenterClient
-from kaic.client.login import obtain_ssh_identity
+from kaic.client.staging import staging_info
 from kaic.errors import NotFound
+from kaic.flows.session import Connector
+from kaic.flows.ssh_target import ensure_identity, obtain_ssh_identity
 from kaic.models.staging import StagingInfo
 
 BASE = "https://center.test"
@@ -218,7 +213,7 @@ def _login_identity(fake: FakeCenter, monkeypatch: pytest.MonkeyPatch) -> list[s
     )
     warnings: list[str] = []
     creds = Credentials(access_token="t", refresh_token="r", kind="session")
-    obtain_ssh_identity(BASE, creds, "prod", warn=warnings.append)
+    obtain_ssh_identity(BASE, creds, "prod", Connector(warn=warnings.append))
     return warnings
 
 

@@ -22,8 +22,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from kaic.config import is_loopback_url
+from kaic.client.health import local_instance_answers
 from kaic.errors import KaicError, Unreachable
+from kaic.urls import is_loopback_url
 
 START_TIMEOUT = float(os.environ.get("KAIC_LOCAL_CENTER_START_TIMEOUT", "30"))
 
@@ -111,27 +112,6 @@ def _read_ready(paths: LocalCenterPaths) -> dict[str, object] | None:
     return data if isinstance(data, dict) else None
 
 
-def _healthy(url: str, instance_id: str) -> bool:
-    """The center at `url` answers its health check as instance `instance_id`.
-
-    Plain http.client: the local center is http on loopback, and this runs on every command.
-    """
-    import http.client
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=2.0)
-    try:
-        conn.request("GET", "/v1/health")
-        resp = conn.getresponse()
-        body = json.loads(resp.read() or b"{}")
-        return resp.status == 200 and body.get("instance_id") == instance_id
-    except (OSError, ValueError, http.client.HTTPException):
-        return False
-    finally:
-        conn.close()
-
-
 @contextlib.contextmanager
 def _locked(paths: LocalCenterPaths) -> Iterator[None]:
     paths.root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -154,7 +134,7 @@ def find_running(state_dir: Path | None = None) -> LocalCenter | None:
     except (KeyError, TypeError, ValueError):
         return None
     # The token goes wherever this file points: only to a loopback center run by us.
-    if not is_loopback_url(url) or not _pid_alive(pid) or not _healthy(url, iid):
+    if not is_loopback_url(url) or not _pid_alive(pid) or not local_instance_answers(url, iid):
         return None
     return LocalCenter(url=url, pid=pid, instance_id=iid, state_dir=root, started=False)
 

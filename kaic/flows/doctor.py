@@ -1,4 +1,4 @@
-"""The checks behind `kaic doctor`, each independent: one failing does not hide the rest."""
+"""`kaic doctor`: its checks, each independent: one failing does not hide the rest."""
 
 from __future__ import annotations
 
@@ -26,7 +26,9 @@ class Check:
 MAX_SKEW_S = 60.0
 
 
-def run_checks(profile: str | None, *, warn: Callable[[str], None]) -> list[Check]:
+def run_checks(
+    profile: str | None, *, warn: Callable[[str], None], transport: Any = None
+) -> list[Check]:
     """Config, center reachability, authentication, clock skew, credential storage."""
     from kaic.config import config_path, resolve_profile
 
@@ -39,20 +41,17 @@ def run_checks(profile: str | None, *, warn: Callable[[str], None]) -> list[Chec
         checks.append(Check("config", "fail", err.message, err.hint))
         return checks
 
-    from kaic.client.session import open_session
-    from kaic.models import Health
+    from kaic.flows.session import open_session
 
     try:
-        session = open_session(profile, warn=warn, notice=lambda _m: None)
+        session = open_session(profile, warn=warn, notice=lambda _m: None, transport=transport)
     except KaicError as err:
         checks.append(Check("center", "fail", err.message, err.hint))
         return checks
     try:
         try:
-            t0 = time.monotonic()
-            resp = session.client.request("GET", "/v1/health", auth=False)
-            rtt = (time.monotonic() - t0) * 1000
-            health = session.client.parse(resp, Health)
+            answer = session.health.check()
+            health = answer.health
             status = "ok" if health.status == "ok" else "warn"
             hint = (
                 None
@@ -67,17 +66,17 @@ def run_checks(profile: str | None, *, warn: Callable[[str], None]) -> list[Chec
                     "center",
                     status,
                     f"{session.center_url}: {health.status}, version {health.version}, "
-                    f"executor {health.executor} ({rtt:.0f} ms); "
+                    f"executor {health.executor} ({answer.round_trip_ms:.0f} ms); "
                     f"{session.client.transport_summary}",
                     hint,
                 )
             )
-            checks.append(_clock_check(resp.headers.get("Date")))
+            checks.append(_clock_check(answer.date_header))
         except KaicError as err:
             checks.append(Check("center", "fail", err.message, err.hint))
             return checks
         try:
-            me = session.client.me()
+            me = session.auth.me()
             expiry = f", expires {me.expires_at:%Y-%m-%d %H:%M} UTC" if me.expires_at else ""
             checks.append(
                 Check("auth", "ok", f"{me.user} via {session.token_source} token{expiry}")

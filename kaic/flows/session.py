@@ -9,31 +9,80 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from kaic.errors import AuthRequired
 
 if TYPE_CHECKING:
+    import httpx
+
     from kaic.auth.credentials import Credentials
     from kaic.client.api import CenterClient
+    from kaic.client.auth import AuthAPI
+    from kaic.client.health import HealthAPI
+    from kaic.client.jobs import JobsAPI
+    from kaic.client.staging import StagingAPI
+    from kaic.client.tokens import TokensAPI
 
 Log = Callable[[str], None]
 
 
 @dataclass
 class Session:
-    """An API client bound to a center, plus where its center and token came from."""
+    """An API client bound to a center, plus where its center and token came from, and the
+    center's API areas on that client (`session.jobs.get(…)`)."""
 
     client: CenterClient
     center_url: str
     profile: str | None
     token_source: str  # env | keyring | file | local
     local: bool
+    auth: AuthAPI = field(init=False, repr=False)
+    tokens: TokensAPI = field(init=False, repr=False)
+    jobs: JobsAPI = field(init=False, repr=False)
+    staging: StagingAPI = field(init=False, repr=False)
+    health: HealthAPI = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        from kaic.client.auth import AuthAPI
+        from kaic.client.health import HealthAPI
+        from kaic.client.jobs import JobsAPI
+        from kaic.client.staging import StagingAPI
+        from kaic.client.tokens import TokensAPI
+
+        self.auth, self.tokens = AuthAPI(self.client), TokensAPI(self.client)
+        self.jobs, self.staging = JobsAPI(self.client), StagingAPI(self.client)
+        self.health = HealthAPI(self.client)
 
     def close(self) -> None:
         self.client.close()
+
+
+@dataclass(frozen=True)
+class Connector:
+    """How a flow makes its API clients: where their warnings and request log go (KAIC_DEBUG),
+    over which transport (None: the network; tests: a fake center) and how they wait."""
+
+    warn: Log
+    debug_log: Log | None = None
+    transport: httpx.BaseTransport | None = None
+    sleep: Callable[[float], None] = time.sleep
+
+    def client(self, center: str, **options: Any) -> CenterClient:
+        """A client of `center`; `options` are `CenterClient`'s (credentials, policy, …)."""
+        from kaic.client.api import CenterClient
+
+        return CenterClient(
+            center,
+            warn=self.warn,
+            debug_log=self.debug_log,
+            transport=self.transport,
+            sleep=self.sleep,
+            **options,
+        )
 
 
 def open_session(
@@ -42,16 +91,15 @@ def open_session(
     warn: Log,
     notice: Log,
     debug_log: Log | None = None,
+    transport: httpx.BaseTransport | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> Session:
-    """Resolve the center and credentials for a command and build its client."""
+    """Resolve the center and credentials for a command and build its client (`transport`
+    and `sleep` go to the client: tests answer in process and do not wait)."""
     from kaic.auth import credentials as store
-    from kaic.client.api import CenterClient
-    from kaic.config import (
-        check_plain_http,
-        resolve_profile,
-        transport_policy,
-        validate_center_url,
-    )
+    from kaic.client.tls import check_plain_http, transport_policy
+    from kaic.config import resolve_profile
+    from kaic.urls import validate_center_url
 
     profile = resolve_profile(profile_name)
     env_center = os.environ.get("KAIC_CENTER")
@@ -59,8 +107,9 @@ def open_session(
         validate_center_url(env_center) if env_center else (profile.center if profile else None)
     )
 
+    via = Connector(warn, debug_log, transport, sleep)
     if center is None:
-        return _local_session(notice=notice, debug_log=debug_log)
+        return _local_session(via, notice=notice)
 
     name = profile.name if profile else "default"
     own = profile if profile is not None and _origin(profile.center) == _origin(center) else None
@@ -92,14 +141,8 @@ def open_session(
         if source in ("keyring", "file")
         else None
     )
-    client = CenterClient(
-        center,
-        credentials=creds,
-        on_refresh=persist,
-        debug_log=debug_log,
-        shared_refresh=shared,
-        policy=policy,
-        warn=warn,
+    client = via.client(
+        center, credentials=creds, on_refresh=persist, shared_refresh=shared, policy=policy
     )
     return Session(client=client, center_url=center, profile=name, token_source=source, local=False)
 
@@ -141,10 +184,9 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     return (parts.scheme, (parts.hostname or "").lower(), port)
 
 
-def _local_session(*, notice: Log, debug_log: Log | None) -> Session:
+def _local_session(via: Connector, *, notice: Log) -> Session:
     from kaic.auth.credentials import Credentials, from_env
-    from kaic.client.api import CenterClient
-    from kaic.client.local_center import ensure_running
+    from kaic.flows.local_center import ensure_running
 
     center = ensure_running()
     verb = "started" if center.started else "using"
@@ -155,7 +197,7 @@ def _local_session(*, notice: Log, debug_log: Log | None) -> Session:
     env = from_env()
     creds = env or Credentials(access_token=center.token(), kind="api")
     source = "env" if env is not None else "local"
-    client = CenterClient(center.url, credentials=creds, debug_log=debug_log)
+    client = via.client(center.url, credentials=creds)
     return Session(
         client=client, center_url=center.url, profile=None, token_source=source, local=True
     )

@@ -8,8 +8,14 @@ from datetime import datetime, timezone
 
 import pytest
 
-from kaic.client.wait import OUTAGE_BUDGET_S, POLL_CAP_S, WaitTimeout, wait_for_jobs
 from kaic.errors import TlsError, Unreachable
+from kaic.flows.wait import (
+    OUTAGE_BUDGET_S,
+    POLL_CAP_S,
+    CenterOutage,
+    WaitTimeout,
+    wait_for_jobs,
+)
 from kaic.models import Job, JobState, Resources
 
 
@@ -118,3 +124,40 @@ def test_wait_timeout_during_an_outage_before_any_answer_raises_the_outage() -> 
     clock, sleep = _clock()
     with pytest.raises(Unreachable):
         wait_for_jobs(api, ["1"], timeout=30, sleep=sleep, now=lambda: clock["t"])  # type: ignore[arg-type]
+
+
+def test_reachability_is_reported_each_round() -> None:
+    api = FlakyJobs(
+        {"1": [JobState.RUNNING, JobState.RUNNING, JobState.COMPLETED]},
+        down=2,
+        error=Unreachable("cannot reach the center"),
+    )
+    heard: list[bool] = []
+    wait_for_jobs(api, ["1"], sleep=lambda _s: None, on_reachability=heard.append)  # type: ignore[arg-type]
+    assert heard == [True, False, False, True, True]
+
+
+def test_an_outage_is_said_once_when_it_starts_and_once_when_it_ends() -> None:
+    said: list[str] = []
+    outage = CenterOutage(said.append)
+    for reachable in (True, False, False, False, True, True, False, True):
+        outage(reachable)
+    assert said == [
+        "center unreachable; retrying for up to 5 min…",
+        "center reachable again",
+        "center unreachable; retrying for up to 5 min…",
+        "center reachable again",
+    ]
+
+
+def test_several_followers_share_one_notice() -> None:
+    import threading
+
+    said: list[str] = []
+    outage = CenterOutage(said.append)
+    threads = [threading.Thread(target=outage, args=(False,)) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert said == ["center unreachable; retrying for up to 5 min…"]

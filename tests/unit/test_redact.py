@@ -1,4 +1,4 @@
-"""kaic.client.redact: secrets never reach the debug log."""
+"""kaic.redact: secrets never reach the debug log."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from kaic.client.redact import redact
+from kaic.redact import redact
 
 
 @pytest.mark.parametrize(

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kaic.errors import Interrupted, KaicError
+from kaic.flows.ui import Ui
 from kaic.text import visible
 
 if TYPE_CHECKING:
-    from kaic.cli.context import AppContext
+    from kaic.flows.session import Session
     from kaic.jobspec import JobFile, Transfer
     from kaic.staging.transfer import SyncResult
 
@@ -74,18 +75,20 @@ def plan_outputs(job_file: JobFile | None, outputs: list[Transfer]) -> list[Stag
     ]
 
 
-def _sync(app: AppContext, push: bool, items: list[Staged]) -> list[Staged]:
-    from kaic.cli.data import describe_result, failures_error, resolve_target, run_sync
+def _sync(session: Session, ui: Ui, push: bool, items: list[Staged]) -> list[Staged]:
+    from kaic.flows.data import describe_result, failures_error, run_sync
+    from kaic.flows.ssh_target import resolve_target
     from kaic.staging.transfer import SyncOptions
 
-    target = resolve_target(app)  # once: staging info and certificate for every entry
+    # once: staging info and certificate for every entry
+    target = resolve_target(lambda: session)
     done: list[Staged] = []
     for item in items:
         what = "input" if push else "output"
-        app.info(f"Staging {what} {visible(item.src)} -> {visible(item.dst)}")
+        ui.info(f"Staging {what} {visible(item.src)} -> {visible(item.dst)}")
         sources, dest = ([item.local], item.dst) if push else ([item.src], item.local)
         try:
-            result = run_sync(app, target, push, sources, dest, SyncOptions(), show_progress=True)
+            result = run_sync(target, push, sources, dest, SyncOptions(), ui, show_progress=True)
         except Interrupted:
             raise  # Ctrl-C stops the whole command, not just this entry
         except KaicError as exc:
@@ -93,44 +96,44 @@ def _sync(app: AppContext, push: bool, items: list[Staged]) -> list[Staged]:
             if push:
                 break  # the job must not start without its data
             continue
-        app.info("  " + describe_result(result))
-        error = failures_error(app, result, f"{what} {item.src}")
+        ui.info("  " + describe_result(result))
+        error = failures_error(result, ui.warn, f"{what} {item.src}")
         done.append(Staged(item.src, item.dst, item.local, result=result, error=error))
         if error is not None and push:
             break
     return done
 
 
-def stage_inputs(app: AppContext, inputs: list[Staged]) -> list[Staged]:
+def stage_inputs(session: Session, ui: Ui, inputs: list[Staged]) -> list[Staged]:
     """Push every input; raises (nothing is submitted) when one cannot be staged."""
     if not inputs:
         return []
     try:
-        done = _sync(app, True, inputs)
+        done = _sync(session, ui, True, inputs)
     except KaicError:  # no staging endpoint, no certificate, unreachable
-        app.warn("the inputs were not staged; the job was not submitted")
+        ui.warn("the inputs were not staged; the job was not submitted")
         raise
     for item in done:
         if item.error is not None:
-            app.warn(f"input {item.src} was not staged; the job was not submitted")
+            ui.warn(f"input {item.src} was not staged; the job was not submitted")
             raise item.error
     return done
 
 
-def fetch_outputs(app: AppContext, outputs: list[Staged]) -> list[Staged]:
+def fetch_outputs(session: Session, ui: Ui, outputs: list[Staged]) -> list[Staged]:
     """Pull every output; failures are reported and returned, not raised (the caller decides
     the exit code: the job's own outcome comes first)."""
     if not outputs:
         return []
     try:
-        done = _sync(app, False, outputs)
+        done = _sync(session, ui, False, outputs)
     except Interrupted:
         raise
     except KaicError as exc:  # no staging endpoint, no certificate, unreachable
         done = [Staged(item.src, item.dst, item.local, error=exc) for item in outputs]
     for item in done:
         if item.error is not None:
-            app.warn(f"output {item.src} not fetched: {item.error.message}")
+            ui.warn(f"output {item.src} not fetched: {item.error.message}")
     return done
 
 
