@@ -19,6 +19,7 @@ import paramiko
 from kaic.errors import UsageError
 from kaic.staging.connect import REQUEST_SIZE
 from kaic.staging.destination import Destination
+from kaic.staging.names import name_bytes
 from kaic.staging.pipeline import SftpPipe, Unsupported, Upload, upload_many
 from kaic.staging.plan import FileTask, LocalSide, Side, part_name, sha256_prefix
 from kaic.staging.remote_fs import RemoteSide, normalize_remote, remote_denied
@@ -33,7 +34,7 @@ def _setstat(sftp: paramiko.SFTPClient, path: str, mode: int, mtime: int) -> Non
         from paramiko.sftp import CMD_SETSTAT
 
         # One round trip instead of chmod + utime.
-        sftp._request(CMD_SETSTAT, path, attr)  # type: ignore[attr-defined]
+        sftp._request(CMD_SETSTAT, name_bytes(path), attr)  # type: ignore[attr-defined]
     except AttributeError:  # pragma: no cover - a paramiko without the private helper
         sftp.chmod(path, mode & 0o7777)
         sftp.utime(path, (mtime, mtime))
