@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from kaic.errors import ExitCode, KaicError
-from kaic.staging.connect import SftpConnection
 from kaic.staging.plan import SyncPlan
+
+if TYPE_CHECKING:
+    from kaic.staging.connect import SftpConnection
 
 #: which way the files go: local -> staging host, or staging host -> local
 Direction = Literal["push", "pull"]
@@ -19,7 +21,7 @@ Direction = Literal["push", "pull"]
 ProgressFn = Callable[[int, int], None]
 #: what the sync is doing when it is not moving bytes ("reconnecting…"); None: transferring
 StatusFn = Callable[[str | None], None]
-Connect = Callable[[], SftpConnection]
+Connect = Callable[[], "SftpConnection"]
 
 # OpenSSH allows 10 sessions per connection (MaxSessions): each worker holds an SFTP
 # channel and up to two exec channels at once, plus the connection's main SFTP channel.
