@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from kaic.bench.backends import BenchUnavailable, BurnResult, Measurement, median_seconds
+from kaic.bench.protocol import BenchUnavailable, BurnResult, Measurement, median_seconds
 from kaic.bench.results import Inventory
 
 _DTYPES = {"fp32": np.float32, "fp64": np.float64}

@@ -17,7 +17,7 @@ from functools import partial
 from typing import Any
 
 from kaic.bench import health
-from kaic.bench.backends import BenchBackend, BenchPlan, BenchUnavailable, plan_for, select_backend
+from kaic.bench.backends import BenchPlan, plan_for, select_backend
 from kaic.bench.kernel_log import KernelLogReader, read_kernel_log
 from kaic.bench.nvml import (
     NvmlApi,
@@ -30,6 +30,7 @@ from kaic.bench.nvml import (
     open_nvml,
     sampling,
 )
+from kaic.bench.protocol import BenchBackend, BenchUnavailable
 from kaic.bench.results import BenchRun, Check, GpuResult, Inventory
 from kaic.bench.specs import match_sku
 from kaic.bench.verdict import Outcome, Skipped, finish, perf_checks

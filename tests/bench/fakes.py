@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from types import SimpleNamespace
 from typing import Any
 
-from kaic.bench.backends import BenchUnavailable, BurnResult, Measurement, plan_for
+from kaic.bench.backends import plan_for
 from kaic.bench.kernel_log import KernelLog
 from kaic.bench.nvml import (
     NVML_ERROR_GPU_IS_LOST,
@@ -17,6 +17,7 @@ from kaic.bench.nvml import (
     NVML_ERROR_NOT_SUPPORTED,
     open_nvml,
 )
+from kaic.bench.protocol import BenchUnavailable, BurnResult, Measurement
 from kaic.bench.results import Inventory
 from kaic.bench.runner import BenchEnvironment
 from kaic.bench.specs import match_sku

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kaic.bench.backends import Measurement
+from kaic.bench.protocol import Measurement
 from kaic.bench.results import BenchRun, GpuResult, Inventory
 from kaic.bench.runner import BenchOptions, run_bench
 from kaic.bench.specs import THRESHOLDS, efficiency, match_sku
