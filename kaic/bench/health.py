@@ -12,9 +12,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from kaic.bench import nvml
 from kaic.bench.kernel_log import KernelLog, XidEvent, parse_xids, pci_key
-from kaic.bench.nvml import NvmlApi, NvmlUnavailable, call
 from kaic.bench.results import Check, Inventory, Status
 from kaic.bench.specs import (
     CRITICAL_XIDS,
@@ -23,6 +21,8 @@ from kaic.bench.specs import (
     THROTTLE_WARN_BITS,
     GpuSpec,
 )
+from kaic.gpu import nvml
+from kaic.gpu.nvml import NvmlApi, NvmlUnavailable, call
 
 
 def _guarded(check_id: str, fn: Callable[[], Check]) -> Check:

@@ -19,7 +19,12 @@ from typing import Any
 from kaic.bench import health
 from kaic.bench.backends import BenchPlan, plan_for, select_backend
 from kaic.bench.kernel_log import KernelLogReader, read_kernel_log
-from kaic.bench.nvml import (
+from kaic.bench.protocol import BenchBackend, BenchUnavailable
+from kaic.bench.results import BenchRun, Check, GpuResult, Inventory
+from kaic.bench.specs import match_sku
+from kaic.bench.verdict import Outcome, Skipped, finish, perf_checks
+from kaic.errors import NotFound, UsageError
+from kaic.gpu.nvml import (
     NvmlApi,
     NvmlUnavailable,
     RunSampler,
@@ -30,11 +35,6 @@ from kaic.bench.nvml import (
     open_nvml,
     sampling,
 )
-from kaic.bench.protocol import BenchBackend, BenchUnavailable
-from kaic.bench.results import BenchRun, Check, GpuResult, Inventory
-from kaic.bench.specs import match_sku
-from kaic.bench.verdict import Outcome, Skipped, finish, perf_checks
-from kaic.errors import NotFound, UsageError
 
 
 def cpu_model_name() -> str:
