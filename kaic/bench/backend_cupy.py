@@ -17,7 +17,7 @@ import cupyx
 
 from kaic.bench.kernel_log import pci_key
 from kaic.bench.protocol import BenchUnavailable, BurnResult, Measurement
-from kaic.bench.results import Inventory
+from kaic.gpu.inventory import Inventory
 
 _DTYPES = {"fp16": cupy.float16, "fp32": cupy.float32}
 MATCH_RTOL = 1e-2

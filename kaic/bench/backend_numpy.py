@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from kaic.bench.protocol import BenchUnavailable, BurnResult, Measurement, median_seconds
-from kaic.bench.results import Inventory
+from kaic.gpu.inventory import Inventory
 
 _DTYPES = {"fp32": np.float32, "fp64": np.float64}
 

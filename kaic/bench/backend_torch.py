@@ -25,7 +25,7 @@ from kaic.bench.protocol import (
     Measurement,
     bus_bandwidth,
 )
-from kaic.bench.results import Inventory
+from kaic.gpu.inventory import Inventory
 
 #: largest relative difference between two runs of the same GEMM still counted as equal
 MATCH_RTOL = 1e-2

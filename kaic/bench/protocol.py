@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from kaic.bench.results import Inventory
+from kaic.gpu.inventory import Inventory
 
 
 class BenchUnavailable(Exception):

@@ -11,10 +11,10 @@ from typing import Any
 from kaic.bench.backends import plan_for
 from kaic.bench.kernel_log import KernelLog
 from kaic.bench.protocol import BenchUnavailable, BurnResult, Measurement
-from kaic.bench.results import Inventory
 from kaic.bench.runner import BenchEnvironment
 from kaic.bench.specs import match_sku
 from kaic.bench.verdict import expected_value
+from kaic.gpu.inventory import Inventory
 from kaic.gpu.nvml import (
     NVML_ERROR_GPU_IS_LOST,
     NVML_ERROR_INVALID_ARGUMENT,
