@@ -283,14 +283,25 @@ def _read_value(reader: _Reader, f: JobField, line: int, node: yaml.Node) -> Any
     return reader.text(line, f.path, node)
 
 
-def _read_duration(reader: _Reader, line: int, key: str, node: yaml.Node) -> int | None:
+def _parsed(
+    reader: _Reader, line: int, key: str, node: yaml.Node, parse: Callable[[str], Any]
+) -> Any:
+    """A scalar converted by `parse` (None for a null); its ValueError names the line."""
     raw = reader.text(line, key, node)
     if raw is None:
         return None
     try:
-        return parse_duration(raw)
+        return parse(raw)
     except ValueError as exc:
         reader.fail(line, key, str(exc))
+
+
+def _read_duration(reader: _Reader, line: int, key: str, node: yaml.Node) -> int | None:
+    return _parsed(reader, line, key, node, parse_duration)
+
+
+def _read_array(reader: _Reader, line: int, key: str, node: yaml.Node) -> str | None:
+    return _parsed(reader, line, key, node, parse_array)
 
 
 def _read_run(reader: _Reader, line: int, key: str, node: yaml.Node) -> str:
@@ -300,16 +311,6 @@ def _read_run(reader: _Reader, line: int, key: str, node: yaml.Node) -> str:
     if run is None:
         reader.fail(line, key, "is empty; give the script the job runs")
     return run
-
-
-def _read_array(reader: _Reader, line: int, key: str, node: yaml.Node) -> str | None:
-    raw = reader.text(line, key, node)
-    if raw is None:
-        return None
-    try:
-        return parse_array(raw)
-    except ValueError as exc:
-        reader.fail(line, key, str(exc))
 
 
 def _read_memory(reader: _Reader, line: int, key: str, node: yaml.Node) -> str | None:

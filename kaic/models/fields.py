@@ -28,19 +28,17 @@ class JobKey:
 
 @dataclass(frozen=True)
 class JobField:
-    """One field as a job file and `kaic submit` see it."""
+    """One field as a job file and `kaic submit` see it: its `name` in the model, its `key`
+    in the job file's mapping (`time_limit`) and its dotted `path` from the top of the file
+    (`resources.gpus`), the `flag` that sets it (`--gpu-type`, `-- COMMAND`) if any,
+    pydantic's `info` about it (annotation, default, constraints), and for a nested model
+    (`resources`) its own `fields`."""
 
-    #: the field's name in the model
     name: str
-    #: its key in the job file's mapping (`time_limit`), and the dotted path from the top of
-    #: the file (`resources.gpus`)
     key: str
     path: str
-    #: the `kaic submit` flag that sets it (`--gpu-type`, `-- COMMAND`), if any
     flag: str | None
-    #: pydantic's view of the field: annotation, default, constraints (`ge`, ...)
     info: FieldInfo
-    #: the fields of a nested model (`resources`), else empty
     fields: tuple[JobField, ...] = ()
 
     @property

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -19,17 +18,9 @@ from kaic.errors import Interrupted, KaicError, Rejected, Unreachable
 from kaic.staging.connect import SftpConnection
 from kaic.staging.destination import Destination
 from kaic.staging.download import LocalDestination
-from kaic.staging.options import (
-    RESUME_HINT,
-    Connect,
-    Direction,
-    ProgressFn,
-    StatusFn,
-    SyncOptions,
-    SyncResult,
-)
-from kaic.staging.plan import LocalSide, SyncPlan, Warn, plan_sync
-from kaic.staging.remote_fs import ChecksumsFn, RemotePermissionError, RemoteSide
+from kaic.staging.options import RESUME_HINT, Connect, Direction, SyncHooks, SyncOptions, SyncResult
+from kaic.staging.plan import LocalSide, SyncPlan, plan_sync
+from kaic.staging.remote_fs import RemotePermissionError, RemoteSide, one_by_one
 from kaic.staging.upload import RemoteDestination
 from kaic.staging.workers import OpenWindow, Stats, connection_error, run_workers
 
@@ -112,27 +103,23 @@ class Engine:
         sources: list[str],
         dest: str,
         options: SyncOptions,
-        *,
-        progress: ProgressFn | None,
-        on_plan: Callable[[SyncPlan], None] | None,
-        on_status: StatusFn | None,
-        warn: Warn,
-        checksums_fn: ChecksumsFn | None,
-        sleep: Callable[[float], None],
-        clock: Callable[[], float],
+        hooks: SyncHooks,
     ):
         self.connect = connect
         self.sources = sources
         self.dest = dest
         self.options = options
-        self.on_plan = on_plan
-        self.on_status = on_status or (lambda _s: None)
-        self.warn = warn
-        self.checksums_fn = checksums_fn
-        self.sleep = sleep
-        self.clock = clock
-        self.stats = Stats(progress)
-        self.destination = DESTINATIONS[direction](options, self.stats, OpenWindow(), warn)
+        self.on_plan = hooks.get("on_plan")
+        self.on_status = hooks.get("on_status") or (lambda _s: None)
+        self.warn = hooks.get("warn") or (lambda _m: None)
+        self.checksums_fn = hooks.get("checksums_fn")
+        checksum_fn = hooks.get("checksum_fn")
+        if self.checksums_fn is None and checksum_fn is not None:
+            self.checksums_fn = one_by_one(checksum_fn)
+        self.sleep = hooks.get("sleep") or time.sleep
+        self.clock = hooks.get("clock") or time.monotonic
+        self.stats = Stats(hooks.get("progress"))
+        self.destination = DESTINATIONS[direction](options, self.stats, OpenWindow(), self.warn)
         self.local = LocalSide()
 
     # -- the outer loop: plan, transfer, reconnect -----------------------------------------

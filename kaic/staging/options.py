@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from kaic.errors import ExitCode, KaicError
-from kaic.staging.plan import SyncPlan
+from kaic.staging.plan import SyncPlan, Warn
 
 if TYPE_CHECKING:
     from kaic.staging.connect import SftpConnection
+    from kaic.staging.remote_fs import ChecksumFn, ChecksumsFn
 
 #: which way the files go: local -> staging host, or staging host -> local
 Direction = Literal["push", "pull"]
@@ -31,6 +32,22 @@ RECONNECT_BUDGET_S = 60.0
 #: rounds a failed file gets (the first try included) before it is reported
 FILE_ATTEMPTS = 4
 RESUME_HINT = "run the same command again to resume"
+
+
+class SyncHooks(TypedDict, total=False):
+    """What a sync calls back, all optional: `progress`, `on_plan` and `on_status` (for a
+    progress bar), `warn`, the center's checksums (`checksums_fn`, many paths per call, or
+    `checksum_fn`, one: used where the host runs no `sha256sum`), and `sleep` / `clock`
+    (tests pass their own)."""
+
+    progress: ProgressFn | None
+    on_plan: Callable[[SyncPlan], None] | None
+    on_status: StatusFn | None
+    warn: Warn
+    checksum_fn: ChecksumFn | None
+    checksums_fn: ChecksumsFn | None
+    sleep: Callable[[float], None]
+    clock: Callable[[], float]
 
 
 class TransferFailed(KaicError):

@@ -48,9 +48,7 @@ asked and reports).
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING
 
 from kaic.staging.connect import SshTarget, open_sftp
 from kaic.staging.engine import Engine
@@ -59,12 +57,11 @@ from kaic.staging.options import (
     Direction,
     ProgressFn,
     StatusFn,
+    SyncHooks,
     SyncOptions,
     SyncResult,
     TransferFailed,
 )
-from kaic.staging.plan import SyncPlan, Warn
-from kaic.staging.remote_fs import ChecksumFn, ChecksumsFn, one_by_one
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -83,58 +80,22 @@ __all__ = [
 ]
 
 
-class SyncHooks(TypedDict, total=False):
-    """The keyword arguments of `sync` (and so of `push` and `pull`)."""
-
-    progress: ProgressFn | None
-    on_plan: Callable[[SyncPlan], None] | None
-    on_status: StatusFn | None
-    warn: Warn
-    checksum_fn: ChecksumFn | None
-    checksums_fn: ChecksumsFn | None
-    sleep: Callable[[float], None]
-    clock: Callable[[], float]
-
-
 def sync(
     direction: Direction,
     target: SshTarget | Connect,
     sources: list[str],
     dest: str,
     options: SyncOptions | None = None,
-    *,
-    progress: ProgressFn | None = None,
-    on_plan: Callable[[SyncPlan], None] | None = None,
-    on_status: StatusFn | None = None,
-    warn: Warn = lambda _m: None,
-    checksum_fn: ChecksumFn | None = None,
-    checksums_fn: ChecksumsFn | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-    clock: Callable[[], float] = time.monotonic,
+    **hooks: Unpack[SyncHooks],
 ) -> SyncResult:
     """Sync `sources` to `dest`: local to the staging host (`"push"`) or back (`"pull"`).
 
-    `target` is where to connect (or a function that opens a connection). `checksums_fn`
-    (many paths per call) or `checksum_fn` (one) are the center's checksums, used to verify
-    where the host runs no `sha256sum`. See the module doc for the rest.
+    `target` is where to connect (or a function that opens a connection); `hooks` what the
+    sync calls back (`SyncHooks`: progress, warnings, the center's checksums, the clock).
+    See the module doc for the rest.
     """
-    if checksums_fn is None and checksum_fn is not None:
-        checksums_fn = one_by_one(checksum_fn)
     connect = (lambda: open_sftp(target)) if isinstance(target, SshTarget) else target
-    return Engine(
-        direction,
-        connect,
-        sources,
-        dest,
-        options or SyncOptions(),
-        progress=progress,
-        on_plan=on_plan,
-        on_status=on_status,
-        warn=warn,
-        checksums_fn=checksums_fn,
-        sleep=sleep,
-        clock=clock,
-    ).run()
+    return Engine(direction, connect, sources, dest, options or SyncOptions(), hooks).run()
 
 
 def push(

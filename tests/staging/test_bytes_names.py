@@ -62,13 +62,13 @@ def _tree(root: Path) -> dict[str, bytes]:
 def test_push_pull_and_delete_keep_the_bytes(
     ssh_env: SshEnv, remote_dir: Remote, tmp_path: Path, verify: bool
 ) -> None:
-    src = tmp_path / "src"
-    files = _tree(src)
     name, view = remote_dir
     options = SyncOptions(verify=verify)
+    src = tmp_path / "src"
+    files = _tree(src)
     first = push(ssh_env.target(), [str(src)], name, options)
-    assert not first.failures and first.files_transferred == len(files)
-    assert {b"caf\xe9.txt", b"d\xff\xfe", b"plain.txt", b"big\x80.bin"} == _names(view)
+    assert _names(view) == {b"caf\xe9.txt", b"d\xff\xfe", b"plain.txt", b"big\x80.bin"}
+    assert first.files_transferred == len(files) and not first.failures
     assert _names(view / ODD_DIR) == {b"inner\xe9.bin"}
     for rel, data in files.items():
         assert (view / rel).read_bytes() == data, ascii(rel)
@@ -161,22 +161,6 @@ def test_listing_shows_the_name_and_json_escapes_its_bytes(
     doc = entries[0].to_json()
     assert doc["name"] == "caf\\xe9.txt" and doc["path"] == f"{name}/caf\\xe9.txt"
     json.dumps(doc, ensure_ascii=False).encode()  # valid Unicode: any JSON encoder takes it
-
-
-@pytest.fixture
-def ssh_vars(ssh_env: SshEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    known = tmp_path / "known_hosts"
-    known.write_text(ssh_env.sshd.known_hosts_line() + "\n")
-    monkeypatch.setenv("HOME", str(tmp_path))
-    for var, value in {
-        "KAIC_SSH_HOST": "127.0.0.1",
-        "KAIC_SSH_PORT": str(ssh_env.sshd.port),
-        "KAIC_SSH_USER": ssh_env.sshd.user,
-        "KAIC_SSH_KEY": str(ssh_env.key),
-        "KAIC_SSH_CERT": str(ssh_env.cert),
-        "KAIC_SSH_KNOWN_HOSTS": str(known),
-    }.items():
-        monkeypatch.setenv(var, value)
 
 
 def test_kaic_data_push_ls_pull_rm(ssh_vars: None, remote_dir: Remote, tmp_path: Path) -> None:
