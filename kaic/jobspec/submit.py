@@ -38,6 +38,11 @@ class SubmitOverrides:
         for name in OPTIONS:
             setattr(self, name, flags.get(name))
 
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names __init__ did not set: not a flag. (Declared so the type
+        # checker accepts `overrides.gpus`: the flags are the model's, not listed here.)
+        raise AttributeError(f"not a flag of kaic submit: {name}")
+
     def given(self) -> dict[str, Any]:
         """The flags given, by the key path they set (`resources.gpus`), as given."""
         values = {f.path: getattr(self, name) for name, f in OPTIONS.items()}
