@@ -1,86 +1,156 @@
-"""kaic's own import graph, read from the source (every `import` that runs, also those inside
-functions; not those under `if TYPE_CHECKING:`, which only the type checker follows): for
-tests of the import rules of ARCHITECTURE.md."""
+"""kaic's import graph, read from the source (AST), and the import cycles in it.
+
+Every `import kaic…` / `from kaic… import …` of a module is an edge, at module level or inside
+a function (a lazy import closes a circle as surely as a top-level one, only later), except
+those under `if TYPE_CHECKING:` (never executed). `from package import name` is an edge to
+`package.name` when that is a module, to `package` otherwise. Importing `a.b.c` also runs
+`a/__init__.py` and `a/b/__init__.py`; those implicit edges are left out, so a package whose
+`__init__` imports its own submodules is not a circle by itself.
+"""
 
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-KAIC = ROOT / "kaic"
+REPO = Path(__file__).resolve().parent.parent
+PACKAGE = REPO / "kaic"
 
 
 def module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    """`kaic/center/app.py` -> `kaic.center.app`; a package's `__init__.py` is the package."""
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
 
 
-def modules(package: str = "kaic") -> dict[str, Path]:
-    """Module name -> file, for `package` and everything below it."""
-    base = ROOT / package.replace(".", "/")
-    files = [base.with_suffix(".py")] if base.with_suffix(".py").exists() else []
-    files += sorted(base.rglob("*.py")) if base.is_dir() else []
-    return {module_name(f): f for f in files}
+def modules() -> dict[str, Path]:
+    """Every module of kaic by name."""
+    return {module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
 
 
-def imports(path: Path, *, prefix: str = "") -> set[str]:
-    """The absolute names `path` imports (those starting with `prefix`); `from a import b`
-    gives `a` and `a.b` (b may be a module)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    for node in ast.walk(tree):  # drop `if TYPE_CHECKING:` blocks
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            node.body = []
-    name = module_name(path)
+def _type_checking_only(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _import_nodes(tree: ast.AST) -> Iterable[ast.Import | ast.ImportFrom]:
+    pending: list[ast.AST] = [tree]
+    while pending:
+        node = pending.pop()
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and _type_checking_only(child):
+                pending.extend(child.orelse)
+            elif isinstance(child, (ast.Import, ast.ImportFrom)):
+                yield child
+            else:
+                pending.append(child)
+
+
+def imports_of(name: str, path: Path, known: set[str] | dict[str, Path]) -> set[str]:
+    """The kaic modules module `name` (at `path`) imports."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(tree):
+    for node in _import_nodes(ast.parse(path.read_text(encoding="utf-8"), str(path))):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - node.level + 1]
-                source = ".".join([*base, node.module] if node.module else base)
-            else:
-                source = node.module or ""
-            found.add(source)
-            found.update(f"{source}.{alias.name}" for alias in node.names)
-    return {name for name in found if name.startswith(prefix)}
+            continue
+        base = node.module or ""
+        if node.level:
+            parts = package.split(".")
+            parts = parts[: len(parts) - (node.level - 1)]
+            base = ".".join([*parts, *([node.module] if node.module else [])])
+        for alias in node.names:
+            submodule = f"{base}.{alias.name}"
+            found.add(submodule if submodule in known else base)
+    return {module for module in found if module in known and module != name}
 
 
-def graph(package: str) -> dict[str, set[str]]:
-    """Module -> the modules of `package` it imports (packages resolved to their
-    `__init__`)."""
-    mods = modules(package)
-    return {
-        name: {dep for dep in imports(path, prefix=package) if dep in mods and dep != name}
-        for name, path in mods.items()
-    }
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the kaic modules it imports."""
+    known = modules()
+    return {name: imports_of(name, path, known) for name, path in known.items()}
 
 
-def cycles(package: str) -> list[list[str]]:
-    """Import cycles among the modules of `package` (each as a path a -> b -> ... -> a),
-    counting imports inside functions too: a circle is a circle even when it is lazy."""
-    edges = graph(package)
-    found: list[list[str]] = []
-    state: dict[str, int] = {}  # 1: on the stack, 2: done
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import circles: each strongly connected component of more than one module (or a
+    module importing itself), sorted (Tarjan's algorithm, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
     stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    for start in sorted(graph):
+        if start in index:
+            continue
+        work: list[tuple[str, list[str]]] = [(start, sorted(graph[start]))]
+        index[start] = low[start] = len(index)
+        stack.append(start)
+        on_stack.add(start)
+        while work:
+            node, todo = work[-1]
+            if todo:
+                nxt = todo.pop()
+                if nxt not in index:
+                    index[nxt] = low[nxt] = len(index)
+                    stack.append(nxt)
+                    on_stack.add(nxt)
+                    work.append((nxt, sorted(graph.get(nxt, ()))))
+                elif nxt in on_stack:
+                    low[node] = min(low[node], index[nxt])
+                continue
+            work.pop()
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1 or node in graph.get(node, ()):
+                    found.append(sorted(component))
+    return sorted(found)
 
-    def visit(node: str) -> None:
-        state[node] = 1
-        stack.append(node)
-        for dep in sorted(edges.get(node, ())):
-            if state.get(dep) == 1:
-                found.append([*stack[stack.index(dep) :], dep])
-            elif dep not in state:
-                visit(dep)
-        stack.pop()
-        state[node] = 2
 
-    for node in sorted(edges):
-        if node not in state:
-            visit(node)
+def path_through(graph: dict[str, set[str]], component: list[str]) -> list[str]:
+    """A shortest circle through the first module of `component`, as `a, b, …, a` (for a
+    failure message)."""
+    members = set(component)
+    start = component[0]
+    came_from: dict[str, str] = {}
+    frontier = [start]
+    while frontier:
+        following: list[str] = []
+        for node in frontier:
+            for nxt in sorted(graph[node] & members):
+                if nxt == start:
+                    trail = [node]
+                    while trail[-1] != start:
+                        trail.append(came_from[trail[-1]])
+                    return [start, *reversed(trail[:-1]), start]
+                if nxt not in came_from:
+                    came_from[nxt] = node
+                    following.append(nxt)
+        frontier = following
+    return component
+
+
+def imported_names(path: Path) -> set[str]:
+    """Every module name the source at `path` imports, kaic's or not (`paramiko`,
+    `pydantic.fields`), TYPE_CHECKING blocks left out; relative imports (always kaic's) too
+    are left out: `import_graph` has those."""
+    found: set[str] = set()
+    for node in _import_nodes(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif not node.level and node.module:
+            found.add(node.module)
     return found

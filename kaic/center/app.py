@@ -21,8 +21,8 @@ from kaic.center.errors import (
     install_openapi_errors,
     new_request_id,
 )
+from kaic.center.executors import registry as executor_registry
 from kaic.center.executors.base import Executor
-from kaic.center.executors.local import LocalExecutor
 from kaic.center.jobs.scheduler import Scheduler
 from kaic.center.jobs.service import JobService
 from kaic.center.ratelimit import LoginRateLimiter
@@ -109,26 +109,8 @@ class BodySizeLimitMiddleware:
 
 
 def make_executor(settings: CenterSettings) -> Executor:
-    """The executor `settings.executor` names."""
-    if settings.executor == "local":
-        return LocalExecutor(kill_grace=settings.kill_grace, run_as_users=settings.run_as_users)
-    if settings.executor == "slurm":
-        from kaic.center.executors.slurm import make_slurm_executor
-
-        if not settings.slurm_url or not settings.slurm_token:
-            raise ValueError(
-                "the slurm executor needs slurmrestd's URL and a JWT of the SlurmUser "
-                "(--slurmrestd URL and KAIC_SLURM_JWT)"
-            )
-        return make_slurm_executor(
-            settings.slurm_url,
-            settings.slurm_token,
-            poll_interval=settings.slurm_poll_interval,
-            timeout=settings.slurm_timeout,
-            fallback_partitions=settings.partitions,
-            account_from_project=settings.slurm_account_from_project,
-        )
-    raise ValueError(f"unknown executor {settings.executor!r} (available: local, slurm)")
+    """The executor `settings.executor` names, as its registry entry builds it."""
+    return executor_registry.build(settings)
 
 
 def create_app(settings: CenterSettings) -> FastAPI:

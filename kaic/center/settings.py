@@ -7,6 +7,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
+
+from kaic.center.executors.registry import entry as executor_entry
+from kaic.center.jobs.partitions import PartitionConfig
+
+__all__ = ["CenterSettings", "PartitionConfig", "utc_now"]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -17,25 +23,12 @@ def utc_now() -> datetime:
 
 
 @dataclass
-class PartitionConfig:
-    """One partition (queue) of the center: a pool of GPUs handed out exclusively."""
-
-    name: str
-    gpus: int = 0
-    gpu_type: str | None = None
-    #: the longest time limit a job may ask for (seconds); None = no limit
-    max_time_seconds: int | None = None
-    #: jobs that name no partition go to the default one (the first, if none is marked)
-    default: bool = False
-
-
-@dataclass
 class CenterSettings:
     """Everything a center instance needs; tests build their own and inject a clock."""
 
     state_dir: Path
     #: where to listen: loopback, or any address when clients reach the center over TLS
-    #: (`tls_cert`/`tls_key`, or `behind_tls_proxy`); see `kaic.center.server.listen_address`
+    #: (`tls_cert`/`tls_key`, or `behind_tls_proxy`); see `kaic.center.listen.listen_address`
     host: str = "127.0.0.1"
     port: int = 8750
     #: serve HTTPS with this certificate (chain) and key, PEM files; None = plain http
@@ -43,7 +36,11 @@ class CenterSettings:
     tls_key: Path | None = None
     #: the operator's statement that a TLS proxy stands in front of this plain-http center
     behind_tls_proxy: bool = False
+    #: where jobs run: an executor of the registry (`kaic.center.executors.registry`)
     executor: str = "local"
+    #: that executor's own settings (its entry's `settings_type`, e.g. `SlurmSettings`);
+    #: None = its defaults
+    executor_settings: Any = None
     gpus: int = 0
     gpu_type: str | None = None
     #: seconds an access token from a password or refresh grant stays valid
@@ -98,15 +95,6 @@ class CenterSettings:
     #: the operator accepts that, without `run_as_users`, every user's jobs run as the
     #: center's own account (and can read each other's files, the database, the CA key)
     single_account_ok: bool = False
-    #: the Slurm executor: slurmrestd's URL and a JWT of the SlurmUser (never logged)
-    slurm_url: str | None = None
-    slurm_token: str | None = field(default=None, repr=False)
-    #: seconds between the Slurm executor's batched `GET /jobs` calls
-    slurm_poll_interval: float = 1.0
-    #: seconds a slurmrestd call may take before it counts as failed
-    slurm_timeout: float = 10.0
-    #: submit jobs with Slurm's `account` = the kaic project name
-    slurm_account_from_project: bool = True
     now: Callable[[], datetime] = field(default=utc_now, repr=False)
 
     def __post_init__(self) -> None:
@@ -124,11 +112,11 @@ class CenterSettings:
             check_storage_root_template(self.storage_root)
         if not 0 < self.staging_port < 65536:
             raise ValueError(f"staging port {self.staging_port} is not a TCP port")
+        executor = executor_entry(self.executor)
+        self.executor_settings = executor.settings(self.executor_settings)
         if self.run_as_users:
-            if self.executor != "local":
-                raise ValueError(
-                    "--run-as-user is for the local executor (Slurm runs jobs as users)"
-                )
+            if executor.run_as_user_refusal is not None:
+                raise ValueError(executor.run_as_user_refusal)
             if self.storage_root is None:
                 raise ValueError(
                     "running jobs as their users needs a storage root outside the center's "

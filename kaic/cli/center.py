@@ -1,15 +1,28 @@
-"""`kaic center …`: run the reference center, manage the background local center, admin."""
+"""`kaic center …`: run the reference center, manage the background local center, admin.
 
+Over the ~450-line budget because `serve` declares its thirty-odd options, each with the help
+text `--help` shows (a contract), in its signature; the executors' own options come from the
+executor registry (`kaic.center.executors.registry`) and are spliced in there.
+"""
+
+import inspect
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from kaic.center.executors.registry import ENTRIES, either, serve_options
+from kaic.center.executors.registry import names as executor_names
 from kaic.cli.context import get_app
 from kaic.cli.options import JsonOpt, StateDirOpt
 from kaic.errors import KaicError, UsageError
 from kaic.text import visible
+
+#: `--executor`'s help: the registered executors
+EXECUTOR_HELP = f"Where jobs run: {either([entry.label for entry in ENTRIES])}."
 
 app = typer.Typer(
     help="The reference center: serve it, manage the background local center, add users.",
@@ -32,7 +45,29 @@ def _state_dir(value: str | None) -> Path:
     return Path(os.path.abspath(Path(value).expanduser())) if value else local_state_dir()
 
 
+def _with_executor_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give `command` every registered executor's `serve` options (the registry declares
+    them as data), right after `--gpu-type`; their values reach it as keyword arguments."""
+    signature = inspect.signature(command)
+    params = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    at = [p.name for p in params].index("gpu_type") + 1
+    extra = [
+        inspect.Parameter(
+            option.param,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            default=option.default,
+            annotation=Annotated[option.type, typer.Option(*option.decls, help=option.help)],
+        )
+        for option in serve_options()
+    ]
+    command.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[*params[:at], *extra, *params[at:]]
+    )
+    return command
+
+
 @app.command("serve")
+@_with_executor_options
 def serve(
     host: Annotated[
         str,
@@ -44,31 +79,9 @@ def serve(
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port (0 = any free port).")] = 8750,
     state_dir: StateDirOpt = None,
-    executor: Annotated[
-        str, typer.Option("--executor", help="Where jobs run: local (this machine) or slurm.")
-    ] = "local",
+    executor: Annotated[str, typer.Option("--executor", help=EXECUTOR_HELP)] = "local",
     gpus: Annotated[int, typer.Option("--gpus", help="GPUs the local executor hands out.")] = 0,
     gpu_type: Annotated[str | None, typer.Option("--gpu-type", help="GPU model name.")] = None,
-    slurmrestd: Annotated[
-        str | None,
-        typer.Option(
-            "--slurmrestd",
-            help="slurmrestd URL (slurm executor); the SlurmUser's JWT comes from KAIC_SLURM_JWT.",
-        ),
-    ] = None,
-    slurm_poll_interval: Annotated[
-        float,
-        typer.Option(
-            "--slurm-poll-interval", help="Seconds between the batched Slurm state polls."
-        ),
-    ] = 1.0,
-    slurm_account: Annotated[
-        bool,
-        typer.Option(
-            "--slurm-account/--no-slurm-account",
-            help="Submit with Slurm account = the job's project.",
-        ),
-    ] = True,
     partitions_file: Annotated[
         Path | None,
         typer.Option(
@@ -190,6 +203,7 @@ def serve(
             "for login limits and logs (repeatable); from other peers it is ignored.",
         ),
     ] = None,
+    **executor_options: Any,
 ) -> None:
     """Run the reference center in the foreground (Ctrl-C stops it).
 
@@ -218,37 +232,23 @@ def serve(
 
       kaic center serve --host 10.0.0.5 --port 8750 --behind-tls-proxy
     """
-    from kaic.center.server import check_listening
+    from kaic.center.executors.registry import OptionError, settings_from_serve
+    from kaic.center.listen import check_listening
     from kaic.center.server import serve as run_server
     from kaic.center.settings import CenterSettings
 
-    if executor not in ("local", "slurm"):
-        raise UsageError(f"unknown executor {executor!r}", hint="use --executor local or slurm")
-    slurm_token: str | None = None
-    if executor == "slurm":
-        import os
-
-        if not slurmrestd:
-            raise UsageError(
-                "--executor slurm needs --slurmrestd URL", hint="e.g. http://127.0.0.1:6820"
-            )
-        slurm_token = os.environ.get("KAIC_SLURM_JWT", "").strip() or None
-        if not slurm_token:
-            raise UsageError(
-                "--executor slurm needs the SlurmUser's JWT in KAIC_SLURM_JWT",
-                hint="e.g. KAIC_SLURM_JWT=$(scontrol token username=slurm lifespan=...)",
-            )
-        if slurm_poll_interval <= 0:
-            raise UsageError("--slurm-poll-interval must be > 0")
-    elif slurmrestd:
-        raise UsageError("--slurmrestd needs --executor slurm")
-    if run_as_user:
-        import os
-
-        if os.geteuid() != 0:
-            raise UsageError(
-                "--run-as-user needs a center running as root (to switch to users' accounts)"
-            )
+    if executor not in executor_names():
+        raise UsageError(
+            f"unknown executor {executor!r}", hint=f"use --executor {either(executor_names())}"
+        )
+    try:
+        executor_settings = settings_from_serve(executor, executor_options, os.environ)
+    except OptionError as exc:
+        raise UsageError(str(exc), hint=exc.hint) from None
+    if run_as_user and os.geteuid() != 0:
+        raise UsageError(
+            "--run-as-user needs a center running as root (to switch to users' accounts)"
+        )
     if sftp_port is not None and staging_host is not None:
         raise UsageError(
             "--sftp-port and --staging-host are alternatives",
@@ -286,10 +286,7 @@ def serve(
             run_as_users=run_as_user,
             single_account_ok=single_account_ok,
             trusted_proxies=list(trusted_proxy or []),
-            slurm_url=slurmrestd,
-            slurm_token=slurm_token,
-            slurm_poll_interval=slurm_poll_interval,
-            slurm_account_from_project=slurm_account,
+            executor_settings=executor_settings,
             tls_cert=tls_cert,
             tls_key=tls_key,
             behind_tls_proxy=behind_tls_proxy,

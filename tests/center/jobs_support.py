@@ -24,10 +24,11 @@ from fastapi.testclient import TestClient
 
 from kaic.center.admin import add_project, add_user
 from kaic.center.app import create_app
+from kaic.center.db import DB_NAME
 from kaic.center.executors.local import process_alive
 from kaic.center.security import hash_token, new_api_token
 from kaic.center.settings import CenterSettings, utc_now
-from kaic.center.store import DB_NAME, Store
+from kaic.center.store import Store
 from kaic.models import SCOPES, TERMINAL_STATES
 
 PROJECT = "ai-2026-0042"

@@ -13,7 +13,7 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
-from kaic.center.server import bind_loopback_socket
+from kaic.center.listen import bind_loopback_socket
 
 from .jobs_support import jobs_center, wait_for
 

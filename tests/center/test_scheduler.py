@@ -1,5 +1,7 @@
-"""The queue: GPUs handed out exclusively, FIFO, arrays with limits, dependencies, partitions,
-GPU-hour charging."""
+"""The center's own queue: GPUs handed out exclusively, FIFO, partitions, GPU-hour charging.
+
+Arrays with limits and dependencies are the executor conformance suite's
+(`tests/center/conformance/`): every executor's queue must honour them."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from kaic.center.settings import PartitionConfig
 from kaic.models.arrays import parse_array
 
 from .conftest import FakeClock, assert_error
-from .jobs_support import PROJECT, jobs_center, max_overlap, spans, wait_for
+from .jobs_support import PROJECT, jobs_center, wait_for
 
 WAIT_FOR_GO = 'while [ ! -e "$HOME/go" ]; do sleep 0.02; done\n'
 
@@ -64,76 +66,6 @@ def test_gpus_are_exclusive_and_jobs_queue_fifo(tmp_path: Path) -> None:
             assert center.stdout(job["id"]) == f"gpus={done['gpu_ids'][0]}\n"
         assert center.wait_done(two_gpus["id"])["gpu_ids"] == [0, 1]
         assert center.get("/v1/partitions").json()[0]["gpus_free"] == 2
-
-
-def test_array_respects_its_limit(tmp_path: Path) -> None:
-    with jobs_center(tmp_path, gpus=0) as center:
-        script = (
-            'echo "task $KAIC_ARRAY_TASK_ID of $KAIC_ARRAY_JOB_ID as $KAIC_JOB_ID"\n'
-            'echo "start $(date +%s.%N)"\nsleep 0.3\necho "end $(date +%s.%N)"\n'
-        )
-        parent = center.submit(script, array="0-3%2", name="arr")
-        array_id = parent["id"]
-        assert parent["array_tasks"] == [f"{array_id}_{i}" for i in range(4)]
-        assert parent["state"] == "PENDING"
-        done = center.wait_done(array_id)
-        assert (done["state"], done["exit_code"]) == ("COMPLETED", 0)
-        intervals = []
-        for index, task_id in enumerate(parent["array_tasks"]):
-            task = center.job(task_id)
-            assert task["array_job_id"] == array_id and task["array_task_id"] == index
-            assert task["state"] == "COMPLETED"
-            out = center.stdout(task_id)
-            assert out.startswith(f"task {index} of {array_id} as {task_id}\n")
-            intervals.append(spans(out))
-        assert max_overlap(intervals) <= 2
-        assert any(
-            e["message"] == "pending: JobArrayTaskLimit" for t in parent["array_tasks"]
-            for e in center.events(t)
-        )  # fmt: skip
-
-        listed = center.get("/v1/jobs").json()["jobs"]
-        assert [j["id"] for j in listed] == [array_id]
-        response = center.logs(array_id)
-        error = assert_error(response, 422, "invalid_request")
-        assert f"{array_id}_0" in error["message"]
-
-
-def test_array_state_is_that_of_its_first_failed_task(tmp_path: Path) -> None:
-    with jobs_center(tmp_path) as center:
-        parent = center.submit('exit "$KAIC_ARRAY_TASK_ID"', array="0,3,5")
-        done = center.wait_done(parent["id"])
-        assert (done["state"], done["exit_code"]) == ("FAILED", 3)
-        assert done["reason"].startswith(f"task {parent['id']}_3 ended FAILED")
-        cancelled = center.submit("sleep 30", array="0-5%1")
-        center.wait_state(cancelled["array_tasks"][0], "RUNNING")
-        assert center.job(cancelled["id"])["state"] == "RUNNING"
-        center.post(f"/v1/jobs/{cancelled['id']}/cancel")
-        done = center.wait_done(cancelled["id"])
-        assert done["state"] == "CANCELLED"
-        states = {center.job(t)["state"] for t in cancelled["array_tasks"]}
-        assert states == {"CANCELLED"}
-
-
-def test_dependencies_after_ok(tmp_path: Path) -> None:
-    with jobs_center(tmp_path) as center:
-        first = center.submit(WAIT_FOR_GO + "echo first")
-        second = center.submit("echo second", depends_on=[first["id"]])
-        wait_for(lambda: center.job(second["id"])["reason"] == "Dependency")
-        assert center.job(second["id"])["depends_on"] == [first["id"]]
-        (center.home() / "go").touch()
-        assert center.wait_done(second["id"])["state"] == "COMPLETED"
-        assert center.job(first["id"])["ended_at"] <= center.job(second["id"])["started_at"]
-
-        failing = center.submit("exit 1")
-        dependant = center.submit("echo never", depends_on=[failing["id"], first["id"]])
-        done = center.wait_done(dependant["id"])
-        assert done["state"] == "CANCELLED"
-        assert done["reason"] == f"DependencyNeverSatisfied: job {failing['id']} ended FAILED"
-        assert center.stdout(dependant["id"]) == ""
-
-        response = center.post("/v1/jobs", json={"run": "true", "depends_on": ["999"]})
-        assert_error(response, 422, "invalid_job")
 
 
 def test_partitions_and_limits(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from kaic.center import app as app_module
+from kaic.center.db import DB_NAME
 from kaic.center.executors.base import (
     Ended,
     Executor,
@@ -24,10 +25,10 @@ from kaic.center.executors.base import (
     RunningJob,
 )
 from kaic.center.executors.local import LocalExecutor
-from kaic.center.executors.slurm import SlurmExecutor
-from kaic.center.executors.slurm_api import SubmitRequest
+from kaic.center.executors.slurm.api import SubmitRequest
+from kaic.center.executors.slurm.executor import SlurmExecutor
 from kaic.center.jobs.store import JobStore, NewJob
-from kaic.center.store import DB_NAME, Store
+from kaic.center.store import Store
 from kaic.models import JobState, JobSubmit
 
 from .jobs_support import (

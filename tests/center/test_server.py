@@ -19,7 +19,8 @@ from fastapi.testclient import TestClient
 
 from kaic.center.admin import add_user
 from kaic.center.app import create_app
-from kaic.center.server import loopback_bind_address, prepare_local_center, serve
+from kaic.center.listen import loopback_bind_address
+from kaic.center.server import prepare_local_center, serve
 from kaic.center.settings import CenterSettings
 
 from .conftest import PASSWORD, FakeClock, assert_error, bearer

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from kaic.center.server import bind_loopback_socket
+from kaic.center.listen import bind_loopback_socket
 
 
 def test_accepted_connections_have_tcp_nodelay() -> None:

@@ -288,7 +288,7 @@ def test_open_files_of_the_endpoint_are_limited(tmp_path: Path) -> None:
 
 
 def test_sessions_per_connection_are_limited(endpoint: Endpoint) -> None:
-    from kaic.center.sftp.server import MAX_SESSIONS
+    from kaic.center.sftp.gate import MAX_SESSIONS
 
     conn = endpoint.connect()  # holds one session: its SFTP channel
     try:

@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 
 from kaic.center.executors.base import ExecutorError, ExecutorUnavailable, JobPaths, LaunchSpec
-from kaic.center.executors.slurm import SlurmExecutor
-from kaic.center.executors.slurm_api import (
+from kaic.center.executors.slurm.api import (
     SlurmJob,
     SlurmJobNotFound,
     SlurmNode,
@@ -18,7 +17,8 @@ from kaic.center.executors.slurm_api import (
     SlurmUnavailable,
     SubmitRequest,
 )
-from kaic.center.executors.slurm_states import parse_job_state
+from kaic.center.executors.slurm.executor import SlurmExecutor
+from kaic.center.executors.slurm.states import parse_job_state
 from kaic.models import JobState
 
 
@@ -280,7 +280,7 @@ def test_a_job_is_never_prepared_as_root(tmp_path: Path) -> None:
 
 def test_a_purged_array_is_looked_up_once_per_poll(tmp_path: Path) -> None:
     """Tasks of one array missing from `GET /jobs` share one `GET /job/<array>` per poll."""
-    from kaic.center.executors.slurm import MISSING_POLLS
+    from kaic.center.executors.slurm.executor import MISSING_POLLS
 
     executor, client, clock = make(tmp_path)
     launched = executor.start(spec(tmp_path, "7", array_tasks=(0, 1, 2)))

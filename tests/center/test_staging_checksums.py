@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -135,3 +136,24 @@ def test_scope_and_auth(center: Center) -> None:
     reader = bearer(created.json()["token"])
     response = center.client.post("/v1/files/checksums", json={"paths": ["x"]}, headers=reader)
     assert_error(response, 403, "insufficient_scope")
+
+
+def test_a_link_to_a_name_that_is_not_utf8(center: Center) -> None:
+    # JSON cannot carry the name the link leads to: the answer names the path asked for
+    # (it used to fail the whole response, an internal error).
+    home = _home(center, "alice")
+    name = os.path.join(os.fsencode(home), b"caf\xe9")
+    with open(name, "wb") as handle:
+        handle.write(b"latin-1\n")
+    os.symlink(b"caf\xe9", os.path.join(os.fsencode(home), b"link"))
+    single = center.client.get(
+        "/v1/files/checksum", params={"path": "link"}, headers=_session(center)
+    )
+    assert single.status_code == 200, single.text
+    assert single.json() == {
+        "path": str(home / "link"),
+        "size": 8,
+        "sha256": hashlib.sha256(b"latin-1\n").hexdigest(),
+    }
+    (result,) = _checksums(center, ["link"])
+    assert result["sha256"] == hashlib.sha256(b"latin-1\n").hexdigest()

@@ -8,12 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from kaic.center.files import (
-    NotARegularFile,
-    PathOutside,
-    resolve_in_root,
-    sha256_in_root,
-)
+from kaic.center.files import resolve_in_root, sha256_in_root
+from kaic.center.storage import NotARegularFile, Outside
 
 
 @pytest.fixture
@@ -58,17 +54,17 @@ def test_absolute_inside_is_accepted(root: Path) -> None:
     ],
 )
 def test_outside_is_refused(root: Path, path: str) -> None:
-    with pytest.raises(PathOutside):
+    with pytest.raises(Outside):
         resolve_in_root(root, path)
 
 
 def test_absolute_outside_and_sibling_prefix(root: Path) -> None:
-    with pytest.raises(PathOutside):
+    with pytest.raises(Outside):
         resolve_in_root(root, str(root.parent.parent / "secret.txt"))
     # /…/alice2 starts with the string /…/alice but is not inside it.
     sibling = root.parent / (root.name + "2")
     sibling.mkdir()
-    with pytest.raises(PathOutside):
+    with pytest.raises(Outside):
         resolve_in_root(root, str(sibling))
 
 
@@ -76,7 +72,7 @@ def test_symlink_to_outside_is_refused(root: Path) -> None:
     (root / "escape").symlink_to(root.parent.parent / "secret.txt")
     (root / "escape-dir").symlink_to("/etc")
     for path in ("escape", "escape-dir/passwd", "~/escape-dir"):
-        with pytest.raises(PathOutside):
+        with pytest.raises(Outside):
             resolve_in_root(root, path)
 
 
@@ -91,7 +87,7 @@ def test_symlinked_root(root: Path, tmp_path: Path) -> None:
     link.symlink_to(root)
     assert resolve_in_root(link, "data/a.txt") == root / "data" / "a.txt"
     assert resolve_in_root(link, str(link / "data" / "a.txt")) == root / "data" / "a.txt"
-    with pytest.raises(PathOutside):
+    with pytest.raises(Outside):
         resolve_in_root(link, "../secret.txt")
 
 
@@ -117,7 +113,7 @@ def test_sha256_refuses_non_files_and_swapped_links(root: Path, tmp_path: Path) 
     target = resolve_in_root(root, "data/a.txt")
     target.unlink()
     target.symlink_to(tmp_path / "secret.txt")
-    with pytest.raises(PathOutside):
+    with pytest.raises(Outside):
         sha256_in_root(root, target)
     # ... or a parent directory swapped for a link to outside.
     (tmp_path / "elsewhere").mkdir()
@@ -128,5 +124,5 @@ def test_sha256_refuses_non_files_and_swapped_links(root: Path, tmp_path: Path) 
     (root / "sub" / "b.txt").unlink()
     (root / "sub").rmdir()
     (root / "sub").symlink_to(tmp_path / "elsewhere")
-    with pytest.raises(PathOutside):
+    with pytest.raises(Outside):
         sha256_in_root(root, resolved)

@@ -10,15 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from kaic.center.store import SCHEMA_VERSION, SchemaTooNew, Store, format_time, parse_time
+from kaic.center.db import SchemaTooNew, format_time, parse_time
+from kaic.center.migrations import SCHEMA_VERSION
+from kaic.center.store import Store
 
 
 def test_new_database_is_versioned_wal_and_private(tmp_path: Path) -> None:
     state = tmp_path / "state"
     store = Store(state)
     assert store.schema_version == SCHEMA_VERSION >= 1
-    journal_mode = store._fetchone("PRAGMA journal_mode")
-    foreign_keys = store._fetchone("PRAGMA foreign_keys")
+    journal_mode = store.fetchone("PRAGMA journal_mode")
+    foreign_keys = store.fetchone("PRAGMA foreign_keys")
     assert journal_mode is not None and journal_mode[0] == "wal"
     assert foreign_keys is not None and foreign_keys[0] == 1
     store.close()

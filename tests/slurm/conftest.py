@@ -1,5 +1,6 @@
-"""Fixtures for the Slurm tests: a real single-node Slurm with slurmrestd (session), and a
-real kaic center in front of it (module).
+"""Fixtures for the Slurm tests: a real single-node Slurm with slurmrestd (session), a real
+kaic center in front of it (module), and the executor conformance suite's center over it
+(session, see `slurm_harness`).
 
 Needs root (munged and slurmd run as their own users, jobs as a real unix account) and the
 Debian packages `slurm-wlm slurmrestd munge`. Without them the tests fail when `CI=true`
@@ -8,6 +9,7 @@ and are skipped with the reason otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -17,6 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from kaic.center.executors.slurm.options import SlurmSettings
+from tests.center.conformance.harness import Facts, Harness, running
+from tests.center.jobs_support import make_settings
 from tests.helpers import RunningCenter, start_center, unavailable
 from tests.slurm.cluster import JOB_USER, SlurmCluster, missing_binaries
 
@@ -61,6 +66,52 @@ def slurm_cluster(slurm_base: Path) -> Iterator[SlurmCluster]:
         cluster.stop()
 
 
+#: what the conformance suite may expect differently of Slurm: it counts time limits in
+#: minutes and checks them about every 30 s, schedules every 2 s (`sched_interval`), and the
+#: center polls it every 0.5 s
+CONFORMANCE_FACTS = Facts(
+    gpus=2,
+    deadline=60.0,
+    time_limit=60,
+    task_seconds=2.0,
+    running_event="running on partition",
+    cancels_pending_at_once=False,
+)
+CONFORMANCE_MODULE = "test_conformance.py"
+
+
+@pytest.fixture(scope="session")
+def slurm_harness(slurm_cluster: SlurmCluster, slurm_base: Path) -> Iterator[Harness]:
+    """The conformance suite's center over Slurm (in process, as root: it hands the job
+    directories to `kaicslurm`).
+
+    Session-scoped and started before `slurm_center`, so that its time-limited jobs (a
+    minute at least) run out while the other Slurm tests run; the conformance run comes
+    last (`pytest_collection_modifyitems`), and checks them at its end."""
+    # Directly in the traversable base: jobs (as kaicslurm) pass through the state dir.
+    state_dir = Path(tempfile.mkdtemp(prefix="conformance-", dir=slurm_base))
+    options = SlurmSettings(url=slurm_cluster.url, token=slurm_cluster.token, poll_interval=0.5)
+    settings = make_settings(state_dir, executor="slurm", executor_settings=options)
+    try:
+        with running(settings, CONFORMANCE_FACTS, unix_account=JOB_USER) as harness:
+            yield harness
+    finally:
+        with contextlib.suppress(Exception):
+            slurm_cluster.run("scancel", "--user", JOB_USER, timeout=10)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The conformance run last among the Slurm tests (see `slurm_harness`); other tests
+    keep their places."""
+    here = Path(__file__).parent
+    slots = [i for i, item in enumerate(items) if item.path.parent == here]
+    mine = [items[i] for i in slots]
+    ordered = [t for t in mine if t.path.name != CONFORMANCE_MODULE]
+    ordered += [t for t in mine if t.path.name == CONFORMANCE_MODULE]
+    for slot, item in zip(slots, ordered, strict=True):
+        items[slot] = item
+
+
 @dataclass
 class SlurmCenter:
     """A kaic center with the Slurm executor, user alice (unix account kaicslurm) and an
@@ -79,7 +130,9 @@ class SlurmCenter:
 
 
 @pytest.fixture(scope="module")
-def slurm_center(slurm_cluster: SlurmCluster, slurm_base: Path) -> Iterator[SlurmCenter]:
+def slurm_center(
+    slurm_cluster: SlurmCluster, slurm_base: Path, slurm_harness: Harness
+) -> Iterator[SlurmCenter]:
     from kaic.center.store import Store
     from tests.center.jobs_support import mint_token
 

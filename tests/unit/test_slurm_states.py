@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from kaic.center.executors.slurm_api import (
+from kaic.center.executors.slurm.api import (
     SubmitRequest,
     build_submit,
     decode_exit_code,
@@ -17,7 +17,7 @@ from kaic.center.executors.slurm_api import (
     parse_partition,
     token_user,
 )
-from kaic.center.executors.slurm_states import (
+from kaic.center.executors.slurm.states import (
     BASE_STATES,
     FLAGS,
     map_job_state,

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from kaic.center.settings import PartitionConfig
+from kaic.center.jobs.partitions import PartitionConfig
 from kaic.models import JobState
 
 
@@ -91,6 +91,9 @@ class LaunchSpec:
     array_limit: int | None = None
     #: external ids of jobs that must complete successfully first
     after_ok: Sequence[str] = ()
+    #: the center's own storage root (`state_dir/storage`) when `home` lies in it; None when
+    #: the site's storage root holds the homes (the ownership rule of `executors.prepare`)
+    own_storage: Path | None = None
 
 
 @dataclass(frozen=True)

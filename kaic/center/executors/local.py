@@ -13,10 +13,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import pwd
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +29,7 @@ from kaic.center.executors.base import (
     LaunchSpec,
     RunningJob,
 )
+from kaic.center.executors.prepare import job_account, job_environment, prepare_storage
 
 logger = logging.getLogger("kaic.center.executor")
 
@@ -59,8 +58,6 @@ WRAPPER_AS_USER = (
     'echo "$rc" > "$2.tmp" && mv -f "$2.tmp" "$2"\n'
     'exit "$rc"\n'
 )
-
-_DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def proc_start_time(pid: int) -> int | None:
@@ -96,79 +93,6 @@ def read_exit_code(path: Path) -> int | None:
         return int(path.read_text(encoding="ascii").strip())
     except (OSError, ValueError):
         return None
-
-
-def _center_path() -> str:
-    """The center's PATH, with its own interpreter's bin dir first, so jobs find the `kaic`
-    installed beside the center (e.g. in its virtualenv) — `kaic bench --remote` relies on it."""
-    own_bin = str(Path(sys.executable).parent)
-    parts = [p for p in (os.environ.get("PATH") or _DEFAULT_PATH).split(os.pathsep) if p]
-    return os.pathsep.join([own_bin, *(p for p in parts if p != own_bin)])
-
-
-def job_environment(spec: LaunchSpec, *, base_path: str | None = None) -> dict[str, str]:
-    """A clean environment for a job: a small base, the job's own env, then kaic's variables
-    (which the job's env cannot override)."""
-    gpus = ",".join(str(i) for i in spec.gpu_ids)
-    env = {
-        "PATH": base_path or _center_path(),
-        "HOME": str(spec.home),
-        "LANG": os.environ.get("LANG") or "C.UTF-8",
-        "USER": spec.user,
-        "LOGNAME": spec.user,
-    }
-    env.update(spec.env)
-    env.update(
-        {
-            "KAIC_JOB_ID": spec.job_id,
-            "KAIC_JOB_NAME": spec.name,
-            "KAIC_ARRAY_JOB_ID": spec.array_job_id or "",
-            "KAIC_ARRAY_TASK_ID": "" if spec.array_task_id is None else str(spec.array_task_id),
-            "KAIC_GPUS": gpus,
-            "KAIC_PARTITION": spec.partition,
-            "CUDA_VISIBLE_DEVICES": gpus,
-        }
-    )
-    return env
-
-
-def _account(spec: LaunchSpec) -> pwd.struct_passwd:
-    """The unix account a job runs as (never root)."""
-    name = spec.unix_account or spec.user
-    try:
-        account = pwd.getpwnam(name)
-    except KeyError:
-        raise ExecutorError(
-            f"unix account {name!r} of user {spec.user} does not exist on this machine"
-        ) from None
-    if account.pw_uid == 0:
-        raise ExecutorError(f"jobs do not run as root (user {spec.user}'s unix account)")
-    return account
-
-
-def _make_dirs_owned(home: Path, workdir: Path, account: pwd.struct_passwd) -> None:
-    """Make the job's home and workdir exist and belong to `account`.
-
-    A home the center creates is given to the account; an existing one must already be
-    the account's (a misconfigured storage root must not hand a system directory over).
-    Directories created below the home for the workdir are the account's too."""
-    if not home.exists():
-        home.mkdir(parents=True, mode=0o700)
-        os.chown(home, account.pw_uid, account.pw_gid)
-    owner = home.stat().st_uid
-    if owner != account.pw_uid:
-        raise ExecutorError(
-            f"storage home {home} belongs to uid {owner}, not to {account.pw_name}; "
-            f"fix with: chown {account.pw_name} {home}"
-        )
-    missing: list[Path] = []
-    path = workdir
-    while path != home and not path.exists():
-        missing.append(path)
-        path = path.parent
-    for directory in reversed(missing):
-        directory.mkdir()
-        os.chown(directory, account.pw_uid, account.pw_gid)
 
 
 def _killpg(pgid: int | None, sig: int) -> None:
@@ -208,18 +132,15 @@ class LocalExecutor(Executor):
     def start(self, spec: LaunchSpec) -> Launched:
         paths = spec.paths
         try:
-            account = _account(spec) if self.run_as_users else None
+            account = job_account(spec) if self.run_as_users else None
             paths.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             paths.script.write_text(spec.script, encoding="utf-8")
             paths.exitcode.unlink(missing_ok=True)
             argv = ["/bin/sh", "-c", WRAPPER, "kaic-job", str(paths.script), str(paths.exitcode)]
-            if account is None:
-                spec.home.mkdir(parents=True, exist_ok=True, mode=0o700)
-                spec.workdir.mkdir(parents=True, exist_ok=True)
-            else:
+            prepare_storage(spec.home, spec.workdir, account, own_storage=spec.own_storage)
+            if account is not None:
                 paths.dir.chmod(0o700)
                 paths.script.chmod(0o644)  # readable through the open file only
-                _make_dirs_owned(spec.home, spec.workdir, account)
                 argv[2] = WRAPPER_AS_USER
                 argv += [str(account.pw_uid), str(account.pw_gid)]
             with (
@@ -232,7 +153,7 @@ class LocalExecutor(Executor):
                     stdout=stdout,
                     stderr=stderr,
                     cwd=spec.workdir,
-                    env=job_environment(spec, base_path=self.base_path),
+                    env=job_environment(spec, login=spec.user, base_path=self.base_path),
                     start_new_session=True,
                     close_fds=True,
                 )

@@ -1,10 +1,31 @@
-"""The center's partitions, from the settings."""
+"""The center's partitions: what one is, and the center's own from its settings.
+
+Imports nothing of the center at run time: the settings and the executors' interface use
+`PartitionConfig`, and the settings read the executor registry.
+"""
 
 from __future__ import annotations
 
-from kaic.center.settings import CenterSettings, PartitionConfig
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kaic.center.settings import CenterSettings
 
 DEFAULT_PARTITION = "local"
+
+
+@dataclass
+class PartitionConfig:
+    """One partition (queue) of the center: a pool of GPUs handed out exclusively."""
+
+    name: str
+    gpus: int = 0
+    gpu_type: str | None = None
+    #: the longest time limit a job may ask for (seconds); None = no limit
+    max_time_seconds: int | None = None
+    #: jobs that name no partition go to the default one (the first, if none is marked)
+    default: bool = False
 
 
 def configured_partitions(settings: CenterSettings) -> list[PartitionConfig]:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from kaic.center.executors.base import JobPaths
 from kaic.center.settings import CenterSettings
+from kaic.center.storage import Outside, StorageRoot
 
 
 class PathRejected(ValueError):
-    """A path that is not inside the user's storage; the message says why."""
+    """A workdir that is not inside the user's storage; the message says why."""
 
 
 def storage_home(settings: CenterSettings, user: str, unix_account: str | None = None) -> Path:
@@ -27,33 +27,17 @@ def job_paths(state_dir: Path, job_id: str) -> JobPaths:
 
 
 def resolve_workdir(home: Path, workdir: str | None) -> tuple[str, Path]:
-    """(display form `~/…`, real path) of a job's workdir inside `home`.
-
-    `~` and `~/x` are relative to the home, as are relative paths; absolute paths must
-    already lie inside it. `..` and symbolic links may not lead out (PathRejected).
+    """(display form `~/…`, path) of a job's workdir inside `home`, by the storage root's
+    rule (`kaic.center.storage`): `~`, `~/x` and relative paths start at the home,
+    absolute ones must lie inside it, `..` may not climb above it and links may not lead
+    out (PathRejected, saying why). The path is the home joined with the normalised
+    relative path; it need not exist yet (the executor creates it).
     """
     text = (workdir or "~").strip()
-    if "\0" in text:
-        raise PathRejected("workdir contains a NUL character")
-    if text == "~" or text.startswith("~/"):
-        relative = text[2:]
-    elif text.startswith("~"):
-        raise PathRejected(f"workdir {text!r}: `~user` paths are not supported; use `~/…`")
-    elif text.startswith("/"):
-        try:
-            relative = str(Path(os.path.normpath(text)).relative_to(home))
-        except ValueError:
-            raise PathRejected(
-                f"workdir {text!r} is outside your storage; use a path under `~`"
-            ) from None
-    else:
-        relative = text
-    normal = os.path.normpath(relative) if relative else "."
-    if normal == ".." or normal.startswith("../") or normal.startswith("/"):
-        raise PathRejected(f"workdir {text!r} leads outside your storage")
-    real_home = home.resolve()
-    real = (home / normal).resolve()
-    if real != real_home and real_home not in real.parents:
-        raise PathRejected(f"workdir {text!r} leads outside your storage (through a link)")
-    display = "~" if normal == "." else "~/" + normal
-    return display, home / normal
+    storage = StorageRoot(home)
+    try:
+        relative = storage.relative(text)
+        storage.follow(text)
+    except Outside as exc:
+        raise PathRejected(f"workdir {text!r} {exc}") from None
+    return ("~/" + relative if relative else "~"), home / relative

@@ -1,6 +1,6 @@
-"""SQL for jobs, job events and idempotency keys, over the center's `Store` connection.
+"""SQL for jobs, job events and idempotency keys, over the center's database (`Store`).
 
-The schema is migration 2 in `kaic/center/store.py`. One row per job; an array is a
+The schema is migration 2 in `kaic/center/migrations.py`. One row per job; an array is a
 parent row (kind 'array', id "N") whose state the scheduler derives from its task rows
 (kind 'task', ids "N_0", "N_1", ...). `seq` is the numeric id of a job or array.
 """
@@ -11,13 +11,14 @@ import json
 import logging
 import sqlite3
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from kaic.center.store import Store, format_time, parse_time
+from kaic.center.db import Database, format_time, parse_time
 from kaic.models import Job, JobEvent, JobState, JobSubmit, Resources
 
 logger = logging.getLogger("kaic.center.jobs")
@@ -180,27 +181,28 @@ class NewJob:
 
 
 class JobStore:
-    """Typed job queries; shares the `Store`'s connection, lock and transactions."""
+    """Typed job queries over the center's database (the `Store`): its connection, lock and
+    transactions."""
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
-    def transaction(self) -> Any:
-        return self.store.transaction()
+    def transaction(self) -> AbstractContextManager[None]:
+        return self.db.transaction()
 
     def now(self) -> datetime:
-        return self.store._now()
+        return self.db.now()
 
     # -- jobs ----------------------------------------------------------------------------
 
     def next_seq(self) -> int:
         """The next job number (call inside a transaction that inserts it)."""
-        row = self.store._fetchone("SELECT COALESCE(MAX(seq), 0) + 1 AS n FROM jobs")
+        row = self.db.fetchone("SELECT COALESCE(MAX(seq), 0) + 1 AS n FROM jobs")
         assert row is not None
         return int(row["n"])
 
     def insert(self, job: NewJob) -> None:
-        self.store._execute(
+        self.db.execute(
             "INSERT INTO jobs (id, seq, kind, array_job_id, array_task_id, array_limit, user_id,"
             " project_id, name, partition, spec, workdir, time_limit_seconds, gpus, depends_on,"
             " state, reason, submitted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
@@ -230,11 +232,9 @@ class JobStore:
     def get(self, job_id: str, *, user_id: int | None = None) -> JobRow | None:
         """The job `job_id` (only if it belongs to `user_id`, when given)."""
         if user_id is None:
-            row = self.store._fetchone(_SELECT + " WHERE j.id = ?", (job_id,))
+            row = self.db.fetchone(_SELECT + " WHERE j.id = ?", (job_id,))
         else:
-            row = self.store._fetchone(
-                _SELECT + " WHERE j.id = ? AND j.user_id = ?", (job_id, user_id)
-            )
+            row = self.db.fetchone(_SELECT + " WHERE j.id = ? AND j.user_id = ?", (job_id, user_id))
         return _row(row) if row else None
 
     def get_many(self, job_ids: Iterable[str]) -> dict[str, JobRow]:
@@ -242,12 +242,12 @@ class JobStore:
         if not ids:
             return {}
         marks = ",".join("?" for _ in ids)
-        rows = self.store._fetchall(_SELECT + f" WHERE j.id IN ({marks})", ids)
+        rows = self.db.fetchall(_SELECT + f" WHERE j.id IN ({marks})", ids)
         return {r["id"]: _row(r) for r in rows}
 
     def tasks(self, array_job_id: str) -> list[JobRow]:
         """The tasks of an array, by task index."""
-        rows = self.store._fetchall(
+        rows = self.db.fetchall(
             _SELECT + " WHERE j.array_job_id = ? AND j.kind = 'task' ORDER BY j.array_task_id",
             (array_job_id,),
         )
@@ -258,7 +258,7 @@ class JobStore:
         if not array_job_ids:
             return {}
         marks = ",".join("?" for _ in array_job_ids)
-        rows = self.store._fetchall(
+        rows = self.db.fetchall(
             f"SELECT array_job_id, id FROM jobs WHERE kind = 'task' AND array_job_id IN ({marks})"
             " ORDER BY array_task_id",
             list(array_job_ids),
@@ -271,7 +271,7 @@ class JobStore:
     def active(self) -> list[JobRow]:
         """Runnable rows (jobs and tasks) that are not terminal, in queue order."""
         marks = ",".join("?" for _ in ACTIVE)
-        rows = self.store._fetchall(
+        rows = self.db.fetchall(
             _SELECT + f" WHERE j.kind != 'array' AND j.state IN ({marks})"
             " ORDER BY j.seq, COALESCE(j.array_task_id, -1)",
             ACTIVE,
@@ -305,7 +305,7 @@ class JobStore:
             params.append(before_seq)
         sql += " ORDER BY j.seq DESC LIMIT ?"
         params.append(limit)
-        return [_row(r) for r in self.store._fetchall(sql, params)]
+        return [_row(r) for r in self.db.fetchall(sql, params)]
 
     def update(self, job_id: str, **fields: Any) -> None:
         """Set columns of one job (only the mutable ones)."""
@@ -316,12 +316,12 @@ class JobStore:
             return
         assignments = ", ".join(f"{name} = ?" for name in fields)
         values = [_db_value(v) for v in fields.values()]
-        self.store._execute(f"UPDATE jobs SET {assignments} WHERE id = ?", [*values, job_id])
+        self.db.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", [*values, job_id])
 
     def charge(self, project_id: int, gpu_hours: float) -> None:
         """Add GPU hours to a project's use."""
         if gpu_hours > 0:
-            self.store._execute(
+            self.db.execute(
                 "UPDATE projects SET gpu_hours_used = gpu_hours_used + ? WHERE id = ?",
                 (gpu_hours, project_id),
             )
@@ -329,15 +329,13 @@ class JobStore:
     # -- events --------------------------------------------------------------------------
 
     def add_event(self, job_id: str, message: str, state: JobState | None = None) -> None:
-        self.store._execute(
+        self.db.execute(
             "INSERT INTO job_events (job_id, at, state, message) VALUES (?, ?, ?, ?)",
             (job_id, format_time(self.now()), state.value if state else None, message),
         )
 
     def events(self, job_id: str) -> list[JobEvent]:
-        rows = self.store._fetchall(
-            "SELECT * FROM job_events WHERE job_id = ? ORDER BY id", (job_id,)
-        )
+        rows = self.db.fetchall("SELECT * FROM job_events WHERE job_id = ? ORDER BY id", (job_id,))
         return [
             JobEvent(
                 at=parse_time(r["at"]),
@@ -351,14 +349,14 @@ class JobStore:
 
     def find_idempotency_key(self, user_id: int, key: str) -> tuple[str, str] | None:
         """(body hash, job id) recorded for the user's key, or None."""
-        row = self.store._fetchone(
+        row = self.db.fetchone(
             "SELECT body_hash, job_id FROM idempotency_keys WHERE user_id = ? AND key = ?",
             (user_id, key),
         )
         return (row["body_hash"], row["job_id"]) if row else None
 
     def save_idempotency_key(self, user_id: int, key: str, body_hash: str, job_id: str) -> None:
-        self.store._execute(
+        self.db.execute(
             "INSERT INTO idempotency_keys (user_id, key, body_hash, job_id, created_at)"
             " VALUES (?, ?, ?, ?, ?)",
             (user_id, key, body_hash, job_id, format_time(self.now())),

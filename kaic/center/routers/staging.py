@@ -5,13 +5,14 @@ host's keys over the authenticated API (so no trust-on-first-use);
 `POST /v1/ssh/certificates` signs the client's key for the caller's unix account;
 `GET /v1/files/checksum` hashes a file inside the caller's storage root only, and
 `POST /v1/files/checksums` does the same for up to `MAX_CHECKSUM_PATHS` files at once, each
-path through the same `_checksum` (one confinement rule for both).
+path through the same `_checksums` and `_answer` (one confinement rule for both: the
+storage root's, `kaic.center.storage`), read with the caller's rights (`kaic.center.files`).
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import timezone
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -19,7 +20,9 @@ from fastapi import APIRouter, Depends, Query, Request
 from kaic.center.accounts import is_center_account
 from kaic.center.deps import Principal, SettingsDep, require_scope
 from kaic.center.errors import ApiError
-from kaic.center.files import NotARegularFile, PathOutside, resolve_in_root, sha256_in_root
+from kaic.center.files import Checksum, checksums
+from kaic.center.runas import UnixAccount
+from kaic.center.settings import CenterSettings
 from kaic.center.ssh_ca import ForbiddenPrincipal, UnacceptableKey, UserCA
 from kaic.models import ErrorResponse
 from kaic.models.staging import (
@@ -43,6 +46,8 @@ router = APIRouter(
         403: {"model": ErrorResponse, "description": "the token lacks the `files` scope"},
     },
 )
+
+logger = logging.getLogger("kaic.center")
 
 FilesPrincipal = Annotated[Principal, Depends(require_scope("files"))]
 
@@ -130,19 +135,30 @@ def sign_certificate(
         raise ApiError(403, "forbidden", str(exc)) from None
 
 
-def _checksum(root: Path, path: str) -> FileChecksum:
-    """sha256 and size of `path` in the storage `root`; ApiError 404 when it is missing *or*
-    outside the root (the same answer: never reveal what exists elsewhere), 422 when it is
-    not a regular file."""
-    try:
-        real = resolve_in_root(root, path)
-        digest = sha256_in_root(root, real)
-    except NotARegularFile:
-        raise ApiError(422, "invalid_request", f"not a regular file: {path}") from None
-    except (PathOutside, OSError):
-        raise ApiError(404, "not_found", f"no such file in your storage: {path}") from None
-    shown = root / real.relative_to(root.resolve())  # as the client names its root
-    return FileChecksum(path=str(shown), size=digest.size, sha256=digest.sha256)
+def _checksums(principal: Principal, settings: CenterSettings, paths: list[str]) -> list[Checksum]:
+    """The checksums of `paths` in the caller's storage root, read with the caller's rights:
+    as the caller's unix account when the center runs jobs as users (an account that does
+    not exist here can read nothing)."""
+    root = settings.storage_root_for(principal.user, principal.unix_account)
+    account = None
+    if settings.run_as_users:
+        try:
+            account = UnixAccount.lookup(principal.unix_account)
+        except LookupError as exc:
+            logger.warning("checksums for %s refused: %s", principal.user, exc)
+            return [Checksum(problem="not_found") for _ in paths]
+    return checksums(root, paths, account)
+
+
+def _answer(path: str, found: Checksum) -> FileChecksum:
+    """The wire form of one checksum; ApiError 404 when the file is missing, outside the
+    root or unreadable to the caller (the same answer: never reveal what exists elsewhere),
+    422 when it is not a regular file."""
+    if found.problem == "not_a_file":
+        raise ApiError(422, "invalid_request", f"not a regular file: {path}")
+    if found.digest is None or found.shown is None:
+        raise ApiError(404, "not_found", f"no such file in your storage: {path}")
+    return FileChecksum(path=found.shown, size=found.digest.size, sha256=found.digest.sha256)
 
 
 @router.get(
@@ -168,7 +184,7 @@ def file_checksum(
     """sha256 and size of a file in the caller's storage, computed on the server."""
     # A sync route: FastAPI runs it in a worker thread, so hashing a large file does not
     # block the event loop.
-    return _checksum(settings.storage_root_for(principal.user, principal.unix_account), path)
+    return _answer(path, _checksums(principal, settings, [path])[0])
 
 
 @router.post(
@@ -182,11 +198,11 @@ def file_checksums(
     """sha256 and size of several files in the caller's storage (at most
     `MAX_CHECKSUM_PATHS`), each path judged exactly as `GET /v1/files/checksum` judges it.
     A path that fails gets its own `error`; the others are answered."""
-    root = settings.storage_root_for(principal.user, principal.unix_account)
     results = []
-    for path in body.paths:
+    answers = _checksums(principal, settings, body.paths)
+    for path, checksum in zip(body.paths, answers, strict=True):
         try:
-            found = _checksum(root, path)
+            found = _answer(path, checksum)
         except ApiError as exc:
             results.append(
                 FileChecksumResult(path=path, error=PathError(code=exc.code, message=exc.message))

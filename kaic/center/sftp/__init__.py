@@ -1,9 +1,12 @@
 """The reference center's embedded SFTP endpoint (loopback only).
 
 - `certs`: checks the OpenSSH user certificates the center's user CA issues.
-- `fs`: one user's storage root as an SFTP file system, every path confined to it.
+- `fs`: one user's storage root as an SFTP file system, every path confined to it by the
+  storage root's one rule (`kaic.center.storage`).
 - `subsystem`: the SFTP protocol (paramiko's server, hardened; streamed listings).
-- `server`: the SSH server (paramiko) accepting certificate logins and the `sftp` subsystem.
+- `server`: the SSH server (paramiko) accepting certificate logins and the `sftp` subsystem;
+  `gate`: the policy of one connection (login, admission, sessions); `transport`: each
+  connection's SSH transport, hardened.
 - `relay` / `worker`: serving a connection as the user's unix account (`--run-as-user`):
   a worker process that has dropped to the account, the center relaying its bytes.
 

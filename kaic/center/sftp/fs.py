@@ -2,20 +2,17 @@
 
 Paths the client sees are absolute paths of the host, the way sshd shows them: the root is
 the `home` path `GET /v1/staging` advertises (and `realpath(".")` answers it), relative
-paths start there, and an absolute path must lie inside it. `..` is collapsed lexically
-and may not climb above the root; symbolic links are judged by where they really lead
-(`os.path.realpath`), so a link inside the root pointing outside it opens nothing.
+paths start there. Which paths lead inside the root, and how an operation reaches what it
+acts on without walking the path again (`*at()` calls on a checked directory descriptor),
+is `kaic.center.storage.StorageRoot`: the rule the workdir check and the checksum API use
+too. A path it refuses is answered as permission denied.
 
-Between that check and the operation a concurrent process (a job of the user) could swap a
-directory for a link. So the operation itself never walks the path again: it opens the
-checked parent directory, confirms through `/proc/self/fd` where that descriptor really
-is, and acts on the last component relative to it (`*at()` calls with `dir_fd`), opening
-files with `O_NOFOLLOW`. A swap then makes the operation fail; it cannot leave the root.
+Names are bytes on the wire and on disk: the subsystem hands this module `str` decoded the
+way the file system decodes names (`os.fsdecode`), and encodes what it answers back.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import os
@@ -23,7 +20,6 @@ import posixpath
 import stat as stat_mod
 import threading
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any, TypeVar
 
 from paramiko import SFTPAttributes, SFTPHandle, SFTPServerInterface
@@ -34,26 +30,18 @@ from paramiko.sftp import (
     SFTP_PERMISSION_DENIED,
 )
 
+from kaic.center.storage import Outside, StorageRoot, is_inside, normalise
+
 logger = logging.getLogger("kaic.center.sftp")
 
 #: the largest read answered at once (clients ask for 32–256 KiB; a short read is fine)
 MAX_READ = 1 << 20
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 # O_PATH (Linux): a handle on a directory or file that needs no read permission
 _PATH = getattr(os, "O_PATH", 0)
 
 T = TypeVar("T")
-
-
-class Outside(Exception):
-    """The path leads outside the storage root (answered as permission denied)."""
-
-
-def is_inside(path: str, root: str) -> bool:
-    """Whether `path` is `root` or below it (both normalised absolute paths)."""
-    return path == root or path.startswith(root.rstrip("/") + "/")
 
 
 def sftp_code(exc: OSError) -> int:
@@ -63,133 +51,6 @@ def sftp_code(exc: OSError) -> int:
     if exc.errno in (errno.EACCES, errno.EPERM, errno.ELOOP):
         return SFTP_PERMISSION_DENIED
     return SFTP_FAILURE
-
-
-def _normalise(path: str) -> str:
-    # posixpath.normpath keeps a leading "//"; the host's namespace has one root.
-    return "/" + posixpath.normpath(path).lstrip("/")
-
-
-class ConfinedFS:
-    """The confinement rules of one storage root, independent of the SFTP layer."""
-
-    def __init__(self, root: Path | str) -> None:
-        #: the root as shown to the client (the advertised `home` path)
-        self.shown = _normalise(os.fspath(root))
-        #: the root with every link resolved (what the kernel reports for descriptors)
-        self.real = os.path.realpath(self.shown)
-
-    # -- path mapping ------------------------------------------------------------------------
-    def lexical(self, path: str) -> str:
-        """`path` as an absolute path below the real root, `..` collapsed; Outside if above."""
-        if "\0" in path:
-            raise Outside("NUL in path")
-        if path in ("", ".", "~", "~/"):
-            relative = ""
-        elif path.startswith("~/"):
-            relative = path[2:]
-        elif path.startswith("/"):
-            norm = _normalise(path)
-            for base in (self.shown, self.real):
-                if is_inside(norm, base):
-                    relative = norm[len(base) :].lstrip("/")
-                    break
-            else:
-                raise Outside(path)
-        else:
-            relative = path
-        joined = _normalise(posixpath.join(self.real, relative))
-        if not is_inside(joined, self.real):
-            raise Outside(path)
-        return joined
-
-    def follow(self, path: str) -> str:
-        """The real path `path` leads to (links followed); Outside unless inside the root."""
-        real = os.path.realpath(self.lexical(path))
-        if not is_inside(real, self.real):
-            raise Outside(path)
-        return real
-
-    def parent(self, path: str) -> tuple[str, str]:
-        """(real parent directory, last component) of `path`, the component not followed.
-
-        The root itself is `(root, ".")`.
-        """
-        lexical = self.lexical(path)
-        if lexical == self.real:
-            return self.real, "."
-        head, name = posixpath.split(lexical)
-        real_head = os.path.realpath(head)
-        if not is_inside(real_head, self.real):
-            raise Outside(path)
-        return real_head, name
-
-    def shown_path(self, real: str) -> str:
-        """How the client sees the real path `real` (inside the root)."""
-        if real == self.real:
-            return self.shown
-        return posixpath.join(self.shown, real[len(self.real) :].lstrip("/"))
-
-    def canonical(self, path: str) -> str:
-        """An absolute client path for `path` (SFTP realpath).
-
-        Links inside the root are resolved; a path outside the root, or through a link that
-        leads outside, is only normalised (its operations are refused anyway, and where a
-        link points outside is not revealed).
-        """
-        try:
-            lexical = self.lexical(path)
-        except Outside:
-            if path.startswith("/"):
-                return _normalise(path)
-            return _normalise(posixpath.join(self.shown, path))
-        real = os.path.realpath(lexical)
-        return self.shown_path(real if is_inside(real, self.real) else lexical)
-
-    # -- descriptors -------------------------------------------------------------------------
-    def check_fd(self, fd: int) -> None:
-        """Outside unless the open descriptor `fd` really is inside the root (Linux /proc)."""
-        try:
-            where = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            return  # no /proc (macOS): the realpath check before opening is what we have
-        if not is_inside(where, self.real):
-            raise Outside(where)
-
-    @contextlib.contextmanager
-    def directory(self, real_dir: str) -> Iterator[int]:
-        """A descriptor on the (already checked) real directory `real_dir`, confirmed inside."""
-        fd = os.open(real_dir, (_PATH or os.O_RDONLY) | os.O_DIRECTORY | _NOFOLLOW | _CLOEXEC)
-        try:
-            self.check_fd(fd)
-            yield fd
-        finally:
-            os.close(fd)
-
-    @contextlib.contextmanager
-    def located(self, real: str) -> Iterator[tuple[int, str]]:
-        """(directory descriptor, name) for the real path `real` inside the root."""
-        if real == self.real:
-            with self.directory(real) as fd:
-                yield fd, "."
-            return
-        head, name = posixpath.split(real)
-        with self.directory(head) as fd:
-            yield fd, name
-
-    @contextlib.contextmanager
-    def handle_on(self, real: str) -> Iterator[int]:
-        """A descriptor on the file or directory `real` itself (not a link), confirmed inside."""
-        with self.located(real) as (dir_fd, name):
-            flags = (_PATH or (os.O_RDONLY | _NONBLOCK)) | _NOFOLLOW | _CLOEXEC
-            fd = os.open(name, flags, dir_fd=dir_fd)
-        try:
-            self.check_fd(fd)
-            if stat_mod.S_ISLNK(os.fstat(fd).st_mode):  # O_PATH|O_NOFOLLOW opens a link itself
-                raise Outside(real)
-            yield fd
-        finally:
-            os.close(fd)
 
 
 def _attributes(st: os.stat_result, filename: str = "") -> SFTPAttributes:
@@ -336,7 +197,7 @@ class ConfinedSFTP(SFTPServerInterface):
         root = getattr(server, "storage_root", None)
         if root is None:  # pragma: no cover - the gate opens no channel before login
             raise RuntimeError("SFTP channel without an authenticated storage root")
-        self.fs = ConfinedFS(root)
+        self.fs = StorageRoot(root)
         self._who = str(getattr(server, "username", "?"))
         endpoint = getattr(server, "endpoint", None)
         #: open files hold descriptors of the whole center: the endpoint caps them
@@ -363,7 +224,7 @@ class ConfinedSFTP(SFTPServerInterface):
             with self.fs.located(real) as (dir_fd, name):
                 st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
             if stat_mod.S_ISLNK(st.st_mode):  # swapped for a link since the check
-                raise Outside(path)
+                raise Outside("leads outside your storage (it was moved)")
             return _attributes(st, posixpath.basename(real))
 
         return self._run("stat", path, action)
@@ -423,7 +284,7 @@ class ConfinedSFTP(SFTPServerInterface):
             with self.fs.directory(head) as dir_fd:
                 target = os.readlink(name, dir_fd=dir_fd)
             if target.startswith("/"):
-                norm = _normalise(target)
+                norm = normalise(target)
                 if is_inside(norm, self.fs.real):
                     return self.fs.shown_path(norm)
             return target
@@ -436,20 +297,7 @@ class ConfinedSFTP(SFTPServerInterface):
     # -- opening -----------------------------------------------------------------------------
     def open(self, path: str, flags: int, attr: SFTPAttributes) -> ConfinedHandle | int:
         def action() -> ConfinedHandle:
-            real = self.fs.follow(path)
-            mode = _create_mode(attr, 0o666)
-            with self.fs.located(real) as (dir_fd, name):
-                # O_NONBLOCK: opening a FIFO someone left in the root must not hang us.
-                fd = os.open(name, flags | _NOFOLLOW | _CLOEXEC | _NONBLOCK, mode, dir_fd=dir_fd)
-            try:
-                self.fs.check_fd(fd)
-                if not stat_mod.S_ISREG(os.fstat(fd).st_mode):
-                    raise OSError(errno.EISDIR, "not a regular file")
-                if _NONBLOCK:
-                    os.set_blocking(fd, True)
-            except BaseException:
-                os.close(fd)
-                raise
+            fd, _ = self.fs.open_file(path, flags, _create_mode(attr, 0o666))
             return ConfinedHandle(fd, flags, self._budget)
 
         if self._budget is not None and not self._budget.acquire(blocking=False):
@@ -563,7 +411,7 @@ class ConfinedSFTP(SFTPServerInterface):
             if target_path.startswith("/"):
                 self.fs.lexical(target_path)
             else:
-                self.fs.lexical(_normalise(posixpath.join(lexical_dir, target_path)))
+                self.fs.lexical(normalise(posixpath.join(lexical_dir, target_path)))
             with self.fs.directory(head) as dir_fd:
                 os.symlink(target_path, name, dir_fd=dir_fd)
             return SFTP_OK

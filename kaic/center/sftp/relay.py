@@ -26,17 +26,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import pwd
 import socket
 import subprocess
-import sys
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import paramiko
+
+from kaic.center.runas import UnixAccount, helper_command, helper_environment
 
 logger = logging.getLogger("kaic.center.sftp")
 
@@ -48,40 +46,10 @@ WORKER_STOP_GRACE = 2.0
 RELAY_CHUNK = 256 * 1024
 #: seconds to wait for the relay's other direction once both of its waits were woken
 RELAY_JOIN_TIMEOUT = 10.0
-_WORKER_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
 class WorkerFailed(Exception):
     """The worker could not start or switch to the account; the message says why."""
-
-
-@dataclass(frozen=True)
-class UnixAccount:
-    """The unix account a user's files are served as."""
-
-    name: str
-    uid: int
-    gid: int
-    groups: tuple[int, ...]
-
-    @classmethod
-    def lookup(cls, name: str) -> UnixAccount:
-        """The account `name`; LookupError if it does not exist or is root."""
-        try:
-            entry = pwd.getpwnam(name)
-        except KeyError:
-            raise LookupError(f"unix account {name!r} does not exist on this machine") from None
-        if entry.pw_uid == 0:
-            raise LookupError("files are not served as root")
-        groups = tuple(os.getgrouplist(entry.pw_name, entry.pw_gid))
-        return cls(entry.pw_name, entry.pw_uid, entry.pw_gid, groups)
-
-
-def _code_root() -> str:
-    """The directory holding the `kaic` package the center runs (for the worker's imports)."""
-    import kaic
-
-    return str(Path(kaic.__file__).resolve().parent.parent)
 
 
 class ConnectionWorker:
@@ -109,28 +77,19 @@ class ConnectionWorker:
         """
         ctl, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         account = self.account
-        command = [
-            sys.executable,
-            "-m",
+        command = helper_command(
             "kaic.center.sftp.worker",
+            account,
             f"--ctl-fd={theirs.fileno()}",
-            f"--parent-pid={os.getpid()}",
-            f"--uid={account.uid}",
-            f"--gid={account.gid}",
-            f"--groups={','.join(str(g) for g in account.groups)}",
-            f"--user={account.name}",
             f"--root={self.root}",
-        ]
-        # A clean environment: the center's may hold secrets (KAIC_SLURM_JWT), and the
-        # worker soon runs as the user.
-        env = {"PATH": _WORKER_PATH, "LANG": "C.UTF-8", "PYTHONPATH": _code_root()}
+        )
         try:
             self._proc = subprocess.Popen(
                 command,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 pass_fds=(theirs.fileno(),),
-                env=env,
+                env=helper_environment(),
                 cwd="/",
             )
         except OSError as exc:
@@ -190,7 +149,7 @@ class WorkerRelay(paramiko.SubsystemHandler):
     """
 
     def start_subsystem(self, name: str, transport: Any, channel: paramiko.Channel) -> None:
-        gate: Any = self.get_server()  # the connection's _Gate
+        gate: Any = self.get_server()  # the connection's Gate
         worker: ConnectionWorker | None = gate.wait_for_worker(WORKER_START_TIMEOUT)
         if worker is None:
             return  # no worker (it failed, or the connection is ending): the channel closes

@@ -4,11 +4,21 @@ It runs in two places: in the center's process (a single-user center, over the S
 channel) and in a per-connection worker process that has dropped to the user's unix
 account (`kaic.center.sftp.worker`, over a socket the center relays). It therefore imports
 only paramiko and `fs`, nothing of the center (no settings, no database).
+
+File names are bytes, in SFTP v3 as on Linux (OpenSSH's sftp-server passes them through),
+and need not be UTF-8 (a Latin-1 file system, a careless tool). paramiko decodes every path
+of a request as strict UTF-8 and encodes every name it answers the same way, so one such
+name failed a whole listing and could not be pushed at all. Here the names of a request
+are decoded as the file system decodes them (`os.fsdecode`: surrogateescape, so a byte
+that is not UTF-8 survives) and every `str` answered is encoded back the same way
+(`os.fsencode`): the bytes the client sent are the bytes on disk, and the other way round.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+from typing import Any
 
 import paramiko
 from paramiko.sftp import (
@@ -42,6 +52,17 @@ MAX_HANDLES = 256
 #: 255 bytes, its `ls -l` line and attributes a few hundred more: 100 fit a packet easily.
 READDIR_BATCH = 100
 SFTP_VERSION = 3
+
+
+class FsNames(paramiko.Message):
+    """A request whose strings decode as file names do (`os.fsdecode`), not as UTF-8."""
+
+    def __init__(self, request: paramiko.Message) -> None:
+        super().__init__()
+        self.packet = request.packet  # the same buffer, read from where it was
+
+    def get_text(self) -> str:
+        return os.fsdecode(self.get_string())
 
 
 class SftpSubsystem(paramiko.SFTPServer):
@@ -93,7 +114,13 @@ class SftpSubsystem(paramiko.SFTPServer):
             return 0, b""
         return data[0], data[1:]
 
-    def _process(self, t: int, request_number: int, msg: paramiko.Message) -> None:
+    def _response(self, request_number: int, t: int, *args: Any) -> None:
+        # paramiko encodes a `str` as strict UTF-8: names go back as the bytes they are.
+        items = (os.fsencode(a) if isinstance(a, str) else a for a in args)
+        super()._response(request_number, t, *items)  # type: ignore[misc]
+
+    def _process(self, t: int, request_number: int, raw: paramiko.Message) -> None:
+        msg = FsNames(raw)
         if t in _WITH_ATTRS and not _attrs_fit(t, msg):
             self._send_status(request_number, SFTP_BAD_MESSAGE)  # type: ignore[attr-defined]
             return
@@ -162,8 +189,8 @@ class SftpSubsystem(paramiko.SFTPServer):
         reply.add_int(request_number)
         reply.add_int(len(batch))
         for attr in batch:
-            reply.add_string(attr.filename)
-            reply.add_string(str(attr))  # the `ls -l` line
+            reply.add_string(os.fsencode(attr.filename))
+            reply.add_string(os.fsencode(str(attr)))  # the `ls -l` line
             attr._pack(reply)  # type: ignore[attr-defined]
         self._send_packet(CMD_NAME, reply)  # type: ignore[attr-defined]
 

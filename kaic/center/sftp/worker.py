@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import logging
 import os
 import signal
@@ -38,39 +37,15 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from kaic.center.runas import add_account_arguments, become
+
 logger = logging.getLogger("kaic.center.sftp")
 
-#: prctl(2) option: the signal to get when the parent (thread) dies
-PR_SET_PDEATHSIG = 1
 #: seconds the sessions get to finish once the connection has ended
 SESSION_GRACE = 2.0
 #: the file mode creation mask of the user's files: what sshd's sessions (and OpenSSH's
 #: sftp-server) use by default, whatever umask the center itself was started with
 UMASK = 0o022
-
-
-def drop_privileges(uid: int, gid: int, groups: list[int]) -> None:
-    """Become `uid`/`gid` with supplementary `groups` for good (real, effective and saved)."""
-    os.setgroups(groups)
-    os.setresgid(gid, gid, gid)
-    os.setresuid(uid, uid, uid)
-    if os.getresuid() != (uid, uid, uid) or os.getresgid() != (gid, gid, gid):
-        raise PermissionError(f"could not switch to uid {uid} / gid {gid}")
-    if uid != 0:
-        try:
-            os.setuid(0)
-        except PermissionError:
-            return
-        raise PermissionError("root could be regained after switching accounts")
-
-
-def die_with_parent(parent_pid: int) -> None:
-    """Get SIGKILL when the center dies; exit now if it already has."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-    if os.getppid() != parent_pid:
-        os._exit(1)
 
 
 @dataclass
@@ -161,12 +136,8 @@ def _check_root(root: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kaic.center.sftp.worker")
     parser.add_argument("--ctl-fd", type=int, required=True)
-    parser.add_argument("--parent-pid", type=int, required=True)
-    parser.add_argument("--uid", type=int, required=True)
-    parser.add_argument("--gid", type=int, required=True)
-    parser.add_argument("--groups", default="")
-    parser.add_argument("--user", required=True)
     parser.add_argument("--root", required=True)
+    add_account_arguments(parser)
     args = parser.parse_args(argv)
     # Ctrl-C on a center in a terminal reaches its whole process group: the center stops
     # its connections, and with them their workers.
@@ -186,9 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         import kaic.center.sftp.fs
         import kaic.center.sftp.subsystem  # noqa: F401
 
-        groups = [int(g) for g in args.groups.split(",") if g]
-        drop_privileges(args.uid, args.gid, groups)
-        die_with_parent(args.parent_pid)
+        become(args)
         os.umask(UMASK)
         _check_root(args.root)
     except Exception as exc:

@@ -1,6 +1,6 @@
 """The slurmrestd adapter: the one module that knows slurmrestd's paths and field names.
 
-Everything version-specific lives here (and the state table in `slurm_states`): the REST
+Everything version-specific lives here (and the state table in `states`): the REST
 version in the URL, the submit document, how `/jobs`, `/nodes` and `/partitions` spell their
 fields, how exit codes and numbers are encoded. The rest of the center sees plain
 dataclasses (`SlurmJob`, `SlurmNode`, `SlurmPartition`, `SubmitRequest`). Written against
@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from kaic.center.executors.slurm_states import SlurmState, parse_job_state
+from kaic.center.executors.slurm.states import SlurmState, parse_job_state
 
 API_VERSION = "v0.0.38"
 #: Slurm's error number for "Invalid job id specified" (ESLURM_INVALID_JOB_ID)

@@ -13,9 +13,9 @@ center's state dir (`<state_dir>/jobs/<id>/stdout`), which is why the state dir 
 a filesystem the compute nodes share with the center (see docs/slurm.md). The center then
 streams them with the same offset-based reader as for local jobs.
 
-Resilience: when slurmrestd is down or slow, calls back off exponentially (up to
-`MAX_BACKOFF` seconds), jobs keep their last known state, `health()` says degraded, and no
-job is ever marked failed because polling failed. A job that Slurm no longer knows (purged
+Resilience: when slurmrestd is down or slow, calls back off exponentially (`health`), jobs
+keep their last known state, `health()` says degraded, and no job is ever marked failed
+because polling failed. A job that Slurm no longer knows (purged
 after its MinJobAge while the center could not look) ends NODE_FAIL with a reason saying so.
 A submit that may have reached Slurm before the connection failed is never blindly
 repeated: the job is looked up by its comment (`kaic job <id>`) first.
@@ -30,9 +30,8 @@ import pwd
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 
 from kaic.center.executors.base import (
     Ended,
@@ -46,39 +45,31 @@ from kaic.center.executors.base import (
     Observed,
     RunningJob,
 )
-from kaic.center.executors.local import _center_path
-from kaic.center.executors.slurm_api import (
+from kaic.center.executors.prepare import (
+    job_account,
+)
+from kaic.center.executors.slurm import submit
+from kaic.center.executors.slurm.api import (
     SlurmApiError,
     SlurmJob,
     SlurmJobNotFound,
-    SlurmNode,
-    SlurmPartition,
     SlurmRestClient,
     SlurmUnavailable,
-    SubmitRequest,
-    dependency_clause,
 )
-from kaic.center.executors.slurm_states import map_state, pending_reason
-from kaic.center.settings import PartitionConfig
+from kaic.center.executors.slurm.health import Reachability
+from kaic.center.executors.slurm.resources import Resources, free_gpus, partition_configs
+from kaic.center.executors.slurm.states import map_state, pending_reason
+from kaic.center.jobs.partitions import PartitionConfig
 from kaic.models import JobState
 
 logger = logging.getLogger("kaic.center.slurm")
 
-#: the longest wait between two tries while slurmrestd fails (seconds)
-MAX_BACKOFF = 30.0
 #: seconds between refreshes of partitions and nodes (GPU totals and free GPUs)
 RESOURCES_EVERY = 10.0
 #: successful polls a job must be missing from before Slurm is asked about it directly
 MISSING_POLLS = 2
-
-
-def _shell_quote(text: str) -> str:
-    return "'" + text.replace("'", "'\"'\"'") + "'"
-
-
-def _slurm_path(path: Path) -> str:
-    """A path for Slurm's output file options, where `%` starts a pattern."""
-    return str(path).replace("%", "%%")
+#: why a job's unix account must exist on the center host too
+NSS_HINT = "the center must see the cluster's accounts (NSS) to hand job directories to them"
 
 
 @dataclass
@@ -98,21 +89,6 @@ class _Tracked:
     missing: int = 0
     cancel_requested: bool = False
     cancel_sent: bool = False
-
-
-@dataclass
-class _Health:
-    failures: int = 0
-    detail: str | None = None
-    since: float | None = None
-    next_try: float = 0.0
-
-
-@dataclass
-class _Resources:
-    partitions: list[SlurmPartition] = field(default_factory=list)
-    nodes: list[SlurmNode] = field(default_factory=list)
-    fetched_at: float | None = None
 
 
 def _utc(epoch: int | None) -> datetime | None:
@@ -145,9 +121,9 @@ class SlurmExecutor(Executor):
         self.base_path = base_path
         self._jobs: dict[str, _Tracked] = {}
         self._updates: list[Observed] = []
-        self._health = _Health()
+        self._reach = Reachability(self.poll_interval, clock)
         self._next_poll = 0.0
-        self._resources = _Resources()
+        self._resources = Resources()
         # Partitions are read by API threads too (job validation, `GET /v1/partitions`).
         self._resources_lock = threading.Lock()
         #: kaic job ids whose submit may have reached Slurm without us learning the id
@@ -156,172 +132,33 @@ class SlurmExecutor(Executor):
     # -- health and backoff --------------------------------------------------------------
 
     def _failed(self, exc: Exception) -> None:
-        now = self.clock()
-        health = self._health
-        health.failures += 1
-        if health.since is None:
-            health.since = now
-        health.detail = f"slurmrestd unavailable: {exc}"
-        delay = min(MAX_BACKOFF, self.poll_interval * 2 ** min(health.failures, 10))
-        health.next_try = now + delay
-        self._next_poll = max(self._next_poll, health.next_try)
-        log = logger.warning if health.failures <= 3 or health.failures % 20 == 0 else logger.debug
-        log("%s (try %d; next in %.1fs)", health.detail, health.failures, delay)
+        self._next_poll = max(self._next_poll, self._reach.failed(exc))
 
     def _succeeded(self) -> None:
-        if self._health.failures:
-            down = self.clock() - (self._health.since or self.clock())
-            logger.warning("slurmrestd reachable again after %.0fs", down)
-        self._health = _Health()
+        self._reach.succeeded()
 
     def health(self) -> ExecutorHealth:
-        if self._health.failures:
-            return ExecutorHealth(ok=False, detail=self._health.detail)
-        return ExecutorHealth()
+        return self._reach.health()
 
     def _check_reachable(self) -> None:
-        if self._health.failures and self.clock() < self._health.next_try:
-            raise ExecutorUnavailable(f"waiting for Slurm ({self._health.detail}); will retry")
+        if self._reach.waiting():
+            raise ExecutorUnavailable(f"waiting for Slurm ({self._reach.detail}); will retry")
 
     # -- start ---------------------------------------------------------------------------
 
-    def _owner(self, account: str) -> tuple[int, int] | None:
-        """(uid, gid) to give the job's directories to, when the center runs as root."""
+    def _owner(self, spec: LaunchSpec) -> pwd.struct_passwd | None:
+        """The account the job's directories go to: the job's, when the center runs as
+        root (otherwise the operator sets them up; see docs/slurm.md)."""
         if os.geteuid() != 0:
             return None
-        try:
-            entry = pwd.getpwnam(account)
-        except KeyError:
-            raise ExecutorError(
-                f"unix account {account!r} does not exist on the center; the center must see "
-                "the cluster's accounts (NSS) to hand job directories to them"
-            ) from None
-        if entry.pw_uid == 0:
-            raise ExecutorError("jobs do not run as root (the user's unix account is root)")
-        return entry.pw_uid, entry.pw_gid
+        return job_account(spec, missing=NSS_HINT)
 
-    @staticmethod
-    def _give(path: Path, owner: tuple[int, int] | None) -> None:
-        if owner is None:
-            return
-        stat = path.stat()
-        if (stat.st_uid, stat.st_gid) != owner:
-            os.chown(path, *owner)
-
-    @staticmethod
-    def _traversable(path: Path) -> None:
-        """Let other users pass through (not list) a root-owned directory on the way to
-        their own directories."""
-        mode = path.stat().st_mode & 0o777
-        if mode & 0o011 != 0o011:
-            path.chmod(mode | 0o011)
-
-    def _prepare(self, spec: LaunchSpec, account: str) -> list[JobPaths]:
-        """Create the job's directories (one per array task) and workdir, owned by the job's
-        account, so Slurm (running as that account) can write the logs there."""
-        owner = self._owner(account)
-        jobs_root = spec.paths.dir.parent
-        dirs = (
-            [JobPaths(jobs_root / f"{spec.job_id}_{i}") for i in spec.array_tasks]
-            if spec.array_tasks
-            else [spec.paths]
-        )
-        try:
-            jobs_root.mkdir(parents=True, exist_ok=True)
-            spec.home.mkdir(parents=True, exist_ok=True, mode=0o700)
-            if owner is not None:
-                for parent in (jobs_root.parent, jobs_root, spec.home.parent):
-                    self._traversable(parent)
-            for paths in dirs:
-                paths.dir.mkdir(parents=True, exist_ok=True)
-                self._give(paths.dir, owner)
-                paths.script.write_text(spec.script, encoding="utf-8")
-            self._give(spec.home, owner)
-            spec.workdir.mkdir(parents=True, exist_ok=True)
-            current = spec.workdir
-            while current != spec.home and spec.home in current.parents:
-                self._give(current, owner)
-                current = current.parent
-        except OSError as exc:
-            raise ExecutorError(f"could not prepare the job's directories: {exc}") from exc
-        return dirs
-
-    def _environment(self, spec: LaunchSpec, account: str) -> dict[str, str]:
-        env = {
-            "PATH": self.base_path or _center_path(),
-            "HOME": str(spec.home),
-            "LANG": os.environ.get("LANG") or "C.UTF-8",
-            "USER": account,
-            "LOGNAME": account,
-        }
-        env.update(spec.env)
-        env.update({"KAIC_JOB_NAME": spec.name, "KAIC_PARTITION": spec.partition})
-        if not spec.array_tasks:
-            env.update(
-                {
-                    "KAIC_JOB_ID": spec.job_id,
-                    "KAIC_ARRAY_JOB_ID": spec.array_job_id or "",
-                    "KAIC_ARRAY_TASK_ID": ""
-                    if spec.array_task_id is None
-                    else str(spec.array_task_id),
-                }
-            )
-        return env
-
-    @staticmethod
-    def _script(spec: LaunchSpec) -> str:
-        """The batch script: kaic's per-task variables, then the job's own script."""
-        lines = ["#!/bin/bash", f"# kaic job {spec.job_id}"]
-        if spec.array_tasks:
-            parent = _shell_quote(spec.job_id)
-            lines += [
-                f"export KAIC_ARRAY_JOB_ID={parent}",
-                'export KAIC_ARRAY_TASK_ID="${SLURM_ARRAY_TASK_ID:-}"',
-                f'export KAIC_JOB_ID={parent}"_${{SLURM_ARRAY_TASK_ID:-}}"',
-            ]
-        lines.append('export KAIC_GPUS="${CUDA_VISIBLE_DEVICES:-}"')
-        return "\n".join(lines) + "\n" + spec.script + ("" if spec.script.endswith("\n") else "\n")
-
-    @staticmethod
-    def comment(job_id: str) -> str:
-        """The Slurm comment that ties a Slurm job to its kaic job."""
-        return f"kaic job {job_id}"
-
-    def _request(self, spec: LaunchSpec, account: str) -> SubmitRequest:
-        jobs_root = spec.paths.dir.parent
-        if spec.array_tasks:
-            stdout = _slurm_path(jobs_root / f"{spec.job_id}_") + "%a/stdout"
-            stderr = _slurm_path(jobs_root / f"{spec.job_id}_") + "%a/stderr"
-            indices = ",".join(str(i) for i in spec.array_tasks)
-            array = indices + (f"%{spec.array_limit}" if spec.array_limit else "")
-        else:
-            stdout = _slurm_path(spec.paths.stdout)
-            stderr = _slurm_path(spec.paths.stderr)
-            array = None
-        minutes = None
-        if spec.time_limit_seconds:
-            # Slurm counts whole minutes: round up, never cut a job short.
-            minutes = max(1, -(-spec.time_limit_seconds // 60))
-        return SubmitRequest(
-            name=spec.name,
-            script=self._script(spec),
-            workdir=str(spec.workdir),
-            stdout=stdout,
-            stderr=stderr,
-            environment=self._environment(spec, account),
-            time_limit_minutes=minutes,
-            partition=spec.partition,
-            gpus_per_node=spec.gpus,
-            nodes=spec.nodes,
-            array=array,
-            dependency=dependency_clause(list(spec.after_ok)),
-            account=spec.project if self.account_from_project else None,
-            comment=self.comment(spec.job_id),
-        )
+    def _prepare(self, spec: LaunchSpec) -> list[JobPaths]:
+        return submit.prepare(spec, self._owner(spec))
 
     def _adopt(self, spec: LaunchSpec, account: str) -> int | None:
         """The Slurm id of an earlier, unconfirmed submit of this job, if Slurm has it."""
-        wanted = self.comment(spec.job_id)
+        wanted = submit.comment(spec.job_id)
         for record in self.client.jobs():
             if record.comment == wanted and record.user in (account, None):
                 return record.array_job_id or record.job_id
@@ -330,13 +167,19 @@ class SlurmExecutor(Executor):
     def start(self, spec: LaunchSpec) -> Launched:
         self._check_reachable()
         account = spec.unix_account or spec.user
-        self._prepare(spec, account)
+        self._prepare(spec)
         try:
             slurm_id: int | None = None
             if spec.job_id in self._ambiguous:
                 slurm_id = self._adopt(spec, account)
             if slurm_id is None:
-                slurm_id = self.client.submit(account, self._request(spec, account))
+                request = submit.submit_request(
+                    spec,
+                    account,
+                    base_path=self.base_path,
+                    account_from_project=self.account_from_project,
+                )
+                slurm_id = self.client.submit(account, request)
         except SlurmUnavailable as exc:
             if exc.sent:
                 self._ambiguous.add(spec.job_id)
@@ -531,7 +374,7 @@ class SlurmExecutor(Executor):
         if tracked is None or tracked.cancel_requested:
             return
         tracked.cancel_requested = True
-        if not self._health.failures:
+        if not self._reach.failures:
             self._send_cancel(tracked)
         self._next_poll = min(self._next_poll, self.clock() + self.poll_interval)
 
@@ -591,46 +434,19 @@ class SlurmExecutor(Executor):
                 self._failed(exc)
                 return
             self._succeeded()
-            self._resources = _Resources(partitions, nodes, now)
+            self._resources = Resources(partitions, nodes, now)
 
     def partitions(self) -> list[PartitionConfig] | None:
-        if self._resources.fetched_at is None and not (
-            self._health.failures and self.clock() < self._health.next_try
-        ):
+        if self._resources.fetched_at is None and not self._reach.waiting():
             self._refresh_resources(self.clock(), force=True)
         if not self._resources.partitions:
             return list(self.fallback_partitions)
-        result: list[PartitionConfig] = []
-        for part in self._resources.partitions:
-            members = [n for n in self._resources.nodes if part.name in n.partitions]
-            gpu_type = next((n.gpu_type for n in members if n.gpu_type), None)
-            result.append(
-                PartitionConfig(
-                    name=part.name,
-                    gpus=sum(n.gpus for n in members),
-                    gpu_type=gpu_type,
-                    max_time_seconds=part.max_time_minutes * 60
-                    if part.max_time_minutes is not None
-                    else None,
-                    default=part.default,
-                )
-            )
-        if result and not any(p.default for p in result):
-            result[0].default = True
-        return result
+        return partition_configs(self._resources.partitions, self._resources.nodes)
 
     def free_gpus(self) -> dict[str, int] | None:
         if self._resources.fetched_at is None:
             return None
-        free: dict[str, int] = {}
-        for part in self._resources.partitions:
-            free[part.name] = sum(
-                max(0, n.gpus - n.gpus_used)
-                for n in self._resources.nodes
-                if part.name in n.partitions
-                and not any(bad in n.state for bad in ("down", "drain", "fail", "unknown"))
-            )
-        return free
+        return free_gpus(self._resources.partitions, self._resources.nodes)
 
 
 def make_slurm_executor(

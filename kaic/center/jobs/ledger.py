@@ -1,0 +1,348 @@
+"""The state ledger: every change of a job's recorded state, with its event, its GPU-hour
+charge and its array's derived state.
+
+The queue policies (`kaic.center.jobs.queues`) decide what happens to a job; the ledger writes
+it down. It also keeps one job's problem that job's (`one_job`): whatever handling one job
+raises is logged and, where asked, ends that job FAILED with the reason, so it cannot fail
+every later tick too.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+
+from kaic.center.executors.base import Ended, ExecutorError, Launched, Observed
+from kaic.center.jobs.paths import PathRejected
+from kaic.center.jobs.store import JobRow, JobStore
+from kaic.models import JobState
+
+logger = logging.getLogger("kaic.center.scheduler")
+
+CANCELLED_BY_USER = "cancelled by the user"
+
+
+def describe(exc: Exception) -> str:
+    """An exception as a job's reason: our own errors say what is wrong in words; anything
+    else also names its type (`ValueError: embedded null byte`)."""
+    if isinstance(exc, (ExecutorError, PathRejected, OSError)):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def log_start_failure(job_id: str, doing: str, exc: Exception) -> None:
+    if isinstance(exc, (ExecutorError, PathRejected, OSError)):
+        logger.warning("job %s could not %s: %s", job_id, doing, exc)
+    else:  # a bug somewhere: keep the traceback
+        logger.error("job %s could not %s", job_id, doing, exc_info=exc)
+
+
+def _elapsed_hours(start: datetime | None, end: datetime) -> float:
+    if start is None:
+        return 0.0
+    return max(0.0, (end - start).total_seconds()) / 3600.0
+
+
+class Ledger:
+    """Records jobs' states in the job store; `executor_name` appears in events."""
+
+    def __init__(self, jobs: JobStore, executor_name: str) -> None:
+        self.jobs = jobs
+        self.executor_name = executor_name
+
+    # -- one job's failure stays that job's ----------------------------------------------
+
+    @contextmanager
+    def one_job(
+        self, job_id: str, doing: str, *, fail: bool = False, group: Sequence[str] = ()
+    ) -> Iterator[None]:
+        """Run work on one job so that its failure stays that job's: logged and, with
+        `fail`, the job (and the rest of its `group`: an array handed over as one) ends
+        FAILED saying why, so it cannot fail every later tick too.
+
+        A database that is locked or unreachable is no one job's problem: that still ends
+        the tick, to be retried by the next one."""
+        try:
+            yield
+        except sqlite3.OperationalError:
+            raise
+        except Exception as exc:
+            logger.exception("job %s: failed while %s", job_id, doing)
+            if fail:
+                reason = f"the center failed while {doing}: {describe(exc)}"
+                for failed in dict.fromkeys([job_id, *group]):
+                    self.fail(failed, reason)
+
+    def fail(self, job_id: str, reason: str) -> None:
+        """End a job FAILED after handling it raised; if even that fails, the bare state."""
+        try:
+            row = self.jobs.get(job_id)
+            if row is None or row.terminal:
+                return
+            with self.jobs.transaction():
+                self.finish(row, JobState.FAILED, None, reason)
+            return
+        except Exception:
+            logger.exception("job %s: could not record it FAILED; setting the state only", job_id)
+        try:
+            with self.jobs.transaction():
+                self.jobs.update(
+                    job_id, state=JobState.FAILED, reason=reason, ended_at=self.jobs.now()
+                )
+        except Exception:
+            logger.exception("job %s: could not set it FAILED", job_id)
+
+    # -- pending and running -------------------------------------------------------------
+
+    def set_reason(self, row: JobRow, reason: str) -> None:
+        """Why a pending job waits."""
+        if row.reason == reason:
+            return
+        with self.jobs.transaction():
+            self.jobs.update(row.id, reason=reason)
+            self.jobs.add_event(row.id, f"pending: {reason}", JobState.PENDING)
+            if row.array_job_id:
+                self.refresh_array(row.array_job_id)
+
+    def started(
+        self,
+        row: JobRow,
+        partition: str,
+        gpu_ids: list[int],
+        launched: Launched,
+        deadline: float | None,
+    ) -> None:
+        """A job the center's own queue started on `gpu_ids`."""
+        with self.jobs.transaction():
+            self.jobs.update(
+                row.id,
+                state=JobState.RUNNING,
+                reason=None,
+                started_at=self.jobs.now(),
+                gpu_ids=gpu_ids,
+                deadline_epoch=deadline,
+                external_id=launched.external_id,
+                pid=launched.pid,
+                pgid=launched.pgid,
+                proc_start=launched.start_time,
+            )
+            gpus = ",".join(str(i) for i in gpu_ids) or "none"
+            self.jobs.add_event(
+                row.id,
+                f"started on partition {partition} with GPUs {gpus}"
+                f" ({self.executor_name} id {launched.external_id})",
+                JobState.RUNNING,
+            )
+            if row.array_job_id:
+                self.refresh_array(row.array_job_id)
+
+    def handed_over(
+        self, row: JobRow, group: Sequence[JobRow], external: str, after_ok: Sequence[str]
+    ) -> None:
+        """A job, or an array as one (`group`: its tasks), the executor now has as
+        `external`."""
+        name = self.executor_name
+        with self.jobs.transaction():
+            if row.array_job_id:
+                self.jobs.update(row.array_job_id, external_id=external)
+                self.jobs.add_event(row.array_job_id, f"submitted to {name} as array {external}")
+                for task in group:
+                    task_external = f"{external}_{task.array_task_id}"
+                    self.jobs.update(task.id, external_id=task_external, reason=None)
+                    self.jobs.add_event(task.id, f"submitted to {name} as {task_external}")
+                self.refresh_array(row.array_job_id)
+            else:
+                self.jobs.update(row.id, external_id=external, reason=None)
+                after = f" after {', '.join(after_ok)}" if after_ok else ""
+                self.jobs.add_event(row.id, f"submitted to {name} as job {external}{after}")
+
+    def observed(self, observed: Observed) -> None:
+        """Record a state or pending reason the executor reports."""
+        row = self.jobs.get(observed.job_id)
+        if row is None or row.terminal:
+            return
+        fields: dict[str, object] = {}
+        state_changed = observed.state is not row.state
+        if state_changed:
+            fields["state"] = observed.state
+            if observed.state is JobState.RUNNING and row.started_at is None:
+                fields["started_at"] = self.jobs.now()
+        if observed.reason != row.reason:
+            fields["reason"] = observed.reason
+        gpu_ids = tuple(observed.gpu_ids)
+        if gpu_ids and gpu_ids != row.gpu_ids:
+            fields["gpu_ids"] = list(gpu_ids)
+        if not fields:
+            return
+        with self.jobs.transaction():
+            self.jobs.update(row.id, **fields)
+            if state_changed or "reason" in fields:
+                state = observed.state
+                if state is JobState.PENDING:
+                    message = f"pending: {observed.reason or 'queued'}"
+                elif state is JobState.RUNNING:
+                    gpus = ",".join(str(i) for i in (gpu_ids or row.gpu_ids)) or "none"
+                    message = (
+                        f"running on partition {row.partition} with GPUs {gpus}"
+                        f" ({self.executor_name} id {row.external_id})"
+                    )
+                else:
+                    message = state.value.lower()
+                if observed.reason and state is not JobState.PENDING:
+                    message += f": {observed.reason}"
+                self.jobs.add_event(row.id, message, state if state_changed else None)
+            if row.array_job_id:
+                self.refresh_array(row.array_job_id)
+
+    def time_limit_reached(self, row: JobRow, kill_grace: float) -> None:
+        """A running job reached its time limit: it is to end TIMEOUT."""
+        with self.jobs.transaction():
+            self.jobs.update(row.id, end_cause="timeout")
+            self.jobs.add_event(
+                row.id,
+                f"time limit of {row.time_limit_seconds}s reached: SIGTERM, "
+                f"SIGKILL after {kill_grace:g}s",
+            )
+
+    def cancel_requested(self, row: JobRow, how: str) -> None:
+        """The user cancelled a job that ends when its executor stops it (in a transaction)."""
+        self.jobs.update(row.id, end_cause="cancel")
+        self.jobs.add_event(row.id, f"cancel requested: {how}")
+
+    # -- endings -------------------------------------------------------------------------
+
+    def record_end(self, ended: Ended) -> None:
+        """A job the executor reports ended (in a transaction): its final state, from the
+        executor's when it knows it, else from what the center asked for and the exit code."""
+        row = self.jobs.get(ended.job_id)
+        if row is None or row.terminal:
+            return
+        reason: str | None = None
+        if ended.state is not None:  # the executor knows the end state itself (Slurm)
+            state, reason = ended.state, ended.reason
+            if state is JobState.CANCELLED and row.end_cause == "cancel":
+                reason = CANCELLED_BY_USER
+        # What the center itself asked for wins over "lost": a re-attached job (not our
+        # child) killed by our SIGKILL leaves no exit status, yet it was cancelled/timed out.
+        elif row.end_cause == "timeout":
+            state, reason = JobState.TIMEOUT, "time limit reached"
+        elif row.end_cause == "cancel":
+            state, reason = JobState.CANCELLED, CANCELLED_BY_USER
+        elif ended.lost:
+            state, reason = JobState.NODE_FAIL, ended.reason or "the job's process was lost"
+        elif ended.exit_code == 0:
+            state = JobState.COMPLETED
+        else:
+            state = JobState.FAILED
+            if ended.exit_code is not None and ended.exit_code > 128:
+                reason = f"killed by signal {ended.exit_code - 128}"
+        self.finish(
+            row,
+            state,
+            ended.exit_code,
+            reason,
+            started_at=ended.started_at,
+            ended_at=ended.ended_at,
+        )
+
+    def finish_pending(
+        self, row: JobRow, reason: str, *, state: JobState = JobState.CANCELLED
+    ) -> None:
+        """End a job that never ran."""
+        with self.jobs.transaction():
+            self.finish(row, state, None, reason)
+
+    def finish(
+        self,
+        row: JobRow,
+        state: JobState,
+        exit_code: int | None,
+        reason: str | None,
+        *,
+        started_at: datetime | None = None,
+        ended_at: datetime | None = None,
+    ) -> None:
+        """Record a terminal state, charge the project, update the array (in a transaction).
+
+        `started_at`/`ended_at` are the executor's own times (Slurm's), when it has them: the
+        charge comes from them, so a job shorter than a poll interval is charged too."""
+        now = self.jobs.now()
+        if started_at is not None and ended_at is not None:
+            gpu_hours = row.gpus * _elapsed_hours(started_at, ended_at)
+        else:
+            gpu_hours = row.gpus * _elapsed_hours(row.started_at, now)
+        fields: dict[str, object] = {}
+        if row.started_at is None and started_at is not None:
+            fields["started_at"] = started_at  # it ran, though the center never saw it running
+        self.jobs.update(
+            row.id,
+            state=state,
+            exit_code=exit_code,
+            reason=reason,
+            ended_at=ended_at if (ended_at is not None and started_at is not None) else now,
+            gpu_hours=gpu_hours,
+            **fields,
+        )
+        self.jobs.charge(row.project_id, gpu_hours)
+        message = f"ended {state.value}"
+        if exit_code is not None:
+            message += f" (exit code {exit_code})"
+        if reason:
+            message += f": {reason}"
+        if gpu_hours:
+            message += f"; charged {gpu_hours:.4f} GPU-hours"
+        self.jobs.add_event(row.id, message, state)
+        if row.array_job_id:
+            self.refresh_array(row.array_job_id)
+
+    def refresh_array(self, array_job_id: str) -> None:
+        """Derive an array's state from its tasks."""
+        parent = self.jobs.get(array_job_id)
+        tasks = self.jobs.tasks(array_job_id)
+        if parent is None or not tasks:
+            return
+        states = [t.state for t in tasks]
+        started = [t.started_at for t in tasks if t.started_at]
+        exit_code: int | None = None
+        reason: str | None = None
+        ended_at: datetime | None = None
+        if JobState.RUNNING in states:
+            state = JobState.RUNNING
+        elif all(t.terminal for t in tasks):
+            ended_at = max((t.ended_at for t in tasks if t.ended_at), default=None)
+            bad = next((t for t in tasks if t.state is not JobState.COMPLETED), None)
+            if bad is None:
+                state, exit_code = JobState.COMPLETED, 0
+            else:
+                state, exit_code = bad.state, bad.exit_code
+                reason = f"task {bad.id} ended {bad.state.value}" + (
+                    f": {bad.reason}" if bad.reason else ""
+                )
+        else:
+            state = JobState.PENDING
+            reason = next((t.reason for t in tasks if t.state is JobState.PENDING), None)
+        fields: dict[str, object] = {}
+        if parent.state is not state:
+            fields["state"] = state
+        if parent.reason != reason:
+            fields["reason"] = reason
+        if parent.exit_code != exit_code:
+            fields["exit_code"] = exit_code
+        first_start = min(started) if started else None
+        if parent.started_at != first_start:
+            fields["started_at"] = first_start
+        if parent.ended_at != ended_at:
+            fields["ended_at"] = ended_at
+        gpu_hours = sum(t.gpu_hours for t in tasks)
+        if parent.gpu_hours != gpu_hours:
+            fields["gpu_hours"] = gpu_hours
+        if fields:
+            self.jobs.update(array_job_id, **fields)
+        if parent.state is not state:
+            message = f"array {state.value}"
+            if state is not JobState.PENDING and reason and state is not JobState.RUNNING:
+                message += f": {reason}"
+            self.jobs.add_event(array_job_id, message, state)

@@ -1,0 +1,69 @@
+"""What a queue policy does for the scheduler (see the package's docstring)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+from kaic.center.executors.base import Executor
+from kaic.center.jobs.ledger import Ledger
+from kaic.center.jobs.partitions import PartitionConfig
+from kaic.center.jobs.store import JobRow
+from kaic.center.settings import CenterSettings
+from kaic.models import JobState
+
+
+def dependency_verdict(row: JobRow, dependencies: dict[str, JobRow]) -> str | None:
+    """The reason the dependant can never run, or None if it still may."""
+    for dep_id in row.depends_on:
+        dep = dependencies.get(dep_id)
+        if dep is None:
+            return f"DependencyNeverSatisfied: job {dep_id} no longer exists"
+        if dep.terminal and dep.state is not JobState.COMPLETED:
+            return f"DependencyNeverSatisfied: job {dep_id} ended {dep.state.value}"
+    return None
+
+
+class QueuePolicy(ABC):
+    """Runs the queue between the executor's reports; called with the scheduler's lock held.
+
+    `partitions` gives the partitions jobs may ask for (the executor's or the settings')."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        executor: Executor,
+        settings: CenterSettings,
+        partitions: Callable[[], dict[str, PartitionConfig]],
+    ) -> None:
+        self.ledger = ledger
+        self.jobs = ledger.jobs
+        self.executor = executor
+        self.settings = settings
+        self.partitions = partitions
+        #: jobs the executor was already asked to stop (the policy's only memory)
+        self.signalled: set[str] = set()
+
+    def forget(self, job_id: str) -> None:
+        """A job ended: nothing more to ask the executor about it."""
+        self.signalled.discard(job_id)
+
+    @abstractmethod
+    def step(self) -> None:
+        """One pass after the ended jobs were recorded: signal, start or hand over."""
+
+    @abstractmethod
+    def watched(self, active: Sequence[JobRow]) -> list[JobRow]:
+        """The active jobs the executor is to re-attach after a center restart."""
+
+    @abstractmethod
+    def cancel(self, target: JobRow) -> None:
+        """The user cancels `target`, a job or array task (in the API's transaction)."""
+
+    @abstractmethod
+    def estimate_start(
+        self, partition: PartitionConfig, gpus: int, now: datetime
+    ) -> datetime | None:
+        """When a job needing `gpus` (> 0, at most the partition's) GPUs would start, or
+        None when that is unknowable."""

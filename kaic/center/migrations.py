@@ -1,0 +1,126 @@
+"""The center database's schema, as the ordered list of its migrations (one module for all).
+
+The database (`kaic.center.db.Database`) applies the ones a database has not seen yet, in
+order, in one transaction when it opens the database, and records the version reached in SQLite's
+`user_version`. Each entry names the tables it touches and the module that reads and
+writes their rows: `kaic/center/store.py` (users, projects, memberships, tokens) and
+`kaic/center/jobs/store.py` (jobs, job events, idempotency keys).
+
+Append new migrations; never edit one that has shipped (a database that ran it would not
+run it again).
+"""
+
+from __future__ import annotations
+
+#: Entry i migrates the schema from version i to i+1 (PRAGMA user_version).
+MIGRATIONS: tuple[str, ...] = (
+    # 1: users, projects, memberships, tokens (rows in kaic/center/store.py)
+    """
+    CREATE TABLE users (
+        id            INTEGER PRIMARY KEY,
+        name          TEXT NOT NULL UNIQUE,
+        unix_account  TEXT NOT NULL,
+        password_hash TEXT,
+        totp_secret   TEXT,
+        created_at    TEXT NOT NULL
+    );
+    CREATE TABLE projects (
+        id                INTEGER PRIMARY KEY,
+        name              TEXT NOT NULL UNIQUE,
+        gpu_hours_granted REAL NOT NULL,
+        gpu_hours_used    REAL NOT NULL DEFAULT 0,
+        created_at        TEXT NOT NULL
+    );
+    CREATE TABLE memberships (
+        project_id INTEGER NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        user_id    INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        role       TEXT NOT NULL DEFAULT 'member' CHECK (role IN ('member', 'owner')),
+        PRIMARY KEY (project_id, user_id)
+    );
+    CREATE TABLE access_tokens (
+        id           TEXT PRIMARY KEY,
+        token_hash   TEXT NOT NULL UNIQUE,
+        user_id      INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        kind         TEXT NOT NULL CHECK (kind IN ('session', 'api', 'local')),
+        scopes       TEXT NOT NULL,
+        name         TEXT,
+        family_id    TEXT,
+        created_at   TEXT NOT NULL,
+        expires_at   TEXT NOT NULL,
+        last_used_at TEXT,
+        revoked      INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX access_tokens_user ON access_tokens(user_id, kind);
+    CREATE INDEX access_tokens_family ON access_tokens(family_id);
+    CREATE TABLE refresh_tokens (
+        id         INTEGER PRIMARY KEY,
+        token_hash TEXT NOT NULL UNIQUE,
+        family_id  TEXT NOT NULL,
+        user_id    INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        used_at    TEXT,
+        revoked    INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX refresh_tokens_family ON refresh_tokens(family_id);
+    """,
+    # 2: jobs, job events, idempotency keys (rows in kaic/center/jobs/store.py)
+    """
+    CREATE TABLE jobs (
+        id                 TEXT PRIMARY KEY,
+        seq                INTEGER NOT NULL,
+        kind               TEXT NOT NULL CHECK (kind IN ('job', 'array', 'task')),
+        array_job_id       TEXT,
+        array_task_id      INTEGER,
+        array_limit        INTEGER,
+        user_id            INTEGER NOT NULL REFERENCES users(id),
+        project_id         INTEGER NOT NULL REFERENCES projects(id),
+        name               TEXT NOT NULL,
+        partition          TEXT NOT NULL,
+        spec               TEXT NOT NULL,
+        workdir            TEXT NOT NULL,
+        time_limit_seconds INTEGER,
+        gpus               INTEGER NOT NULL,
+        depends_on         TEXT NOT NULL DEFAULT '',
+        state              TEXT NOT NULL,
+        reason             TEXT,
+        exit_code          INTEGER,
+        submitted_at       TEXT NOT NULL,
+        started_at         TEXT,
+        ended_at           TEXT,
+        deadline_epoch     REAL,
+        gpu_ids            TEXT NOT NULL DEFAULT '',
+        external_id        TEXT,
+        pid                INTEGER,
+        pgid               INTEGER,
+        proc_start         INTEGER,
+        end_cause          TEXT,
+        gpu_hours          REAL NOT NULL DEFAULT 0
+    );
+    CREATE INDEX jobs_user ON jobs(user_id, kind, seq);
+    CREATE INDEX jobs_state ON jobs(state);
+    CREATE INDEX jobs_array ON jobs(array_job_id);
+    CREATE TABLE job_events (
+        id      INTEGER PRIMARY KEY,
+        job_id  TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+        at      TEXT NOT NULL,
+        state   TEXT,
+        message TEXT NOT NULL
+    );
+    CREATE INDEX job_events_job ON job_events(job_id, id);
+    CREATE TABLE idempotency_keys (
+        user_id    INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        key        TEXT NOT NULL,
+        body_hash  TEXT NOT NULL,
+        job_id     TEXT NOT NULL REFERENCES jobs(id),
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (user_id, key)
+    );
+    """,
+    # 3: one-time codes are single use: the last TOTP time step accepted per user
+    # (kaic/center/store.py, `claim_totp_step`).
+    """
+    ALTER TABLE users ADD COLUMN totp_last_step INTEGER NOT NULL DEFAULT -1;
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
