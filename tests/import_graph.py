@@ -141,3 +141,16 @@ def path_through(graph: dict[str, set[str]], component: list[str]) -> list[str]:
                     following.append(nxt)
         frontier = following
     return component
+
+
+def imported_names(path: Path) -> set[str]:
+    """Every module name the source at `path` imports, kaic's or not (`paramiko`,
+    `pydantic.fields`), TYPE_CHECKING blocks left out; relative imports (always kaic's) too
+    are left out: `import_graph` has those."""
+    found: set[str] = set()
+    for node in _import_nodes(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif not node.level and node.module:
+            found.add(node.module)
+    return found

@@ -15,9 +15,9 @@ from typing import Any
 import cupy
 import cupyx
 
-from kaic.bench.backends import BenchUnavailable, BurnResult, Measurement
 from kaic.bench.kernel_log import pci_key
-from kaic.bench.results import Inventory
+from kaic.bench.protocol import BenchUnavailable, BurnResult, Measurement
+from kaic.gpu.inventory import Inventory
 
 _DTYPES = {"fp16": cupy.float16, "fp32": cupy.float32}
 MATCH_RTOL = 1e-2

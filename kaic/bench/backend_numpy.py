@@ -10,8 +10,8 @@ import time
 
 import numpy as np
 
-from kaic.bench.backends import BenchUnavailable, BurnResult, Measurement, median_seconds
-from kaic.bench.results import Inventory
+from kaic.bench.protocol import BenchUnavailable, BurnResult, Measurement, median_seconds
+from kaic.gpu.inventory import Inventory
 
 _DTYPES = {"fp32": np.float32, "fp64": np.float64}
 

@@ -18,14 +18,14 @@ os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
 
 import torch
 
-from kaic.bench.backends import (
+from kaic.bench.kernel_log import pci_key
+from kaic.bench.protocol import (
     BenchUnavailable,
     BurnResult,
     Measurement,
     bus_bandwidth,
 )
-from kaic.bench.kernel_log import pci_key
-from kaic.bench.results import Inventory
+from kaic.gpu.inventory import Inventory
 
 #: largest relative difference between two runs of the same GEMM still counted as equal
 MATCH_RTOL = 1e-2

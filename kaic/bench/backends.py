@@ -1,4 +1,7 @@
-"""The ``BenchBackend`` protocol, the benchmark plans, and backend selection.
+"""The backends kaic knows, how one is selected, and the benchmark plans (sizes, repetitions).
+
+The protocol every backend implements is in ``protocol``; the backends import it, and only
+this module imports the backends (inside ``select_backend``).
 
 Backends: torch if importable (and it sees a GPU), else cupy, else the benchmarks are SKIP
 with an install hint; ``--device cpu`` uses numpy (the ``kaic[cpu-bench]`` extra). None is a
@@ -26,40 +29,12 @@ sampled every 200 ms. CPU mode uses n=1024 GEMMs and 128 MiB copies: a few secon
 
 from __future__ import annotations
 
-import statistics
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
-from kaic.bench.results import Inventory
+from kaic.bench.protocol import BenchBackend, BenchUnavailable
 
 GIB = 2**30
 MIB = 2**20
-
-
-class BenchUnavailable(Exception):
-    """This backend cannot run this benchmark here (dtype unsupported, API missing…)."""
-
-
-@dataclass(frozen=True)
-class Measurement:
-    """One benchmark's result: ``value`` in ``unit`` from the median of ``iterations``."""
-
-    value: float
-    unit: str
-    seconds: float  # median seconds per iteration
-    iterations: int
-
-
-@dataclass(frozen=True)
-class BurnResult:
-    """A sustained GEMM run on one device: throughput and result consistency."""
-
-    tflops: float
-    iterations: int
-    mismatches: int  # iterations whose result differed from the first one
-    seconds: float
 
 
 @dataclass(frozen=True)
@@ -106,64 +81,6 @@ def plan_for(mode: str, device: str) -> BenchPlan:
         burn_n=8192,
         burn_dtype="bf16",
     )
-
-
-class BenchBackend(Protocol):
-    """What a benchmark backend offers; devices are the backend's own indices."""
-
-    name: str  # e.g. "torch 2.5.1 (CUDA 12.4)", "numpy 2.1.0"
-    device_kind: str  # "cuda" or "cpu"
-
-    def locate(self, gpu: Inventory, nvml_count: int) -> int | None:
-        """The backend's device index for this NVML GPU, or None if it cannot see it."""
-        ...
-
-    def gemm_dtypes(self, device: int, compute_capability: tuple[int, int] | None) -> list[str]:
-        """The GEMM dtypes this backend can run on this device."""
-        ...
-
-    def gemm(self, device: int, dtype: str, n: int, iterations: int, warmup: int) -> Measurement:
-        """n x n x n matmul on random data; TFLOP/s from FLOPs = 2n^3 and the median time."""
-        ...
-
-    def memory_copy(self, device: int, nbytes: int, iterations: int, warmup: int) -> Measurement:
-        """Device-to-device copy of ``nbytes``; GB/s counting read + write (2 x nbytes)."""
-        ...
-
-    def host_to_device(self, device: int, nbytes: int, iterations: int, warmup: int) -> Measurement:
-        """Pinned host buffer to the device; GB/s."""
-        ...
-
-    def device_to_host(self, device: int, nbytes: int, iterations: int, warmup: int) -> Measurement:
-        """Device to a pinned host buffer; GB/s."""
-        ...
-
-    def all_reduce(
-        self, devices: list[int], nbytes: int, iterations: int, warmup: int
-    ) -> Measurement:
-        """All-reduce of ``nbytes`` per device; bus bandwidth GB/s = algbw x 2(n-1)/n."""
-        ...
-
-    def burn(self, devices: list[int], seconds: float, n: int, dtype: str) -> dict[int, BurnResult]:
-        """Sustained GEMM on all devices at once, comparing every result with the first."""
-        ...
-
-
-def median_seconds(run_once: Callable[[], object], iterations: int, warmup: int) -> float:
-    """Median wall time of ``run_once`` after ``warmup`` untimed calls (CPU timing)."""
-    for _ in range(warmup):
-        run_once()
-    times = []
-    for _ in range(iterations):
-        start = time.perf_counter()
-        run_once()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def bus_bandwidth(nbytes: int, seconds: float, ranks: int) -> float:
-    """NCCL-tests bus bandwidth in GB/s for an all-reduce: algbw x 2(n-1)/n."""
-    return nbytes / seconds / 1e9 * 2 * (ranks - 1) / ranks
 
 
 def select_backend(device: str) -> tuple[BenchBackend | None, str]:

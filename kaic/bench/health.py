@@ -12,10 +12,9 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from kaic.bench import nvml
 from kaic.bench.kernel_log import KernelLog, XidEvent, parse_xids, pci_key
-from kaic.bench.nvml import NvmlApi, NvmlUnavailable, call
-from kaic.bench.results import Check, Inventory, Status
+from kaic.bench.results import Check, Status
+from kaic.bench.sampler import GpuSamples
 from kaic.bench.specs import (
     CRITICAL_XIDS,
     THRESHOLDS,
@@ -23,6 +22,9 @@ from kaic.bench.specs import (
     THROTTLE_WARN_BITS,
     GpuSpec,
 )
+from kaic.gpu import nvml
+from kaic.gpu.inventory import Inventory
+from kaic.gpu.nvml import NvmlApi, NvmlUnavailable, call
 
 
 def _guarded(check_id: str, fn: Callable[[], Check]) -> Check:
@@ -260,7 +262,7 @@ def static_checks(
     ]
 
 
-def check_throttle(samples: nvml.GpuSamples) -> Check:
+def check_throttle(samples: GpuSamples) -> Check:
     """Clock event reasons seen during the run: HW slowdowns FAIL, SW thermal WARN."""
     if samples.samples == 0 or (samples.throttle_error and not samples.throttle_bits):
         return Check("throttle", "UNKNOWN", message=samples.throttle_error or "not sampled")
@@ -276,7 +278,7 @@ def check_throttle(samples: nvml.GpuSamples) -> Check:
     return Check("throttle", "PASS", value, message=f"no HW slowdown {where}")
 
 
-def check_pcie_gen(inv: Inventory, samples: nvml.GpuSamples) -> Check:
+def check_pcie_gen(inv: Inventory, samples: GpuSamples) -> Check:
     """WARN if the link never reached its maximum generation under load (idle drops it)."""
     seen, top = samples.pcie_gen_max_seen or inv.pcie_gen, inv.pcie_gen_max
     if seen is None or top is None:
@@ -293,7 +295,7 @@ def check_pcie_gen(inv: Inventory, samples: nvml.GpuSamples) -> Check:
     return Check("pcie_gen", "PASS", f"Gen{seen}", None, f"Gen{top}")
 
 
-def check_pcie_replays(inv: Inventory, samples: nvml.GpuSamples) -> Check:
+def check_pcie_replays(inv: Inventory, samples: GpuSamples) -> Check:
     """WARN when PCIe replays during the run exceed DCGM's per-minute rate for the link."""
     if samples.replays_start is None or samples.replays_end is None:
         return Check("pcie_replays", "SKIP", message="PCIe replay counter not reported")
@@ -310,6 +312,6 @@ def check_pcie_replays(inv: Inventory, samples: nvml.GpuSamples) -> Check:
     return Check("pcie_replays", status, round(rate, 2), "per min", limit, message=msg)
 
 
-def run_checks(inv: Inventory, samples: nvml.GpuSamples) -> list[Check]:
+def run_checks(inv: Inventory, samples: GpuSamples) -> list[Check]:
     """The checks judged on what NVML showed while the benchmarks ran."""
     return [check_throttle(samples), check_pcie_gen(inv, samples), check_pcie_replays(inv, samples)]

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import IO, TYPE_CHECKING, Any
 
-from kaic.bench.results import BenchRun, Check, GpuResult, Inventory
+from kaic.bench.results import BenchRun, Check, GpuResult
+from kaic.gpu.inventory import Inventory
 from kaic.text import visible
 
 if TYPE_CHECKING:

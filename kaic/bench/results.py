@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from kaic.gpu.inventory import Inventory
+
 Status = Literal["PASS", "WARN", "FAIL", "SKIP", "UNKNOWN"]
 
 #: How bad a status is, for aggregation: a GPU is as bad as its worst check. SKIP is below
@@ -37,33 +39,6 @@ class Check:
     expected: float | int | str | None = None
     ratio: float | None = None
     message: str = ""
-
-
-@dataclass
-class Inventory:
-    """nvidia-smi-like facts about one GPU (or the CPU pseudo-GPU); None = not reported."""
-
-    index: int
-    name: str
-    uuid: str | None = None
-    serial: str | None = None
-    pci_bus_id: str | None = None
-    memory_used_mib: float | None = None
-    memory_total_mib: float | None = None
-    utilization_pct: int | None = None
-    temperature_c: int | None = None
-    power_w: float | None = None
-    power_limit_w: float | None = None
-    sm_clock_mhz: int | None = None
-    mem_clock_mhz: int | None = None
-    pcie_gen: int | None = None
-    pcie_gen_max: int | None = None
-    pcie_width: int | None = None
-    pcie_width_max: int | None = None
-    ecc_enabled: bool | None = None
-    persistence: bool | None = None
-    mig_enabled: bool | None = None
-    compute_capability: tuple[int, int] | None = None
 
 
 @dataclass

@@ -17,23 +17,16 @@ from functools import partial
 from typing import Any
 
 from kaic.bench import health
-from kaic.bench.backends import BenchBackend, BenchPlan, BenchUnavailable, plan_for, select_backend
+from kaic.bench.backends import BenchPlan, plan_for, select_backend
 from kaic.bench.kernel_log import KernelLogReader, read_kernel_log
-from kaic.bench.nvml import (
-    NvmlApi,
-    NvmlUnavailable,
-    RunSampler,
-    call,
-    close_nvml,
-    driver_versions,
-    inventory,
-    open_nvml,
-    sampling,
-)
-from kaic.bench.results import BenchRun, Check, GpuResult, Inventory
+from kaic.bench.protocol import BenchBackend, BenchUnavailable
+from kaic.bench.results import BenchRun, Check, GpuResult
+from kaic.bench.sampler import RunSampler, sampling
 from kaic.bench.specs import match_sku
 from kaic.bench.verdict import Outcome, Skipped, finish, perf_checks
 from kaic.errors import NotFound, UsageError
+from kaic.gpu.inventory import Inventory, inventory
+from kaic.gpu.nvml import NvmlApi, NvmlUnavailable, call, close_nvml, driver_versions, open_nvml
 
 
 def cpu_model_name() -> str:

@@ -10,9 +10,10 @@ import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from kaic.bench.backends import BurnResult, Measurement
-from kaic.bench.results import BenchRun, Check, GpuResult, Inventory, Status, worst
+from kaic.bench.protocol import BurnResult, Measurement
+from kaic.bench.results import BenchRun, Check, GpuResult, Status, worst
 from kaic.bench.specs import THRESHOLDS, GpuSpec, efficiency, pcie_x16_gbs, spec_by_sku
+from kaic.gpu.inventory import Inventory
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from kaic.models.arrays import parse_array
+from kaic.models.arrays import ARRAY_PATTERN, parse_array
+from kaic.models.fields import JobKey
 from kaic.models.limits import (
     MAX_ARRAY_INDEX,
     MAX_ARRAY_SPEC_LENGTH,
@@ -31,9 +32,9 @@ from kaic.models.states import JobState
 class Resources(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    gpus: int = Field(0, ge=0, le=1024)
-    gpu_type: NameText | None = None
-    nodes: int = Field(1, ge=1, le=1024)
+    gpus: Annotated[int, JobKey(flag="--gpus")] = Field(0, ge=0, le=1024)
+    gpu_type: Annotated[NameText | None, JobKey(flag="--gpu-type")] = None
+    nodes: Annotated[int, JobKey(flag="--nodes")] = Field(1, ge=1, le=1024)
     cpus_per_gpu: int | None = Field(None, ge=1, le=1024)
     memory: str | None = Field(
         None, max_length=MAX_MEMORY_LENGTH, pattern=r"^\d+[KMGT]?$", description="e.g. 512G"
@@ -47,29 +48,38 @@ class JobSubmit(BaseModel):
     of control characters; the limits live in `kaic.models.limits`.
     """
 
+    # (Not in the docstring, which is the OpenAPI description.) A field's job-file key and
+    # `kaic submit` flag are its `JobKey` (`kaic.models.fields`): the job file's keys and the
+    # flag overrides of `kaic.jobspec` are derived from this class, not listed again.
     model_config = ConfigDict(extra="forbid")
 
-    name: NameText | None = None
-    project: NameText | None = None
-    partition: NameText | None = None
+    name: Annotated[NameText | None, JobKey(flag="--name")] = None
+    project: Annotated[NameText | None, JobKey(flag="--project")] = None
+    partition: Annotated[NameText | None, JobKey(flag="--partition")] = None
     resources: Resources = Field(default_factory=lambda: Resources())
-    time_limit_seconds: int | None = Field(None, ge=1, le=MAX_TIME_LIMIT_SECONDS)
-    image: ImageText | None = None
-    workdir: PathText | None = Field(None, description="on center storage; `~` = the user's home")
-    env: EnvMapping = Field(
+    time_limit_seconds: Annotated[int | None, JobKey("time_limit", flag="--time")] = Field(
+        None, ge=1, le=MAX_TIME_LIMIT_SECONDS
+    )
+    image: Annotated[ImageText | None, JobKey(flag="--image")] = None
+    workdir: Annotated[PathText | None, JobKey(flag="--workdir")] = Field(
+        None, description="on center storage; `~` = the user's home"
+    )
+    env: Annotated[EnvMapping, JobKey(flag="--env")] = Field(
         default_factory=dict,
         description=f"environment variables: at most {MAX_ENV_VARS}, names and values "
         f"together at most {MAX_ENV_TOTAL_LENGTH} characters",
     )
-    run: ScriptText = Field(description="the script (bash) the job runs")
-    array: str | None = Field(
+    run: Annotated[ScriptText, JobKey(flag="-- COMMAND")] = Field(
+        description="the script (bash) the job runs"
+    )
+    array: Annotated[str | None, JobKey(flag="--array")] = Field(
         None,
         max_length=MAX_ARRAY_SPEC_LENGTH,
-        pattern=r"^\d+(-\d+)?(,\d+(-\d+)?)*(%\d+)?$",
+        pattern=ARRAY_PATTERN,
         description=f"e.g. 0-15%4: at most {MAX_ARRAY_TASKS} tasks, indices up to "
         f"{MAX_ARRAY_INDEX}",
     )
-    depends_on: list[JobIdText] = Field(
+    depends_on: Annotated[list[JobIdText], JobKey(flag="--after")] = Field(
         default_factory=list, max_length=MAX_DEPENDENCIES, description="after-ok dependencies"
     )
 

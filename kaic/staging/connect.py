@@ -25,6 +25,8 @@ from types import TracebackType
 import paramiko
 
 from kaic.errors import AuthRequired, ExitCode, KaicError, Unreachable
+from kaic.staging.names import name_bytes
+from kaic.staging.sftp_client import SftpClient
 
 #: SFTP read/write request size: below OpenSSH's 256 KiB message limit, with room for headers
 REQUEST_SIZE = 248 * 1024
@@ -201,21 +203,22 @@ class SftpConnection:
         self.sftp = self.new_sftp()
 
     def new_sftp(self) -> paramiko.SFTPClient:
-        client = paramiko.SFTPClient.from_transport(self.transport, max_packet_size=MAX_PACKET_SIZE)
+        client = SftpClient.from_transport(self.transport, max_packet_size=MAX_PACKET_SIZE)
         if client is None:  # pragma: no cover - paramiko returns None only on odd failures
             raise Unreachable(f"{self.target.address}: could not open an SFTP channel")
         client.get_channel().settimeout(REPLY_TIMEOUT)  # type: ignore[union-attr]
         return client
 
     def exec(self, command: str, *, timeout: float = 600.0) -> tuple[int, bytes, bytes]:
-        """Run `command` on the host: (exit status, stdout, stderr); exit -1 if refused."""
+        """Run `command` on the host: (exit status, stdout, stderr); exit -1 if refused.
+        File names in `command` go as their bytes (`names.name_bytes`)."""
         try:
             channel = self.transport.open_session(timeout=timeout)
         except (paramiko.SSHException, OSError, EOFError):
             return -1, b"", b"exec channel refused"
         try:
             channel.settimeout(timeout)
-            channel.exec_command(command)
+            channel.exec_command(name_bytes(command))
             _shutdown_write(channel)
             out, err = bytearray(), bytearray()
             while True:

@@ -34,6 +34,7 @@ from typing import Generic, TypeVar
 import paramiko
 
 from kaic.staging.connect import REPLY_TIMEOUT
+from kaic.staging.names import name_bytes
 
 # message types (draft-ietf-secsh-filexfer-02)
 FXP_INIT, FXP_VERSION, FXP_OPEN, FXP_CLOSE, FXP_READ, FXP_WRITE = 1, 2, 3, 4, 5, 6
@@ -73,7 +74,7 @@ class SftpFailure(OSError):
 
 
 def _string(data: bytes | str) -> bytes:
-    raw = data.encode("utf-8", errors="surrogateescape") if isinstance(data, str) else data
+    raw = name_bytes(data) if isinstance(data, str) else data
     return struct.pack(">I", len(raw)) + raw
 
 

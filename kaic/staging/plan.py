@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 from kaic.errors import NotFound, UsageError
 from kaic.staging.ignore import IGNORE_FILE, IgnoreRules
+from kaic.staging.names import name_bytes
 
 PART_SUFFIX = ".kaic-part"
 _PART_RE = re.compile(r"^\.(?P<label>.+)\.(?P<check>[0-9a-f]{16})\.kaic-part$", re.DOTALL)
@@ -41,21 +42,17 @@ _LABEL_PREFIX = 180
 Warn = Callable[[str], None]
 
 
-def _raw(name: str) -> bytes:
-    return name.encode("utf-8", errors="surrogateescape")
-
-
 def _check(label: str) -> str:
-    return hashlib.sha256(b"kaic-part\0" + _raw(label)).hexdigest()[:16]
+    return hashlib.sha256(b"kaic-part\0" + name_bytes(label)).hexdigest()[:16]
 
 
 def _label(name: str) -> str:
     """`name` itself, or for a long one its start and a hash of all of it (`x…x~HASH`)."""
-    raw = _raw(name)
+    raw = name_bytes(name)
     if len(raw) <= _LABEL_MAX:
         return name
     prefix = name
-    while len(_raw(prefix)) > _LABEL_PREFIX:
+    while len(name_bytes(prefix)) > _LABEL_PREFIX:
         prefix = prefix[:-1]  # whole characters: the label stays valid UTF-8
     return f"{prefix}~{hashlib.sha256(raw).hexdigest()[:16]}"
 

@@ -19,6 +19,7 @@ import paramiko
 from kaic.errors import KaicError, NotFound, Unreachable, UsageError
 from kaic.staging.connect import SftpConnection
 from kaic.staging.ignore import IgnoreRules
+from kaic.staging.names import is_text, json_name, name_text
 from kaic.staging.plan import Entry, Tree, Warn, is_part
 
 #: one file's sha256 hex from the center (`GET /v1/files/checksum`), None if it has none
@@ -68,7 +69,7 @@ def parse_sha256sum(output: bytes) -> dict[str, str]:
     """`sha256sum` (or `openssl dgst -sha256 -r`) output -> {name: hex}; understands
     sha256sum's `\\`-escaped names."""
     sums: dict[str, str] = {}
-    for raw in output.decode("utf-8", errors="surrogateescape").split("\n"):
+    for raw in name_text(output).split("\n"):
         if not raw:
             continue
         escaped = raw.startswith("\\")
@@ -231,6 +232,10 @@ class RemoteSide:
 
     def _center_sha256(self, paths: list[str]) -> dict[str, str | None]:
         assert self.checksums_fn is not None
+        # The API speaks JSON, which carries no undecodable bytes: those are read back.
+        paths = [p for p in paths if is_text(p)]
+        if not paths:
+            return {}
         try:
             sums = self.checksums_fn([normalize_remote(p) for p in paths])
         except KaicError as exc:
@@ -285,9 +290,10 @@ class RemoteEntry:
     mode: str
 
     def to_json(self) -> dict[str, object]:
+        """CLI.md's `kaic data ls --json` entry (undecodable bytes of names as `\\xNN`)."""
         return {
-            "name": self.name,
-            "path": self.path,
+            "name": json_name(self.name),
+            "path": json_name(self.path),
             "type": self.type,
             "size": self.size,
             "mtime": self.mtime,

@@ -8,19 +8,20 @@ from datetime import datetime, timezone
 from types import SimpleNamespace
 from typing import Any
 
-from kaic.bench.backends import BenchUnavailable, BurnResult, Measurement, plan_for
+from kaic.bench.backends import plan_for
 from kaic.bench.kernel_log import KernelLog
-from kaic.bench.nvml import (
+from kaic.bench.protocol import BenchUnavailable, BurnResult, Measurement
+from kaic.bench.runner import BenchEnvironment
+from kaic.bench.specs import match_sku
+from kaic.bench.verdict import expected_value
+from kaic.gpu.inventory import Inventory
+from kaic.gpu.nvml import (
     NVML_ERROR_GPU_IS_LOST,
     NVML_ERROR_INVALID_ARGUMENT,
     NVML_ERROR_LIBRARY_NOT_FOUND,
     NVML_ERROR_NOT_SUPPORTED,
     open_nvml,
 )
-from kaic.bench.results import Inventory
-from kaic.bench.runner import BenchEnvironment
-from kaic.bench.specs import match_sku
-from kaic.bench.verdict import expected_value
 
 _NAMES = {
     NVML_ERROR_INVALID_ARGUMENT: "Invalid Argument",

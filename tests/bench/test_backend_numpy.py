@@ -6,7 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from kaic.bench.backends import BenchPlan, BenchUnavailable, plan_for
+from kaic.bench.backends import BenchPlan, plan_for
+from kaic.bench.protocol import BenchUnavailable
 from kaic.bench.runner import BenchEnvironment, BenchOptions, run_bench
 from tests.bench.fakes import require_numpy
 

@@ -12,10 +12,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from kaic.bench.nvml import NVML_ERROR_LIBRARY_NOT_FOUND
 from kaic.bench.runner import BenchEnvironment
 from kaic.cli import bench as bench_cli
 from kaic.errors import KaicError
+from kaic.gpu.nvml import NVML_ERROR_LIBRARY_NOT_FOUND
 from tests.bench.fakes import FakeBackend, FakeNvml, environment, h100_node, require_numpy
 from tests.helpers import REPO
 

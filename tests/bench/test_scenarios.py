@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from kaic.bench.kernel_log import KernelLog
-from kaic.bench.nvml import NVML_ERROR_LIBRARY_NOT_FOUND
 from kaic.bench.results import BenchRun
 from kaic.bench.runner import BenchOptions, run_bench
 from kaic.bench.verdict import exit_code
 from kaic.errors import ExitCode, NotFound
+from kaic.gpu.nvml import NVML_ERROR_LIBRARY_NOT_FOUND
 from tests.bench.fakes import FakeBackend, FakeGpu, FakeNvml, environment, h100_node
 
 PERF = ["gemm_bf16", "gemm_fp16", "gemm_tf32", "gemm_fp32", "gemm_fp8", "mem_copy", "h2d", "d2h"]

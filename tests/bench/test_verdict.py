@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from kaic.bench.backends import Measurement
-from kaic.bench.results import BenchRun, GpuResult, Inventory
+from kaic.bench.protocol import Measurement
+from kaic.bench.results import BenchRun, GpuResult
 from kaic.bench.runner import BenchOptions, run_bench
 from kaic.bench.specs import THRESHOLDS, efficiency, match_sku
 from kaic.bench.verdict import (
@@ -16,6 +16,7 @@ from kaic.bench.verdict import (
     perf_checks,
     status_for_ratio,
 )
+from kaic.gpu.inventory import Inventory
 from tests.bench.fakes import FakeBackend, FakeGpu, FakeNvml, environment, fraction_of_expected
 
 

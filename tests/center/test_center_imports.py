@@ -34,11 +34,6 @@ def test_no_import_cycle_through_the_center() -> None:
     assert not found, "import circles through kaic.center:\n" + _described(graph, found)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the bench backends <-> registry circle (kaic/bench/backends.py, backend_*.py) is "
-    "broken by another part of issue #11: remove this mark once it has landed",
-)
 def test_no_import_cycle_anywhere_in_kaic() -> None:
     graph = import_graph()
     found = cycles(graph)

@@ -68,3 +68,21 @@ def remote_dir(ssh_env: SshEnv) -> Iterator[tuple[str, Path]]:
     name = f"kaic-test-{uuid.uuid4().hex[:10]}"
     yield name, ssh_env.home / name
     shutil.rmtree(ssh_env.home / name, ignore_errors=True)
+
+
+@pytest.fixture
+def ssh_vars(ssh_env: SshEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`kaic data` aimed at the test sshd through KAIC_SSH_* (no center), with a HOME of its
+    own (no ~/.ssh/known_hosts of the developer's)."""
+    known = tmp_path / "known_hosts"
+    known.write_text(ssh_env.sshd.known_hosts_line() + "\n")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for var, value in {
+        "KAIC_SSH_HOST": "127.0.0.1",
+        "KAIC_SSH_PORT": str(ssh_env.sshd.port),
+        "KAIC_SSH_USER": ssh_env.sshd.user,
+        "KAIC_SSH_KEY": str(ssh_env.key),
+        "KAIC_SSH_CERT": str(ssh_env.cert),
+        "KAIC_SSH_KNOWN_HOSTS": str(known),
+    }.items():
+        monkeypatch.setenv(var, value)

@@ -16,7 +16,8 @@ from kaic.auth.credentials import Credentials
 from kaic.client.api import CenterClient
 from kaic.client.auth import AuthAPI
 from kaic.client.staging import FileChecksumsClient
-from kaic.staging import transfer
+from kaic.staging import workers
+from kaic.staging.connect import SftpConnection
 from kaic.staging.plan import part_name
 from kaic.staging.transfer import push
 from tests.helpers import RunningCenter
@@ -92,9 +93,7 @@ def test_engine_verifies_a_batch_with_one_call(
     ssh_env: SshEnv, remote_dir: Remote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A host without exec: the push asks the center's checksums once per batch of files."""
-    monkeypatch.setattr(
-        transfer.SftpConnection, "exec", lambda self, command, timeout=0: (-1, b"", b"")
-    )
+    monkeypatch.setattr(SftpConnection, "exec", lambda self, command, timeout=0: (-1, b"", b""))
     name, view = remote_dir
     src = tmp_path / "src"
     src.mkdir()
@@ -111,4 +110,4 @@ def test_engine_verifies_a_batch_with_one_call(
     assert sorted(p for call in calls for p in call) == sorted(
         part_name(f"{name}/f{i:03d}") for i in range(200)
     )
-    assert len(calls) <= 200 // transfer.BATCH_FILES + 1 + 3  # per batch, not per file
+    assert len(calls) <= 200 // workers.BATCH_FILES + 1 + 3  # per batch, not per file

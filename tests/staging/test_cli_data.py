@@ -9,25 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import run_cli
-from tests.staging.conftest import SshEnv
 
 Remote = tuple[str, Path]
-
-
-@pytest.fixture
-def ssh_vars(ssh_env: SshEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    known = tmp_path / "known_hosts"
-    known.write_text(ssh_env.sshd.known_hosts_line() + "\n")
-    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ssh/known_hosts of the developer's
-    for name, value in {
-        "KAIC_SSH_HOST": "127.0.0.1",
-        "KAIC_SSH_PORT": str(ssh_env.sshd.port),
-        "KAIC_SSH_USER": ssh_env.sshd.user,
-        "KAIC_SSH_KEY": str(ssh_env.key),
-        "KAIC_SSH_CERT": str(ssh_env.cert),
-        "KAIC_SSH_KNOWN_HOSTS": str(known),
-    }.items():
-        monkeypatch.setenv(name, value)
 
 
 def run(*args: str, code: int = 0) -> str:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from kaic.staging import pipeline, transfer
-from kaic.staging.connect import SftpConnection, open_sftp
+from kaic.staging import download, pipeline, upload, workers
+from kaic.staging.connect import REQUEST_SIZE, SftpConnection, open_sftp
 from kaic.staging.pipeline import Download, SftpPipe, Upload, download_many, upload_many
 from kaic.staging.transfer import SyncOptions, pull, push
 from tests.staging.conftest import SshEnv
@@ -40,8 +40,8 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
         counts["download"] += 1
         return download_many(*args, **kwargs)
 
-    monkeypatch.setattr(transfer, "upload_many", counting_upload)
-    monkeypatch.setattr(transfer, "download_many", counting_download)
+    monkeypatch.setattr(upload, "upload_many", counting_upload)
+    monkeypatch.setattr(download, "download_many", counting_download)
     return counts
 
 
@@ -52,8 +52,8 @@ def _small_tree(root: Path) -> dict[str, bytes]:
         "ünïcödé ✓.txt": "grüße".encode(),
         'sp ace\'s "q".bin': os.urandom(3000),
         "sub/deep/n.bin": os.urandom(70_000),
-        "exact.bin": os.urandom(transfer.REQUEST_SIZE),
-        "two-writes.bin": os.urandom(transfer.REQUEST_SIZE + 1),
+        "exact.bin": os.urandom(REQUEST_SIZE),
+        "two-writes.bin": os.urandom(REQUEST_SIZE + 1),
     }
     files.update({f"many/f{i:03d}": os.urandom(i * 37) for i in range(150)})
     for rel, data in files.items():
@@ -151,9 +151,7 @@ def test_without_exec_the_pipelined_path_reads_back(
     calls: dict[str, int],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(
-        transfer.SftpConnection, "exec", lambda self, command, timeout=0: (-1, b"", b"")
-    )
+    monkeypatch.setattr(SftpConnection, "exec", lambda self, command, timeout=0: (-1, b"", b""))
     src = tmp_path / "src"
     src.mkdir()
     for i in range(5):
@@ -313,7 +311,7 @@ def test_a_server_that_stops_answering_counts_as_a_lost_connection(
 ) -> None:
     """A server that stays connected but never replies must not hang kaic: the pipe gives
     up after its reply timeout with PipeClosed (an EOFError), which makes the sync reconnect
-    and resume (see transfer._connection_error)."""
+    and resume (see workers.connection_error)."""
     import threading
     import time
 
@@ -336,7 +334,7 @@ def test_a_server_that_stops_answering_counts_as_a_lost_connection(
             with pytest.raises(pipeline.PipeClosed, match="no reply from the SFTP server"):
                 pipe.open_many(["a.txt"], 0x02 | 0x08)  # SSH_FXF_WRITE | SSH_FXF_CREAT
             assert time.monotonic() - started < 5
-            assert transfer._connection_error(pipeline.PipeClosed("x"), [conn])
+            assert workers.connection_error(pipeline.PipeClosed("x"), [conn])
             pipe.close()
         finally:
             release.set()

@@ -218,22 +218,6 @@ def test_files_named_like_part_files_are_data(
 # -- refused paths ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-def ssh_vars(ssh_env: SshEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    known = tmp_path / "known_hosts"
-    known.write_text(ssh_env.sshd.known_hosts_line() + "\n")
-    monkeypatch.setenv("HOME", str(tmp_path))
-    for var, value in {
-        "KAIC_SSH_HOST": "127.0.0.1",
-        "KAIC_SSH_PORT": str(ssh_env.sshd.port),
-        "KAIC_SSH_USER": ssh_env.sshd.user,
-        "KAIC_SSH_KEY": str(ssh_env.key),
-        "KAIC_SSH_CERT": str(ssh_env.cert),
-        "KAIC_SSH_KNOWN_HOSTS": str(known),
-    }.items():
-        monkeypatch.setenv(var, value)
-
-
 def test_remote_permission_denied_exits_6_naming_the_path(
     ssh_vars: None, ssh_env: SshEnv, remote_dir: Remote, tmp_path: Path
 ) -> None:

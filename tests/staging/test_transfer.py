@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kaic.staging import transfer
+from kaic.staging.connect import SftpConnection
 from kaic.staging.plan import part_name
 from kaic.staging.remote_fs import RemoteSide
 from kaic.staging.transfer import SyncOptions, pull, push
@@ -172,9 +172,7 @@ def test_without_exec_falls_back(
     ssh_env: SshEnv, remote_dir: Remote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A host that refuses exec: checksum_fn, else reading the file back."""
-    monkeypatch.setattr(
-        transfer.SftpConnection, "exec", lambda self, command, timeout=0: (-1, b"", b"")
-    )
+    monkeypatch.setattr(SftpConnection, "exec", lambda self, command, timeout=0: (-1, b"", b""))
     name, view = remote_dir
     src = tmp_path / "s"
     src.mkdir()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -519,3 +520,58 @@ def test_deeply_nested_yaml_exits_2(tmp_path: Path) -> None:
     res = run_cli("submit", "--dry-run", str(path), expect=2)
     assert f"{path}: nested too deeply" in res.stderr
     assert "Traceback" not in res.stderr and "RecursionError" not in res.stderr
+
+
+# -- one source: the keys and flags are the model's ------------------------------------------
+
+
+def test_keys_and_flags_are_derived_from_the_model() -> None:
+    """Every field of JobSubmit is a job-file key (`time_limit` for `time_limit_seconds`);
+    the flags come from the fields' JobKey; only staging's keys are the file's own."""
+    from kaic.jobspec import keys
+    from kaic.models.jobs import Resources
+
+    wire = {("time_limit" if n == "time_limit_seconds" else n) for n in JobSubmit.model_fields}
+    assert set(keys.TOP_KEYS) == wire | {"inputs", "outputs"}
+    assert keys.TOP_KEYS.index("inputs") == keys.TOP_KEYS.index("run") + 1
+    assert tuple(f.key for f in keys.GROUPS["resources"].fields) == tuple(Resources.model_fields)
+    assert keys.FLAGS["resources.gpu_type"] == "--gpu-type" and keys.FLAGS["run"] == "-- COMMAND"
+    options = "name project partition gpus gpu_type nodes time image workdir env command array"
+    options += " after"
+    assert sorted(keys.OPTIONS) == sorted(options.split())
+
+
+def test_every_flag_of_the_model_is_an_option_of_kaic_submit() -> None:
+    from kaic.jobspec import keys
+    from tests.helpers import run_cli
+
+    shown = run_cli("submit", "--help", env={"COLUMNS": "200"}).stdout
+    for flag in keys.FLAGS.values():
+        if flag != "-- COMMAND":
+            assert flag in shown, flag
+
+
+def test_unknown_flags_are_refused() -> None:
+    with pytest.raises(TypeError, match="not a flag of kaic submit: gpu"):
+        SubmitOverrides(gpu=2)
+
+
+def test_the_array_grammar_is_the_models() -> None:
+    """One parser both sides of the wire: the job file, --array, the model's pattern and
+    validator, and the center's tasks."""
+    from kaic.models.arrays import ARRAY_PATTERN
+    from kaic.models.arrays import parse_array as parse_tasks
+
+    schema = JobSubmit.model_json_schema()["properties"]["array"]
+    assert schema["anyOf"][0]["pattern"] == ARRAY_PATTERN
+    assert parse_tasks("0-3,8%2") == ([0, 1, 2, 3, 8], 2)
+    for bad, message in [
+        ("5-1", "range '5-1' starts after it ends"),
+        ("0-9%0", "%0: must run at least 1 task"),
+        ("0-10000", "has more than 10000 tasks"),
+        ("x", "not a valid array spec 'x'"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            parse_array(bad)
+        with pytest.raises(ValueError, match=re.escape(message)):
+            parse_tasks(bad)

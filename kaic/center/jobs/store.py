@@ -364,29 +364,10 @@ class JobStore:
 
 
 def to_job(row: JobRow, array_tasks: Sequence[str] = ()) -> Job:
-    """The wire form of a job row."""
-    spec = row.spec
-    return Job(
-        id=row.id,
-        name=row.name,
-        state=row.state,
-        exit_code=row.exit_code,
-        user=row.user,
-        project=row.project,
-        partition=row.partition,
-        resources=spec.resources,
-        time_limit_seconds=row.time_limit_seconds,
-        submitted_at=row.submitted_at,
-        started_at=row.started_at,
-        ended_at=row.ended_at,
-        reason=row.reason,
-        workdir=row.workdir,
-        array_job_id=row.array_job_id,
-        array_task_id=row.array_task_id,
-        array_tasks=list(array_tasks),
-        depends_on=list(row.depends_on),
-        gpu_ids=list(row.gpu_ids),
-    )
+    """The wire form of a job row: each field of `Job` from the row's attribute of the same
+    name (the model lists them; a row has more), `resources` from the stored submission."""
+    values = {name: getattr(row, name) for name in Job.model_fields if hasattr(row, name)}
+    return Job(**values, resources=row.spec.resources, array_tasks=list(array_tasks))
 
 
 def canonical_hash(data: Any) -> str:

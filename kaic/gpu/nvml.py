@@ -1,21 +1,17 @@
-"""The NVML seam: the pynvml calls kaic uses, GPU inventory, and sampling during a run.
+"""The NVML seam: the pynvml calls kaic uses, opening NVML, and its errors.
 
 ``NvmlApi`` lists exactly the pynvml functions kaic calls, so the real ``pynvml`` module
-(package ``nvidia-ml-py``, a dependency of kaic, imported only when a bench opens NVML so
+(package ``nvidia-ml-py``, a dependency of kaic, imported only when NVML is opened, so
 the CLI starts fast) and a test double are interchangeable. Errors are pynvml's:
 ``api.NVMLError`` with an integer ``value``.
 """
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from contextlib import suppress
 from typing import Any, Protocol
 
-from kaic.bench.results import Inventory
 from kaic.errors import NotFound
 
 # nvml.h return codes kaic distinguishes (stable ABI values).
@@ -177,44 +173,6 @@ def driver_versions(api: NvmlApi) -> tuple[str | None, str | None]:
     return (text(driver) if driver is not None else None), cuda_text
 
 
-def inventory(api: NvmlApi, index: int, handle: Any) -> Inventory:
-    """nvidia-smi-like facts about one GPU; fields NVML cannot report stay None."""
-    mem = optional(api, api.nvmlDeviceGetMemoryInfo, handle)
-    util = optional(api, api.nvmlDeviceGetUtilizationRates, handle)
-    pci = optional(api, api.nvmlDeviceGetPciInfo, handle)
-    power = optional(api, api.nvmlDeviceGetPowerUsage, handle)
-    limit = optional(api, api.nvmlDeviceGetEnforcedPowerLimit, handle)
-    ecc = optional(api, api.nvmlDeviceGetEccMode, handle)
-    persistence = optional(api, api.nvmlDeviceGetPersistenceMode, handle)
-    mig = optional(api, api.nvmlDeviceGetMigMode, handle)
-    cc = optional(api, api.nvmlDeviceGetCudaComputeCapability, handle)
-    uuid = optional(api, api.nvmlDeviceGetUUID, handle)
-    serial = optional(api, api.nvmlDeviceGetSerial, handle)
-    return Inventory(
-        index=index,
-        name=text(optional(api, api.nvmlDeviceGetName, handle) or "unknown GPU"),
-        uuid=text(uuid) if uuid is not None else None,
-        serial=text(serial) if serial is not None else None,
-        pci_bus_id=text(pci.busId) if pci is not None else None,
-        memory_used_mib=mem.used / 2**20 if mem is not None else None,
-        memory_total_mib=mem.total / 2**20 if mem is not None else None,
-        utilization_pct=util.gpu if util is not None else None,
-        temperature_c=optional(api, api.nvmlDeviceGetTemperature, handle, NVML_TEMPERATURE_GPU),
-        power_w=power / 1000 if power is not None else None,
-        power_limit_w=limit / 1000 if limit is not None else None,
-        sm_clock_mhz=optional(api, api.nvmlDeviceGetClockInfo, handle, NVML_CLOCK_SM),
-        mem_clock_mhz=optional(api, api.nvmlDeviceGetClockInfo, handle, NVML_CLOCK_MEM),
-        pcie_gen=optional(api, api.nvmlDeviceGetCurrPcieLinkGeneration, handle),
-        pcie_gen_max=optional(api, api.nvmlDeviceGetMaxPcieLinkGeneration, handle),
-        pcie_width=optional(api, api.nvmlDeviceGetCurrPcieLinkWidth, handle),
-        pcie_width_max=optional(api, api.nvmlDeviceGetMaxPcieLinkWidth, handle),
-        ecc_enabled=bool(ecc[0]) if ecc is not None else None,
-        persistence=bool(persistence) if persistence is not None else None,
-        mig_enabled=bool(mig[0]) if mig is not None else None,
-        compute_capability=(int(cc[0]), int(cc[1])) if cc is not None else None,
-    )
-
-
 def throttle_reasons(api: NvmlApi, handle: Any) -> int:
     """Current clock event reasons as a bitmask (``nvmlDeviceGetCurrentClocksEventReasons``
     on drivers >= 535, its older name elsewhere)."""
@@ -222,124 +180,3 @@ def throttle_reasons(api: NvmlApi, handle: Any) -> int:
     if fn is None:
         fn = api.nvmlDeviceGetCurrentClocksThrottleReasons
     return int(call(api, fn, handle))
-
-
-@dataclass
-class GpuSamples:
-    """What NVML showed about one GPU while the benchmarks ran."""
-
-    samples: int = 0
-    throttle_bits: int = 0  # OR of every sample's reasons
-    throttle_error: str | None = None
-    pcie_gen_max_seen: int | None = None
-    temperature_max_c: int | None = None
-    power_max_w: float | None = None
-    sm_clock_min_mhz: int | None = None
-    replays_start: int | None = None
-    replays_end: int | None = None
-    started: float = 0.0
-    ended: float = 0.0
-    loaded: bool = False  # the benchmarks put load on this GPU (PCIe generation is meaningful)
-
-
-class RunSampler:
-    """Samples NVML on a background thread while benchmarks run (every 200 ms by default).
-
-    One sample is also taken synchronously at start and at stop, so even a run shorter
-    than the interval is judged on real readings.
-    """
-
-    def __init__(
-        self,
-        api: NvmlApi,
-        handles: dict[int, Any],
-        interval_s: float = 0.2,
-        clock: Callable[[], float] = time.monotonic,
-    ):
-        self.api = api
-        self.handles = handles
-        self.interval_s = interval_s
-        self.clock = clock
-        self.samples: dict[int, GpuSamples] = {i: GpuSamples() for i in handles}
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-
-    def _sample(self) -> None:
-        api = self.api
-        with self._lock:
-            for index, handle in self.handles.items():
-                s = self.samples[index]
-                s.samples += 1
-                try:
-                    s.throttle_bits |= throttle_reasons(api, handle)
-                except NvmlUnavailable as exc:
-                    s.throttle_error = exc.reason
-                gen = optional(api, api.nvmlDeviceGetCurrPcieLinkGeneration, handle)
-                if gen is not None:
-                    s.pcie_gen_max_seen = max(gen, s.pcie_gen_max_seen or 0)
-                temp = optional(api, api.nvmlDeviceGetTemperature, handle, NVML_TEMPERATURE_GPU)
-                if temp is not None:
-                    s.temperature_max_c = max(temp, s.temperature_max_c or temp)
-                power = optional(api, api.nvmlDeviceGetPowerUsage, handle)
-                if power is not None:
-                    s.power_max_w = max(power / 1000, s.power_max_w or 0.0)
-                clock = optional(api, api.nvmlDeviceGetClockInfo, handle, NVML_CLOCK_SM)
-                if clock is not None:
-                    s.sm_clock_min_mhz = min(clock, s.sm_clock_min_mhz or clock)
-
-    def _replays(self) -> dict[int, int | None]:
-        return {
-            i: optional(self.api, self.api.nvmlDeviceGetPcieReplayCounter, h)
-            for i, h in self.handles.items()
-        }
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self._sample()
-
-    def start(self) -> None:
-        """Take the first sample and the replay counters, then sample in the background."""
-        now = self.clock()
-        for index, replays in self._replays().items():
-            self.samples[index].replays_start = replays
-            self.samples[index].started = now
-        self._sample()
-        self._thread = threading.Thread(target=self._loop, name="kaic-nvml-sampler", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop the background thread and take the last sample and replay counters."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self._sample()
-        now = self.clock()
-        for index, replays in self._replays().items():
-            self.samples[index].replays_end = replays
-            self.samples[index].ended = now
-
-    def mark_loaded(self, index: int) -> None:
-        """Record that benchmarks loaded this GPU (so its PCIe generation is judged)."""
-        if index in self.samples:
-            self.samples[index].loaded = True
-
-
-@contextmanager
-def sampling(sampler: RunSampler) -> Iterator[RunSampler]:
-    """Run the sampler for the duration of a ``with`` block."""
-    sampler.start()
-    try:
-        yield sampler
-    finally:
-        sampler.stop()
-
-
-@dataclass
-class NodeNvml:
-    """The NVML view of the selected GPUs: handles and inventories, by NVML index."""
-
-    api: NvmlApi
-    handles: dict[int, Any] = field(default_factory=dict)
-    inventories: dict[int, Inventory] = field(default_factory=dict)
-    count: int = 0

@@ -1,0 +1,198 @@
+"""A pull: files from the staging host written to this machine (`LocalDestination`).
+
+Each file goes to its part file here (`plan.part_name`): small files with nothing to resume
+over the worker's pipe (OPEN, READ, CLOSE for a whole chunk at once, into memory), the others
+one by one over paramiko, resuming a part file whose prefix checks out. While a batch
+downloads, the host hashes its sources (one exec); each part file is then checked, given
+its mode and mtime, and renamed over its name (`os.replace`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import threading
+
+from kaic.staging.connect import REQUEST_SIZE
+from kaic.staging.destination import Destination
+from kaic.staging.pipeline import Download, SftpPipe, download_many
+from kaic.staging.plan import FileTask, LocalSide, Side, part_name, sha256_prefix
+from kaic.staging.remote_fs import RemoteSide, normalize_remote
+from kaic.staging.workers import SMALL_FILE, WorkerPipe, chunks, refused_open
+
+
+class LocalDestination(Destination):
+    """Files are written to this machine: the pull."""
+
+    remote_access = "read"
+
+    # -- planning and the destination's directories -------------------------------------
+    def sides(self, local: LocalSide, remote: RemoteSide) -> tuple[Side, Side]:
+        return remote, local
+
+    def makedirs(self, remote: RemoteSide, path: str) -> None:
+        os.makedirs(path, exist_ok=True)
+
+    def remove(self, remote: RemoteSide, path: str) -> None:
+        os.remove(path)
+
+    def rmdir(self, remote: RemoteSide, path: str) -> None:
+        os.rmdir(path)
+
+    def local_refusal(self, task: FileTask, filename: str | None) -> str | None:
+        if filename is not None and filename in (task.dst, part_name(task.dst)):
+            return f"cannot write {task.dst}: permission denied"
+        return None
+
+    def remote_path(self, task: FileTask) -> str:
+        return task.src
+
+    # -- files ---------------------------------------------------------------------------
+    def copy_batch(
+        self, parts: dict[str, int], batch: list[FileTask], side: RemoteSide, pipes: WorkerPipe
+    ) -> None:
+        remote_sums: dict[str, str | None] = {}
+        hasher: threading.Thread | None = None
+        if self.options.verify and side.exec_ok is not False:
+            # The source does not change under us: hash it on the host while downloading.
+            def hash_sources() -> None:
+                # A dropped connection surfaces in the download too: ignore it here.
+                with contextlib.suppress(Exception):
+                    remote_sums.update(side.exec_sha256([t.src for t in batch]))
+
+            hasher = threading.Thread(target=hash_sources, daemon=True)
+            hasher.start()
+        got: list[tuple[FileTask, str]] = []
+        try:
+            slow = self._pull_pipelined(batch, side, pipes, got)
+            for task in slow:
+                try:
+                    got.append((task, self._download(task, side)))
+                except OSError as exc:
+                    self.file_error(task, exc, side)
+        finally:
+            if hasher is not None:
+                hasher.join()
+        for task, digest in got:
+            if self._checked(task, digest, side, remote_sums):
+                self._finish(task, side)
+
+    def _checked(
+        self, task: FileTask, digest: str, side: RemoteSide, remote_sums: dict[str, str | None]
+    ) -> bool:
+        """Whether the part file of `task` (`digest`: its sha256) holds the source; a
+        mismatch is fetched once more from 0, a second one fails the file."""
+        if not self.options.verify:
+            return True
+        expected = remote_sums.get(task.src) or side.remote_sha256([task.src])[task.src]
+        if expected == digest:
+            return True
+        self.warn(f"sha256 mismatch for {task.dst}; fetching it again")
+        part = part_name(task.dst)
+        try:
+            os.remove(part)
+            digest = self._download(task, side)
+            expected = side.remote_sha256([task.src])[task.src]
+            if expected != digest:
+                self.stats.fail(task, "sha256 mismatch after fetching again")
+                os.remove(part)
+                return False
+        except OSError as exc:  # this file fails; the others go on
+            self.file_error(task, exc, side)
+            return False
+        return True
+
+    def _finish(self, task: FileTask, side: RemoteSide) -> None:
+        """Mode and mtime on the part file, then rename it over its name."""
+        part = part_name(task.dst)
+        try:
+            os.chmod(part, task.mode & 0o7777 or 0o644)
+            os.utime(part, (task.mtime, task.mtime))
+            os.replace(part, task.dst)
+        except OSError as exc:
+            self.file_error(task, exc, side)
+            return
+        self.stats.file_done(task)
+
+    def _pull_pipelined(
+        self,
+        batch: list[FileTask],
+        side: RemoteSide,
+        pipes: WorkerPipe,
+        got: list[tuple[FileTask, str]],
+    ) -> list[FileTask]:
+        """Fetch the small files of `batch` with nothing to resume over the pipe into their
+        part files (appended to `got`); returns the tasks left for the one-by-one path."""
+        quick = [t for t in batch if t.size < SMALL_FILE and not os.path.exists(part_name(t.dst))]
+        pipe = pipes.get() if quick else None
+        if pipe is None:
+            return batch
+        fast = {id(t) for t in quick}
+        slow = [t for t in batch if id(t) not in fast]
+        for chunk, generation in chunks(quick, self.window):
+            slow += self._download_pipelined(chunk, generation, pipe, side, got)
+        return slow
+
+    def _download_pipelined(
+        self,
+        tasks: list[FileTask],
+        generation: int,
+        pipe: SftpPipe,
+        side: RemoteSide,
+        got: list[tuple[FileTask, str]],
+    ) -> list[FileTask]:
+        """Fetch small files over the pipe into their part files (appended to `got`);
+        returns those to fetch one by one (they changed size since planning)."""
+        downloads = [Download(normalize_remote(t.src), t.size) for t in tasks]
+        download_many(pipe, downloads, REQUEST_SIZE, self.stats.add_bytes)
+        slow = []
+        for task, down in zip(tasks, downloads, strict=True):
+            if down.retry:
+                slow.append(task)
+            elif down.data is None:
+                if refused_open(down.error, bool(down.handle)):
+                    self.window.shrink(generation)
+                self.file_error(task, down.error or OSError("download failed"), side)
+            else:
+                try:
+                    with open(part_name(task.dst), "wb") as out:
+                        out.write(down.data)
+                except OSError as exc:
+                    self.file_error(task, exc, side)
+                    continue
+                got.append((task, hashlib.sha256(down.data).hexdigest()))
+        return slow
+
+    def _download(self, task: FileTask, side: RemoteSide) -> str:
+        part = part_name(task.dst)
+        src = normalize_remote(task.src)
+        offset = 0
+        digest = hashlib.sha256()
+        try:
+            have = os.stat(part).st_size
+        except FileNotFoundError:
+            have = 0
+        if 0 < have <= task.size:
+            local = sha256_prefix(part, have)
+            if side.prefix_sha256(src, have) == local.hexdigest():
+                offset, digest = have, local
+                self.stats.add_bytes(offset, sent=False)
+            else:
+                self.warn(f"partial {task.dst} does not match the source; fetching from 0")
+        with side.sftp.open(src, "r") as f, open(part, "r+b" if offset else "wb") as out:
+            size = f.stat().st_size or 0
+            if offset:
+                f.seek(offset)
+                out.seek(offset)
+                out.truncate()
+            if size > offset:
+                f.prefetch(size)
+            while True:
+                block = f.read(REQUEST_SIZE)
+                if not block:
+                    break
+                digest.update(block)
+                out.write(block)
+                self.stats.add_bytes(len(block))
+        return digest.hexdigest()

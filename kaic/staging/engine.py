@@ -1,0 +1,285 @@
+"""The engine of a sync: connect, plan, transfer, delete — and ride out lost connections.
+
+One entry point for both ways (`Engine.run`); what differs between a push and a pull is
+asked of the `Destination` (`upload.RemoteDestination`, `download.LocalDestination`). The
+workers that move the files are in `workers`; the module doc of `kaic.staging.transfer`
+tells the whole story.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from dataclasses import dataclass
+from functools import partial
+
+from kaic.errors import Interrupted, KaicError, Rejected, Unreachable
+from kaic.staging.connect import SftpConnection
+from kaic.staging.destination import Destination
+from kaic.staging.download import LocalDestination
+from kaic.staging.options import RESUME_HINT, Connect, Direction, SyncHooks, SyncOptions, SyncResult
+from kaic.staging.plan import LocalSide, SyncPlan, plan_sync
+from kaic.staging.remote_fs import RemotePermissionError, RemoteSide, one_by_one
+from kaic.staging.upload import RemoteDestination
+from kaic.staging.workers import OpenWindow, Stats, connection_error, run_workers
+
+RECONNECT_START_S = 0.2
+RECONNECT_CAP_S = 5.0
+RETRY_START_S = 0.5
+
+#: the destination of each direction
+DESTINATIONS: dict[Direction, type[Destination]] = {
+    "push": RemoteDestination,
+    "pull": LocalDestination,
+}
+
+
+class _Connector:
+    """Opens extra connections in the background while the sync is being planned (a login
+    takes a few round trips and ~0.1 s of CPU: overlapping it helps short syncs)."""
+
+    def __init__(self, connect: Connect, n: int):
+        self._results: list[SftpConnection | BaseException] = []
+        self._lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._one, args=(connect,), name="kaic-connect", daemon=True)
+            for _ in range(n)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _one(self, connect: Connect) -> None:
+        try:
+            conn: SftpConnection | BaseException = connect()
+        except BaseException as exc:
+            conn = exc
+        with self._lock:
+            self._results.append(conn)
+
+    def take(self, n: int) -> tuple[list[SftpConnection], list[BaseException]]:
+        """Up to `n` connections, and the errors of the logins that failed (a server that
+        caps connections per user refuses some: the sync goes on with fewer)."""
+        for thread in self._threads:
+            thread.join()
+        with self._lock:
+            good = [c for c in self._results if isinstance(c, SftpConnection)][:n]
+            errors = [e for e in self._results if isinstance(e, BaseException)]
+            for conn in good:
+                self._results.remove(conn)
+        return good, errors
+
+    def close(self) -> None:
+        """Wait for the logins still running and close what nobody took."""
+        for thread in self._threads:
+            thread.join()
+        with self._lock:
+            for conn in self._results:
+                if isinstance(conn, SftpConnection):
+                    conn.close()
+            self._results.clear()
+
+
+@dataclass
+class _Outage:
+    """A stretch of lost connections with no progress in between."""
+
+    since: float
+    drops: int = 0
+    delay: float = RECONNECT_START_S
+
+    def next_delay(self) -> float:
+        delay, self.delay = self.delay, min(self.delay * 2, RECONNECT_CAP_S)
+        return delay
+
+
+class Engine:
+    """One sync, either way (`direction`), from `sources` to `dest`."""
+
+    def __init__(
+        self,
+        direction: Direction,
+        connect: Connect,
+        sources: list[str],
+        dest: str,
+        options: SyncOptions,
+        hooks: SyncHooks,
+    ):
+        self.connect = connect
+        self.sources = sources
+        self.dest = dest
+        self.options = options
+        self.on_plan = hooks.get("on_plan")
+        self.on_status = hooks.get("on_status") or (lambda _s: None)
+        self.warn = hooks.get("warn") or (lambda _m: None)
+        self.checksums_fn = hooks.get("checksums_fn")
+        checksum_fn = hooks.get("checksum_fn")
+        if self.checksums_fn is None and checksum_fn is not None:
+            self.checksums_fn = one_by_one(checksum_fn)
+        self.sleep = hooks.get("sleep") or time.sleep
+        self.clock = hooks.get("clock") or time.monotonic
+        self.stats = Stats(hooks.get("progress"))
+        self.destination = DESTINATIONS[direction](options, self.stats, OpenWindow(), self.warn)
+        self.local = LocalSide()
+
+    # -- the outer loop: plan, transfer, reconnect -----------------------------------------
+    def run(self) -> SyncResult:
+        try:
+            return self._run()
+        except KeyboardInterrupt:
+            # The connections are closed by now (finally blocks below); part files stay.
+            raise Interrupted("interrupted", hint=RESUME_HINT) from None
+        except PermissionError as exc:
+            raise self._permission_error(exc) from None
+
+    def _run(self) -> SyncResult:
+        started = time.monotonic()
+        result = SyncResult(verified=self.options.verify, dry_run=self.options.dry_run)
+        first = True
+        connected = False
+        outage: _Outage | None = None
+        while True:
+            conns: list[SftpConnection] = []
+            extra: _Connector | None = None
+            mark = self.stats.mark()
+            try:
+                conns.append(self.connect())
+                connected = True
+                if not self.options.dry_run and self.options.parallel > 1:
+                    extra = _Connector(self.connect, self.options.parallel - 1)
+                remote = RemoteSide(conns[0], checksums_fn=self.checksums_fn)
+                plan = self._plan(remote)
+                if outage is not None:
+                    self.on_status(None)
+                if first:
+                    first = False
+                    result.plan = plan
+                    result.files_skipped = len(plan.skipped)
+                    if self.on_plan is not None:
+                        self.on_plan(plan)
+                if self.options.dry_run:
+                    result.files_deleted = len(plan.delete_files)
+                    break
+                self._prepare(plan, remote)
+                if plan.transfers:
+                    wanted = min(max(1, self.options.parallel), len(plan.transfers))
+                    if extra is not None:
+                        more, errors = extra.take(wanted - 1)
+                        conns += more
+                        if errors and len(conns) < wanted:
+                            self.warn(f"using {len(conns)} of {wanted} connections: {errors[0]}")
+                    self._transfer_all(plan, conns)
+                if self.stats.failures:
+                    break
+                result.files_deleted += self._delete(plan, remote)
+                break
+            except Exception as exc:
+                if not connection_error(exc, conns):
+                    raise
+                if not connected:  # the host never answered: nothing to ride out
+                    if isinstance(exc, KaicError):
+                        raise
+                    raise Unreachable(f"cannot reach the staging host: {exc}") from exc
+                if outage is None or self.stats.mark() != mark:
+                    outage = _Outage(self.clock())  # progress since the last loss: start over
+                outage.drops += 1
+                waited = self.clock() - outage.since
+                if waited > self.options.reconnect_budget or outage.drops > self.options.retries:
+                    raise Unreachable(
+                        f"lost the connection to the staging host and could not resume "
+                        f"within {self.options.reconnect_budget:.0f} s "
+                        f"({outage.drops} attempts); last error: {exc}",
+                        hint=f"{RESUME_HINT}: finished files are skipped, partial files resumed",
+                    ) from exc
+                result.reconnects += 1
+                delay = outage.next_delay()
+                if outage.drops == 1:
+                    self.warn(
+                        f"connection lost ({exc}); reconnecting… (for up to "
+                        f"{self.options.reconnect_budget:.0f} s)"
+                    )
+                else:
+                    self.warn(f"still no connection ({exc}); trying again in {delay:.1f} s")
+                self.on_status("reconnecting…")
+                self.sleep(delay)
+            finally:
+                if extra is not None:
+                    extra.close()
+                for conn in conns:
+                    conn.close()
+        result.files_transferred = self.stats.files
+        result.bytes_transferred = self.stats.bytes
+        result.failures = dict(self.stats.failures)
+        result.refused = dict(self.stats.refused)
+        result.seconds = time.monotonic() - started
+        return result
+
+    def _permission_error(self, exc: PermissionError) -> KaicError:
+        """A refusal that stopped the whole sync, as a KaicError naming the path."""
+        path = exc.filename if exc.filename is not None else "?"
+        if isinstance(exc, RemotePermissionError):
+            return Rejected(
+                f"permission denied on the staging host: {path}",
+                hint=f"choose a remote path your account may {self.destination.remote_access}",
+            )
+        return KaicError(
+            f"permission denied: {path}",
+            hint="check that path's permissions on this machine, or choose another one",
+        )
+
+    def _plan(self, remote: RemoteSide) -> SyncPlan:
+        src_side, dst_side = self.destination.sides(self.local, remote)
+        return plan_sync(
+            src_side,
+            self.sources,
+            dst_side,
+            self.dest,
+            excludes=self.options.excludes,
+            delete=self.options.delete,
+            checksum=self.options.checksum,
+            warn=self.warn,
+        )
+
+    def _prepare(self, plan: SyncPlan, remote: RemoteSide) -> None:
+        """Create destination directories; remove part files nothing will resume."""
+        for directory in plan.mkdirs:
+            self.destination.makedirs(remote, directory)
+        for part in plan.stale_parts():
+            with contextlib.suppress(FileNotFoundError):
+                self.destination.remove(remote, part)
+
+    def _delete(self, plan: SyncPlan, remote: RemoteSide) -> int:
+        deleted = 0
+        for path in plan.delete_files:
+            try:
+                self.destination.remove(remote, path)
+                deleted += 1
+            except FileNotFoundError:
+                pass
+        for path in plan.delete_dirs:
+            try:
+                self.destination.rmdir(remote, path)
+            except OSError as exc:
+                self.warn(f"could not remove directory {path}: {exc}")
+        return deleted
+
+    # -- workers -------------------------------------------------------------------------
+    def _transfer_all(self, plan: SyncPlan, conns: list[SftpConnection]) -> None:
+        """Transfer the plan's files; files that failed for a reason that may pass go again
+        (after a growing pause) until `file_attempts` rounds are used up."""
+        pending = list(plan.transfers)
+        for attempt in range(1, max(1, self.options.file_attempts) + 1):
+            self.stats.retry.clear()
+            copy = partial(self.destination.copy_batch, plan.parts)
+            run_workers(pending, conns, self.options, self.checksums_fn, copy)
+            pending = list(self.stats.retry.values())
+            if not pending or attempt >= self.options.file_attempts:
+                return
+            first = pending[0].dst
+            delay = min(RETRY_START_S * 2 ** (attempt - 1), RECONNECT_CAP_S)
+            self.warn(
+                f"{len(pending)} file(s) failed (e.g. {first}: "
+                f"{self.stats.failures.get(first, '?')}); trying them again in {delay:.1f} s "
+                f"(round {attempt + 1} of {self.options.file_attempts})"
+            )
+            self.sleep(delay)

@@ -1,0 +1,64 @@
+"""paramiko's SFTP client, with file names carried as bytes (`kaic.staging.names`).
+
+paramiko encodes every str path as strict UTF-8 and decodes the names a listing returns as
+strict UTF-8: a file named `b"caf\\xe9.txt"` could be neither sent, nor listed, nor pulled
+(UnicodeEncodeError / UnicodeDecodeError). This client encodes paths with surrogateescape on
+the way out (every request's path goes through `_adjust_cwd`) and decodes names the same way
+on the way in (`listdir_attr`, `normalize`), so a name keeps its bytes end to end, the way
+Python's own `os` functions keep it.
+
+It overrides two internals of paramiko's `SFTPClient` (`_adjust_cwd`, and the READDIR /
+REALPATH replies, read with its `_request`); a test against a real sshd
+(`tests/staging/test_bytes_names.py`) says when a paramiko release changes them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import paramiko
+from paramiko.sftp import CMD_CLOSE, CMD_HANDLE, CMD_NAME, CMD_OPENDIR, CMD_READDIR, CMD_REALPATH
+
+from kaic.staging.names import name_bytes, name_text
+
+
+class SftpClient(paramiko.SFTPClient):
+    """`paramiko.SFTPClient` whose paths and listed names are bytes on the wire."""
+
+    def _adjust_cwd(self, path: Any) -> Any:
+        if isinstance(path, str):
+            path = name_bytes(path)
+        return super()._adjust_cwd(path)  # type: ignore[misc]
+
+    def listdir_attr(self, path: str = ".") -> list[paramiko.SFTPAttributes]:
+        """The entries of a directory (not `.` and `..`), names decoded as `name_text`."""
+        t, msg = self._request(CMD_OPENDIR, self._adjust_cwd(path))  # type: ignore[attr-defined]
+        if t != CMD_HANDLE:
+            raise paramiko.SFTPError("Expected handle")
+        handle = msg.get_binary()
+        entries: list[paramiko.SFTPAttributes] = []
+        while True:
+            try:
+                t, msg = self._request(CMD_READDIR, handle)  # type: ignore[attr-defined]
+            except EOFError:  # the end of the listing
+                break
+            if t != CMD_NAME:
+                raise paramiko.SFTPError("Expected name response")
+            for _ in range(msg.get_int()):
+                filename = name_text(msg.get_string())
+                longname = name_text(msg.get_string())
+                attr = paramiko.SFTPAttributes._from_msg(msg, filename, longname)  # type: ignore[attr-defined]
+                if filename not in (".", ".."):
+                    entries.append(attr)
+        self._request(CMD_CLOSE, handle)  # type: ignore[attr-defined]
+        return entries
+
+    def normalize(self, path: bytes | str) -> str:
+        """The server's absolute form of `path` (decoded as `name_text`)."""
+        t, msg = self._request(CMD_REALPATH, self._adjust_cwd(path))  # type: ignore[attr-defined]
+        if t != CMD_NAME:
+            raise paramiko.SFTPError("Expected name response")
+        count = msg.get_int()
+        if count != 1:
+            raise paramiko.SFTPError(f"Realpath returned {count} results")
+        return name_text(msg.get_string())

@@ -1,0 +1,266 @@
+"""The worker pool of a sync: files in batches, spread over connections and SFTP channels.
+
+Both ways use it alike; what a worker does with a batch is its destination's business
+(`Destination.copy_batch`). Here: batching (big files alone, small ones grouped), the
+counters every worker records into (`Stats`), the open window all workers share under
+back-pressure (`OpenWindow`), each worker's lazily opened channels, and telling a lost
+connection (the sync reconnects and resumes) from one file's failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, cast
+
+import paramiko
+
+from kaic.errors import Unreachable
+from kaic.staging.connect import SftpConnection
+from kaic.staging.options import ProgressFn, SyncOptions
+from kaic.staging.pipeline import SftpFailure, SftpPipe
+from kaic.staging.plan import FileTask
+from kaic.staging.remote_fs import ChecksumsFn, RemoteSide
+
+SMALL_FILE = 4 << 20
+#: small files per batch: one `sha256sum` exec (remote_fs hashes 64 names per call) and one
+#: pipelined round of requests each
+BATCH_FILES = 64
+BATCH_BYTES = 8 << 20
+
+
+def connection_error(exc: BaseException, conns: list[SftpConnection]) -> bool:
+    """Whether `exc` means a connection is gone (the sync reconnects), not a file failed."""
+    if isinstance(exc, (EOFError, paramiko.SSHException, Unreachable)):
+        return True
+    if isinstance(exc, (ConnectionError, TimeoutError)) or "Socket is closed" in str(exc):
+        return True
+    return any(not c.is_active() for c in conns)
+
+
+class Stats:
+    """What the workers did, shared by all of them (and reported by the progress bar)."""
+
+    def __init__(self, progress: ProgressFn | None):
+        self.lock = threading.Lock()
+        self.files = 0
+        self.bytes = 0
+        self.progress = progress
+        self.failures: dict[str, str] = {}
+        self.refused: dict[str, str] = {}
+        #: files of this round that failed for a reason that may pass: tried again
+        self.retry: dict[str, FileTask] = {}
+
+    def add_bytes(self, n: int, *, sent: bool = True) -> None:
+        with self.lock:
+            if sent:
+                self.bytes += n
+        if self.progress is not None:
+            self.progress(n, 0)
+
+    def file_done(self, task: FileTask) -> None:
+        with self.lock:
+            self.files += 1
+            self.failures.pop(task.dst, None)
+            self.refused.pop(task.dst, None)
+        if self.progress is not None:
+            self.progress(0, 1)
+
+    def fail(
+        self, task: FileTask, reason: str, *, retry: bool = False, refused: str | None = None
+    ) -> None:
+        with self.lock:
+            self.failures[task.dst] = reason
+            if refused is not None:
+                self.refused[task.dst] = refused
+            if retry:
+                self.retry[task.dst] = task
+
+    def mark(self) -> tuple[int, int]:
+        """Where the sync stands: it made progress when this changes."""
+        with self.lock:
+            return self.bytes, self.files
+
+
+class OpenWindow:
+    """How many files one pipelined batch may hold open at once, shared by all workers.
+
+    A server short of descriptors refuses OPENs (`SftpFailure`); the window then halves —
+    once per window generation, so a dozen workers hitting the same shortage halve it once,
+    not a dozen times (TCP's once-per-round-trip rule). It does not grow back within a sync.
+    """
+
+    def __init__(self, size: int = BATCH_FILES):
+        self._lock = threading.Lock()
+        self.size = max(1, size)
+        self.generation = 0
+
+    def current(self) -> tuple[int, int]:
+        with self._lock:
+            return self.size, self.generation
+
+    def shrink(self, generation: int) -> None:
+        with self._lock:
+            if generation == self.generation and self.size > 1:
+                self.size = max(1, self.size // 2)
+                self.generation += 1
+
+
+def refused_open(error: OSError | None, opened: bool) -> bool:
+    """Whether a pipelined file failed because the server had no room to open it."""
+    return not opened and isinstance(error, SftpFailure)
+
+
+def chunks(tasks: list[FileTask], window: OpenWindow) -> Iterator[tuple[list[FileTask], int]]:
+    """`tasks` in chunks of the window's current size, with the generation each was cut at."""
+    start = 0
+    while start < len(tasks):
+        size, generation = window.current()
+        yield tasks[start : start + size], generation
+        start += size
+
+
+def close_file(f: Any) -> None:
+    """Close a paramiko SFTP file. If that fails (the connection is gone) mark it closed, so
+    its `__del__` does not try again later and print "Exception ignored in …"."""
+    try:
+        f.close()
+    except BaseException:
+        f._closed = True
+        raise
+
+
+def batches(tasks: list[FileTask]) -> Iterator[list[FileTask]]:
+    """Big files alone (largest first), small files grouped."""
+    big = sorted((t for t in tasks if t.size >= SMALL_FILE), key=lambda t: -t.size)
+    for task in big:
+        yield [task]
+    batch: list[FileTask] = []
+    size = 0
+    for task in (t for t in tasks if t.size < SMALL_FILE):
+        batch.append(task)
+        size += task.size
+        if len(batch) >= BATCH_FILES or size >= BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+class LazySftp:
+    """A worker's paramiko SFTP channel, opened on first use (the pipelined path of small
+    files does not need one; this keeps channels per connection under MaxSessions)."""
+
+    def __init__(self, conn: SftpConnection):
+        self._conn = conn
+        self._client: paramiko.SFTPClient | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._client is None:
+            self._client = self._conn.new_sftp()
+        return getattr(self._client, name)
+
+    def close_channel(self) -> None:
+        """Close the channel if open (the next use opens a new one)."""
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                self._client.close()
+            self._client = None
+
+
+class WorkerPipe:
+    """A worker's `SftpPipe`, opened on first use; None where the host refuses one.
+
+    Opening it closes the worker's paramiko channel (reopened if needed again), so that a
+    worker holds one SFTP channel + its exec channels: OpenSSH's MaxSessions is 10.
+    """
+
+    def __init__(self, conn: SftpConnection, sftp: LazySftp, enabled: bool):
+        self._conn = conn
+        self._sftp = sftp
+        self._pipe: SftpPipe | None = None
+        self._refused = not enabled
+
+    def get(self) -> SftpPipe | None:
+        if self._pipe is None and not self._refused:
+            self._sftp.close_channel()
+            try:
+                self._pipe = SftpPipe(self._conn.transport)
+            except (paramiko.SSHException, OSError):
+                if not self._conn.is_active():
+                    raise
+                self._refused = True  # e.g. MaxSessions: use paramiko's SFTP channel
+        return self._pipe
+
+    def close(self) -> None:
+        if self._pipe is not None:
+            self._pipe.close()
+
+
+#: what a worker does with one batch, over its connection's remote side and its pipe
+CopyBatch = Callable[[list[FileTask], RemoteSide, WorkerPipe], None]
+
+
+def run_workers(
+    tasks: list[FileTask],
+    conns: list[SftpConnection],
+    options: SyncOptions,
+    checksums_fn: ChecksumsFn | None,
+    copy_batch: CopyBatch,
+) -> None:
+    """Copy `tasks` in batches, `options.channels` worker threads per connection; the first
+    error stops them all and is raised (a lost connection rather than its symptoms)."""
+    work: queue.Queue[list[FileTask]] = queue.Queue()
+    todo = list(batches(tasks))
+    for batch in todo:
+        work.put(batch)
+    n_workers = min(len(todo), len(conns) * max(1, options.channels))
+    abort = threading.Event()
+    errors: list[BaseException] = []
+
+    def worker(index: int) -> None:
+        conn = conns[index % len(conns)]
+        sftp = LazySftp(conn)
+        pipe = WorkerPipe(conn, sftp, options.pipeline)
+        try:
+            side = RemoteSide(conn, cast(paramiko.SFTPClient, sftp), checksums_fn=checksums_fn)
+            while not abort.is_set():
+                try:
+                    batch = work.get_nowait()
+                except queue.Empty:
+                    return
+                copy_batch(batch, side, pipe)
+        except BaseException as exc:
+            errors.append(exc)
+            abort.set()
+        finally:
+            pipe.close()
+            sftp.close_channel()
+
+    threads = [
+        threading.Thread(target=worker, args=(i,), name=f"kaic-sftp-{i}", daemon=True)
+        for i in range(n_workers)
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            thread.join()
+    except BaseException:
+        # Ctrl-C lands here, in the main thread. Stop the workers before anything else
+        # happens: closing the connections wakes those waiting on the server, and their
+        # paramiko files are closed before the interpreter exits.
+        abort.set()
+        for conn in conns:
+            conn.close()
+        for thread in threads:
+            thread.join(timeout=10)
+        raise
+    if errors:
+        # A dropped connection makes every worker on it fail: report that, not a symptom.
+        for exc in errors:
+            if connection_error(exc, conns):
+                raise exc
+        raise errors[0]
