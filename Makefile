@@ -36,8 +36,13 @@ lint: $(VENV)/.installed
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
+# The suite runs in parallel: most tests wait on real servers (a center, sshd, Slurm), so
+# three workers keep two cores busy; tests that share something machine-wide are grouped
+# onto one worker (SERIAL_GROUPS in tests/conftest.py). PYTEST_WORKERS=0 runs it serially.
+PYTEST_WORKERS ?= 3
+
 unit: $(VENV)/.installed
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
 
 test: lint unit
 

@@ -60,6 +60,29 @@ def alice(center: RunningCenter) -> tuple[RunningCenter, str, str]:
     return center, "alice", password
 
 
+#: Tests that share something machine-wide run in one pytest-xdist worker per group (the
+#: Makefile runs the suite with `--dist loadgroup`): Slurm uses the machine's one munge
+#: socket; the real-account tests share accounts and their homes (/home/kaicstage…).
+SERIAL_GROUPS = {
+    "slurm": ("tests/slurm/",),
+    "accounts": (
+        "tests/e2e/test_run_as_user.py",
+        "tests/e2e/test_sftp_as_users.py",
+        "tests/e2e/test_ssh_login.py",
+        "tests/center/test_checksums_as_user.py",
+        "tests/center/test_sftp_byte_names.py",
+    ),
+}
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    # At collection, before any `pytest_collection_modifyitems` (pytest-xdist reads the
+    # marks in its own, which may run before ours).
+    for group, prefixes in SERIAL_GROUPS.items():
+        if item.nodeid.startswith(prefixes):
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
 def pytest_report_header() -> str:
     return f"CI={os.environ.get('CI', '')}"
 

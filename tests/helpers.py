@@ -253,3 +253,27 @@ def unavailable(message: str) -> NoReturn:
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
+
+
+#: serialises account creation across test processes (pytest-xdist workers): useradd takes
+#: /etc/passwd's lock and fails, rather than waits, when another useradd holds it
+_ACCOUNTS_LOCK = Path("/tmp/kaic-tests-accounts.lock")
+
+
+def ensure_account(name: str, *, home: bool = False, shell: str = "/usr/sbin/nologin") -> None:
+    """Create the unix account `name` if it is missing (needs root); with `home`, with a
+    home directory. Safe to call from several test processes at once."""
+    import fcntl
+    import pwd
+
+    with open(_ACCOUNTS_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            pwd.getpwnam(name)
+            return
+        except KeyError:
+            pass
+        argv = ["useradd", "--shell", shell, "--create-home" if home else "--no-create-home"]
+        result = subprocess.run([*argv, name], capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"useradd {name} failed: {result.stderr.strip()}")

@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.helpers import free_port, unavailable
+from tests.helpers import ensure_account, free_port, unavailable
 
 SSHD = "/usr/sbin/sshd"
 #: a unix account the staging tests may create and log in as
@@ -63,30 +63,13 @@ def require_sshd() -> str:
     return path
 
 
-def _user_exists(name: str) -> bool:
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        return False
-    return True
-
-
 def ensure_unix_user(name: str = STAGING_USER) -> Path:
     """Create unix user `name` (with a home) if missing and unlock it; returns its home.
 
     With `UsePAM no` sshd refuses a locked account ("account is locked"), and `useradd`
     locks new accounts, hence `usermod -p '*'` (no password works, but not locked).
     """
-    if not _user_exists(name):
-        result = subprocess.run(
-            ["useradd", "--create-home", "--shell", "/bin/sh", name],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        # 9 = already exists (another test process created it meanwhile)
-        if result.returncode not in (0, 9):
-            raise RuntimeError(f"useradd {name} failed: {result.stderr.strip()}")
+    ensure_account(name, home=True, shell="/bin/sh")
     subprocess.run(["usermod", "-p", "*", name], check=True, capture_output=True)
     home = Path(pwd.getpwnam(name).pw_dir)
     if not home.is_dir():

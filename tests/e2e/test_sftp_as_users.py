@@ -30,6 +30,7 @@ from tests.e2e.test_embedded_sftp import (
     sftp_command,
 )
 from tests.helpers import RunningCenter, cli_env, run_cli, start_center, unavailable
+from tests.helpers import ensure_account as create_account
 
 ALICE = "kaicsftpa"
 BOB = "kaicsftpb"
@@ -40,18 +41,7 @@ WORKER_MODULE = b"kaic.center.sftp.worker"
 
 def ensure_account(name: str) -> pwd.struct_passwd:
     """The unix account `name`, created (no home, no login shell) if missing."""
-    try:
-        return pwd.getpwnam(name)
-    except KeyError:
-        pass
-    result = subprocess.run(
-        ["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode not in (0, 9):  # 9: created by another test process meanwhile
-        raise RuntimeError(f"useradd {name} failed: {result.stderr.strip()}")
+    create_account(name)
     return pwd.getpwnam(name)
 
 

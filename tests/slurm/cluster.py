@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.helpers import free_port
+from tests.helpers import ensure_account, free_port
 
 BINARIES = ("munged", "slurmctld", "slurmd", "slurmrestd", "scontrol", "sinfo")
 SBIN = ("/usr/sbin", "/usr/bin")
@@ -87,9 +87,7 @@ def missing_binaries() -> list[str]:
 
 def ensure_job_user(name: str = JOB_USER) -> None:
     """Create the unix account jobs run as, if it is missing (needs root)."""
-    if subprocess.run(["id", "-u", name], capture_output=True).returncode == 0:
-        return
-    subprocess.run(["useradd", "-m", "-s", "/bin/bash", name], check=True, capture_output=True)
+    ensure_account(name, home=True, shell="/bin/bash")
 
 
 @dataclass
