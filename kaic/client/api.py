@@ -32,6 +32,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
@@ -111,6 +112,11 @@ def _is_idempotent(method: str, headers: Mapping[str, str]) -> bool:
 
 def _stderr_warning(text: str) -> None:
     print(f"warning: {text}", file=sys.stderr)
+
+
+def _expired(creds: Credentials) -> bool:
+    """Whether `creds`' access token has expired by this machine's clock."""
+    return creds.expires_at is not None and creds.expires_at <= datetime.now(timezone.utc)
 
 
 class SharedRefresh(Protocol):
@@ -386,14 +392,19 @@ class CenterClient:
             if current is not None and current.access_token != used_token:
                 # Another thread refreshed while this request was in flight.
                 return current.access_token
+            refresh_token = creds.refresh_token
             stored = shared.reload() if shared else None
             if stored is not None and stored.access_token != used_token:
                 # Another kaic process refreshed first: refreshing again with the rotated
-                # token would look like token theft and end the session.
+                # token would look like token theft and end the session. Its access token
+                # may itself have expired meanwhile (short-lived tokens, a slow machine):
+                # then renew with *its* refresh token, the newest, which this lock makes ours.
                 self._credentials = stored
-                return stored.access_token
+                if not _expired(stored) or not stored.refresh_token:
+                    return stored.access_token
+                refresh_token = stored.refresh_token
             try:
-                granted = self._refresh_grant(creds.refresh_token)
+                granted = self._refresh_grant(refresh_token)
             except RateLimited:
                 raise
             except (AuthRequired, Rejected) as exc:

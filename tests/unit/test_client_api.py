@@ -123,6 +123,70 @@ def test_401_refreshes_once_persists_and_retries() -> None:
     assert client.credentials is persisted[0]
 
 
+class _OtherProcessRefreshed:
+    """A SharedRefresh whose store holds what another kaic process refreshed to."""
+
+    def __init__(self, stored: Credentials) -> None:
+        self.stored = stored
+
+    def lock(self) -> Any:
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def reload(self) -> Credentials:
+        return self.stored
+
+
+def test_tokens_another_process_refreshed_are_adopted_while_valid() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.path != "/v1/auth/token", "must not refresh again: rotated token"
+        if request.headers["Authorization"] == "Bearer kaa_old_access_1":
+            return err(401, "invalid_token", "access token expired")
+        assert request.headers["Authorization"] == "Bearer kaa_theirs_2"
+        return httpx.Response(200, json=ME)
+
+    theirs = Credentials(
+        access_token="kaa_theirs_2",
+        refresh_token="kar_theirs_2",
+        expires_at=datetime.now(timezone.utc) + timedelta(minutes=5),
+    )
+    rec = Recorder(handler)
+    with rec.client(credentials=session(), shared_refresh=_OtherProcessRefreshed(theirs)) as c:
+        assert AuthAPI(c).me().user == "alice"
+    assert rec.paths() == ["GET /v1/me", "GET /v1/me"]
+
+
+def test_tokens_another_process_refreshed_are_renewed_with_its_refresh_token_if_expired() -> None:
+    # Short-lived access tokens on a slow machine: what the other process got has expired by
+    # the time this one reads it. Renew with the newest refresh token (the other process's),
+    # never with this process's rotated one (that would revoke the whole session).
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/auth/token":
+            assert json.loads(request.content)["refresh_token"] == "kar_theirs_2"
+            return tokens("kaa_mine_3", "kar_mine_3")
+        if request.headers["Authorization"] == "Bearer kaa_old_access_1":
+            return err(401, "invalid_token", "access token expired")
+        assert request.headers["Authorization"] == "Bearer kaa_mine_3"
+        return httpx.Response(200, json=ME)
+
+    theirs = Credentials(
+        access_token="kaa_theirs_2",
+        refresh_token="kar_theirs_2",
+        expires_at=datetime.now(timezone.utc) - timedelta(seconds=1),
+    )
+    persisted: list[Credentials] = []
+    rec = Recorder(handler)
+    with rec.client(
+        credentials=session(),
+        on_refresh=persisted.append,
+        shared_refresh=_OtherProcessRefreshed(theirs),
+    ) as c:
+        assert AuthAPI(c).me().user == "alice"
+    assert rec.paths() == ["GET /v1/me", "POST /v1/auth/token", "GET /v1/me"]
+    assert [p.refresh_token for p in persisted] == ["kar_mine_3"]
+
+
 def test_refresh_failure_is_auth_required_with_login_hint() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/v1/auth/token":
