@@ -107,7 +107,7 @@ def wait_for_jobs(
     outage: Unreachable | None = None
     while True:
         try:
-            for job_id in job_ids:
+            for job_id in dict.fromkeys(job_ids):  # each job once per round, in order
                 if job_id in latest and is_terminal(latest[job_id].state):
                     continue
                 job = api.get(job_id)
@@ -127,10 +127,12 @@ def wait_for_jobs(
             outage = exc
             if on_reachability is not None:
                 on_reachability(False)
-        if len(latest) == len(job_ids) and all(is_terminal(j.state) for j in latest.values()):
+        # (By id, not by count: `kaic wait 42 42` names one job twice.)
+        seen_all = all(j in latest for j in job_ids)
+        if seen_all and all(is_terminal(j.state) for j in latest.values()):
             return [latest[j] for j in job_ids]
         if deadline is not None and now() >= deadline:
-            if outage is not None and len(latest) < len(job_ids):
+            if outage is not None and not seen_all:
                 raise outage  # some job was never seen: the outage is the answer
             pending = [j for j in latest.values() if not is_terminal(j.state)]
             names = ", ".join(f"{j.id} ({j.state.value})" for j in pending)

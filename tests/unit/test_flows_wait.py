@@ -51,6 +51,15 @@ def test_backoff_grows_to_cap_and_returns_in_order() -> None:
     assert api.calls == 13 + 1 + 1  # a terminal job is not asked again
 
 
+def test_a_job_named_twice_is_waited_for_once() -> None:
+    # `kaic wait 42 42` never returned: the jobs seen were counted, not looked up.
+    api = FakeJobs({"42": [JobState.RUNNING, JobState.COMPLETED]})
+    sleeps: list[float] = []
+    jobs = wait_for_jobs(api, ["42", "42"], sleep=sleeps.append)  # type: ignore[arg-type]
+    assert [j.state for j in jobs] == [JobState.COMPLETED, JobState.COMPLETED]
+    assert len(sleeps) == 1
+
+
 def test_timeout_raises_with_latest_states() -> None:
     api = FakeJobs({"1": [JobState.RUNNING]})
     clock = {"t": 0.0}
