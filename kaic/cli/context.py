@@ -78,7 +78,10 @@ class AppContext:
             else:
                 from kaic.cli.jq import run_jq
 
-                for line in run_jq(self.output.jq, data):
+                # Strings come out raw, as `jq -r` prints them; on a terminal they are
+                # outside data like any other and shown with their controls made visible.
+                show = visible if self.is_terminal() else str
+                for line in run_jq(self.output.jq, data, show=show):
                     print(line, file=self.stdout)
         elif human is not None:
             human()

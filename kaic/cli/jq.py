@@ -148,9 +148,10 @@ def parse_jq(expr: str) -> Filter:
     return result
 
 
-def run_jq(expr: str, document: Any) -> Iterator[str]:
-    """The lines `expr` makes of `document`: strings raw, other values as JSON."""
+def run_jq(expr: str, document: Any, *, show: Callable[[str], str] = str) -> Iterator[str]:
+    """The lines `expr` makes of `document`: strings raw (through `show`), other values as
+    JSON."""
     # Through JSON first, so the filter sees what `--json` would print (dates as strings).
     plain = json.loads(json.dumps(document, default=str))
     for value in parse_jq(expr)(plain):
-        yield value if isinstance(value, str) else json.dumps(value, indent=2)
+        yield show(value) if isinstance(value, str) else json.dumps(value, indent=2)

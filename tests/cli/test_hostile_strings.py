@@ -124,6 +124,19 @@ def test_json_output_stays_exact(hostile_jobs: dict[str, str], run_line: RunLine
         assert doc["name"] == doc["reason"] == doc["events"][-1]["message"] == entry.value
 
 
+def test_jq_shows_strings_as_text_on_a_terminal(
+    hostile_jobs: dict[str, str], run_line: RunLine
+) -> None:
+    # `--jq` prints strings raw, as `jq -r` does — piped. On a terminal they are outside
+    # data like any other.
+    for entry in CORPUS:
+        job_id = hostile_jobs[entry.label]
+        piped = run_line("show", job_id, "--jq", ".name")
+        assert piped.stdout == entry.value + "\n"
+        terminal = run_line("show", job_id, "--jq", ".name", terminal=True)
+        assert_shown_safely(terminal.stdout, entry)
+
+
 # -- a center's error message ---------------------------------------------------------------
 
 
