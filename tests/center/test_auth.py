@@ -189,6 +189,34 @@ def test_a_locked_address_still_admits_a_password_with_a_valid_code(center: Cent
     assert_error(_password(center, "alice", PASSWORD, ip="10.9.9.9"), 429, "rate_limited")
 
 
+def test_a_locked_address_spends_no_password_hash_without_a_valid_code(
+    center: Center, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A flood from a locked address must not keep scrypt busy: only a valid one-time code
+    # earns the password check.
+    from kaic.center.routers import auth as auth_router
+
+    uri = add_user(
+        center.settings.state_dir, "olga", password=PASSWORD, enable_otp=True, unix_account=None
+    )
+    assert uri is not None
+    secret = _otp_secret(uri)
+    for attempt in range(center.settings.login_address_max_failures):
+        _password(center, f"ghost{attempt}", "x", ip="10.9.9.9")
+    hashed: list[str] = []
+    real_check = auth_router.check_password
+    monkeypatch.setattr(
+        auth_router, "check_password", lambda pw, h: hashed.append(pw) or real_check(pw, h)
+    )
+    code = totp_code(secret, center.clock())
+    wrong = "000000" if code != "000000" else "111111"
+    for user, otp in (("olga", wrong), ("nobody", code), ("alice", code), ("olga", "")):
+        assert_error(_password(center, user, "guess", ip="10.9.9.9", otp=otp), 429, "rate_limited")
+    assert hashed == []
+    assert _password(center, "olga", PASSWORD, ip="10.9.9.9", otp=code).status_code == 200
+    assert hashed == [PASSWORD]
+
+
 def test_an_attempt_that_succeeds_leaves_no_lock(center: Center) -> None:
     """The attempt that reaches a key's limit counts only if it fails."""
     limit = center.settings.login_address_max_failures

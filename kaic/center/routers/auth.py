@@ -150,6 +150,17 @@ def _check_password_and_otp(
     """
     assert body.username is not None and body.password is not None
     user = store.get_user(body.username)
+    if need_otp and (
+        user is None
+        or not user.totp_secret
+        or not body.otp
+        or totp_step(user.totp_secret, body.otp, settings.now()) is None
+    ):
+        # From a locked address only a valid one-time code earns the (costly) password
+        # check: a flood of guesses must not keep scrypt busy. Every such refusal is fast
+        # and the same, so timing tells nothing but "the code was valid".
+        logger.info("refused login from locked address %s", client)
+        raise ApiError(401, "invalid_credentials", _BAD_CREDENTIALS)
     # check_password runs scrypt even for unknown users, so timing does not tell them apart.
     if not check_password(body.password, user.password_hash if user else None) or user is None:
         logger.info("failed login for a user name from %s", client)
