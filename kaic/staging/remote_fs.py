@@ -96,6 +96,14 @@ def one_by_one(checksum_fn: ChecksumFn) -> ChecksumsFn:
     return many
 
 
+def _warn_refused(sftp: paramiko.SFTPClient, warn: Warn) -> None:
+    """Say which names a listing returned that cannot be entries (left out)."""
+    refused = getattr(sftp, "refused_names", None)
+    while refused:
+        directory, name = refused.pop(0)
+        warn(f"skipping an entry of remote {directory} the host named {name!r}: not a file name")
+
+
 class RemoteSide:
     """Remote storage as a planning `Side`, plus the remote hashing the transfers need."""
 
@@ -151,6 +159,7 @@ class RemoteSide:
             except OSError as exc:
                 warn(f"cannot read remote {abs_dir}: {exc}")
                 continue
+            _warn_refused(self.sftp, warn)
             for item in entries:
                 rel = f"{rel_dir}/{item.filename}" if rel_dir else item.filename
                 mode = item.st_mode or 0

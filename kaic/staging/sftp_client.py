@@ -7,6 +7,11 @@ the way out (every request's path goes through `_adjust_cwd`) and decodes names 
 on the way in (`listdir_attr`, `normalize`), so a name keeps its bytes end to end, the way
 Python's own `os` functions keep it.
 
+A listing is the staging host's word: a name with a `/` or a NUL in it, an empty name, or
+`.`/`..` cannot be a directory entry, and joined to a local destination it would write
+outside it (`../x`, `a/../../x`). `listdir_attr` leaves such names out and keeps them (as
+`refused_names`) for the caller to warn about.
+
 It overrides two internals of paramiko's `SFTPClient` (`_adjust_cwd`, and the READDIR /
 REALPATH replies, read with its `_request`); a test against a real sshd
 (`tests/staging/test_bytes_names.py`) says when a paramiko release changes them.
@@ -24,6 +29,14 @@ from kaic.staging.names import name_bytes, name_text
 
 class SftpClient(paramiko.SFTPClient):
     """`paramiko.SFTPClient` whose paths and listed names are bytes on the wire."""
+
+    #: names listings returned that cannot be entries (see the module's docstring), as
+    #: `(directory, name)`; a caller that reports them clears the list
+    refused_names: list[tuple[str, str]]
+
+    def __init__(self, sock: paramiko.Channel) -> None:
+        super().__init__(sock)
+        self.refused_names = []
 
     def _adjust_cwd(self, path: Any) -> Any:
         if isinstance(path, str):
@@ -48,8 +61,12 @@ class SftpClient(paramiko.SFTPClient):
                 filename = name_text(msg.get_string())
                 longname = name_text(msg.get_string())
                 attr = paramiko.SFTPAttributes._from_msg(msg, filename, longname)  # type: ignore[attr-defined]
-                if filename not in (".", ".."):
-                    entries.append(attr)
+                if filename in (".", ".."):
+                    continue
+                if not filename or "/" in filename or "\0" in filename:
+                    self.refused_names.append((str(path), filename))
+                    continue
+                entries.append(attr)
         self._request(CMD_CLOSE, handle)  # type: ignore[attr-defined]
         return entries
 
