@@ -44,13 +44,12 @@ from kaic.models.interactive import (
     ExecStatus,
     TerminalSize,
 )
+from kaic.models.limits import MAX_FRAME_BYTES
 from kaic.redact import redact
 
 if TYPE_CHECKING:
     from websockets.sync.client import ClientConnection
 
-#: the largest message accepted from the center (a forward's chunk, a burst of output)
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 #: how long a session's close handshake may take before the socket is just dropped
 CLOSE_TIMEOUT_S = 2.0
 #: close codes 4000 + an HTTP status: a refusal made after the upgrade (see module doc)
@@ -134,7 +133,7 @@ class InteractiveAPI:
                 compression=None,
                 open_timeout=CONNECT_TIMEOUT_S,
                 close_timeout=CLOSE_TIMEOUT_S,
-                max_size=MAX_MESSAGE_BYTES,
+                max_size=MAX_FRAME_BYTES,
             )
         except InvalidStatus as exc:
             response = _as_httpx(exc)
@@ -162,7 +161,9 @@ class InteractiveAPI:
                 hint="check that the center is recent enough for `kaic exec` / `kaic forward`",
             ) from None
         self._log(url, token, started, "101")
-        return ws
+        # websockets 17.1+ wants a connection used as a context manager; the session's
+        # `close()` is its exit.
+        return ws.__enter__()
 
     def _log(self, url: str, token: str | None, started: float, outcome: str) -> None:
         elapsed_ms = (time.monotonic() - started) * 1000
@@ -309,4 +310,3 @@ class ForwardStream(_Session):
                 raise ForwardRefused(redact(rcvd.reason) or "connection refused") from None
             raise self._closed_error(exc) from None
         return message.encode() if isinstance(message, str) else bytes(message)
-

@@ -41,8 +41,8 @@ SHELL_SCRIPT = (
 )
 SHELL_ARGV = ["/bin/sh", "-c", SHELL_SCRIPT]
 
-#: the largest piece of stdin sent in one message
-_CHUNK = 64 * 1024
+#: the largest piece of stdin sent in one message (the protocol's chunk)
+_CHUNK = 64 * 1024  # kaic.models.limits.CHUNK_BYTES
 
 
 @dataclass(frozen=True)
@@ -83,9 +83,7 @@ def start_message(command: Command, terminal: Terminal | None) -> Any:
         )
 
 
-def run_command(
-    session: Session, job_id: str, command: Command, streams: Streams, ui: Ui
-) -> int:
+def run_command(session: Session, job_id: str, command: Command, streams: Streams, ui: Ui) -> int:
     """Run `command` in the job until it ends; returns its exit code (see module doc)."""
     if not command.argv:
         raise KaicError("nothing to run: give the command after `--`")
@@ -127,7 +125,9 @@ def _exit_code(status: ExecStatus, job_id: str, ui: Ui) -> int:
     return status.exit_code
 
 
-def open_shell(session: Session, job_id: str, streams: Streams, ui: Ui, env: Mapping[str, str]) -> int:
+def open_shell(
+    session: Session, job_id: str, streams: Streams, ui: Ui, env: Mapping[str, str]
+) -> int:
     """`kaic shell`: an interactive shell on a pseudo-terminal in the job."""
     return run_command(session, job_id, Command(SHELL_ARGV, tty=True, env=env), streams, ui)
 
