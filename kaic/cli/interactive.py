@@ -20,7 +20,9 @@ if TYPE_CHECKING:
 JobArg = Annotated[str, typer.Argument(metavar="JOB", help="Job id (must be RUNNING).")]
 CommandArg = Annotated[
     list[str] | None,
-    typer.Argument(metavar="CMD", help="The command and its arguments, after `--`.", show_default=False),
+    typer.Argument(
+        metavar="CMD", help="The command and its arguments, after `--`.", show_default=False
+    ),
 ]
 
 

@@ -60,7 +60,7 @@ def parse_ports(specs: list[str]) -> list[PortSpec]:
 def _port(text: str, spec: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 65535:
         raise UsageError(
-            f"PORT[:LOCALPORT]: {visible(spec)!s} is not a port (1-65535) or PORT:LOCALPORT",
+            f"PORT[:LOCALPORT]: '{visible(spec)}' is not a port (1-65535) or PORT:LOCALPORT",
             hint="e.g. `kaic forward 42 8888` or `kaic forward 42 8888:18888`",
         )
     return int(text)

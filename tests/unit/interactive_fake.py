@@ -107,8 +107,12 @@ class FakeSessions:
             process, writer, readers = _spawn_tty(start, env)
         else:
             process = subprocess.Popen(
-                start.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                env=env, start_new_session=True,
+                start.argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+                start_new_session=True,
             )
             assert process.stdin and process.stdout and process.stderr
             writer = process.stdin.fileno()
@@ -119,9 +123,7 @@ class FakeSessions:
         ]
         for copier in copiers:
             copier.start()
-        threading.Thread(
-            target=self._copy_in, args=(ws, writer, start.tty), daemon=True
-        ).start()
+        threading.Thread(target=self._copy_in, args=(ws, writer, start.tty), daemon=True).start()
         code = process.wait()
         for copier in copiers:
             copier.join(5)
@@ -144,7 +146,9 @@ class FakeSessions:
                     size = json.loads(payload)
                     self.resizes.append((size["rows"], size["cols"]))
                     fcntl.ioctl(
-                        fd, termios.TIOCSWINSZ, struct.pack("HHHH", size["rows"], size["cols"], 0, 0)
+                        fd,
+                        termios.TIOCSWINSZ,
+                        struct.pack("HHHH", size["rows"], size["cols"], 0, 0),
                     )
         except Exception:
             pass
@@ -177,16 +181,25 @@ class FakeSessions:
             ws.close()
 
 
-def _spawn_tty(start: ExecStart, env: dict[str, Any]) -> tuple[subprocess.Popen[bytes], int, list[tuple[int, int]]]:
+def _spawn_tty(
+    start: ExecStart, env: dict[str, Any]
+) -> tuple[subprocess.Popen[bytes], int, list[tuple[int, int]]]:
     master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", start.rows or 24, start.cols or 80, 0, 0))
+    fcntl.ioctl(
+        slave, termios.TIOCSWINSZ, struct.pack("HHHH", start.rows or 24, start.cols or 80, 0, 0)
+    )
 
     def controlling() -> None:
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
     process = subprocess.Popen(
-        start.argv, stdin=slave, stdout=slave, stderr=slave, env=env,
-        start_new_session=True, preexec_fn=controlling,
+        start.argv,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        start_new_session=True,
+        preexec_fn=controlling,
     )
     os.close(slave)
     return process, master, [(STDOUT, master)]

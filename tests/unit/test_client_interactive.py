@@ -52,15 +52,23 @@ class Collected:
         return Ui(info=self.said.append, warn=self.said.append)
 
 
-def run(fake: FakeSessions, argv: list[str], stdin: bytes = b"", **kw: object) -> tuple[int, Collected]:
+def run(
+    fake: FakeSessions, argv: list[str], stdin: bytes = b"", **kw: object
+) -> tuple[int, Collected]:
     out = Collected()
-    code = run_command(session_of(fake.url), "42", Command(argv, **kw), out.streams(stdin), out.ui())  # type: ignore[arg-type]
+    code = run_command(
+        session_of(fake.url), "42", Command(argv, **kw), out.streams(stdin), out.ui()
+    )  # type: ignore[arg-type]
     return code, out
 
 
 def test_ws_url_follows_the_scheme() -> None:
-    assert ws_url("https://c.example:8443", "/v1/jobs/1/exec") == "wss://c.example:8443/v1/jobs/1/exec"
-    assert ws_url("http://127.0.0.1:9", "/v1/x", {"port": 8888}) == "ws://127.0.0.1:9/v1/x?port=8888"
+    assert (
+        ws_url("https://c.example:8443", "/v1/jobs/1/exec") == "wss://c.example:8443/v1/jobs/1/exec"
+    )
+    assert (
+        ws_url("http://127.0.0.1:9", "/v1/x", {"port": 8888}) == "ws://127.0.0.1:9/v1/x?port=8888"
+    )
 
 
 def test_exit_code_streams_and_stdin(fake: FakeSessions) -> None:
@@ -129,8 +137,13 @@ def test_401_refreshes_once_then_opens(fake: FakeSessions) -> None:
 
     def token_endpoint(request: httpx.Request) -> httpx.Response:
         grants.append(json.loads(request.content))
-        doc = {"access_token": TOKEN, "refresh_token": "kar_2", "token_type": "bearer",
-               "expires_in": 900, "expires_at": expires}
+        doc = {
+            "access_token": TOKEN,
+            "refresh_token": "kar_2",
+            "token_type": "bearer",
+            "expires_in": 900,
+            "expires_at": expires,
+        }
         return httpx.Response(200, json=doc)
 
     refreshed: list[Credentials] = []
@@ -158,7 +171,9 @@ def test_center_not_listening_is_unreachable() -> None:
 def test_connection_dropped_mid_session_is_exit_5(fake: FakeSessions) -> None:
     fake.drop_after_start = True
     with pytest.raises(SessionLost) as info:
-        run_command(session_of(fake.url), "42", Command(["sleep", "5"]), Collected().streams(), Ui())
+        run_command(
+            session_of(fake.url), "42", Command(["sleep", "5"]), Collected().streams(), Ui()
+        )
     assert info.value.exit_code == 5 and "lost mid-session" in info.value.message
 
 
