@@ -184,3 +184,24 @@ def test_jobs_and_show_name_the_kind(run_line: RunLine, fake_center: FakeCenter)
     shown = run_line("show", "42").stdout
     assert re.search(r"^kind\s+interactive$", shown, re.M)
     assert run_line("show", "42", "--jq", ".kind").stdout == "interactive\n"
+
+
+def test_token_create_knows_the_jobs_exec_scope(
+    run_line: RunLine, fake_center: FakeCenter
+) -> None:
+    """The CLI's scope list is the center's (it refused `jobs:exec` as unknown)."""
+    from kaic.cli.tokens import VALID_SCOPES
+    from kaic.models import SCOPES
+
+    assert VALID_SCOPES == SCOPES
+    created = {
+        "id": "tok_1",
+        "name": "ci",
+        "scopes": ["jobs:read", "jobs:exec"],
+        "created_at": "2026-03-01T12:00:00Z",
+        "expires_at": "2026-04-01T12:00:00Z",
+        "token": "kaic_" + "s" * 40,
+    }
+    route = fake_center.on("POST", "/v1/tokens", json=created, status=201)
+    run_line("token", "create", "ci", "--scope", "jobs:read,jobs:exec")
+    assert json.loads(route.calls[0].content)["scopes"] == ["jobs:read", "jobs:exec"]

@@ -41,7 +41,6 @@ def center(tmp_path: Path) -> Iterator[RunningCenter]:
         running.add_user("alice", PASSWORD)
         running.add_user("bob", PASSWORD)
         running.add_project("ai-2026-0042", 5000, ["alice"])
-        running.add_project("tiny", 1, ["bob"])
         login(running, "alice", PASSWORD)
         yield running
     finally:
@@ -69,7 +68,7 @@ def running_job(*command: str, gpus: int = 1) -> str:
 
 
 def test_exec_exit_codes_streams_stdin_and_the_jobs_environment(center: RunningCenter) -> None:
-    job_id = running_job("sleep", "300")
+    job_id = running_job("sh", "-c", "pwd; exec sleep 300")
     run_cli("exec", job_id, "--", "sh", "-c", "exit 7", expect=7)
     run_cli("exec", job_id, "--", "sh", "-c", "kill -USR1 $$", expect=128 + 10)
     both = run_cli("exec", job_id, "--", "sh", "-c", "echo out; echo err >&2; echo out2")
@@ -84,14 +83,18 @@ def test_exec_exit_codes_streams_stdin_and_the_jobs_environment(center: RunningC
     assert isinstance(job, dict)
     words, cwd = env.stdout.splitlines()
     assert words.split() == [job_id, ",".join(map(str, job["gpu_ids"]))]
-    assert os.path.realpath(cwd) == os.path.realpath(job["workdir"])
+    assert cwd == run_cli("logs", job_id).stdout.strip()  # the job's own workdir
     run_cli("exec", job_id, "--", "no-such-command-kaic", expect=127)
 
 
 def test_exec_refusals_and_their_exit_codes(center: RunningCenter, tmp_path: Path) -> None:
     job_id = running_job("sleep", "300", gpus=2)
     # Bob cannot tell alice's job exists: 404, exit 4, for exec and forward alike.
-    bob = {**os.environ, "KAIC_CONFIG_DIR": str(tmp_path / "bob")}
+    bob = {
+        **os.environ,
+        "KAIC_CONFIG_DIR": str(tmp_path / "bob"),
+        "KAIC_TEST_KEYRING_FILE": str(tmp_path / "bob-keyring.json"),
+    }
     run_cli(
         "login",
         "--center",
