@@ -186,9 +186,7 @@ def test_jobs_and_show_name_the_kind(run_line: RunLine, fake_center: FakeCenter)
     assert run_line("show", "42", "--jq", ".kind").stdout == "interactive\n"
 
 
-def test_token_create_knows_the_jobs_exec_scope(
-    run_line: RunLine, fake_center: FakeCenter
-) -> None:
+def test_token_create_knows_the_jobs_exec_scope(run_line: RunLine, fake_center: FakeCenter) -> None:
     """The CLI's scope list is the center's (it refused `jobs:exec` as unknown)."""
     from kaic.cli.tokens import VALID_SCOPES
     from kaic.models import SCOPES
