@@ -37,7 +37,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.helpers import free_port  # noqa: E402
+from tests.helpers import RunningCenter, free_port, start_center  # noqa: E402
 from tests.sshd import STAGING_USER, RunningSshd, start_sshd  # noqa: E402
 
 #: a job-side server: sends `total` bytes (a random MiB over and over) to each connection
@@ -108,13 +108,69 @@ class Bench:
         self.known = tmp / "known_hosts"
         self.known.write_text(self.sshd.known_hosts_line() + "\n")
 
+    def tls_center(self) -> tuple[RunningCenter, dict[str, str]]:
+        """A second center serving HTTPS itself (a self-signed certificate for 127.0.0.1),
+        alice logged in to it: the environment of a kaic talking to it."""
+        tls = self.tmp / "tls"
+        tls.mkdir()
+        cert, key = tls / "cert.pem", tls / "key.pem"
+        subprocess.run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                str(key),
+                "-out",
+                str(cert),
+                "-days",
+                "1",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        key.chmod(0o600)
+        center = start_center(tls / "state", "--tls-cert", str(cert), "--tls-key", str(key))
+        password = "bench-password-" + os.urandom(6).hex()
+        center.add_user("alice", password)
+        center.add_project("bench", 1000, ["alice"])
+        env = {**self.env, "KAIC_CONFIG_DIR": str(tls / "config")}
+        subprocess.run(
+            [
+                *kaic_cmd(),
+                "login",
+                "--center",
+                center.url,
+                "--ca-bundle",
+                str(cert),
+                "--username",
+                "alice",
+                "--password-stdin",
+                "--insecure-storage",
+            ],
+            input=password + "\n",
+            env=env,
+            text=True,
+            check=True,
+            capture_output=True,
+        )
+        return center, env
+
     def kaic(self, *args: str, **kw: object) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [*kaic_cmd(), *args],
-            env=self.env,
             text=True,
             capture_output=True,
-            **kw,  # type: ignore[call-overload]
+            **{"env": self.env, **kw},  # type: ignore[call-overload]
         )
 
     def ssh_args(self, *extra: str) -> list[str]:
@@ -136,11 +192,12 @@ class Bench:
             f"{STAGING_USER}@127.0.0.1",
         ]
 
-    def job(self, *command: str) -> str:
-        job_id = self.kaic("submit", "--", *command, check=True).stdout.strip()
+    def job(self, *command: str, env: dict[str, str] | None = None) -> str:
+        env = env or self.env
+        job_id = self.kaic("submit", "--", *command, check=True, env=env).stdout.strip()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            doc = json.loads(self.kaic("show", job_id, "--json", check=True).stdout)
+            doc = json.loads(self.kaic("show", job_id, "--json", check=True, env=env).stdout)
             if doc["state"] == "RUNNING":
                 return job_id
             time.sleep(0.1)
@@ -224,6 +281,45 @@ def echo_round(bench: Bench, method: str, job_id: str, keys: int) -> list[float]
 # -- 2. throughput ---------------------------------------------------------------------------
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process (all its threads) so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes below `pid` (sshd's per-connection children)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                parents[int(entry.name)] = int(
+                    (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]
+                )
+    found, frontier = [], [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [p for p, pp in parents.items() if pp == parent]
+        found += children
+        frontier += children
+    return found
+
+
+class Tunnel:
+    """A forward's local port, and the processes whose CPU time it costs, by part
+    (the client side, the server side)."""
+
+    def __init__(self, port: int, parts: dict[str, list[int]]) -> None:
+        self.port = port
+        self.parts = parts
+
+    def cpu(self) -> dict[str, float]:
+        return {part: sum(map(cpu_seconds, pids)) for part, pids in self.parts.items()}
+
+
 def read_all(port: int, total: int) -> float:
     """MB/s of reading `total` bytes from the server behind 127.0.0.1:`port`."""
     with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
@@ -241,25 +337,27 @@ def read_all(port: int, total: int) -> float:
 
 
 @contextlib.contextmanager
-def kaic_forward(bench: Bench, job_id: str, port: int) -> Iterator[int]:
+def kaic_forward(
+    bench: Bench, job_id: str, port: int, center_pid: int, env: dict[str, str] | None = None
+) -> Iterator[Tunnel]:
     local = free_port()
     proc = subprocess.Popen(
         [*kaic_cmd(), "forward", job_id, f"{port}:{local}"],
-        env=bench.env,
+        env=env or bench.env,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )
     assert proc.stdout is not None
     proc.stdout.readline()  # the URL: listening
     try:
-        yield local
+        yield Tunnel(local, {"kaic forward": [proc.pid], "center": [center_pid]})
     finally:
         proc.terminate()
         proc.wait()
 
 
 @contextlib.contextmanager
-def ssh_forward(bench: Bench, port: int) -> Iterator[int]:
+def ssh_forward(bench: Bench, port: int) -> Iterator[Tunnel]:
     local = free_port()
     proc = subprocess.Popen(
         bench.ssh_args("-N", "-L", f"{local}:127.0.0.1:{port}"),
@@ -272,7 +370,7 @@ def ssh_forward(bench: Bench, port: int) -> Iterator[int]:
             break
         time.sleep(0.05)
     try:
-        yield local
+        yield Tunnel(local, {"ssh": [proc.pid], "sshd": descendants(bench.sshd.pid)})
     finally:
         proc.terminate()
         proc.wait()
@@ -334,22 +432,53 @@ def main() -> None:
                     )
 
             total = args.mib * 1024 * 1024
-            rates: dict[str, list[float]] = {"direct": [], "kaic forward": [], "ssh -L": []}
-            with kaic_forward(bench, source, port) as via_kaic, ssh_forward(bench, port) as via_ssh:
-                read_all(via_kaic, 1 << 20)  # warm: both tunnels up
-                read_all(via_ssh, 1 << 20)
-                ports = {"direct": port, "kaic forward": via_kaic, "ssh -L": via_ssh}
+            local_pid = json.loads((tmp / "state" / "center" / "center.json").read_text())["pid"]
+            tls_center, tls_env = bench.tls_center()
+            tls_ready = tmp / "tls-ready"
+            tls_port = free_port()
+            tls_source = bench.job(
+                sys.executable, str(script), str(tls_port), str(tls_ready), env=tls_env
+            )
+            deadline = time.monotonic() + 30
+            while not tls_ready.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            names = ("direct", "kaic forward", "kaic forward (TLS)", "ssh -L")
+            rates: dict[str, list[float]] = {name: [] for name in names}
+            cpu: dict[str, dict[str, float]] = {name: {} for name in names}
+            with contextlib.ExitStack() as stack:
+                tunnels = {
+                    "direct": Tunnel(port, {}),
+                    "kaic forward": stack.enter_context(
+                        kaic_forward(bench, source, port, int(local_pid))
+                    ),
+                    "kaic forward (TLS)": stack.enter_context(
+                        kaic_forward(bench, tls_source, tls_port, tls_center.pid, tls_env)
+                    ),
+                    "ssh -L": stack.enter_context(ssh_forward(bench, port)),
+                }
+                for tunnel in tunnels.values():
+                    read_all(tunnel.port, 1 << 20)  # warm: every tunnel up
                 for r in range(args.rounds):
-                    for method, target in ports.items():
-                        print(f"throughput round {r + 1} {method:<12} ({load()})", flush=True)
-                        rates[method].append(read_all(target, total))
+                    for method, tunnel in tunnels.items():
+                        print(f"throughput round {r + 1} {method:<18} ({load()})", flush=True)
+                        before = tunnel.cpu()
+                        rates[method].append(read_all(tunnel.port, total))
+                        for part, used in tunnel.cpu().items():
+                            spent = cpu[method].get(part, 0.0) + used - before[part]
+                            cpu[method][part] = spent
+            tls_center.stop()
+            gib = total * args.rounds / (1 << 30)
             for method, values in rates.items():
+                cost = "".join(f"; {part} {spent / gib:.2f}" for part, spent in cpu[method].items())
+                cost = f" — CPU-s per GiB{cost}" if cost else ""
                 print(
-                    f"throughput {method:<12}: median {statistics.median(values):7.1f} MB/s  "
-                    f"(runs: {', '.join(f'{v:.0f}' for v in values)})"
+                    f"throughput {method:<18}: median {statistics.median(values):7.1f} MB/s  "
+                    f"(runs: {', '.join(f'{v:.0f}' for v in values)}){cost}"
                 )
-            ratio = statistics.median(rates["kaic forward"]) / statistics.median(rates["ssh -L"])
-            print(f"kaic forward / ssh -L: {ratio:.2f}x (first bar: >= 0.5x)")
+            ssh = statistics.median(rates["ssh -L"])
+            for method in ("kaic forward", "kaic forward (TLS)"):
+                ratio = statistics.median(rates[method]) / ssh
+                print(f"{method} / ssh -L: {ratio:.2f}x (first bar: >= 0.5x)")
             kaic_open, ssh_open = open_times(bench, holder)
             print(f"open a session: kaic exec -- true {kaic_open:.3f} s, ssh true {ssh_open:.3f} s")
         finally:
