@@ -290,3 +290,47 @@ def test_forward_local_port_taken_names_the_fix(center: RunningCenter) -> None:
         res = run_cli("forward", job_id, str(port), expect=1)
     assert f"cannot listen on 127.0.0.1:{port}" in res.stderr
     assert f"kaic forward {job_id} {port}:LOCALPORT" in res.stderr
+
+
+FAKE_JUPYTER = """#!/bin/sh
+# Stands in for JupyterLab (not installed in CI): HTTP on the --port it is given.
+for arg; do case $arg in --port=*) port=${arg#--port=};; esac; done
+echo "    http://127.0.0.1:$port/lab?token=not-a-real-token" >&2
+exec "$FAKE_JUPYTER_PYTHON" -m http.server --bind 127.0.0.1 "$port"
+"""
+
+
+def test_jupyter_example_reached_through_forward(center: RunningCenter, tmp_path: Path) -> None:
+    """examples/jupyter.yaml as the README shows it, with a small HTTP server as `jupyter`."""
+    import urllib.request
+
+    from tests.helpers import REPO
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "jupyter").write_text(FAKE_JUPYTER)
+    (bin_dir / "jupyter").chmod(0o755)
+    port, local = free_port(), free_port()
+    job_id = run_cli(
+        "submit",
+        str(REPO / "examples" / "jupyter.yaml"),
+        "--gpus",
+        "0",
+        "--env",
+        f"JUPYTER_PORT={port}",
+        "--env",
+        f"PATH={bin_dir}:/usr/local/bin:/usr/bin:/bin",
+        "--env",
+        f"FAKE_JUPYTER_PYTHON={sys.executable}",
+    ).stdout.strip()
+    poll(lambda: "token=" in run_cli("logs", job_id, "--stream", "stderr").stderr)
+    forward = Forward(job_id, f"{port}:{local}")
+    try:
+        (url,) = forward.wait_for_urls(1)
+        with urllib.request.urlopen(url + "/", timeout=30) as answer:
+            assert answer.status == 200 and b"Directory listing" in answer.read()
+        run_cli("cancel", job_id)
+        code, err = forward.finish()
+        assert code == 0, err
+    finally:
+        forward.stop()
