@@ -334,3 +334,24 @@ def test_jupyter_example_reached_through_forward(center: RunningCenter, tmp_path
         assert code == 0, err
     finally:
         forward.stop()
+
+
+def test_exec_session_ends_with_the_job(center: RunningCenter) -> None:
+    job_id = running_job("sleep", "300", gpus=0)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kaic", "exec", job_id, "--", "sh", "-c", "echo started; sleep 120"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=cli_env(),
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"started\n"
+        run_cli("cancel", job_id)
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode >= 128, err  # killed by a signal: 128+N, as for jobs
+    assert f"session in job {job_id} ended: the job ended" in err.decode()
