@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from kaic.errors import KaicError, Rejected, UsageError
 from kaic.flows.ui import Ui
+from kaic.models.limits import CHUNK_BYTES
 from kaic.text import visible
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from kaic.models import Job
 
 #: bytes read from a local connection at a time (the protocol's chunk)
-_CHUNK = 64 * 1024
+_CHUNK = CHUNK_BYTES
 
 
 @dataclass(frozen=True)

@@ -22,12 +22,13 @@ from typing import TYPE_CHECKING, Any
 from kaic.errors import KaicError
 from kaic.flows.terminal import DEFAULT_SIZE, Terminal
 from kaic.flows.ui import Ui
+from kaic.models.limits import CHUNK_BYTES
 from kaic.text import visible
 
 if TYPE_CHECKING:
     from kaic.client.interactive import ExecSession
     from kaic.flows.session import Session
-    from kaic.models import ExecStatus
+    from kaic.models import ExecStart, ExecStatus
 
 Writer = Callable[[bytes], None]
 
@@ -42,7 +43,7 @@ SHELL_SCRIPT = (
 SHELL_ARGV = ["/bin/sh", "-c", SHELL_SCRIPT]
 
 #: the largest piece of stdin sent in one message (the protocol's chunk)
-_CHUNK = 64 * 1024  # kaic.models.limits.CHUNK_BYTES
+_CHUNK = CHUNK_BYTES
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ class Command:
     env: Mapping[str, str] = field(default_factory=dict)
 
 
-def start_message(command: Command, terminal: Terminal | None) -> Any:
+def start_message(command: Command, terminal: Terminal | None) -> ExecStart:
     """The session's `ExecStart` (a usage error naming CMD for a refused command)."""
     from kaic.flows.inputs import user_input
     from kaic.models import ExecStart

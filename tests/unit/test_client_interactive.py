@@ -246,3 +246,13 @@ def test_forward_refused_inside_the_job(fake: FakeSessions) -> None:
     with pytest.raises(ForwardRefused) as info:
         stream.receive()
     assert f"connection refused on port {port} in job 42" in info.value.message
+
+
+def test_debug_log_names_the_upgrade_and_masks_the_token(fake: FakeSessions) -> None:
+    lines: list[str] = []
+    session = session_of(fake.url, debug_log=lines.append)
+    out = Collected()
+    assert run_command(session, "42", Command(["true"]), out.streams(), out.ui()) == 0
+    (line,) = lines
+    assert line.startswith(f"GET ws://127.0.0.1:{fake.url.rsplit(':', 1)[1]}/v1/jobs/42/exec")
+    assert "[authorization: Bearer ***] -> 101" in line and TOKEN not in line
