@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -186,3 +187,97 @@ def kill_pids(pids: list[int]) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
+
+
+#: a job script serving two ports on 127.0.0.1 (inside the job): an echo server (echoes
+#: until EOF, then half-closes) and one that says "bye" and closes at once; it writes
+#: "ECHO EARLY" to $HOME/<name> when listening
+SERVER = """\
+import os, socket, sys, threading
+
+def echo(conn):
+    with conn:
+        while True:
+            data = conn.recv(65536)
+            if not data:
+                break
+            conn.sendall(data)
+        conn.shutdown(socket.SHUT_WR)
+
+def early(conn):
+    with conn:
+        conn.sendall(b"bye")
+
+def serve(sock, handler):
+    while True:
+        conn, _ = sock.accept()
+        threading.Thread(target=handler, args=(conn,), daemon=True).start()
+
+ports = []
+for handler in (echo, early):
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(256)
+    ports.append(sock.getsockname()[1])
+    threading.Thread(target=serve, args=(sock, handler), daemon=True).start()
+path = os.path.join(os.environ["HOME"], sys.argv[1])
+with open(path + ".tmp", "w") as out:
+    out.write("%d %d\\n" % tuple(ports))
+os.rename(path + ".tmp", path)
+threading.Event().wait()
+"""
+
+
+def server_script(name: str) -> str:
+    """The job script running `SERVER`, announcing its ports in $HOME/`name`."""
+    return f"python3 - {name} <<'PY'\n{SERVER}PY\n"
+
+
+def server_ports(home: Path, name: str, timeout: float = DEADLINE) -> tuple[int, int]:
+    """(echo port, early-close port) of a `server_script` job once it listens."""
+    path = home / name
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"the job's server did not start ({path})"
+        time.sleep(0.05)
+    echo, early = path.read_text().split()
+    return int(echo), int(early)
+
+
+def forward_roundtrip(ws: ClientConnection, payload_size: int, seed: int = 0) -> tuple[str, str]:
+    """Send `payload_size` pseudo-random bytes through an echo forward (then EOF) while
+    reading them back until EOF; (sha256 sent, sha256 received)."""
+    import hashlib
+    import random
+
+    rng = random.Random(seed)
+    sent_digest = hashlib.sha256()
+    errors: list[BaseException] = []
+
+    def sender() -> None:
+        try:
+            left = payload_size
+            while left:
+                chunk = rng.randbytes(min(CHUNK, left))
+                sent_digest.update(chunk)
+                ws.send(chunk)
+                left -= len(chunk)
+            ws.send(b"")
+        except BaseException as exc:  # reported by the caller
+            errors.append(exc)
+
+    thread = threading.Thread(target=sender)
+    thread.start()
+    received = hashlib.sha256()
+    while True:
+        message = ws.recv(timeout=DEADLINE)
+        assert isinstance(message, bytes)
+        if not message:
+            break
+        received.update(message)
+    thread.join(DEADLINE)
+    assert not errors, errors
+    return sent_digest.hexdigest(), received.hexdigest()
+
+
+CHUNK = 64 * 1024
