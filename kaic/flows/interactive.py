@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from kaic.errors import KaicError
+from kaic.errors import KaicError, Rejected
 from kaic.flows.terminal import DEFAULT_SIZE, Terminal
 from kaic.flows.ui import Ui
 from kaic.models.limits import CHUNK_BYTES
@@ -116,10 +116,10 @@ def _copy_output(remote: ExecSession, streams: Streams) -> ExecStatus:
 
 
 def _exit_code(status: ExecStatus, job_id: str, ui: Ui) -> int:
-    if status.reason:
+    if status.reason and status.exit_code is not None:
         ui.info(f"kaic: session in job {visible(job_id)} ended: {visible(status.reason)}")
-    if status.exit_code is None:
-        raise KaicError(
+    if status.exit_code is None:  # the center refused or could not start it
+        raise Rejected(
             f"the command did not run in job {visible(job_id)}"
             + (f": {visible(status.reason)}" if status.reason else "")
         )

@@ -99,6 +99,10 @@ class FakeSessions:
         assert isinstance(first, str), "the first message must be text"
         start = ExecStart.model_validate_json(first)
         self.starts.append(start)
+        if start.argv[0] == "refused-by-the-fake":  # as a center refuses a start it cannot run
+            ws.send(bytes([STATUS]) + b'{"exit_code": null, "reason": "argv: not allowed here"}')
+            ws.close(4422, "argv: not allowed here")
+            return
         if self.drop_after_start:
             ws.socket.shutdown(socket.SHUT_RDWR)
             return

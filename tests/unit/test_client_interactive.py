@@ -256,3 +256,13 @@ def test_debug_log_names_the_upgrade_and_masks_the_token(fake: FakeSessions) -> 
     (line,) = lines
     assert line.startswith(f"GET ws://127.0.0.1:{fake.url.rsplit(':', 1)[1]}/v1/jobs/42/exec")
     assert "[authorization: Bearer ***] -> 101" in line and TOKEN not in line
+
+
+def test_a_start_the_center_refuses_is_a_rejection(fake: FakeSessions) -> None:
+    out = Collected()
+    with pytest.raises(Rejected) as info:
+        run_command(
+            session_of(fake.url), "42", Command(["refused-by-the-fake"]), out.streams(), out.ui()
+        )
+    assert info.value.exit_code == 6 and "argv: not allowed here" in info.value.message
+    assert out.said == []  # said once, by the error
