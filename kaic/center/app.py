@@ -23,10 +23,21 @@ from kaic.center.errors import (
 )
 from kaic.center.executors import registry as executor_registry
 from kaic.center.executors.base import Executor
+from kaic.center.interactive.registry import SessionLimits, SessionRegistry
 from kaic.center.jobs.scheduler import Scheduler
 from kaic.center.jobs.service import JobService
 from kaic.center.ratelimit import LoginRateLimiter
-from kaic.center.routers import auth, health, jobs, me, partitions, projects, staging, tokens
+from kaic.center.routers import (
+    auth,
+    health,
+    interactive,
+    jobs,
+    me,
+    partitions,
+    projects,
+    staging,
+    tokens,
+)
 from kaic.center.settings import CenterSettings
 from kaic.center.ssh_ca import UserCA
 from kaic.center.store import Store
@@ -117,6 +128,16 @@ def create_app(settings: CenterSettings) -> FastAPI:
     """Build a center app over `settings.state_dir`; all state lives on `app.state`."""
     store = Store(settings.state_dir, now=settings.now)
     scheduler = Scheduler(store, settings, make_executor(settings))
+    # Interactive sessions end with their job: the ledger tells the registry.
+    sessions = SessionRegistry(
+        SessionLimits(
+            exec_per_job=settings.exec_sessions_per_job,
+            exec_per_user=settings.exec_sessions_per_user,
+            forward_per_job=settings.forwards_per_job,
+            forward_per_user=settings.forwards_per_user,
+        )
+    )
+    scheduler.ledger.end_listeners.append(sessions.job_ended)
     user_ca = UserCA(settings.state_dir)
     sftp_endpoint = None
     if settings.sftp_port is not None:
@@ -134,6 +155,7 @@ def create_app(settings: CenterSettings) -> FastAPI:
                 sftp_endpoint.start()
             yield
         finally:
+            sessions.end_all("the center shut down")
             if sftp_endpoint is not None:
                 sftp_endpoint.stop()
             # Like a SIGTERM'd center: running jobs keep running for the next one to re-attach.
@@ -150,6 +172,8 @@ def create_app(settings: CenterSettings) -> FastAPI:
     app.state.store = store
     app.state.scheduler = scheduler
     app.state.job_service = JobService(store, settings, scheduler)
+    #: the interactive sessions open in jobs (`routers/interactive.py`)
+    app.state.sessions = sessions
     app.state.instance_id = secrets.token_hex(8)
     app.state.user_ca = user_ca
     #: the embedded SFTP endpoint (listening while the app runs), or None
@@ -165,6 +189,6 @@ def create_app(settings: CenterSettings) -> FastAPI:
     # The last added runs first: every response, a 413 for an oversized body too, gets an id.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=MAX_REQUEST_BYTES)
     app.add_middleware(RequestIdMiddleware)
-    for module in (health, auth, me, tokens, projects, partitions, jobs, staging):
+    for module in (health, auth, me, tokens, projects, partitions, jobs, interactive, staging):
         app.include_router(module.router)
     return app

@@ -125,15 +125,11 @@ def _invalid_token(message: str, *, missing: bool = False) -> ApiError:
     return ApiError(401, "invalid_token", message, headers={"WWW-Authenticate": challenge})
 
 
-def get_principal(
-    store: StoreDep,
-    settings: SettingsDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
-    """Authenticate the `Authorization: Bearer` token of the request (401 otherwise)."""
-    if credentials is None or not credentials.credentials:
+def authenticate(store: Store, settings: CenterSettings, token: str | None) -> Principal:
+    """The principal a bearer `token` stands for; ApiError 401 when it stands for none."""
+    if not token:
         raise _invalid_token("missing bearer token; log in first", missing=True)
-    row = store.find_access_token(hash_token(credentials.credentials))
+    row = store.find_access_token(hash_token(token))
     if row is None or row.revoked:
         raise _invalid_token("token is unknown or has been revoked; log in again")
     if row.expires_at <= settings.now():
@@ -153,6 +149,30 @@ def get_principal(
     )
 
 
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer …` header (None without one)."""
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
+
+
+def get_principal(
+    store: StoreDep,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """Authenticate the `Authorization: Bearer` token of the request (401 otherwise)."""
+    return authenticate(store, settings, credentials.credentials if credentials else None)
+
+
+def check_scope(principal: Principal, scope: str) -> Principal:
+    """`principal` if it holds `scope`; ApiError 403 otherwise."""
+    if scope not in principal.scopes:
+        raise ApiError(403, "insufficient_scope", f"this token lacks the '{scope}' scope")
+    return principal
+
+
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 
 
@@ -162,9 +182,7 @@ def require_scope(scope: str) -> Callable[[Principal], Principal]:
         raise ValueError(f"unknown scope {scope!r}")
 
     def dependency(principal: CurrentPrincipal) -> Principal:
-        if scope not in principal.scopes:
-            raise ApiError(403, "insufficient_scope", f"this token lacks the '{scope}' scope")
-        return principal
+        return check_scope(principal, scope)
 
     return dependency
 

@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import HTTPConnection
 
 from kaic.models import ErrorBody, ErrorResponse
 from kaic.models.limits import MAX_REQUEST_BYTES
@@ -63,8 +64,9 @@ def new_request_id() -> str:
     return "req_" + secrets.token_hex(8)
 
 
-def request_id_of(request: Request) -> str:
-    """The id the request-id middleware assigned (a new one if it did not run)."""
+def request_id_of(request: HTTPConnection) -> str:
+    """The id the request-id middleware assigned (a new one if it did not run: a WebSocket
+    gets its own here)."""
     request_id = getattr(request.state, "request_id", None)
     if not isinstance(request_id, str):
         request_id = new_request_id()
@@ -73,7 +75,7 @@ def request_id_of(request: Request) -> str:
 
 
 def error_response(
-    request: Request,
+    request: HTTPConnection,
     status_code: int,
     code: str,
     message: str,

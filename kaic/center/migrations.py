@@ -122,5 +122,12 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE users ADD COLUMN totp_last_step INTEGER NOT NULL DEFAULT -1;
     """,
+    # 4: a job's kind as the user submitted it (`batch`, or `interactive`: an allocation for
+    # interactive sessions) — not `kind`, which says job, array or task
+    # (kaic/center/jobs/store.py).
+    """
+    ALTER TABLE jobs ADD COLUMN job_kind TEXT NOT NULL DEFAULT 'batch'
+        CHECK (job_kind IN ('batch', 'interactive'));
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -91,6 +91,40 @@ def _configure_logging() -> None:
         )
 
 
+def websocket_options() -> dict[str, Any]:
+    """How uvicorn serves the interactive sessions' WebSockets (also used by the tests'
+    servers): the `websockets` library's sans-I/O protocol, which stops reading a client's
+    messages until the app has taken the last one and waits for the socket to drain before
+    it sends more (so neither direction buffers without bound), messages of at most
+    `MAX_FRAME_BYTES`, and no compression (a terminal's keystrokes and forwarded bytes gain
+    little from it, and it costs CPU on the center for every session)."""
+    from kaic.models.limits import MAX_FRAME_BYTES
+
+    _quiet_denial_errors()
+    return {
+        "ws": "websockets-sansio",
+        "ws_max_size": MAX_FRAME_BYTES,
+        "ws_per_message_deflate": False,
+    }
+
+
+#: what uvicorn 0.54's sans-I/O WebSocket protocol logs, as an error, after every refusal
+#: sent as an HTTP answer (`WebSocket.send_denial_response`): it sends the answer, but
+#: counts the handshake as incomplete. The center's routes always accept or refuse.
+_DENIAL_NOISE = "ASGI callable returned without completing handshake."
+
+
+class _DenialNoiseFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != _DENIAL_NOISE
+
+
+def _quiet_denial_errors() -> None:
+    error_log = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _DenialNoiseFilter) for f in error_log.filters):
+        error_log.addFilter(_DenialNoiseFilter())
+
+
 def _url(address: str, port: int, *, tls: bool = False) -> str:
     scheme = "https" if tls else "http"
     return f"{scheme}://[{address}]:{port}" if ":" in address else f"{scheme}://{address}:{port}"
@@ -144,6 +178,7 @@ def serve(settings: CenterSettings, *, ready_file: Path | None = None) -> None:
             access_log=False,
             lifespan="on",
             proxy_headers=False,
+            **websocket_options(),
             **tls_files,
         )
     )

@@ -65,6 +65,13 @@ class CenterSettings:
     local_user: str | None = None
     #: the partitions; empty = one default partition `local` with `gpus` GPUs of `gpu_type`
     partitions: list[PartitionConfig] = field(default_factory=list)
+    #: interactive sessions open at once: exec sessions (`kaic exec`, `shell`) per job and
+    #: per user, and forwarded connections (`kaic forward`: a browser opens many) per job
+    #: and per user
+    exec_sessions_per_job: int = 16
+    exec_sessions_per_user: int = 64
+    forwards_per_job: int = 128
+    forwards_per_user: int = 256
     #: seconds between SIGTERM and SIGKILL when a job is cancelled or hits its time limit
     kill_grace: float = 10.0
     #: the scheduler wakes at least this often (seconds) to poll jobs and time limits
@@ -142,6 +149,14 @@ class CenterSettings:
         elif self.local_user is not None and self.staging_host is None:
             # The local center serves its users' storage itself.
             self.sftp_port = 0
+        for name in (
+            "exec_sessions_per_job",
+            "exec_sessions_per_user",
+            "forwards_per_job",
+            "forwards_per_user",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.replace('_', ' ')} must be at least 1")
         if self.ssh_cert_validity < 60:
             raise ValueError("ssh_cert_validity must be at least 60 seconds")
 

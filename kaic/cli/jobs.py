@@ -265,6 +265,7 @@ def jobs(
         (
             j.id,
             j.name,
+            j.kind,
             j.state.value,
             str(j.resources.gpus),
             j.partition,
@@ -275,10 +276,10 @@ def jobs(
     ]
     human = table(
         app,
-        ("ID", "NAME", "STATE", "GPUS", "PARTITION", "ELAPSED", "REASON"),
+        ("ID", "NAME", "KIND", "STATE", "GPUS", "PARTITION", "ELAPSED", "REASON"),
         rows,
         empty="No jobs. Submit one with `kaic submit -- COMMAND`.",
-        colours={2: STATE_COLOURS},
+        colours={3: STATE_COLOURS},
     )
     app.emit([_job_json(j) for j in found], human)
 
@@ -305,6 +306,7 @@ def _show_human(app: AppContext, job: "Job", events: "list[JobEvent]") -> None:
     fields: list[tuple[str, Any]] = [
         ("id", job.id),
         ("name", job.name),
+        ("kind", job.kind),
         ("state", job.state.value),
         ("exit_code", job.exit_code),
         ("reason", job.reason),

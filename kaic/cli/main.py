@@ -19,6 +19,7 @@ from kaic.cli import (
     data,
     doctor,
     help_cmd,
+    interactive,
     interrupt,
     jobs,
     resources,
@@ -68,6 +69,7 @@ def root(
 
 auth.register(app)
 jobs.register(app)
+interactive.register(app)
 resources.register(app)
 bench.register(app)
 doctor.register(app)

@@ -15,7 +15,9 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-VALID_SCOPES = ("jobs:read", "jobs:write", "files")
+#: `kaic.models.SCOPES`, written out so the CLI starts without pydantic (a test keeps the
+#: two the same)
+VALID_SCOPES = ("jobs:read", "jobs:write", "files", "jobs:exec")
 
 
 def parse_scopes(text: str) -> list[str]:
@@ -45,7 +47,12 @@ def create(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="A name to recognise the token by, e.g. ci-main.")],
     scope: Annotated[
-        str, typer.Option("--scope", help="Comma-separated scopes: jobs:read, jobs:write, files.")
+        str,
+        typer.Option(
+            "--scope",
+            help="Comma-separated scopes: jobs:read, jobs:write, files, jobs:exec "
+            "(exec, shell and forward in running jobs).",
+        ),
     ] = ",".join(VALID_SCOPES),
     expires: Annotated[str, typer.Option("--expires", help="Lifetime: 30d, 12w, 1y.")] = "30d",
     json_out: JsonOpt = False,

@@ -374,6 +374,11 @@ class CenterClient:
             return False
         return ssl_failure(exc) is None and "CERTIFICATE_VERIFY_FAILED" not in str(exc)
 
+    def refresh_after_401(self, response: httpx.Response, used_token: str) -> str:
+        """The one refresh after a 401 that did not come through `request` (a WebSocket
+        upgrade, `kaic.client.interactive`): the new access token, or AuthRequired."""
+        return self._refresh_after_401(response, used_token)
+
     def _refresh_after_401(self, response: httpx.Response, used_token: str) -> str:
         """Refresh once after a 401 and return the new access token, or raise AuthRequired."""
         creds = self._credentials
@@ -420,6 +425,12 @@ class CenterClient:
             return new.access_token
 
     # -- debug log -----------------------------------------------------------------------------
+
+    def log_line(self, line: str) -> None:
+        """One line of the request log (KAIC_DEBUG), redacted, for an exchange that did not
+        go through `request` (a WebSocket upgrade)."""
+        if self._debug_log is not None:
+            self._debug_log(redact(line))
 
     def _log(
         self,

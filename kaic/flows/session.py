@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from kaic.client.api import CenterClient
     from kaic.client.auth import AuthAPI
     from kaic.client.health import HealthAPI
+    from kaic.client.interactive import InteractiveAPI
     from kaic.client.jobs import JobsAPI
     from kaic.client.staging import StagingAPI
     from kaic.client.tokens import TokensAPI
@@ -45,10 +46,12 @@ class Session:
     jobs: JobsAPI = field(init=False, repr=False)
     staging: StagingAPI = field(init=False, repr=False)
     health: HealthAPI = field(init=False, repr=False)
+    interactive: InteractiveAPI = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         from kaic.client.auth import AuthAPI
         from kaic.client.health import HealthAPI
+        from kaic.client.interactive import InteractiveAPI
         from kaic.client.jobs import JobsAPI
         from kaic.client.staging import StagingAPI
         from kaic.client.tokens import TokensAPI
@@ -56,6 +59,7 @@ class Session:
         self.auth, self.tokens = AuthAPI(self.client), TokensAPI(self.client)
         self.jobs, self.staging = JobsAPI(self.client), StagingAPI(self.client)
         self.health = HealthAPI(self.client)
+        self.interactive = InteractiveAPI(self.client)
 
     def close(self) -> None:
         self.client.close()

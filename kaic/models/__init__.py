@@ -13,10 +13,12 @@ from kaic.models.auth import (
     TokenResponse,
 )
 from kaic.models.common import ErrorBody, ErrorResponse, Health
+from kaic.models.interactive import ExecStart, ExecStatus, TerminalSize
 from kaic.models.jobs import (
     DryRunResult,
     Job,
     JobEvent,
+    JobKind,
     JobList,
     JobSubmit,
     Partition,
@@ -40,10 +42,13 @@ __all__ = [
     "DryRunResult",
     "ErrorBody",
     "ErrorResponse",
+    "ExecStart",
+    "ExecStatus",
     "FileChecksum",
     "Health",
     "Job",
     "JobEvent",
+    "JobKind",
     "JobList",
     "JobState",
     "JobSubmit",
@@ -57,6 +62,7 @@ __all__ = [
     "SshCertificateRequest",
     "StagingInfo",
     "StorageRoot",
+    "TerminalSize",
     "TokenRequest",
     "TokenResponse",
     "is_terminal",

@@ -9,8 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kaic.models.limits import MAX_SECRET_LENGTH, NameText
 
-#: API-token scopes; a session token (password login) has all of them.
-SCOPES: tuple[str, ...] = ("jobs:read", "jobs:write", "files")
+#: API-token scopes; a session token (password login) has all of them. `jobs:exec`: open
+#: interactive sessions in running jobs (`kaic exec`, `shell`, `forward`).
+SCOPES: tuple[str, ...] = ("jobs:read", "jobs:write", "files", "jobs:exec")
 
 
 class TokenRequest(BaseModel):

@@ -5,7 +5,8 @@ metadata: the key a job file uses for it when that is not the field's name
 (`time_limit_seconds` is `time_limit`), and the `kaic submit` flag that sets it. Pydantic
 ignores the metadata, so the wire and the OpenAPI document do not change. `job_fields`
 lists a model's fields with it, so the job-file keys and the flag overrides of
-`kaic.jobspec` are derived from the model instead of being listed again.
+`kaic.jobspec` are derived from the model instead of being listed again. A field marked
+`WireOnly` (`kind`: `kaic alloc` sets it) is neither a job-file key nor a flag.
 """
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ class JobKey:
 
     key: str | None = None
     flag: str | None = None
+
+
+@dataclass(frozen=True)
+class WireOnly:
+    """Field metadata: the field is part of the wire model only, set by a command of its own
+    (`kind`: `kaic alloc`), never by a job file or a `kaic submit` flag."""
 
 
 @dataclass(frozen=True)
@@ -55,9 +62,12 @@ class JobField:
 
 def job_fields(model: type[BaseModel], prefix: str = "") -> tuple[JobField, ...]:
     """The fields of `model` in declaration order, each with its `JobKey` (nested models'
-    fields under `fields`, their paths prefixed: `resources.gpus`)."""
+    fields under `fields`, their paths prefixed: `resources.gpus`); `WireOnly` fields are
+    left out."""
     found = []
     for name, info in model.model_fields.items():
+        if any(isinstance(m, WireOnly) for m in info.metadata):
+            continue
         meta = next((m for m in info.metadata if isinstance(m, JobKey)), JobKey())
         key = meta.key or name
         path = f"{prefix}{key}"

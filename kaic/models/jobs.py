@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
 from kaic.models.arrays import ARRAY_PATTERN, parse_array
-from kaic.models.fields import JobKey
+from kaic.models.fields import JobKey, WireOnly
 from kaic.models.limits import (
     MAX_ARRAY_INDEX,
     MAX_ARRAY_SPEC_LENGTH,
@@ -27,6 +27,10 @@ from kaic.models.limits import (
     ScriptText,
 )
 from kaic.models.states import JobState
+
+#: `batch`: a job that runs its script; `interactive`: an allocation held for interactive
+#: sessions (`kaic alloc`) until it is released, cancelled or times out
+JobKind = Literal["batch", "interactive"]
 
 
 class Resources(BaseModel):
@@ -69,8 +73,15 @@ class JobSubmit(BaseModel):
         description=f"environment variables: at most {MAX_ENV_VARS}, names and values "
         f"together at most {MAX_ENV_TOTAL_LENGTH} characters",
     )
-    run: Annotated[ScriptText, JobKey(flag="-- COMMAND")] = Field(
-        description="the script (bash) the job runs"
+    kind: Annotated[JobKind, WireOnly()] = Field(
+        "batch",
+        description="`interactive`: an allocation for interactive sessions (`kaic alloc`), "
+        "held until released (cancelled) or its time limit; it needs no `run`",
+    )
+    run: Annotated[ScriptText | None, JobKey(flag="-- COMMAND")] = Field(
+        None,
+        description="the script (bash) the job runs; required unless `kind` is `interactive`",
+        validate_default=True,
     )
     array: Annotated[str | None, JobKey(flag="--array")] = Field(
         None,
@@ -82,6 +93,14 @@ class JobSubmit(BaseModel):
     depends_on: Annotated[list[JobIdText], JobKey(flag="--after")] = Field(
         default_factory=list, max_length=MAX_DEPENDENCIES, description="after-ok dependencies"
     )
+
+    @field_validator("run")
+    @classmethod
+    def _run_unless_interactive(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # `kind` is declared before `run`, so it has been validated when this runs.
+        if value is None and info.data.get("kind", "batch") != "interactive":
+            raise PydanticCustomError("missing", "Field required")
+        return value
 
     @field_validator("array")
     @classmethod
@@ -116,6 +135,7 @@ class Job(BaseModel):
     array_tasks: list[str] = Field(default_factory=list, description="on an array: its tasks")
     depends_on: list[str] = Field(default_factory=list)
     gpu_ids: list[int] = Field(default_factory=list, description="GPUs handed to the job")
+    kind: JobKind = Field("batch", description="`interactive`: an allocation (`kaic alloc`)")
 
 
 class JobList(BaseModel):

@@ -63,6 +63,17 @@ MAX_TAIL_LINES = 1_000_000_000
 MAX_CURSOR_LENGTH = 128
 #: the largest integer SQLite stores (a forged cursor past it is refused, not a 500)
 MAX_SQLITE_INTEGER = 2**63 - 1
+#: an interactive session's command (`kaic exec`): its words, the length of one word and of
+#: all together (the kernel's own ceiling for one word is 128 KiB, for all about 2 MiB)
+MAX_ARGV_ITEMS = 1024
+MAX_ARG_LENGTH = 32 * KIB
+MAX_ARGV_TOTAL_LENGTH = 256 * KIB
+#: a terminal's rows and columns
+MAX_TERMINAL_DIMENSION = 1000
+#: one WebSocket message of an interactive session, either way (a larger one closes the
+#: session with 1009); a session's data travels in chunks of at most `CHUNK_BYTES`
+MAX_FRAME_BYTES = 1 * MIB
+CHUNK_BYTES = 64 * KIB
 
 #: C0 and C1 control characters, DEL included (NUL, ESC, newline, ...)
 CONTROL_CHARACTERS = r"\x00-\x1f\x7f-\x9f"
@@ -131,6 +142,8 @@ NameText = Annotated[str, Text(MAX_NAME_LENGTH)]
 ImageText = Annotated[str, Text(MAX_IMAGE_LENGTH)]
 PathText = Annotated[str, Text(MAX_PATH_LENGTH)]
 JobIdText = Annotated[str, Text(MAX_JOB_ID_LENGTH, min_length=1)]
+#: one word of a command (argv): anything but NUL, which cannot reach a process
+ArgText = Annotated[str, Text(MAX_ARG_LENGTH, refused=r"\x00", refused_name="NUL characters")]
 #: a script: newlines and tabs are its substance; only NUL cannot reach bash
 ScriptText = Annotated[
     str, Text(MAX_SCRIPT_LENGTH, refused=r"\x00", refused_name="NUL characters", min_length=1)

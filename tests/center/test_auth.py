@@ -45,7 +45,7 @@ def test_password_login_returns_working_tokens(center: Center) -> None:
     assert body["user"] == "alice"
     assert body["unix_account"] == "alice01"
     assert body["token_kind"] == "session"
-    assert body["scopes"] == ["jobs:read", "jobs:write", "files"]
+    assert body["scopes"] == ["jobs:read", "jobs:write", "files", "jobs:exec"]
     assert body["projects"] == [{"name": "ai-2026-0042", "role": "member"}]
 
 

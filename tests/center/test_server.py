@@ -58,7 +58,7 @@ def test_local_center_token_file(tmp_path: Path) -> None:
         assert me["token_kind"] == "local"
         assert me["unix_account"] == "carol"
         assert me["projects"] == [{"name": "local", "role": "member"}]
-        assert me["scopes"] == ["jobs:read", "jobs:write", "files"]
+        assert me["scopes"] == ["jobs:read", "jobs:write", "files", "jobs:exec"]
         assert (
             client.get("/v1/projects", headers=bearer(first["token"])).json()[0][
                 "gpu_hours_granted"

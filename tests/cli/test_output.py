@@ -74,7 +74,9 @@ def test_a_bad_jq_expression_is_a_usage_error_before_any_request(
 
 def test_human_rendering_without_json(center: FakeCenter, run_line: RunLine) -> None:
     listed = run_line("jobs").stdout.splitlines()
-    assert listed[0].split() == ["ID", "NAME", "STATE", "GPUS", "PARTITION", "ELAPSED", "REASON"]
+    headers = ["ID", "NAME", "KIND", "STATE", "GPUS", "PARTITION", "ELAPSED", "REASON"]
+    assert listed[0].split() == headers
+    assert listed[1].split()[2] == "batch"
     assert [line.split()[0] for line in listed[1:]] == ["42", "41"]
     who = run_line("whoami").stdout
     assert "unix_account  alice01" in who and "{" not in who

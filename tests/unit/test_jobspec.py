@@ -526,12 +526,15 @@ def test_deeply_nested_yaml_exits_2(tmp_path: Path) -> None:
 
 
 def test_keys_and_flags_are_derived_from_the_model() -> None:
-    """Every field of JobSubmit is a job-file key (`time_limit` for `time_limit_seconds`);
-    the flags come from the fields' JobKey; only staging's keys are the file's own."""
+    """Every field of JobSubmit but the wire-only `kind` (`kaic alloc` sets it) is a job-file
+    key (`time_limit` for `time_limit_seconds`); the flags come from the fields' JobKey; only
+    staging's keys are the file's own."""
     from kaic.jobspec import keys
     from kaic.models.jobs import Resources
 
     wire = {("time_limit" if n == "time_limit_seconds" else n) for n in JobSubmit.model_fields}
+    assert "kind" in wire and "kind" not in keys.TOP_KEYS
+    wire.discard("kind")
     assert set(keys.TOP_KEYS) == wire | {"inputs", "outputs"}
     assert keys.TOP_KEYS.index("inputs") == keys.TOP_KEYS.index("run") + 1
     assert tuple(f.key for f in keys.GROUPS["resources"].fields) == tuple(Resources.model_fields)

@@ -14,6 +14,11 @@ An executor in front of a real batch system (`owns_queue = True`, the Slurm exec
 the queue itself: the scheduler hands it every job at once (`start` then means "submit"),
 the executor reports pending reasons and state changes through `updates`, enforces time
 limits itself, and ends jobs with their final state (`Ended.state`).
+
+Interactive access (optional): `exec` starts a command inside a running job's allocation,
+as its account, with its environment, and `connect` opens a TCP connection to a port on the
+job's node from inside it (`kaic exec`, `shell`, `forward`). An executor that cannot says
+why in `interactive_refusal`; the default refuses.
 """
 
 from __future__ import annotations
@@ -23,9 +28,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kaic.center.jobs.partitions import PartitionConfig
 from kaic.models import JobState
+
+if TYPE_CHECKING:
+    from kaic.center.executors.interactive import ForwardChannel, SessionProcess
+    from kaic.models.interactive import ExecStart
+
+#: what an executor without interactive access answers
+NO_INTERACTIVE_ACCESS = "this executor does not offer interactive access"
 
 
 @dataclass(frozen=True)
@@ -97,6 +110,15 @@ class LaunchSpec:
 
 
 @dataclass(frozen=True)
+class SessionTarget:
+    """A running job an interactive session goes into: the job as `launch_spec` describes it
+    (unix account, workdir, environment, GPUs) and the executor's own id for it."""
+
+    spec: LaunchSpec
+    external_id: str
+
+
+@dataclass(frozen=True)
 class Launched:
     """What the center records about a started job so it can find it again after a restart."""
 
@@ -165,6 +187,10 @@ class ExecutorError(Exception):
     """A job could not be started; the message says why (shown as the job's reason)."""
 
 
+class InteractiveUnsupported(ExecutorError):
+    """The executor cannot open sessions in jobs (the message says why)."""
+
+
 class ExecutorUnavailable(ExecutorError):
     """The job could not be handed over *now* (the batch system is unreachable): it stays
     pending and is tried again later; the message is shown as its pending reason."""
@@ -172,7 +198,9 @@ class ExecutorUnavailable(ExecutorError):
 
 class Executor(ABC):
     """Runs jobs for the scheduler. Only the scheduler's thread calls these methods, except
-    `health`, `partitions` and `free_gpus`, which API requests read too."""
+    `health`, `partitions` and `free_gpus`, which API requests read too, and the interactive
+    ones (`interactive_refusal`, `exec`, `connect`), which sessions call on the event loop's
+    thread: they touch none of the scheduler's state."""
 
     #: the name `GET /v1/health` reports ("local", "slurm")
     name: str = "executor"
@@ -233,3 +261,20 @@ class Executor(ABC):
         """Free GPUs per partition as the batch system last reported them (None: the
         scheduler counts them itself)."""
         return None
+
+    # -- interactive access (optional) ---------------------------------------------------
+
+    def interactive_refusal(self) -> str | None:
+        """Why sessions cannot be opened in this executor's jobs now, or None if they can."""
+        return NO_INTERACTIVE_ACCESS
+
+    def exec(self, target: SessionTarget, start: ExecStart) -> SessionProcess:
+        """Start `start.argv` inside the running job `target` (see
+        `kaic.center.executors.interactive`); raises ExecutorError when it cannot."""
+        raise InteractiveUnsupported(NO_INTERACTIVE_ACCESS)
+
+    def connect(self, target: SessionTarget, port: int) -> ForwardChannel:
+        """A TCP connection to `port` on the job's node, opened from inside the job;
+        ConnectionRefusedError when nothing listens there (a relay that announces itself
+        may report that later), ExecutorError otherwise."""
+        raise InteractiveUnsupported(NO_INTERACTIVE_ACCESS)

@@ -6,6 +6,11 @@ The wrapper runs `bash script.sh` and, when it ends, writes the exit status to t
 `exitcode` file atomically (tmp + rename). That file is what lets a restarted center
 learn how a job ended while the center was down: the wrapper outlives the center because
 it is in its own session and ignores the terminal signals the center may get.
+
+Interactive sessions (`exec`, `connect`): the job runs on this host, so a session's command
+is started here directly with the job's environment, workdir and account (setpriv under
+`run_as_users`, like the job), in a session of its own (`executors.interactive`); a
+forwarded port is reached by connecting to 127.0.0.1 from the center itself.
 """
 
 from __future__ import annotations
@@ -28,8 +33,18 @@ from kaic.center.executors.base import (
     Launched,
     LaunchSpec,
     RunningJob,
+    SessionTarget,
+)
+from kaic.center.executors.interactive import (
+    ForwardChannel,
+    SessionProcess,
+    connect_loopback,
+    session_environment,
+    spawn,
+    tools_missing,
 )
 from kaic.center.executors.prepare import job_account, job_environment, prepare_storage
+from kaic.models.interactive import ExecStart
 
 logger = logging.getLogger("kaic.center.executor")
 
@@ -257,3 +272,26 @@ class LocalExecutor(Executor):
     def running(self) -> list[str]:
         """Ids of the jobs being monitored (for tests and diagnostics)."""
         return list(self._jobs)
+
+    # -- interactive access --------------------------------------------------------------
+
+    def interactive_refusal(self) -> str | None:
+        missing = tools_missing()
+        return f"interactive access is unavailable: {missing}" if missing else None
+
+    def exec(self, target: SessionTarget, start: ExecStart) -> SessionProcess:
+        spec = target.spec
+        account = job_account(spec) if self.run_as_users else None
+        job_env = job_environment(spec, login=spec.user, base_path=self.base_path)
+        return spawn(
+            start.argv,
+            env=session_environment(job_env, start.env, tty=start.tty),
+            cwd=spec.workdir,
+            tty=start.tty,
+            rows=start.rows,
+            cols=start.cols,
+            account=account,
+        )
+
+    def connect(self, target: SessionTarget, port: int) -> ForwardChannel:
+        return connect_loopback(port)

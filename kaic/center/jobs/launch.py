@@ -9,6 +9,11 @@ from kaic.center.jobs.paths import job_paths, resolve_workdir, storage_home
 from kaic.center.jobs.store import JobRow
 from kaic.center.settings import CenterSettings
 
+#: what an interactive allocation without `run` runs: it holds the allocation until it is
+#: released (cancelled) or reaches its time limit, and dies with its process group (a
+#: loop, not `sleep infinity`: GNU's, and a huge number on some systems)
+HOLDER_SCRIPT = "while :; do sleep 3600; done\n"
+
 
 def launch_spec(
     settings: CenterSettings,
@@ -34,7 +39,7 @@ def launch_spec(
         job_id=job_id,
         name=row.name,
         user=row.user,
-        script=row.spec.run,
+        script=row.spec.run if row.spec.run is not None else HOLDER_SCRIPT,
         paths=job_paths(settings.state_dir, job_id),
         workdir=workdir,
         home=home,

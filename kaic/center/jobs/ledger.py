@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 
@@ -52,6 +52,17 @@ class Ledger:
     def __init__(self, jobs: JobStore, executor_name: str) -> None:
         self.jobs = jobs
         self.executor_name = executor_name
+        #: called with a job's id when its end is recorded (the interactive sessions on it
+        #: end too); on the recording thread, inside its transaction: they must be quick
+        #: and must not touch the database
+        self.end_listeners: list[Callable[[str], None]] = []
+
+    def _ended(self, job_id: str) -> None:
+        for listener in self.end_listeners:
+            try:
+                listener(job_id)
+            except Exception:
+                logger.exception("job %s: a listener of its end failed", job_id)
 
     # -- one job's failure stays that job's ----------------------------------------------
 
@@ -94,6 +105,7 @@ class Ledger:
                 )
         except Exception:
             logger.exception("job %s: could not set it FAILED", job_id)
+        self._ended(job_id)
 
     # -- pending and running -------------------------------------------------------------
 
@@ -297,6 +309,7 @@ class Ledger:
         self.jobs.add_event(row.id, message, state)
         if row.array_job_id:
             self.refresh_array(row.array_job_id)
+        self._ended(row.id)
 
     def refresh_array(self, array_job_id: str) -> None:
         """Derive an array's state from its tasks."""

@@ -169,7 +169,9 @@ class JobService:
                 "drop `image`",
             )
         # Strings, env and the array's size were checked by the model (`kaic.models.limits`).
-        if spec.array is not None:
+        if spec.array is not None and spec.kind == "interactive":
+            plan.add("invalid", "an interactive allocation is one job: drop `array`")
+        elif spec.array is not None:
             try:
                 plan.tasks, plan.array_limit = parse_array(spec.array)
             except ValueError as exc:
@@ -260,13 +262,14 @@ class JobService:
                 kind="job",
                 user_id=user_id,
                 project_id=plan.project.id,
-                name=spec.name or "job",
+                name=spec.name or ("interactive" if spec.kind == "interactive" else "job"),
                 partition=plan.partition.name,
                 spec=spec,
                 workdir=plan.workdir,
                 time_limit_seconds=plan.time_limit_seconds,
                 gpus=spec.resources.gpus,
                 depends_on=tuple(spec.depends_on),
+                job_kind=spec.kind,
             )
             if plan.tasks is None:
                 self.jobs.insert(base)

@@ -1,8 +1,9 @@
 """SQL for jobs, job events and idempotency keys, over the center's database (`Store`).
 
-The schema is migration 2 in `kaic/center/migrations.py`. One row per job; an array is a
-parent row (kind 'array', id "N") whose state the scheduler derives from its task rows
-(kind 'task', ids "N_0", "N_1", ...). `seq` is the numeric id of a job or array.
+The schema is migration 2 in `kaic/center/migrations.py` (and 4: `job_kind`). One row per
+job; an array is a parent row (kind 'array', id "N") whose state the scheduler derives from
+its task rows (kind 'task', ids "N_0", "N_1", ...). `seq` is the numeric id of a job or
+array. `job_kind` is what the user submitted (`Job.kind`: batch or interactive).
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from kaic.center.db import Database, format_time, parse_time
-from kaic.models import Job, JobEvent, JobState, JobSubmit, Resources
+from kaic.models import Job, JobEvent, JobKind, JobState, JobSubmit, Resources
 
 logger = logging.getLogger("kaic.center.jobs")
 
-JobKind = Literal["job", "array", "task"]
+#: what a row is: a job, an array or one of its tasks (not `Job.kind`: that is `job_kind`)
+RowKind = Literal["job", "array", "task"]
 ACTIVE = (JobState.PENDING.value, JobState.RUNNING.value, JobState.SUSPENDED.value,
           JobState.COMPLETING.value)  # fmt: skip
 
@@ -32,7 +34,7 @@ ACTIVE = (JobState.PENDING.value, JobState.RUNNING.value, JobState.SUSPENDED.val
 class JobRow:
     id: str
     seq: int
-    kind: JobKind
+    kind: RowKind
     array_job_id: str | None
     array_task_id: int | None
     array_limit: int | None
@@ -63,6 +65,8 @@ class JobRow:
     gpu_hours: float
     #: the unix account of the job's user (the Slurm executor submits as it)
     unix_account: str = ""
+    #: `Job.kind`: a batch job, or an interactive allocation
+    job_kind: JobKind = "batch"
 
     @property
     def terminal(self) -> bool:
@@ -120,6 +124,7 @@ def _row(row: sqlite3.Row) -> JobRow:
         end_cause=row["end_cause"],
         gpu_hours=row["gpu_hours"],
         unix_account=row["unix_account"],
+        job_kind=row["job_kind"],
     )
 
 
@@ -164,7 +169,7 @@ class NewJob:
 
     id: str
     seq: int
-    kind: JobKind
+    kind: RowKind
     user_id: int
     project_id: int
     name: str
@@ -178,6 +183,7 @@ class NewJob:
     array_task_id: int | None = None
     array_limit: int | None = None
     reason: str | None = None
+    job_kind: JobKind = "batch"
 
 
 class JobStore:
@@ -205,8 +211,8 @@ class JobStore:
         self.db.execute(
             "INSERT INTO jobs (id, seq, kind, array_job_id, array_task_id, array_limit, user_id,"
             " project_id, name, partition, spec, workdir, time_limit_seconds, gpus, depends_on,"
-            " state, reason, submitted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
-            " ?, ?, ?)",
+            " state, reason, submitted_at, job_kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+            " ?, ?, ?, ?, ?, ?, ?)",
             (
                 job.id,
                 job.seq,
@@ -226,6 +232,7 @@ class JobStore:
                 JobState.PENDING.value,
                 job.reason,
                 format_time(self.now()),
+                job.job_kind,
             ),
         )
 
@@ -365,9 +372,16 @@ class JobStore:
 
 def to_job(row: JobRow, array_tasks: Sequence[str] = ()) -> Job:
     """The wire form of a job row: each field of `Job` from the row's attribute of the same
-    name (the model lists them; a row has more), `resources` from the stored submission."""
-    values = {name: getattr(row, name) for name in Job.model_fields if hasattr(row, name)}
-    return Job(**values, resources=row.spec.resources, array_tasks=list(array_tasks))
+    name (the model lists them; a row has more), `resources` from the stored submission,
+    `kind` from `job_kind` (the row's `kind` says job, array or task)."""
+    values = {
+        name: getattr(row, name)
+        for name in Job.model_fields
+        if hasattr(row, name) and name != "kind"
+    }
+    return Job(
+        **values, kind=row.job_kind, resources=row.spec.resources, array_tasks=list(array_tasks)
+    )
 
 
 def canonical_hash(data: Any) -> str:

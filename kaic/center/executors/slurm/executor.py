@@ -19,6 +19,9 @@ because polling failed. A job that Slurm no longer knows (purged
 after its MinJobAge while the center could not look) ends NODE_FAIL with a reason saying so.
 A submit that may have reached Slurm before the connection failed is never blindly
 repeated: the job is looked up by its comment (`kaic job <id>`) first.
+
+Interactive sessions (`exec`, `connect`) run `srun --jobid --overlap` on the center host as
+the job's account (`slurm/interactive.py`).
 """
 
 from __future__ import annotations
@@ -44,10 +47,16 @@ from kaic.center.executors.base import (
     LaunchSpec,
     Observed,
     RunningJob,
+    SessionTarget,
 )
-from kaic.center.executors.prepare import (
-    job_account,
+from kaic.center.executors.interactive import (
+    ForwardChannel,
+    SessionProcess,
+    session_environment,
+    spawn,
+    tools_missing,
 )
+from kaic.center.executors.prepare import job_account, job_environment
 from kaic.center.executors.slurm import submit
 from kaic.center.executors.slurm.api import (
     SlurmApiError,
@@ -57,10 +66,19 @@ from kaic.center.executors.slurm.api import (
     SlurmUnavailable,
 )
 from kaic.center.executors.slurm.health import Reachability
+from kaic.center.executors.slurm.interactive import (
+    RELAY,
+    StepCanceller,
+    find_srun,
+    slurm_environment,
+    srun_command,
+    step_name,
+)
 from kaic.center.executors.slurm.resources import Resources, free_gpus, partition_configs
 from kaic.center.executors.slurm.states import map_state, pending_reason
 from kaic.center.jobs.partitions import PartitionConfig
 from kaic.models import JobState
+from kaic.models.interactive import ExecStart
 
 logger = logging.getLogger("kaic.center.slurm")
 
@@ -112,8 +130,11 @@ class SlurmExecutor(Executor):
         account_from_project: bool = True,
         clock: Callable[[], float] = time.monotonic,
         base_path: str | None = None,
+        slurm_conf: str | None = None,
     ) -> None:
         self.client = client
+        #: the cluster's slurm.conf for srun and friends (None: the center's SLURM_CONF)
+        self.slurm_conf = slurm_conf
         self.poll_interval = max(0.05, poll_interval)
         self.fallback_partitions = list(fallback_partitions)
         self.account_from_project = account_from_project
@@ -448,6 +469,74 @@ class SlurmExecutor(Executor):
             return None
         return free_gpus(self._resources.partitions, self._resources.nodes)
 
+    # -- interactive access --------------------------------------------------------------
+
+    def interactive_refusal(self) -> str | None:
+        missing = tools_missing()
+        if missing:
+            return f"interactive access is unavailable: {missing}"
+        try:
+            find_srun()
+        except ExecutorError as exc:
+            return str(exc)
+        return None
+
+    def _step(
+        self,
+        target: SessionTarget,
+        argv: list[str],
+        extra_env: dict[str, str],
+        *,
+        tty: bool,
+        rows: int | None = None,
+        cols: int | None = None,
+    ) -> SessionProcess:
+        """`argv` as a step of the job, srun started here as the job's account."""
+        spec = target.spec
+        if not target.external_id:
+            raise ExecutorError(f"job {spec.job_id} has no Slurm job id yet")
+        account = self._owner(spec)
+        login = spec.unix_account or spec.user
+        base = job_environment(spec, login=login, base_path=self.base_path, gpus=False)
+        env = slurm_environment(session_environment(base, extra_env, tty=tty), self.slurm_conf)
+        name = step_name()
+        command = srun_command(
+            find_srun(env.get("PATH")),
+            target.external_id,
+            argv,
+            tty=tty,
+            name=name,
+            workdir=spec.workdir,
+        )
+        canceller = StepCanceller(target.external_id, name, env=env, account=account)
+        return spawn(
+            command,
+            env=env,
+            cwd=spec.workdir,
+            tty=tty,
+            rows=rows,
+            cols=cols,
+            account=account,
+            on_kill=canceller,
+        )
+
+    def exec(self, target: SessionTarget, start: ExecStart) -> SessionProcess:
+        return self._step(
+            target,
+            list(start.argv),
+            dict(start.env),
+            tty=start.tty,
+            rows=start.rows,
+            cols=start.cols,
+        )
+
+    def connect(self, target: SessionTarget, port: int) -> ForwardChannel:
+        relay = self._step(target, ["python3", "-c", RELAY, str(port)], {}, tty=False)
+        assert relay.stdin is not None
+        return ForwardChannel(
+            read_fd=relay.stdout, write_fd=relay.stdin, process=relay, announces=True
+        )
+
 
 def make_slurm_executor(
     url: str,
@@ -457,6 +546,7 @@ def make_slurm_executor(
     timeout: float,
     fallback_partitions: Sequence[PartitionConfig] = (),
     account_from_project: bool = True,
+    slurm_conf: str | None = None,
 ) -> SlurmExecutor:
     """A Slurm executor talking to slurmrestd at `url` with the SlurmUser's JWT `token`."""
     client = SlurmRestClient(url, token, timeout=timeout)
@@ -465,4 +555,5 @@ def make_slurm_executor(
         poll_interval=poll_interval,
         fallback_partitions=fallback_partitions,
         account_from_project=account_from_project,
+        slurm_conf=slurm_conf,
     )

@@ -31,6 +31,9 @@ class SlurmSettings:
     timeout: float = 10.0
     #: submit jobs with Slurm's `account` = the kaic project name
     account_from_project: bool = True
+    #: the cluster's slurm.conf for the `srun` of interactive sessions (None: the center's
+    #: own SLURM_CONF, or Slurm's default path)
+    slurm_conf: str | None = None
 
 
 SERVE_OPTIONS = (
@@ -100,6 +103,7 @@ def build(settings: CenterSettings) -> Executor:
         timeout=options.timeout,
         fallback_partitions=settings.partitions,
         account_from_project=options.account_from_project,
+        slurm_conf=options.slurm_conf,
     )
 
 

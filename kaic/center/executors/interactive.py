@@ -1,0 +1,323 @@
+"""What interactive sessions run, for every executor: a command started by the center for a
+session (`SessionProcess`: the command itself with the local executor, `srun` with Slurm), the
+byte stream of a forwarded TCP connection (`ForwardChannel`), and the environment both get.
+
+A session's process is always a child of the center, started the same way:
+
+- in a session of its own (`setsid`), so that everything it starts can be found and killed
+  with it (`kill_session`: every process of that session, also those in other process groups
+  — an interactive shell puts each pipeline in one);
+- with a pseudo-terminal as its controlling terminal when the session asks for a tty
+  (`setsid --ctty` on the pty's slave), pipes otherwise;
+- through `setpriv`: as the job's unix account when the center runs jobs as their users, and
+  always with `--pdeathsig KILL`, so it dies with the center thread that started it even if
+  the center is killed outright (hence: start them on the event loop's thread, never on a
+  worker thread that may end first).
+
+The center talks to it through non-blocking file descriptors only; the asyncio side
+(`kaic.center.interactive.bridge`) decides when to read, so a client that stops reading
+stops the process's output instead of filling the center's memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import pwd
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import termios
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from kaic.center.executors.base import ExecutorError
+
+logger = logging.getLogger("kaic.center.interactive")
+
+#: the default terminal size of a tty session that names none
+DEFAULT_ROWS = 24
+DEFAULT_COLS = 80
+#: kaic's own variables, which a session's `env` cannot override (nor CUDA_VISIBLE_DEVICES)
+RESERVED_PREFIX = "KAIC_"
+RESERVED_NAMES = frozenset({"CUDA_VISIBLE_DEVICES"})
+#: how many times `kill_session` looks again for processes forked meanwhile
+_KILL_ROUNDS = 20
+
+
+def tools_missing() -> str | None:
+    """Why this host cannot start session processes (util-linux's setsid and setpriv are
+    needed), or None."""
+    missing = [name for name in ("setsid", "setpriv") if shutil.which(name) is None]
+    if missing:
+        return f"{' and '.join(missing)} (util-linux) not found on the center host"
+    return None
+
+
+def session_environment(
+    job_env: Mapping[str, str], extra: Mapping[str, str], *, tty: bool
+) -> dict[str, str]:
+    """The job's environment with a session's `extra` variables added; kaic's own
+    (`KAIC_*`) and `CUDA_VISIBLE_DEVICES` stay the job's. A tty gets a TERM if none is set."""
+    env = dict(job_env)
+    for name, value in extra.items():
+        if name.startswith(RESERVED_PREFIX) or name in RESERVED_NAMES:
+            continue
+        env[name] = value
+    if tty:
+        env.setdefault("TERM", "xterm")
+    return env
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat after the command name: state, ppid, pgrp, session, ..."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    return text[text.rfind(")") + 2 :].split()
+
+
+def session_members(sid: int) -> list[int]:
+    """The live (not zombie) processes of session `sid`."""
+    found = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            fields = _stat_fields(int(entry.name))
+            if fields and len(fields) > 3 and fields[3] == str(sid) and fields[0] not in "ZX":
+                found.append(int(entry.name))
+    return found
+
+
+def kill_session(sid: int) -> None:
+    """SIGKILL every process of session `sid` (looking again for ones forked meanwhile)."""
+    for _ in range(_KILL_ROUNDS):
+        members = session_members(sid)
+        if not members:
+            return
+        for pid in members:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+    logger.warning("session %s: processes still left after %d rounds", sid, _KILL_ROUNDS)
+
+
+def set_window_size(fd: int, rows: int, cols: int) -> None:
+    """Size the terminal of pty `fd` (the kernel tells its foreground process: SIGWINCH)."""
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def exit_code_of(returncode: int) -> tuple[int, int | None]:
+    """(exit code, signal) of a process's return code: 128+N for signal N, as for jobs."""
+    if returncode < 0:
+        return 128 - returncode, -returncode
+    return returncode, None
+
+
+def _close(fd: int | None) -> None:
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+class SessionProcess:
+    """A process the center started for a session: its pid (also its session's id), its
+    non-blocking file descriptors, and how to end it and everything it started.
+
+    With a tty, `stdin` and `stdout` are the same fd (the pty's master) and `stderr` is None.
+    `exit_fd` (a pidfd) becomes readable when the process has ended; `returncode` then
+    reaps it. `kill` ends the whole session (and runs `on_kill`, e.g. Slurm's step cancel).
+    """
+
+    def __init__(
+        self,
+        popen: subprocess.Popen[bytes],
+        *,
+        stdin: int,
+        stdout: int,
+        stderr: int | None,
+        tty: bool,
+        on_kill: Callable[[], None] | None = None,
+    ) -> None:
+        self.popen = popen
+        self.pid = popen.pid
+        self.stdin: int | None = stdin
+        self.stdout = stdout
+        self.stderr = stderr
+        self.tty = tty
+        self.on_kill = on_kill
+        self.exit_fd = os.pidfd_open(popen.pid)
+        for fd in {stdin, stdout, *([stderr] if stderr is not None else [])}:
+            os.set_blocking(fd, False)
+
+    def resize(self, rows: int, cols: int) -> None:
+        """Resize the session's terminal (nothing without a tty)."""
+        if self.tty:
+            set_window_size(self.stdout, rows, cols)
+
+    def close_stdin(self) -> None:
+        """EOF on the process's stdin. A terminal has no EOF of its own: its EOF character
+        (^D) is written instead, which ends input in the terminal's normal mode."""
+        if self.tty:
+            with contextlib.suppress(OSError):
+                os.write(self.stdout, b"\x04")
+            return
+        _close(self.stdin)
+        self.stdin = None
+
+    @property
+    def returncode(self) -> int | None:
+        """The process's return code (negative: killed by that signal) once it ended."""
+        return self.popen.poll()
+
+    def kill(self) -> None:
+        """End the process and everything it started (its whole session), now. The process
+        itself is reaped by `returncode` afterwards."""
+        if self.on_kill is not None:
+            try:
+                self.on_kill()
+            except Exception:
+                logger.exception("session process %s: cleaning up failed", self.pid)
+        if self.popen.returncode is None:
+            kill_session(self.pid)
+
+    def reap_session(self) -> None:
+        """After the process ended: end what it left behind in its session (background
+        children), before the pid is reaped and could be reused."""
+        kill_session(self.pid)
+
+    def close(self) -> None:
+        """Close the center's ends of the descriptors (after `kill` or the process's end)."""
+        for fd in {self.stdin, self.stdout, self.stderr, self.exit_fd}:
+            _close(fd)
+        self.stdin = None
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=5)
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: Path | str,
+    tty: bool,
+    rows: int | None = None,
+    cols: int | None = None,
+    account: pwd.struct_passwd | None = None,
+    on_kill: Callable[[], None] | None = None,
+) -> SessionProcess:
+    """Start `argv` for a session (see the module's docstring): in its own session, on a
+    pty of `rows` x `cols` when `tty`, as `account` when given. Call it on the event loop's
+    thread. Raises ExecutorError when it cannot start (the workdir is gone, ...)."""
+    setpriv = ["setpriv", "--pdeathsig=KILL"]
+    if account is not None:
+        setpriv += [f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}", "--init-groups"]
+    command = [*setpriv, "--", *argv]
+    opened: list[int] = []
+    try:
+        if tty:
+            master, slave = os.openpty()
+            opened += [master, slave]
+            set_window_size(master, rows or DEFAULT_ROWS, cols or DEFAULT_COLS)
+            # Not a new session here: `setsid --ctty` makes one and takes the pty as its
+            # controlling terminal (a process group leader would make setsid fork).
+            popen = subprocess.Popen(
+                ["setsid", "--ctty", *command],
+                stdin=slave,
+                stdout=slave,
+                stderr=slave,
+                cwd=cwd,
+                env=dict(env),
+                close_fds=True,
+            )
+            _close(slave)
+            return SessionProcess(
+                popen, stdin=master, stdout=master, stderr=None, tty=True, on_kill=on_kill
+            )
+        in_r, in_w = os.pipe()
+        opened += [in_r, in_w]
+        out_r, out_w = os.pipe()
+        opened += [out_r, out_w]
+        err_r, err_w = os.pipe()
+        opened += [err_r, err_w]
+        popen = subprocess.Popen(
+            command,
+            stdin=in_r,
+            stdout=out_w,
+            stderr=err_w,
+            cwd=cwd,
+            env=dict(env),
+            close_fds=True,
+            start_new_session=True,
+        )
+        for fd in (in_r, out_w, err_w):
+            _close(fd)
+        return SessionProcess(
+            popen, stdin=in_w, stdout=out_r, stderr=err_r, tty=False, on_kill=on_kill
+        )
+    except (OSError, ValueError) as exc:
+        for fd in opened:
+            _close(fd)
+        raise ExecutorError(f"could not start the command: {exc}") from exc
+
+
+class ForwardChannel:
+    """One forwarded TCP connection as the center sees it: a descriptor to read the
+    connection's bytes from and one to write them to (the same one for a socket), and how
+    to half-close and close it.
+
+    `announces`: the first byte read is not data but the relay's word that it connected
+    (`ANNOUNCED`); EOF before it means it could not (the relay's exit code says why:
+    `RELAY_REFUSED` for a refused connection)."""
+
+    def __init__(
+        self,
+        *,
+        read_fd: int,
+        write_fd: int,
+        sock: socket.socket | None = None,
+        process: SessionProcess | None = None,
+        announces: bool = False,
+    ) -> None:
+        self.read_fd = read_fd
+        self.write_fd = write_fd
+        self.sock = sock
+        self.process = process
+        self.announces = announces
+        for fd in {read_fd, write_fd}:
+            os.set_blocking(fd, False)
+
+    def shutdown_write(self) -> None:
+        """EOF towards the job's side (TCP half-close)."""
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_WR)
+        elif self.process is not None:
+            self.process.close_stdin()
+
+    def close(self) -> None:
+        """End the connection (and the relay process, if there is one)."""
+        if self.sock is not None:
+            self.sock.close()
+        if self.process is not None:
+            self.process.kill()
+            self.process.close()
+
+
+#: what a relay writes first once connected, and its exit code when the port refused
+ANNOUNCED = b"+"
+RELAY_REFUSED = 3
+
+
+def connect_loopback(port: int, *, timeout: float = 10.0) -> ForwardChannel:
+    """A TCP connection to `127.0.0.1:port` on this host (the local executor's jobs run
+    here). ConnectionRefusedError when nothing listens there."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setblocking(False)
+    return ForwardChannel(read_fd=sock.fileno(), write_fd=sock.fileno(), sock=sock)

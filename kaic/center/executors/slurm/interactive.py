@@ -1,0 +1,172 @@
+"""Interactive sessions in Slurm jobs: `srun --jobid=<id> --overlap` started on the center host
+(which must be a Slurm client: `srun` installed, the cluster's `slurm.conf`, munge) as the
+job's unix account, so Slurm runs the command as a step inside the job's allocation, on its
+first node, with the job's limits.
+
+- exec: `srun --pty` on a local pseudo-terminal for a tty session (srun forwards the
+  terminal's size changes), pipes otherwise (stdout and stderr stay apart).
+- forward: a relay step, `python3 -c RELAY PORT`, connects to `127.0.0.1:PORT` on the job's
+  node and copies between the connection and its stdin/stdout, which srun carries to the
+  center. Python rather than bash's `/dev/tcp`: a TCP half-close (EOF in one direction,
+  which HTTP clients and `nc -N` rely on) needs `shutdown(SHUT_WR)`, which bash cannot do.
+  The relay writes one byte (`ANNOUNCED`) once connected, or exits `RELAY_REFUSED` when the
+  port refused.
+- ending a session: killing `srun` alone may leave its step running, so each step is named
+  after its session (`--job-name`) and cancelled by that name (`squeue --steps`, `scancel`)
+  before the local `srun` is killed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pwd
+import secrets
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from kaic.center.executors.base import ExecutorError
+from kaic.center.executors.interactive import RELAY_REFUSED
+
+logger = logging.getLogger("kaic.center.slurm")
+
+#: what the relay step runs (argv[1]: the port); see the module's docstring
+RELAY = f"""
+import os, socket, sys, threading
+try:
+    conn = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+except ConnectionRefusedError:
+    sys.exit({RELAY_REFUSED})
+except OSError as exc:
+    sys.stderr.write("%s\\n" % exc)
+    sys.exit(4)
+conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+os.write(1, b"+")
+
+def up():
+    try:
+        while True:
+            data = os.read(0, 65536)
+            if not data:
+                break
+            conn.sendall(data)
+        conn.shutdown(socket.SHUT_WR)
+    except OSError:
+        os._exit(5)
+
+sender = threading.Thread(target=up, daemon=True)
+sender.start()
+try:
+    while True:
+        data = conn.recv(65536)
+        if not data:
+            break
+        view = memoryview(data)
+        while view:
+            view = view[os.write(1, view):]
+except OSError:
+    os._exit(5)
+os.close(1)
+sender.join()
+"""
+#: seconds the step lookup and cancel may take
+_SLURM_COMMAND_SECONDS = 20
+
+
+def step_name() -> str:
+    """A name for a session's step, unique enough to cancel it by."""
+    return "kaic-session-" + secrets.token_hex(6)
+
+
+def srun_command(
+    srun: str, job: str, argv: Sequence[str], *, tty: bool, name: str, workdir: Path
+) -> list[str]:
+    """The `srun` that runs `argv` as a step of job `job` (its first node, one task)."""
+    return [
+        srun,
+        f"--jobid={job}",
+        "--overlap",
+        "--nodes=1",
+        "--ntasks=1",
+        "--quiet",
+        f"--job-name={name}",
+        f"--chdir={workdir}",
+        *(["--pty"] if tty else []),
+        "--",
+        *argv,
+    ]
+
+
+class StepCanceller:
+    """Cancels a session's step by its name (the local `srun` being killed may not)."""
+
+    def __init__(
+        self,
+        job: str,
+        name: str,
+        *,
+        env: Mapping[str, str],
+        account: pwd.struct_passwd | None,
+    ) -> None:
+        self.job = job
+        self.name = name
+        self.env = dict(env)
+        self.account = account
+
+    def _run(self, *argv: str) -> subprocess.CompletedProcess[str]:
+        prefix: list[str] = []
+        if self.account is not None:
+            prefix = [
+                "setpriv",
+                f"--reuid={self.account.pw_uid}",
+                f"--regid={self.account.pw_gid}",
+                "--init-groups",
+                "--",
+            ]
+        return subprocess.run(
+            [*prefix, *argv],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=_SLURM_COMMAND_SECONDS,
+            check=False,
+        )
+
+    def __call__(self) -> None:
+        squeue = shutil.which("squeue", path=self.env.get("PATH")) or "squeue"
+        scancel = shutil.which("scancel", path=self.env.get("PATH")) or "scancel"
+        try:
+            listed = self._run(
+                squeue, "--noheader", "--steps", f"--jobs={self.job}", "--format=%i %j"
+            )
+            steps = [
+                line.split()[0]
+                for line in listed.stdout.splitlines()
+                if len(line.split()) == 2 and line.split()[1] == self.name
+            ]
+            for step in steps:
+                self._run(scancel, "--quiet", step)
+        except (OSError, subprocess.SubprocessError) as exc:
+            logger.warning("could not cancel step %s of job %s: %s", self.name, self.job, exc)
+
+
+def slurm_environment(base: Mapping[str, str], slurm_conf: str | None) -> dict[str, str]:
+    """`base` with SLURM_CONF as the executor has it (its setting, else the center's own)."""
+    env = dict(base)
+    conf = slurm_conf or os.environ.get("SLURM_CONF")
+    if conf:
+        env["SLURM_CONF"] = conf
+    return env
+
+
+def find_srun(path: str | None = None) -> str:
+    """`srun`'s path; ExecutorError naming what the center host lacks."""
+    found = shutil.which("srun", path=path)
+    if found is None:
+        raise ExecutorError(
+            "srun not found on the center host: interactive access to Slurm jobs needs the "
+            "center host to be a Slurm client (srun, the cluster's slurm.conf, munge)"
+        )
+    return found
