@@ -127,12 +127,15 @@ def start_center(tree: Path, work: Path, nofile: int | None) -> Center:
             hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
             resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, hard))
 
-    cmd = [sys.executable, "-m", "kaic.center", "--local-user", getpass.getuser()]
+    profile = os.environ.get("BENCH_PROFILE_CENTER")  # a cProfile output file, for digging
+    cmd = [sys.executable, *(["-m", "cProfile", "-o", profile] if profile else [])]
+    cmd += ["-m", "kaic.center", "--local-user", getpass.getuser()]
     cmd += ["--host", "127.0.0.1", "--port", "0", "--state-dir", str(state)]
     cmd += ["--ready-file", str(ready)]
     log = open(work / "center.log", "wb")  # noqa: SIM115 (the child keeps it)
+    # Run from `work`: `python -m` puts the current directory first on the path.
     proc = subprocess.Popen(
-        cmd, env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL, preexec_fn=limit
+        cmd, env=env, cwd=work, stdout=log, stderr=log, stdin=subprocess.DEVNULL, preexec_fn=limit
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -145,6 +148,16 @@ def start_center(tree: Path, work: Path, nofile: int | None) -> Center:
                 data = None
             if data and data.get("pid") == proc.pid:
                 token = json.loads((state / "local-token").read_text())["token"]
+                found = subprocess.run(
+                    [sys.executable, "-c", "import kaic, sys; print(kaic.__file__)"],
+                    env=env,
+                    cwd=work,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout.strip()
+                if not found.startswith(str(tree)):
+                    raise SystemExit(f"the center would import {found}, not from {tree}")
                 return Center(proc.pid, data["url"], token, proc, state)
         time.sleep(0.05)
     proc.kill()

@@ -23,6 +23,7 @@ from kaic.center.errors import (
 )
 from kaic.center.executors import registry as executor_registry
 from kaic.center.executors.base import Executor
+from kaic.center.jobs.logs import job_log_hub
 from kaic.center.jobs.scheduler import Scheduler
 from kaic.center.jobs.service import JobService
 from kaic.center.ratelimit import LoginRateLimiter
@@ -117,6 +118,9 @@ def create_app(settings: CenterSettings) -> FastAPI:
     """Build a center app over `settings.state_dir`; all state lives on `app.state`."""
     store = Store(settings.state_dir, now=settings.now)
     scheduler = Scheduler(store, settings, make_executor(settings))
+    # Log followers wait on one watcher per log; the ledger tells it when the job ends.
+    log_hub = job_log_hub(scheduler.jobs)
+    scheduler.ledger.on_job_end(log_hub.job_ended)
     user_ca = UserCA(settings.state_dir)
     sftp_endpoint = None
     if settings.sftp_port is not None:
@@ -150,6 +154,7 @@ def create_app(settings: CenterSettings) -> FastAPI:
     app.state.store = store
     app.state.scheduler = scheduler
     app.state.job_service = JobService(store, settings, scheduler)
+    app.state.log_hub = log_hub
     app.state.instance_id = secrets.token_hex(8)
     app.state.user_ca = user_ca
     #: the embedded SFTP endpoint (listening while the app runs), or None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 
@@ -52,6 +52,21 @@ class Ledger:
     def __init__(self, jobs: JobStore, executor_name: str) -> None:
         self.jobs = jobs
         self.executor_name = executor_name
+        self._end_listeners: list[Callable[[str], None]] = []
+
+    def on_job_end(self, listener: Callable[[str], None]) -> None:
+        """Have `listener(job_id)` called whenever a job's terminal state is written, from
+        inside the writing transaction (which may yet roll back) on whichever thread writes
+        it: it must be quick, and read the state back if it needs it committed. The log
+        followers learn a job's end this way, once, instead of each asking the database."""
+        self._end_listeners.append(listener)
+
+    def _ended(self, job_id: str) -> None:
+        for listener in self._end_listeners:
+            try:
+                listener(job_id)
+            except Exception:
+                logger.exception("job %s: a listener to its end failed", job_id)
 
     # -- one job's failure stays that job's ----------------------------------------------
 
@@ -92,6 +107,7 @@ class Ledger:
                 self.jobs.update(
                     job_id, state=JobState.FAILED, reason=reason, ended_at=self.jobs.now()
                 )
+            self._ended(job_id)
         except Exception:
             logger.exception("job %s: could not set it FAILED", job_id)
 
@@ -297,6 +313,7 @@ class Ledger:
         self.jobs.add_event(row.id, message, state)
         if row.array_job_id:
             self.refresh_array(row.array_job_id)
+        self._ended(row.id)
 
     def refresh_array(self, array_job_id: str) -> None:
         """Derive an array's state from its tasks."""
