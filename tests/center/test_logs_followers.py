@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -144,3 +146,19 @@ def test_followers_end_with_the_job_without_the_sweep(tmp_path: Path) -> None:
         bodies = follow_all(center, url, job["id"], lambda: (center.home() / "go").touch())
         assert bodies == [b"first\nsecond\n"] * FOLLOWERS
         assert center.job(job["id"])["exit_code"] == 3
+
+
+def test_the_center_raises_its_open_files_limit() -> None:
+    # Each follower holds a socket: under a soft limit of 1,024 a center could not hold
+    # 1,000 of them. `serve` raises the soft limit to the hard one first.
+    code = (
+        "import resource, sys\n"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "if hard == resource.RLIM_INFINITY or hard <= 256: sys.exit(f'hard limit {hard}')\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))\n"
+        "from kaic.center.server import raise_open_files_limit\n"
+        "assert raise_open_files_limit() == hard\n"
+        "assert resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
