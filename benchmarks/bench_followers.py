@@ -4,8 +4,11 @@ Two scenarios, each run against two centers side by side — the baseline (`--ba
 the code before one watcher per log; its `kaic/` is exported with `git archive` and run
 from there with the same virtual environment) and this tree — interleaved A, B, A, B:
 
-- `one`: 1,000 followers of one job;
-- `spread`: 1,000 followers spread over 100 jobs (10 each).
+- `one`: 1,000 followers of one job, which prints `--lines` (400) lines, one every
+  `--interval` (0.01) s;
+- `spread`: 1,000 followers spread over 100 jobs (10 each), each printing `--spread-lines`
+  (100) lines, one every `--spread-interval` (0.05) s: 2,000 lines a second in all (a
+  hundred jobs printing every 10 ms would leave the two cores of a laptop to their writers).
 
 Each center is a fresh `python -m kaic.center --local-user` on loopback (the embedded local
 center). Each job starts by printing `start` and waits for a go file; the followers run in
@@ -13,13 +16,15 @@ separate client processes (`--clients`, raw HTTP/1.1 over asyncio, so that the c
 CPU is measured alone and the clients stay cheap), connect, and say so once every follower
 has its `start` line. Then the bench measures, on the center process:
 
-- idle: CPU % over `--idle` seconds with every follower connected and no job writing
-  (what waiting costs), and the open fds and RSS, against the same center before any
-  follower connected (per follower: the difference / followers);
-- writing: the go file is created; each job prints `--lines` lines `i <time.time()>` every
-  `--interval` s; each follower checks it gets every line exactly once, in order, and the
-  lag from write to receipt; the center's CPU % from go until the last follower's stream
-  ended (the end: the job is terminal and its log drained).
+- unfollowed: CPU % over `--idle` seconds with the jobs running and no follower (what the
+  center costs anyway: its scheduler);
+- idle: the same with every follower connected and no job writing (what waiting costs),
+  and the open fds and RSS, against the same center before any follower connected (per
+  follower: the difference / followers);
+- writing: the go file is created; each job prints its lines `i <time.time()>`; each
+  follower checks it gets every line exactly once, in order, and the lag from write to
+  receipt; the center's CPU % from go until the last follower's stream ended (the end: the
+  job is terminal and its log drained).
 
 The load (`os.getloadavg()`) is printed before each measurement. Lags include the clients'
 own scheduling on a shared machine.
@@ -361,6 +366,7 @@ class Result:
     complete: int = 0
     errors: list[str] = field(default_factory=list)
     lags: list[float] = field(default_factory=list)
+    unfollowed_cpu: float = 0.0
     idle_cpu: float = 0.0
     write_cpu: float = 0.0
     write_wall: float = 0.0
@@ -375,7 +381,8 @@ class Result:
             f"{self.label:9s} {self.scenario:6s} ready {self.ready}/{self.followers} "
             f"complete {self.complete}/{self.followers}  "
             f"lag p50 {percentile(self.lags, 0.5):.3f} s p99 {percentile(self.lags, 0.99):.3f} s  "
-            f"center CPU idle {self.idle_cpu:5.1f} % writing {self.write_cpu:5.1f} % "
+            f"center CPU unfollowed {self.unfollowed_cpu:4.1f} % idle {self.idle_cpu:5.1f} % "
+            f"writing {self.write_cpu:5.1f} % "
             f"({self.write_wall:.1f} s)  "
             f"fds {self.fds_before}->{self.fds_connected} "
             f"({(self.fds_connected - self.fds_before) / n:.2f}/follower)  "
@@ -395,9 +402,18 @@ def measure(
         center = start_center(tree, work, nofile)
         clients: list[subprocess.Popen[str]] = []
         try:
-            jobs = submit_jobs(center, jobs_count, go, args.lines, args.interval)
+            lines, interval = (
+                (args.lines, args.interval)
+                if scenario == "one"
+                else (args.spread_lines, args.spread_interval)
+            )
+            jobs = submit_jobs(center, jobs_count, go, lines, interval)
             time.sleep(0.5)  # let the start-up settle before the "before" figures
             result.fds_before, result.rss_before = open_fds(center.pid), rss_kib(center.pid)
+            # What the center costs with its jobs running and no follower, for comparison.
+            c0, t0 = cpu_seconds(center.pid), time.monotonic()
+            time.sleep(args.idle)
+            result.unfollowed_cpu = 100 * (cpu_seconds(center.pid) - c0) / (time.monotonic() - t0)
             print(f"  [{label} {scenario}] {load()}: connecting {args.followers} followers")
             share = [args.followers // args.clients] * args.clients
             share[0] += args.followers - sum(share)
@@ -405,7 +421,7 @@ def measure(
                 # Each client gets whole jobs' followers, in the same rotation.
                 mine = jobs[index :: args.clients] if len(jobs) >= args.clients else jobs
                 cmd = [sys.executable, __file__, "--client", center.url, center.token]
-                cmd += [",".join(mine), str(n), str(args.lines)]
+                cmd += [",".join(mine), str(n), str(lines)]
                 clients.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, bufsize=1))
             for client in clients:
                 assert client.stdout is not None
@@ -452,6 +468,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=100, help="jobs of the spread scenario")
     parser.add_argument("--lines", type=int, default=400)
     parser.add_argument("--interval", type=float, default=0.01)
+    parser.add_argument("--spread-lines", type=int, default=100)
+    parser.add_argument("--spread-interval", type=float, default=0.05)
     parser.add_argument("--idle", type=float, default=3.0)
     parser.add_argument("--clients", type=int, default=2, help="client processes")
     parser.add_argument("--baseline", default=DEFAULT_BASELINE)
@@ -486,10 +504,12 @@ def main() -> None:
                 p50 = statistics.median(percentile(r.lags, 0.5) for r in mine)
                 p99 = statistics.median(percentile(r.lags, 0.99) for r in mine)
                 idle = statistics.median(r.idle_cpu for r in mine)
+                unfollowed = statistics.median(r.unfollowed_cpu for r in mine)
                 busy = statistics.median(r.write_cpu for r in mine)
                 print(
                     f"  {scenario:6s} {name:8s} lag p50 {p50:.3f} s p99 {p99:.3f} s; "
-                    f"center CPU idle {idle:.1f} %, writing {busy:.1f} %; "
+                    f"center CPU unfollowed {unfollowed:.1f} %, idle {idle:.1f} %, "
+                    f"writing {busy:.1f} %; "
                     f"complete {[r.complete for r in mine]}"
                 )
 
