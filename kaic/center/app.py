@@ -24,6 +24,7 @@ from kaic.center.errors import (
 from kaic.center.executors import registry as executor_registry
 from kaic.center.executors.base import Executor
 from kaic.center.interactive.registry import SessionLimits, SessionRegistry
+from kaic.center.jobs.logs import job_log_hub
 from kaic.center.jobs.scheduler import Scheduler
 from kaic.center.jobs.service import JobService
 from kaic.center.ratelimit import LoginRateLimiter
@@ -137,7 +138,10 @@ def create_app(settings: CenterSettings) -> FastAPI:
             forward_per_user=settings.forwards_per_user,
         )
     )
-    scheduler.ledger.end_listeners.append(sessions.job_ended)
+    scheduler.ledger.on_job_end(sessions.job_ended)
+    # Log followers wait on one watcher per log; the ledger tells it when the job ends.
+    log_hub = job_log_hub(scheduler.jobs)
+    scheduler.ledger.on_job_end(log_hub.job_ended)
     user_ca = UserCA(settings.state_dir)
     sftp_endpoint = None
     if settings.sftp_port is not None:
@@ -174,6 +178,7 @@ def create_app(settings: CenterSettings) -> FastAPI:
     app.state.job_service = JobService(store, settings, scheduler)
     #: the interactive sessions open in jobs (`routers/interactive.py`)
     app.state.sessions = sessions
+    app.state.log_hub = log_hub
     app.state.instance_id = secrets.token_hex(8)
     app.state.user_ca = user_ca
     #: the embedded SFTP endpoint (listening while the app runs), or None

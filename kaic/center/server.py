@@ -125,6 +125,34 @@ def _quiet_denial_errors() -> None:
         error_log.addFilter(_DenialNoiseFilter())
 
 
+def raise_open_files_limit() -> int:
+    """Raise this process's soft limit on open files to its hard limit; returns the limit.
+
+    Each follower of a log, each API client and each SFTP session holds a socket: under the
+    common soft limit of 1,024 a center could not hold 1,000 followers. The hard limit is
+    the administrator's ceiling and stays as it is.
+    """
+    try:
+        import resource
+    except ImportError:  # not a POSIX system
+        return -1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return soft
+    # An unlimited hard limit cannot be the soft one everywhere: macOS caps it at its
+    # kern.maxfilesperproc, 10,240 by default.
+    candidates = [hard] if hard != resource.RLIM_INFINITY else [65536, 10240]
+    for wanted in candidates:
+        if wanted <= soft:
+            break
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError):
+            continue
+        return wanted
+    return soft
+
+
 def _url(address: str, port: int, *, tls: bool = False) -> str:
     scheme = "https" if tls else "http"
     return f"{scheme}://[{address}]:{port}" if ":" in address else f"{scheme}://{address}:{port}"
@@ -160,6 +188,7 @@ def serve(settings: CenterSettings, *, ready_file: Path | None = None) -> None:
 
     address = check_listening(settings)
     _configure_logging()
+    raise_open_files_limit()
     app = create_app(settings)
     if settings.local_user:
         prepare_local_center(app.state.store, settings)

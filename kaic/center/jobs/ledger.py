@@ -52,17 +52,21 @@ class Ledger:
     def __init__(self, jobs: JobStore, executor_name: str) -> None:
         self.jobs = jobs
         self.executor_name = executor_name
-        #: called with a job's id when its end is recorded (the interactive sessions on it
-        #: end too); on the recording thread, inside its transaction: they must be quick
-        #: and must not touch the database
-        self.end_listeners: list[Callable[[str], None]] = []
+        self._end_listeners: list[Callable[[str], None]] = []
+
+    def on_job_end(self, listener: Callable[[str], None]) -> None:
+        """Have `listener(job_id)` called whenever a job's terminal state is written, from
+        inside the writing transaction (which may yet roll back) on whichever thread writes
+        it: it must be quick, and read the state back if it needs it committed. The log
+        followers learn a job's end this way, once, instead of each asking the database."""
+        self._end_listeners.append(listener)
 
     def _ended(self, job_id: str) -> None:
-        for listener in self.end_listeners:
+        for listener in self._end_listeners:
             try:
                 listener(job_id)
             except Exception:
-                logger.exception("job %s: a listener of its end failed", job_id)
+                logger.exception("job %s: a listener to its end failed", job_id)
 
     # -- one job's failure stays that job's ----------------------------------------------
 

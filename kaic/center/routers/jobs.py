@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 
 from kaic.center.deps import Principal, require_scope
 from kaic.center.errors import ApiError
-from kaic.center.jobs.logs import follow_log, log_size, read_log, tail_offset
+from kaic.center.jobs.logs import LogHub, log_size, read_log, tail_offset
 from kaic.center.jobs.paths import job_paths
 from kaic.center.jobs.service import JobService
 from kaic.models import DryRunResult, ErrorResponse, Job, JobEvent, JobList, JobState, JobSubmit
@@ -36,6 +36,12 @@ def get_job_service(request: Request) -> JobService:
     """The app's job service."""
     service: JobService = request.app.state.job_service
     return service
+
+
+def get_log_hub(request: Request) -> LogHub:
+    """The app's followed logs."""
+    hub: LogHub = request.app.state.log_hub
+    return hub
 
 
 ServiceDep = Annotated[JobService, Depends(get_job_service)]
@@ -144,6 +150,7 @@ async def job_logs(
     job_id: str,
     principal: Reader,
     service: ServiceDep,
+    hub: Annotated[LogHub, Depends(get_log_hub)],
     stream: Literal["stdout", "stderr"] = "stdout",
     offset: Annotated[int, Query(ge=0, le=MAX_LOG_OFFSET)] = 0,
     follow: bool = False,
@@ -166,14 +173,10 @@ async def job_logs(
     path = job_paths(service.settings.state_dir, row.id).log(stream)
     start = tail_offset(path, tail) if tail is not None else offset
     headers = {LOG_OFFSET_HEADER: str(start), "Cache-Control": "no-store"}
-    jobs = service.jobs
-    if follow:
-
-        def is_terminal() -> bool:
-            current = jobs.get(row.id)
-            return current is None or current.terminal
-
-        body = follow_log(path, start, is_terminal)
+    if follow and not row.terminal:
+        # Shared with the log's other followers; ends when the job does (see LogHub).
+        body = hub.follow(row.id, path, start)
     else:
+        # A terminal job's log is complete: following it is reading it to its end.
         body = read_log(path, start, log_size(path))
     return StreamingResponse(body, media_type="application/octet-stream", headers=headers)
