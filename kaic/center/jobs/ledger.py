@@ -18,6 +18,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
+from types import TracebackType
 
 from kaic.center.executors.base import Ended, ExecutorError, Launched, Observed
 from kaic.center.jobs.paths import PathRejected
@@ -50,6 +51,38 @@ def _elapsed_hours(start: datetime | None, end: datetime) -> float:
     return max(0.0, (end - start).total_seconds()) / 3600.0
 
 
+class _OneJob:
+    """`Ledger.one_job`'s context (a class: the scheduler enters one per pending job on every
+    pass, and a generator-based context costs several times more)."""
+
+    __slots__ = ("doing", "fail", "group", "job_id", "ledger")
+
+    def __init__(
+        self, ledger: Ledger, job_id: str, doing: str, fail: bool, group: Sequence[str]
+    ) -> None:
+        self.ledger = ledger
+        self.job_id = job_id
+        self.doing = doing
+        self.fail = fail
+        self.group = group
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
+        if exc is None or not isinstance(exc, Exception):
+            return False
+        if isinstance(exc, sqlite3.OperationalError):
+            return False  # the database's problem, not the job's: ends the tick
+        self.ledger._failed_while(self.job_id, self.doing, exc, self.fail, self.group)
+        return True
+
+
 class Ledger:
     """Records jobs' states in the job store; `executor_name` appears in events."""
 
@@ -79,26 +112,25 @@ class Ledger:
 
     # -- one job's failure stays that job's ----------------------------------------------
 
-    @contextmanager
     def one_job(
         self, job_id: str, doing: str, *, fail: bool = False, group: Sequence[str] = ()
-    ) -> Iterator[None]:
+    ) -> _OneJob:
         """Run work on one job so that its failure stays that job's: logged and, with
         `fail`, the job (and the rest of its `group`: an array handed over as one) ends
         FAILED saying why, so it cannot fail every later tick too.
 
         A database that is locked or unreachable is no one job's problem: that still ends
         the tick, to be retried by the next one."""
-        try:
-            yield
-        except sqlite3.OperationalError:
-            raise
-        except Exception as exc:
-            logger.exception("job %s: failed while %s", job_id, doing)
-            if fail:
-                reason = f"the center failed while {doing}: {describe(exc)}"
-                for failed in dict.fromkeys([job_id, *group]):
-                    self.fail(failed, reason)
+        return _OneJob(self, job_id, doing, fail, group)
+
+    def _failed_while(
+        self, job_id: str, doing: str, exc: Exception, fail: bool, group: Sequence[str]
+    ) -> None:
+        logger.error("job %s: failed while %s", job_id, doing, exc_info=exc)
+        if fail:
+            reason = f"the center failed while {doing}: {describe(exc)}"
+            for failed in dict.fromkeys([job_id, *group]):
+                self.fail(failed, reason)
 
     def fail(self, job_id: str, reason: str) -> None:
         """End a job FAILED after handling it raised; if even that fails, the bare state."""

@@ -27,7 +27,7 @@ import threading
 import time
 from datetime import datetime
 
-from kaic.center.executors.base import Executor, Launched, RunningJob
+from kaic.center.executors.base import Ended, Executor, Launched, RunningJob
 from kaic.center.jobs.ledger import CANCELLED_BY_USER, Ledger
 from kaic.center.jobs.partitions import PartitionConfig, configured_partitions
 from kaic.center.jobs.paths import job_paths
@@ -64,6 +64,8 @@ class Scheduler:
         self._thread: threading.Thread | None = None
         #: when (`time.time()`) the policy's next pass is due without an event
         self._step_at = 0.0
+        #: ends the executor reported that are not recorded yet
+        self._ended: list[Ended] = []
 
     @property
     def partitions(self) -> dict[str, PartitionConfig]:
@@ -137,17 +139,20 @@ class Scheduler:
         self._cycle(step=True)
 
     def _cycle(self, *, step: bool) -> None:
-        """Poll the executor and record the jobs that ended; then, if `step` or anything
-        was reported, the queue policy's pass."""
+        """Poll the executor and record the jobs that ended (in one transaction); then, if
+        `step` or anything was reported, the queue policy's pass."""
         with self._mutex:
-            ended = self.executor.poll()
-            for end in ended:
-                with (
-                    self.ledger.one_job(end.job_id, "recording how it ended", fail=True),
-                    self.jobs.transaction(),
-                ):
-                    self.queue.forget(end.job_id)
-                    self.ledger.record_end(end)
+            # The executor reports each end once: kept until the transaction recording
+            # them has committed, and recorded by the next cycle if it fails.
+            self._ended += self.executor.poll()
+            ended = bool(self._ended)
+            if ended:
+                with self.ledger.batch():
+                    for end in self._ended:
+                        with self.ledger.one_job(end.job_id, "recording how it ended", fail=True):
+                            self.queue.forget(end.job_id)
+                            self.ledger.record_end(end)
+                self._ended = []
             if self.queue.observe() or ended:
                 step = True
             if step:

@@ -146,7 +146,7 @@ def _queue_row(row: Sequence[Any]) -> QueueRow:
         _STATES[state],
         reason,
         deadline,
-        tuple(int(i) for i in gpu_ids.split(",")) if gpu_ids else (),
+        tuple(map(int, gpu_ids.split(","))) if gpu_ids else (),
         external_id,
         end_cause,
         time_limit,

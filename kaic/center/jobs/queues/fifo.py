@@ -8,10 +8,11 @@
 
 and says when it must pass again if nothing else happens: the next time limit.
 
-A pass reads the active rows once and costs O(active jobs + GPUs): free GPUs are a heap, not
-a scan per job. Each start is recorded at once (the job runs from then on); the pending
-reasons and the jobs whose dependencies can never be met are recorded together, in one
-transaction at the end (`Ledger.batch`), so a 10,000-task array settles in one commit.
+A pass reads the active rows once (`JobStore.queue`, one small index) and costs O(active jobs
++ GPUs): free GPUs are a heap, not a scan per job. What it decides — the jobs it started,
+those that end without running, why the others wait — is recorded in one transaction at its
+end (`Ledger.batch`): one commit (an fsync) per pass, not one per job, so a 10,000-task
+array settles in one.
 
 Time limits use the real wall clock (`time.time()`, stored as `deadline_epoch`) so they hold
 across restarts even when the settings inject a fake clock for timestamps.
@@ -22,21 +23,63 @@ from __future__ import annotations
 import heapq
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from kaic.center.executors.base import Executor, Launched
 from kaic.center.jobs.launch import launch_spec
-from kaic.center.jobs.ledger import CANCELLED_BY_USER, describe, log_start_failure
+from kaic.center.jobs.ledger import CANCELLED_BY_USER, Ledger, describe, log_start_failure
 from kaic.center.jobs.partitions import PartitionConfig
 from kaic.center.jobs.queues.base import QueuePolicy, dependency_verdict
 from kaic.center.jobs.store import JobRow, QueueRow
+from kaic.center.settings import CenterSettings
 from kaic.models import JobState
+
+
+@dataclass(frozen=True)
+class _Started:
+    """A job a pass started, to be recorded with the others."""
+
+    row: JobRow
+    partition: str
+    gpu_ids: list[int]
+    launched: Launched
+    deadline: float | None
+
+
+@dataclass
+class _Outcome:
+    """What one pass decided, recorded together at its end (`CenterQueue._record`)."""
+
+    starts: list[_Started] = field(default_factory=list)
+    #: (job id, reason, final state) of jobs that end without running
+    ends: list[tuple[str, str, JobState]] = field(default_factory=list)
+    #: pending jobs whose reason changes
+    waits: list[tuple[QueueRow, str]] = field(default_factory=list)
+
+    def wait(self, row: QueueRow, reason: str) -> None:
+        if row.reason != reason:
+            self.waits.append((row, reason))
 
 
 class CenterQueue(QueuePolicy):
     """FIFO per partition with exclusive GPUs; the center signals cancels and time limits."""
 
+    def __init__(
+        self,
+        ledger: Ledger,
+        executor: Executor,
+        settings: CenterSettings,
+        partitions: Callable[[], dict[str, PartitionConfig]],
+    ) -> None:
+        super().__init__(ledger, executor, settings, partitions)
+        #: starts a pass could not record (the database failed): recorded before the next
+        self._unrecorded: list[_Started] = []
+
     def step(self) -> float | None:
+        if self._unrecorded:
+            self._record(_Outcome(starts=self._unrecorded))
         rows = self.jobs.queue()
         running = [r for r in rows if r.state is JobState.RUNNING]
         self._signal_running(running)
@@ -84,17 +127,18 @@ class CenterQueue(QueuePolicy):
     # -- signalling ----------------------------------------------------------------------
 
     def _signal_running(self, running: Sequence[QueueRow]) -> None:
+        now = time.time()
         for row in running:
             if row.id in self.signalled:
                 continue
+            if row.end_cause is None and (row.deadline_epoch is None or now < row.deadline_epoch):
+                continue  # neither cancelled nor out of time
             with self.ledger.one_job(row.id, "signalling it"):
                 self._signal_one(row)
 
     def _signal_one(self, row: QueueRow) -> None:
         """Signal a running job that was cancelled or has reached its time limit."""
         if row.end_cause is None:
-            if row.deadline_epoch is None or time.time() < row.deadline_epoch:
-                return
             self.ledger.time_limit_reached(row, self.settings.kill_grace)
         self.signalled.add(row.id)
         self.executor.cancel(row.id)
@@ -117,22 +161,20 @@ class CenterQueue(QueuePolicy):
         blocked: set[str] = set()
         pending = [r for r in rows if r.state is JobState.PENDING]
         dependencies = self.jobs.get_many(d for r in pending for d in r.depends_on)
-        waits: list[tuple[QueueRow, str]] = []
-        never: list[tuple[QueueRow, str]] = []
-        deadlines: list[float] = []
+        outcome = _Outcome()
         for row in pending:
             with self.ledger.one_job(row.id, "scheduling it", fail=True):
                 partition = partitions.get(row.partition)
                 if partition is None:
-                    waits.append((row, "PartitionDown"))
+                    outcome.wait(row, "PartitionDown")
                     continue
                 if row.depends_on:
                     verdict = dependency_verdict(row, dependencies)
                     if verdict is not None:
-                        never.append((row, verdict))
+                        outcome.ends.append((row.id, verdict, JobState.CANCELLED))
                         continue
                     if not all(dependencies[d].state is JobState.COMPLETED for d in row.depends_on):
-                        waits.append((row, "Dependency"))
+                        outcome.wait(row, "Dependency")
                         continue
                 limit = row.array_limit if row.kind == "task" and row.array_job_id else None
                 if (
@@ -140,10 +182,10 @@ class CenterQueue(QueuePolicy):
                     and row.array_job_id
                     and running_tasks[row.array_job_id] >= limit
                 ):
-                    waits.append((row, "JobArrayTaskLimit"))
+                    outcome.wait(row, "JobArrayTaskLimit")
                     continue
                 if row.gpus > 0 and partition.name in blocked:
-                    waits.append((row, "Priority"))
+                    outcome.wait(row, "Priority")
                     continue
                 heap = free.get(partition.name)
                 if heap is None:
@@ -152,59 +194,61 @@ class CenterQueue(QueuePolicy):
                         i for i in range(partition.gpus) if i not in taken
                     ]  # ascending: already a heap
                 if len(heap) < row.gpus:
-                    waits.append((row, "Resources"))
+                    outcome.wait(row, "Resources")
                     blocked.add(partition.name)
                     continue
                 gpu_ids = [heapq.heappop(heap) for _ in range(row.gpus)]
-                started, deadline = self._start(row, partition, gpu_ids)
-                if not started:
+                if not self._start(row, partition, gpu_ids, outcome):
                     for gpu in gpu_ids:  # it failed: its GPUs are free for the next
                         heapq.heappush(heap, gpu)
                     continue
-                if deadline is not None:
-                    deadlines.append(deadline)
                 if row.array_job_id:
                     running_tasks[row.array_job_id] += 1
-        self._record_waits(waits, never)
-        return deadlines
-
-    def _record_waits(
-        self, waits: Sequence[tuple[QueueRow, str]], never: Sequence[tuple[QueueRow, str]]
-    ) -> None:
-        """Why jobs wait, and the ones that never can run, in one transaction."""
-        waits = [(row, reason) for row, reason in waits if row.reason != reason]
-        if not waits and not never:
-            return
-        with self.ledger.batch():
-            for row, reason in waits:
-                with self.ledger.one_job(row.id, "scheduling it", fail=True):
-                    self.ledger.set_reason(row, reason)
-            whole = self.jobs.get_many(row.id for row, _ in never)
-            for row, verdict in never:
-                with self.ledger.one_job(row.id, "scheduling it", fail=True):
-                    if row.id in whole:
-                        self.ledger.finish_pending(whole[row.id], verdict)
+        self._record(outcome)
+        return [s.deadline for s in outcome.starts if s.deadline is not None]
 
     def _start(
-        self, queued: QueueRow, partition: PartitionConfig, gpu_ids: list[int]
-    ) -> tuple[bool, float | None]:
-        """Start one job on `gpu_ids`: (started, its deadline epoch or None); not started
-        means the job FAILED, saying why (or is gone).
+        self, queued: QueueRow, partition: PartitionConfig, gpu_ids: list[int], outcome: _Outcome
+    ) -> bool:
+        """Start one job on `gpu_ids` (recorded with the pass's `outcome`); False if it
+        cannot start: it is to end FAILED, saying why (or is gone).
 
         Anything starting it raises fails this job only: a job that cannot start must never
         keep the queue from everyone else's (a NUL byte in a job's name once did)."""
         row = self.jobs.get(queued.id)
         if row is None:
-            return False, None
+            return False
         try:
             spec = launch_spec(self.settings, row, partition=partition.name, gpu_ids=gpu_ids)
             launched = self.executor.start(spec)
         except Exception as exc:
             log_start_failure(row.id, "start", exc)
-            self.ledger.finish_pending(
-                row, f"failed to start: {describe(exc)}", state=JobState.FAILED
-            )
-            return False, None
+            outcome.ends.append((row.id, f"failed to start: {describe(exc)}", JobState.FAILED))
+            return False
         deadline = time.time() + row.time_limit_seconds if row.time_limit_seconds else None
-        self.ledger.started(row, partition.name, gpu_ids, launched, deadline)
-        return True, deadline
+        outcome.starts.append(_Started(row, partition.name, gpu_ids, launched, deadline))
+        return True
+
+    def _record(self, outcome: _Outcome) -> None:
+        """What a pass decided, in one transaction: the jobs it started, the jobs that end
+        without running, and why the others wait. Should the transaction fail, the starts
+        are kept and recorded before the next pass decides anything (their jobs run)."""
+        if not outcome.starts and not outcome.ends and not outcome.waits:
+            return
+        try:
+            with self.ledger.batch():
+                for s in outcome.starts:
+                    with self.ledger.one_job(s.row.id, "recording its start", fail=True):
+                        self.ledger.started(s.row, s.partition, s.gpu_ids, s.launched, s.deadline)
+                whole = self.jobs.get_many(job_id for job_id, _, _ in outcome.ends)
+                for job_id, reason, state in outcome.ends:
+                    with self.ledger.one_job(job_id, "ending it", fail=True):
+                        if job_id in whole:
+                            self.ledger.finish_pending(whole[job_id], reason, state=state)
+                for queued, reason in outcome.waits:
+                    with self.ledger.one_job(queued.id, "scheduling it", fail=True):
+                        self.ledger.set_reason(queued, reason)
+        except BaseException:
+            self._unrecorded = outcome.starts
+            raise
+        self._unrecorded = []
