@@ -1,7 +1,10 @@
 """The center's SQLite database: the connection, transactions, migrations, query helpers.
 
 One connection per `Database`, shared by uvicorn's worker threads behind a re-entrant lock:
-SQLite serialises writers anyway, and a single connection keeps transactions simple.
+SQLite serialises writers anyway, and a single connection keeps transactions simple. A
+transaction inside another is a savepoint: when it raises, only its own writes are undone
+(the scheduler records many jobs in one transaction, and one job's failure must not leave
+half of that job's writes behind).
 WAL mode lets the admin commands (`kaic center user add`) write while a server runs;
 `busy_timeout` makes such concurrent writers wait instead of failing.
 
@@ -19,7 +22,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -43,6 +46,10 @@ def format_time(value: datetime) -> str:
 
 def parse_time(value: str) -> datetime:
     """The inverse of `format_time`: an aware UTC datetime."""
+    if len(value) == 27 and value[-1] == "Z":
+        # `fromisoformat` reads the fixed-width form ~10x faster than `strptime`, which
+        # matters when the scheduler reads thousands of rows per tick.
+        return datetime.fromisoformat(value[:-1]).replace(tzinfo=timezone.utc)
     return datetime.strptime(value, _TIME_FORMAT).replace(tzinfo=timezone.utc)
 
 
@@ -106,12 +113,21 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """Run the enclosed calls atomically (nested uses join the outer one)."""
+        """Run the enclosed calls atomically. A nested use is a savepoint of the outer one:
+        if it raises, its own writes are undone and the outer transaction goes on."""
         with self._lock:
             if self._depth:
+                savepoint = f"nested_{self._depth}"
+                self._conn.execute(f"SAVEPOINT {savepoint}")
                 self._depth += 1
                 try:
                     yield
+                except BaseException:
+                    self._conn.execute(f"ROLLBACK TO {savepoint}")
+                    self._conn.execute(f"RELEASE {savepoint}")
+                    raise
+                else:
+                    self._conn.execute(f"RELEASE {savepoint}")
                 finally:
                     self._depth -= 1
                 return
@@ -133,6 +149,11 @@ class Database:
         """Run one statement (its own transaction unless inside `transaction`)."""
         with self._lock:
             return self._conn.execute(sql, params)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[object]]) -> None:
+        """Run one statement for each of `rows` (inside `transaction` for one commit)."""
+        with self._lock:
+            self._conn.executemany(sql, rows)
 
     def fetchall(self, sql: str, params: Sequence[object] = ()) -> list[sqlite3.Row]:
         """Every row of a query."""

@@ -129,5 +129,30 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE jobs ADD COLUMN job_kind TEXT NOT NULL DEFAULT 'batch'
         CHECK (job_kind IN ('batch', 'interactive'));
     """,
+    # 5: indexes for a long history (kaic/center/jobs/store.py; the queries and their plans
+    # are in docs/benchmarks.md): what the API and the scheduler read costs in proportion to
+    # what they return or to the active jobs, never to the finished ones.
+    # - the next job number, MAX(seq), without reading every row;
+    # - a user's jobs and arrays (not tasks) newest first, all of them or by state, and the
+    #   ones that ended recently (the default listing), each an index range;
+    # - an array's tasks by state and index (its derived state: any running? the first
+    #   pending task's reason), which also serves "the tasks of an array";
+    # - the queue: the active jobs and tasks in queue order, holding every column the
+    #   scheduler decides with, so that its pass reads this small index alone (it holds
+    #   the active rows only: a row leaves it when it ends).
+    # The two indexes dropped are prefixes of these.
+    """
+    CREATE INDEX jobs_seq ON jobs(seq);
+    CREATE INDEX jobs_user_seq ON jobs(user_id, seq) WHERE kind != 'task';
+    CREATE INDEX jobs_user_state ON jobs(user_id, state, seq) WHERE kind != 'task';
+    CREATE INDEX jobs_user_ended ON jobs(user_id, ended_at) WHERE kind != 'task';
+    CREATE INDEX jobs_array_state ON jobs(array_job_id, state, array_task_id);
+    CREATE INDEX jobs_queue ON jobs(
+        seq, array_task_id, id, kind, array_job_id, array_limit, partition, gpus, depends_on,
+        state, reason, deadline_epoch, gpu_ids, external_id, end_cause, time_limit_seconds
+    ) WHERE state IN ('PENDING', 'RUNNING', 'SUSPENDED', 'COMPLETING') AND kind != 'array';
+    DROP INDEX jobs_user;
+    DROP INDEX jobs_array;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

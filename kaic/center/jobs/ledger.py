@@ -5,6 +5,10 @@ The queue policies (`kaic.center.jobs.queues`) decide what happens to a job; the
 it down. It also keeps one job's problem that job's (`one_job`): whatever handling one job
 raises is logged and, where asked, ends that job FAILED with the reason, so it cannot fail
 every later tick too.
+
+An array's state is derived from its tasks at each change of one, in the same transaction,
+with a few index seeks (`refresh_array`), so that an array of N tasks costs O(N) to settle,
+start or cancel, not O(N²). Changing many tasks at once (`batch`) derives it once, at the end.
 """
 
 from __future__ import annotations
@@ -14,10 +18,11 @@ import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
+from types import TracebackType
 
 from kaic.center.executors.base import Ended, ExecutorError, Launched, Observed
 from kaic.center.jobs.paths import PathRejected
-from kaic.center.jobs.store import JobRow, JobStore
+from kaic.center.jobs.store import ACTIVE, JobRow, JobStore, QueueRow
 from kaic.models import JobState
 
 logger = logging.getLogger("kaic.center.scheduler")
@@ -46,6 +51,38 @@ def _elapsed_hours(start: datetime | None, end: datetime) -> float:
     return max(0.0, (end - start).total_seconds()) / 3600.0
 
 
+class _OneJob:
+    """`Ledger.one_job`'s context (a class: the scheduler enters one per pending job on every
+    pass, and a generator-based context costs several times more)."""
+
+    __slots__ = ("doing", "fail", "group", "job_id", "ledger")
+
+    def __init__(
+        self, ledger: Ledger, job_id: str, doing: str, fail: bool, group: Sequence[str]
+    ) -> None:
+        self.ledger = ledger
+        self.job_id = job_id
+        self.doing = doing
+        self.fail = fail
+        self.group = group
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
+        if exc is None or not isinstance(exc, Exception):
+            return False
+        if isinstance(exc, sqlite3.OperationalError):
+            return False  # the database's problem, not the job's: ends the tick
+        self.ledger._failed_while(self.job_id, self.doing, exc, self.fail, self.group)
+        return True
+
+
 class Ledger:
     """Records jobs' states in the job store; `executor_name` appears in events."""
 
@@ -53,6 +90,8 @@ class Ledger:
         self.jobs = jobs
         self.executor_name = executor_name
         self._end_listeners: list[Callable[[str], None]] = []
+        #: arrays whose state is to be derived when the current `batch` ends (None: at once)
+        self._deferred: dict[str, None] | None = None
 
     def on_job_end(self, listener: Callable[[str], None]) -> None:
         """Have `listener(job_id)` called whenever a job's terminal state is written, from
@@ -68,28 +107,45 @@ class Ledger:
             except Exception:
                 logger.exception("job %s: a listener to its end failed", job_id)
 
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Record many changes in one transaction, deriving each array's state once at the
+        end rather than at every task's change (settling or cancelling a large array)."""
+        with self.jobs.transaction():
+            if self._deferred is not None:  # already in a batch: it derives them
+                yield
+                return
+            self._deferred = {}
+            try:
+                yield
+                while self._deferred:
+                    array_job_id = next(iter(self._deferred))
+                    del self._deferred[array_job_id]
+                    self._refresh_array(array_job_id)
+            finally:
+                self._deferred = None
+
     # -- one job's failure stays that job's ----------------------------------------------
 
-    @contextmanager
     def one_job(
         self, job_id: str, doing: str, *, fail: bool = False, group: Sequence[str] = ()
-    ) -> Iterator[None]:
+    ) -> _OneJob:
         """Run work on one job so that its failure stays that job's: logged and, with
         `fail`, the job (and the rest of its `group`: an array handed over as one) ends
         FAILED saying why, so it cannot fail every later tick too.
 
         A database that is locked or unreachable is no one job's problem: that still ends
         the tick, to be retried by the next one."""
-        try:
-            yield
-        except sqlite3.OperationalError:
-            raise
-        except Exception as exc:
-            logger.exception("job %s: failed while %s", job_id, doing)
-            if fail:
-                reason = f"the center failed while {doing}: {describe(exc)}"
-                for failed in dict.fromkeys([job_id, *group]):
-                    self.fail(failed, reason)
+        return _OneJob(self, job_id, doing, fail, group)
+
+    def _failed_while(
+        self, job_id: str, doing: str, exc: Exception, fail: bool, group: Sequence[str]
+    ) -> None:
+        logger.error("job %s: failed while %s", job_id, doing, exc_info=exc)
+        if fail:
+            reason = f"the center failed while {doing}: {describe(exc)}"
+            for failed in dict.fromkeys([job_id, *group]):
+                self.fail(failed, reason)
 
     def fail(self, job_id: str, reason: str) -> None:
         """End a job FAILED after handling it raised; if even that fails, the bare state."""
@@ -113,7 +169,7 @@ class Ledger:
 
     # -- pending and running -------------------------------------------------------------
 
-    def set_reason(self, row: JobRow, reason: str) -> None:
+    def set_reason(self, row: JobRow | QueueRow, reason: str) -> None:
         """Why a pending job waits."""
         if row.reason == reason:
             return
@@ -153,6 +209,7 @@ class Ledger:
                 JobState.RUNNING,
             )
             if row.array_job_id:
+                self.jobs.add_task_progress(row.array_job_id, started_at=self.jobs.now())
                 self.refresh_array(row.array_job_id)
 
     def handed_over(
@@ -182,10 +239,11 @@ class Ledger:
             return
         fields: dict[str, object] = {}
         state_changed = observed.state is not row.state
+        first_run: datetime | None = None
         if state_changed:
             fields["state"] = observed.state
             if observed.state is JobState.RUNNING and row.started_at is None:
-                fields["started_at"] = self.jobs.now()
+                first_run = fields["started_at"] = self.jobs.now()
         if observed.reason != row.reason:
             fields["reason"] = observed.reason
         gpu_ids = tuple(observed.gpu_ids)
@@ -211,9 +269,10 @@ class Ledger:
                     message += f": {observed.reason}"
                 self.jobs.add_event(row.id, message, state if state_changed else None)
             if row.array_job_id:
+                self.jobs.add_task_progress(row.array_job_id, started_at=first_run)
                 self.refresh_array(row.array_job_id)
 
-    def time_limit_reached(self, row: JobRow, kill_grace: float) -> None:
+    def time_limit_reached(self, row: JobRow | QueueRow, kill_grace: float) -> None:
         """A running job reached its time limit: it is to end TIMEOUT."""
         with self.jobs.transaction():
             self.jobs.update(row.id, end_cause="timeout")
@@ -312,25 +371,45 @@ class Ledger:
             message += f"; charged {gpu_hours:.4f} GPU-hours"
         self.jobs.add_event(row.id, message, state)
         if row.array_job_id:
+            self.jobs.add_task_progress(
+                row.array_job_id,
+                started_at=started_at if row.started_at is None else None,
+                gpu_hours=gpu_hours,
+            )
             self.refresh_array(row.array_job_id)
         self._ended(row.id)
 
     def refresh_array(self, array_job_id: str) -> None:
-        """Derive an array's state from its tasks."""
+        """Derive an array's state from its tasks, now or at the end of the current `batch`."""
+        if self._deferred is not None:
+            self._deferred[array_job_id] = None
+        else:
+            self._refresh_array(array_job_id)
+
+    def _refresh_array(self, array_job_id: str) -> None:
+        """Derive an array's state, reason, exit code and end from its tasks: RUNNING while
+        one runs, PENDING (with its first pending task's reason) while any is still to run,
+        and when all have ended, COMPLETED or the first unsuccessful task's state.
+
+        Index seeks while tasks are active; the one pass over all tasks comes when the
+        last has ended. Its first start and GPU-hours follow each task's
+        (`JobStore.add_task_progress`)."""
         parent = self.jobs.get(array_job_id)
-        tasks = self.jobs.tasks(array_job_id)
-        if parent is None or not tasks:
+        if parent is None:
             return
-        states = [t.state for t in tasks]
-        started = [t.started_at for t in tasks if t.started_at]
         exit_code: int | None = None
         reason: str | None = None
         ended_at: datetime | None = None
-        if JobState.RUNNING in states:
+        if self.jobs.array_has_tasks_in(array_job_id, [JobState.RUNNING.value]):
             state = JobState.RUNNING
-        elif all(t.terminal for t in tasks):
-            ended_at = max((t.ended_at for t in tasks if t.ended_at), default=None)
-            bad = next((t for t in tasks if t.state is not JobState.COMPLETED), None)
+        elif self.jobs.array_has_tasks_in(array_job_id, [s for s in ACTIVE if s != "RUNNING"]):
+            state = JobState.PENDING
+            reason = self.jobs.first_pending_reason(array_job_id)
+        else:
+            bad = self.jobs.first_unsuccessful_task(array_job_id)
+            if bad is None and not self.jobs.array_has_tasks_in(array_job_id, ["COMPLETED"]):
+                return  # no tasks at all
+            ended_at = self.jobs.last_task_end(array_job_id)
             if bad is None:
                 state, exit_code = JobState.COMPLETED, 0
             else:
@@ -338,9 +417,6 @@ class Ledger:
                 reason = f"task {bad.id} ended {bad.state.value}" + (
                     f": {bad.reason}" if bad.reason else ""
                 )
-        else:
-            state = JobState.PENDING
-            reason = next((t.reason for t in tasks if t.state is JobState.PENDING), None)
         fields: dict[str, object] = {}
         if parent.state is not state:
             fields["state"] = state
@@ -348,14 +424,8 @@ class Ledger:
             fields["reason"] = reason
         if parent.exit_code != exit_code:
             fields["exit_code"] = exit_code
-        first_start = min(started) if started else None
-        if parent.started_at != first_start:
-            fields["started_at"] = first_start
         if parent.ended_at != ended_at:
             fields["ended_at"] = ended_at
-        gpu_hours = sum(t.gpu_hours for t in tasks)
-        if parent.gpu_hours != gpu_hours:
-            fields["gpu_hours"] = gpu_hours
         if fields:
             self.jobs.update(array_job_id, **fields)
         if parent.state is not state:

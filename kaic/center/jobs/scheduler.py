@@ -1,13 +1,18 @@
 """The scheduler: one background thread that runs the queue.
 
-Every tick (on submit/cancel, and at least every `job_poll_interval` seconds) it collects the
-jobs the executor reports ended and records their final state, then lets the queue policy do
-its pass. The policy is chosen once, at construction, from `Executor.owns_queue`
+It ticks on events, never by rescanning the queue on a timer: every `job_poll_interval`
+seconds (at most 0.2) it asks the executor which jobs ended — a poll that costs O(running
+jobs) — and records their final state; the queue policy's pass, which reads every active
+row, runs only when something happened: a submit or a cancel (`wake`), a job's end, a
+report of the executor (`QueuePolicy.observe`), or the time the policy asked to be called
+back at (the next time limit, a retry). So a center holding 20,000 pending jobs that
+nothing changes is idle. The policy is chosen once, at construction, from `Executor.owns_queue`
 (`kaic.center.jobs.queues`): the center's own FIFO with exclusive GPUs (`CenterQueue`), or
 everything handed over to an executor that runs the queue itself (`HandOverQueue`, Slurm).
 Every recorded change goes through the state ledger (`kaic.center.jobs.ledger`).
 
-All state lives in the database; the only memory is which jobs were already signalled.
+All state lives in the database; the only memory is which jobs were already signalled
+and when the next pass is due.
 One job's problem stays that job's: whatever handling one job raises (an executor that
 cannot start it, a row that cannot be read) ends that job FAILED with the reason, or is
 logged, and the tick goes on with the others (`Ledger.one_job`).
@@ -17,10 +22,12 @@ State changes happen under `self._mutex`, which API calls that change states tak
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
 from datetime import datetime
 
-from kaic.center.executors.base import Executor, Launched, RunningJob
+from kaic.center.executors.base import Ended, Executor, Launched, RunningJob
 from kaic.center.jobs.ledger import CANCELLED_BY_USER, Ledger
 from kaic.center.jobs.partitions import PartitionConfig, configured_partitions
 from kaic.center.jobs.paths import job_paths
@@ -55,6 +62,10 @@ class Scheduler:
         self._woken = False
         self._stopping = False
         self._thread: threading.Thread | None = None
+        #: when (`time.time()`) the policy's next pass is due without an event
+        self._step_at = 0.0
+        #: ends the executor reported that are not recorded yet
+        self._ended: list[Ended] = []
 
     @property
     def partitions(self) -> dict[str, PartitionConfig]:
@@ -86,7 +97,7 @@ class Scheduler:
         with self._mutex:
             if kill_jobs:
                 self.executor.shutdown(kill_jobs=True)
-                with self.jobs.transaction():
+                with self.ledger.batch():
                     for row in self.jobs.active():
                         # Pending jobs stay queued for the next center.
                         if row.state is JobState.RUNNING:
@@ -95,36 +106,62 @@ class Scheduler:
                 self.executor.shutdown(kill_jobs=False)
 
     def wake(self) -> None:
-        """Make the thread tick now (after a submit or a cancel)."""
+        """Make the thread run the queue now (after a submit or a cancel)."""
         with self._cond:
             self._woken = True
             self._cond.notify_all()
 
+    @property
+    def poll_interval(self) -> float:
+        """Seconds between the executor's polls."""
+        return max(0.01, min(self.settings.job_poll_interval, 0.2))
+
     def _run(self) -> None:
-        interval = max(0.01, min(self.settings.job_poll_interval, 0.2))
+        interval = self.poll_interval
+        self._step_at = 0.0  # a first pass after the recovery
         while True:
             with self._cond:
                 if not self._woken and not self._stopping:
-                    self._cond.wait(timeout=interval)
-                self._woken = False
+                    until_step = self._step_at - time.time()
+                    if until_step > 0:
+                        self._cond.wait(timeout=min(interval, until_step))
+                woken, self._woken = self._woken, False
                 if self._stopping:
                     return
             try:
-                self.tick()
+                self._cycle(step=woken or time.time() >= self._step_at)
             except Exception:
                 logger.exception("scheduler tick failed")
+                self._step_at = time.time() + interval  # the pass again, shortly
 
     def tick(self) -> None:
-        """One pass: record the jobs that ended, then the queue policy's pass."""
+        """One whole pass now: record the jobs that ended, then the queue policy's pass."""
+        self._cycle(step=True)
+
+    def _cycle(self, *, step: bool) -> None:
+        """Poll the executor and record the jobs that ended (in one transaction); then, if
+        `step` or anything was reported, the queue policy's pass."""
         with self._mutex:
-            for ended in self.executor.poll():
-                with (
-                    self.ledger.one_job(ended.job_id, "recording how it ended", fail=True),
-                    self.jobs.transaction(),
-                ):
-                    self.queue.forget(ended.job_id)
-                    self.ledger.record_end(ended)
-            self.queue.step()
+            # The executor reports each end once: kept until the transaction recording
+            # them has committed, and recorded by the next cycle if it fails.
+            self._ended += self.executor.poll()
+            ended = bool(self._ended)
+            if ended:
+                with self.ledger.batch():
+                    for end in self._ended:
+                        with self.ledger.one_job(end.job_id, "recording how it ended", fail=True):
+                            self.queue.forget(end.job_id)
+                            self.ledger.record_end(end)
+                self._ended = []
+            if self.queue.observe() or ended:
+                step = True
+            if step:
+                self._step_at = math.inf  # until the pass says otherwise
+                due = self.queue.step()
+                if due is not None:
+                    # Not in the past: a time limit that could not be signalled is tried
+                    # again after a poll interval, not in a busy loop.
+                    self._step_at = max(due, time.time() + self.poll_interval / 2)
 
     def _recover(self) -> None:
         running = self.queue.watched(self.jobs.active())
@@ -169,17 +206,19 @@ class Scheduler:
         """Cancel one of the user's jobs (an array: all its tasks); None if there is none.
 
         Jobs the executor does not have yet end at once; the others when the executor has
-        stopped them (signalled by the next tick, or passed on to the batch system).
+        stopped them (signalled by the next pass, or passed on to the batch system).
         """
-        with self._mutex, self.jobs.transaction():
-            row = self.jobs.get(job_id, user_id=user_id)
-            if row is None:
-                return None
-            targets = self.jobs.tasks(row.id) if row.kind == "array" else [row]
-            for target in targets:
-                self.queue.cancel(target)
-            if row.kind == "array":
-                self.jobs.add_event(row.id, "cancel requested for all tasks")
+        with self._mutex:
+            with self.ledger.batch():
+                row = self.jobs.get(job_id, user_id=user_id)
+                if row is None:
+                    return None
+                targets = self.jobs.tasks(row.id) if row.kind == "array" else [row]
+                for target in targets:
+                    self.queue.cancel(target)
+                if row.kind == "array":
+                    self.jobs.add_event(row.id, "cancel requested for all tasks")
+            # Read after the batch: an array's state is derived when it ends.
             result = self.jobs.get(job_id)
         self.wake()
         return result
@@ -188,16 +227,12 @@ class Scheduler:
 
     def partition_views(self) -> list[Partition]:
         """`GET /v1/partitions`: totals, free GPUs and queue depth per partition."""
-        rows = self.jobs.active()
+        load = self.jobs.partition_load()
         free_gpus = self.executor.free_gpus()
         views = []
         for p in self.partitions.values():
-            used = {
-                i for r in rows if r.partition == p.name and r.state is JobState.RUNNING
-                for i in r.gpu_ids
-            }  # fmt: skip
-            pending = sum(1 for r in rows if r.partition == p.name and r.state is JobState.PENDING)
-            free = max(0, p.gpus - len(used))
+            pending, held = load.get(p.name, (0, 0))
+            free = max(0, p.gpus - held)
             if free_gpus is not None:
                 free = free_gpus.get(p.name, free)
             views.append(

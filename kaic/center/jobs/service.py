@@ -280,19 +280,19 @@ class JobService:
                 self.jobs.add_event(
                     job_id, f"submitted array of {len(plan.tasks)} tasks{limit}", JobState.PENDING
                 )
-                for index in plan.tasks:
-                    task_id = f"{seq}_{index}"
-                    self.jobs.insert(
-                        replace(
-                            base,
-                            id=task_id,
-                            kind="task",
-                            array_job_id=job_id,
-                            array_task_id=index,
-                            array_limit=plan.array_limit,
-                        )
+                tasks = [
+                    replace(
+                        base,
+                        id=f"{seq}_{index}",
+                        kind="task",
+                        array_job_id=job_id,
+                        array_task_id=index,
+                        array_limit=plan.array_limit,
                     )
-                    self.jobs.add_event(task_id, "submitted", JobState.PENDING)
+                    for index in plan.tasks
+                ]
+                self.jobs.insert_many(tasks)
+                self.jobs.add_events([t.id for t in tasks], "submitted", JobState.PENDING)
             if idempotency_key is not None:
                 self.jobs.save_idempotency_key(user_id, idempotency_key, body_hash, job_id)
             job = self.get(job_id, user_id)

@@ -1,9 +1,15 @@
 """SQL for jobs, job events and idempotency keys, over the center's database (`Store`).
 
-The schema is migration 2 in `kaic/center/migrations.py` (and 4: `job_kind`). One row per
-job; an array is a parent row (kind 'array', id "N") whose state the scheduler derives from
-its task rows (kind 'task', ids "N_0", "N_1", ...). `seq` is the numeric id of a job or
-array. `job_kind` is what the user submitted (`Job.kind`: batch or interactive).
+The schema is migration 2 in `kaic/center/migrations.py` (4: `job_kind`; 5: its indexes).
+One row per job; an array is a parent row (kind 'array', id "N") whose state the scheduler
+derives from its task rows (kind 'task', ids "N_0", "N_1", ...). `seq` is the numeric id of
+a job or array. `job_kind` is what the user submitted (`Job.kind`: batch or interactive).
+
+A center keeps its history (millions of finished rows at a busy site), so every query here
+reads in proportion to what it returns, or to the active jobs — never to the finished ones:
+each has an index range to walk (docs/benchmarks.md shows their plans). And reading a row
+is cheap: its stored submission is parsed only when asked for (`JobRow.spec`), since the
+scheduler reads every active row on each of its passes and needs few of them whole.
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from functools import cached_property
+from typing import Any, Literal, NamedTuple
 
 from pydantic import ValidationError
 
@@ -28,6 +35,18 @@ logger = logging.getLogger("kaic.center.jobs")
 RowKind = Literal["job", "array", "task"]
 ACTIVE = (JobState.PENDING.value, JobState.RUNNING.value, JobState.SUSPENDED.value,
           JobState.COMPLETING.value)  # fmt: skip
+#: `ACTIVE` as SQL text: written into the queries, not bound, so that the query planner
+#: sees the states (a bound list hides them from it)
+_ACTIVE_SQL = "(" + ", ".join(f"'{state}'" for state in ACTIVE) + ")"
+#: the rows of the queue (the partial index `jobs_queue` holds exactly these): active jobs
+#: and tasks, not array parents
+_QUEUED = f"state IN {_ACTIVE_SQL} AND kind != 'array'"
+#: how many GPU indices a row's `gpu_ids` text ("0,1,5") holds, in SQL
+_HELD_GPUS_SQL = (
+    "CASE WHEN gpu_ids = '' THEN 0 ELSE length(gpu_ids) - length(replace(gpu_ids, ',', '')) + 1 END"
+)
+#: above every job number: "no cursor"
+_NO_CURSOR = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -44,7 +63,8 @@ class JobRow:
     project: str
     name: str
     partition: str
-    spec: JobSubmit
+    #: the stored submission as JSON (`spec` parses it)
+    spec_json: str
     workdir: str
     time_limit_seconds: int | None
     gpus: int
@@ -71,6 +91,69 @@ class JobRow:
     @property
     def terminal(self) -> bool:
         return self.state.value not in ACTIVE
+
+    @cached_property
+    def spec(self) -> JobSubmit:
+        """The submission, parsed on first use."""
+        return _load_spec(self.id, self.spec_json)
+
+
+class QueueRow(NamedTuple):
+    """An active job or task as the queue policies read it on every pass: what deciding
+    needs, without what acting on it needs (the whole `JobRow`, from `JobStore.get`).
+
+    The scheduler reads every active row on each pass, from one small index that holds
+    exactly these columns (`jobs_queue`, migration 5) and into a tuple: several times
+    cheaper than whole rows with their user's and project's names, times and submission."""
+
+    id: str
+    seq: int
+    kind: RowKind
+    array_job_id: str | None
+    array_task_id: int | None
+    array_limit: int | None
+    partition: str
+    gpus: int
+    depends_on: tuple[str, ...]
+    state: JobState
+    reason: str | None
+    deadline_epoch: float | None
+    gpu_ids: tuple[int, ...]
+    external_id: str | None
+    end_cause: str | None
+    time_limit_seconds: int | None
+
+    @property
+    def terminal(self) -> bool:
+        return self.state.value not in ACTIVE
+
+
+#: the columns of `QueueRow`, in its order
+_QUEUE_COLUMNS = ", ".join(QueueRow._fields)
+_STATES = {state.value: state for state in JobState}
+
+
+def _queue_row(row: Sequence[Any]) -> QueueRow:
+    (job_id, seq, kind, array_job_id, array_task_id, array_limit, partition, gpus, depends_on,
+     state, reason, deadline, gpu_ids, external_id, end_cause, time_limit) = row  # fmt: skip
+    return QueueRow(
+        job_id,
+        seq,
+        kind,
+        array_job_id,
+        array_task_id,
+        array_limit,
+        partition,
+        gpus,
+        tuple(depends_on.split(",")) if depends_on else (),
+        _STATES[state],
+        reason,
+        deadline,
+        tuple(map(int, gpu_ids.split(","))) if gpu_ids else (),
+        external_id,
+        end_cause,
+        time_limit,
+    )
 
 
 def _split(text: str) -> tuple[str, ...]:
@@ -104,7 +187,7 @@ def _row(row: sqlite3.Row) -> JobRow:
         project=row["project_name"],
         name=row["name"],
         partition=row["partition"],
-        spec=_load_spec(row["id"], row["spec"]),
+        spec_json=row["spec"],
         workdir=row["workdir"],
         time_limit_seconds=row["time_limit_seconds"],
         gpus=row["gpus"],
@@ -128,11 +211,18 @@ def _row(row: sqlite3.Row) -> JobRow:
     )
 
 
-_SELECT = (
-    "SELECT j.*, u.name AS user_name, u.unix_account AS unix_account,"
-    " p.name AS project_name FROM jobs j"
-    " JOIN users u ON u.id = j.user_id JOIN projects p ON p.id = j.project_id"
-)
+def _select(indexed_by: str = "") -> str:
+    """A job row with its user's and project's names; `indexed_by` names the index the
+    query must walk (SQLite refuses the query rather than scan without it)."""
+    index = f" INDEXED BY {indexed_by}" if indexed_by else ""
+    return (
+        "SELECT j.*, u.name AS user_name, u.unix_account AS unix_account,"
+        f" p.name AS project_name FROM jobs j{index}"
+        " JOIN users u ON u.id = j.user_id JOIN projects p ON p.id = j.project_id"
+    )
+
+
+_SELECT = _select()
 
 _UPDATABLE = frozenset(
     {
@@ -208,32 +298,49 @@ class JobStore:
         return int(row["n"])
 
     def insert(self, job: NewJob) -> None:
-        self.db.execute(
+        self.insert_many([job])
+
+    def insert_many(self, jobs: Sequence[NewJob]) -> None:
+        """Insert rows in one statement's loop (an array's tasks): a submission shared by
+        several rows is serialised once."""
+        submitted_at = format_time(self.now())
+        specs: dict[int, str] = {}
+
+        def spec_json(spec: JobSubmit) -> str:
+            text = specs.get(id(spec))
+            if text is None:
+                text = specs[id(spec)] = spec.model_dump_json()
+            return text
+
+        self.db.executemany(
             "INSERT INTO jobs (id, seq, kind, array_job_id, array_task_id, array_limit, user_id,"
             " project_id, name, partition, spec, workdir, time_limit_seconds, gpus, depends_on,"
             " state, reason, submitted_at, job_kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
             " ?, ?, ?, ?, ?, ?, ?)",
-            (
-                job.id,
-                job.seq,
-                job.kind,
-                job.array_job_id,
-                job.array_task_id,
-                job.array_limit,
-                job.user_id,
-                job.project_id,
-                job.name,
-                job.partition,
-                job.spec.model_dump_json(),
-                job.workdir,
-                job.time_limit_seconds,
-                job.gpus,
-                ",".join(job.depends_on),
-                JobState.PENDING.value,
-                job.reason,
-                format_time(self.now()),
-                job.job_kind,
-            ),
+            [
+                (
+                    job.id,
+                    job.seq,
+                    job.kind,
+                    job.array_job_id,
+                    job.array_task_id,
+                    job.array_limit,
+                    job.user_id,
+                    job.project_id,
+                    job.name,
+                    job.partition,
+                    spec_json(job.spec),
+                    job.workdir,
+                    job.time_limit_seconds,
+                    job.gpus,
+                    ",".join(job.depends_on),
+                    JobState.PENDING.value,
+                    job.reason,
+                    submitted_at,
+                    job.job_kind,
+                )
+                for job in jobs
+            ],
         )
 
     def get(self, job_id: str, *, user_id: int | None = None) -> JobRow | None:
@@ -275,15 +382,105 @@ class JobStore:
             result[r["array_job_id"]].append(r["id"])
         return result
 
+    # -- what the scheduler reads: active rows only ---------------------------------------
+
     def active(self) -> list[JobRow]:
         """Runnable rows (jobs and tasks) that are not terminal, in queue order."""
-        marks = ",".join("?" for _ in ACTIVE)
         rows = self.db.fetchall(
-            _SELECT + f" WHERE j.kind != 'array' AND j.state IN ({marks})"
-            " ORDER BY j.seq, COALESCE(j.array_task_id, -1)",
-            ACTIVE,
+            _select("jobs_queue") + f" WHERE {_QUEUED} ORDER BY j.seq, j.array_task_id"
         )
         return [_row(r) for r in rows]
+
+    def queue(self) -> list[QueueRow]:
+        """`active` as the queue policies read it on every pass (`QueueRow`)."""
+        rows = self.db.fetchall(
+            f"SELECT {_QUEUE_COLUMNS} FROM jobs INDEXED BY jobs_queue WHERE {_QUEUED}"
+            " ORDER BY seq, array_task_id"
+        )
+        return [_queue_row(r) for r in rows]
+
+    def partition_load(self) -> dict[str, tuple[int, int]]:
+        """Per partition: (pending jobs, GPUs the running jobs hold), counted by SQLite over
+        the active rows."""
+        rows = self.db.fetchall(
+            "SELECT partition, SUM(state = 'PENDING') AS pending,"
+            f" SUM(CASE WHEN state = 'RUNNING' THEN {_HELD_GPUS_SQL} ELSE 0 END) AS held"
+            f" FROM jobs INDEXED BY jobs_queue WHERE {_QUEUED} GROUP BY partition"
+        )
+        return {r["partition"]: (int(r["pending"]), int(r["held"])) for r in rows}
+
+    def gpu_queue(self, partition: str) -> tuple[int, list[tuple[int, float | None]]]:
+        """A partition's GPU jobs: the GPUs the pending ones ask for in all, and per running
+        one (GPUs held, deadline epoch)."""
+        rows = self.db.fetchall(
+            f"SELECT state, gpus, {_HELD_GPUS_SQL} AS held, deadline_epoch FROM jobs"
+            f" INDEXED BY jobs_queue WHERE {_QUEUED} AND partition = ? AND gpus > 0",
+            (partition,),
+        )
+        wanted = sum(r["gpus"] for r in rows if r["state"] == JobState.PENDING.value)
+        running = [
+            (int(r["held"]), r["deadline_epoch"])
+            for r in rows
+            if r["state"] == JobState.RUNNING.value
+        ]
+        return wanted, running
+
+    # -- an array's derived state (`Ledger.refresh_array`) ------------------------------
+
+    def array_has_tasks_in(self, array_job_id: str, states: Sequence[str]) -> bool:
+        """Whether any task of the array is in one of `states` (an index seek per state)."""
+        marks = ",".join("?" for _ in states)
+        row = self.db.fetchone(
+            f"SELECT 1 FROM jobs WHERE array_job_id = ? AND state IN ({marks}) LIMIT 1",
+            (array_job_id, *states),
+        )
+        return row is not None
+
+    def first_pending_reason(self, array_job_id: str) -> str | None:
+        """Why the array's first pending task (by index) waits."""
+        row = self.db.fetchone(
+            "SELECT reason FROM jobs WHERE array_job_id = ? AND state = 'PENDING'"
+            " ORDER BY array_task_id LIMIT 1",
+            (array_job_id,),
+        )
+        return row["reason"] if row else None
+
+    def first_unsuccessful_task(self, array_job_id: str) -> JobRow | None:
+        """The array's first task (by index) that did not complete (reads every task: for an
+        array whose tasks have all ended)."""
+        row = self.db.fetchone(
+            _SELECT + " WHERE j.array_job_id = ? AND j.state != 'COMPLETED'"
+            " ORDER BY j.array_task_id LIMIT 1",
+            (array_job_id,),
+        )
+        return _row(row) if row else None
+
+    def last_task_end(self, array_job_id: str) -> datetime | None:
+        """When the array's last task ended (reads every task: for an ended array)."""
+        row = self.db.fetchone(
+            "SELECT MAX(ended_at) AS ended_at FROM jobs WHERE array_job_id = ?", (array_job_id,)
+        )
+        return parse_time(row["ended_at"]) if row and row["ended_at"] else None
+
+    def add_task_progress(
+        self, array_job_id: str, *, started_at: datetime | None = None, gpu_hours: float = 0.0
+    ) -> None:
+        """A task of the array started at `started_at` or was charged `gpu_hours`: the
+        array's first start and GPU-hours follow (kept as they change, not re-summed)."""
+        if started_at is not None:
+            at = format_time(started_at)
+            self.db.execute(
+                "UPDATE jobs SET started_at = ? WHERE id = ?"
+                " AND (started_at IS NULL OR started_at > ?)",
+                (at, array_job_id, at),
+            )
+        if gpu_hours:
+            self.db.execute(
+                "UPDATE jobs SET gpu_hours = gpu_hours + ? WHERE id = ?",
+                (gpu_hours, array_job_id),
+            )
+
+    # -- listings ------------------------------------------------------------------------
 
     def list_for_user(
         self,
@@ -297,22 +494,51 @@ class JobStore:
         """A user's jobs and arrays (not tasks), newest first.
 
         With `ended_after`, only active jobs and those that ended after that time.
+
+        Each form walks an index range bounded by the page, or by the user's active and
+        recently ended jobs, never by their history: all jobs, newest first
+        (`jobs_user_seq`); by state, one range per state, each cut at the page size
+        (`jobs_user_state`); recently ended (`jobs_user_ended`).
         """
-        sql = _SELECT + " WHERE j.user_id = ? AND j.kind != 'task'"
-        params: list[object] = [user_id]
-        if states:
-            sql += f" AND j.state IN ({','.join('?' for _ in states)})"
-            params.extend(states)
-        if ended_after is not None:
-            sql += f" AND (j.state IN ({','.join('?' for _ in ACTIVE)}) OR j.ended_at >= ?)"
-            params.extend(ACTIVE)
-            params.append(format_time(ended_after))
-        if before_seq is not None:
-            sql += " AND j.seq < ?"
-            params.append(before_seq)
-        sql += " ORDER BY j.seq DESC LIMIT ?"
-        params.append(limit)
-        return [_row(r) for r in self.db.fetchall(sql, params)]
+        before = before_seq if before_seq is not None else _NO_CURSOR
+        if ended_after is None and not states:
+            rows = self.db.fetchall(
+                _select("jobs_user_seq") + " WHERE j.user_id = ? AND j.kind != 'task' AND j.seq < ?"
+                " ORDER BY j.seq DESC LIMIT ?",
+                (user_id, before, limit),
+            )
+            return [_row(r) for r in rows]
+        wanted = list(dict.fromkeys(states))
+        parts: list[str] = []
+        params: list[object] = []
+        by_state = (
+            wanted if ended_after is None else [s for s in ACTIVE if not wanted or s in wanted]
+        )
+        for state in by_state:
+            parts.append(
+                "SELECT id FROM (SELECT id FROM jobs INDEXED BY jobs_user_state"
+                " WHERE user_id = ? AND kind != 'task' AND state = ? AND seq < ?"
+                " ORDER BY seq DESC LIMIT ?)"
+            )
+            params += [user_id, state, before, limit]
+        ended = [s for s in wanted if s not in ACTIVE]
+        if ended_after is not None and (ended or not wanted):
+            sql = (
+                "SELECT id FROM jobs INDEXED BY jobs_user_ended WHERE user_id = ?"
+                f" AND kind != 'task' AND ended_at >= ? AND seq < ? AND state NOT IN {_ACTIVE_SQL}"
+            )
+            params += [user_id, format_time(ended_after), before]
+            if wanted:
+                sql += f" AND state IN ({','.join('?' for _ in ended)})"
+                params += ended
+            parts.append(sql)
+        if not parts:
+            return []
+        rows = self.db.fetchall(
+            _SELECT + f" WHERE j.id IN ({' UNION ALL '.join(parts)}) ORDER BY j.seq DESC LIMIT ?",
+            (*params, limit),
+        )
+        return [_row(r) for r in rows]
 
     def update(self, job_id: str, **fields: Any) -> None:
         """Set columns of one job (only the mutable ones)."""
@@ -336,9 +562,17 @@ class JobStore:
     # -- events --------------------------------------------------------------------------
 
     def add_event(self, job_id: str, message: str, state: JobState | None = None) -> None:
-        self.db.execute(
+        self.add_events([job_id], message, state)
+
+    def add_events(
+        self, job_ids: Sequence[str], message: str, state: JobState | None = None
+    ) -> None:
+        """The same event for each of `job_ids` (an array's tasks)."""
+        at = format_time(self.now())
+        value = state.value if state else None
+        self.db.executemany(
             "INSERT INTO job_events (job_id, at, state, message) VALUES (?, ?, ?, ?)",
-            (job_id, format_time(self.now()), state.value if state else None, message),
+            [(job_id, at, value, message) for job_id in job_ids],
         )
 
     def events(self, job_id: str) -> list[JobEvent]:

@@ -9,12 +9,12 @@ from datetime import datetime
 from kaic.center.executors.base import Executor
 from kaic.center.jobs.ledger import Ledger
 from kaic.center.jobs.partitions import PartitionConfig
-from kaic.center.jobs.store import JobRow
+from kaic.center.jobs.store import JobRow, QueueRow
 from kaic.center.settings import CenterSettings
 from kaic.models import JobState
 
 
-def dependency_verdict(row: JobRow, dependencies: dict[str, JobRow]) -> str | None:
+def dependency_verdict(row: JobRow | QueueRow, dependencies: dict[str, JobRow]) -> str | None:
     """The reason the dependant can never run, or None if it still may."""
     for dep_id in row.depends_on:
         dep = dependencies.get(dep_id)
@@ -26,7 +26,7 @@ def dependency_verdict(row: JobRow, dependencies: dict[str, JobRow]) -> str | No
 
 
 class QueuePolicy(ABC):
-    """Runs the queue between the executor's reports; called with the scheduler's lock held.
+    """Runs the queue when something happens; called with the scheduler's lock held.
 
     `partitions` gives the partitions jobs may ask for (the executor's or the settings')."""
 
@@ -49,9 +49,18 @@ class QueuePolicy(ABC):
         """A job ended: nothing more to ask the executor about it."""
         self.signalled.discard(job_id)
 
+    def observe(self) -> bool:
+        """Take what the executor reported besides endings (after its `poll`); True when
+        that needs a `step`."""
+        return False
+
     @abstractmethod
-    def step(self) -> None:
-        """One pass after the ended jobs were recorded: signal, start or hand over."""
+    def step(self) -> float | None:
+        """One pass after the ended jobs were recorded: signal, start or hand over.
+
+        Returns when (a `time.time()` epoch) the policy must pass again even if nothing
+        happens — the next time limit, a retry —, or None: only when something happens (a
+        submit, a cancel, a job's end, a report of the executor)."""
 
     @abstractmethod
     def watched(self, active: Sequence[JobRow]) -> list[JobRow]:

@@ -1,10 +1,18 @@
-"""The center's own queue (the local executor): every tick it
+"""The center's own queue (the local executor): each pass it
 
 1. signals running jobs that were cancelled or hit their time limit (SIGTERM now, SIGKILL
    after `kill_grace`, by the executor),
 2. starts pending jobs, FIFO per partition, handing out the lowest free GPU indices
    exclusively, and records why the others wait (`Resources`, `Priority`, `Dependency`,
-   `JobArrayTaskLimit`).
+   `JobArrayTaskLimit`),
+
+and says when it must pass again if nothing else happens: the next time limit.
+
+A pass reads the active rows once (`JobStore.queue`, one small index) and costs O(active jobs
++ GPUs): free GPUs are a heap, not a scan per job. What it decides — the jobs it started,
+those that end without running, why the others wait — is recorded in one transaction at its
+end (`Ledger.batch`): one commit (an fsync) per pass, not one per job, so a 10,000-task
+array settles in one.
 
 Time limits use the real wall clock (`time.time()`, stored as `deadline_epoch`) so they hold
 across restarts even when the settings inject a fake clock for timestamps.
@@ -12,26 +20,77 @@ across restarts even when the settings inject a fake clock for timestamps.
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from kaic.center.executors.base import Executor, Launched
 from kaic.center.jobs.launch import launch_spec
-from kaic.center.jobs.ledger import CANCELLED_BY_USER, describe, log_start_failure
+from kaic.center.jobs.ledger import CANCELLED_BY_USER, Ledger, describe, log_start_failure
 from kaic.center.jobs.partitions import PartitionConfig
 from kaic.center.jobs.queues.base import QueuePolicy, dependency_verdict
-from kaic.center.jobs.store import JobRow
+from kaic.center.jobs.store import JobRow, QueueRow
+from kaic.center.settings import CenterSettings
 from kaic.models import JobState
+
+
+@dataclass(frozen=True)
+class _Started:
+    """A job a pass started, to be recorded with the others."""
+
+    row: JobRow
+    partition: str
+    gpu_ids: list[int]
+    launched: Launched
+    deadline: float | None
+
+
+@dataclass
+class _Outcome:
+    """What one pass decided, recorded together at its end (`CenterQueue._record`)."""
+
+    starts: list[_Started] = field(default_factory=list)
+    #: (job id, reason, final state) of jobs that end without running
+    ends: list[tuple[str, str, JobState]] = field(default_factory=list)
+    #: pending jobs whose reason changes
+    waits: list[tuple[QueueRow, str]] = field(default_factory=list)
+
+    def wait(self, row: QueueRow, reason: str) -> None:
+        if row.reason != reason:
+            self.waits.append((row, reason))
 
 
 class CenterQueue(QueuePolicy):
     """FIFO per partition with exclusive GPUs; the center signals cancels and time limits."""
 
-    def step(self) -> None:
-        rows = self.jobs.active()
-        self._signal_running([r for r in rows if r.state is JobState.RUNNING])
-        self._schedule(rows)
+    def __init__(
+        self,
+        ledger: Ledger,
+        executor: Executor,
+        settings: CenterSettings,
+        partitions: Callable[[], dict[str, PartitionConfig]],
+    ) -> None:
+        super().__init__(ledger, executor, settings, partitions)
+        #: starts a pass could not record (the database failed): recorded before the next
+        self._unrecorded: list[_Started] = []
+
+    def step(self) -> float | None:
+        if self._unrecorded:
+            self._record(_Outcome(starts=self._unrecorded))
+        rows = self.jobs.queue()
+        running = [r for r in rows if r.state is JobState.RUNNING]
+        self._signal_running(running)
+        deadlines = self._schedule(rows)
+        # The next time limit to enforce (the jobs just started have theirs too).
+        deadlines += [
+            r.deadline_epoch
+            for r in running
+            if r.deadline_epoch is not None and r.id not in self.signalled
+        ]
+        return min(deadlines, default=None)
 
     def watched(self, active: Sequence[JobRow]) -> list[JobRow]:
         return [r for r in active if r.state is JobState.RUNNING]
@@ -50,43 +109,45 @@ class CenterQueue(QueuePolicy):
         """Now if enough GPUs are free (and no GPU job waits ahead); otherwise the earliest
         time enough running jobs reach their time limits; None with running jobs without
         limits in the way."""
-        rows = [r for r in self.jobs.active() if r.partition == partition.name and r.gpus > 0]
-        running = [r for r in rows if r.state is JobState.RUNNING]
-        need = gpus + sum(r.gpus for r in rows if r.state is JobState.PENDING)
-        free = partition.gpus - sum(len(r.gpu_ids) for r in running)
+        wanted, running = self.jobs.gpu_queue(partition.name)
+        need = gpus + wanted
+        free = partition.gpus - sum(held for held, _ in running)
         if free >= need:
             return now
         wall = time.time()
-        for row in sorted(
-            (r for r in running if r.deadline_epoch is not None),
-            key=lambda r: r.deadline_epoch or 0.0,
+        for held, deadline in sorted(
+            ((held, deadline) for held, deadline in running if deadline is not None),
+            key=lambda item: item[1] or 0.0,
         ):
-            free += len(row.gpu_ids)
+            free += held
             if free >= need:
-                return now + timedelta(seconds=max(0.0, (row.deadline_epoch or wall) - wall))
+                return now + timedelta(seconds=max(0.0, (deadline or wall) - wall))
         return None
 
     # -- signalling ----------------------------------------------------------------------
 
-    def _signal_running(self, running: Sequence[JobRow]) -> None:
+    def _signal_running(self, running: Sequence[QueueRow]) -> None:
+        now = time.time()
         for row in running:
             if row.id in self.signalled:
                 continue
+            if row.end_cause is None and (row.deadline_epoch is None or now < row.deadline_epoch):
+                continue  # neither cancelled nor out of time
             with self.ledger.one_job(row.id, "signalling it"):
                 self._signal_one(row)
 
-    def _signal_one(self, row: JobRow) -> None:
+    def _signal_one(self, row: QueueRow) -> None:
         """Signal a running job that was cancelled or has reached its time limit."""
         if row.end_cause is None:
-            if row.deadline_epoch is None or time.time() < row.deadline_epoch:
-                return
             self.ledger.time_limit_reached(row, self.settings.kill_grace)
         self.signalled.add(row.id)
         self.executor.cancel(row.id)
 
     # -- starting ------------------------------------------------------------------------
 
-    def _schedule(self, rows: Sequence[JobRow]) -> None:
+    def _schedule(self, rows: Sequence[QueueRow]) -> list[float]:
+        """Start what can start, FIFO per partition; record why the rest waits. Returns
+        the deadlines of the jobs it started."""
         partitions = self.partitions()
         used: dict[str, set[int]] = {name: set() for name in partitions}
         running_tasks: Counter[str] = Counter()
@@ -95,22 +156,25 @@ class CenterQueue(QueuePolicy):
                 used.setdefault(row.partition, set()).update(row.gpu_ids)
                 if row.array_job_id:
                     running_tasks[row.array_job_id] += 1
+        #: the free GPU indices per partition, lowest first (built when first needed)
+        free: dict[str, list[int]] = {}
         blocked: set[str] = set()
         pending = [r for r in rows if r.state is JobState.PENDING]
         dependencies = self.jobs.get_many(d for r in pending for d in r.depends_on)
+        outcome = _Outcome()
         for row in pending:
             with self.ledger.one_job(row.id, "scheduling it", fail=True):
                 partition = partitions.get(row.partition)
                 if partition is None:
-                    self.ledger.set_reason(row, "PartitionDown")
+                    outcome.wait(row, "PartitionDown")
                     continue
                 if row.depends_on:
                     verdict = dependency_verdict(row, dependencies)
                     if verdict is not None:
-                        self.ledger.finish_pending(row, verdict)
+                        outcome.ends.append((row.id, verdict, JobState.CANCELLED))
                         continue
                     if not all(dependencies[d].state is JobState.COMPLETED for d in row.depends_on):
-                        self.ledger.set_reason(row, "Dependency")
+                        outcome.wait(row, "Dependency")
                         continue
                 limit = row.array_limit if row.kind == "task" and row.array_job_id else None
                 if (
@@ -118,37 +182,73 @@ class CenterQueue(QueuePolicy):
                     and row.array_job_id
                     and running_tasks[row.array_job_id] >= limit
                 ):
-                    self.ledger.set_reason(row, "JobArrayTaskLimit")
+                    outcome.wait(row, "JobArrayTaskLimit")
                     continue
                 if row.gpus > 0 and partition.name in blocked:
-                    self.ledger.set_reason(row, "Priority")
+                    outcome.wait(row, "Priority")
                     continue
-                taken = used[partition.name]
-                free = [i for i in range(partition.gpus) if i not in taken]
-                if len(free) < row.gpus:
-                    self.ledger.set_reason(row, "Resources")
+                heap = free.get(partition.name)
+                if heap is None:
+                    taken = used[partition.name]
+                    heap = free[partition.name] = [
+                        i for i in range(partition.gpus) if i not in taken
+                    ]  # ascending: already a heap
+                if len(heap) < row.gpus:
+                    outcome.wait(row, "Resources")
                     blocked.add(partition.name)
                     continue
-                gpu_ids = free[: row.gpus]
-                if self._start(row, partition, gpu_ids):
-                    taken.update(gpu_ids)
-                    if row.array_job_id:
-                        running_tasks[row.array_job_id] += 1
+                gpu_ids = [heapq.heappop(heap) for _ in range(row.gpus)]
+                if not self._start(row, partition, gpu_ids, outcome):
+                    for gpu in gpu_ids:  # it failed: its GPUs are free for the next
+                        heapq.heappush(heap, gpu)
+                    continue
+                if row.array_job_id:
+                    running_tasks[row.array_job_id] += 1
+        self._record(outcome)
+        return [s.deadline for s in outcome.starts if s.deadline is not None]
 
-    def _start(self, row: JobRow, partition: PartitionConfig, gpu_ids: list[int]) -> bool:
-        """Start one job on `gpu_ids`; False (and the job FAILED, saying why) if it cannot.
+    def _start(
+        self, queued: QueueRow, partition: PartitionConfig, gpu_ids: list[int], outcome: _Outcome
+    ) -> bool:
+        """Start one job on `gpu_ids` (recorded with the pass's `outcome`); False if it
+        cannot start: it is to end FAILED, saying why (or is gone).
 
         Anything starting it raises fails this job only: a job that cannot start must never
         keep the queue from everyone else's (a NUL byte in a job's name once did)."""
+        row = self.jobs.get(queued.id)
+        if row is None:
+            return False
         try:
             spec = launch_spec(self.settings, row, partition=partition.name, gpu_ids=gpu_ids)
             launched = self.executor.start(spec)
         except Exception as exc:
             log_start_failure(row.id, "start", exc)
-            self.ledger.finish_pending(
-                row, f"failed to start: {describe(exc)}", state=JobState.FAILED
-            )
+            outcome.ends.append((row.id, f"failed to start: {describe(exc)}", JobState.FAILED))
             return False
         deadline = time.time() + row.time_limit_seconds if row.time_limit_seconds else None
-        self.ledger.started(row, partition.name, gpu_ids, launched, deadline)
+        outcome.starts.append(_Started(row, partition.name, gpu_ids, launched, deadline))
         return True
+
+    def _record(self, outcome: _Outcome) -> None:
+        """What a pass decided, in one transaction: the jobs it started, the jobs that end
+        without running, and why the others wait. Should the transaction fail, the starts
+        are kept and recorded before the next pass decides anything (their jobs run)."""
+        if not outcome.starts and not outcome.ends and not outcome.waits:
+            return
+        try:
+            with self.ledger.batch():
+                for s in outcome.starts:
+                    with self.ledger.one_job(s.row.id, "recording its start", fail=True):
+                        self.ledger.started(s.row, s.partition, s.gpu_ids, s.launched, s.deadline)
+                whole = self.jobs.get_many(job_id for job_id, _, _ in outcome.ends)
+                for job_id, reason, state in outcome.ends:
+                    with self.ledger.one_job(job_id, "ending it", fail=True):
+                        if job_id in whole:
+                            self.ledger.finish_pending(whole[job_id], reason, state=state)
+                for queued, reason in outcome.waits:
+                    with self.ledger.one_job(queued.id, "scheduling it", fail=True):
+                        self.ledger.set_reason(queued, reason)
+        except BaseException:
+            self._unrecorded = outcome.starts
+            raise
+        self._unrecorded = []

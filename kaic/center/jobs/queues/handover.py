@@ -1,37 +1,68 @@
-"""The executor owns the queue (Slurm): every tick
+"""The executor owns the queue (Slurm): each pass
 
-1. records the states and pending reasons the executor reports (`Executor.updates`),
+1. records the states and pending reasons the executor reported (`Executor.updates`, taken
+   after each poll by `observe`: a report is what makes a pass needed), all in one
+   transaction,
 2. passes cancels on,
 3. hands every pending job the executor does not have yet over at once — an array as one,
    its dependencies as the executor's own (`after_ok`).
 
-Time limits, pending reasons and final states are the executor's (`Ended.state`).
+Time limits, pending reasons and final states are the executor's (`Ended.state`). With
+nothing reported, submitted or cancelled there is no pass: holding 10,000 pending jobs costs
+the executor's one batched poll per interval, nothing more. A hand-over the executor cannot
+take now (the batch system unreachable) is retried `RETRY_SECONDS` later.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from kaic.center.executors.base import ExecutorUnavailable
+from kaic.center.executors.base import Executor, ExecutorUnavailable, Observed
 from kaic.center.jobs.launch import launch_spec
-from kaic.center.jobs.ledger import CANCELLED_BY_USER, describe, log_start_failure
+from kaic.center.jobs.ledger import CANCELLED_BY_USER, Ledger, describe, log_start_failure
 from kaic.center.jobs.partitions import PartitionConfig
 from kaic.center.jobs.queues.base import QueuePolicy, dependency_verdict
-from kaic.center.jobs.store import JobRow
+from kaic.center.jobs.store import JobRow, QueueRow
+from kaic.center.settings import CenterSettings
 from kaic.models import JobState
+
+#: seconds before a hand-over the executor could not take is tried again
+RETRY_SECONDS = 1.0
 
 
 class HandOverQueue(QueuePolicy):
     """Hands jobs to an executor that runs the queue itself."""
 
-    def step(self) -> None:
-        for observed in self.executor.updates():
-            with self.ledger.one_job(observed.job_id, "recording its state"):
-                self.ledger.observed(observed)
-        rows = self.jobs.active()
+    def __init__(
+        self,
+        ledger: Ledger,
+        executor: Executor,
+        settings: CenterSettings,
+        partitions: Callable[[], dict[str, PartitionConfig]],
+    ) -> None:
+        super().__init__(ledger, executor, settings, partitions)
+        #: what the executor reported and the next pass records
+        self._reports: list[Observed] = []
+
+    def observe(self) -> bool:
+        self._reports.extend(self.executor.updates())
+        return bool(self._reports)
+
+    def step(self) -> float | None:
+        self.observe()
+        reports, self._reports = self._reports, []
+        if reports:
+            with self.ledger.batch():
+                for observed in reports:
+                    with self.ledger.one_job(observed.job_id, "recording its state"):
+                        self.ledger.observed(observed)
+        rows = self.jobs.queue()
         self._pass_on_cancels(rows)
-        self._hand_over(rows)
+        if not self._hand_over(rows):
+            return time.time() + RETRY_SECONDS
+        return None
 
     def watched(self, active: Sequence[JobRow]) -> list[JobRow]:
         # Everything handed over is the executor's to watch, pending jobs too.
@@ -51,46 +82,41 @@ class HandOverQueue(QueuePolicy):
         free = (self.executor.free_gpus() or {}).get(partition.name, 0)
         return now if free >= gpus else None
 
-    def _pass_on_cancels(self, rows: Sequence[JobRow]) -> None:
+    def _pass_on_cancels(self, rows: Sequence[QueueRow]) -> None:
         for row in rows:
             if row.end_cause == "cancel" and row.external_id and row.id not in self.signalled:
                 self.signalled.add(row.id)
                 with self.ledger.one_job(row.id, "passing its cancel on"):
                     self.executor.cancel(row.id)
 
-    def _hand_over(self, rows: Sequence[JobRow]) -> None:
+    def _hand_over(self, rows: Sequence[QueueRow]) -> bool:
         """Submit every pending job (an array: all its tasks as one) the executor does not
-        have yet; dependencies go along as the executor's own (`after_ok`)."""
+        have yet; dependencies go along as the executor's own (`after_ok`). False when the
+        executor could not take them now (to be tried again)."""
         waiting = [r for r in rows if r.state is JobState.PENDING and not r.external_id]
         if not waiting:
-            return
+            return True
         dependencies = self.jobs.get_many(d for r in waiting for d in r.depends_on)
-        arrays_done: set[str] = set()
+        # A job alone, or an array's pending tasks not yet handed over, in task order.
+        groups: dict[str, list[QueueRow]] = {}
         for row in waiting:
-            if row.array_job_id:
-                if row.array_job_id in arrays_done:
-                    continue
-                arrays_done.add(row.array_job_id)
-            # `waiting` already holds every pending task not yet handed over, in task order.
-            group = (
-                [t for t in waiting if t.array_job_id == row.array_job_id]
-                if row.array_job_id
-                else [row]
-            )
+            groups.setdefault(row.array_job_id or row.id, []).append(row)
+        for group in groups.values():
+            row = group[0]
             members = [m.id for m in group]
             with self.ledger.one_job(row.id, "handing it over", fail=True, group=members):
                 if not self._hand_over_group(row, group, dependencies):
-                    return  # the batch system is unreachable: try again later
+                    return False  # the batch system is unreachable: try again later
+        return True
 
     def _hand_over_group(
-        self, row: JobRow, group: Sequence[JobRow], dependencies: dict[str, JobRow]
+        self, row: QueueRow, group: Sequence[QueueRow], dependencies: dict[str, JobRow]
     ) -> bool:
         """Hand over one job or array once its dependencies allow; False when the executor
         is unreachable right now."""
         verdict = dependency_verdict(row, dependencies)
         if verdict is not None:
-            for member in group:
-                self.ledger.finish_pending(member, verdict)
+            self._finish_all(group, verdict, JobState.CANCELLED)
             return True
         after_ok: list[str] = []
         for dep_id in row.depends_on:
@@ -98,32 +124,45 @@ class HandOverQueue(QueuePolicy):
             if dep.state is JobState.COMPLETED:
                 continue  # done already: the batch system may have forgotten it
             if not dep.external_id:
-                for member in group:
-                    self.ledger.set_reason(member, "Dependency")
+                self._set_reasons(group, "Dependency")
                 return True
             after_ok.append(dep.external_id)
-        return self._hand_over_one(row, group, after_ok)
+        return self._hand_over_one(group, after_ok)
 
-    def _hand_over_one(self, row: JobRow, group: Sequence[JobRow], after_ok: list[str]) -> bool:
+    def _hand_over_one(self, group: Sequence[QueueRow], after_ok: list[str]) -> bool:
         """Submit one job or array; False when the executor is unreachable right now."""
+        whole = self.jobs.get_many(m.id for m in group)
+        rows = [whole[m.id] for m in group if m.id in whole]
+        if not rows:
+            return True  # gone meanwhile
+        row = rows[0]
         submit_id = row.array_job_id or row.id
         try:
             spec = launch_spec(
-                self.settings, row, partition=row.partition, group=group, after_ok=after_ok
+                self.settings, row, partition=row.partition, group=rows, after_ok=after_ok
             )
             launched = self.executor.start(spec)
         except ExecutorUnavailable as exc:
-            for member in group:
-                self.ledger.set_reason(member, str(exc))
+            self._set_reasons(group, str(exc))
             return False
         except Exception as exc:
             # Like the center's own queue: whatever else submitting raises fails this job
             # (or array) only.
             log_start_failure(submit_id, "be submitted", exc)
-            for member in group:
-                self.ledger.finish_pending(
-                    member, f"failed to submit: {describe(exc)}", state=JobState.FAILED
-                )
+            self._finish_all(group, f"failed to submit: {describe(exc)}", JobState.FAILED)
             return True
-        self.ledger.handed_over(row, group, launched.external_id, after_ok)
+        self.ledger.handed_over(row, rows, launched.external_id, after_ok)
         return True
+
+    def _set_reasons(self, group: Sequence[QueueRow], reason: str) -> None:
+        with self.ledger.batch():
+            for member in group:
+                self.ledger.set_reason(member, reason)
+
+    def _finish_all(self, group: Sequence[QueueRow], reason: str, state: JobState) -> None:
+        """End a job or an array's pending tasks that never ran, in one transaction."""
+        with self.ledger.batch():
+            whole = self.jobs.get_many(m.id for m in group)
+            for member in group:
+                if member.id in whole:
+                    self.ledger.finish_pending(whole[member.id], reason, state=state)
