@@ -34,6 +34,7 @@ import subprocess
 import termios
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Protocol
 
 from kaic.center.executors.base import ExecutorError
 
@@ -56,6 +57,15 @@ def tools_missing() -> str | None:
     if missing:
         return f"{' and '.join(missing)} (util-linux) not found on the center host"
     return None
+
+
+class OutputFilter(Protocol):
+    """Takes what is not the command's own out of a stream as it passes (Slurm: srun's
+    reports): `feed` returns what to pass on now, `flush` what is left at the end."""
+
+    def feed(self, data: bytes) -> bytes: ...
+
+    def flush(self) -> bytes: ...
 
 
 def session_environment(
@@ -132,6 +142,7 @@ class SessionProcess:
     With a tty, `stdin` and `stdout` are the same fd (the pty's master) and `stderr` is None.
     `exit_fd` (a pidfd) becomes readable when the process has ended; `returncode` then
     reaps it. `kill` ends the whole session (and runs `on_kill`, e.g. Slurm's step cancel).
+    `filters` (by fd) clean what is read from `stdout`/`stderr` before it is sent on.
     """
 
     def __init__(
@@ -143,8 +154,10 @@ class SessionProcess:
         stderr: int | None,
         tty: bool,
         on_kill: Callable[[], None] | None = None,
+        filters: Mapping[int, OutputFilter] | None = None,
     ) -> None:
         self.popen = popen
+        self.filters = dict(filters or {})
         self.pid = popen.pid
         self.stdin: int | None = stdin
         self.stdout = stdout
@@ -210,10 +223,12 @@ def spawn(
     cols: int | None = None,
     account: pwd.struct_passwd | None = None,
     on_kill: Callable[[], None] | None = None,
+    noise: Callable[[], OutputFilter] | None = None,
 ) -> SessionProcess:
     """Start `argv` for a session (see the module's docstring): in its own session, on a
-    pty of `rows` x `cols` when `tty`, as `account` when given. Call it on the event loop's
-    thread. Raises ExecutorError when it cannot start (the workdir is gone, ...)."""
+    pty of `rows` x `cols` when `tty`, as `account` when given; `noise` makes the filter of
+    its stderr (a tty: of its one stream). Call it on the event loop's thread. Raises
+    ExecutorError when it cannot start (the workdir is gone, ...)."""
     setpriv = ["setpriv", "--pdeathsig=KILL"]
     if account is not None:
         setpriv += [f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}", "--init-groups"]
@@ -237,7 +252,13 @@ def spawn(
             )
             _close(slave)
             return SessionProcess(
-                popen, stdin=master, stdout=master, stderr=None, tty=True, on_kill=on_kill
+                popen,
+                stdin=master,
+                stdout=master,
+                stderr=None,
+                tty=True,
+                on_kill=on_kill,
+                filters={master: noise()} if noise else None,
             )
         in_r, in_w = os.pipe()
         opened += [in_r, in_w]
@@ -258,7 +279,13 @@ def spawn(
         for fd in (in_r, out_w, err_w):
             _close(fd)
         return SessionProcess(
-            popen, stdin=in_w, stdout=out_r, stderr=err_r, tty=False, on_kill=on_kill
+            popen,
+            stdin=in_w,
+            stdout=out_r,
+            stderr=err_r,
+            tty=False,
+            on_kill=on_kill,
+            filters={err_r: noise()} if noise else None,
         )
     except (OSError, ValueError) as exc:
         for fd in opened:

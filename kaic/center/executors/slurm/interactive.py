@@ -11,9 +11,15 @@ first node, with the job's limits.
   which HTTP clients and `nc -N` rely on) needs `shutdown(SHUT_WR)`, which bash cannot do.
   The relay writes one byte (`ANNOUNCED`) once connected, or exits `RELAY_REFUSED` when the
   port refused.
-- ending a session: killing `srun` alone may leave its step running, so each step is named
+- ending a session: Slurm ends a step whose `srun` died, but to be sure each step is named
   after its session (`--job-name`) and cancelled by that name (`squeue --steps`, `scancel`)
   before the local `srun` is killed.
+- srun's own words: even with `--quiet` srun reports a task that failed on its stderr (a
+  tty's only stream): `srun: error: NODE: task 0: Exited with exit code 3`. The session's
+  status says that already, and the command's stderr must stay the command's, so those lines
+  are taken out (`SrunNoise`).
+- srun takes a numeric `--jobid` only: an array task (`12_3` to Slurm's queue) is reached by
+  its own job id, which the executor learns from its polls.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import pwd
+import re
 import secrets
 import shutil
 import subprocess
@@ -73,6 +80,55 @@ sender.join()
 """
 #: seconds the step lookup and cancel may take
 _SLURM_COMMAND_SECONDS = 20
+
+
+class SrunNoise:
+    """Takes srun's own task reports (`srun: error: NODE: task N: …` lines) out of a step's
+    output, as it streams: a line is held back only while it may still be one of them."""
+
+    PREFIX = b"srun: error: "
+    LINE = re.compile(rb"srun: error: [^\s:]+: tasks? [0-9,\-\[\]]+: [^\n]*\n")
+    #: a held line longer than this is passed on whatever it turns out to be
+    MAX_HELD = 4096
+
+    def __init__(self) -> None:
+        self.held = b""
+        self.line_start = True
+
+    def feed(self, data: bytes) -> bytes:
+        """What of `data` (and of what was held) to pass on now."""
+        buf, self.held = self.held + data, b""
+        out = bytearray()
+        i = 0
+        while i < len(buf):
+            if self.line_start and self.PREFIX.startswith(buf[i : i + len(self.PREFIX)]):
+                end = buf.find(b"\n", i)
+                if end == -1:
+                    if len(buf) - i < self.MAX_HELD:
+                        self.held = buf[i:]
+                        return bytes(out)
+                    out += buf[i:]
+                    self.line_start = False
+                    return bytes(out)
+                line = buf[i : end + 1]
+                if not self.LINE.fullmatch(line.replace(b"\r\n", b"\n")):
+                    out += line
+                i = end + 1
+                continue
+            end = buf.find(b"\n", i)
+            if end == -1:
+                out += buf[i:]
+                self.line_start = False
+                return bytes(out)
+            out += buf[i : end + 1]
+            i = end + 1
+            self.line_start = True
+        return bytes(out)
+
+    def flush(self) -> bytes:
+        """What is still held, at the end of the stream."""
+        held, self.held = self.held, b""
+        return held
 
 
 def step_name() -> str:
