@@ -73,6 +73,7 @@ from kaic.center.executors.slurm.interactive import (
     find_srun,
     slurm_environment,
     srun_command,
+    step_environment,
     step_name,
 )
 from kaic.center.executors.slurm.resources import Resources, free_gpus, partition_configs
@@ -496,7 +497,9 @@ class SlurmExecutor(Executor):
         rows: int | None = None,
         cols: int | None = None,
     ) -> SessionProcess:
-        """`argv` as a step of the job, srun started here as the job's account."""
+        """`argv` as a step of the job, srun started here as the job's account, with the
+        job's environment (which Slurm gives the step); what runs as root before the drop
+        gets none of it (`spawn`)."""
         spec = target.spec
         slurm_id = self._slurm_job_id(target)
         account = self._owner(spec)
@@ -505,14 +508,16 @@ class SlurmExecutor(Executor):
         env = slurm_environment(session_environment(base, extra_env, tty=tty), self.slurm_conf)
         name = step_name()
         command = srun_command(
-            find_srun(env.get("PATH")),
+            find_srun(),
             slurm_id,
             argv,
             tty=tty,
             name=name,
             workdir=spec.workdir,
         )
-        canceller = StepCanceller(slurm_id, name, env=env, account=account)
+        canceller = StepCanceller(
+            slurm_id, name, env=step_environment(self.slurm_conf), account=account
+        )
         return spawn(
             command,
             env=env,

@@ -18,6 +18,11 @@ first node, with the job's limits.
   tty's only stream): `srun: error: NODE: task 0: Exited with exit code 3`. The session's
   status says that already, and the command's stderr must stay the command's, so those lines
   are taken out (`SrunNoise`).
+- nothing of the job's environment reaches what the center runs as root: `srun` gets it only
+  after the drop to the job's account (`executors.interactive.as_account`), the step's
+  lookup and cancel get none (a fixed environment and SLURM_CONF), and `srun`, `squeue` and
+  `scancel` are found on a fixed PATH and then the center's own (`slurm_tool`), never on
+  the job's.
 - srun takes a numeric `--jobid` only: an array task (`12_3` to Slurm's queue) is reached by
   its own job id, which the executor learns from its polls.
 """
@@ -35,7 +40,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from kaic.center.executors.base import ExecutorError
-from kaic.center.executors.interactive import RELAY_REFUSED
+from kaic.center.executors.interactive import RELAY_REFUSED, ROOT_ENV, ROOT_PATH, as_account
 
 logger = logging.getLogger("kaic.center.slurm")
 
@@ -156,7 +161,9 @@ def srun_command(
 
 
 class StepCanceller:
-    """Cancels a session's step by its name (the local `srun` being killed may not)."""
+    """Cancels a session's step by its name (the local `srun` being killed may not), as the
+    job's `account` when given; `env` is the Slurm tools' whole environment (SLURM_CONF:
+    `slurm_environment(ROOT_ENV, ...)`), never the job's."""
 
     def __init__(
         self,
@@ -172,28 +179,24 @@ class StepCanceller:
         self.account = account
 
     def _run(self, *argv: str) -> subprocess.CompletedProcess[str]:
-        prefix: list[str] = []
-        if self.account is not None:
-            prefix = [
-                "setpriv",
-                f"--reuid={self.account.pw_uid}",
-                f"--regid={self.account.pw_gid}",
-                "--init-groups",
-                "--",
-            ]
-        return subprocess.run(
-            [*prefix, *argv],
-            capture_output=True,
-            text=True,
-            env=self.env,
-            timeout=_SLURM_COMMAND_SECONDS,
-            check=False,
-        )
+        command, popen_env, env_fd = as_account(argv, self.env, self.account)
+        try:
+            return subprocess.run(
+                command,
+                capture_output=True,
+                text=True,
+                env=popen_env,
+                pass_fds=() if env_fd is None else (env_fd,),
+                timeout=_SLURM_COMMAND_SECONDS,
+                check=False,
+            )
+        finally:
+            if env_fd is not None:
+                os.close(env_fd)
 
     def __call__(self) -> None:
-        squeue = shutil.which("squeue", path=self.env.get("PATH")) or "squeue"
-        scancel = shutil.which("scancel", path=self.env.get("PATH")) or "scancel"
         try:
+            squeue, scancel = slurm_tool("squeue"), slurm_tool("scancel")
             listed = self._run(
                 squeue, "--noheader", "--steps", f"--jobs={self.job}", "--format=%i %j"
             )
@@ -204,7 +207,7 @@ class StepCanceller:
             ]
             for step in steps:
                 self._run(scancel, "--quiet", step)
-        except (OSError, subprocess.SubprocessError) as exc:
+        except (OSError, subprocess.SubprocessError, ExecutorError) as exc:
             logger.warning("could not cancel step %s of job %s: %s", self.name, self.job, exc)
 
 
@@ -217,12 +220,25 @@ def slurm_environment(base: Mapping[str, str], slurm_conf: str | None) -> dict[s
     return env
 
 
-def find_srun(path: str | None = None) -> str:
-    """`srun`'s path; ExecutorError naming what the center host lacks."""
-    found = shutil.which("srun", path=path)
+def slurm_tool(name: str) -> str:
+    """The absolute path of Slurm's `name` on ROOT_PATH, then on the center's own PATH (a
+    Slurm in /opt/slurm/bin), never on a job's; ExecutorError naming what the center host
+    lacks."""
+    center_path = os.environ.get("PATH") or ""
+    found = shutil.which(name, path=f"{ROOT_PATH}:{center_path}" if center_path else ROOT_PATH)
     if found is None:
         raise ExecutorError(
-            "srun not found on the center host: interactive access to Slurm jobs needs the "
+            f"{name} not found on the center host: interactive access to Slurm jobs needs the "
             "center host to be a Slurm client (srun, the cluster's slurm.conf, munge)"
         )
     return found
+
+
+def find_srun() -> str:
+    """`srun`'s path (`slurm_tool`)."""
+    return slurm_tool("srun")
+
+
+def step_environment(slurm_conf: str | None) -> dict[str, str]:
+    """The whole environment of a step's lookup and cancel: fixed, with SLURM_CONF."""
+    return slurm_environment(ROOT_ENV, slurm_conf)
