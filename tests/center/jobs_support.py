@@ -110,7 +110,8 @@ class JobsCenter:
         return self.client.get(path, headers=headers, **kwargs)
 
     def submit(self, run: str, user: str = "alice", **spec: Any) -> dict[str, Any]:
-        response = self.post("/v1/jobs", user, json={"run": run, **spec})
+        """Submit a job running `run` (none when empty: an interactive job)."""
+        response = self.post("/v1/jobs", user, json={**({"run": run} if run else {}), **spec})
         assert response.status_code == 201, response.text
         body: dict[str, Any] = response.json()
         return body

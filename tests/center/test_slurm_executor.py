@@ -18,6 +18,7 @@ from kaic.center.executors.slurm.api import (
     SubmitRequest,
 )
 from kaic.center.executors.slurm.executor import SlurmExecutor
+from kaic.center.executors.slurm.interactive import SrunNoise
 from kaic.center.executors.slurm.states import parse_job_state
 from kaic.models import JobState
 
@@ -294,3 +295,17 @@ def test_a_purged_array_is_looked_up_once_per_poll(tmp_path: Path) -> None:
         assert client.calls[before:].count(f"job {array_id}") <= 1
     assert sorted(e.job_id for e in ended) == ["7_0", "7_1", "7_2"]
     assert all(e.lost and "no longer knows" in (e.reason or "") for e in ended)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 1000])
+def test_srun_reports_are_taken_out_of_a_stream(chunk: int) -> None:
+    """srun's own `srun: error: NODE: task N: …` lines go, the command's stay, however the
+    stream is cut."""
+    stream = (
+        b"out\nsrun: error: node1: task 0: Exited with exit code 3\n"
+        b"srun: error: my own words\r\nsrun: error: n: tasks 0-1: Killed\r\nlast srun: error: "
+    )
+    noise = SrunNoise()
+    kept = b"".join(noise.feed(stream[i : i + chunk]) for i in range(0, len(stream), chunk))
+    kept += noise.flush()
+    assert kept == b"out\nsrun: error: my own words\r\nlast srun: error: "

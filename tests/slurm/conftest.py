@@ -76,6 +76,7 @@ CONFORMANCE_FACTS = Facts(
     task_seconds=2.0,
     running_event="running on partition",
     cancels_pending_at_once=False,
+    session_time_limit=60,
 )
 CONFORMANCE_MODULE = "test_conformance.py"
 
@@ -90,7 +91,12 @@ def slurm_harness(slurm_cluster: SlurmCluster, slurm_base: Path) -> Iterator[Har
     last (`pytest_collection_modifyitems`), and checks them at its end."""
     # Directly in the traversable base: jobs (as kaicslurm) pass through the state dir.
     state_dir = Path(tempfile.mkdtemp(prefix="conformance-", dir=slurm_base))
-    options = SlurmSettings(url=slurm_cluster.url, token=slurm_cluster.token, poll_interval=0.5)
+    options = SlurmSettings(
+        url=slurm_cluster.url,
+        token=slurm_cluster.token,
+        poll_interval=0.5,
+        slurm_conf=slurm_cluster.env["SLURM_CONF"],
+    )
     settings = make_settings(state_dir, executor="slurm", executor_settings=options)
     try:
         with running(settings, CONFORMANCE_FACTS, unix_account=JOB_USER) as harness:
@@ -145,7 +151,7 @@ def slurm_center(
         slurm_cluster.url,
         "--slurm-poll-interval",
         "0.5",
-        env={"KAIC_SLURM_JWT": slurm_cluster.token},
+        env={"KAIC_SLURM_JWT": slurm_cluster.token, "SLURM_CONF": slurm_cluster.env["SLURM_CONF"]},
     )
     running = SlurmCenter(center, slurm_cluster, "")
     try:

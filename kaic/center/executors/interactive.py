@@ -12,7 +12,14 @@ A session's process is always a child of the center, started the same way:
 - through `setpriv`: as the job's unix account when the center runs jobs as their users, and
   always with `--pdeathsig KILL`, so it dies with the center thread that started it even if
   the center is killed outright (hence: start them on the event loop's thread, never on a
-  worker thread that may end first).
+  worker thread that may end first);
+- when it drops to the job's account, nothing of the job's environment reaches what runs as
+  root: the job's variables are the user's to choose, and a PATH finding their own `setpriv`,
+  or an LD_PRELOAD, BASH_ENV, ... acting on a root process would run their code as root. So
+  `setsid` and `setpriv` are found on a fixed PATH (`ROOT_PATH`), by absolute path, and run
+  with a fixed environment (`ROOT_ENV`); the job's variables reach only the process after
+  the drop, through a file descriptor (`_LOADER`; never in argv, which `ps` shows everyone).
+  A center that does not drop runs everything as itself, with the job's environment.
 
 The center talks to it through non-blocking file descriptors only; the asyncio side
 (`kaic.center.interactive.bridge`) decides when to read, so a client that stops reading
@@ -26,6 +33,7 @@ import fcntl
 import logging
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -34,6 +42,7 @@ import subprocess
 import termios
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Protocol
 
 from kaic.center.executors.base import ExecutorError
 
@@ -49,13 +58,86 @@ RESERVED_NAMES = frozenset({"CUDA_VISIBLE_DEVICES"})
 _KILL_ROUNDS = 20
 
 
+#: where the tools a session's process starts with are found (never on the job's PATH), and
+#: the whole environment of what runs as root before the drop to the job's account
+ROOT_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+ROOT_ENV = {"PATH": ROOT_PATH, "LANG": "C.UTF-8"}
+#: what runs first as the job's account, after the drop (bash: `read -d ''` reads the
+#: NUL-separated `NAME=value` entries the center wrote to fd {fd}, and `export -- "$entry"`
+#: takes each value as it is, never evaluated); it sets the job's environment in place of
+#: ROOT_ENV, closes the fd and execs the command, found on the job's PATH
+_LOADER = (
+    "unset PATH LANG; "
+    'while IFS= read -r -d "" -u {fd} entry; do export -- "$entry"; done; '
+    'exec {fd}<&-; exec -- "$@"'
+)
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def root_tool(name: str) -> str | None:
+    """`name`'s absolute path on ROOT_PATH, or None."""
+    return shutil.which(name, path=ROOT_PATH)
+
+
 def tools_missing() -> str | None:
-    """Why this host cannot start session processes (util-linux's setsid and setpriv are
-    needed), or None."""
-    missing = [name for name in ("setsid", "setpriv") if shutil.which(name) is None]
+    """Why this host cannot start session processes (util-linux's setsid and setpriv, and
+    bash, are needed), or None."""
+    missing = [name for name in ("setsid", "setpriv", "bash") if root_tool(name) is None]
     if missing:
-        return f"{' and '.join(missing)} (util-linux) not found on the center host"
+        return f"{' and '.join(missing)} not found in {ROOT_PATH} on the center host"
     return None
+
+
+def _tool(name: str) -> str:
+    found = root_tool(name)
+    if found is None:
+        raise ExecutorError(f"{name} not found in {ROOT_PATH} on the center host")
+    return found
+
+
+def environment_fd(env: Mapping[str, str]) -> int:
+    """A memory file (close-on-exec) holding `env` as NUL-separated `NAME=value` entries,
+    read from its start by `_LOADER`. ExecutorError for a name that is not a shell name
+    (the API accepts none)."""
+    bad = [name for name in env if not _NAME.fullmatch(name)]
+    if bad:
+        raise ExecutorError(f"environment variable name {bad[0]!r} is not valid")
+    fd = os.memfd_create("kaic-session-env", os.MFD_CLOEXEC)
+    try:
+        data = b"".join(f"{name}={value}".encode() + b"\0" for name, value in env.items())
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def as_account(
+    argv: Sequence[str], env: Mapping[str, str], account: pwd.struct_passwd | None
+) -> tuple[list[str], dict[str, str], int | None]:
+    """(command, environment for Popen, fd to pass or None) that run `argv` with `env`
+    through `setpriv --pdeathsig KILL`, as `account` when given (see the module's
+    docstring): the command and the environment are then root's own, fixed, and the fd
+    carries `env` to the process after the drop. The caller closes the fd once started."""
+    setpriv = [_tool("setpriv"), "--pdeathsig=KILL"]
+    if account is None:
+        return [*setpriv, "--", *argv], dict(env), None
+    fd = environment_fd(env)
+    setpriv += [f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}", "--init-groups"]
+    loader = [_tool("bash"), "-c", _LOADER.format(fd=fd), "kaic-session"]
+    return [*setpriv, "--", *loader, *argv], dict(ROOT_ENV), fd
+
+
+class OutputFilter(Protocol):
+    """Takes what is not the command's own out of a stream as it passes (Slurm: srun's
+    reports): `feed` returns what to pass on now, `flush` what is left at the end."""
+
+    def feed(self, data: bytes) -> bytes: ...
+
+    def flush(self) -> bytes: ...
 
 
 def session_environment(
@@ -132,6 +214,7 @@ class SessionProcess:
     With a tty, `stdin` and `stdout` are the same fd (the pty's master) and `stderr` is None.
     `exit_fd` (a pidfd) becomes readable when the process has ended; `returncode` then
     reaps it. `kill` ends the whole session (and runs `on_kill`, e.g. Slurm's step cancel).
+    `filters` (by fd) clean what is read from `stdout`/`stderr` before it is sent on.
     """
 
     def __init__(
@@ -143,8 +226,10 @@ class SessionProcess:
         stderr: int | None,
         tty: bool,
         on_kill: Callable[[], None] | None = None,
+        filters: Mapping[int, OutputFilter] | None = None,
     ) -> None:
         self.popen = popen
+        self.filters = dict(filters or {})
         self.pid = popen.pid
         self.stdin: int | None = stdin
         self.stdout = stdout
@@ -210,16 +295,19 @@ def spawn(
     cols: int | None = None,
     account: pwd.struct_passwd | None = None,
     on_kill: Callable[[], None] | None = None,
+    noise: Callable[[], OutputFilter] | None = None,
 ) -> SessionProcess:
     """Start `argv` for a session (see the module's docstring): in its own session, on a
-    pty of `rows` x `cols` when `tty`, as `account` when given. Call it on the event loop's
-    thread. Raises ExecutorError when it cannot start (the workdir is gone, ...)."""
-    setpriv = ["setpriv", "--pdeathsig=KILL"]
-    if account is not None:
-        setpriv += [f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}", "--init-groups"]
-    command = [*setpriv, "--", *argv]
+    pty of `rows` x `cols` when `tty`, as `account` when given, with `env` (after the drop
+    only: `as_account`); `noise` makes the filter of its stderr (a tty: of its one stream).
+    Call it on the event loop's thread. Raises ExecutorError when it cannot start (the
+    workdir is gone, ...)."""
     opened: list[int] = []
     try:
+        command, popen_env, env_fd = as_account(argv, env, account)
+        if env_fd is not None:
+            opened.append(env_fd)
+        pass_fds = () if env_fd is None else (env_fd,)
         if tty:
             master, slave = os.openpty()
             opened += [master, slave]
@@ -227,17 +315,25 @@ def spawn(
             # Not a new session here: `setsid --ctty` makes one and takes the pty as its
             # controlling terminal (a process group leader would make setsid fork).
             popen = subprocess.Popen(
-                ["setsid", "--ctty", *command],
+                [_tool("setsid"), "--ctty", *command],
                 stdin=slave,
                 stdout=slave,
                 stderr=slave,
                 cwd=cwd,
-                env=dict(env),
+                env=popen_env,
                 close_fds=True,
+                pass_fds=pass_fds,
             )
             _close(slave)
+            _close(env_fd)
             return SessionProcess(
-                popen, stdin=master, stdout=master, stderr=None, tty=True, on_kill=on_kill
+                popen,
+                stdin=master,
+                stdout=master,
+                stderr=None,
+                tty=True,
+                on_kill=on_kill,
+                filters={master: noise()} if noise else None,
             )
         in_r, in_w = os.pipe()
         opened += [in_r, in_w]
@@ -251,14 +347,21 @@ def spawn(
             stdout=out_w,
             stderr=err_w,
             cwd=cwd,
-            env=dict(env),
+            env=popen_env,
             close_fds=True,
+            pass_fds=pass_fds,
             start_new_session=True,
         )
-        for fd in (in_r, out_w, err_w):
+        for fd in (in_r, out_w, err_w, env_fd):
             _close(fd)
         return SessionProcess(
-            popen, stdin=in_w, stdout=out_r, stderr=err_r, tty=False, on_kill=on_kill
+            popen,
+            stdin=in_w,
+            stdout=out_r,
+            stderr=err_r,
+            tty=False,
+            on_kill=on_kill,
+            filters={err_r: noise()} if noise else None,
         )
     except (OSError, ValueError) as exc:
         for fd in opened:

@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import errno
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -59,6 +59,10 @@ DRAIN_SECONDS = 5.0
 KILL_WAIT_SECONDS = 10.0
 #: seconds a relay (Slurm: an `srun` step) may take to connect to the port
 RELAY_CONNECT_SECONDS = 60.0
+#: seconds to wait for the center to record the end of a job that is ending when a
+#: session's command was killed (a batch system kills the steps before the center learns
+#: that the job ended)
+JOB_END_SECONDS = 15.0
 #: close code of a session whose job-side connection or process failed
 CLOSE_INTERNAL = 1011
 
@@ -180,17 +184,36 @@ async def _settle(tasks: list[asyncio.Task[Any]], timeout: float) -> None:
 
 
 async def run_exec(
-    ws: WebSocket, process: SessionProcess, session: Session, cut: asyncio.Event
+    ws: WebSocket,
+    process: SessionProcess,
+    session: Session,
+    cut: asyncio.Event,
+    *,
+    job_ending: Callable[[], bool] | None = None,
 ) -> ExecStatus | None:
     """Bridge an accepted exec WebSocket and `process` until the session ends; returns the
-    status sent as the last message (None when the client left first)."""
+    status sent as the last message (None when the client left first).
+
+    `job_ending` (blocking; run on a worker thread) tells whether the job is ending: when a
+    command was killed by a signal while it is, the status waits for the center to record
+    the job's end, so that it says why (Slurm ends a job's steps itself, before the center
+    knows)."""
 
     async def output(fd: int, channel: int) -> None:
         prefix = bytes([channel])
+        noise = process.filters.get(fd)
         while True:
             data = await read_some(fd)
             if not data:
+                rest = noise.flush() if noise is not None else b""
+                if rest:
+                    session.bytes_out += len(rest)
+                    await send(ws, prefix + rest)
                 return
+            if noise is not None:
+                data = noise.feed(data)
+                if not data:
+                    continue
             session.bytes_out += len(data)
             await send(ws, prefix + data)
 
@@ -259,6 +282,11 @@ async def run_exec(
     await _settle(readers, DRAIN_SECONDS)
     returncode = process.returncode
     code, sig = exit_code_of(returncode) if returncode is not None else (None, None)
+    killed = failure is None and reason is None and code is not None and code >= 128
+    if killed and job_ending is not None and await asyncio.to_thread(job_ending):
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(cut.wait(), JOB_END_SECONDS)
+        reason = session.cut_reason
     if isinstance(failure, ProtocolError):
         status = ExecStatus(exit_code=code, signal=sig, reason=str(failure))
     else:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from dataclasses import dataclass
 
 from fastapi import APIRouter, WebSocket
@@ -173,6 +174,23 @@ def _caller(ws: WebSocket) -> str:
         return "(not authenticated)"
 
 
+#: seconds before its time limit a job counts as ending (the center's record of its start
+#: may lag the batch system's by a poll or two)
+_LIMIT_SLACK = 10.0
+
+
+def _job_ending(ws: WebSocket, job_id: str) -> bool:
+    """Whether the job has ended, is being cancelled, or has reached its time limit."""
+    service: JobService = ws.app.state.job_service
+    row = service.jobs.get(job_id)
+    if row is None or row.terminal or row.end_cause is not None:
+        return True
+    if row.time_limit_seconds is None or row.started_at is None:
+        return False
+    elapsed = (service.jobs.now() - row.started_at).total_seconds()
+    return elapsed >= row.time_limit_seconds - _LIMIT_SLACK
+
+
 def _record_event(ws: WebSocket, job_id: str, message: str) -> None:
     service: JobService = ws.app.state.job_service
     with service.jobs.transaction():
@@ -251,7 +269,13 @@ async def exec_session(websocket: WebSocket, job_id: str) -> None:
             f"exec session {session.id} opened by {user}: {session.detail[:64]!r}{tty}",
         )
         try:
-            status = await bridge.run_exec(websocket, process, session, cut)
+            status = await bridge.run_exec(
+                websocket,
+                process,
+                session,
+                cut,
+                job_ending=functools.partial(_job_ending, websocket, session.job_id),
+            )
         finally:
             await asyncio.to_thread(process.close)
         outcome = _outcome(status)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -10,6 +12,7 @@ from typing import Any
 
 from kaic.center.admin import add_project, add_user
 from kaic.center.settings import CenterSettings
+from tests.center.interactive_support import ExecResult, live_server, start_exec
 from tests.center.jobs_support import PROJECT, JobsCenter, kill_job_processes, open_center
 
 #: the users of a conformance center and their projects
@@ -34,21 +37,38 @@ class Facts:
     #: a pending job the executor has not been handed yet ends at the cancel request (the
     #: center's own queue); otherwise it ends when the batch system has removed it
     cancels_pending_at_once: bool = True
+    #: the time limit of the interactive job whose session must end when it times out
+    #: (long enough to open the session once the job runs)
+    session_time_limit: int = 5
 
 
 @dataclass
 class Harness:
-    """A running center over `settings`, restartable in place; `early` holds the ids of the
-    time-limited jobs submitted when it first started (checked by the suite's last test)."""
+    """A running center over `settings`, restartable in place, serving WebSockets on `url`;
+    `early` holds the ids of the time-limited jobs submitted when it first started, and
+    `early_session` the session opened in one of them (checked by the suite's last test)."""
 
     settings: CenterSettings
     facts: Facts
     center: JobsCenter = field(init=False)
+    #: the live center's `ws://` URL (interactive sessions)
+    url: str = field(init=False)
     early: dict[str, str] = field(default_factory=dict)
+    early_session: EarlySession | None = None
     _stack: ExitStack = field(default_factory=ExitStack)
+    _held: str | None = None
 
     def open(self) -> None:
         self.center = self._stack.enter_context(open_center(self.settings))
+        self.url = self._stack.enter_context(live_server(self.center.app))
+
+    def held_job(self) -> str:
+        """A running interactive job of alice's for sessions (started the first time)."""
+        if self._held is None:
+            job = self.center.submit("", kind="interactive", name="held")
+            self._held = job["id"]
+        self.wait_state(self._held, "RUNNING")
+        return self._held
 
     def restart(self) -> None:
         """Stop the center as a SIGTERM would (jobs keep running), then start another over
@@ -59,6 +79,9 @@ class Harness:
 
     def close(self) -> None:
         self._stack.close()
+
+    def token(self, user: str = "alice") -> str:
+        return self.center.tokens[user]
 
     def wait_done(self, job_id: str, user: str = "alice") -> dict[str, Any]:
         return self.center.wait_state(job_id, user=user, timeout=self.facts.deadline)
@@ -84,6 +107,40 @@ def add_users(settings: CenterSettings, unix_account: str | None) -> None:
             add_project(settings.state_dir, project, gpu_hours=100.0, members=[name])
 
 
+@dataclass
+class EarlySession:
+    """An exec session opened in a time-limited interactive job when the harness started,
+    read to its end on a thread of its own. The suite restarts the center meanwhile, which
+    ends every session (1012, "service restart"): the session is then opened again in the
+    restarted center."""
+
+    job_id: str
+    result: ExecResult | None = None
+    error: BaseException | None = None
+    thread: threading.Thread | None = None
+    restarts: int = 0
+
+    def start(self, harness: Harness) -> None:
+        def run() -> None:
+            try:
+                while True:
+                    url = harness.url
+                    with start_exec(url, self.job_id, harness.token(), ["sleep", "1e5"]) as s:
+                        result = s.finish(timeout=3600)
+                    if result.close_code != 1012 or self.restarts > 3:
+                        self.result = result
+                        return
+                    self.restarts += 1
+                    deadline = time.monotonic() + harness.facts.deadline
+                    while harness.url == url and time.monotonic() < deadline:
+                        time.sleep(0.05)
+            except BaseException as exc:  # reported by the suite's last test
+                self.error = exc
+
+        self.thread = threading.Thread(target=run, name="early-session", daemon=True)
+        self.thread.start()
+
+
 #: the time-limited jobs: one ends at SIGTERM, one ignores it (SIGKILL after the grace)
 TIME_LIMITED = {
     "polite": "sleep 600",
@@ -104,6 +161,14 @@ def running(settings: CenterSettings, facts: Facts, unix_account: str | None) ->
         for name, script in TIME_LIMITED.items():
             job = harness.center.submit(script, name=name, time_limit_seconds=facts.time_limit)
             harness.early[name] = job["id"]
+        # An interactive job with a session in it, for the suite's last test: the session
+        # must end when the job reaches its time limit.
+        held = harness.center.submit(
+            "", kind="interactive", time_limit_seconds=facts.session_time_limit
+        )
+        harness.wait_state(held["id"], "RUNNING")
+        harness.early_session = EarlySession(held["id"])
+        harness.early_session.start(harness)
         yield harness
     finally:
         with contextlib.suppress(Exception):

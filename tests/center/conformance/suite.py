@@ -4,8 +4,12 @@ Every executor of the registry (`kaic.center.executors.registry`) runs this suit
 exit codes, signals (128+N), logs (stdout/stderr content, complete and in order, followed),
 cancel (CANCELLED), arrays (with a `%` limit), dependencies (after-ok, and never
 satisfied), restart recovery (the center restarted while jobs run: re-attached, ending
-right) and time limits (TIMEOUT, last: a batch system counts them in minutes, so those jobs
-are submitted when the center starts and checked at the end).
+right), interactive sessions through a real WebSocket client (exec: exit codes, stdout and
+stderr apart, stdin, a tty that resizes, the job's environment; forward: bytes identical
+both ways, a server that closes early, a refused port; sessions end with their job, and a
+client that vanishes leaves no process behind) and time limits (TIMEOUT, last: a batch
+system counts them in minutes, so those jobs — and an interactive one with a session in
+it — are submitted when the center starts and checked at the end).
 
 **Adding an executor** (containers, multi-node, ...): put it in `kaic/center/executors/<name>/`
 with its registry entry, then subclass `ExecutorConformance` in a test module of its own,
@@ -23,10 +27,23 @@ The Slurm run lives in `tests/slurm/`: it needs the machine's one Slurm and mung
 
 from __future__ import annotations
 
+import socket
+
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from tests.center.conformance.harness import Harness
 from tests.center.conftest import assert_error
+from tests.center.interactive_support import (
+    forward_roundtrip,
+    kill_pids,
+    open_forward,
+    pid_alive,
+    run_exec,
+    server_ports,
+    server_script,
+    start_exec,
+)
 from tests.center.jobs_support import max_overlap, spans, wait_for
 
 #: every registered executor -> the test module that runs this suite against it
@@ -243,6 +260,103 @@ class ExecutorConformance:
             "DependencyNeverSatisfied"
         )
 
+    # -- interactive sessions ------------------------------------------------------------
+
+    def test_exec_exit_codes_streams_stdin_and_environment(self, h: Harness) -> None:
+        job = h.held_job()
+        script = 'cat; echo to-stderr >&2; echo "$KAIC_JOB_ID $MINE"; pwd; exit 7'
+        result = run_exec(
+            h.url, job, h.token(), ["sh", "-c", script], stdin=b"typed\n", env={"MINE": "x"}
+        )
+        assert result.status == {"exit_code": 7, "signal": None, "reason": None}, result
+        lines = result.stdout.decode().splitlines()
+        assert lines[:2] == ["typed", f"{job} x"], result
+        assert lines[2] == str(h.center.home()) or lines[2].endswith("/storage/alice"), lines
+        assert result.stderr == b"to-stderr\n"
+        assert result.close_code == 1000
+        killed = run_exec(h.url, job, h.token(), ["sh", "-c", "kill -TERM $$"])
+        assert killed.status is not None and killed.status["exit_code"] == 128 + 15, killed
+        assert killed.stderr == b""
+
+    def test_exec_tty_resizes(self, h: Harness) -> None:
+        job = h.held_job()
+        argv = ["sh", "-c", "stty size; read answer; stty size; echo got $answer; exit 3"]
+        with start_exec(h.url, job, h.token(), argv, tty=True, rows=30, cols=100) as s:
+            s.read_until(b"30 100")
+            s.resize(50, 120)
+            s.send(b"yes\r")
+            result = s.finish()
+        assert result.status is not None and result.status["exit_code"] == 3, result
+        assert b"50 120" in result.stdout and b"got yes" in result.stdout, result
+        assert b"srun" not in result.stdout
+
+    def test_a_vanished_client_leaves_no_process(self, h: Harness) -> None:
+        job = h.held_job()
+        argv = ["sh", "-c", "sleep 600 & echo $! $$; wait"]
+        pids: list[int] = []
+        try:
+            with start_exec(h.url, job, h.token(), argv) as s:
+                pids = [int(p) for p in s.read_until(b"\n").split()]
+                assert all(pid_alive(p) for p in pids)
+                s.ws.socket.shutdown(socket.SHUT_RDWR)  # gone, without a close
+            wait_for(
+                lambda: not any(pid_alive(p) for p in pids),
+                timeout=h.facts.deadline,
+                what="the session's processes to be gone",
+            )
+        finally:
+            kill_pids(pids)
+
+    def test_sessions_end_with_their_job(self, h: Harness) -> None:
+        center = h.center
+        job = center.submit("", kind="interactive")
+        h.wait_state(job["id"], "RUNNING")
+        argv = ["sh", "-c", "sleep 600 & echo $! $$; wait"]
+        pids: list[int] = []
+        try:
+            with start_exec(h.url, job["id"], h.token(), argv) as s:
+                pids = [int(p) for p in s.read_until(b"\n").split()]
+                center.post(f"/v1/jobs/{job['id']}/cancel")
+                result = s.finish(timeout=h.facts.deadline)
+            assert result.status is not None and result.status["reason"] == "the job ended"
+            assert h.wait_done(job["id"])["state"] == "CANCELLED"
+            wait_for(
+                lambda: not any(pid_alive(p) for p in pids),
+                timeout=h.facts.deadline,
+                what="the session's processes to be gone",
+            )
+        finally:
+            kill_pids(pids)
+
+    def test_forward_bytes_both_ways(self, h: Harness) -> None:
+        center = h.center
+        server = center.submit(server_script("conformance-ports"), name="server")
+        h.wait_state(server["id"], "RUNNING")
+        echo, early = server_ports(center.home(), "conformance-ports", timeout=h.facts.deadline)
+        with open_forward(h.url, server["id"], h.token(), echo) as ws:
+            sent, received = forward_roundtrip(ws, 8 * 1024 * 1024)
+            assert sent == received
+            with pytest.raises(ConnectionClosed):
+                ws.recv(timeout=h.facts.deadline)
+            assert ws.close_code == 1000
+        with open_forward(h.url, server["id"], h.token(), early) as ws:
+            assert ws.recv(timeout=h.facts.deadline) == b"bye"
+            assert ws.recv(timeout=h.facts.deadline) == b""
+            ws.send(b"")
+            with pytest.raises(ConnectionClosed):
+                ws.recv(timeout=h.facts.deadline)
+            assert ws.close_code == 1000
+        with socket.socket() as unused:
+            unused.bind(("127.0.0.1", 0))
+            port = unused.getsockname()[1]
+            with open_forward(h.url, server["id"], h.token(), port) as ws:
+                with pytest.raises(ConnectionClosed):
+                    ws.recv(timeout=h.facts.deadline)
+                assert ws.close_code == 4502, ws.close_reason
+                assert ws.close_reason == f"connection refused on port {port} in job {server['id']}"
+        center.post(f"/v1/jobs/{server['id']}/cancel")
+        h.wait_done(server["id"])
+
     def test_time_limit_ends_jobs_with_timeout(self, h: Harness) -> None:
         """Last: the time-limited jobs were submitted when the center started."""
         center = h.center
@@ -253,3 +367,12 @@ class ExecutorConformance:
         stubborn = center.wait_state(h.early["stubborn"], timeout=deadline)
         assert (stubborn["state"], stubborn["exit_code"]) == ("TIMEOUT", 128 + 9), stubborn
         assert any("time limit" in e["message"] for e in center.events(stubborn["id"]))
+        # The session opened in the interactive job ended with it.
+        early = h.early_session
+        assert early is not None and early.thread is not None
+        held = center.wait_state(early.job_id, timeout=deadline)
+        assert held["state"] == "TIMEOUT" and held["kind"] == "interactive", held
+        early.thread.join(h.facts.deadline)
+        assert early.error is None, early.error
+        assert early.result is not None and early.result.status is not None, early.result
+        assert early.result.status["reason"] == "the job ended", early.result

@@ -22,8 +22,13 @@ from tests.center.conformance.suite import CONFORMANCE, ExecutorConformance
 from tests.helpers import REPO
 
 EXECUTORS = REPO / "kaic" / "center" / "executors"
-#: what every executor may import from the executors package besides its own modules
-SHARED = {"kaic.center.executors.base", "kaic.center.executors.prepare"}
+#: what every executor may import from the executors package besides its own modules (the
+#: interface, the job's preparation, and how interactive sessions' processes are started)
+SHARED = {
+    "kaic.center.executors.base",
+    "kaic.center.executors.prepare",
+    "kaic.center.executors.interactive",
+}
 
 
 def test_every_registered_executor_runs_the_conformance_suite() -> None:

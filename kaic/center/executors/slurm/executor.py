@@ -68,10 +68,12 @@ from kaic.center.executors.slurm.api import (
 from kaic.center.executors.slurm.health import Reachability
 from kaic.center.executors.slurm.interactive import (
     RELAY,
+    SrunNoise,
     StepCanceller,
     find_srun,
     slurm_environment,
     srun_command,
+    step_environment,
     step_name,
 )
 from kaic.center.executors.slurm.resources import Resources, free_gpus, partition_configs
@@ -107,6 +109,8 @@ class _Tracked:
     missing: int = 0
     cancel_requested: bool = False
     cancel_sent: bool = False
+    #: an array task's own Slurm job id, once a poll has seen it (srun needs it)
+    task_job_id: int | None = None
 
 
 def _utc(epoch: int | None) -> datetime | None:
@@ -276,6 +280,8 @@ class SlurmExecutor(Executor):
         return ended
 
     def _observe(self, tracked: _Tracked, record: SlurmJob) -> Ended | None:
+        if tracked.task is not None and record.array_task_id == tracked.task:
+            tracked.task_job_id = record.job_id
         mapped = map_state(record.state)
         if mapped.state is None:
             return None
@@ -491,24 +497,27 @@ class SlurmExecutor(Executor):
         rows: int | None = None,
         cols: int | None = None,
     ) -> SessionProcess:
-        """`argv` as a step of the job, srun started here as the job's account."""
+        """`argv` as a step of the job, srun started here as the job's account, with the
+        job's environment (which Slurm gives the step); what runs as root before the drop
+        gets none of it (`spawn`)."""
         spec = target.spec
-        if not target.external_id:
-            raise ExecutorError(f"job {spec.job_id} has no Slurm job id yet")
+        slurm_id = self._slurm_job_id(target)
         account = self._owner(spec)
         login = spec.unix_account or spec.user
         base = job_environment(spec, login=login, base_path=self.base_path, gpus=False)
         env = slurm_environment(session_environment(base, extra_env, tty=tty), self.slurm_conf)
         name = step_name()
         command = srun_command(
-            find_srun(env.get("PATH")),
-            target.external_id,
+            find_srun(),
+            slurm_id,
             argv,
             tty=tty,
             name=name,
             workdir=spec.workdir,
         )
-        canceller = StepCanceller(target.external_id, name, env=env, account=account)
+        canceller = StepCanceller(
+            slurm_id, name, env=step_environment(self.slurm_conf), account=account
+        )
         return spawn(
             command,
             env=env,
@@ -518,6 +527,20 @@ class SlurmExecutor(Executor):
             cols=cols,
             account=account,
             on_kill=canceller,
+            noise=SrunNoise,
+        )
+
+    def _slurm_job_id(self, target: SessionTarget) -> str:
+        """The numeric job id srun takes: a plain job's own, an array task's as seen by
+        the polls (`12_3` is not one)."""
+        if target.external_id.isdigit():
+            return target.external_id
+        tracked = self._jobs.get(target.spec.job_id)
+        if tracked is not None and tracked.task_job_id is not None:
+            return str(tracked.task_job_id)
+        raise ExecutorError(
+            f"the Slurm job id of {target.spec.job_id} ({target.external_id or 'none'}) is "
+            "not known yet; try again in a moment"
         )
 
     def exec(self, target: SessionTarget, start: ExecStart) -> SessionProcess:

@@ -11,9 +11,20 @@ first node, with the job's limits.
   which HTTP clients and `nc -N` rely on) needs `shutdown(SHUT_WR)`, which bash cannot do.
   The relay writes one byte (`ANNOUNCED`) once connected, or exits `RELAY_REFUSED` when the
   port refused.
-- ending a session: killing `srun` alone may leave its step running, so each step is named
+- ending a session: Slurm ends a step whose `srun` died, but to be sure each step is named
   after its session (`--job-name`) and cancelled by that name (`squeue --steps`, `scancel`)
   before the local `srun` is killed.
+- srun's own words: even with `--quiet` srun reports a task that failed on its stderr (a
+  tty's only stream): `srun: error: NODE: task 0: Exited with exit code 3`. The session's
+  status says that already, and the command's stderr must stay the command's, so those lines
+  are taken out (`SrunNoise`).
+- nothing of the job's environment reaches what the center runs as root: `srun` gets it only
+  after the drop to the job's account (`executors.interactive.as_account`), the step's
+  lookup and cancel get none (a fixed environment and SLURM_CONF), and `srun`, `squeue` and
+  `scancel` are found on a fixed PATH and then the center's own (`slurm_tool`), never on
+  the job's.
+- srun takes a numeric `--jobid` only: an array task (`12_3` to Slurm's queue) is reached by
+  its own job id, which the executor learns from its polls.
 """
 
 from __future__ import annotations
@@ -21,6 +32,7 @@ from __future__ import annotations
 import logging
 import os
 import pwd
+import re
 import secrets
 import shutil
 import subprocess
@@ -28,7 +40,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from kaic.center.executors.base import ExecutorError
-from kaic.center.executors.interactive import RELAY_REFUSED
+from kaic.center.executors.interactive import RELAY_REFUSED, ROOT_ENV, ROOT_PATH, as_account
 
 logger = logging.getLogger("kaic.center.slurm")
 
@@ -75,6 +87,55 @@ sender.join()
 _SLURM_COMMAND_SECONDS = 20
 
 
+class SrunNoise:
+    """Takes srun's own task reports (`srun: error: NODE: task N: …` lines) out of a step's
+    output, as it streams: a line is held back only while it may still be one of them."""
+
+    PREFIX = b"srun: error: "
+    LINE = re.compile(rb"srun: error: [^\s:]+: tasks? [0-9,\-\[\]]+: [^\n]*\n")
+    #: a held line longer than this is passed on whatever it turns out to be
+    MAX_HELD = 4096
+
+    def __init__(self) -> None:
+        self.held = b""
+        self.line_start = True
+
+    def feed(self, data: bytes) -> bytes:
+        """What of `data` (and of what was held) to pass on now."""
+        buf, self.held = self.held + data, b""
+        out = bytearray()
+        i = 0
+        while i < len(buf):
+            if self.line_start and self.PREFIX.startswith(buf[i : i + len(self.PREFIX)]):
+                end = buf.find(b"\n", i)
+                if end == -1:
+                    if len(buf) - i < self.MAX_HELD:
+                        self.held = buf[i:]
+                        return bytes(out)
+                    out += buf[i:]
+                    self.line_start = False
+                    return bytes(out)
+                line = buf[i : end + 1]
+                if not self.LINE.fullmatch(line.replace(b"\r\n", b"\n")):
+                    out += line
+                i = end + 1
+                continue
+            end = buf.find(b"\n", i)
+            if end == -1:
+                out += buf[i:]
+                self.line_start = False
+                return bytes(out)
+            out += buf[i : end + 1]
+            i = end + 1
+            self.line_start = True
+        return bytes(out)
+
+    def flush(self) -> bytes:
+        """What is still held, at the end of the stream."""
+        held, self.held = self.held, b""
+        return held
+
+
 def step_name() -> str:
     """A name for a session's step, unique enough to cancel it by."""
     return "kaic-session-" + secrets.token_hex(6)
@@ -100,7 +161,9 @@ def srun_command(
 
 
 class StepCanceller:
-    """Cancels a session's step by its name (the local `srun` being killed may not)."""
+    """Cancels a session's step by its name (the local `srun` being killed may not), as the
+    job's `account` when given; `env` is the Slurm tools' whole environment (SLURM_CONF:
+    `slurm_environment(ROOT_ENV, ...)`), never the job's."""
 
     def __init__(
         self,
@@ -116,28 +179,24 @@ class StepCanceller:
         self.account = account
 
     def _run(self, *argv: str) -> subprocess.CompletedProcess[str]:
-        prefix: list[str] = []
-        if self.account is not None:
-            prefix = [
-                "setpriv",
-                f"--reuid={self.account.pw_uid}",
-                f"--regid={self.account.pw_gid}",
-                "--init-groups",
-                "--",
-            ]
-        return subprocess.run(
-            [*prefix, *argv],
-            capture_output=True,
-            text=True,
-            env=self.env,
-            timeout=_SLURM_COMMAND_SECONDS,
-            check=False,
-        )
+        command, popen_env, env_fd = as_account(argv, self.env, self.account)
+        try:
+            return subprocess.run(
+                command,
+                capture_output=True,
+                text=True,
+                env=popen_env,
+                pass_fds=() if env_fd is None else (env_fd,),
+                timeout=_SLURM_COMMAND_SECONDS,
+                check=False,
+            )
+        finally:
+            if env_fd is not None:
+                os.close(env_fd)
 
     def __call__(self) -> None:
-        squeue = shutil.which("squeue", path=self.env.get("PATH")) or "squeue"
-        scancel = shutil.which("scancel", path=self.env.get("PATH")) or "scancel"
         try:
+            squeue, scancel = slurm_tool("squeue"), slurm_tool("scancel")
             listed = self._run(
                 squeue, "--noheader", "--steps", f"--jobs={self.job}", "--format=%i %j"
             )
@@ -148,7 +207,7 @@ class StepCanceller:
             ]
             for step in steps:
                 self._run(scancel, "--quiet", step)
-        except (OSError, subprocess.SubprocessError) as exc:
+        except (OSError, subprocess.SubprocessError, ExecutorError) as exc:
             logger.warning("could not cancel step %s of job %s: %s", self.name, self.job, exc)
 
 
@@ -161,12 +220,25 @@ def slurm_environment(base: Mapping[str, str], slurm_conf: str | None) -> dict[s
     return env
 
 
-def find_srun(path: str | None = None) -> str:
-    """`srun`'s path; ExecutorError naming what the center host lacks."""
-    found = shutil.which("srun", path=path)
+def slurm_tool(name: str) -> str:
+    """The absolute path of Slurm's `name` on ROOT_PATH, then on the center's own PATH (a
+    Slurm in /opt/slurm/bin), never on a job's; ExecutorError naming what the center host
+    lacks."""
+    center_path = os.environ.get("PATH") or ""
+    found = shutil.which(name, path=f"{ROOT_PATH}:{center_path}" if center_path else ROOT_PATH)
     if found is None:
         raise ExecutorError(
-            "srun not found on the center host: interactive access to Slurm jobs needs the "
+            f"{name} not found on the center host: interactive access to Slurm jobs needs the "
             "center host to be a Slurm client (srun, the cluster's slurm.conf, munge)"
         )
     return found
+
+
+def find_srun() -> str:
+    """`srun`'s path (`slurm_tool`)."""
+    return slurm_tool("srun")
+
+
+def step_environment(slurm_conf: str | None) -> dict[str, str]:
+    """The whole environment of a step's lookup and cancel: fixed, with SLURM_CONF."""
+    return slurm_environment(ROOT_ENV, slurm_conf)
