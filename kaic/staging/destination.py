@@ -15,10 +15,11 @@ from kaic.staging.options import SyncOptions
 from kaic.staging.pipeline import SftpFailure
 from kaic.staging.plan import FileTask, LocalSide, Side, Warn
 from kaic.staging.remote_fs import RemoteSide
+from kaic.staging.stripes import Stripes
 from kaic.staging.workers import OpenWindow, Stats, WorkerPipe, connection_error
 
 
-class Destination(ABC):
+class Destination(ABC, Stripes):
     """Where files are written; holds the sync's shared state the workers record into."""
 
     #: what the user's account must be allowed to do with remote paths (a `Rejected` hint)
@@ -63,6 +64,15 @@ class Destination(ABC):
     @abstractmethod
     def remote_path(self, task: FileTask) -> str:
         """The path of `task` on the staging host."""
+
+    def resumed(self, task: FileTask, point: int, verb: str) -> int:
+        """Count the `point` bytes an interrupted transfer left that match the source as
+        done; say so when none did (`verb`: "sending", "fetching")."""
+        if point:
+            self.stats.add_bytes(point, sent=False)
+        else:
+            self.warn(f"partial {task.dst} does not match the source; {verb} from 0")
+        return point
 
     def file_error(self, task: FileTask, exc: OSError, side: RemoteSide) -> None:
         """One file failed (a lost connection is raised instead: the sync resumes)."""

@@ -15,14 +15,15 @@ import os
 import threading
 
 from kaic.staging.connect import REQUEST_SIZE
-from kaic.staging.destination import Destination
-from kaic.staging.pipeline import Download, SftpPipe, download_many
+from kaic.staging.pipeline import SftpPipe
 from kaic.staging.plan import FileTask, LocalSide, Side, part_name, sha256_prefix
 from kaic.staging.remote_fs import RemoteSide, normalize_remote
+from kaic.staging.small_files import Download, download_many
+from kaic.staging.striped_pull import StripedPull
 from kaic.staging.workers import SMALL_FILE, WorkerPipe, chunks, refused_open
 
 
-class LocalDestination(Destination):
+class LocalDestination(StripedPull):
     """Files are written to this machine: the pull."""
 
     remote_access = "read"

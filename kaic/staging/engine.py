@@ -271,7 +271,7 @@ class Engine:
         for attempt in range(1, max(1, self.options.file_attempts) + 1):
             self.stats.retry.clear()
             copy = partial(self.destination.copy_batch, plan.parts)
-            run_workers(pending, conns, self.options, self.checksums_fn, copy)
+            run_workers(pending, conns, self.options, self.checksums_fn, copy, self.destination)
             pending = list(self.stats.retry.values())
             if not pending or attempt >= self.options.file_attempts:
                 return

@@ -75,6 +75,15 @@ class SyncOptions:
     channels: int = CHANNELS_PER_CONNECTION
     #: pipeline the SFTP requests of batches of small files (`pipeline.SftpPipe`)
     pipeline: bool = True
+    #: stream each large file over all workers' channels at once (`stripes`; needs the pipe)
+    stripe: bool = True
+    #: what one stream takes of a striped file at a time
+    chunk: int = 1 << 20
+    #: the unit a striped file is verified and resumed by
+    segment: int = 64 << 20
+    #: the receive window of each pipe channel: how much a pull may have on its way per
+    #: channel (paramiko's default is 2 MiB: ~70 MB/s per channel at 30 ms RTT)
+    window: int | None = 8 << 20
 
 
 @dataclass

@@ -16,6 +16,14 @@ Ordering: requests on one handle are processed in order (SFTP v3), which is what
 WRITE ... FSETSTAT, CLOSE sequence relies on. Requests on different paths are never
 assumed to be ordered: renames are sent only after the writes have been confirmed.
 
+Large files stream over the same kind of channel (`SftpPipe.stream`, used by
+`kaic.staging.stripes`): READs or WRITEs of a file's chunks go out as the worker produces
+them and each reply is handed back as it arrives, with a bound on the bytes in flight (the
+channel's receive window for reads: a pipe opened with `window=` asks the server for a larger
+one, which is safe here because replies are taken out of paramiko's buffer whole — its
+`BufferedPipe` copies what is left after each partial read, which is what makes paramiko's
+own SFTP downloads quadratic with a large window).
+
 A closed channel or connection raises `PipeClosed` (an `EOFError`), so the transfer
 engine reconnects and resumes as it does for paramiko's errors; a failed request is an
 `OSError` for that one file and leaves the others alone.
@@ -25,10 +33,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import struct
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import paramiko
@@ -38,10 +45,10 @@ from kaic.staging.names import name_bytes
 
 # message types (draft-ietf-secsh-filexfer-02)
 FXP_INIT, FXP_VERSION, FXP_OPEN, FXP_CLOSE, FXP_READ, FXP_WRITE = 1, 2, 3, 4, 5, 6
-FXP_FSETSTAT, FXP_REMOVE, FXP_EXTENDED = 10, 13, 200
-FXP_STATUS, FXP_HANDLE, FXP_DATA = 101, 102, 103
+FXP_FSTAT, FXP_SETSTAT, FXP_FSETSTAT, FXP_REMOVE, FXP_STAT, FXP_EXTENDED = 8, 9, 10, 13, 17, 200
+FXP_STATUS, FXP_HANDLE, FXP_DATA, FXP_ATTRS = 101, 102, 103, 105
 FXF_READ, FXF_WRITE, FXF_CREAT, FXF_TRUNC = 0x01, 0x02, 0x08, 0x10
-ATTR_PERMISSIONS, ATTR_ACMODTIME = 0x04, 0x08
+ATTR_SIZE, ATTR_PERMISSIONS, ATTR_ACMODTIME = 0x01, 0x04, 0x08
 FX_OK, FX_EOF, FX_NO_SUCH_FILE, FX_PERMISSION_DENIED = 0, 1, 2, 3
 FX_FAILURE, FX_OP_UNSUPPORTED = 4, 8
 POSIX_RENAME = "posix-rename@openssh.com"
@@ -52,6 +59,9 @@ MAX_REPLY_BYTES = 1 << 20
 _REPLY_OVERHEAD = 96
 #: requests are written to the channel in chunks of about this size
 _SEND_CHUNK = 64 << 10
+#: what one `recv` may take: everything paramiko buffered (a partial read makes it copy the
+#: rest, see the module doc)
+_RECV_ALL = 1 << 30
 
 _ERRNO = {FX_NO_SUCH_FILE: errno.ENOENT, FX_PERMISSION_DENIED: errno.EACCES}
 
@@ -73,12 +83,26 @@ class SftpFailure(OSError):
     files open at once."""
 
 
-def _string(data: bytes | str) -> bytes:
+def string(data: bytes | str) -> bytes:
+    """An SFTP string: its length, then its bytes (names as `names.name_bytes`)."""
     raw = name_bytes(data) if isinstance(data, str) else data
     return struct.pack(">I", len(raw)) + raw
 
 
-def _attrs(mode: int | None = None, mtime: int | None = None) -> bytes:
+class Framed(bytearray):
+    """A whole request with its first 9 bytes left for the header (length, type, id), so
+    a large WRITE is built in one buffer and sent without being copied again."""
+
+
+def framed_write(handle: bytes, offset: int, length: int) -> tuple[Framed, memoryview]:
+    """A WRITE of `length` bytes at `offset`, and the view its data is to be read into."""
+    head = string(handle) + struct.pack(">QI", offset, length)
+    body = Framed(9 + len(head) + length)
+    body[9 : 9 + len(head)] = head
+    return body, memoryview(body)[9 + len(head) :]
+
+
+def attrs(mode: int | None = None, mtime: int | None = None) -> bytes:
     flags = 0
     body = b""
     if mode is not None:
@@ -102,7 +126,7 @@ def status_error(payload: bytes, path: str) -> OSError:
     return cls(_ERRNO.get(code, errno.EIO), message or f"SFTP error {code}", path)
 
 
-def _is_ok(kind: int, payload: bytes) -> bool:
+def is_ok(kind: int, payload: bytes) -> bool:
     return kind == FXP_STATUS and payload[:4] == b"\0\0\0\0"
 
 
@@ -122,9 +146,12 @@ class SftpPipe:
         *,
         timeout: float = 30.0,
         reply_timeout: float = REPLY_TIMEOUT,
+        window: int | None = None,
     ):
+        #: the channel's receive window: how many bytes of replies may be on their way
+        self.window = window or paramiko.common.DEFAULT_WINDOW_SIZE
         try:
-            channel = transport.open_session(timeout=timeout)
+            channel = transport.open_session(timeout=timeout, window_size=window)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             if not transport.is_active():
                 raise PipeClosed(f"connection lost: {exc}") from exc
@@ -153,13 +180,14 @@ class SftpPipe:
 
     # -- wire ----------------------------------------------------------------------------
     @staticmethod
-    def _take_string(data: bytes, pos: int) -> tuple[bytes, int]:
+    def _takestring(data: bytes, pos: int) -> tuple[bytes, int]:
         (n,) = struct.unpack_from(">I", data, pos)
         return data[pos + 4 : pos + 4 + n], pos + 4 + n
 
     def _send(self, data: bytes | bytearray) -> None:
         try:
-            self._channel.sendall(bytes(data))
+            # A memoryview: paramiko's sendall slices what is left after each packet.
+            self._channel.sendall(memoryview(data))  # type: ignore[arg-type]
         except (OSError, EOFError, paramiko.SSHException) as exc:
             raise PipeClosed(f"SFTP channel closed: {exc}") from exc
 
@@ -175,7 +203,7 @@ class SftpPipe:
                     del buf[: 4 + n]
                     return kind, body
             try:
-                chunk = self._channel.recv(1 << 18)
+                chunk = self._channel.recv(_RECV_ALL)
             except TimeoutError as exc:
                 raise PipeClosed(
                     f"no reply from the SFTP server in {self._reply_timeout:.0f} s"
@@ -185,6 +213,68 @@ class SftpPipe:
             if not chunk:
                 raise PipeClosed("SFTP channel closed by the server")
             buf += chunk
+
+    def _reply_waiting(self) -> bool:
+        """Whether a reply can be read without waiting."""
+        buf = self._buf
+        if len(buf) >= 4 and len(buf) >= 4 + struct.unpack_from(">I", buf)[0]:
+            return True
+        return self._channel.recv_ready()
+
+    def stream(
+        self,
+        requests: Iterable[tuple[T, int, bytes | bytearray, int] | None],
+        on_reply: Callable[[T, int, bytes], None],
+        *,
+        limit: int | None = None,
+    ) -> None:
+        """Send `(owner, type, body, expected reply bytes)` requests as `requests` yields
+        them, and hand each reply to `on_reply(owner, type, payload)` as it arrives.
+
+        At most `limit` bytes (requests plus expected replies; default: the receive window)
+        are in flight: past that, replies are read before anything more is sent. Replies
+        waiting anyway are taken after each request, so `on_reply` hears of progress early.
+        A None request reads one reply (if any is expected) before going on. A `Framed`
+        body has room for the header in front and is sent without another
+        copy (large WRITEs, see `framed_write`).
+        """
+        limit = limit or self.window
+        outstanding: dict[int, tuple[T, int]] = {}
+        in_flight = 0
+
+        def read_one() -> None:
+            nonlocal in_flight
+            kind, body = self._recv_message()
+            (rid,) = struct.unpack_from(">I", body)
+            try:
+                owner, cost = outstanding.pop(rid)
+            except KeyError:
+                raise paramiko.SSHException(f"SFTP reply to unknown request {rid}") from None
+            in_flight -= cost
+            on_reply(owner, kind, body[4:])
+
+        for request in requests:
+            if request is None:  # the producer waits for progress: read a reply
+                if outstanding:
+                    read_one()
+                continue
+            owner, kind, body, reply_bytes = request
+            rid = self._next_id
+            self._next_id = (rid + 1) & 0xFFFFFFFF or 1
+            if isinstance(body, Framed):
+                struct.pack_into(">IBI", body, 0, len(body) - 4, kind, rid)
+                self._send(body)
+                size = len(body)
+            else:
+                self._send(struct.pack(">IBI", len(body) + 5, kind, rid) + body)
+                size = len(body) + 9
+            cost = size + reply_bytes + _REPLY_OVERHEAD
+            outstanding[rid] = (owner, cost)
+            in_flight += cost
+            while outstanding and (in_flight > limit or self._reply_waiting()):
+                read_one()
+        while outstanding:
+            read_one()
 
     def run(self, requests: Iterable[tuple[T, int, bytes, int]]) -> list[Reply[T]]:
         """Send `(owner, type, body, expected reply bytes)` requests pipelined.
@@ -231,14 +321,42 @@ class SftpPipe:
         return [Reply(owners[rid], *replies[rid]) for rid in order]
 
     # -- batch operations ----------------------------------------------------------------
+    def open_one(self, path: str, flags: int) -> bytes:
+        """Open `path`: its handle (the server's error raised as an OSError)."""
+        got = self.open_many([path], flags)[0]
+        if isinstance(got, OSError):
+            raise got
+        return got
+
+    def close_handle(self, handle: bytes) -> None:
+        """Close a handle (errors ignored: it is gone either way)."""
+        self.run([(None, FXP_CLOSE, string(handle), 0)])
+
+    def size_of(self, path: str) -> int | None:
+        """The size of `path` (links followed); None when it does not exist."""
+        reply = self.run([(path, FXP_STAT, string(path), 64)])[0]
+        if reply.kind == FXP_ATTRS:
+            (flags,) = struct.unpack_from(">I", reply.payload)
+            return struct.unpack_from(">Q", reply.payload, 4)[0] if flags & ATTR_SIZE else 0
+        error = status_error(reply.payload, path)
+        if isinstance(error, FileNotFoundError):
+            return None
+        raise error
+
+    def setstat(self, path: str, mode: int, mtime: int) -> None:
+        """Set the permission bits and times of `path` (an OSError when refused)."""
+        reply = self.run([(path, FXP_SETSTAT, string(path) + attrs(mode, mtime), 0)])[0]
+        if not is_ok(reply.kind, reply.payload):
+            raise status_error(reply.payload, path)
+
     def open_many(self, paths: Sequence[str], flags: int) -> list[bytes | OSError]:
         """Open each path: its handle, or the OSError the server answered."""
-        body_tail = struct.pack(">I", flags) + _attrs()
-        replies = self.run((p, FXP_OPEN, _string(p) + body_tail, 64) for p in paths)
+        body_tail = struct.pack(">I", flags) + attrs()
+        replies = self.run((p, FXP_OPEN, string(p) + body_tail, 64) for p in paths)
         out: list[bytes | OSError] = []
         for r in replies:
             if r.kind == FXP_HANDLE:
-                out.append(self._take_string(r.payload, 0)[0])
+                out.append(self._takestring(r.payload, 0)[0])
             elif r.kind == FXP_STATUS:
                 out.append(status_error(r.payload, r.owner))
             else:
@@ -249,165 +367,14 @@ class SftpPipe:
         """posix-rename each (old, new): None, or the error for that pair (`Unsupported`
         where the server lacks the extension: some implement it without advertising it,
         e.g. paramiko's server, so it is always tried)."""
-        name = _string(POSIX_RENAME)
+        name = string(POSIX_RENAME)
         replies = self.run(
-            (old, FXP_EXTENDED, name + _string(old) + _string(new), 0) for old, new in pairs
+            (old, FXP_EXTENDED, name + string(old) + string(new), 0) for old, new in pairs
         )
         return [
-            None if _is_ok(r.kind, r.payload) else status_error(r.payload, r.owner) for r in replies
+            None if is_ok(r.kind, r.payload) else status_error(r.payload, r.owner) for r in replies
         ]
 
     def remove_many(self, paths: Sequence[str]) -> None:
         """Remove files; errors (already gone) are ignored."""
-        self.run((p, FXP_REMOVE, _string(p), 0) for p in paths)
-
-
-# -- push: small files to their part files -------------------------------------------------
-
-
-@dataclass
-class Upload:
-    """One small file to send: local `src` -> remote `part` (mode and mtime set on it)."""
-
-    src: str
-    part: str
-    mode: int
-    mtime: int
-    #: sha256 hex of what was sent, once it was sent and closed without error
-    digest: str | None = None
-    error: OSError | None = None
-    #: mode and mtime were set (FSETSTAT); False where the server does not support it
-    stat_set: bool = False
-    handle: bytes = field(default=b"", repr=False)
-
-
-def upload_many(
-    pipe: SftpPipe,
-    uploads: Sequence[Upload],
-    request_size: int,
-    on_bytes: Callable[[int], None],
-) -> None:
-    """Write each upload to its part file: OPEN all; WRITE, FSETSTAT, CLOSE all.
-
-    Sets `digest` (sha256 of the bytes sent) or `error` on each upload.
-    """
-    opened = pipe.open_many([u.part for u in uploads], FXF_WRITE | FXF_CREAT | FXF_TRUNC)
-    for up, got in zip(uploads, opened, strict=True):
-        if isinstance(got, OSError):
-            up.error = got
-        else:
-            up.handle = got
-
-    def requests() -> Iterable[tuple[tuple[Upload, int], int, bytes, int]]:
-        for up in uploads:
-            if up.error is not None:
-                continue
-            handle = _string(up.handle)
-            try:
-                with open(up.src, "rb") as f:
-                    data = f.read()
-            except OSError as exc:
-                up.error = exc
-                yield (up, FXP_CLOSE), FXP_CLOSE, handle, 0
-                continue
-            up.digest = hashlib.sha256(data).hexdigest()
-            view = memoryview(data)
-            for off in range(0, len(data), request_size):
-                chunk = view[off : off + request_size]
-                body = handle + struct.pack(">QI", off, len(chunk)) + chunk
-                yield (up, FXP_WRITE), FXP_WRITE, body, 0
-            on_bytes(len(data))
-            yield (up, FXP_FSETSTAT), FXP_FSETSTAT, handle + _attrs(up.mode, up.mtime), 0
-            yield (up, FXP_CLOSE), FXP_CLOSE, handle, 0
-
-    for r in pipe.run(requests()):
-        up, kind = r.owner
-        if _is_ok(r.kind, r.payload):
-            up.stat_set = up.stat_set or kind == FXP_FSETSTAT
-            continue
-        error = status_error(r.payload, up.part)
-        if kind == FXP_FSETSTAT and isinstance(error, Unsupported):
-            continue  # the caller sets mode and mtime by path
-        if up.error is None:
-            up.error = error
-    for up in uploads:
-        if up.error is not None:
-            up.digest = None
-
-
-# -- pull: small files into memory ---------------------------------------------------------
-
-
-@dataclass
-class Download:
-    """One small remote file of (planned) `size` bytes to fetch into `data`."""
-
-    src: str
-    size: int
-    data: bytes | None = None
-    error: OSError | None = None
-    #: the file changed size under us (or the server read short): fetch it the slow way
-    retry: bool = False
-    handle: bytes = field(default=b"", repr=False)
-    chunks: dict[int, bytes] = field(default_factory=dict, repr=False)
-    eof: bool = False
-
-
-def download_many(
-    pipe: SftpPipe,
-    downloads: Sequence[Download],
-    request_size: int,
-    on_bytes: Callable[[int], None],
-) -> None:
-    """Fetch each file: OPEN all; READ its planned size (+ a READ that must hit EOF), CLOSE.
-
-    Sets `data`, `error`, or `retry` (size changed or short read) on each download.
-    """
-    opened = pipe.open_many([d.src for d in downloads], FXF_READ)
-    for down, got in zip(downloads, opened, strict=True):
-        if isinstance(got, OSError):
-            down.error = got
-        else:
-            down.handle = got
-
-    def requests() -> Iterable[tuple[tuple[Download, int, int], int, bytes, int]]:
-        for down in downloads:
-            if down.error is not None:
-                continue
-            handle = _string(down.handle)
-            for off in range(0, down.size, request_size):
-                n = min(request_size, down.size - off)
-                yield (down, off, n), FXP_READ, handle + struct.pack(">QI", off, n), n
-            # One byte past the planned end: must be EOF, else the file grew.
-            yield (down, down.size, -1), FXP_READ, handle + struct.pack(">QI", down.size, 1), 1
-            yield (down, -1, 0), FXP_CLOSE, handle, 0
-
-    for r in pipe.run(requests()):
-        down, off, n = r.owner
-        if r.kind == FXP_DATA:
-            data = SftpPipe._take_string(r.payload, 0)[0]
-            if n < 0 or len(data) != n:
-                down.retry = True  # grew, or a short read
-            else:
-                down.chunks[off] = data
-        elif r.kind == FXP_STATUS:
-            code = struct.unpack_from(">I", r.payload)[0]
-            if code == FX_EOF and n < 0:
-                down.eof = True
-            elif code == FX_EOF:
-                down.retry = True  # shrank
-            elif code != FX_OK and down.error is None and off >= 0:
-                down.error = status_error(r.payload, down.src)
-        else:
-            raise paramiko.SSHException(f"unexpected SFTP reply {r.kind} to READ")
-    for down in downloads:
-        if down.error is None and not down.retry and down.eof:
-            data = b"".join(down.chunks[off] for off in sorted(down.chunks))
-            if len(data) == down.size:
-                down.data = data
-                on_bytes(len(data))
-            else:
-                down.retry = True
-        elif down.error is None:
-            down.retry = True
-        down.chunks = {}
+        self.run((p, FXP_REMOVE, string(p), 0) for p in paths)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import posixpath
+import re
 import shlex
 import stat as stat_mod
 from collections.abc import Callable, Sequence
@@ -37,6 +38,9 @@ _FAST_HASH = (
     "if command -v openssl >/dev/null 2>&1; then H='openssl dgst -sha256 -r'; "
     "else H=sha256sum; fi; "
 )
+
+
+_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 def _plain_name(name: str) -> bool:
@@ -227,6 +231,33 @@ class RemoteSide:
                 result[path] = sums.get(name)
         return result
 
+    def exec_range_sha256(self, path: str, ranges: Sequence[tuple[int, int]]) -> list[str | None]:
+        """sha256 of byte ranges `[start, end)` of one remote file, by one exec on the host
+        (`tail -c +K | head -c N` into OpenSSL or `sha256sum` per range); None for each
+        range where that failed or the host runs no commands."""
+        if not ranges:
+            return []
+        name = shlex.quote(normalize_remote(path))
+        parts = " ".join(f"{start + 1}:{end - start}" for start, end in ranges)
+        ran = self._exec(
+            f"{_FAST_HASH}F={name}; for r in {parts}; do "
+            'tail -c "+${r%:*}" -- "$F" | head -c "${r#*:}" | $H; done'
+        )
+        if ran is None or ran[0] != 0:
+            return [None] * len(ranges)
+        lines = [line[:64] for line in ran[1].decode(errors="replace").splitlines()]
+        if len(lines) != len(ranges) or not all(_HEX.fullmatch(d) for d in lines):
+            return [None] * len(ranges)
+        return list(lines)
+
+    def range_sha256(self, path: str, ranges: Sequence[tuple[int, int]]) -> list[str | None]:
+        """sha256 of byte ranges of a remote file: by exec on the host, else read back."""
+        sums = self.exec_range_sha256(path, ranges)
+        return [
+            digest if digest is not None else self.read_back_sha256(path, end - start, start)
+            for digest, (start, end) in zip(sums, ranges, strict=True)
+        ]
+
     def remote_sha256(self, paths: list[str]) -> dict[str, str | None]:
         """sha256 of remote files: `sha256sum` over exec, else the center's checksums (one
         call for the batch), else read back."""
@@ -253,15 +284,17 @@ class RemoteSide:
             return {}  # the API failed, the host is there: read the files back
         return {p: sums.get(normalize_remote(p)) for p in paths}
 
-    def read_back_sha256(self, path: str, limit: int | None = None) -> str | None:
-        """sha256 of a remote file (or its first `limit` bytes) by reading it over SFTP;
-        None if it cannot be read (a lost connection raises, so the sync resumes)."""
+    def read_back_sha256(self, path: str, limit: int | None = None, offset: int = 0) -> str | None:
+        """sha256 of a remote file (or its `limit` bytes from `offset`) by reading it over
+        SFTP; None if it cannot be read (a lost connection raises, so the sync resumes)."""
         digest = hashlib.sha256()
         try:
             with self.sftp.open(normalize_remote(path), "r") as f:
-                size = f.stat().st_size or 0
+                size = max(0, (f.stat().st_size or 0) - offset)
                 want = size if limit is None else min(limit, size)
-                f.prefetch(want)
+                if offset:
+                    f.seek(offset)
+                f.prefetch(offset + want)  # prefetch takes where to stop
                 remaining = want
                 while remaining > 0:
                     block = f.read(min(1 << 20, remaining))

@@ -9,7 +9,6 @@ pipe could not, and renamed over their names (pipelined posix-rename where the h
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import posixpath
 import stat as stat_mod
@@ -18,11 +17,12 @@ import paramiko
 
 from kaic.errors import UsageError
 from kaic.staging.connect import REQUEST_SIZE
-from kaic.staging.destination import Destination
 from kaic.staging.names import name_bytes
-from kaic.staging.pipeline import SftpPipe, Unsupported, Upload, upload_many
+from kaic.staging.pipeline import SftpPipe, Unsupported
 from kaic.staging.plan import FileTask, LocalSide, Side, part_name, sha256_prefix
 from kaic.staging.remote_fs import RemoteSide, normalize_remote, remote_denied
+from kaic.staging.small_files import Upload, upload_many
+from kaic.staging.striped_push import StripedPush, remote_rename
 from kaic.staging.workers import SMALL_FILE, WorkerPipe, chunks, close_file, refused_open
 
 
@@ -38,16 +38,6 @@ def _setstat(sftp: paramiko.SFTPClient, path: str, mode: int, mtime: int) -> Non
     except AttributeError:  # pragma: no cover - a paramiko without the private helper
         sftp.chmod(path, mode & 0o7777)
         sftp.utime(path, (mtime, mtime))
-
-
-def _remote_rename(sftp: paramiko.SFTPClient, src: str, dst: str) -> None:
-    try:
-        sftp.posix_rename(src, dst)
-    except OSError:
-        # Servers without posix-rename: plain rename refuses to overwrite.
-        with contextlib.suppress(OSError):
-            sftp.remove(dst)
-        sftp.rename(src, dst)
 
 
 def _remote_mkdir_p(sftp: paramiko.SFTPClient, path: str) -> None:
@@ -82,7 +72,7 @@ def _remote_remove(sftp: paramiko.SFTPClient, path: str) -> None:
         raise remote_denied(path) from exc
 
 
-class RemoteDestination(Destination):
+class RemoteDestination(StripedPush):
     """Files are written to the staging host: the push."""
 
     remote_access = "write to (relative paths start in your home there)"
@@ -209,7 +199,7 @@ class RemoteDestination(Destination):
         for task in ready:
             part = normalize_remote(part_name(task.dst))
             try:
-                _remote_rename(side.sftp, part, normalize_remote(task.dst))
+                remote_rename(side.sftp, part, normalize_remote(task.dst))
             except OSError as exc:
                 self.file_error(task, exc, side)
                 continue

@@ -9,8 +9,9 @@ connection (the sync reconnects and resumes) from one file's failure.
 
 from __future__ import annotations
 
+import collections
 import contextlib
-import queue
+import dataclasses
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any, cast
@@ -23,8 +24,11 @@ from kaic.staging.options import ProgressFn, SyncOptions
 from kaic.staging.pipeline import SftpFailure, SftpPipe
 from kaic.staging.plan import FileTask
 from kaic.staging.remote_fs import ChecksumsFn, RemoteSide
+from kaic.staging.stripes import Striped, Stripes
 
 SMALL_FILE = 4 << 20
+#: seconds Ctrl-C waits for the streams of striped files to stop at the end of a chunk
+STOP_GRACE_S = 3.0
 #: small files per batch: one `sha256sum` exec (remote_fs hashes 64 names per call) and one
 #: pipelined round of requests each
 BATCH_FILES = 64
@@ -132,11 +136,11 @@ def close_file(f: Any) -> None:
         raise
 
 
-def batches(tasks: list[FileTask]) -> Iterator[list[FileTask]]:
-    """Big files alone (largest first), small files grouped."""
-    big = sorted((t for t in tasks if t.size >= SMALL_FILE), key=lambda t: -t.size)
-    for task in big:
-        yield [task]
+def batches(tasks: list[FileTask], *, big: bool = True) -> Iterator[list[FileTask]]:
+    """Big files alone (largest first; left out with `big=False`), small files grouped."""
+    if big:
+        for task in sorted((t for t in tasks if t.size >= SMALL_FILE), key=lambda t: -t.size):
+            yield [task]
     batch: list[FileTask] = []
     size = 0
     for task in (t for t in tasks if t.size < SMALL_FILE):
@@ -147,6 +151,48 @@ def batches(tasks: list[FileTask]) -> Iterator[list[FileTask]]:
             batch, size = [], 0
     if batch:
         yield batch
+
+
+class Work:
+    """What the workers take, in order: the big files, largest first — striped (`stripes`:
+    several workers stream one file at once) when the sync may — then batches of small
+    files. A worker without a pipe takes a striped file nobody started as a whole."""
+
+    def __init__(self, tasks: list[FileTask], options: SyncOptions, abort: threading.Event):
+        self._lock = threading.Lock()
+        self.striped: list[Striped] = []
+        if options.stripe and options.pipeline:
+            big = sorted((t for t in tasks if t.size >= SMALL_FILE), key=lambda t: -t.size)
+            self.striped = [Striped(t, abort, options.chunk, options.segment) for t in big]
+        self._batches = collections.deque(batches(tasks, big=not self.striped))
+
+    def __len__(self) -> int:
+        return len(self.striped) + len(self._batches)
+
+    def next(self, can_stripe: bool) -> Striped | list[FileTask] | None:
+        with self._lock:
+            for striped in self.striped:
+                if not striped.open_for_work():
+                    continue
+                if can_stripe:
+                    return striped
+                with striped.cond:
+                    if striped.state == "new":
+                        striped.state = "whole"
+                        return [striped.task]
+            return self._batches.popleft() if self._batches else None
+
+    def busy(self) -> bool:
+        """Whether a striped file is on its way."""
+        return any(s.state in ("sending", "resending", "finishing") for s in self.striped)
+
+    def close(self, stripes: Stripes | None, conns: list[SftpConnection]) -> None:
+        """Cut back the part files of striped files this attempt did not finish (see
+        `Stripes.cut_back`), and release what they hold."""
+        for striped in self.striped:
+            if stripes is not None and conns and striped.state not in ("new", "whole", "done"):
+                stripes.cut_back(striped, conns[0])
+            striped.close()
 
 
 class LazySftp:
@@ -177,9 +223,12 @@ class WorkerPipe:
     worker holds one SFTP channel + its exec channels: OpenSSH's MaxSessions is 10.
     """
 
-    def __init__(self, conn: SftpConnection, sftp: LazySftp, enabled: bool):
+    def __init__(
+        self, conn: SftpConnection, sftp: LazySftp, enabled: bool, window: int | None = None
+    ):
         self._conn = conn
         self._sftp = sftp
+        self._window = window
         self._pipe: SftpPipe | None = None
         self._refused = not enabled
 
@@ -187,7 +236,7 @@ class WorkerPipe:
         if self._pipe is None and not self._refused:
             self._sftp.close_channel()
             try:
-                self._pipe = SftpPipe(self._conn.transport)
+                self._pipe = SftpPipe(self._conn.transport, window=self._window)
             except (paramiko.SSHException, OSError):
                 if not self._conn.is_active():
                     raise
@@ -209,29 +258,36 @@ def run_workers(
     options: SyncOptions,
     checksums_fn: ChecksumsFn | None,
     copy_batch: CopyBatch,
+    stripes: Stripes | None = None,
 ) -> None:
-    """Copy `tasks` in batches, `options.channels` worker threads per connection; the first
-    error stops them all and is raised (a lost connection rather than its symptoms)."""
-    work: queue.Queue[list[FileTask]] = queue.Queue()
-    todo = list(batches(tasks))
-    for batch in todo:
-        work.put(batch)
-    n_workers = min(len(todo), len(conns) * max(1, options.channels))
+    """Copy `tasks`, `options.channels` worker threads per connection: big files striped
+    over all of them (`stripes` moves them), small ones in batches (`copy_batch`); the
+    first error stops them all and is raised (a lost connection rather than its
+    symptoms)."""
     abort = threading.Event()
+    if stripes is None:
+        options = dataclasses.replace(options, stripe=False)
+    work = Work(tasks, options, abort)
+    n_workers = len(conns) * max(1, options.channels)
+    if not work.striped:
+        n_workers = min(len(work), n_workers)
     errors: list[BaseException] = []
 
     def worker(index: int) -> None:
         conn = conns[index % len(conns)]
         sftp = LazySftp(conn)
-        pipe = WorkerPipe(conn, sftp, options.pipeline)
+        pipe = WorkerPipe(conn, sftp, options.pipeline, options.window)
         try:
             side = RemoteSide(conn, cast(paramiko.SFTPClient, sftp), checksums_fn=checksums_fn)
             while not abort.is_set():
-                try:
-                    batch = work.get_nowait()
-                except queue.Empty:
+                item = work.next(can_stripe=bool(work.striped) and pipe.get() is not None)
+                if item is None:
                     return
-                copy_batch(batch, side, pipe)
+                if isinstance(item, Striped):
+                    assert stripes is not None
+                    stripes.work_on(item, side, pipe.get())
+                else:
+                    copy_batch(item, side, pipe)
         except BaseException as exc:
             errors.append(exc)
             abort.set()
@@ -248,15 +304,24 @@ def run_workers(
     try:
         for thread in threads:
             thread.join()
+        abort.set()  # (hashing threads of files that failed stop waiting)
+        work.close(stripes, conns)
     except BaseException:
         # Ctrl-C lands here, in the main thread. Stop the workers before anything else
         # happens: closing the connections wakes those waiting on the server, and their
-        # paramiko files are closed before the interpreter exits.
+        # paramiko files are closed before the interpreter exits. Streams of a striped
+        # file stop at the end of their chunk: given a moment, their part files are cut
+        # back to what arrived without a gap before the connections go.
         abort.set()
+        if work.busy():
+            for thread in threads:
+                thread.join(timeout=STOP_GRACE_S / len(threads))
+            work.close(stripes, conns)
         for conn in conns:
             conn.close()
         for thread in threads:
             thread.join(timeout=10)
+        work.close(None, [])
         raise
     if errors:
         # A dropped connection makes every worker on it fail: report that, not a symptom.

@@ -11,7 +11,8 @@ import pytest
 
 from kaic.staging import download, pipeline, upload, workers
 from kaic.staging.connect import REQUEST_SIZE, SftpConnection, open_sftp
-from kaic.staging.pipeline import Download, SftpPipe, Upload, download_many, upload_many
+from kaic.staging.pipeline import SftpPipe
+from kaic.staging.small_files import Download, Upload, download_many, upload_many
 from kaic.staging.transfer import SyncOptions, pull, push
 from tests.staging.conftest import SshEnv
 

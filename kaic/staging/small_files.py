@@ -1,0 +1,186 @@
+"""Batches of small files over an `SftpPipe`: a whole batch's requests back to back.
+
+Push (`upload_many`): all OPENs; then all WRITEs + FSETSTAT (mode, mtime) + CLOSE. Pull
+(`download_many`): all OPENs; then READs of the planned size + one READ that must hit EOF
++ CLOSE, into memory. A failed request fails that file only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import paramiko
+
+from kaic.staging.pipeline import (
+    FX_EOF,
+    FX_OK,
+    FXF_CREAT,
+    FXF_READ,
+    FXF_TRUNC,
+    FXF_WRITE,
+    FXP_CLOSE,
+    FXP_DATA,
+    FXP_FSETSTAT,
+    FXP_READ,
+    FXP_STATUS,
+    FXP_WRITE,
+    SftpPipe,
+    Unsupported,
+    attrs,
+    is_ok,
+    status_error,
+    string,
+)
+
+# -- push: small files to their part files -------------------------------------------------
+
+
+@dataclass
+class Upload:
+    """One small file to send: local `src` -> remote `part` (mode and mtime set on it)."""
+
+    src: str
+    part: str
+    mode: int
+    mtime: int
+    #: sha256 hex of what was sent, once it was sent and closed without error
+    digest: str | None = None
+    error: OSError | None = None
+    #: mode and mtime were set (FSETSTAT); False where the server does not support it
+    stat_set: bool = False
+    handle: bytes = field(default=b"", repr=False)
+
+
+def upload_many(
+    pipe: SftpPipe,
+    uploads: Sequence[Upload],
+    request_size: int,
+    on_bytes: Callable[[int], None],
+) -> None:
+    """Write each upload to its part file: OPEN all; WRITE, FSETSTAT, CLOSE all.
+
+    Sets `digest` (sha256 of the bytes sent) or `error` on each upload.
+    """
+    opened = pipe.open_many([u.part for u in uploads], FXF_WRITE | FXF_CREAT | FXF_TRUNC)
+    for up, got in zip(uploads, opened, strict=True):
+        if isinstance(got, OSError):
+            up.error = got
+        else:
+            up.handle = got
+
+    def requests() -> Iterable[tuple[tuple[Upload, int], int, bytes, int]]:
+        for up in uploads:
+            if up.error is not None:
+                continue
+            handle = string(up.handle)
+            try:
+                with open(up.src, "rb") as f:
+                    data = f.read()
+            except OSError as exc:
+                up.error = exc
+                yield (up, FXP_CLOSE), FXP_CLOSE, handle, 0
+                continue
+            up.digest = hashlib.sha256(data).hexdigest()
+            view = memoryview(data)
+            for off in range(0, len(data), request_size):
+                chunk = view[off : off + request_size]
+                body = handle + struct.pack(">QI", off, len(chunk)) + chunk
+                yield (up, FXP_WRITE), FXP_WRITE, body, 0
+            on_bytes(len(data))
+            yield (up, FXP_FSETSTAT), FXP_FSETSTAT, handle + attrs(up.mode, up.mtime), 0
+            yield (up, FXP_CLOSE), FXP_CLOSE, handle, 0
+
+    for r in pipe.run(requests()):
+        up, kind = r.owner
+        if is_ok(r.kind, r.payload):
+            up.stat_set = up.stat_set or kind == FXP_FSETSTAT
+            continue
+        error = status_error(r.payload, up.part)
+        if kind == FXP_FSETSTAT and isinstance(error, Unsupported):
+            continue  # the caller sets mode and mtime by path
+        if up.error is None:
+            up.error = error
+    for up in uploads:
+        if up.error is not None:
+            up.digest = None
+
+
+# -- pull: small files into memory ---------------------------------------------------------
+
+
+@dataclass
+class Download:
+    """One small remote file of (planned) `size` bytes to fetch into `data`."""
+
+    src: str
+    size: int
+    data: bytes | None = None
+    error: OSError | None = None
+    #: the file changed size under us (or the server read short): fetch it the slow way
+    retry: bool = False
+    handle: bytes = field(default=b"", repr=False)
+    chunks: dict[int, bytes] = field(default_factory=dict, repr=False)
+    eof: bool = False
+
+
+def download_many(
+    pipe: SftpPipe,
+    downloads: Sequence[Download],
+    request_size: int,
+    on_bytes: Callable[[int], None],
+) -> None:
+    """Fetch each file: OPEN all; READ its planned size (+ a READ that must hit EOF), CLOSE.
+
+    Sets `data`, `error`, or `retry` (size changed or short read) on each download.
+    """
+    opened = pipe.open_many([d.src for d in downloads], FXF_READ)
+    for down, got in zip(downloads, opened, strict=True):
+        if isinstance(got, OSError):
+            down.error = got
+        else:
+            down.handle = got
+
+    def requests() -> Iterable[tuple[tuple[Download, int, int], int, bytes, int]]:
+        for down in downloads:
+            if down.error is not None:
+                continue
+            handle = string(down.handle)
+            for off in range(0, down.size, request_size):
+                n = min(request_size, down.size - off)
+                yield (down, off, n), FXP_READ, handle + struct.pack(">QI", off, n), n
+            # One byte past the planned end: must be EOF, else the file grew.
+            yield (down, down.size, -1), FXP_READ, handle + struct.pack(">QI", down.size, 1), 1
+            yield (down, -1, 0), FXP_CLOSE, handle, 0
+
+    for r in pipe.run(requests()):
+        down, off, n = r.owner
+        if r.kind == FXP_DATA:
+            data = SftpPipe._takestring(r.payload, 0)[0]
+            if n < 0 or len(data) != n:
+                down.retry = True  # grew, or a short read
+            else:
+                down.chunks[off] = data
+        elif r.kind == FXP_STATUS:
+            code = struct.unpack_from(">I", r.payload)[0]
+            if code == FX_EOF and n < 0:
+                down.eof = True
+            elif code == FX_EOF:
+                down.retry = True  # shrank
+            elif code != FX_OK and down.error is None and off >= 0:
+                down.error = status_error(r.payload, down.src)
+        else:
+            raise paramiko.SSHException(f"unexpected SFTP reply {r.kind} to READ")
+    for down in downloads:
+        if down.error is None and not down.retry and down.eof:
+            data = b"".join(down.chunks[off] for off in sorted(down.chunks))
+            if len(data) == down.size:
+                down.data = data
+                on_bytes(len(data))
+            else:
+                down.retry = True
+        elif down.error is None:
+            down.retry = True
+        down.chunks = {}
