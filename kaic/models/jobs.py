@@ -33,6 +33,14 @@ from kaic.models.states import JobState
 JobKind = Literal["batch", "interactive"]
 
 
+def not_a_bool(value: object) -> object:
+    """Counts are never `true`/`false`: a bool is an int to Python, so `"gpus": false` was
+    taken as 0 GPUs (a job file's text "8" is still read as 8)."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("int_type", "input should be a valid integer, not true/false")
+    return value
+
+
 class Resources(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -43,6 +51,11 @@ class Resources(BaseModel):
     memory: str | None = Field(
         None, max_length=MAX_MEMORY_LENGTH, pattern=r"^\d+[KMGT]?$", description="e.g. 512G"
     )
+
+    @field_validator("gpus", "nodes", "cpus_per_gpu", mode="before")
+    @classmethod
+    def _counts_are_not_bools(cls, value: object) -> object:
+        return not_a_bool(value)
 
 
 class JobSubmit(BaseModel):
@@ -93,6 +106,11 @@ class JobSubmit(BaseModel):
     depends_on: Annotated[list[JobIdText], JobKey(flag="--after")] = Field(
         default_factory=list, max_length=MAX_DEPENDENCIES, description="after-ok dependencies"
     )
+
+    @field_validator("time_limit_seconds", mode="before")
+    @classmethod
+    def _time_limit_is_not_a_bool(cls, value: object) -> object:
+        return not_a_bool(value)
 
     @field_validator("run")
     @classmethod

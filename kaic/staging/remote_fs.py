@@ -22,6 +22,7 @@ from kaic.staging.connect import SftpConnection
 from kaic.staging.ignore import IgnoreRules
 from kaic.staging.names import is_text, json_name, name_text
 from kaic.staging.plan import Entry, Tree, Warn, is_part
+from kaic.staging.sftp_client import warn_refused
 
 #: one file's sha256 hex from the center (`GET /v1/files/checksum`), None if it has none
 ChecksumFn = Callable[[str], str | None]
@@ -100,14 +101,6 @@ def one_by_one(checksum_fn: ChecksumFn) -> ChecksumsFn:
     return many
 
 
-def _warn_refused(sftp: paramiko.SFTPClient, warn: Warn) -> None:
-    """Say which names a listing returned that cannot be entries (left out)."""
-    refused = getattr(sftp, "refused_names", None)
-    while refused:
-        directory, name = refused.pop(0)
-        warn(f"skipping an entry of remote {directory} the host named {name!r}: not a file name")
-
-
 class RemoteSide:
     """Remote storage as a planning `Side`, plus the remote hashing the transfers need."""
 
@@ -163,7 +156,7 @@ class RemoteSide:
             except OSError as exc:
                 warn(f"cannot read remote {abs_dir}: {exc}")
                 continue
-            _warn_refused(self.sftp, warn)
+            warn_refused(self.sftp, warn)
             for item in entries:
                 rel = f"{rel_dir}/{item.filename}" if rel_dir else item.filename
                 mode = item.st_mode or 0

@@ -19,6 +19,7 @@ REALPATH replies, read with its `_request`); a test against a real sshd
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import paramiko
@@ -79,3 +80,11 @@ class SftpClient(paramiko.SFTPClient):
         if count != 1:
             raise paramiko.SFTPError(f"Realpath returned {count} results")
         return name_text(msg.get_string())
+
+
+def warn_refused(sftp: paramiko.SFTPClient, warn: Callable[[str], None]) -> None:
+    """Say which names `sftp`'s listings returned that cannot be entries (left out)."""
+    refused = getattr(sftp, "refused_names", [])
+    for directory, name in refused:
+        warn(f"skipping an entry of remote {directory} the host named {name!r}: not a file name")
+    refused.clear()

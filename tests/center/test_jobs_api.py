@@ -173,3 +173,20 @@ def test_list_filters_and_pagination(tmp_path: Path) -> None:
         assert_error(center.get("/v1/jobs/12345"), 404, "not_found")
         center.post(f"/v1/jobs/{running['id']}/cancel")
         center.wait_done(running["id"])
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"run": "true", "resources": {"gpus": False}},
+        {"run": "true", "resources": {"nodes": True}},
+        {"run": "true", "time_limit_seconds": True},
+    ],
+)
+def test_a_count_given_as_true_or_false_is_refused(
+    center: JobsCenter, body: dict[str, object]
+) -> None:
+    # A bool is an int to Python: `"gpus": false` was a job with 0 GPUs (found by schemathesis).
+    for dry_run in ("true", "false"):
+        response = center.post("/v1/jobs", json=body, params={"dry_run": dry_run})
+        assert "true/false" in assert_error(response, 422, "invalid_request")["message"]
