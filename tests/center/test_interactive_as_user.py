@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from kaic.center.executors.base import JobPaths, LaunchSpec, SessionTarget
-from kaic.center.executors.interactive import SessionProcess
+from kaic.center.executors.interactive import ROOT_ENV, SessionProcess, as_account
 from kaic.center.executors.local import LocalExecutor
 from kaic.models.interactive import ExecStart
 from tests.helpers import ensure_account, unavailable
@@ -148,3 +148,26 @@ def test_the_root_side_never_sees_the_jobs_environment(sandbox: Path, tty: bool)
     lines = output.splitlines()
     assert str(account.pw_uid) in lines, output
     assert f"a secret with spaces\nand a newline|{job_path}|7|{home}" in output, output
+
+
+def test_the_command_started_as_root_is_fixed_and_carries_no_value() -> None:
+    """What `as_account` hands to Popen when it drops (no root needed to build it): absolute
+    tools, root's fixed environment, and none of the job's values in argv (`ps` shows it)."""
+    job_env = {"PATH": "/home/u/bin", "TOKEN": "s3cret", "LD_PRELOAD": "/home/u/x.so"}
+    command, env, fd = as_account(["srun", "--", "cmd"], job_env, pwd.getpwnam("nobody"))
+    try:
+        assert env == ROOT_ENV
+        assert command[0].startswith("/") and Path(command[0]).name == "setpriv"
+        assert not any("s3cret" in word or "/home/u" in word for word in command), command
+        assert fd is not None
+        assert os.pread(fd, 4096, 0).split(b"\0")[:3] == [
+            b"PATH=/home/u/bin",
+            b"TOKEN=s3cret",
+            b"LD_PRELOAD=/home/u/x.so",
+        ]
+    finally:
+        if fd is not None:
+            os.close(fd)
+    # Without a drop it is the same user: the job's environment as it is.
+    command, env, fd = as_account(["cmd"], job_env, None)
+    assert (env, fd) == (job_env, None) and command[-2:] == ["--", "cmd"]

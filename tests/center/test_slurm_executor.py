@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from kaic.center.executors.base import ExecutorError, ExecutorUnavailable, JobPaths, LaunchSpec
+from kaic.center.executors.interactive import RelayFrames
 from kaic.center.executors.slurm.api import (
     SlurmJob,
     SlurmJobNotFound,
@@ -309,3 +310,17 @@ def test_srun_reports_are_taken_out_of_a_stream(chunk: int) -> None:
     kept = b"".join(noise.feed(stream[i : i + chunk]) for i in range(0, len(stream), chunk))
     kept += noise.flush()
     assert kept == b"out\nsrun: error: my own words\r\nlast srun: error: "
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 1000])
+def test_a_relays_frames_carry_bytes_and_the_eof(chunk: int) -> None:
+    """The relay's output (after its announce byte): length-prefixed frames, 0 = EOF."""
+    stream = b"".join(len(p).to_bytes(4, "big") + p for p in (b"ab", b"\n\x00c", b""))
+    frames = RelayFrames()
+    got = b""
+    for i in range(0, len(stream), chunk):
+        got += frames.feed(stream[i : i + chunk])
+        assert frames.eof == (i + chunk >= len(stream))
+    assert got == b"ab\n\x00c"
+    with pytest.raises(ValueError):
+        RelayFrames().feed((RelayFrames.MAX_FRAME + 1).to_bytes(4, "big"))

@@ -369,6 +369,39 @@ def spawn(
         raise ExecutorError(f"could not start the command: {exc}") from exc
 
 
+class RelayFrames:
+    """Decodes what a relay writes after its `ANNOUNCED` byte: frames of a 4-byte
+    big-endian length and that many bytes of the connection; a zero length is the
+    connection's EOF. A relay needs them because the EOF of its output does not reach the
+    center before the relay ends (srun passes a step's EOF on only when the step ends), and
+    the relay must live on after the job-side EOF for the other direction (a half-close)."""
+
+    HEADER = 4
+    #: the longest frame accepted (a relay writes at most what one recv returns)
+    MAX_FRAME = 1024 * 1024
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.eof = False
+
+    def feed(self, data: bytes) -> bytes:
+        """The connection's bytes in the frames `data` completes; sets `eof` at the EOF
+        frame. ValueError for a frame longer than MAX_FRAME (not a relay's)."""
+        self.buffer += data
+        out = bytearray()
+        while not self.eof and len(self.buffer) >= self.HEADER:
+            length = int.from_bytes(self.buffer[: self.HEADER], "big")
+            if length > self.MAX_FRAME:
+                raise ValueError(f"the relay sent a frame of {length} bytes")
+            if length == 0:
+                self.eof = True
+            elif len(self.buffer) < self.HEADER + length:
+                break
+            out += self.buffer[self.HEADER : self.HEADER + length]
+            del self.buffer[: self.HEADER + length]
+        return bytes(out)
+
+
 class ForwardChannel:
     """One forwarded TCP connection as the center sees it: a descriptor to read the
     connection's bytes from and one to write them to (the same one for a socket), and how
@@ -376,7 +409,8 @@ class ForwardChannel:
 
     `announces`: the first byte read is not data but the relay's word that it connected
     (`ANNOUNCED`); EOF before it means it could not (the relay's exit code says why:
-    `RELAY_REFUSED` for a refused connection)."""
+    `RELAY_REFUSED` for a refused connection). `frames`: what is read after it comes in
+    `RelayFrames`."""
 
     def __init__(
         self,
@@ -386,12 +420,14 @@ class ForwardChannel:
         sock: socket.socket | None = None,
         process: SessionProcess | None = None,
         announces: bool = False,
+        frames: RelayFrames | None = None,
     ) -> None:
         self.read_fd = read_fd
         self.write_fd = write_fd
         self.sock = sock
         self.process = process
         self.announces = announces
+        self.frames = frames
         for fd in {read_fd, write_fd}:
             os.set_blocking(fd, False)
 

@@ -336,13 +336,16 @@ async def run_forward(
     client_eof = asyncio.Event()
 
     async def downstream() -> None:
+        frames = channel.frames
         while True:
-            data = await read_some(channel.read_fd)
-            if not data:
+            raw = await read_some(channel.read_fd)
+            data = frames.feed(raw) if frames is not None else raw
+            if data:
+                session.bytes_out += len(data)
+                await send(ws, data)
+            if not raw or (frames is not None and frames.eof):
                 await send(ws, b"")  # EOF towards the client
                 return
-            session.bytes_out += len(data)
-            await send(ws, data)
 
     async def upstream() -> None:
         while True:

@@ -51,6 +51,7 @@ from kaic.center.executors.base import (
 )
 from kaic.center.executors.interactive import (
     ForwardChannel,
+    RelayFrames,
     SessionProcess,
     session_environment,
     spawn,
@@ -496,10 +497,11 @@ class SlurmExecutor(Executor):
         tty: bool,
         rows: int | None = None,
         cols: int | None = None,
+        unbuffered: bool = False,
     ) -> SessionProcess:
         """`argv` as a step of the job, srun started here as the job's account, with the
         job's environment (which Slurm gives the step); what runs as root before the drop
-        gets none of it (`spawn`)."""
+        gets none of it (`spawn`). `unbuffered`: see `srun_command`."""
         spec = target.spec
         slurm_id = self._slurm_job_id(target)
         account = self._owner(spec)
@@ -514,6 +516,7 @@ class SlurmExecutor(Executor):
             tty=tty,
             name=name,
             workdir=spec.workdir,
+            unbuffered=unbuffered,
         )
         canceller = StepCanceller(
             slurm_id, name, env=step_environment(self.slurm_conf), account=account
@@ -554,10 +557,16 @@ class SlurmExecutor(Executor):
         )
 
     def connect(self, target: SessionTarget, port: int) -> ForwardChannel:
-        relay = self._step(target, ["python3", "-c", RELAY, str(port)], {}, tty=False)
+        relay = self._step(
+            target, ["python3", "-c", RELAY, str(port)], {}, tty=False, unbuffered=True
+        )
         assert relay.stdin is not None
         return ForwardChannel(
-            read_fd=relay.stdout, write_fd=relay.stdin, process=relay, announces=True
+            read_fd=relay.stdout,
+            write_fd=relay.stdin,
+            process=relay,
+            announces=True,
+            frames=RelayFrames(),
         )
 
 

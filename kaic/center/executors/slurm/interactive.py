@@ -10,7 +10,9 @@ first node, with the job's limits.
   center. Python rather than bash's `/dev/tcp`: a TCP half-close (EOF in one direction,
   which HTTP clients and `nc -N` rely on) needs `shutdown(SHUT_WR)`, which bash cannot do.
   The relay writes one byte (`ANNOUNCED`) once connected, or exits `RELAY_REFUSED` when the
-  port refused.
+  port refused; then the connection's bytes in frames (`RelayFrames`: a length, then the
+  bytes; length 0 is EOF), since srun passes on a step's EOF only when the step ends. It
+  runs under `srun --unbuffered` (see `srun_command`).
 - ending a session: Slurm ends a step whose `srun` died, but to be sure each step is named
   after its session (`--job-name`) and cancelled by that name (`squeue --steps`, `scancel`)
   before the local `srun` is killed.
@@ -46,7 +48,7 @@ logger = logging.getLogger("kaic.center.slurm")
 
 #: what the relay step runs (argv[1]: the port); see the module's docstring
 RELAY = f"""
-import os, socket, sys, threading
+import os, socket, struct, sys, threading
 try:
     conn = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
 except ConnectionRefusedError:
@@ -73,14 +75,13 @@ sender.start()
 try:
     while True:
         data = conn.recv(65536)
-        if not data:
-            break
-        view = memoryview(data)
+        view = memoryview(struct.pack(">I", len(data)) + data)
         while view:
             view = view[os.write(1, view):]
+        if not data:
+            break
 except OSError:
     os._exit(5)
-os.close(1)
 sender.join()
 """
 #: seconds the step lookup and cancel may take
@@ -142,9 +143,22 @@ def step_name() -> str:
 
 
 def srun_command(
-    srun: str, job: str, argv: Sequence[str], *, tty: bool, name: str, workdir: Path
+    srun: str,
+    job: str,
+    argv: Sequence[str],
+    *,
+    tty: bool,
+    name: str,
+    workdir: Path,
+    unbuffered: bool = False,
 ) -> list[str]:
-    """The `srun` that runs `argv` as a step of job `job` (its first node, one task)."""
+    """The `srun` that runs `argv` as a step of job `job` (its first node, one task).
+
+    `unbuffered` (`srun -u`): without it slurmstepd passes a task's output on line by line,
+    holding back what follows the last newline; a relay's bytes (its `ANNOUNCED` byte, a
+    stream's tail) must go at once. The task's stdout is then a pseudo-terminal Slurm keeps
+    raw (bytes pass unchanged, stderr stays apart), which is why exec without a tty does
+    not use it: a command would see a terminal it did not ask for."""
     return [
         srun,
         f"--jobid={job}",
@@ -155,6 +169,7 @@ def srun_command(
         f"--job-name={name}",
         f"--chdir={workdir}",
         *(["--pty"] if tty else []),
+        *(["--unbuffered"] if unbuffered else []),
         "--",
         *argv,
     ]
