@@ -176,8 +176,9 @@ def test_striped_resume_starts_at_the_first_hole(
         Path(part_name(str(out / "d.bin"))).write_bytes(partial)
         result = pull(ssh_env.target(), [f"{name}/d.bin"], f"{out}/", SyncOptions(**STRIPED))  # type: ignore[arg-type]
         landed = out / "d.bin"
-    point = max(end for _start, end in resume_ranges(have, STRIPED["chunk"]) if end <= hole[0])
-    assert 0 < point <= hole[0]
+    ranges = resume_ranges(have, STRIPED["chunk"])
+    point = max((end for _start, end in ranges if end <= hole[0]), default=0)
+    assert 0 < point <= hole[0], ranges  # resumed near the hole, not from 0
     assert not result.failures and result.bytes_transferred == len(data) - point
     assert landed.read_bytes() == data
     assert not list(landed.parent.glob(".*.kaic-part"))
