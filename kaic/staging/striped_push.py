@@ -40,11 +40,15 @@ from kaic.staging.stripes import (
 
 
 def remote_rename(sftp: paramiko.SFTPClient, src: str, dst: str) -> None:
-    """Rename `src` over `dst` on the staging host (posix-rename, else remove + rename)."""
+    """Rename `src` over `dst` on the staging host: posix-rename; only a host without it
+    gets remove + rename (SFTPv3's rename refuses to overwrite). Any other failure leaves
+    `dst` as it was: a good file is never removed for a rename that cannot happen."""
     try:
         sftp.posix_rename(src, dst)
-    except OSError:
-        # Servers without posix-rename: plain rename refuses to overwrite.
+    except OSError as exc:
+        # paramiko raises SSH_FX_OP_UNSUPPORTED as a bare IOError carrying the host's text
+        if exc.errno is not None or "unsupported" not in str(exc).lower():
+            raise
         with contextlib.suppress(OSError):
             sftp.remove(dst)
         sftp.rename(src, dst)

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from pathlib import Path
 
 import pytest
 
 from kaic.errors import AuthRequired, Unreachable
 from kaic.staging.connect import HostKeyError, SshTarget, open_sftp, parse_known_hosts
+from kaic.staging.striped_push import remote_rename
 from tests.helpers import free_port
 from tests.staging.conftest import SshEnv
 
@@ -90,3 +92,19 @@ def test_a_lost_connection_under_a_prefetch_prints_no_traceback(
     unrelated.join()
     assert [type(args.exc_value) for args in seen] == [OSError]
     assert str(seen[0].exc_value) == "not a prefetch"
+
+
+def test_a_rename_that_fails_keeps_the_file_it_would_replace(ssh_env: SshEnv) -> None:
+    # A failed posix-rename (here: the part file is gone) once removed the destination too.
+    name = f"kaic-test-rename-{uuid.uuid4().hex[:8]}"
+    view = ssh_env.home / name
+    view.write_bytes(b"good")
+    ssh_env.own(view)
+    conn = open_sftp(ssh_env.target())
+    try:
+        with pytest.raises(FileNotFoundError):
+            remote_rename(conn.sftp, f"{name}.missing-part", name)
+    finally:
+        conn.close()
+        assert view.read_bytes() == b"good"
+        view.unlink()
