@@ -56,6 +56,39 @@ class NotARegularFile(OSError):
         super().__init__(errno.EISDIR, "not a regular file", name)
 
 
+class LinkInTheWay(OSError):
+    """A symbolic link (or something else that is not a directory) where a directory was to be
+    opened without following links."""
+
+    def __init__(self, name: str, what: str) -> None:
+        super().__init__(errno.ELOOP, what, name)
+
+
+def open_directory(dir_fd: int, name: str, *, create: int | None = None) -> tuple[int, bool]:
+    """(descriptor, created) of the directory `name` in the directory `dir_fd`, never through
+    a link; with `create` (a mode), made first when it is missing.
+
+    A process acting for a user (root creating a job's workdir) walks down with this, one
+    component at a time, so a link the user put on the way is refused (LinkInTheWay) rather
+    than followed somewhere else. The caller closes the descriptor."""
+    created = False
+    if create is not None:
+        try:
+            os.mkdir(name, create, dir_fd=dir_fd)
+            created = True
+        except FileExistsError:
+            pass
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW | _CLOEXEC, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+            raise
+        found = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        what = "is a symbolic link" if stat.S_ISLNK(found.st_mode) else "is not a directory"
+        raise LinkInTheWay(name, what) from None
+    return fd, created
+
+
 def is_inside(path: str, root: str) -> bool:
     """Whether `path` is `root` or below it (both normalised absolute paths)."""
     return path == root or path.startswith(root.rstrip("/") + "/")
