@@ -236,3 +236,25 @@ def test_a_file_on_the_way_is_named(tmp_path: Path, account: pwd.struct_passwd) 
     (home / "f").write_text("")
     with pytest.raises(ExecutorError, match="/f is not a directory"):
         prepare_storage(home, home / "f" / "x", account)
+
+
+def test_slurm_writes_no_script_through_a_link_the_account_left(
+    tmp_path: Path, account: pwd.struct_passwd
+) -> None:
+    """A Slurm job's directory is the account's: a `script.sh` link left there from an earlier
+    try made root write the job's script into the file it pointed at."""
+    victim = tmp_path / "roots-file"
+    victim.write_text("root's\n")
+    job_dir = tmp_path / "jobs" / "1"
+    job_dir.mkdir(parents=True)
+    os.chown(job_dir, account.pw_uid, account.pw_gid)
+    (job_dir / "script.sh").symlink_to(victim)
+    executor, started = _slurm()
+    try:
+        executor.start(_spec(tmp_path, workdir=tmp_path / "storage" / "alice" / "run"))
+        assert started() == ["t"]
+    finally:
+        executor.shutdown(kill_jobs=True)
+    assert victim.read_text() == "root's\n"
+    assert not (job_dir / "script.sh").is_symlink()
+    assert (job_dir / "script.sh").read_text() == "true\n"
