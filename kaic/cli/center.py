@@ -285,18 +285,14 @@ def serve(
         raise UsageError(str(exc), hint="see `kaic center serve --help` for examples") from exc
     settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     scheme = "https" if settings.serves_tls else "http"
-    from kaic.center.accounts import (
-        SharedCenterAccount,
-        shared_center_account_users,
-        shared_center_account_warning,
-    )
+    from kaic.center.accounts import SharedCenterAccount, shared_center_account_users
 
+    # Early, before anything binds; `run_server` checks again (for every entry point) and
+    # logs the warning for users who share the center's account.
     try:
-        shared = shared_center_account_users(settings)
+        shared_center_account_users(settings)
     except SharedCenterAccount as exc:
         raise UsageError(str(exc), hint=exc.hint) from None
-    if shared:
-        print(shared_center_account_warning(shared), file=sys.stderr)
     print(
         f"kaic center: state in {visible(settings.state_dir)}; starting on "
         f"{scheme}://{visible(host)}:{port} "
@@ -305,6 +301,8 @@ def serve(
     )
     try:
         run_server(settings, ready_file=Path(ready_file) if ready_file else None)
+    except SharedCenterAccount as exc:  # a user added meanwhile
+        raise UsageError(str(exc), hint=exc.hint) from None
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
 

@@ -7,20 +7,28 @@ otherwise, failed when `CI=true`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from kaic.center.admin import add_user
+from kaic.center.executors import own_account
 from kaic.center.executors.base import Ended, JobPaths, LaunchSpec
 from kaic.center.executors.local import LocalExecutor
+from kaic.center.executors.own_account import own_account_refusal
 from tests.helpers import unavailable
+
+from .jobs_support import JobsCenter, kill_job_processes, make_settings, open_center, prepare_state
 
 #: the job's account (exists on every Debian system)
 ACCOUNT = "nobody"
@@ -119,3 +127,79 @@ def test_the_jobs_environment_reaches_no_root_process(reachable: Path, tmp_path:
     # The job itself still ran as the account, in its workdir, with its own variables.
     assert stdout == f"{ACCOUNT}\n{home / 'run'}\n{fake_bin}:/usr/bin:/bin|{value}|", stdout
     assert (home / "run").stat().st_uid == account.pw_uid
+
+
+# -- jobs as the center's own account ------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _jobs_center(tmp_path: Path, **settings: Any) -> Iterator[JobsCenter]:
+    state = tmp_path / "state"
+    prepare_state(state)
+    with open_center(make_settings(state, **settings)) as center:
+        try:
+            yield center
+        finally:
+            kill_job_processes(state)
+
+
+def test_a_root_center_without_run_as_user_runs_no_job(root: None, tmp_path: Path) -> None:
+    """`sudo kaic center serve` without --run-as-user (one user: no refusal at start) ran that
+    user's jobs as root; `python -m kaic.center` skipped even the check at start."""
+    with _jobs_center(tmp_path, single_account_ok=False) as center:
+        job = center.submit("touch ~/ran")
+        done = center.wait_done(job["id"])
+        assert done["state"] == "FAILED", done
+        assert "runs as root without --run-as-user" in done["reason"]
+        assert "--run-as-user --storage-root" in done["reason"]
+        assert not (center.state_dir / "storage" / "alice" / "ran").exists()
+
+
+def test_the_local_center_runs_only_its_own_users_jobs(tmp_path: Path) -> None:
+    """The embedded local center runs as the person who started it (root too: no one gains a
+    right); a user added to it is refused, the local user's jobs keep running."""
+    with _jobs_center(tmp_path, single_account_ok=False, local_user="alice") as center:
+        ok = center.wait_done(center.submit("true")["id"])
+        assert ok["state"] == "COMPLETED", ok
+        refused = center.wait_done(center.submit("true", user="bob")["id"], user="bob")
+        assert refused["state"] == "FAILED"
+        assert "runs only alice's jobs" in refused["reason"], refused
+        again = center.wait_done(center.submit("true")["id"])
+        assert again["state"] == "COMPLETED", again
+
+
+def test_a_user_added_later_is_refused_the_first_keeps_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user added (`kaic center user add`) to a running single-account center used to run
+    jobs as the center's account beside the first one; now only the first does."""
+    monkeypatch.setattr(own_account.os, "geteuid", lambda: 1000)  # a center not run as root
+    settings = make_settings(tmp_path / "state", single_account_ok=False)
+    add_user(settings.state_dir, "alice", password=None, enable_otp=False, unix_account=None)
+    assert own_account_refusal(settings, "alice") is None
+    add_user(settings.state_dir, "bob", password=None, enable_otp=False, unix_account=None)
+    reason = own_account_refusal(settings, "bob")
+    assert reason is not None and "already does for alice" in reason and "--run-as-user" in reason
+    assert own_account_refusal(settings, "alice") is None
+    settings.single_account_ok = True
+    assert own_account_refusal(settings, "bob") is None
+
+
+def test_python_m_kaic_center_refuses_several_users_on_one_account(tmp_path: Path) -> None:
+    """The multi-user guard was only in `kaic center serve`: `python -m kaic.center` served
+    several users from one account silently."""
+    state = tmp_path / "state"
+    add_user(state, "alice", password=None, enable_otp=False, unix_account=None)
+    add_user(state, "bob", password=None, enable_otp=False, unix_account=None)
+    ready = tmp_path / "ready.json"
+    argv = ["--state-dir", str(state), "--port", "0", "--ready-file", str(ready)]
+    result = subprocess.run(
+        [sys.executable, "-m", "kaic.center", *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "refusing to serve 2 users" in result.stderr
+    assert "--single-account-ok" in result.stderr and not ready.exists()

@@ -26,7 +26,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -174,16 +174,27 @@ class LocalExecutor(Executor):
     supports_images = False
 
     def __init__(
-        self, *, kill_grace: float = 10.0, base_path: str | None = None, run_as_users: bool = False
+        self,
+        *,
+        kill_grace: float = 10.0,
+        base_path: str | None = None,
+        run_as_users: bool = False,
+        refusal: Callable[[str], str | None] | None = None,
     ) -> None:
         self.kill_grace = kill_grace
         self.base_path = base_path
         #: run each job as its user's unix account (the center runs as root)
         self.run_as_users = run_as_users
+        #: why a user's job may not start (as the center's own account), checked at every
+        #: start; None = no check (see `kaic.center.executors.own_account`)
+        self.refusal = refusal
         self._jobs: dict[str, _Tracked] = {}
 
     def start(self, spec: LaunchSpec) -> Launched:
         paths = spec.paths
+        reason = self.refusal(spec.user) if self.refusal is not None else None
+        if reason is not None:
+            raise ExecutorError(reason)
         try:
             account = job_account(spec) if self.run_as_users else None
             paths.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
