@@ -130,6 +130,9 @@ class CenterSettings:
                 )
             if not 0 <= self.sftp_port < 65536:
                 raise ValueError(f"SFTP port {self.sftp_port} is not a TCP port")
+        elif self.local_user is not None and self.staging_host is None:
+            # The local center serves its users' storage itself.
+            self.sftp_port = 0
         if self.sftp_max_connections < 1:
             raise ValueError("the SFTP endpoint's connection limit must be at least 1")
         if self.sftp_max_connections_per_user is not None and not (
@@ -139,9 +142,6 @@ class CenterSettings:
                 "the SFTP endpoint's connections per user must be between 1 and its "
                 f"connection limit ({self.sftp_max_connections})"
             )
-        elif self.local_user is not None and self.staging_host is None:
-            # The local center serves its users' storage itself.
-            self.sftp_port = 0
         if self.ssh_cert_validity < 60:
             raise ValueError("ssh_cert_validity must be at least 60 seconds")
 

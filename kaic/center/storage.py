@@ -189,6 +189,9 @@ class StorageRoot:
         try:
             where = os.readlink(f"/proc/self/fd/{fd}")
         except OSError:
+            if os.path.isdir("/proc/self/fd"):
+                # /proc is there but says nothing of this descriptor: unconfirmed is refused.
+                raise Outside("could not be confirmed inside your storage") from None
             return  # no /proc (macOS): the realpath check before opening is what we have
         if not is_inside(where, self.real):
             raise Outside("leads outside your storage (it was moved)")
