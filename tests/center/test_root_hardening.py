@@ -16,17 +16,26 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from kaic.center.admin import add_user
 from kaic.center.executors import own_account
 from kaic.center.executors.base import Ended, JobPaths, LaunchSpec
 from kaic.center.executors.local import LocalExecutor
 from kaic.center.executors.own_account import own_account_refusal
+from kaic.center.settings import CenterSettings
+from kaic.center.sftp import EmbeddedSftp
+from kaic.center.ssh_ca import UserCA
+from kaic.center.store import Store
+from kaic.staging.connect import SshTarget, open_sftp
 from tests.helpers import unavailable
+from tests.sshd import STAGING_USER, ensure_unix_user
 
 from .jobs_support import JobsCenter, kill_job_processes, make_settings, open_center, prepare_state
 
@@ -203,3 +212,80 @@ def test_python_m_kaic_center_refuses_several_users_on_one_account(tmp_path: Pat
     assert result.returncode == 2, result.stderr
     assert "refusing to serve 2 users" in result.stderr
     assert "--single-account-ok" in result.stderr and not ready.exists()
+
+
+# -- a root Slurm gateway serves files as the users ----------------------------------------
+
+
+def test_the_center_acts_as_users_whenever_it_runs_their_jobs_as_them(
+    root: None, tmp_path: Path
+) -> None:
+    """The Slurm executor refuses `run_as_users` (it always runs jobs as users), so a root
+    Slurm center used to serve SFTP and checksums in process, as root."""
+    assert CenterSettings(state_dir=tmp_path, executor="slurm").acts_as_users
+    as_users = CenterSettings(state_dir=tmp_path, run_as_users=True, storage_root="/h/{user}")
+    assert as_users.acts_as_users
+    assert not CenterSettings(state_dir=tmp_path).acts_as_users  # jobs as the center's account
+
+
+def test_a_root_slurm_center_serves_sftp_as_the_user(reachable: Path) -> None:
+    account = pwd.getpwnam(ensure_unix_user(STAGING_USER).name)
+    state = reachable / "state"
+    state.mkdir(mode=0o700)
+    settings = CenterSettings(state_dir=state, executor="slurm", sftp_port=0)
+    store = Store(state)
+    store.create_user("alice", unix_account=STAGING_USER)
+    ca = UserCA(state)
+    sftp = EmbeddedSftp(settings, store, ca)
+    sftp.start()
+    try:
+        assert sftp.as_users
+        conn = open_sftp(_target(sftp, ca, reachable, "alice", STAGING_USER))
+        try:
+            with conn.sftp.open("pushed.txt", "w") as handle:
+                handle.write(b"hi\n")
+            assert sftp.worker_pids()  # served by a worker running as the account
+        finally:
+            conn.close()
+        home = state / "storage" / "alice"
+        assert (home / "pushed.txt").read_bytes() == b"hi\n"
+        assert (home / "pushed.txt").stat().st_uid == account.pw_uid
+        assert home.stat().st_uid == account.pw_uid  # created for the account, not root's
+    finally:
+        sftp.stop()
+        store.close()
+
+
+def _target(sftp: EmbeddedSftp, ca: UserCA, tmp: Path, user: str, principal: str) -> SshTarget:
+    private = ed25519.Ed25519PrivateKey.generate()
+    key_path = tmp / "id"
+    key_path.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+    )
+    key_path.chmod(0o600)
+    public = private.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
+    cert = ca.sign_user_key(
+        public.decode(),
+        user=user,
+        principal=principal,
+        now=datetime.now(timezone.utc),
+        validity_seconds=600,
+    )
+    cert_path = key_path.with_name("id-cert.pub")
+    cert_path.write_text(cert.certificate + "\n")
+    assert sftp.port is not None
+    return SshTarget(
+        "127.0.0.1",
+        sftp.port,
+        principal,
+        key_path,
+        cert_path,
+        [sftp.host_key_line],
+        use_user_known_hosts=False,
+    )
