@@ -179,7 +179,7 @@ def serve(
             "--single-account-ok",
             help="Local executor without --run-as-user: serve several users anyway, all "
             "jobs running as the center's own account (every user can read the others' "
-            "files, the center's database and its SSH CA key).",
+            "files, the center's database and its SSH CA key); as root, jobs run as root.",
         ),
     ] = False,
     trusted_proxy: Annotated[
@@ -196,7 +196,9 @@ def serve(
 
     Without --run-as-user the local executor runs every job as the center's own account:
     fine for one user; with several it refuses to start unless --single-account-ok says
-    they may all see each other's files and the center's database and CA key. With
+    they may all see each other's files and the center's database and CA key (checked
+    again at each job start, for users added while it runs). Jobs never run as root: as
+    root without --run-as-user the center runs none, unless --single-account-ok. With
     --run-as-user, the embedded SFTP endpoint serves each user's files as their unix
     account too.
 
