@@ -112,7 +112,9 @@ def test_the_jobs_environment_reaches_no_root_process(reachable: Path, tmp_path:
         job_id="1",
         name="t",
         user="alice",
-        script='id -un; pwd; printf "%s|" "$PATH" "$MINE"\n',
+        # ... and the handover descriptor is closed, stdin is /dev/null ("0" bytes).
+        script='id -un; pwd; printf "%s|" "$PATH" "$MINE"; test -e /dev/fd/4 && echo fd4\n'
+        "/usr/bin/wc -c\n",
         paths=JobPaths(tmp_path / "jobs" / "1"),
         workdir=home / "run",
         home=home,
@@ -134,7 +136,7 @@ def test_the_jobs_environment_reaches_no_root_process(reachable: Path, tmp_path:
     assert ended.exit_code == 0, (stdout, spec.paths.stderr.read_text())
     assert not marker.exists(), "a root process ran the user's tool or library"
     # The job itself still ran as the account, in its workdir, with its own variables.
-    assert stdout == f"{ACCOUNT}\n{home / 'run'}\n{fake_bin}:/usr/bin:/bin|{value}|", stdout
+    assert stdout == f"{ACCOUNT}\n{home / 'run'}\n{fake_bin}:/usr/bin:/bin|{value}|0\n", stdout
     assert (home / "run").stat().st_uid == account.pw_uid
 
 

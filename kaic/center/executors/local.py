@@ -62,24 +62,27 @@ WRAPPER = (
 # ($3 = uid, $4 = gid, $5 = setpriv, $6 = mv, $7 = bash, $8 = workdir, all absolute): the
 # wrapper stays root (the status file is the center's, not the user's), only bash drops to the
 # account. The script is handed over as an open file (its directory is the center's, 0700),
-# so the job cannot read other jobs' scripts; the job's environment comes on stdin and is read
-# only after the drop (`AS_USER_START`).
+# so the job cannot read other jobs' scripts; the job's environment comes on stdin (moved to
+# fd 4, stdin becoming /dev/null) and is read only after the drop (`AS_USER_START`).
 WRAPPER_AS_USER = (
     "trap : TERM INT HUP\n"
-    '"$5" --reuid="$3" --regid="$4" --init-groups -- "$7" -c "$9" "$7" "$8" 3<"$1"\n'
+    '"$5" --reuid="$3" --regid="$4" --init-groups -- "$7" -c "$9" "$7" "$8" \\\n'
+    '  3<"$1" 4<&0 </dev/null\n'
     "rc=$?\n"
     'echo "$rc" > "$2.tmp" && "$6" -f "$2.tmp" "$2"\n'
     'exit "$rc"\n'
 )
 
-# Run by bash as the job's account ($0 = bash, $1 = workdir; stdin = the job's environment,
-# NAME=value entries each ended by NUL; fd 3 = the script): export the job's variables, enter
-# the workdir, run the script with stdin from /dev/null. Only builtins and an absolute path,
-# so the variables just exported (PATH, CDPATH, …) change nothing here.
+# Run by bash as the job's account ($0 = bash, $1 = workdir; fd 4 = the job's environment,
+# NAME=value entries each ended by NUL; fd 3 = the script; stdin = /dev/null): export the
+# job's variables, close fd 4, enter the workdir, run the script. Only builtins and an absolute
+# path, so the variables just exported (PATH, CDPATH, …) change nothing here. Anything else
+# started as root for a user (an exec session) hands the environment over the same way.
 AS_USER_START = (
-    'while IFS= read -r -d "" entry; do export -- "$entry" 2>/dev/null; done\n'
+    'while IFS= read -r -u 4 -d "" entry; do export -- "$entry" 2>/dev/null; done\n'
+    "exec 4<&-\n"
     'cd -- "$1" || exit 126\n'
-    'exec "$0" /dev/fd/3 </dev/null\n'
+    'exec "$0" /dev/fd/3\n'
 )
 
 #: the whole environment of what runs as root for a job: nothing of the job's
