@@ -10,10 +10,10 @@ it is in its own session and ignores the terminal signals the center may get.
 A center running as root (`run_as_users`) keeps the job's environment away from everything
 that runs as root: the wrapper gets a fixed environment (`ROOT_ENVIRONMENT`) and calls its
 tools by absolute path, so neither the job's `PATH` nor `LD_PRELOAD`, `BASH_ENV`, … reach a
-root process; the job's variables are handed over on stdin (an unnamed file, NUL-separated)
-and exported only by the bash that has already dropped to the job's account, which then
-enters the workdir (as the account: root never changes into a directory the user names) and
-runs the script.
+root process; the job's variables are handed over on a descriptor (fd 4: an unnamed file,
+NUL-separated) and exported only by the bash that has already dropped to the job's account,
+which closes it, enters the workdir (as the account: root never changes into a directory
+the user names) and runs the script.
 """
 
 from __future__ import annotations
