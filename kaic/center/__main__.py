@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from kaic.center.accounts import SharedCenterAccount
 from kaic.center.server import serve
 from kaic.center.settings import CenterSettings
 from kaic.center.ssh_ca import read_host_key_files
@@ -43,7 +44,10 @@ def main(argv: list[str] | None = None) -> None:
         settings = _settings(args)
     except ValueError as exc:
         parser.error(str(exc))
-    serve(settings, ready_file=args.ready_file)
+    try:
+        serve(settings, ready_file=args.ready_file)
+    except SharedCenterAccount as exc:
+        parser.error(f"{exc}; {exc.hint}")
 
 
 def _settings(args: argparse.Namespace) -> CenterSettings:

@@ -170,6 +170,32 @@ async def _run_until_stopped(
     await task
 
 
+def check_accounts(settings: CenterSettings) -> None:
+    """Refuse (SharedCenterAccount) several users on the center's own account unless the
+    operator said so, and warn loudly when they did, or when jobs would run as root.
+
+    Every entry point serves through here (`kaic center serve`, `python -m kaic.center`); the
+    local executor checks again at each job start (`kaic.center.executors.own_account`), for
+    users added while the center runs."""
+    from kaic.center.accounts import shared_center_account_users, shared_center_account_warning
+
+    shared = shared_center_account_users(settings)
+    if shared:
+        logger.warning("%s", shared_center_account_warning(shared))
+    as_own_account = settings.executor == "local" and not settings.run_as_users
+    if as_own_account and os.geteuid() == 0 and settings.local_user is None:
+        if settings.single_account_ok:
+            logger.warning(
+                "WARNING: --single-account-ok on a center running as root: every job runs as root"
+            )
+        else:
+            logger.warning(
+                "this center runs as root without --run-as-user: it will run no job (jobs "
+                "never run as root); serve with --run-as-user --storage-root "
+                "'/home/{unix_account}'"
+            )
+
+
 def serve(settings: CenterSettings, *, ready_file: Path | None = None) -> None:
     """Run the center in the foreground until SIGTERM/SIGINT.
 
@@ -189,6 +215,7 @@ def serve(settings: CenterSettings, *, ready_file: Path | None = None) -> None:
     address = check_listening(settings)
     _configure_logging()
     raise_open_files_limit()
+    check_accounts(settings)
     app = create_app(settings)
     if settings.local_user:
         prepare_local_center(app.state.store, settings)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import os
+import pwd
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -137,6 +139,9 @@ class CenterSettings:
                 )
             if not 0 <= self.sftp_port < 65536:
                 raise ValueError(f"SFTP port {self.sftp_port} is not a TCP port")
+        elif self.local_user is not None and self.staging_host is None:
+            # The local center serves its users' storage itself.
+            self.sftp_port = 0
         if self.sftp_max_connections < 1:
             raise ValueError("the SFTP endpoint's connection limit must be at least 1")
         if self.sftp_max_connections_per_user is not None and not (
@@ -146,9 +151,6 @@ class CenterSettings:
                 "the SFTP endpoint's connections per user must be between 1 and its "
                 f"connection limit ({self.sftp_max_connections})"
             )
-        elif self.local_user is not None and self.staging_host is None:
-            # The local center serves its users' storage itself.
-            self.sftp_port = 0
         for name in (
             "exec_sessions_per_job",
             "exec_sessions_per_user",
@@ -172,12 +174,50 @@ class CenterSettings:
             return self.sftp_max_connections_per_user
         return max(4, self.sftp_max_connections // 4)
 
+    @property
+    def acts_as_users(self) -> bool:
+        """Whether the center touches users' files as their unix accounts (SFTP, checksums):
+        whenever it runs their jobs as those accounts — `run_as_users`, or a center running
+        as root whose executor runs every job as its user (any but the local executor, which
+        otherwise runs jobs as the center's own account). The one predicate for all of them:
+        a root Slurm gateway must not serve every user's files as root."""
+        if self.run_as_users:
+            return True
+        return self.executor != "local" and os.geteuid() == 0
+
     def ensure_storage_root(self, user: str, unix_account: str) -> Path:
         """`storage_root_for`, created when it is the center's own storage (as a job's home
-        would be); a configured root is the site's to create."""
+        would be); a configured root is the site's to create.
+
+        A center acting as users creates it as a job's home is (the ownership rule of
+        `kaic.center.executors.prepare`, never through a link): the account's, so that what
+        runs as the account can use it. An account that does not exist here, or a home that
+        belongs to someone else, leaves it as it is: what runs as the account then fails on
+        its own."""
         root = self.storage_root_for(user, unix_account)
-        if self.storage_root is None:
+        if self.storage_root is not None:
+            return root
+        if not self.acts_as_users:
             root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            return root
+        from kaic.center.executors.base import ExecutorError
+        from kaic.center.executors.prepare import prepare_storage
+
+        try:
+            owner = pwd.getpwnam(unix_account)
+        except KeyError:
+            return root
+        if owner.pw_uid == 0:
+            return root
+        own = self.state_dir / "storage"
+        try:
+            prepare_storage(root, root, owner, own_storage=own)
+        except ExecutorError:
+            return root
+        for parent in (self.state_dir, own):  # passable (not listable) on the way to it
+            mode = parent.stat().st_mode & 0o777
+            if mode & 0o011 != 0o011:
+                parent.chmod(mode | 0o011)
         return root
 
     def storage_root_for(self, user: str, unix_account: str) -> Path:

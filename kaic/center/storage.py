@@ -56,6 +56,39 @@ class NotARegularFile(OSError):
         super().__init__(errno.EISDIR, "not a regular file", name)
 
 
+class LinkInTheWay(OSError):
+    """A symbolic link (or something else that is not a directory) where a directory was to be
+    opened without following links."""
+
+    def __init__(self, name: str, what: str) -> None:
+        super().__init__(errno.ELOOP, what, name)
+
+
+def open_directory(dir_fd: int, name: str, *, create: int | None = None) -> tuple[int, bool]:
+    """(descriptor, created) of the directory `name` in the directory `dir_fd`, never through
+    a link; with `create` (a mode), made first when it is missing.
+
+    A process acting for a user (root creating a job's workdir) walks down with this, one
+    component at a time, so a link the user put on the way is refused (LinkInTheWay) rather
+    than followed somewhere else. The caller closes the descriptor."""
+    created = False
+    if create is not None:
+        try:
+            os.mkdir(name, create, dir_fd=dir_fd)
+            created = True
+        except FileExistsError:
+            pass
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW | _CLOEXEC, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+            raise
+        found = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        what = "is a symbolic link" if stat.S_ISLNK(found.st_mode) else "is not a directory"
+        raise LinkInTheWay(name, what) from None
+    return fd, created
+
+
 def is_inside(path: str, root: str) -> bool:
     """Whether `path` is `root` or below it (both normalised absolute paths)."""
     return path == root or path.startswith(root.rstrip("/") + "/")
@@ -156,6 +189,9 @@ class StorageRoot:
         try:
             where = os.readlink(f"/proc/self/fd/{fd}")
         except OSError:
+            if os.path.isdir("/proc/self/fd"):
+                # /proc is there but says nothing of this descriptor: unconfirmed is refused.
+                raise Outside("could not be confirmed inside your storage") from None
             return  # no /proc (macOS): the realpath check before opening is what we have
         if not is_inside(where, self.real):
             raise Outside("leads outside your storage (it was moved)")

@@ -179,7 +179,7 @@ def serve(
             "--single-account-ok",
             help="Local executor without --run-as-user: serve several users anyway, all "
             "jobs running as the center's own account (every user can read the others' "
-            "files, the center's database and its SSH CA key).",
+            "files, the center's database and its SSH CA key); as root, jobs run as root.",
         ),
     ] = False,
     trusted_proxy: Annotated[
@@ -196,7 +196,9 @@ def serve(
 
     Without --run-as-user the local executor runs every job as the center's own account:
     fine for one user; with several it refuses to start unless --single-account-ok says
-    they may all see each other's files and the center's database and CA key. With
+    they may all see each other's files and the center's database and CA key (checked
+    again at each job start, for users added while it runs). Jobs never run as root: as
+    root without --run-as-user the center runs none, unless --single-account-ok. With
     --run-as-user, the embedded SFTP endpoint serves each user's files as their unix
     account too.
 
@@ -285,18 +287,14 @@ def serve(
         raise UsageError(str(exc), hint="see `kaic center serve --help` for examples") from exc
     settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     scheme = "https" if settings.serves_tls else "http"
-    from kaic.center.accounts import (
-        SharedCenterAccount,
-        shared_center_account_users,
-        shared_center_account_warning,
-    )
+    from kaic.center.accounts import SharedCenterAccount, shared_center_account_users
 
+    # Early, before anything binds; `run_server` checks again (for every entry point) and
+    # logs the warning for users who share the center's account.
     try:
-        shared = shared_center_account_users(settings)
+        shared_center_account_users(settings)
     except SharedCenterAccount as exc:
         raise UsageError(str(exc), hint=exc.hint) from None
-    if shared:
-        print(shared_center_account_warning(shared), file=sys.stderr)
     print(
         f"kaic center: state in {visible(settings.state_dir)}; starting on "
         f"{scheme}://{visible(host)}:{port} "
@@ -305,6 +303,8 @@ def serve(
     )
     try:
         run_server(settings, ready_file=Path(ready_file) if ready_file else None)
+    except SharedCenterAccount as exc:  # a user added meanwhile
+        raise UsageError(str(exc), hint=exc.hint) from None
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
 

@@ -189,3 +189,72 @@ def test_every_executor_refuses_a_home_of_someone_else(
         assert _uid(home) == other.pw_uid and not (home / "run").exists()
     finally:
         executor.shutdown(kill_jobs=True)
+
+
+def test_a_link_in_the_home_leads_root_nowhere(tmp_path: Path, account: pwd.struct_passwd) -> None:
+    """Root used to follow the user's link: `~/a -> /tmp/outside` with workdir `~/a/x/y`
+    created `/tmp/outside/x/y`, owned by the job's account."""
+    home = tmp_path / "storage" / "alice"
+    outside = tmp_path / "outside"
+    home.mkdir(parents=True)
+    outside.mkdir()
+    os.chown(home, account.pw_uid, account.pw_gid)
+    (home / "a").symlink_to(outside)
+    with pytest.raises(ExecutorError, match=r"/a is a symbolic link: .*without following links"):
+        prepare_storage(home, home / "a" / "x" / "y", account)
+    assert list(outside.iterdir()) == [] and _uid(outside) == os.geteuid()
+    # Nor may the home itself be a link (a site root the user could replace).
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "alice").symlink_to(outside)
+    with pytest.raises(ExecutorError, match="is a symbolic link"):
+        prepare_storage(tmp_path / "site" / "alice", tmp_path / "site" / "alice", account)
+    assert _uid(outside) == os.geteuid()
+
+
+def test_a_link_to_another_users_home_is_not_handed_over(
+    tmp_path: Path, account: pwd.struct_passwd
+) -> None:
+    """In the center's own storage, `storage/alice/w -> ../bob` used to chown bob's home (the
+    center's, adoptable) to alice's account."""
+    own = tmp_path / "state" / "storage"
+    alice, bob = own / "alice", own / "bob"
+    (bob / "data").mkdir(parents=True)
+    alice.mkdir()
+    (alice / "w").symlink_to("../bob")
+    with pytest.raises(ExecutorError, match="is a symbolic link"):
+        prepare_storage(alice, alice / "w", account, own_storage=own)
+    with pytest.raises(ExecutorError, match="is a symbolic link"):
+        prepare_storage(alice, alice / "w" / "data", account, own_storage=own)
+    assert _uid(bob) == _uid(bob / "data") == os.geteuid()
+    assert _uid(alice) == account.pw_uid  # alice's own home was still hers to get
+
+
+def test_a_file_on_the_way_is_named(tmp_path: Path, account: pwd.struct_passwd) -> None:
+    home = tmp_path / "storage" / "alice"
+    home.mkdir(parents=True)
+    os.chown(home, account.pw_uid, account.pw_gid)
+    (home / "f").write_text("")
+    with pytest.raises(ExecutorError, match="/f is not a directory"):
+        prepare_storage(home, home / "f" / "x", account)
+
+
+def test_slurm_writes_no_script_through_a_link_the_account_left(
+    tmp_path: Path, account: pwd.struct_passwd
+) -> None:
+    """A Slurm job's directory is the account's: a `script.sh` link left there from an earlier
+    try made root write the job's script into the file it pointed at."""
+    victim = tmp_path / "roots-file"
+    victim.write_text("root's\n")
+    job_dir = tmp_path / "jobs" / "1"
+    job_dir.mkdir(parents=True)
+    os.chown(job_dir, account.pw_uid, account.pw_gid)
+    (job_dir / "script.sh").symlink_to(victim)
+    executor, started = _slurm()
+    try:
+        executor.start(_spec(tmp_path, workdir=tmp_path / "storage" / "alice" / "run"))
+        assert started() == ["t"]
+    finally:
+        executor.shutdown(kill_jobs=True)
+    assert victim.read_text() == "root's\n"
+    assert not (job_dir / "script.sh").is_symlink()
+    assert (job_dir / "script.sh").read_text() == "true\n"

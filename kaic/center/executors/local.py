@@ -7,6 +7,14 @@ The wrapper runs `bash script.sh` and, when it ends, writes the exit status to t
 learn how a job ended while the center was down: the wrapper outlives the center because
 it is in its own session and ignores the terminal signals the center may get.
 
+A center running as root (`run_as_users`) keeps the job's environment away from everything
+that runs as root: the wrapper gets a fixed environment (`ROOT_ENVIRONMENT`) and calls its
+tools by absolute path, so neither the job's `PATH` nor `LD_PRELOAD`, `BASH_ENV`, … reach a
+root process; the job's variables are handed over on a descriptor (fd 4: an unnamed file,
+NUL-separated) and exported only by the bash that has already dropped to the job's account,
+which closes it, enters the workdir (as the account: root never changes into a directory
+the user names) and runs the script.
+
 Interactive sessions (`exec`, `connect`): the job runs on this host, so a session's command
 is started here directly with the job's environment, workdir and account (setpriv under
 `run_as_users`, like the job), in a session of its own (`executors.interactive`); a
@@ -18,12 +26,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from kaic.center.executors.base import (
     Ended,
@@ -63,16 +74,61 @@ WRAPPER = (
 )
 
 # The same, for a center running as root that runs each job as its user's unix account
-# ($3 = uid, $4 = gid): the wrapper stays root (the status file is the center's, not the
-# user's), only bash drops to the account. The script is handed over as an open file (its
-# directory is the center's, 0700), so the job cannot read other jobs' scripts.
+# ($3 = uid, $4 = gid, $5 = setpriv, $6 = mv, $7 = bash, $8 = workdir, all absolute): the
+# wrapper stays root (the status file is the center's, not the user's), only bash drops to the
+# account. The script is handed over as an open file (its directory is the center's, 0700),
+# so the job cannot read other jobs' scripts; the job's environment comes on stdin (moved to
+# fd 4, stdin becoming /dev/null) and is read only after the drop (`AS_USER_START`).
 WRAPPER_AS_USER = (
     "trap : TERM INT HUP\n"
-    'setpriv --reuid="$3" --regid="$4" --init-groups -- bash /dev/fd/3 3<"$1"\n'
+    '"$5" --reuid="$3" --regid="$4" --init-groups -- "$7" -c "$9" "$7" "$8" \\\n'
+    '  3<"$1" 4<&0 </dev/null\n'
     "rc=$?\n"
-    'echo "$rc" > "$2.tmp" && mv -f "$2.tmp" "$2"\n'
+    'echo "$rc" > "$2.tmp" && "$6" -f "$2.tmp" "$2"\n'
     'exit "$rc"\n'
 )
+
+# Run by bash as the job's account ($0 = bash, $1 = workdir; fd 4 = the job's environment,
+# NAME=value entries each ended by NUL; fd 3 = the script; stdin = /dev/null): export the
+# job's variables, close fd 4, enter the workdir, run the script. Only builtins and an absolute
+# path, so the variables just exported (PATH, CDPATH, …) change nothing here. Anything else
+# started as root for a user (an exec session) hands the environment over the same way.
+AS_USER_START = (
+    'while IFS= read -r -u 4 -d "" entry; do export -- "$entry" 2>/dev/null; done\n'
+    "exec 4<&-\n"
+    'cd -- "$1" || exit 126\n'
+    'exec "$0" /dev/fd/3\n'
+)
+
+#: the whole environment of what runs as root for a job: nothing of the job's
+ROOT_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+ROOT_ENVIRONMENT = {"PATH": ROOT_PATH, "LANG": "C.UTF-8"}
+
+
+def root_tool(name: str) -> str:
+    """The absolute path of the system tool `name`, looked up in `ROOT_PATH` only."""
+    found = shutil.which(name, path=ROOT_PATH)
+    if found is None:
+        raise ExecutorError(f"{name} is not installed in {ROOT_PATH} (needed to run jobs as users)")
+    return found
+
+
+def environment_file(env: dict[str, str]) -> IO[bytes]:
+    """An unnamed file holding `env` as `NAME=value` entries each ended by NUL, at its start
+    (ValueError for a NUL in a name or value: it could not be handed over)."""
+    handle = tempfile.TemporaryFile()  # noqa: SIM115 (the caller closes it)
+    try:
+        for name, value in env.items():
+            entry = os.fsencode(f"{name}={value}")
+            if b"\0" in entry:
+                raise ValueError(f"environment variable {name!r} contains a NUL byte")
+            handle.write(entry + b"\0")
+        handle.flush()
+        handle.seek(0)
+    except BaseException:
+        handle.close()
+        raise
+    return handle
 
 
 def proc_start_time(pid: int) -> int | None:
@@ -136,42 +192,51 @@ class LocalExecutor(Executor):
     supports_images = False
 
     def __init__(
-        self, *, kill_grace: float = 10.0, base_path: str | None = None, run_as_users: bool = False
+        self,
+        *,
+        kill_grace: float = 10.0,
+        base_path: str | None = None,
+        run_as_users: bool = False,
+        refusal: Callable[[str], str | None] | None = None,
     ) -> None:
         self.kill_grace = kill_grace
         self.base_path = base_path
         #: run each job as its user's unix account (the center runs as root)
         self.run_as_users = run_as_users
+        #: why a user's job may not start (as the center's own account), checked at every
+        #: start; None = no check (see `kaic.center.executors.own_account`)
+        self.refusal = refusal
         self._jobs: dict[str, _Tracked] = {}
 
     def start(self, spec: LaunchSpec) -> Launched:
         paths = spec.paths
+        reason = self.refusal(spec.user) if self.refusal is not None else None
+        if reason is not None:
+            raise ExecutorError(reason)
         try:
             account = job_account(spec) if self.run_as_users else None
             paths.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             paths.script.write_text(spec.script, encoding="utf-8")
             paths.exitcode.unlink(missing_ok=True)
-            argv = ["/bin/sh", "-c", WRAPPER, "kaic-job", str(paths.script), str(paths.exitcode)]
             prepare_storage(spec.home, spec.workdir, account, own_storage=spec.own_storage)
-            if account is not None:
+            env = job_environment(spec, login=spec.user, base_path=self.base_path)
+            if account is None:
+                popen = self._spawn(spec, argv=self._argv(WRAPPER, paths), env=env)
+            else:
                 paths.dir.chmod(0o700)
                 paths.script.chmod(0o644)  # readable through the open file only
-                argv[2] = WRAPPER_AS_USER
-                argv += [str(account.pw_uid), str(account.pw_gid)]
-            with (
-                open(paths.stdout, "ab") as stdout,
-                open(paths.stderr, "ab") as stderr,
-            ):
-                popen = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=stdout,
-                    stderr=stderr,
-                    cwd=spec.workdir,
-                    env=job_environment(spec, login=spec.user, base_path=self.base_path),
-                    start_new_session=True,
-                    close_fds=True,
-                )
+                argv = [
+                    *self._argv(WRAPPER_AS_USER, paths),
+                    str(account.pw_uid),
+                    str(account.pw_gid),
+                    root_tool("setpriv"),
+                    root_tool("mv"),
+                    root_tool("bash"),
+                    str(spec.workdir),
+                    AS_USER_START,
+                ]
+                with environment_file(env) as handover:
+                    popen = self._spawn(spec, argv=argv, env=None, stdin=handover.fileno())
         except (OSError, ValueError) as exc:
             # ValueError: a NUL byte in an environment value or a path (the API refuses
             # them; a job stored before it did still fails alone, with this reason).
@@ -184,6 +249,32 @@ class LocalExecutor(Executor):
         )
         self._jobs[spec.job_id] = _Tracked(spec.job_id, paths, launched, popen)
         return launched
+
+    @staticmethod
+    def _argv(wrapper: str, paths: JobPaths) -> list[str]:
+        return ["/bin/sh", "-c", wrapper, "kaic-job", str(paths.script), str(paths.exitcode)]
+
+    @staticmethod
+    def _spawn(
+        spec: LaunchSpec, *, argv: list[str], env: dict[str, str] | None, stdin: int | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start the wrapper in a new session, its output appended to the job's logs.
+
+        `env` None: the wrapper runs as root for a job run as its account — the fixed
+        `ROOT_ENVIRONMENT`, in `/`, `stdin` carrying the job's environment. Otherwise the
+        job's own environment, in its workdir, stdin from /dev/null."""
+        paths = spec.paths
+        with open(paths.stdout, "ab") as stdout, open(paths.stderr, "ab") as stderr:
+            return subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL if stdin is None else stdin,
+                stdout=stdout,
+                stderr=stderr,
+                cwd=spec.workdir if env is not None else "/",
+                env=env if env is not None else dict(ROOT_ENVIRONMENT),
+                start_new_session=True,
+                close_fds=True,
+            )
 
     def _check(self, tracked: _Tracked) -> Ended | None:
         """The job's end if it has ended, else None."""

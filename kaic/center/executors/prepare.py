@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kaic.center.executors.base import ExecutorError, LaunchSpec
+from kaic.center.storage import LinkInTheWay, open_directory
 
 _DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -96,10 +97,10 @@ def _give(path: Path, owner: pwd.struct_passwd) -> None:
     os.chown(path, owner.pw_uid, owner.pw_gid)
 
 
-def _adoptable(path: Path, own_storage: Path | None) -> bool:
-    """Whether an existing `path` is the center's own making: in its own storage and still
-    owned by the center's uid."""
-    return _is_below(path, own_storage) and path.stat().st_uid == os.geteuid()
+def _adoptable(path: Path, uid: int, own_storage: Path | None) -> bool:
+    """Whether an existing `path` (owned by `uid`) is the center's own making: in its own
+    storage and still owned by the center's uid."""
+    return _is_below(path, own_storage) and uid == os.geteuid()
 
 
 def prepare_storage(
@@ -112,35 +113,56 @@ def prepare_storage(
     """Make the job's storage home and workdir (inside it) exist, owned by the rule above.
 
     `own_storage`: the center's own storage root (`state_dir/storage`) when homes live
-    there, None when the site's storage root holds them (e.g. `/home/{unix_account}`)."""
+    there, None when the site's storage root holds them (e.g. `/home/{unix_account}`).
+
+    With an owner (root acting for a user) the home and everything below it is walked with
+    directory descriptors, never through a link (`kaic.center.storage.open_directory`): the
+    user controls what lies in the home and could otherwise have root create or chown
+    directories wherever a link of theirs leads. A link on the way fails the job."""
     if workdir != home and home not in workdir.parents:
         raise ExecutorError(f"workdir {workdir} is not inside the storage home {home}")
     if owner is None:
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
         workdir.mkdir(parents=True, exist_ok=True)
         return
-    if not home.exists():
-        home.mkdir(parents=True, mode=0o700)
-        _give(home, owner)
-    elif home.stat().st_uid != owner.pw_uid:
-        if not _adoptable(home, own_storage):
-            found = home.stat().st_uid
+    # Above the home: the site's or the center's directories, no user's.
+    home.parent.mkdir(parents=True, exist_ok=True)
+    parent = os.open(home.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fd, created = _open(parent, home, create=0o700)
+    finally:
+        os.close(parent)
+    try:
+        found = os.fstat(fd).st_uid
+        if not created and found != owner.pw_uid and not _adoptable(home, found, own_storage):
             raise ExecutorError(
                 f"storage home {home} belongs to uid {found}, not to {owner.pw_name}; "
                 f"fix with: chown {owner.pw_name} {home}"
             )
-        _give(home, owner)
-    chain: list[Path] = []
-    path = workdir
-    while path != home and home in path.parents:
-        chain.append(path)
-        path = path.parent
-    for directory in reversed(chain):
-        if not directory.exists():
-            directory.mkdir()
-            _give(directory, owner)
-        elif directory.stat().st_uid != owner.pw_uid and _adoptable(directory, own_storage):
-            _give(directory, owner)
+        if found != owner.pw_uid:
+            os.fchown(fd, owner.pw_uid, owner.pw_gid)
+        path = home
+        for name in workdir.relative_to(home).parts:
+            path = path / name
+            child, created = _open(fd, path, create=0o777)
+            os.close(fd)
+            fd = child
+            found = os.fstat(fd).st_uid
+            if created or (found != owner.pw_uid and _adoptable(path, found, own_storage)):
+                os.fchown(fd, owner.pw_uid, owner.pw_gid)
+    finally:
+        os.close(fd)
+
+
+def _open(dir_fd: int, path: Path, *, create: int) -> tuple[int, bool]:
+    """`open_directory` for the last component of `path`; a link there fails the job."""
+    try:
+        return open_directory(dir_fd, path.name, create=create)
+    except LinkInTheWay as exc:
+        raise ExecutorError(
+            f"{path} {exc.strerror}: the center creates a job's directories without following "
+            "links (name the directory itself as the workdir)"
+        ) from None
 
 
 def prepare_job_dirs(dirs: Sequence[Path], owner: pwd.struct_passwd | None) -> None:

@@ -28,9 +28,16 @@ __all__ = ["ENTRIES", "ExecutorEntry", "OptionError", "ServeOption"]
 
 
 def _build_local(settings: CenterSettings) -> Executor:
-    from kaic.center.executors.local import LocalExecutor
+    from functools import partial
 
-    return LocalExecutor(kill_grace=settings.kill_grace, run_as_users=settings.run_as_users)
+    from kaic.center.executors.local import LocalExecutor
+    from kaic.center.executors.own_account import own_account_refusal
+
+    return LocalExecutor(
+        kill_grace=settings.kill_grace,
+        run_as_users=settings.run_as_users,
+        refusal=partial(own_account_refusal, settings),
+    )
 
 
 LOCAL = ExecutorEntry(name="local", label="local (this machine)", build=_build_local)

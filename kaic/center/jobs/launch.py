@@ -29,8 +29,9 @@ def launch_spec(
     tasks — the whole array as one (an executor that owns the queue).
 
     Raises `PathRejected` when the workdir no longer lies inside the user's storage. The
-    executor creates the home and the workdir (as the job's account, if it runs jobs as
-    their users)."""
+    executor creates the home and the workdir (`executors.prepare.prepare_storage`: as the
+    center, handing what it made to the job's account when it runs jobs as their users, and
+    never through a link — the user may change their storage after this check)."""
     whole_array = bool(group) and row.array_job_id is not None
     job_id = row.array_job_id if whole_array and row.array_job_id else row.id
     home = storage_home(settings, row.user, row.unix_account or None)

@@ -141,7 +141,7 @@ def _checksums(principal: Principal, settings: CenterSettings, paths: list[str])
     not exist here can read nothing)."""
     root = settings.storage_root_for(principal.user, principal.unix_account)
     account = None
-    if settings.run_as_users:
+    if settings.acts_as_users:
         try:
             account = UnixAccount.lookup(principal.unix_account)
         except LookupError as exc:

@@ -9,10 +9,11 @@ nothing else, through `ConfinedSFTP`. Shell, exec, forwarding and every subsyste
 `sftp` are refused.
 
 Who touches the files: a single-user center (no `run_as_users`) serves SFTP in its own
-process, as its own account. A center that runs jobs as users (root, `run_as_users`)
-serves each connection from a worker process running as the user's unix account
-(`relay`, `worker`), so ownership, permissions and hard-link rules are the kernel's; the
-center then keeps only the SSH side and copies bytes.
+process, as its own account. A center that runs jobs as users (`settings.acts_as_users`:
+`run_as_users`, or root with an executor such as Slurm) serves each connection from a
+worker process running as the user's unix account (`relay`, `worker`), so ownership,
+permissions and hard-link rules are the kernel's; the center then keeps only the SSH side
+and copies bytes.
 
 One paramiko `Transport` (its own thread) per connection, plus a small thread that gives a
 connection `LOGIN_GRACE` seconds to log in and then waits for it to end (and owns its
@@ -107,7 +108,7 @@ class EmbeddedSftp:
             max_connections_per_user or settings.sftp_connections_per_user
         )
         #: serve each connection from a worker running as the user's unix account
-        self.as_users = settings.run_as_users
+        self.as_users = settings.acts_as_users
         self.login_grace = login_grace
         #: descriptors the endpoint's open files may hold, all connections together
         self.file_budget = threading.BoundedSemaphore(max_open_files)

@@ -3,6 +3,7 @@ dir (by the ownership rule of `executors.prepare`), the batch script and the sub
 
 from __future__ import annotations
 
+import os
 import pwd
 from pathlib import Path
 
@@ -33,6 +34,16 @@ def _traversable(path: Path) -> None:
         path.chmod(mode | 0o011)
 
 
+def _write_script(path: Path, text: str) -> None:
+    """Write a job's script afresh: its directory may be the account's (from an earlier try),
+    so whatever the account left under that name (a link to a file of root's) is removed,
+    not written through."""
+    path.unlink(missing_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    with os.fdopen(os.open(path, flags, 0o644), "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
 def prepare(spec: LaunchSpec, owner: pwd.struct_passwd | None) -> list[JobPaths]:
     """Create the job's directories (one per array task) and workdir; with an `owner` (a
     center running as root) they are the job's account's, so Slurm (running as that account)
@@ -51,7 +62,7 @@ def prepare(spec: LaunchSpec, owner: pwd.struct_passwd | None) -> list[JobPaths]
                 _traversable(parent)
         prepare_job_dirs([paths.dir for paths in dirs], owner)
         for paths in dirs:
-            paths.script.write_text(spec.script, encoding="utf-8")
+            _write_script(paths.script, spec.script)
     except OSError as exc:
         raise ExecutorError(f"could not prepare the job's directories: {exc}") from exc
     return dirs
