@@ -1,9 +1,10 @@
 """The center at national scale: this tree beside a baseline tree (`main` by default),
 each over a store of 100,000 jobs and over an empty one, measured in the same run.
 
-Reproduce: `.venv/bin/python benchmarks/bench_scale.py` from this checkout (about 5
-minutes on two cores; `--baseline REF` for another git ref, `--rows`, `--rounds`,
-`--parts`). Run it when the machine is quiet: every figure is printed after the load
+Reproduce: `.venv/bin/python benchmarks/bench_scale.py --parts plans,api,tick,idle,arrays`
+from this checkout (docs/benchmarks.md's figures: 351 s on two cores; `--baseline REF` for
+another git ref, `none` for this tree alone; `--rows`, `--rounds`, `--keep DIR` to reuse the
+built stores). Run it when the machine is quiet: every figure is printed after the load
 average (`os.getloadavg()`) at its start.
 
 How it is fair:
