@@ -111,7 +111,10 @@ def _plans(rng: random.Random, rows: int, users: int, projects_of: list[list[int
         total += 1 + tasks
     span = (end - start).total_seconds()
     times = sorted(rng.random() * span for _ in plans)
-    return [replace(p, submitted=start + timedelta(seconds=t)) for p, t in zip(plans, times)]
+    return [
+        replace(p, submitted=start + timedelta(seconds=t))
+        for p, t in zip(plans, times, strict=True)
+    ]
 
 
 def build(
@@ -200,7 +203,9 @@ def build(
                 members: list[tuple[str, int]] = []
                 if plan.tasks:
                     jobs.insert(replace(base, kind="array"))
-                    jobs.add_event(job_id, f"submitted array of {plan.tasks} tasks", JobState.PENDING)
+                    jobs.add_event(
+                        job_id, f"submitted array of {plan.tasks} tasks", JobState.PENDING
+                    )
                     history.arrays += 1
                     for t in range(plan.tasks):
                         task_id = f"{seq}_{t}"
