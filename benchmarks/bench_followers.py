@@ -58,6 +58,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 REPO = Path(__file__).resolve().parent.parent
+#: seconds all followers have to connect and get their first line; later ones count as failed
+CONNECT_TIMEOUT = 60.0
 #: the commit before the center followed logs with one watcher per log
 DEFAULT_BASELINE = "cc7689e"
 
@@ -297,7 +299,8 @@ class Follower(asyncio.Protocol):
         for future in (self.started, self.done):
             if not future.done():
                 future.set_result(None)
-        self.transport.close()
+        if hasattr(self, "transport"):  # not set when the connection never came up
+            self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.done.done():
@@ -313,6 +316,11 @@ async def run_followers(url: str, token: str, jobs: list[str], count: int, lines
     lags: list[float] = []
     followers: list[Follower] = []
     connecting = asyncio.Semaphore(32)  # the center's listen backlog is 128
+    deadline = loop.time() + CONNECT_TIMEOUT
+
+    async def started(follower: Follower) -> None:
+        await loop.create_connection(lambda: follower, host, port)
+        await follower.started
 
     async def connect(job_id: str) -> None:
         request = (
@@ -323,11 +331,13 @@ async def run_followers(url: str, token: str, jobs: list[str], count: int, lines
         followers.append(follower)
         async with connecting:
             try:
-                await loop.create_connection(lambda: follower, host, port)
+                # A center out of file descriptors accepts no more connections: without a
+                # deadline its followers would wait for ever (the baseline under `--nofile`).
+                await asyncio.wait_for(started(follower), max(deadline - loop.time(), 0.0))
             except OSError as exc:
                 follower._fail(f"connect: {exc}")
-                return
-            await follower.started
+            except asyncio.TimeoutError:
+                follower._fail(f"not connected with its first line in {CONNECT_TIMEOUT:.0f} s")
 
     await asyncio.gather(*(connect(jobs[i % len(jobs)]) for i in range(count)))
     ok = sum(1 for f in followers if f.started.done() and not f.errors)
