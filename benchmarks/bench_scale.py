@@ -1,6 +1,6 @@
 """The center at national scale: this tree beside a baseline tree (`307b9f9` by default: the
-center before this work),
-each over a store of 100,000 jobs and over an empty one, measured in the same run.
+center before this work), each over a store of 100,000 jobs and over an empty one, measured
+in the same run.
 
 Reproduce: `.venv/bin/python benchmarks/bench_scale.py --parts plans,api,tick,idle,arrays`
 from this checkout (docs/benchmarks.md's figures: 351 s on two cores; `--baseline REF` for
@@ -91,7 +91,8 @@ USER = "user0000"  # the busiest user of the history
 THIS = "this"
 BASE = "base"
 
-#: This tree's migration 5 (the indexes) undone: the baseline's schema (version 3) over the same rows.
+#: This tree's migration 5 (the indexes) undone: the baseline's schema (version 3) over the
+#: same rows.
 REWIND = """
 DROP INDEX IF EXISTS jobs_seq;
 DROP INDEX IF EXISTS jobs_user_seq;
