@@ -19,6 +19,7 @@ the real commands).
 """
 
 import importlib
+import inspect
 import os
 import sys
 from collections.abc import Iterable
@@ -158,7 +159,25 @@ def build_app(commands: Iterable[str] | None = None, *, listing: bool = False) -
     modules = dict.fromkeys(c.module for c in wanted.values())
     for module in modules:
         _add_module(root_app, module)
+    _keep_examples(root_app)
     return root_app
+
+
+def _keep_examples(app: typer.Typer) -> None:
+    """Plain help is Click's, which rewraps every paragraph to the terminal's width: an
+    example command broken over two lines cannot be copied. The indented paragraphs of a
+    command's docstring (its examples) and its `Example:` lines get Click's no-rewrap mark
+    (a line holding only `\\b`)."""
+    for info in app.registered_commands:
+        doc = info.callback.__doc__ if info.callback is not None else None
+        if doc and "\b" not in doc:
+            paragraphs = inspect.cleandoc(doc).split("\n\n")
+            info.callback.__doc__ = "\n\n".join(
+                "\b\n" + p if p.startswith((" ", "Example")) else p for p in paragraphs
+            )
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            _keep_examples(group.typer_instance)
 
 
 def _stand_in() -> None:
