@@ -28,7 +28,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from kaic.center.migrations import MIGRATIONS, SCHEMA_VERSION
-from kaic.center.settings import utc_now
+
+
+def utc_now() -> datetime:
+    """The current time as an aware UTC datetime (the default clock; `settings.utc_now` is
+    the same, defined here too so that the database imports nothing of the settings)."""
+    return datetime.now(timezone.utc)
+
 
 DB_NAME = "center.db"
 

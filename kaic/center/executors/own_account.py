@@ -18,8 +18,10 @@ checked where a job starts, against the database as it is now:
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-from kaic.center.settings import CenterSettings
+if TYPE_CHECKING:
+    from kaic.center.settings import CenterSettings
 
 RUN_AS_USER_HINT = (
     "serve jobs as their users' accounts: `kaic center serve --run-as-user --storage-root "
