@@ -119,14 +119,30 @@ class EarlySession:
     error: BaseException | None = None
     thread: threading.Thread | None = None
     restarts: int = 0
+    #: the job reached its time limit while the center restarted, before the session could
+    #: be opened again (a loaded machine runs the suite slower than the limit)
+    ended_before_reopen: bool = False
 
     def start(self, harness: Harness) -> None:
         def run() -> None:
             try:
                 while True:
                     url = harness.url
-                    with start_exec(url, self.job_id, harness.token(), ["sleep", "1e5"]) as s:
-                        result = s.finish(timeout=3600)
+                    try:
+                        with start_exec(
+                            url, self.job_id, harness.token(), ["sleep", "1e5"]
+                        ) as session:
+                            result = session.finish(timeout=3600)
+                    except Exception:
+                        if self.restarts and self._job_ended(harness):
+                            self.ended_before_reopen = True
+                            return
+                        raise
+                    # refused at start by the batch system (the job was completing)?
+                    refused = result.status is not None and result.status.get("reason") is None
+                    if self.restarts and refused and self._job_ended(harness):
+                        self.ended_before_reopen = True
+                        return
                     if result.close_code != 1012 or self.restarts > 3:
                         self.result = result
                         return
@@ -139,6 +155,14 @@ class EarlySession:
 
         self.thread = threading.Thread(target=run, name="early-session", daemon=True)
         self.thread.start()
+
+    def _job_ended(self, harness: Harness) -> bool:
+        """Whether the job is ending or has ended (waits for its end to be recorded)."""
+        try:
+            state = harness.center.wait_state(self.job_id, timeout=harness.facts.deadline)
+        except AssertionError:
+            return False
+        return str(state["state"]) == "TIMEOUT"
 
 
 #: the time-limited jobs: one ends at SIGTERM, one ignores it (SIGKILL after the grace)
