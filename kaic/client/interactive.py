@@ -18,7 +18,9 @@ already, and deflating 100 MB costs more than it saves on any network a center s
 
 from __future__ import annotations
 
+import contextlib
 import json
+import select
 import ssl
 import time
 from collections.abc import Mapping
@@ -200,6 +202,7 @@ class _Session:
     def _send(self, data: bytes) -> None:
         from websockets.exceptions import ConnectionClosed
 
+        _wait_for_room(self._ws)
         try:
             self._ws.send(data)
         except ConnectionClosed as exc:
@@ -220,6 +223,18 @@ class _Session:
             f"the connection to the center at {self._base_url} was lost mid-session",
             hint="check the center and your network; the session's processes were ended",
         )
+
+
+def _wait_for_room(ws: ClientConnection) -> None:
+    """Wait until the connection's socket can take more without blocking.
+
+    websockets' sync client holds its connection lock while a send blocks, and its reader
+    thread needs that lock to hand on what it read: a send blocked on a center that itself
+    waits for us to read (its own send to us is full) stopped our reading too, and both
+    ends waited forever (100 MB echoed through `kaic forward` did). Waiting for room here,
+    outside the lock, keeps the reader reading."""
+    with contextlib.suppress(OSError, ValueError):  # closed: the send says so
+        select.select([], [ws.socket], [])
 
 
 def _refusal(status: int, reason: str, base_url: str) -> KaicError:
