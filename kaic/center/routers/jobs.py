@@ -5,9 +5,11 @@ Other users' jobs do not exist as far as a caller can tell: 404, never 403.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from kaic.center.deps import Principal, require_scope
@@ -15,6 +17,7 @@ from kaic.center.errors import ApiError
 from kaic.center.jobs.logs import LogHub, log_size, read_log, tail_offset
 from kaic.center.jobs.paths import job_paths
 from kaic.center.jobs.service import JobService
+from kaic.center.jobs.store import JobRow
 from kaic.models import DryRunResult, ErrorResponse, Job, JobEvent, JobList, JobState, JobSubmit
 from kaic.models.limits import MAX_CURSOR_LENGTH, MAX_LOG_OFFSET, MAX_TAIL_LINES
 
@@ -161,22 +164,29 @@ async def job_logs(
     Without `follow`: what exists now. With `follow=true`: streams new bytes as they are
     written and ends only when the job is terminal and the log fully drained.
     """
-    row = service.get_row(job_id, principal.user_id)
-    if row.kind == "array":
-        tasks = service.jobs.task_ids([row.id]).get(row.id, [])
-        shown = ", ".join(tasks[:10]) + (", …" if len(tasks) > 10 else "")
-        raise ApiError(
-            422,
-            "invalid_request",
-            f"job {row.id} is an array: its logs are per task; choose one of {shown}",
-        )
-    path = job_paths(service.settings.state_dir, row.id).log(stream)
-    start = tail_offset(path, tail) if tail is not None else offset
+
+    def opening() -> tuple[JobRow, Path, int, int]:
+        # The database and the file system block: on a worker thread, not the event loop
+        # every follower and session of the center shares.
+        row = service.get_row(job_id, principal.user_id)
+        if row.kind == "array":
+            tasks = service.jobs.task_ids([row.id]).get(row.id, [])
+            shown = ", ".join(tasks[:10]) + (", …" if len(tasks) > 10 else "")
+            raise ApiError(
+                422,
+                "invalid_request",
+                f"job {row.id} is an array: its logs are per task; choose one of {shown}",
+            )
+        path = job_paths(service.settings.state_dir, row.id).log(stream)
+        start = tail_offset(path, tail) if tail is not None else offset
+        return row, path, start, log_size(path)
+
+    row, path, start, size = await run_in_threadpool(opening)
     headers = {LOG_OFFSET_HEADER: str(start), "Cache-Control": "no-store"}
     if follow and not row.terminal:
         # Shared with the log's other followers; ends when the job does (see LogHub).
         body = hub.follow(row.id, path, start)
     else:
         # A terminal job's log is complete: following it is reading it to its end.
-        body = read_log(path, start, log_size(path))
+        body = read_log(path, start, size)
     return StreamingResponse(body, media_type="application/octet-stream", headers=headers)
