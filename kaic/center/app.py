@@ -23,6 +23,7 @@ from kaic.center.errors import (
 )
 from kaic.center.executors import registry as executor_registry
 from kaic.center.executors.base import Executor
+from kaic.center.files import HashingSlots
 from kaic.center.interactive.registry import SessionLimits, SessionRegistry
 from kaic.center.jobs.logs import job_log_hub
 from kaic.center.jobs.scheduler import Scheduler
@@ -181,6 +182,8 @@ def create_app(settings: CenterSettings) -> FastAPI:
     app.state.log_hub = log_hub
     app.state.instance_id = secrets.token_hex(8)
     app.state.user_ca = user_ca
+    # Checksums hash on worker threads: a few per user, so no one can hold them all.
+    app.state.hashing_slots = HashingSlots()
     #: the embedded SFTP endpoint (listening while the app runs), or None
     app.state.sftp_endpoint = sftp_endpoint
     app.state.login_limiter = LoginRateLimiter(

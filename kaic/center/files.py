@@ -20,11 +20,14 @@ stdin, results as JSON on stdout.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -167,3 +170,34 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+class HashingSlots:
+    """How many checksum requests hash at once: at most `per_user` of one user and `total` in
+    all. Hashing holds one of the server's worker threads (and, as a user, a helper process)
+    for as long as it reads, so one user's requests for many large files could hold every
+    thread and stall the API for everyone. A request over either limit is not queued: the
+    caller is told to come back (429, which clients retry after `Retry-After`)."""
+
+    def __init__(self, *, per_user: int = 4, total: int = 16) -> None:
+        self.per_user = per_user
+        self.total = total
+        self._lock = threading.Lock()
+        self._busy: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def slot(self, user: str) -> Iterator[bool]:
+        """Yields whether `user` got a slot (released at the end of the block)."""
+        with self._lock:
+            mine = self._busy.get(user, 0)
+            granted = mine < self.per_user and sum(self._busy.values()) < self.total
+            if granted:
+                self._busy[user] = mine + 1
+        try:
+            yield granted
+        finally:
+            if granted:
+                with self._lock:
+                    self._busy[user] -= 1
+                    if not self._busy[user]:
+                        del self._busy[user]

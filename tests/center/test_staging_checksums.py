@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from pathlib import Path
@@ -157,3 +158,31 @@ def test_a_link_to_a_name_that_is_not_utf8(center: Center) -> None:
     }
     (result,) = _checksums(center, ["link"])
     assert result["sha256"] == hashlib.sha256(b"latin-1\n").hexdigest()
+
+
+def test_a_user_hashing_at_their_limit_is_told_to_come_back(center: Center) -> None:
+    # Hashing holds a server thread while it reads: one user's many requests could hold
+    # them all. Over the per-user limit the answer is 429 at once; others are unaffected.
+    (_home(center, "alice") / "a.bin").write_bytes(b"a")
+    (_home(center, "bob") / "b.bin").write_bytes(b"b")
+    slots = center.app.state.hashing_slots
+    with contextlib.ExitStack() as held:
+        for _ in range(slots.per_user):  # requests of alice's in flight
+            assert held.enter_context(slots.slot("alice"))
+        response = center.client.get(
+            "/v1/files/checksum", params={"path": "a.bin"}, headers=_session(center)
+        )
+        assert_error(response, 429, "rate_limited")
+        assert response.headers["Retry-After"] == "1"
+        response = center.client.post(
+            "/v1/files/checksums", json={"paths": ["a.bin"]}, headers=_session(center)
+        )
+        assert_error(response, 429, "rate_limited")
+        response = center.client.get(
+            "/v1/files/checksum", params={"path": "b.bin"}, headers=_session(center, "bob")
+        )
+        assert response.status_code == 200, response.text
+    response = center.client.get(
+        "/v1/files/checksum", params={"path": "a.bin"}, headers=_session(center)
+    )
+    assert response.json()["sha256"] == hashlib.sha256(b"a").hexdigest()

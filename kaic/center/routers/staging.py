@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from kaic.center.accounts import is_center_account
 from kaic.center.deps import Principal, SettingsDep, require_scope
 from kaic.center.errors import ApiError
-from kaic.center.files import Checksum, checksums
+from kaic.center.files import Checksum, HashingSlots, checksums
 from kaic.center.runas import UnixAccount
 from kaic.center.settings import CenterSettings
 from kaic.center.ssh_ca import ForbiddenPrincipal, UnacceptableKey, UserCA
@@ -135,10 +135,25 @@ def sign_certificate(
         raise ApiError(403, "forbidden", str(exc)) from None
 
 
-def _checksums(principal: Principal, settings: CenterSettings, paths: list[str]) -> list[Checksum]:
+#: seconds a client waits before asking again when its hashing slots are all taken
+_BUSY_RETRY_AFTER = 1
+
+
+def get_hashing_slots(request: Request) -> HashingSlots:
+    slots: HashingSlots = request.app.state.hashing_slots
+    return slots
+
+
+SlotsDep = Annotated[HashingSlots, Depends(get_hashing_slots)]
+
+
+def _checksums(
+    principal: Principal, settings: CenterSettings, slots: HashingSlots, paths: list[str]
+) -> list[Checksum]:
     """The checksums of `paths` in the caller's storage root, read with the caller's rights:
     as the caller's unix account when the center runs jobs as users (an account that does
-    not exist here can read nothing)."""
+    not exist here can read nothing); 429 when the caller already hashes as much as a user
+    may at once (`HashingSlots`)."""
     root = settings.storage_root_for(principal.user, principal.unix_account)
     account = None
     if settings.acts_as_users:
@@ -147,7 +162,16 @@ def _checksums(principal: Principal, settings: CenterSettings, paths: list[str])
         except LookupError as exc:
             logger.warning("checksums for %s refused: %s", principal.user, exc)
             return [Checksum(problem="not_found") for _ in paths]
-    return checksums(root, paths, account)
+    with slots.slot(principal.user) as granted:
+        if not granted:
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"too many checksum requests at once (at most {slots.per_user} per user); "
+                "try again in a moment",
+                headers={"Retry-After": str(_BUSY_RETRY_AFTER)},
+            )
+        return checksums(root, paths, account)
 
 
 def _answer(path: str, found: Checksum) -> FileChecksum:
@@ -172,6 +196,7 @@ def _answer(path: str, found: Checksum) -> FileChecksum:
 def file_checksum(
     principal: FilesPrincipal,
     settings: SettingsDep,
+    slots: SlotsDep,
     path: Annotated[
         str,
         Query(
@@ -184,7 +209,7 @@ def file_checksum(
     """sha256 and size of a file in the caller's storage, computed on the server."""
     # A sync route: FastAPI runs it in a worker thread, so hashing a large file does not
     # block the event loop.
-    return _answer(path, _checksums(principal, settings, [path])[0])
+    return _answer(path, _checksums(principal, settings, slots, [path])[0])
 
 
 @router.post(
@@ -193,13 +218,13 @@ def file_checksum(
     responses={422: {"model": ErrorResponse, "description": "no paths, or too many"}},
 )
 def file_checksums(
-    body: FileChecksumsRequest, principal: FilesPrincipal, settings: SettingsDep
+    body: FileChecksumsRequest, principal: FilesPrincipal, settings: SettingsDep, slots: SlotsDep
 ) -> FileChecksums:
     """sha256 and size of several files in the caller's storage (at most
     `MAX_CHECKSUM_PATHS`), each path judged exactly as `GET /v1/files/checksum` judges it.
     A path that fails gets its own `error`; the others are answered."""
     results = []
-    answers = _checksums(principal, settings, body.paths)
+    answers = _checksums(principal, settings, slots, body.paths)
     for path, checksum in zip(body.paths, answers, strict=True):
         try:
             found = _answer(path, checksum)
