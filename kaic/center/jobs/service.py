@@ -327,6 +327,16 @@ class JobService:
             raise ApiError(404, "not_found", f"no job {job_id!r}")
         return row
 
+    def get_task_row(self, job_id: str, user_id: int, *, why: str) -> JobRow:
+        """The user's job or array task, like `get_row`; an array is a 422 naming its first
+        tasks (`why`: what is per task, e.g. "its logs are per task; choose one of")."""
+        row = self.get_row(job_id, user_id)
+        if row.kind == "array":
+            tasks = self.jobs.task_ids([row.id]).get(row.id, [])
+            shown = ", ".join(tasks[:10]) + (", …" if len(tasks) > 10 else "")
+            raise ApiError(422, "invalid_request", f"job {row.id} is an array: {why} {shown}")
+        return row
+
     def get(self, job_id: str, user_id: int) -> Job | None:
         row = self.jobs.get(job_id, user_id=user_id)
         return self._jobs([row])[0] if row else None

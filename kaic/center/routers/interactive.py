@@ -110,17 +110,9 @@ def _admit(ws: WebSocket, job_id: str, kind: SessionKind, detail: str) -> Admitt
     principal = check_scope(authenticate(store, settings, token), EXEC_SCOPE)
     if kind == "forward":
         detail = str(_port(ws.query_params.get("port")))
-    row = service.jobs.get(job_id, user_id=principal.user_id)
-    if row is None:
-        raise ApiError(404, "not_found", f"no job {job_id!r}")
-    if row.kind == "array":
-        tasks = service.jobs.task_ids([row.id]).get(row.id, [])
-        shown = ", ".join(tasks[:10]) + (", …" if len(tasks) > 10 else "")
-        raise ApiError(
-            422,
-            "invalid_request",
-            f"job {row.id} is an array: open the session in one of its tasks ({shown})",
-        )
+    row = service.get_task_row(
+        job_id, principal.user_id, why="open the session in one of its tasks:"
+    )
     if row.state is not JobState.RUNNING:
         raise ApiError(
             409,

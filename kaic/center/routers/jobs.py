@@ -168,15 +168,9 @@ async def job_logs(
     def opening() -> tuple[JobRow, Path, int, int]:
         # The database and the file system block: on a worker thread, not the event loop
         # every follower and session of the center shares.
-        row = service.get_row(job_id, principal.user_id)
-        if row.kind == "array":
-            tasks = service.jobs.task_ids([row.id]).get(row.id, [])
-            shown = ", ".join(tasks[:10]) + (", …" if len(tasks) > 10 else "")
-            raise ApiError(
-                422,
-                "invalid_request",
-                f"job {row.id} is an array: its logs are per task; choose one of {shown}",
-            )
+        row = service.get_task_row(
+            job_id, principal.user_id, why="its logs are per task; choose one of"
+        )
         path = job_paths(service.settings.state_dir, row.id).log(stream)
         start = tail_offset(path, tail) if tail is not None else offset
         return row, path, start, log_size(path)
