@@ -25,8 +25,9 @@ from kaic.center.executors.base import (
     RunningJob,
 )
 from kaic.center.executors.local import LocalExecutor
-from kaic.center.executors.slurm.api import SubmitRequest
+from kaic.center.executors.slurm.api import SlurmJob, SubmitRequest
 from kaic.center.executors.slurm.executor import SlurmExecutor
+from kaic.center.executors.slurm.states import parse_job_state
 from kaic.center.jobs.store import JobStore, NewJob
 from kaic.center.store import Store
 from kaic.models import JobState, JobSubmit
@@ -210,7 +211,10 @@ class PickyClient(FakeClient):
     def submit(self, user: str, request: SubmitRequest) -> int:
         if request.name == "poison":
             raise self.error
-        return super().submit(user, request)
+        job_id = super().submit(user, request)
+        # Slurm lists what it accepted (else the job counts as lost after a few polls)
+        self.records.append(SlurmJob(job_id, parse_job_state("PENDING"), comment=request.comment))
+        return job_id
 
 
 @pytest.mark.parametrize(

@@ -61,8 +61,8 @@ KILL_WAIT_SECONDS = 10.0
 RELAY_CONNECT_SECONDS = 60.0
 #: seconds to wait for the center to record the end of a job that is ending when a
 #: session's command was killed (a batch system kills the steps before the center learns
-#: that the job ended)
-JOB_END_SECONDS = 15.0
+#: that the job ended; a loaded batch system may take a few of its polls)
+JOB_END_SECONDS = 30.0
 #: close code of a session whose job-side connection or process failed
 CLOSE_INTERNAL = 1011
 
