@@ -69,8 +69,11 @@ ROOT_ENV = {"PATH": ROOT_PATH, "LANG": "C.UTF-8"}
 _LOADER = (
     "unset PATH LANG; "
     'while IFS= read -r -d "" -u {fd} entry; do export -- "$entry"; done; '
-    'exec {fd}<&-; exec -- "$@"'
+    'exec {fd}<&-; {enter}exec -- "$@"'
 )
+#: with a workdir: entered as the account (root never changes into a directory a user names)
+_ENTER = 'cd -- "$1" || exit 126; shift; '
+
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -116,19 +119,26 @@ def environment_fd(env: Mapping[str, str]) -> int:
 
 
 def as_account(
-    argv: Sequence[str], env: Mapping[str, str], account: pwd.struct_passwd | None
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    account: pwd.struct_passwd | None,
+    *,
+    workdir: Path | str | None = None,
 ) -> tuple[list[str], dict[str, str], int | None]:
     """(command, environment for Popen, fd to pass or None) that run `argv` with `env`
     through `setpriv --pdeathsig KILL`, as `account` when given (see the module's
-    docstring): the command and the environment are then root's own, fixed, and the fd
-    carries `env` to the process after the drop. The caller closes the fd once started."""
+    docstring): the command and the environment are then root's own, fixed, the fd
+    carries `env` to the process after the drop, and `workdir` is entered after it too (the
+    caller then starts the command in `/`). The caller closes the fd once started."""
     setpriv = [_tool("setpriv"), "--pdeathsig=KILL"]
     if account is None:
         return [*setpriv, "--", *argv], dict(env), None
     fd = environment_fd(env)
     setpriv += [f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}", "--init-groups"]
-    loader = [_tool("bash"), "-c", _LOADER.format(fd=fd), "kaic-session"]
-    return [*setpriv, "--", *loader, *argv], dict(ROOT_ENV), fd
+    enter = _ENTER if workdir is not None else ""
+    loader = [_tool("bash"), "-c", _LOADER.format(fd=fd, enter=enter), "kaic-session"]
+    where = [os.fspath(workdir)] if workdir is not None else []
+    return [*setpriv, "--", *loader, *where, *argv], dict(ROOT_ENV), fd
 
 
 class OutputFilter(Protocol):
@@ -301,11 +311,13 @@ def spawn(
     pty of `rows` x `cols` when `tty`, as `account` when given, with `env` (after the drop
     only: `as_account`); `noise` makes the filter of its stderr (a tty: of its one stream).
     Call it on the event loop's thread. Raises ExecutorError when it cannot start (the
-    workdir is gone, ...)."""
+    workdir is gone, ...; as an account, a workdir it cannot enter ends the command with
+    126 and bash's reason on its stderr)."""
     opened: list[int] = []
     try:
-        command, popen_env, env_fd = as_account(argv, env, account)
-        if env_fd is not None:
+        command, popen_env, env_fd = as_account(argv, env, account, workdir=cwd)
+        if env_fd is not None:  # dropping: the workdir is entered as the account
+            cwd = "/"
             opened.append(env_fd)
         pass_fds = () if env_fd is None else (env_fd,)
         if tty:
