@@ -22,7 +22,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TypeVar
 
-from kaic.center.jobs.store import JobStore, NewJob
+from kaic.center.jobs.rows import NewJob
+from kaic.center.jobs.store import JobStore
 from kaic.center.store import Store
 from kaic.models import JobState, JobSubmit, Resources
 

@@ -28,7 +28,8 @@ from kaic.center.executors.local import LocalExecutor
 from kaic.center.executors.slurm.api import SlurmJob, SubmitRequest
 from kaic.center.executors.slurm.executor import SlurmExecutor
 from kaic.center.executors.slurm.states import parse_job_state
-from kaic.center.jobs.store import JobStore, NewJob
+from kaic.center.jobs.rows import NewJob
+from kaic.center.jobs.store import JobStore
 from kaic.center.store import Store
 from kaic.models import JobState, JobSubmit
 

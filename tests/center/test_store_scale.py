@@ -21,9 +21,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from kaic.center.jobs.rows import NewJob
 from kaic.center.jobs.scheduler import Scheduler
 from kaic.center.jobs.service import JobService, _encode_cursor
-from kaic.center.jobs.store import JobStore, NewJob
+from kaic.center.jobs.store import JobStore
 from kaic.center.settings import CenterSettings
 from kaic.center.store import Store
 from kaic.models import Job, JobState, JobSubmit, Resources

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from kaic.center.executors.base import LaunchSpec
 from kaic.center.jobs.paths import job_paths, resolve_workdir, storage_home
-from kaic.center.jobs.store import JobRow
+from kaic.center.jobs.rows import JobRow
 from kaic.center.settings import CenterSettings
 
 #: what an interactive allocation without `run` runs: it holds the allocation until it is

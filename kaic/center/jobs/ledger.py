@@ -22,7 +22,8 @@ from types import TracebackType
 
 from kaic.center.executors.base import Ended, ExecutorError, Launched, Observed
 from kaic.center.jobs.paths import PathRejected
-from kaic.center.jobs.store import ACTIVE, JobRow, JobStore, QueueRow
+from kaic.center.jobs.rows import ACTIVE, JobRow, QueueRow
+from kaic.center.jobs.store import JobStore
 from kaic.models import JobState
 
 logger = logging.getLogger("kaic.center.scheduler")

@@ -10,8 +10,9 @@ from typing import Literal
 
 from kaic.center.errors import ApiError
 from kaic.center.jobs.paths import PathRejected, resolve_workdir, storage_home
+from kaic.center.jobs.rows import JobRow, NewJob, to_job
 from kaic.center.jobs.scheduler import Scheduler
-from kaic.center.jobs.store import JobRow, JobStore, NewJob, canonical_hash, to_job
+from kaic.center.jobs.store import JobStore, canonical_hash
 from kaic.center.settings import CenterSettings, PartitionConfig
 from kaic.center.store import ProjectRow, Store
 from kaic.models import DryRunResult, Job, JobList, JobState, JobSubmit

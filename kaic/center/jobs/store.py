@@ -1,9 +1,10 @@
 """SQL for jobs, job events and idempotency keys, over the center's database (`Store`).
 
-The schema is migration 2 in `kaic/center/migrations.py` (4: `job_kind`; 5: its indexes).
-One row per job; an array is a parent row (kind 'array', id "N") whose state the scheduler
-derives from its task rows (kind 'task', ids "N_0", "N_1", ...). `seq` is the numeric id of
-a job or array. `job_kind` is what the user submitted (`Job.kind`: batch or interactive).
+The rows it reads and writes are `kaic.center.jobs.rows`. The schema is migration 2 in
+`kaic/center/migrations.py` (4: `job_kind`; 5: its indexes). One row per job; an array is a
+parent row (kind 'array', id "N") whose state the scheduler derives from its task rows (kind
+'task', ids "N_0", "N_1", ...). `seq` is the numeric id of a job or array. `job_kind` is
+what the user submitted (`Job.kind`: batch or interactive).
 
 A center keeps its history (millions of finished rows at a busy site), so every query here
 reads in proportion to what it returns, or to the active jobs — never to the finished ones:
@@ -15,26 +16,22 @@ scheduler reads every active row on each of its passes and needs few of them who
 from __future__ import annotations
 
 import json
-import logging
-import sqlite3
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from datetime import datetime
-from functools import cached_property
-from typing import Any, Literal, NamedTuple
-
-from pydantic import ValidationError
+from typing import Any
 
 from kaic.center.db import Database, format_time, parse_time
-from kaic.models import Job, JobEvent, JobKind, JobState, JobSubmit, Resources
+from kaic.center.jobs.rows import (
+    ACTIVE,
+    JobRow,
+    NewJob,
+    QueueRow,
+    job_row,
+    queue_row,
+)
+from kaic.models import JobEvent, JobState, JobSubmit
 
-logger = logging.getLogger("kaic.center.jobs")
-
-#: what a row is: a job, an array or one of its tasks (not `Job.kind`: that is `job_kind`)
-RowKind = Literal["job", "array", "task"]
-ACTIVE = (JobState.PENDING.value, JobState.RUNNING.value, JobState.SUSPENDED.value,
-          JobState.COMPLETING.value)  # fmt: skip
 #: `ACTIVE` as SQL text: written into the queries, not bound, so that the query planner
 #: sees the states (a bound list hides them from it)
 _ACTIVE_SQL = "(" + ", ".join(f"'{state}'" for state in ACTIVE) + ")"
@@ -49,166 +46,8 @@ _HELD_GPUS_SQL = (
 _NO_CURSOR = 2**63 - 1
 
 
-@dataclass(frozen=True)
-class JobRow:
-    id: str
-    seq: int
-    kind: RowKind
-    array_job_id: str | None
-    array_task_id: int | None
-    array_limit: int | None
-    user_id: int
-    user: str
-    project_id: int
-    project: str
-    name: str
-    partition: str
-    #: the stored submission as JSON (`spec` parses it)
-    spec_json: str
-    workdir: str
-    time_limit_seconds: int | None
-    gpus: int
-    depends_on: tuple[str, ...]
-    state: JobState
-    reason: str | None
-    exit_code: int | None
-    submitted_at: datetime
-    started_at: datetime | None
-    ended_at: datetime | None
-    deadline_epoch: float | None
-    gpu_ids: tuple[int, ...]
-    external_id: str | None
-    pid: int | None
-    pgid: int | None
-    proc_start: int | None
-    end_cause: str | None
-    gpu_hours: float
-    #: the unix account of the job's user (the Slurm executor submits as it)
-    unix_account: str = ""
-    #: `Job.kind`: a batch job, or an interactive allocation
-    job_kind: JobKind = "batch"
-
-    @property
-    def terminal(self) -> bool:
-        return self.state.value not in ACTIVE
-
-    @cached_property
-    def spec(self) -> JobSubmit:
-        """The submission, parsed on first use."""
-        return _load_spec(self.id, self.spec_json)
-
-
-class QueueRow(NamedTuple):
-    """An active job or task as the queue policies read it on every pass: what deciding
-    needs, without what acting on it needs (the whole `JobRow`, from `JobStore.get`).
-
-    The scheduler reads every active row on each pass, from one small index that holds
-    exactly these columns (`jobs_queue`, migration 5) and into a tuple: several times
-    cheaper than whole rows with their user's and project's names, times and submission."""
-
-    id: str
-    seq: int
-    kind: RowKind
-    array_job_id: str | None
-    array_task_id: int | None
-    array_limit: int | None
-    partition: str
-    gpus: int
-    depends_on: tuple[str, ...]
-    state: JobState
-    reason: str | None
-    deadline_epoch: float | None
-    gpu_ids: tuple[int, ...]
-    external_id: str | None
-    end_cause: str | None
-    time_limit_seconds: int | None
-
-    @property
-    def terminal(self) -> bool:
-        return self.state.value not in ACTIVE
-
-
 #: the columns of `QueueRow`, in its order
 _QUEUE_COLUMNS = ", ".join(QueueRow._fields)
-_STATES = {state.value: state for state in JobState}
-
-
-def _queue_row(row: Sequence[Any]) -> QueueRow:
-    (job_id, seq, kind, array_job_id, array_task_id, array_limit, partition, gpus, depends_on,
-     state, reason, deadline, gpu_ids, external_id, end_cause, time_limit) = row  # fmt: skip
-    return QueueRow(
-        job_id,
-        seq,
-        kind,
-        array_job_id,
-        array_task_id,
-        array_limit,
-        partition,
-        gpus,
-        tuple(depends_on.split(",")) if depends_on else (),
-        _STATES[state],
-        reason,
-        deadline,
-        tuple(map(int, gpu_ids.split(","))) if gpu_ids else (),
-        external_id,
-        end_cause,
-        time_limit,
-    )
-
-
-def _split(text: str) -> tuple[str, ...]:
-    return tuple(part for part in text.split(",") if part)
-
-
-def _load_spec(job_id: str, text: str) -> JobSubmit:
-    """A stored submission. One accepted under older, looser rules (say, before the limits
-    of `kaic.models.limits`) is kept as stored rather than refused: one bad row must not
-    make every query that reads it fail; the scheduler fails the job if it cannot start."""
-    try:
-        return JobSubmit.model_validate_json(text)
-    except ValidationError:
-        logger.warning("job %s: its stored spec no longer validates; loaded as stored", job_id)
-    data = json.loads(text)
-    resources = Resources.model_construct(**(data.pop("resources", None) or {}))
-    return JobSubmit.model_construct(resources=resources, **data)
-
-
-def _row(row: sqlite3.Row) -> JobRow:
-    return JobRow(
-        id=row["id"],
-        seq=row["seq"],
-        kind=row["kind"],
-        array_job_id=row["array_job_id"],
-        array_task_id=row["array_task_id"],
-        array_limit=row["array_limit"],
-        user_id=row["user_id"],
-        user=row["user_name"],
-        project_id=row["project_id"],
-        project=row["project_name"],
-        name=row["name"],
-        partition=row["partition"],
-        spec_json=row["spec"],
-        workdir=row["workdir"],
-        time_limit_seconds=row["time_limit_seconds"],
-        gpus=row["gpus"],
-        depends_on=_split(row["depends_on"]),
-        state=JobState(row["state"]),
-        reason=row["reason"],
-        exit_code=row["exit_code"],
-        submitted_at=parse_time(row["submitted_at"]),
-        started_at=parse_time(row["started_at"]) if row["started_at"] else None,
-        ended_at=parse_time(row["ended_at"]) if row["ended_at"] else None,
-        deadline_epoch=row["deadline_epoch"],
-        gpu_ids=tuple(int(i) for i in _split(row["gpu_ids"])),
-        external_id=row["external_id"],
-        pid=row["pid"],
-        pgid=row["pgid"],
-        proc_start=row["proc_start"],
-        end_cause=row["end_cause"],
-        gpu_hours=row["gpu_hours"],
-        unix_account=row["unix_account"],
-        job_kind=row["job_kind"],
-    )
 
 
 def _select(indexed_by: str = "") -> str:
@@ -251,29 +90,6 @@ def _db_value(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return ",".join(str(v) for v in value)
     return value
-
-
-@dataclass(frozen=True)
-class NewJob:
-    """A row to insert (see `JobStore.insert`)."""
-
-    id: str
-    seq: int
-    kind: RowKind
-    user_id: int
-    project_id: int
-    name: str
-    partition: str
-    spec: JobSubmit
-    workdir: str
-    time_limit_seconds: int | None
-    gpus: int
-    depends_on: Sequence[str] = ()
-    array_job_id: str | None = None
-    array_task_id: int | None = None
-    array_limit: int | None = None
-    reason: str | None = None
-    job_kind: JobKind = "batch"
 
 
 class JobStore:
@@ -349,7 +165,7 @@ class JobStore:
             row = self.db.fetchone(_SELECT + " WHERE j.id = ?", (job_id,))
         else:
             row = self.db.fetchone(_SELECT + " WHERE j.id = ? AND j.user_id = ?", (job_id, user_id))
-        return _row(row) if row else None
+        return job_row(row) if row else None
 
     def get_many(self, job_ids: Iterable[str]) -> dict[str, JobRow]:
         ids = list(dict.fromkeys(job_ids))
@@ -357,7 +173,7 @@ class JobStore:
             return {}
         marks = ",".join("?" for _ in ids)
         rows = self.db.fetchall(_SELECT + f" WHERE j.id IN ({marks})", ids)
-        return {r["id"]: _row(r) for r in rows}
+        return {r["id"]: job_row(r) for r in rows}
 
     def tasks(self, array_job_id: str) -> list[JobRow]:
         """The tasks of an array, by task index."""
@@ -365,7 +181,7 @@ class JobStore:
             _SELECT + " WHERE j.array_job_id = ? AND j.kind = 'task' ORDER BY j.array_task_id",
             (array_job_id,),
         )
-        return [_row(r) for r in rows]
+        return [job_row(r) for r in rows]
 
     def task_ids(self, array_job_ids: Sequence[str]) -> dict[str, list[str]]:
         """Task ids per array id."""
@@ -389,7 +205,7 @@ class JobStore:
         rows = self.db.fetchall(
             _select("jobs_queue") + f" WHERE {_QUEUED} ORDER BY j.seq, j.array_task_id"
         )
-        return [_row(r) for r in rows]
+        return [job_row(r) for r in rows]
 
     def queue(self) -> list[QueueRow]:
         """`active` as the queue policies read it on every pass (`QueueRow`)."""
@@ -397,7 +213,7 @@ class JobStore:
             f"SELECT {_QUEUE_COLUMNS} FROM jobs INDEXED BY jobs_queue WHERE {_QUEUED}"
             " ORDER BY seq, array_task_id"
         )
-        return [_queue_row(r) for r in rows]
+        return [queue_row(r) for r in rows]
 
     def partition_load(self) -> dict[str, tuple[int, int]]:
         """Per partition: (pending jobs, GPUs the running jobs hold), counted by SQLite over
@@ -453,7 +269,7 @@ class JobStore:
             " ORDER BY j.array_task_id LIMIT 1",
             (array_job_id,),
         )
-        return _row(row) if row else None
+        return job_row(row) if row else None
 
     def last_task_end(self, array_job_id: str) -> datetime | None:
         """When the array's last task ended (reads every task: for an ended array)."""
@@ -507,7 +323,7 @@ class JobStore:
                 " ORDER BY j.seq DESC LIMIT ?",
                 (user_id, before, limit),
             )
-            return [_row(r) for r in rows]
+            return [job_row(r) for r in rows]
         wanted = list(dict.fromkeys(states))
         parts: list[str] = []
         params: list[object] = []
@@ -538,7 +354,7 @@ class JobStore:
             _SELECT + f" WHERE j.id IN ({' UNION ALL '.join(parts)}) ORDER BY j.seq DESC LIMIT ?",
             (*params, limit),
         )
-        return [_row(r) for r in rows]
+        return [job_row(r) for r in rows]
 
     def update(self, job_id: str, **fields: Any) -> None:
         """Set columns of one job (only the mutable ones)."""
@@ -602,20 +418,6 @@ class JobStore:
             " VALUES (?, ?, ?, ?, ?)",
             (user_id, key, body_hash, job_id, format_time(self.now())),
         )
-
-
-def to_job(row: JobRow, array_tasks: Sequence[str] = ()) -> Job:
-    """The wire form of a job row: each field of `Job` from the row's attribute of the same
-    name (the model lists them; a row has more), `resources` from the stored submission,
-    `kind` from `job_kind` (the row's `kind` says job, array or task)."""
-    values = {
-        name: getattr(row, name)
-        for name in Job.model_fields
-        if hasattr(row, name) and name != "kind"
-    }
-    return Job(
-        **values, kind=row.job_kind, resources=row.spec.resources, array_tasks=list(array_tasks)
-    )
 
 
 def canonical_hash(data: Any) -> str:

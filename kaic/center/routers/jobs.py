@@ -16,8 +16,8 @@ from kaic.center.deps import Principal, require_scope
 from kaic.center.errors import ApiError
 from kaic.center.jobs.logs import LogHub, log_size, read_log, tail_offset
 from kaic.center.jobs.paths import job_paths
+from kaic.center.jobs.rows import JobRow
 from kaic.center.jobs.service import JobService
-from kaic.center.jobs.store import JobRow
 from kaic.models import DryRunResult, ErrorResponse, Job, JobEvent, JobList, JobState, JobSubmit
 from kaic.models.limits import MAX_CURSOR_LENGTH, MAX_LOG_OFFSET, MAX_TAIL_LINES
 

@@ -9,7 +9,7 @@ from datetime import datetime
 from kaic.center.executors.base import Executor
 from kaic.center.jobs.ledger import Ledger
 from kaic.center.jobs.partitions import PartitionConfig
-from kaic.center.jobs.store import JobRow, QueueRow
+from kaic.center.jobs.rows import JobRow, QueueRow
 from kaic.center.settings import CenterSettings
 from kaic.models import JobState
 

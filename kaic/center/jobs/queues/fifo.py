@@ -32,7 +32,7 @@ from kaic.center.jobs.launch import launch_spec
 from kaic.center.jobs.ledger import CANCELLED_BY_USER, Ledger, describe, log_start_failure
 from kaic.center.jobs.partitions import PartitionConfig
 from kaic.center.jobs.queues.base import QueuePolicy, dependency_verdict
-from kaic.center.jobs.store import JobRow, QueueRow
+from kaic.center.jobs.rows import JobRow, QueueRow
 from kaic.center.settings import CenterSettings
 from kaic.models import JobState
 
