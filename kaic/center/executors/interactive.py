@@ -24,6 +24,9 @@ A session's process is always a child of the center, started the same way:
 The center talks to it through non-blocking file descriptors only; the asyncio side
 (`kaic.center.interactive.bridge`) decides when to read, so a client that stops reading
 stops the process's output instead of filling the center's memory.
+
+(A little over the ~450-line budget: starting a session's process, its descriptors and its
+end are one piece, shared by every executor.)
 """
 
 from __future__ import annotations

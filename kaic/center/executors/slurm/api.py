@@ -10,7 +10,8 @@ as a list of flags, numbers as `{"set", "infinite", "number"}` objects, exit cod
 
 Authentication: a JWT for a Slurm operator (the SlurmUser or root) in `X-SLURM-USER-TOKEN`,
 and in `X-SLURM-USER-NAME` the user a request acts as (the job's unix account for submit and
-cancel, the token's own user for reads).
+cancel, the token's own user for reads). (At the ~450-line budget: the readers of both API
+versions belong with the client that calls them.)
 """
 
 from __future__ import annotations

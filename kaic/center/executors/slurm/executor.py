@@ -22,6 +22,10 @@ repeated: the job is looked up by its comment (`kaic job <id>`) first.
 
 Interactive sessions (`exec`, `connect`) run `srun --jobid --overlap` on the center host as
 the job's account (`slurm/interactive.py`).
+
+(Over the ~450-line budget: what the executor tracks of each job and how a poll reconciles it
+with Slurm's view — seen, missing, looked up, purged — read best together; submitting,
+resources, states, health and sessions already live beside it in `slurm/`.)
 """
 
 from __future__ import annotations
@@ -53,11 +57,9 @@ from kaic.center.executors.interactive import (
     ForwardChannel,
     RelayFrames,
     SessionProcess,
-    session_environment,
-    spawn,
     tools_missing,
 )
-from kaic.center.executors.prepare import job_account, job_environment
+from kaic.center.executors.prepare import job_account
 from kaic.center.executors.slurm import submit
 from kaic.center.executors.slurm.api import (
     SlurmApiError,
@@ -69,13 +71,8 @@ from kaic.center.executors.slurm.api import (
 from kaic.center.executors.slurm.health import Reachability
 from kaic.center.executors.slurm.interactive import (
     RELAY,
-    SrunNoise,
-    StepCanceller,
     find_srun,
-    slurm_environment,
-    srun_command,
-    step_environment,
-    step_name,
+    start_step,
 )
 from kaic.center.executors.slurm.resources import Resources, free_gpus, partition_configs
 from kaic.center.executors.slurm.states import map_state, pending_reason
@@ -499,38 +496,19 @@ class SlurmExecutor(Executor):
         cols: int | None = None,
         unbuffered: bool = False,
     ) -> SessionProcess:
-        """`argv` as a step of the job, srun started here as the job's account, with the
-        job's environment (which Slurm gives the step); what runs as root before the drop
-        gets none of it (`spawn`). `unbuffered`: see `srun_command`."""
-        spec = target.spec
-        slurm_id = self._slurm_job_id(target)
-        account = self._owner(spec)
-        login = spec.unix_account or spec.user
-        base = job_environment(spec, login=login, base_path=self.base_path, gpus=False)
-        env = slurm_environment(session_environment(base, extra_env, tty=tty), self.slurm_conf)
-        name = step_name()
-        command = srun_command(
-            find_srun(),
-            slurm_id,
+        """`argv` as a step of the job (`start_step`), srun started as the job's account."""
+        return start_step(
+            target.spec,
+            self._slurm_job_id(target),
             argv,
-            tty=tty,
-            name=name,
-            workdir=spec.workdir,
-            unbuffered=unbuffered,
-        )
-        canceller = StepCanceller(
-            slurm_id, name, env=step_environment(self.slurm_conf), account=account
-        )
-        return spawn(
-            command,
-            env=env,
-            cwd=spec.workdir,
+            extra_env,
+            account=self._owner(target.spec),
+            base_path=self.base_path,
+            slurm_conf=self.slurm_conf,
             tty=tty,
             rows=rows,
             cols=cols,
-            account=account,
-            on_kill=canceller,
-            noise=SrunNoise,
+            unbuffered=unbuffered,
         )
 
     def _slurm_job_id(self, target: SessionTarget) -> str:

@@ -41,8 +41,17 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from kaic.center.executors.base import ExecutorError
-from kaic.center.executors.interactive import RELAY_REFUSED, ROOT_ENV, ROOT_PATH, as_account
+from kaic.center.executors.base import ExecutorError, LaunchSpec
+from kaic.center.executors.interactive import (
+    RELAY_REFUSED,
+    ROOT_ENV,
+    ROOT_PATH,
+    SessionProcess,
+    as_account,
+    session_environment,
+    spawn,
+)
+from kaic.center.executors.prepare import job_environment
 
 logger = logging.getLogger("kaic.center.slurm")
 
@@ -257,3 +266,41 @@ def find_srun() -> str:
 def step_environment(slurm_conf: str | None) -> dict[str, str]:
     """The whole environment of a step's lookup and cancel: fixed, with SLURM_CONF."""
     return slurm_environment(ROOT_ENV, slurm_conf)
+
+
+def start_step(
+    spec: LaunchSpec,
+    slurm_id: str,
+    argv: list[str],
+    extra_env: dict[str, str],
+    *,
+    account: pwd.struct_passwd | None,
+    base_path: str | None,
+    slurm_conf: str | None,
+    tty: bool,
+    rows: int | None = None,
+    cols: int | None = None,
+    unbuffered: bool = False,
+) -> SessionProcess:
+    """`argv` as a step of Slurm job `slurm_id`: srun started here as `account`, with the
+    job's environment (which Slurm gives the step); what runs as root before the drop gets
+    none of it (`spawn`). `unbuffered`: see `srun_command`."""
+    login = spec.unix_account or spec.user
+    base = job_environment(spec, login=login, base_path=base_path, gpus=False)
+    env = slurm_environment(session_environment(base, extra_env, tty=tty), slurm_conf)
+    name = step_name()
+    command = srun_command(
+        find_srun(), slurm_id, argv, tty=tty, name=name, workdir=spec.workdir, unbuffered=unbuffered
+    )
+    canceller = StepCanceller(slurm_id, name, env=step_environment(slurm_conf), account=account)
+    return spawn(
+        command,
+        env=env,
+        cwd=spec.workdir,
+        tty=tty,
+        rows=rows,
+        cols=cols,
+        account=account,
+        on_kill=canceller,
+        noise=SrunNoise,
+    )
