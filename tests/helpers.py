@@ -12,10 +12,10 @@ import subprocess
 import sys
 import termios
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -282,3 +282,17 @@ def ensure_account(name: str, *, home: bool = False, shell: str = "/usr/sbin/nol
         result = subprocess.run([*argv, name], capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise RuntimeError(f"useradd {name} failed: {result.stderr.strip()}")
+
+
+def poll(
+    fn: Callable[[], Any], *, timeout: float = 30, every: float = 0.1, what: str = "a condition"
+) -> Any:
+    """`fn()`'s first true value, asked every `every` seconds; AssertionError after `timeout`
+    (the end-to-end tests' one way to wait for a state: no sleeps)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = fn()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")

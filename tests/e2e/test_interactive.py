@@ -18,7 +18,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.test_login import login
-from tests.helpers import RunningCenter, cli_env, free_port, run_cli, start_center
+from tests.helpers import RunningCenter, cli_env, free_port, poll, run_cli, start_center
 
 PASSWORD = "correct horse battery staple"
 
@@ -45,16 +44,6 @@ def center(tmp_path: Path) -> Iterator[RunningCenter]:
         yield running
     finally:
         running.stop()
-
-
-def poll(fn, *, timeout: float = 30, every: float = 0.1):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("condition not met in time")
 
 
 def state(job_id: str, **kw: object) -> str:

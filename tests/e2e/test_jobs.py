@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.test_login import login
-from tests.helpers import RunningCenter, cli_env, free_port, run_cli, start_center
+from tests.helpers import RunningCenter, cli_env, free_port, poll, run_cli, start_center
 
 PASSWORD = "correct horse battery staple"
 
@@ -34,16 +34,6 @@ def gpu_center(tmp_path: Path) -> Iterator[RunningCenter]:
         yield center
     finally:
         center.stop()
-
-
-def poll(fn, *, timeout: float = 30, every: float = 0.1):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("condition not met in time")
 
 
 def job_json(job_id: str, **kw: object) -> dict:  # type: ignore[type-arg]

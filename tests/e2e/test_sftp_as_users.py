@@ -15,8 +15,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,7 +28,7 @@ from tests.e2e.test_embedded_sftp import (
     sftp,
     sftp_command,
 )
-from tests.helpers import RunningCenter, cli_env, run_cli, start_center, unavailable
+from tests.helpers import RunningCenter, cli_env, poll, run_cli, start_center, unavailable
 from tests.helpers import ensure_account as create_account
 
 ALICE = "kaicsftpa"
@@ -84,16 +83,6 @@ def center(tmp_path: Path, homes: Path) -> Iterator[RunningCenter]:
         yield running
     finally:
         running.stop()
-
-
-def wait_for(predicate: Callable[[], object], what: str, timeout: float = 30.0) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def workers_of(center_pid: int) -> list[int]:
@@ -202,27 +191,31 @@ def test_the_worker_runs_as_the_user_and_ends_with_the_session(
 
     session = hold_session(who)
     try:
-        [worker] = wait_for(lambda: workers_of(center.pid), "a worker")  # type: ignore[misc]
+        [worker] = poll(lambda: workers_of(center.pid), what="a worker")
         # It starts as root (the center's child), imports its code, then switches for good
         # before it serves anything.
-        wait_for(lambda: ids_of(worker)["Uid"] != [0] * 4, "the worker to switch accounts")
+        poll(
+            lambda: ids_of(worker)["Uid"] != [0] * 4,
+            what="the worker to switch accounts",
+            every=0.05,
+        )
         ids = ids_of(worker)
         assert ids["Uid"] == [alice.pw_uid] * 4 and ids["Gid"] == [alice.pw_gid] * 4
         assert sorted(ids["Groups"]) == groups
         assert session.stdin is not None
         session.stdin.close()  # `sftp` quits: the session ends
         session.wait(30)
-        wait_for(lambda: not Path(f"/proc/{worker}").exists(), "the worker to exit")
+        poll(lambda: not Path(f"/proc/{worker}").exists(), what="the worker to exit")
     finally:
         session.kill()
 
     # a client killed with -9 takes its worker along too
     session = hold_session(who)
     try:
-        [worker] = wait_for(lambda: workers_of(center.pid), "a worker")  # type: ignore[misc]
+        [worker] = poll(lambda: workers_of(center.pid), what="a worker")
         session.send_signal(signal.SIGKILL)
         session.wait(30)
-        wait_for(lambda: not Path(f"/proc/{worker}").exists(), "the worker to exit")
+        poll(lambda: not Path(f"/proc/{worker}").exists(), what="the worker to exit")
     finally:
         session.kill()
     assert workers_of(center.pid) == []
@@ -232,10 +225,14 @@ def test_a_worker_does_not_outlive_a_killed_center(center: RunningCenter, tmp_pa
     who = login(center, "alice", tmp_path)
     session = hold_session(who)
     try:
-        [worker] = wait_for(lambda: workers_of(center.pid), "a worker")  # type: ignore[misc]
+        [worker] = poll(lambda: workers_of(center.pid), what="a worker")
         os.kill(center.pid, signal.SIGKILL)
         center.proc.wait(30)
-        wait_for(lambda: not Path(f"/proc/{worker}").exists(), "the orphaned worker to die")
+        poll(
+            lambda: not Path(f"/proc/{worker}").exists(),
+            what="the orphaned worker to die",
+            every=0.05,
+        )
     finally:
         session.kill()
         session.wait(30)
@@ -296,7 +293,7 @@ def test_connections_per_user_are_capped_and_kaic_says_so(
     bob = login(center, "bob", tmp_path)
     sessions = [hold_session(alice) for _ in range(PER_USER)]
     try:
-        wait_for(lambda: len(workers_of(center.pid)) == PER_USER, "alice's workers")
+        poll(lambda: len(workers_of(center.pid)) == PER_USER, what="alice's workers")
         refused = run_cli("data", "ls", env=env, expect=5)
         assert f"too many connections for {ALICE}: at most {PER_USER} at once" in refused.stderr
         assert "Traceback" not in refused.stderr
@@ -309,7 +306,7 @@ def test_connections_per_user_are_capped_and_kaic_says_so(
         for session in sessions:
             session.kill()
             session.wait(30)
-    wait_for(lambda: not workers_of(center.pid), "the workers to exit")
+    poll(lambda: not workers_of(center.pid), what="the workers to exit")
     assert run_cli("data", "ls", env=env).code == 0
 
 
@@ -343,8 +340,12 @@ def test_a_dead_worker_closes_its_connection(center: RunningCenter, tmp_path: Pa
     who = login(center, "alice", tmp_path)
     session = hold_session(who)
     try:
-        [worker] = wait_for(lambda: workers_of(center.pid), "a worker")  # type: ignore[misc]
-        wait_for(lambda: ids_of(worker)["Uid"] != [0] * 4, "the worker to switch accounts")
+        [worker] = poll(lambda: workers_of(center.pid), what="a worker")
+        poll(
+            lambda: ids_of(worker)["Uid"] != [0] * 4,
+            what="the worker to switch accounts",
+            every=0.05,
+        )
         os.kill(worker, signal.SIGKILL)
         assert session.stdin is not None
         session.stdin.write("ls\n")  # the next request finds the channel closed

@@ -5,23 +5,12 @@ executor does is the conformance suite's (`test_conformance.py`)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
 
-from tests.helpers import run_cli
+from tests.helpers import poll, run_cli
 from tests.slurm.conftest import SlurmCenter
-
-
-def poll(fn: Callable[[], Any], *, timeout: float = 30, every: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("condition not met in time")
 
 
 def job_json(job_id: str) -> dict[str, Any]:
