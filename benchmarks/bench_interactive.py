@@ -37,6 +37,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from tests.center.jobs_support import kill_job_processes  # noqa: E402
 from tests.helpers import RunningCenter, free_port, start_center  # noqa: E402
 from tests.sshd import STAGING_USER, RunningSshd, start_sshd  # noqa: E402
 
@@ -206,6 +207,9 @@ class Bench:
     def close(self) -> None:
         self.sshd.stop()
         self.kaic("center", "stop")
+        # A job outlives its center (by design): end the bench's own jobs, in both centers.
+        kill_job_processes(self.tmp / "state" / "center")
+        kill_job_processes(self.tmp / "tls" / "state")
 
 
 # -- 1. keystroke echo ---------------------------------------------------------------------

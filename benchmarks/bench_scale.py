@@ -259,6 +259,11 @@ def running(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        # A job outlives its center (by design): end the ones this center started. (Imported
+        # here: a `--serve` child of the baseline's tree must not load this tree's tests.)
+        from tests.center.jobs_support import kill_job_processes
+
+        kill_job_processes(state_dir)
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout: float = 900) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -15,7 +15,7 @@ from fastapi import FastAPI
 
 from kaic.center.listen import bind_loopback_socket
 
-from .jobs_support import jobs_center, wait_for
+from .jobs_support import JobsCenter, jobs_center, wait_for
 
 WAIT_FOR_GO = 'while [ ! -e "$HOME/go" ]; do sleep 0.02; done\n'
 
@@ -61,34 +61,7 @@ def test_a_hundred_followers(tmp_path: Path) -> None:
         job = center.submit("echo start\n" + WAIT_FOR_GO + "seq 1 1000")
         expected = b"start\n" + b"".join(b"%d\n" % i for i in range(1, 1001))
         center.wait_state(job["id"], "RUNNING")
-        started = 0
-
-        async def follow(client: httpx.AsyncClient) -> bytes:
-            nonlocal started
-            body = b""
-            path = f"/v1/jobs/{job['id']}/logs"
-            async with client.stream("GET", path, params={"follow": "true"}) as response:
-                async for chunk in response.aiter_bytes():
-                    if not body:
-                        started += 1
-                    body += chunk
-            return body
-
-        async def main() -> list[bytes]:
-            limits = httpx.Limits(max_connections=200)
-            async with httpx.AsyncClient(
-                base_url=url, headers=center.auth(), timeout=30, limits=limits
-            ) as client:
-                tasks = [asyncio.ensure_future(follow(client)) for _ in range(100)]
-                for _ in range(1000):
-                    if started == 100:
-                        break
-                    await asyncio.sleep(0.01)
-                assert started == 100, started
-                (center.home() / "go").touch()
-                return await asyncio.gather(*tasks)
-
-        bodies = asyncio.run(main())
+        bodies = follow_all(center, url, job["id"], 100, (center.home() / "go").touch)
         assert all(body == expected for body in bodies)
 
 
@@ -104,3 +77,35 @@ def test_disconnected_follower_does_not_block_others(tmp_path: Path) -> None:
             assert client.get(f"{url}/v1/jobs/{job['id']}").json()["state"] == "RUNNING"
         (center.home() / "go").touch()
         assert center.wait_done(job["id"])["state"] == "COMPLETED"
+
+
+def follow_all(
+    center: JobsCenter, url: str, job_id: str, count: int, while_connected: Callable[[], None]
+) -> list[bytes]:
+    """`count` followers of the job; once each has its first bytes, `while_connected()` runs
+    (in a thread); returns what each received by the end."""
+    connected = 0
+
+    async def follow(client: httpx.AsyncClient) -> bytes:
+        nonlocal connected
+        body = b""
+        path = f"/v1/jobs/{job_id}/logs"
+        async with client.stream("GET", path, params={"follow": "true"}) as response:
+            async for chunk in response.aiter_bytes():
+                if not body:
+                    connected += 1
+                body += chunk
+        return body
+
+    async def main() -> list[bytes]:
+        limits = httpx.Limits(max_connections=count + 10)
+        async with httpx.AsyncClient(
+            base_url=url, headers=center.auth(), timeout=30, limits=limits
+        ) as client:
+            tasks = [asyncio.ensure_future(follow(client)) for _ in range(count)]
+            while connected < count:
+                await asyncio.sleep(0.01)
+            await asyncio.to_thread(while_connected)
+            return await asyncio.gather(*tasks)
+
+    return asyncio.run(asyncio.wait_for(main(), 60))

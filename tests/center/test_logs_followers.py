@@ -3,22 +3,20 @@ and no database reads while they wait; the job's end reaches them through the le
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from kaic.center.jobs.paths import job_paths
 from kaic.center.jobs.store import JobStore
 
-from .jobs_support import JobsCenter, jobs_center, wait_for
-from .test_logs_follow import WAIT_FOR_GO, serve
+from .jobs_support import jobs_center, wait_for
+from .test_logs_follow import WAIT_FOR_GO, follow_all, serve
 
 FOLLOWERS = 20
 
@@ -56,35 +54,6 @@ def job_reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, int]]:
     yield reads
 
 
-def follow_all(
-    center: JobsCenter, url: str, job_id: str, while_connected: Callable[[], None]
-) -> list[bytes]:
-    """`FOLLOWERS` followers of the job; once each has its first bytes, `while_connected()`
-    runs (in a thread); returns what each received by the end."""
-    connected = 0
-
-    async def follow(client: httpx.AsyncClient) -> bytes:
-        nonlocal connected
-        body = b""
-        path = f"/v1/jobs/{job_id}/logs"
-        async with client.stream("GET", path, params={"follow": "true"}) as response:
-            async for chunk in response.aiter_bytes():
-                if not body:
-                    connected += 1
-                body += chunk
-        return body
-
-    async def main() -> list[bytes]:
-        async with httpx.AsyncClient(base_url=url, headers=center.auth(), timeout=30) as client:
-            tasks = [asyncio.ensure_future(follow(client)) for _ in range(FOLLOWERS)]
-            while connected < FOLLOWERS:
-                await asyncio.sleep(0.01)
-            await asyncio.to_thread(while_connected)
-            return await asyncio.gather(*tasks)
-
-    return asyncio.run(asyncio.wait_for(main(), 60))
-
-
 def test_followers_share_one_open_log_file(tmp_path: Path) -> None:
     with jobs_center(tmp_path) as center, serve(center.app) as url:
         job = center.submit("echo first\n" + WAIT_FOR_GO + "echo second")
@@ -96,7 +65,7 @@ def test_followers_share_one_open_log_file(tmp_path: Path) -> None:
             seen.append(open_files_of(log))
             (center.home() / "go").touch()
 
-        bodies = follow_all(center, url, job["id"], count_then_go)
+        bodies = follow_all(center, url, job["id"], FOLLOWERS, count_then_go)
         assert bodies == [b"first\nsecond\n"] * FOLLOWERS
         assert seen == [1]
         # And the last follower to leave closed it.
@@ -116,7 +85,7 @@ def test_waiting_followers_do_not_read_the_database(
             before.append(job_reads.get(job["id"], 0))
             (center.home() / "go").touch()
 
-        bodies = follow_all(center, url, job["id"], go)
+        bodies = follow_all(center, url, job["id"], FOLLOWERS, go)
         assert bodies == [b"first\nsecond\n"] * FOLLOWERS
         # While they waited and as the job ended: the scheduler recording the end, the
         # watcher confirming the ledger's announcement, perhaps a sweep — not one per
@@ -143,7 +112,9 @@ def test_followers_end_with_the_job_without_the_sweep(tmp_path: Path) -> None:
         center.app.state.log_hub.sweep = 3600  # only the ledger's announcement can end them
         job = center.submit("echo first\n" + WAIT_FOR_GO + "echo second; exit 3")
         center.wait_state(job["id"], "RUNNING")
-        bodies = follow_all(center, url, job["id"], lambda: (center.home() / "go").touch())
+        bodies = follow_all(
+            center, url, job["id"], FOLLOWERS, lambda: (center.home() / "go").touch()
+        )
         assert bodies == [b"first\nsecond\n"] * FOLLOWERS
         assert center.job(job["id"])["exit_code"] == 3
 
