@@ -168,10 +168,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 class HashingSlots:
     """How many checksum requests hash at once: at most `per_user` of one user and `total` in
     all. Hashing holds one of the server's worker threads (and, as a user, a helper process)
@@ -201,3 +197,7 @@ class HashingSlots:
                     self._busy[user] -= 1
                     if not self._busy[user]:
                         del self._busy[user]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

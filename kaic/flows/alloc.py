@@ -76,8 +76,6 @@ def allocate(
     request: AllocRequest,
     streams: Streams,
     ui: Ui,
-    *,
-    on_submitted: Callable[[Job], None] | None = None,
 ) -> int:
     """Submit the allocation, wait for it, run the shell or command in it, release it;
     returns the shell's or command's exit code (see the module docstring)."""
@@ -89,8 +87,6 @@ def allocate(
             "the center would refuse this allocation: " + "; ".join(map(visible, verdict.problems))
         )
     job = opened.jobs.submit(spec)
-    if on_submitted is not None:
-        on_submitted(job)
     start = verdict.estimated_start
     ui.info(
         f"Allocation {visible(job.id)} submitted ({spec.resources.gpus} GPU(s), partition "
@@ -102,6 +98,9 @@ def allocate(
     except KeyboardInterrupt:
         _release(opened, job.id, ui)
         raise Interrupted(f"interrupted; allocation {visible(job.id)} cancelled") from None
+    except BaseException:
+        _release(opened, job.id, ui)  # a wait that failed (the center gone) leaves no GPUs held
+        raise
     if job.state.value != "RUNNING":
         from kaic.flows.jobs import describe_end, outcome
 

@@ -21,7 +21,7 @@ from kaic.staging.pipeline import (
     status_error,
     string,
 )
-from kaic.staging.plan import FileTask, part_name
+from kaic.staging.plan import FileTask, part_name, sha256_file
 from kaic.staging.remote_fs import RemoteSide, normalize_remote
 from kaic.staging.stripes import (
     Chunk,
@@ -33,7 +33,6 @@ from kaic.staging.stripes import (
     read_attrs_size,
     resume_point,
     resume_ranges,
-    whole_sha256,
 )
 
 
@@ -188,7 +187,7 @@ class StripedPull(Destination):
             thread.join()
         whole = any(s.remote is None for s in striped.segments if not s.kept)
         if whole:
-            if side.remote_sha256([task.src]).get(task.src) == whole_sha256(part):
+            if side.remote_sha256([task.src]).get(task.src) == sha256_file(part):
                 return True
             bad = [s for s in striped.segments if not s.kept]
         else:
@@ -198,7 +197,7 @@ class StripedPull(Destination):
         self.warn(f"sha256 mismatch for {task.dst}; fetching it again")
         self.resend(striped, side, pipe, bad)
         if whole:
-            ok = side.remote_sha256([task.src]).get(task.src) == whole_sha256(part)
+            ok = side.remote_sha256([task.src]).get(task.src) == sha256_file(part)
         else:
             theirs = side.range_sha256(task.src, [s.range for s in bad])
             fd = os.open(part, os.O_RDONLY)

@@ -23,6 +23,7 @@ from kaic.staging.pipeline import (
     is_ok,
     status_error,
 )
+from kaic.staging.plan import sha256_file
 from kaic.staging.remote_fs import RemoteSide, normalize_remote
 from kaic.staging.stripes import (
     Chunk,
@@ -35,7 +36,6 @@ from kaic.staging.stripes import (
     remote_part,
     resume_point,
     resume_ranges,
-    whole_sha256,
 )
 
 
@@ -224,7 +224,7 @@ class StripedPush(Destination):
 
     def _whole_verified(self, striped: Striped, side: RemoteSide, pipe: SftpPipe) -> bool:
         task, part = striped.task, remote_part(striped.task)
-        mine = whole_sha256(task.src)
+        mine = sha256_file(task.src)
         if side.remote_sha256([part]).get(part) == mine:
             return True
         self.warn(f"sha256 mismatch for {task.dst}; sending it again")

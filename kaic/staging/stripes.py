@@ -79,7 +79,6 @@ class Segment:
     remote: str | None = None
     #: the host's hash was asked for (push: once the segment is sent)
     hashing: bool = False
-    resent: bool = False
 
     @property
     def range(self) -> tuple[int, int]:
@@ -132,12 +131,10 @@ class Striped:
         #: a chunk is handed out only when it ends within this many bytes of the first
         #: chunk not yet acknowledged: the holes an interrupted transfer leaves in its part
         #: file lie within that distance of its end (`resume_ranges` looks there)
-        self.reach = REACH
         #: pull: the local part file, written by every stream
         self.fd: int | None = None
         self.threads: list[threading.Thread] = []
         #: the exec hashing of the host (push: it is waited for once the file is sent)
-        self.remote_side: RemoteSide | None = None
 
     # -- the work --------------------------------------------------------------------------
     def open_for_work(self) -> bool:
@@ -187,7 +184,7 @@ class Striped:
                 self._floor += 1
             if self._floor < len(self.planned):
                 floor = self.planned[self._floor].start
-                if floor < head.start and head.end - floor > self.reach:
+                if floor < head.start and head.end - floor > REACH:
                     return LATER
             self.busy += 1
             return self.todo.popleft()
@@ -271,14 +268,6 @@ def local_sha256(fd: int, start: int, end: int) -> str:
         digest.update(block)
         pos += len(block)
     return digest.hexdigest()
-
-
-def whole_sha256(path: str) -> str:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        return local_sha256(fd, 0, os.fstat(fd).st_size)
-    finally:
-        os.close(fd)
 
 
 class Stripes:

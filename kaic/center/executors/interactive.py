@@ -94,7 +94,8 @@ def tools_missing() -> str | None:
     return None
 
 
-def _tool(name: str) -> str:
+def require_root_tool(name: str) -> str:
+    """`name`'s absolute path on ROOT_PATH; ExecutorError when it is not there."""
     found = root_tool(name)
     if found is None:
         raise ExecutorError(f"{name} not found in {ROOT_PATH} on the center host")
@@ -108,9 +109,12 @@ def environment_fd(env: Mapping[str, str]) -> int:
     bad = [name for name in env if not _NAME.fullmatch(name)]
     if bad:
         raise ExecutorError(f"environment variable name {bad[0]!r} is not valid")
-    fd = os.memfd_create("kaic-session-env", os.MFD_CLOEXEC)
+    nul = [name for name, value in env.items() if "\0" in value]
+    if nul:  # it would end its entry early (the API refuses them; an old stored job may not)
+        raise ExecutorError(f"environment variable {nul[0]!r} contains a NUL byte")
+    fd = os.memfd_create("kaic-env", os.MFD_CLOEXEC)
     try:
-        data = b"".join(f"{name}={value}".encode() + b"\0" for name, value in env.items())
+        data = b"".join(os.fsencode(f"{name}={value}") + b"\0" for name, value in env.items())
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
@@ -133,13 +137,14 @@ def as_account(
     docstring): the command and the environment are then root's own, fixed, the fd
     carries `env` to the process after the drop, and `workdir` is entered after it too (the
     caller then starts the command in `/`). The caller closes the fd once started."""
-    setpriv = [_tool("setpriv"), "--pdeathsig=KILL"]
+    setpriv = [require_root_tool("setpriv"), "--pdeathsig=KILL"]
     if account is None:
         return [*setpriv, "--", *argv], dict(env), None
+    bash = require_root_tool("bash")  # before the fd: a missing tool must not leak it
     fd = environment_fd(env)
     setpriv += [f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}", "--init-groups"]
     enter = _ENTER if workdir is not None else ""
-    loader = [_tool("bash"), "-c", _LOADER.format(fd=fd, enter=enter), "kaic-session"]
+    loader = [bash, "-c", _LOADER.format(fd=fd, enter=enter), "kaic-session"]
     where = [os.fspath(workdir)] if workdir is not None else []
     return [*setpriv, "--", *loader, *where, *argv], dict(ROOT_ENV), fd
 
@@ -330,7 +335,7 @@ def spawn(
             # Not a new session here: `setsid --ctty` makes one and takes the pty as its
             # controlling terminal (a process group leader would make setsid fork).
             popen = subprocess.Popen(
-                [_tool("setsid"), "--ctty", *command],
+                [require_root_tool("setsid"), "--ctty", *command],
                 stdin=slave,
                 stdout=slave,
                 stderr=slave,

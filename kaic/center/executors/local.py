@@ -8,7 +8,7 @@ learn how a job ended while the center was down: the wrapper outlives the center
 it is in its own session and ignores the terminal signals the center may get.
 
 A center running as root (`run_as_users`) keeps the job's environment away from everything
-that runs as root: the wrapper gets a fixed environment (`ROOT_ENVIRONMENT`) and calls its
+that runs as root: the wrapper gets a fixed environment (`ROOT_ENV`) and calls its
 tools by absolute path, so neither the job's `PATH` nor `LD_PRELOAD`, `BASH_ENV`, … reach a
 root process; the job's variables are handed over on a descriptor (fd 4: an unnamed file,
 NUL-separated) and exported only by the bash that has already dropped to the job's account,
@@ -26,15 +26,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 from kaic.center.executors.base import (
     Ended,
@@ -47,9 +44,12 @@ from kaic.center.executors.base import (
     SessionTarget,
 )
 from kaic.center.executors.interactive import (
+    ROOT_ENV,
     ForwardChannel,
     SessionProcess,
     connect_loopback,
+    environment_fd,
+    require_root_tool,
     session_environment,
     spawn,
     tools_missing,
@@ -99,36 +99,6 @@ AS_USER_START = (
     'cd -- "$1" || exit 126\n'
     'exec "$0" /dev/fd/3\n'
 )
-
-#: the whole environment of what runs as root for a job: nothing of the job's
-ROOT_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
-ROOT_ENVIRONMENT = {"PATH": ROOT_PATH, "LANG": "C.UTF-8"}
-
-
-def root_tool(name: str) -> str:
-    """The absolute path of the system tool `name`, looked up in `ROOT_PATH` only."""
-    found = shutil.which(name, path=ROOT_PATH)
-    if found is None:
-        raise ExecutorError(f"{name} is not installed in {ROOT_PATH} (needed to run jobs as users)")
-    return found
-
-
-def environment_file(env: dict[str, str]) -> IO[bytes]:
-    """An unnamed file holding `env` as `NAME=value` entries each ended by NUL, at its start
-    (ValueError for a NUL in a name or value: it could not be handed over)."""
-    handle = tempfile.TemporaryFile()  # noqa: SIM115 (the caller closes it)
-    try:
-        for name, value in env.items():
-            entry = os.fsencode(f"{name}={value}")
-            if b"\0" in entry:
-                raise ValueError(f"environment variable {name!r} contains a NUL byte")
-            handle.write(entry + b"\0")
-        handle.flush()
-        handle.seek(0)
-    except BaseException:
-        handle.close()
-        raise
-    return handle
 
 
 def proc_start_time(pid: int) -> int | None:
@@ -229,14 +199,17 @@ class LocalExecutor(Executor):
                     *self._argv(WRAPPER_AS_USER, paths),
                     str(account.pw_uid),
                     str(account.pw_gid),
-                    root_tool("setpriv"),
-                    root_tool("mv"),
-                    root_tool("bash"),
+                    require_root_tool("setpriv"),
+                    require_root_tool("mv"),
+                    require_root_tool("bash"),
                     str(spec.workdir),
                     AS_USER_START,
                 ]
-                with environment_file(env) as handover:
-                    popen = self._spawn(spec, argv=argv, env=None, stdin=handover.fileno())
+                handover = environment_fd(env)
+                try:
+                    popen = self._spawn(spec, argv=argv, env=None, stdin=handover)
+                finally:
+                    os.close(handover)
         except (OSError, ValueError) as exc:
             # ValueError: a NUL byte in an environment value or a path (the API refuses
             # them; a job stored before it did still fails alone, with this reason).
@@ -261,7 +234,7 @@ class LocalExecutor(Executor):
         """Start the wrapper in a new session, its output appended to the job's logs.
 
         `env` None: the wrapper runs as root for a job run as its account — the fixed
-        `ROOT_ENVIRONMENT`, in `/`, `stdin` carrying the job's environment. Otherwise the
+        `ROOT_ENV`, in `/`, `stdin` carrying the job's environment. Otherwise the
         job's own environment, in its workdir, stdin from /dev/null."""
         paths = spec.paths
         with open(paths.stdout, "ab") as stdout, open(paths.stderr, "ab") as stderr:
@@ -271,7 +244,7 @@ class LocalExecutor(Executor):
                 stdout=stdout,
                 stderr=stderr,
                 cwd=spec.workdir if env is not None else "/",
-                env=env if env is not None else dict(ROOT_ENVIRONMENT),
+                env=env if env is not None else dict(ROOT_ENV),
                 start_new_session=True,
                 close_fds=True,
             )

@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 from kaic.center.jobs.store import JobStore
@@ -80,8 +80,10 @@ def tail_offset(path: Path, lines: int) -> int:
         return 0
 
 
-async def read_log(path: Path, offset: int, end: int) -> AsyncIterator[bytes]:
-    """The bytes of the log from `offset` up to `end` (what existed when asked)."""
+def read_log(path: Path, offset: int, end: int) -> Iterator[bytes]:
+    """The bytes of the log from `offset` up to `end` (what existed when asked). A plain
+    generator: the response iterates it on a worker thread, off the event loop every
+    follower and session shares (a finished log may be gigabytes)."""
     if offset >= end:
         return
     with open(path, "rb") as handle:
@@ -93,7 +95,6 @@ async def read_log(path: Path, offset: int, end: int) -> AsyncIterator[bytes]:
                 return
             remaining -= len(data)
             yield data
-            await asyncio.sleep(0)
 
 
 class LogWatcher:

@@ -121,7 +121,7 @@ def queue_row(row: Sequence[Any]) -> QueueRow:
         array_limit,
         partition,
         gpus,
-        tuple(depends_on.split(",")) if depends_on else (),
+        split_list(depends_on or ""),
         _STATES[state],
         reason,
         deadline,

@@ -134,6 +134,9 @@ def _admit(ws: WebSocket, job_id: str, kind: SessionKind, detail: str) -> Admitt
     except PathRejected as exc:
         registry.release(session)
         raise ApiError(409, "job_not_running", f"job {row.id}: {exc}") from None
+    except BaseException:
+        registry.release(session)  # never leave a reservation counted
+        raise
     return Admitted(principal, SessionTarget(spec, row.external_id or ""), session)
 
 
@@ -144,8 +147,9 @@ async def _admit_or_refuse(ws: WebSocket, job_id: str, kind: SessionKind) -> Adm
     try:
         return await run_in_threadpool(_admit, ws, job_id, kind, "")
     except ApiError as exc:
+        caller = await run_in_threadpool(_caller, ws)  # it reads the database
         SessionRegistry.audit_refused(
-            kind, _caller(ws), job_id, exc.status_code, f"{exc.code}: {exc.message}"
+            kind, caller, job_id, exc.status_code, f"{exc.code}: {exc.message}"
         )
         response = error_response(ws, exc.status_code, exc.code, exc.message, exc.headers)
         if "websocket.http.response" in ws.scope.get("extensions", {}):

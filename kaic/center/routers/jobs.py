@@ -5,6 +5,7 @@ Other users' jobs do not exist as far as a caller can tell: 404, never 403.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -177,6 +178,7 @@ async def job_logs(
 
     row, path, start, size = await run_in_threadpool(opening)
     headers = {LOG_OFFSET_HEADER: str(start), "Cache-Control": "no-store"}
+    body: AsyncIterator[bytes] | Iterator[bytes]
     if follow and not row.terminal:
         # Shared with the log's other followers; ends when the job does (see LogHub).
         body = hub.follow(row.id, path, start)

@@ -476,6 +476,10 @@ class SlurmExecutor(Executor):
     # -- interactive access --------------------------------------------------------------
 
     def interactive_refusal(self) -> str | None:
+        if os.geteuid() != 0:
+            # srun must start as the job's account, never as the center's own with the
+            # user's environment (the center's account holds the database and the CA key)
+            return "interactive access to Slurm jobs needs a center running as root"
         missing = tools_missing()
         if missing:
             return f"interactive access is unavailable: {missing}"
