@@ -170,7 +170,10 @@ class Run:
             if isinstance(self.executor, SimulatedExecutor):
                 self.executor.finish(job_id, op.code)
             else:
-                (self.release_dir / job_id).write_text(f"{op.code}\n")
+                # atomically: the job may see the file before its code is written in
+                staged = self.release_dir / f".{job_id}"
+                staged.write_text(f"{op.code}\n")
+                staged.rename(self.release_dir / job_id)
             self.tick_until(lambda: self.state(op.job) not in ("RUNNING",), f"{op.job} to end")
         elif isinstance(op, Cancel):
             self.service.cancel(self.job_id(op.job), self.user_id)
