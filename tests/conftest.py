@@ -61,8 +61,9 @@ def alice(center: RunningCenter) -> tuple[RunningCenter, str, str]:
 
 
 #: Tests that share something machine-wide run in one pytest-xdist worker per group (the
-#: Makefile runs the suite with `--dist loadgroup`): Slurm uses the machine's one munge
-#: socket; the real-account tests share accounts and their homes (/home/kaicstage…).
+#: Makefile runs the suite with `--dist loadgroup`): the Slurm tests share one session-wide
+#: cluster (its own munged socket and ports, so separate runs do not collide); the
+#: real-account tests share accounts and their homes (/home/kaicstage…).
 SERIAL_GROUPS = {
     "slurm": ("tests/slurm/",),
     "accounts": (

@@ -36,6 +36,7 @@ SlurmctldPort={ctld_port}
 SlurmdPort={slurmd_port}
 SlurmUser=root
 AuthType=auth/munge
+AuthInfo=socket={dir}/munge/munge.socket
 AuthAltTypes=auth/jwt
 AuthAltParameters=jwt_key={dir}/jwt.key
 CommunicationParameters=NoInAddrAny,NoCtldInAddrAny
@@ -168,13 +169,10 @@ class SlurmCluster:
         os.chmod(munge_key, 0o400)
         os.chmod(munge_dir, 0o755)
         socket_path = munge_dir / "munge.socket"
-        self.env["MUNGE_SOCKET"] = str(socket_path)  # not read by Slurm; informative only
-        subprocess.run(
-            ["install", "-d", "-o", "munge", "-g", "munge", "-m", "755", "/run/munge"],
-            check=True,
-        )
+        self.env["MUNGE_SOCKET"] = str(socket_path)  # for munge's own tools
         munged = find_binary("munged") or "munged"
-        # Slurm talks to munge over the default socket, so munged must use it.
+        # A private socket (slurm.conf `AuthInfo=socket=...`), so that several clusters —
+        # parallel test runs, a benchmark beside the suite — never share one munged.
         self._spawn(
             "munged",
             [
@@ -192,9 +190,11 @@ class SlurmCluster:
                 str(munge_dir / "munged.log"),
                 "--seed-file",
                 str(munge_dir / "munged.seed"),
+                "--socket",
+                str(socket_path),
             ],
         )
-        self._wait("munged", lambda: Path("/run/munge/munge.socket.2").exists())
+        self._wait("munged", socket_path.exists)
 
         self._spawn("slurmctld", [find_binary("slurmctld") or "slurmctld", "-D", "-i"])
         self._spawn("slurmd", [find_binary("slurmd") or "slurmd", "-D", "-N", "localhost"])

@@ -21,8 +21,8 @@ Name the module in `CONFORMANCE` below and state in `Facts` the few things that 
 test that needs a service it cannot find must fail under `CI=true`
 (`tests.helpers.unavailable`).
 
-The Slurm run lives in `tests/slurm/`: it needs the machine's one Slurm and munge socket, and
-`tests/slurm/` is run by one person at a time.
+The Slurm run lives in `tests/slurm/`, over the session's private Slurm cluster (its own munged
+socket and ports: several runs may go on at once).
 """
 
 from __future__ import annotations
