@@ -26,6 +26,7 @@ from kaic.models.limits import (
     PathText,
     ScriptText,
 )
+from kaic.models.metrics import Efficiency
 from kaic.models.states import JobState
 
 #: `batch`: a job that runs its script; `interactive`: an allocation held for interactive
@@ -154,6 +155,9 @@ class Job(BaseModel):
     depends_on: list[str] = Field(default_factory=list)
     gpu_ids: list[int] = Field(default_factory=list, description="GPUs handed to the job")
     kind: JobKind = Field("batch", description="`interactive`: an allocation (`kaic alloc`)")
+    efficiency: Efficiency | None = Field(
+        None, description="a finished GPU job: utilisation, peak memory, GPU-hours (idle)"
+    )
 
 
 class JobList(BaseModel):
