@@ -2,7 +2,9 @@
 
 import typer
 
-app = typer.Typer(help="Reference topics (`kaic help exit-codes`).", no_args_is_help=True)
+app = typer.Typer(
+    help="Reference topics (`kaic help exit-codes`, `kaic help jobfile`).", no_args_is_help=True
+)
 
 EXIT_CODES = """\
 kaic exit codes
@@ -31,3 +33,16 @@ def exit_codes() -> None:
     Example: kaic help exit-codes
     """
     print(EXIT_CODES, end="")
+
+
+@app.command("jobfile")
+def jobfile() -> None:
+    """Print every key of a job file: type, default, limits, the flag that sets it, an example.
+
+    Generated from the job model `kaic submit` checks against, so it is always current.
+
+    Example: kaic help jobfile | less
+    """
+    from kaic.jobspec.reference import reference
+
+    print(reference(), end="")

@@ -108,7 +108,7 @@ COMMANDS: dict[str, Command] = {
         nested=(("user", "center_admin", "user_app"), ("project", "center_admin", "project_app")),
     ),
     "config": Command("config_cmd", "Show and switch profiles (one per center/account)."),
-    "help": Command("help_cmd", "Reference topics (`kaic help exit-codes`)."),
+    "help": Command("help_cmd", "Reference topics (`kaic help exit-codes`, `kaic help jobfile`)."),
 }
 
 

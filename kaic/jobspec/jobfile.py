@@ -1,7 +1,9 @@
 """Reading a job file (ARCHITECTURE.md "Job file"): YAML -> a checked `JobFile`.
 
 Each key's line is kept, so that each problem is reported as
-``job.yaml:7: resources.gpus: must be a whole number >= 0 (got 'eight')``. The keys are the
+``job.yaml:7: resources.gpus: must be a whole number >= 0 (got 'eight')``. Every problem of a
+file is found in one reading (`JobFile.problems`), so a user fixes them all in one go; only a
+file that cannot be read as a mapping at all stops at once. The keys are the
 wire model's (`keys`); a value is read by its field's type (text, a whole number at least
 the model's minimum) unless it has a format of its own (a duration, `env`, the script, an
 array, job ids, a size: `_FORMATS`).
@@ -16,7 +18,8 @@ from __future__ import annotations
 import copy
 import re
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, Union, get_args, get_origin
@@ -41,6 +44,9 @@ from kaic.jobspec.keys import (
     suggest,
 )
 from kaic.models.fields import JobField
+
+#: where a problem of a job file sends the user
+JOBFILE_HINT = "every key, its type and an example: `kaic help jobfile`"
 
 _WHOLE_RE = re.compile(r"^[0-9]+$")
 _STR_TAG = "tag:yaml.org,2002:str"
@@ -71,10 +77,21 @@ class JobFile:
     inputs: list[Transfer] = field(default_factory=list)
     outputs: list[Transfer] = field(default_factory=list)
     lines: dict[str, int] = field(default_factory=dict)
+    #: what is wrong in the file (`job.yaml:7: key: message`), in the order of its lines;
+    #: the keys they are about have no value in `values`
+    problems: list[str] = field(default_factory=list)
+    #: the key paths those problems are about (so a later check does not report them again)
+    problem_keys: set[str] = field(default_factory=set)
 
     @property
     def label(self) -> str:
         return str(self.path)
+
+    def check(self) -> JobFile:
+        """This file if it has no problems; else UsageError listing every one."""
+        if self.problems:
+            raise UsageError("\n".join(self.problems), hint=JOBFILE_HINT)
+        return self
 
     def line_of(self, key: str) -> int | None:
         """The line of `key` or of the nearest enclosing key that has one."""
@@ -94,19 +111,46 @@ def _line(node: yaml.Node) -> int:
     return node.start_mark.line + 1
 
 
+class _Problem(Exception):
+    """One problem of a job file: the value it is about is skipped, reading goes on."""
+
+    def __init__(self, line: int, key: str | None, text: str) -> None:
+        super().__init__(text)
+        self.line = line
+        self.key = key
+        self.text = text
+
+
 class _Reader:
-    """Turns composed YAML nodes into checked values, recording each key's line."""
+    """Turns composed YAML nodes into checked values, recording each key's line and every
+    problem (`fail` abandons the value at hand; `reading` is where the next one starts)."""
 
     def __init__(self, label: str) -> None:
         self.label = label
         self.lines: dict[str, int] = {}
+        self.problems: list[_Problem] = []
         self._constructor = yaml.SafeLoader("")
 
     # -- errors
 
     def fail(self, line: int, key: str | None, message: str) -> NoReturn:
         where = f"{self.label}:{line}: "
-        raise UsageError(where + (f"{key}: {message}" if key else message))
+        raise _Problem(line, key, where + (f"{key}: {message}" if key else message))
+
+    def note(self, line: int, key: str | None, message: str) -> None:
+        """Record a problem and go on (a value that can simply be left out)."""
+        try:
+            self.fail(line, key, message)
+        except _Problem as problem:
+            self.problems.append(problem)
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """Read one value: a problem in it is recorded and the reading of the others goes on."""
+        try:
+            yield
+        except _Problem as problem:
+            self.problems.append(problem)
 
     def got(self, node: yaml.Node) -> str:
         if isinstance(node, yaml.MappingNode):
@@ -154,7 +198,7 @@ class _Reader:
             key = str(key_node.value)
             if key in first_at:
                 full = f"{prefix}.{key}" if prefix else key
-                self.fail(line, None, f"duplicate key '{full}' (first at line {first_at[key]})")
+                self.note(line, None, f"duplicate key '{full}' (first at line {first_at[key]})")
             first_at[key] = line
         node = copy.deepcopy(node)  # flatten_mapping rewrites nodes (anchors may share them)
         try:
@@ -169,7 +213,8 @@ class _Reader:
             if known is not None and key not in known:
                 hint = suggest(key, known, aliases)
                 where = f" in '{prefix}'" if prefix else ""
-                self.fail(line, None, f"unknown key '{key}'{where}{hint}")
+                self.note(line, None, f"unknown key '{key}'{where}{hint}")
+                continue
             pairs[key] = (line, value_node)
             self.lines[f"{prefix}.{key}" if prefix else key] = line
         return pairs
@@ -237,17 +282,21 @@ def _load_job_file(path: Path) -> JobFile:
         raise UsageError(f"{label}: the job file is empty; it needs at least a `run:` script")
     reader = _Reader(label)
     if not isinstance(root, yaml.MappingNode):
-        reader.fail(
-            _line(root),
-            None,
-            f"a job file must be a mapping of keys (name, resources, run, ...), "
-            f"got {reader.got(root)}",
+        raise UsageError(
+            f"{label}:{_line(root)}: a job file must be a mapping of keys (name, resources, "
+            f"run, ...), got {reader.got(root)}"
         )
-    pairs = reader._pairs(root, "", TOP_KEYS, ALIASES)
     job = JobFile(path=path)
-    for key, (line, node) in pairs.items():
-        _read_key(reader, job, key, line, node)
+    with reader.reading():
+        pairs = reader._pairs(root, "", TOP_KEYS, ALIASES)
+        for key, (line, node) in pairs.items():
+            with reader.reading():
+                _read_key(reader, job, key, line, node)
     job.lines = reader.lines
+    for found in sorted(reader.problems, key=lambda p: p.line):
+        job.problems.append(found.text)
+        if found.key:
+            job.problem_keys.add(found.key)
     return job
 
 
@@ -261,7 +310,8 @@ def _read_key(reader: _Reader, job: JobFile, key: str, line: int, node: yaml.Nod
         for f in group.fields:
             if f.key in pairs:
                 sub_line, sub_node = pairs[f.key]
-                job.values[f.path] = _read_value(reader, f, sub_line, sub_node)
+                with reader.reading():
+                    job.values[f.path] = _read_value(reader, f, sub_line, sub_node)
     else:
         job.values[key] = _read_value(reader, LEAVES[key], line, node)
 
@@ -330,17 +380,20 @@ def _read_env(reader: _Reader, line: int, key: str, node: yaml.Node) -> dict[str
     if not isinstance(node, yaml.MappingNode):
         reader.fail(_line(node), "env", f"must be a mapping NAME: value (got {reader.got(node)})")
     for name, (name_line, value) in reader._pairs(node, "env", None, {}).items():
-        path = f"env.{name}"
-        if not env_name_ok(name):
-            reader.fail(
-                name_line, path, "not a valid variable name (letters, digits, _; not a digit first)"
-            )
-        if reader.is_null(value):
-            reader.fail(name_line, path, f'has no value; write {name}: "" for an empty one')
-        text = reader.text(name_line, path, value, empty_ok=True)
-        assert text is not None
-        env[name] = text
+        with reader.reading():
+            env[name] = _read_env_value(reader, name, name_line, value)
     return env
+
+
+def _read_env_value(reader: _Reader, name: str, line: int, value: yaml.Node) -> str:
+    path = f"env.{name}"
+    if not env_name_ok(name):
+        reader.fail(line, path, "not a valid variable name (letters, digits, _; not a digit first)")
+    if reader.is_null(value):
+        reader.fail(line, path, f'has no value; write {name}: "" for an empty one')
+    text = reader.text(line, path, value, empty_ok=True)
+    assert text is not None
+    return text
 
 
 def _read_transfers(reader: _Reader, line: int, key: str, node: yaml.Node) -> list[Transfer]:
@@ -350,27 +403,31 @@ def _read_transfers(reader: _Reader, line: int, key: str, node: yaml.Node) -> li
         reader.fail(line, key, f"must be a list of {{from: ..., to: ...}} (got {reader.got(node)})")
     transfers: list[Transfer] = []
     for index, item in enumerate(node.value):
-        prefix = f"{key}[{index}]"
-        item_line = _line(item)
-        reader.lines[prefix] = item_line
-        if not isinstance(item, yaml.MappingNode):
-            reader.fail(
-                item_line,
-                prefix,
-                f"must be a mapping {{from: ..., to: ...}} (got {reader.got(item)})",
-            )
-        pairs = reader._pairs(item, prefix, TRANSFER_KEYS, {"src": "from", "dst": "to"})
-        values: dict[str, str] = {}
-        for part in TRANSFER_KEYS:
-            if part not in pairs:
-                reader.fail(item_line, prefix, f"missing '{part}'")
-            part_line, part_node = pairs[part]
-            text = reader.text(part_line, f"{prefix}.{part}", part_node)
-            if text is None:
-                reader.fail(part_line, f"{prefix}.{part}", "must be a path (got nothing)")
-            values[part] = text
-        transfers.append(Transfer(src=values["from"], dst=values["to"]))
+        with reader.reading():
+            transfers.append(_read_transfer(reader, f"{key}[{index}]", item))
     return transfers
+
+
+def _read_transfer(reader: _Reader, prefix: str, item: yaml.Node) -> Transfer:
+    item_line = _line(item)
+    reader.lines[prefix] = item_line
+    if not isinstance(item, yaml.MappingNode):
+        reader.fail(
+            item_line,
+            prefix,
+            f"must be a mapping {{from: ..., to: ...}} (got {reader.got(item)})",
+        )
+    pairs = reader._pairs(item, prefix, TRANSFER_KEYS, {"src": "from", "dst": "to"})
+    values: dict[str, str] = {}
+    for part in TRANSFER_KEYS:
+        if part not in pairs:
+            reader.fail(item_line, prefix, f"missing '{part}'")
+        part_line, part_node = pairs[part]
+        text = reader.text(part_line, f"{prefix}.{part}", part_node)
+        if text is None:
+            reader.fail(part_line, f"{prefix}.{part}", "must be a path (got nothing)")
+        values[part] = text
+    return Transfer(src=values["from"], dst=values["to"])
 
 
 def _read_depends(reader: _Reader, line: int, key: str, node: yaml.Node) -> list[str]:

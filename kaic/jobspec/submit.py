@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from kaic.durations import parse_duration
 from kaic.errors import UsageError
-from kaic.jobspec.jobfile import JobFile, Transfer
+from kaic.jobspec.jobfile import JOBFILE_HINT, JobFile, Transfer
 from kaic.jobspec.keys import FIELDS, FLAGS, LEAVES, OPTIONS, env_name_ok, job_id_ok, short
 from kaic.jobspec.keys import parse_array as check_array
 from kaic.models.fields import JobField
@@ -144,13 +144,25 @@ def build_submit(
     Every flag given in `overrides` wins over the file; `--env` entries merge with the file's
     `env` (the flag wins per name); `--after` replaces `depends_on`; `-- COMMAND ARGS...`
     becomes `run` as one shell-quoted line. Raises UsageError for anything wrong, naming the
-    flag, or the file, line and key.
+    flag, or the file, line and key — every problem of the file at once.
     """
     jf = job_file
     flags = {path: _flag_value(LEAVES[path], v) for path, v in overrides.given().items()}
     command: list[str] = flags.pop("run", [])
-    run = _script(jf, command)
     from_flag: set[str] = {"run"} if command else set()  # key paths whose value is a flag's
+    # What the file got wrong, then what the model finds in the rest (keys already reported
+    # are not reported again)
+    problems = list(jf.problems) if jf is not None else []
+    reported = set(jf.problem_keys) if jf is not None else set()
+    try:
+        run: str | None = _script(jf, command)
+    except UsageError as exc:
+        if jf is None or not jf.problems:
+            raise
+        if "run" not in reported:
+            problems.append(exc.message)
+        reported.add("run")
+        run = None
 
     # -- merge: by key path, the flag's value or the file's
     written = jf.values if jf is not None else {}
@@ -178,17 +190,21 @@ def build_submit(
     # -- impossible combinations
     resources = data["resources"]
     if resources.get("cpus_per_gpu") is not None and resources.get("gpus", 0) == 0:
-        raise _located(
-            jf,
-            from_flag,
-            "resources.cpus_per_gpu",
-            "needs resources.gpus > 0 (the job asks for no GPUs)",
+        problems.append(
+            _located(
+                jf,
+                from_flag,
+                "resources.cpus_per_gpu",
+                "needs resources.gpus > 0 (the job asks for no GPUs)",
+            ).message
         )
 
     try:
         submit = JobSubmit.model_validate(data)
     except ValidationError as exc:
-        raise _from_validation(jf, from_flag, exc) from None
+        problems += _validation_problems(jf, from_flag, exc, reported)
+    if problems:
+        raise UsageError("\n".join(problems), hint=JOBFILE_HINT if jf is not None else None)
     inputs = list(jf.inputs) if jf is not None else []
     outputs = list(jf.outputs) if jf is not None else []
     return submit, inputs, outputs
@@ -233,13 +249,22 @@ def _located(jf: JobFile | None, from_flag: set[str], key: str, message: str) ->
     return UsageError(f"{key}: {message}")
 
 
-def _from_validation(jf: JobFile | None, from_flag: set[str], exc: ValidationError) -> UsageError:
+def _covered(key: str, reported: set[str]) -> bool:
+    """Whether a problem about `key` was already reported (about it or a key around it)."""
+    return any(key == k or key.startswith((f"{k}.", f"{k}[")) for k in reported)
+
+
+def _validation_problems(
+    jf: JobFile | None, from_flag: set[str], exc: ValidationError, reported: set[str]
+) -> list[str]:
     problems: list[str] = []
     for error in exc.errors():
         key = _key_of(tuple(error["loc"])) or "job"
+        if _covered(key, reported):
+            continue
         message = str(error["msg"])
         message = message[:1].lower() + message[1:]
         if "input" in error and not isinstance(error["input"], (dict, list)):
             message += f" (got {short(error['input'])})"
         problems.append(_located(jf, from_flag, key, message).message)
-    return UsageError("\n".join(problems))
+    return problems

@@ -254,7 +254,7 @@ def test_error_names_the_file_as_given(tmp_path: Path, monkeypatch: pytest.Monke
     write(tmp_path, "run: x\nresources: {gpus: eight}\n")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(UsageError) as info:
-        load_job_file(Path("job.yaml"))
+        load_job_file(Path("job.yaml")).check()
     assert (
         info.value.message
         == "job.yaml:2: resources.gpus: must be a whole number >= 0 (got 'eight')"
@@ -578,3 +578,48 @@ def test_the_array_grammar_is_the_models() -> None:
             parse_array(bad)
         with pytest.raises(ValueError, match=re.escape(message)):
             parse_tasks(bad)
+
+
+def test_every_problem_of_a_file_is_reported_at_once(tmp_path: Path) -> None:
+    """Unknown keys, bad values inside groups, env entries and transfers, and what only the
+    model can judge (a count above its limit) — all in one message, in the file's order."""
+    text = (
+        "name: a\n"  # 1
+        "bogus: 1\n"  # 2
+        "resources:\n"  # 3
+        "  gpus: eight\n"  # 4
+        "  nodes: 5000\n"  # 5 (the model's limit: 1024)
+        "  memroy: 5G\n"  # 6
+        "time_limit: banana\n"  # 7
+        "env:\n"  # 8
+        "  1BAD: x\n"  # 9
+        "  GOOD: y\n"  # 10
+        "inputs:\n"  # 11
+        "  - {from: a}\n"  # 12
+        "run: echo hi\n"  # 13
+    )
+    lines = usage_error(tmp_path, text).splitlines()
+    where = str(tmp_path / "job.yaml")
+    assert [line.split(": ", 1)[0] for line in lines] == [
+        f"{where}:{n}" for n in (2, 4, 6, 7, 9, 12, 5)
+    ]
+    assert "unknown key 'bogus'" in lines[0]
+    assert "resources.gpus: must be a whole number" in lines[1]
+    assert "did you mean 'memory'?" in lines[2]
+    assert lines[3].startswith(f"{where}:7: time_limit:")
+    assert "env.1BAD: not a valid variable name" in lines[4]
+    assert "inputs[0]: missing 'to'" in lines[5]
+    assert "resources.nodes: input should be less than or equal to 1024" in lines[6]
+
+
+def test_a_key_reported_by_the_file_is_not_reported_again_by_the_model(tmp_path: Path) -> None:
+    message = usage_error(tmp_path, "name: a\nrun: [x]\nbogus: 2\n")
+    lines = message.splitlines()
+    assert len(lines) == 2, lines
+    assert "run: must be a string" in lines[0] and "unknown key 'bogus'" in lines[1]
+    assert "no `run:` script" not in message and "required" not in message.lower()
+
+
+def test_a_file_without_problems_checks_clean(tmp_path: Path) -> None:
+    job = load(tmp_path, "name: a\nrun: x\n")
+    assert job.check() is job and job.problems == []
