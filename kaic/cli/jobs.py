@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from kaic.cli.context import AppContext, get_app
-from kaic.cli.options import JqOpt, JsonOpt
+from kaic.cli.options import CancelOnInterruptOpt, JqOpt, JsonOpt
 from kaic.errors import UsageError
 from kaic.text import visible
 
@@ -136,6 +136,7 @@ def submit(
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Stream its logs; exit with its outcome.")
     ] = False,
+    cancel_on_interrupt: CancelOnInterruptOpt = False,
     json_out: JsonOpt = False,
     jq: JqOpt = None,
 ) -> None:
@@ -179,7 +180,13 @@ def submit(
         command=command or [],
     )
     request = SubmitRequest(
-        jobfile, overrides, idempotency_key, dry_run=dry_run, wait=wait_, follow=follow
+        jobfile,
+        overrides,
+        idempotency_key,
+        dry_run=dry_run,
+        wait=wait_,
+        follow=follow,
+        cancel_on_interrupt=cancel_on_interrupt,
     )
     waiting = wait_ or follow
 
@@ -347,6 +354,7 @@ def logs(
     tail: Annotated[
         int | None, typer.Option("--tail", help="Start with the last N lines.", min=0)
     ] = None,
+    cancel_on_interrupt: CancelOnInterruptOpt = False,
 ) -> None:
     """Print a job's output. Job stdout goes to stdout, job stderr to stderr.
 
@@ -367,7 +375,15 @@ def logs(
         raise UsageError(f"unknown stream {stream!r}", hint="use stdout, stderr or both")
     app = get_app(ctx)
     writers = _log_writers(app, stream)
-    code = read_logs(app.session(), job_id, writers, app.ui(), follow=follow, tail=tail)
+    code = read_logs(
+        app.session(),
+        job_id,
+        writers,
+        app.ui(),
+        follow=follow,
+        tail=tail,
+        cancel_on_interrupt=cancel_on_interrupt,
+    )
     if code is not None:
         raise typer.Exit(code)
 
@@ -378,6 +394,7 @@ def wait(
     timeout: Annotated[
         str | None, typer.Option("--timeout", help="Give up after this long: 90s, 30m, 2h.")
     ] = None,
+    cancel_on_interrupt: CancelOnInterruptOpt = False,
     json_out: JsonOpt = False,
     jq: JqOpt = None,
 ) -> None:
@@ -401,7 +418,13 @@ def wait(
         except ValueError as exc:
             raise UsageError(f"--timeout: {exc}") from None
     try:
-        final = wait_jobs(app.session(), job_ids, app.ui(), timeout=limit)
+        final = wait_jobs(
+            app.session(),
+            job_ids,
+            app.ui(),
+            timeout=limit,
+            cancel_on_interrupt=cancel_on_interrupt,
+        )
     except WaitTimeout as exc:
         app.emit([_job_json(j) for j in exc.jobs])  # the jobs as last seen, then the error
         raise

@@ -47,6 +47,13 @@ JqOpt = Annotated[
         show_default=False,
     ),
 ]
+CancelOnInterruptOpt = Annotated[
+    bool,
+    typer.Option(
+        "--cancel-on-interrupt",
+        help="Ctrl-C cancels the job instead of leaving it running (as srun does).",
+    ),
+]
 ProfileOpt = Annotated[
     str | None,
     typer.Option(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from kaic.errors import KaicError, Rejected, UsageError
+from kaic.errors import Interrupted, KaicError, Rejected, UsageError
 from kaic.flows.ssh_target import resolve_target
 from kaic.flows.ui import Ui
 
@@ -61,6 +61,10 @@ def failures_error(
     )
 
 
+#: what Ctrl-C during a transfer says (a rerun skips what is done and resumes part files)
+RESUME_HINT = "run the same command again to resume (finished files are skipped)"
+
+
 def run_sync(
     target: Target,
     push: bool,
@@ -78,19 +82,22 @@ def run_sync(
 
     ssh_target, checksums_fn = target
     run = transfer.push if push else transfer.pull
-    with (ui.progress if show_progress else no_progress)() as shown:
-        return run(
-            ssh_target,
-            sources,
-            dest,
-            options,
-            progress=shown.progress,
-            on_plan=shown.on_plan,
-            on_status=shown.on_status,
-            warn=ui.warn,
-            checksums_fn=checksums_fn,
-            sleep=ui.sleep,
-        )
+    try:
+        with (ui.progress if show_progress else no_progress)() as shown:
+            return run(
+                ssh_target,
+                sources,
+                dest,
+                options,
+                progress=shown.progress,
+                on_plan=shown.on_plan,
+                on_status=shown.on_status,
+                warn=ui.warn,
+                checksums_fn=checksums_fn,
+                sleep=ui.sleep,
+            )
+    except KeyboardInterrupt as exc:
+        raise Interrupted("interrupted", hint=RESUME_HINT) from exc
 
 
 def sync(

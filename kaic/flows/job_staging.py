@@ -89,8 +89,15 @@ def _sync(session: Session, ui: Ui, push: bool, items: list[Staged]) -> list[Sta
         sources, dest = ([item.local], item.dst) if push else ([item.src], item.local)
         try:
             result = run_sync(target, push, sources, dest, SyncOptions(), ui, show_progress=True)
-        except Interrupted:
-            raise  # Ctrl-C stops the whole command, not just this entry
+        except Interrupted as exc:
+            # Ctrl-C stops the whole command, not just this entry; the outputs of a job that
+            # ended are fetched by a pull, not by submitting the job again
+            if not push:
+                pull = f"kaic data pull {visible(remote_display(item.src))} {visible(item.dst)}"
+                exc.hint = f"the job has ended; `{pull}` fetches the rest (and resumes)"
+            else:
+                exc.hint = "nothing was submitted; run the same command again to resume staging"
+            raise
         except KaicError as exc:
             done.append(Staged(item.src, item.dst, item.local, error=exc))
             if push:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from kaic.errors import UsageError
 from kaic.flows.ui import Ui
-from kaic.flows.wait import CenterOutage, hint_on_interrupt, unaffected
+from kaic.flows.wait import CenterOutage, on_interrupt
 from kaic.text import visible
 
 if TYPE_CHECKING:
@@ -106,25 +106,33 @@ def logs(
     *,
     follow: bool,
     tail: int | None,
+    cancel_on_interrupt: bool = False,
 ) -> int | None:
     """`kaic logs`: without `follow` what exists now (None: exit 0); with `follow` until the
     job is terminal and the log drained, then the job's outcome code."""
     if not follow:
         follow_logs(session, job_id, writers, follow=False, tail=tail)
         return None
-    with hint_on_interrupt(unaffected([job_id], "kaic logs -f", "follows")):
+    again = ("kaic logs -f", "follows")
+    with on_interrupt(session.jobs, [job_id], again, cancel=cancel_on_interrupt):
         follow_logs(session, job_id, writers, follow=True, tail=tail, outage=CenterOutage(ui.info))
     return outcome(session.jobs.get(job_id))
 
 
 def wait_jobs(
-    session: Session, job_ids: list[str], ui: Ui, *, timeout: float | None = None
+    session: Session,
+    job_ids: list[str],
+    ui: Ui,
+    *,
+    timeout: float | None = None,
+    cancel_on_interrupt: bool = False,
 ) -> list[Job]:
     """`kaic wait`: every job once it ended (each end said on stderr), in the order given.
     Raises `WaitTimeout` (carrying the jobs as last seen) when `timeout` runs out."""
     from kaic.flows.wait import wait_for_jobs
 
-    with hint_on_interrupt(unaffected(job_ids, "kaic wait", "waits for")):
+    again = ("kaic wait", "waits for")
+    with on_interrupt(session.jobs, job_ids, again, cancel=cancel_on_interrupt):
         final = wait_for_jobs(
             session.jobs,
             job_ids,

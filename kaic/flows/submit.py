@@ -26,7 +26,7 @@ from kaic.flows.job_staging import (
 )
 from kaic.flows.jobs import LogWriters, describe_end, follow_logs, outcome
 from kaic.flows.ui import Ui
-from kaic.flows.wait import CenterOutage, hint_on_interrupt, unaffected
+from kaic.flows.wait import CenterOutage, on_interrupt
 from kaic.text import visible
 
 if TYPE_CHECKING:
@@ -45,6 +45,8 @@ class SubmitRequest:
     dry_run: bool = False
     wait: bool = False
     follow: bool = False
+    #: Ctrl-C while waiting cancels the job (srun's behaviour) instead of leaving it running
+    cancel_on_interrupt: bool = False
 
 
 @dataclass
@@ -112,7 +114,15 @@ def submit(
         return done
     follow = request.follow and not job.array_tasks
     again = ("kaic logs -f", "follows") if follow else ("kaic wait", "waits for")
-    return wait_and_fetch(opened, done, ui, outputs, logs=logs if follow else None, again=again)
+    return wait_and_fetch(
+        opened,
+        done,
+        ui,
+        outputs,
+        logs=logs if follow else None,
+        again=again,
+        cancel_on_interrupt=request.cancel_on_interrupt,
+    )
 
 
 def wait_and_fetch(
@@ -123,6 +133,7 @@ def wait_and_fetch(
     *,
     logs: LogWriters | None,
     again: tuple[str, str] = ("kaic wait", "waits for"),
+    cancel_on_interrupt: bool = False,
 ) -> Submitted:
     """Wait for `done.job` (following its `logs` when given), fetch its outputs, and set the
     code to exit with: the job's outcome, or — for a job that succeeded but whose outputs
@@ -132,7 +143,7 @@ def wait_and_fetch(
     job = done.job
     assert job is not None
     outage = CenterOutage(ui.info)
-    with hint_on_interrupt(unaffected([job.id], *again)):
+    with on_interrupt(session.jobs, [job.id], again, cancel=cancel_on_interrupt):
         if logs is not None:
             follow_logs(session, job.id, logs, follow=True, tail=None, outage=outage)
         final = wait_for_jobs(session.jobs, [job.id], sleep=ui.sleep, on_reachability=outage)[0]

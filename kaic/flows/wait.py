@@ -6,11 +6,13 @@ The transport itself gives up after a second or two (`kaic.client.api.CONNECT_RE
 this is where a wait rides an outage out — saying so once on stderr when the center goes
 away and once when it is back (`CenterOutage`), instead of waiting in silence.
 
-Ctrl-C during a wait is "interrupted", with how to wait again (`hint_on_interrupt`).
+Ctrl-C during a wait is "interrupted", with what is still running and how to re-attach or
+cancel (`on_interrupt`), or — with `--cancel-on-interrupt` — the jobs cancelled.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -60,25 +62,89 @@ class CenterOutage:
             self._info(f"center unreachable; retrying for up to {self._budget_min:g} min…")
 
 
-def unaffected(job_ids: Sequence[str], command: str, verb: str) -> str:
-    """The hint for Ctrl-C while waiting: the jobs go on, and how to wait for them again."""
-    from kaic.text import visible
-
-    many = len(job_ids) > 1
-    ids = " ".join(visible(j) for j in job_ids)
-    return (
-        f"the job{'s are' if many else ' is'} not affected; "
-        f"`{command} {ids}` {verb} {'them' if many else 'it'} again"
-    )
+#: how long Ctrl-C waits for the center to say how the jobs stand (or to cancel them) before
+#: saying what it knows; a second Ctrl-C ends kaic at once
+INTERRUPT_REPORT_S = 3.0
 
 
 @contextmanager
-def hint_on_interrupt(hint: str) -> Iterator[None]:
-    """Turn Ctrl-C inside the block into `Interrupted` with `hint` (how to continue)."""
+def on_interrupt(
+    jobs: JobsAPI,
+    job_ids: Sequence[str],
+    again: tuple[str, str],
+    *,
+    cancel: bool = False,
+    report_s: float = INTERRUPT_REPORT_S,
+) -> Iterator[None]:
+    """Ctrl-C inside the block: `Interrupted` (exit 130) saying what is still running and the
+    two commands that re-attach (`again`: the command and its verb, "kaic logs -f",
+    "follows") or cancel; with `cancel` (`--cancel-on-interrupt`, srun's behaviour) the jobs
+    are cancelled instead and the message says so."""
     try:
         yield
     except KeyboardInterrupt as exc:
-        raise Interrupted("interrupted", hint=hint) from exc
+        raise interrupted(jobs, job_ids, again, cancel=cancel, report_s=report_s) from exc
+
+
+def interrupted(
+    jobs: JobsAPI,
+    job_ids: Sequence[str],
+    again: tuple[str, str],
+    *,
+    cancel: bool,
+    report_s: float = INTERRUPT_REPORT_S,
+) -> Interrupted:
+    """What Ctrl-C during a wait says (see `on_interrupt`); asks the center for at most
+    `report_s` seconds."""
+    from kaic.models import is_terminal
+    from kaic.text import visible
+
+    ids = " ".join(visible(j) for j in job_ids)
+    many = len(job_ids) > 1
+    noun = "jobs" if many else "job"
+    if cancel:
+        done = _within(report_s, lambda: [jobs.cancel(j) for j in job_ids])
+        if done is None:
+            return Interrupted(
+                f"interrupted; could not cancel {noun} {ids} in time",
+                hint=f"cancel with `kaic cancel {ids}`",
+            )
+        return Interrupted(
+            f"interrupted; cancelled {noun} {ids} (--cancel-on-interrupt)",
+            hint=f"`kaic show {ids}` shows how {'they' if many else 'it'} ended",
+        )
+    command, verb = again
+    hint = (
+        f"`{command} {ids}` {verb} {'them' if many else 'it'} again; "
+        f"`kaic cancel {ids}` cancels {'them' if many else 'it'}"
+    )
+    seen = _within(report_s, lambda: [jobs.get(j) for j in job_ids])
+    if seen is None:  # the center did not answer in time: say what is certain
+        return Interrupted(
+            f"interrupted; the {noun} {'are' if many else 'is'} not affected", hint=hint
+        )
+    going = [job for job in seen if not is_terminal(job.state)]
+    if not going:
+        ended = ", ".join(f"{visible(j.id)} {j.state.value}" for j in seen)
+        return Interrupted(f"interrupted; already ended: {ended}", hint=f"`kaic show {ids}`")
+    states = ", ".join(f"{visible(j.id)} {j.state.value}" for j in going)
+    return Interrupted(f"interrupted; still going: {states}", hint=hint)
+
+
+def _within(seconds: float, call: Callable[[], list[Job]]) -> list[Job] | None:
+    """`call()`'s answer if it comes within `seconds` (in a daemon thread, so a center that
+    does not answer cannot hold Ctrl-C up); None if it fails or takes longer."""
+    answer: list[list[Job]] = []
+
+    def run() -> None:
+        # best effort: the press is what counts, not whether the center could be asked
+        with contextlib.suppress(Exception):
+            answer.append(call())
+
+    worker = threading.Thread(target=run, name="kaic-interrupt-report", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    return answer[0] if answer else None
 
 
 def wait_for_jobs(

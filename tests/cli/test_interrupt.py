@@ -3,6 +3,7 @@ how to continue where there is a way), exit 130, no traceback, the terminal left
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -25,13 +26,29 @@ def assert_interrupted(shown: Shown, hint: str | None = None) -> None:
     assert "interrupted" in shown.text and "Traceback" not in shown.text, shown.explain()
     assert "Exception" not in shown.text and "Aborted" not in shown.text, shown.explain()
     if hint is not None:
-        assert f"interrupted — the job is not affected; {hint}" in shown.text, shown.explain()
+        assert hint in shown.text, shown.explain()
 
 
 def test_logs_follow(isolated_dirs: Path) -> None:
     job = run_cli("submit", "--", *JOB).stdout.strip()
     shown = run_on_terminal("logs", "-f", job, interrupt_when=lambda out: MARK in out)
-    assert_interrupted(shown, f"`kaic logs -f {job}` follows it again")
+    assert_interrupted(
+        shown,
+        f"interrupted; still going: {job} RUNNING — `kaic logs -f {job}` follows it again; "
+        f"`kaic cancel {job}` cancels it",
+    )
+    assert json.loads(run_cli("show", job, "--json").stdout)["state"] == "RUNNING"
+
+
+def test_logs_follow_cancel_on_interrupt(isolated_dirs: Path) -> None:
+    """srun's behaviour, asked for: Ctrl-C cancels the job, and says so."""
+    job = run_cli("submit", "--", *JOB).stdout.strip()
+    shown = run_on_terminal(
+        "logs", "-f", "--cancel-on-interrupt", job, interrupt_when=lambda out: MARK in out
+    )
+    assert_interrupted(shown, f"interrupted; cancelled job {job} (--cancel-on-interrupt)")
+    state = json.loads(run_cli("show", job, "--json").stdout)["state"]
+    assert state == "CANCELLED"
 
 
 def test_submit_follow(isolated_dirs: Path) -> None:
@@ -40,7 +57,8 @@ def test_submit_follow(isolated_dirs: Path) -> None:
     )
     found = re.search(r"Submitted job (\S+)\.", shown.text)
     assert found, shown.explain()
-    assert_interrupted(shown, f"`kaic logs -f {found.group(1)}` follows it again")
+    job = found.group(1)
+    assert_interrupted(shown, f"`kaic logs -f {job}` follows it again; `kaic cancel {job}`")
 
 
 def test_submit_wait(isolated_dirs: Path) -> None:
@@ -65,7 +83,7 @@ def test_data_push_stops_its_progress_bar(isolated_dirs: Path, tmp_path: Path) -
     shown = run_on_terminal(
         "data", "push", str(big), "big.bin", interrupt_when=lambda out: "0/1 files" in out
     )
-    assert_interrupted(shown)
+    assert_interrupted(shown, "interrupted — run the same command again to resume")
     # The rich display hid the cursor while it drew; it must give it back.
     assert shown.raw.rfind("\x1b[?25h") > shown.raw.rfind("\x1b[?25l") >= 0, shown.explain()
 
@@ -105,21 +123,65 @@ def _interrupted(*_a: object, **_k: object) -> None:
 
 
 @pytest.mark.parametrize(
-    ("args", "hint"),
+    ("args", "message", "hint"),
     [
-        (["wait", "42"], "the job is not affected; `kaic wait 42` waits for it again"),
-        (["wait", "42", "43"], "the jobs are not affected; `kaic wait 42 43` waits for them again"),
+        (
+            ["wait", "42"],
+            "interrupted; still going: 42 RUNNING",
+            "`kaic wait 42` waits for it again; `kaic cancel 42` cancels it",
+        ),
+        (
+            ["wait", "42", "43"],
+            "interrupted; still going: 42 RUNNING",  # 43 has ended
+            "`kaic wait 42 43` waits for them again; `kaic cancel 42 43` cancels them",
+        ),
     ],
 )
-def test_wait_says_how_to_continue(
-    monkeypatch: pytest.MonkeyPatch, run_line: RunLine, args: list[str], hint: str
+def test_wait_says_what_goes_on_and_how_to_continue(
+    monkeypatch: pytest.MonkeyPatch,
+    fake_center: FakeCenter,
+    run_line: RunLine,
+    args: list[str],
+    message: str,
+    hint: str,
 ) -> None:
     import kaic.flows.wait
 
+    fake_center.on("GET", "/v1/jobs/42", json=job("42", "RUNNING"))
+    fake_center.on("GET", "/v1/jobs/43", json=job("43", "COMPLETED", exit_code=0))
     monkeypatch.setattr(kaic.flows.wait, "wait_for_jobs", _interrupted)
     result = run_line(*args, expect=130)
     assert isinstance(result.exception, Interrupted), result.explain()
-    assert result.exception.exit_code == 130 and result.exception.hint == hint
+    assert result.exception.exit_code == 130
+    assert (result.exception.message, result.exception.hint) == (message, hint)
+    assert not fake_center.sent("POST", "/v1/jobs/42/cancel")
+
+
+def test_wait_interrupted_when_the_center_does_not_answer(
+    monkeypatch: pytest.MonkeyPatch, fake_center: FakeCenter, run_line: RunLine
+) -> None:
+    """Ctrl-C is never held up by a center that does not answer: what is certain is said."""
+    import kaic.flows.wait
+
+    fake_center.on("GET", "/v1/jobs/42", status=503, json={"error": {"code": "x"}})
+    monkeypatch.setattr(kaic.flows.wait, "wait_for_jobs", _interrupted)
+    result = run_line("wait", "42", expect=130)
+    assert isinstance(result.exception, Interrupted), result.explain()
+    assert result.exception.message == "interrupted; the job is not affected"
+    assert result.exception.hint.startswith("`kaic wait 42` waits for it again")
+
+
+def test_wait_cancel_on_interrupt(
+    monkeypatch: pytest.MonkeyPatch, fake_center: FakeCenter, run_line: RunLine
+) -> None:
+    import kaic.flows.wait
+
+    cancel = fake_center.on("POST", "/v1/jobs/42/cancel", json=job("42", "CANCELLED"))
+    monkeypatch.setattr(kaic.flows.wait, "wait_for_jobs", _interrupted)
+    result = run_line("wait", "--cancel-on-interrupt", "42", expect=130)
+    assert isinstance(result.exception, Interrupted), result.explain()
+    assert result.exception.message == "interrupted; cancelled job 42 (--cancel-on-interrupt)"
+    assert len(cancel.calls) == 1
 
 
 def test_submit_wait_says_how_to_continue(
@@ -131,4 +193,4 @@ def test_submit_wait_says_how_to_continue(
     monkeypatch.setattr(kaic.flows.wait, "wait_for_jobs", _interrupted)
     result = run_line("submit", "--wait", "--", "true", expect=130)  # never a bare Ctrl-C
     assert isinstance(result.exception, Interrupted), result.explain()
-    assert result.exception.hint == "the job is not affected; `kaic wait 7` waits for it again"
+    assert result.exception.hint == "`kaic wait 7` waits for it again; `kaic cancel 7` cancels it"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from kaic.flows.submit import SubmitRequest, submit
 from kaic.flows.ui import Ui
 from kaic.jobspec import SubmitOverrides
@@ -64,3 +66,29 @@ def test_a_dry_run_submits_nothing() -> None:
     assert seen == ["exit 0"] and said == []
     (sent,) = center.requests
     assert sent.url.params["dry_run"] == "true"
+
+
+def test_ctrl_c_while_staging_says_how_to_go_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inputs: nothing was submitted, the same command resumes. Outputs: the job has ended, so
+    the hint is the pull that fetches the rest — never submitting the job again."""
+    import kaic.flows.data
+    import kaic.flows.ssh_target
+    import kaic.staging.transfer
+    from kaic.errors import Interrupted
+    from kaic.flows.job_staging import Staged, _sync
+
+    def pressed(*_a: object, **_k: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(kaic.flows.ssh_target, "resolve_target", lambda _s: (None, None))
+    monkeypatch.setattr(kaic.staging.transfer, "push", pressed)
+    monkeypatch.setattr(kaic.staging.transfer, "pull", pressed)
+    item = Staged(src="~/runs/ckpt", dst="./ckpt", local="/tmp/ckpt")
+    session = FakeCenter().session()
+    with pytest.raises(Interrupted) as pulled:
+        _sync(session, Ui(), False, [item])
+    assert "`kaic data pull ~/runs/ckpt ./ckpt` fetches the rest" in str(pulled.value.hint)
+    with pytest.raises(Interrupted) as pushed:
+        _sync(session, Ui(), True, [item])
+    assert "nothing was submitted; run the same command again" in str(pushed.value.hint)
+    assert kaic.flows.data.RESUME_HINT.startswith("run the same command again to resume")
