@@ -251,36 +251,51 @@ def jobs(
     ] = None,
     all_: Annotated[bool, typer.Option("--all", help="Include jobs that ended long ago.")] = False,
     limit: Annotated[int, typer.Option("--limit", help="At most this many jobs.", min=1)] = 50,
+    expand: Annotated[
+        bool, typer.Option("--expand", help="List each array's tasks under it.")
+    ] = False,
     json_out: JsonOpt = False,
     jq: JqOpt = None,
 ) -> None:
     """List your jobs, newest first.
+
+    An array is one row, its tasks counted by state; --expand lists each task under it.
 
     Examples:
 
       kaic jobs
 
       kaic jobs --state RUNNING --json
+
+      kaic jobs --expand          # every array task on a row of its own
     """
-    from kaic.flows.jobs import list_jobs
+    from kaic.flows.jobs import array_tasks, list_jobs, task_counts
 
     app = get_app(ctx)
-    found = list_jobs(app.session(), state or [], all_jobs=all_, limit=limit)
+    session = app.session()
+    found = list_jobs(session, state or [], all_jobs=all_, limit=limit)
+    tasks = array_tasks(session, found) if expand else {}
     from kaic.cli.render import table
 
-    rows = [
-        (
-            j.id,
+    def row(j: "Job", indent: str = "") -> tuple[str, ...]:
+        reason = j.reason or ""
+        if j.array_tasks:  # an array's row counts its tasks (and says why it waits, if it does)
+            reason = task_counts(j) + (f"; {reason}" if reason else "")
+        return (
+            indent + j.id,
             j.name,
             j.kind,
             j.state.value,
             str(j.resources.gpus),
             j.partition,
             _elapsed(j),
-            j.reason or "",
+            reason,
         )
-        for j in found
-    ]
+
+    rows = []
+    for j in found:
+        rows.append(row(j))
+        rows += [row(t, "  ") for t in tasks.get(j.id, [])]
     human = table(
         app,
         ("ID", "NAME", "KIND", "STATE", "GPUS", "PARTITION", "ELAPSED", "REASON"),
@@ -288,7 +303,13 @@ def jobs(
         empty="No jobs. Submit one with `kaic submit -- COMMAND`.",
         colours={3: STATE_COLOURS},
     )
-    app.emit([_job_json(j) for j in found], human)
+    documents = [
+        {**_job_json(j), "tasks": [_job_json(t) for t in tasks[j.id]]}
+        if j.id in tasks
+        else _job_json(j)
+        for j in found
+    ]
+    app.emit(documents, human)
 
 
 def show(
@@ -301,15 +322,21 @@ def show(
 
     Example: kaic show 42 --json
     """
-    from kaic.flows.jobs import show_job
+    from kaic.flows.jobs import array_tasks, show_job
 
     app = get_app(ctx)
-    job, events = show_job(app.session(), job_id)
+    session = app.session()
+    job, events = show_job(session, job_id)
+    tasks = array_tasks(session, [job]).get(job.id, [])
     doc = {**_job_json(job), "events": [e.model_dump(mode="json") for e in events]}
-    app.emit(doc, lambda: _show_human(app, job, events))
+    if job.array_tasks:
+        doc["tasks"] = [_job_json(t) for t in tasks]
+    app.emit(doc, lambda: _show_human(app, job, events, tasks))
 
 
-def _show_human(app: AppContext, job: "Job", events: "list[JobEvent]") -> None:
+def _show_human(app: AppContext, job: "Job", events: "list[JobEvent]", tasks: "list[Job]") -> None:
+    from kaic.flows.jobs import task_counts
+
     fields: list[tuple[str, Any]] = [
         ("id", job.id),
         ("name", job.name),
@@ -333,7 +360,7 @@ def _show_human(app: AppContext, job: "Job", events: "list[JobEvent]") -> None:
         ("elapsed", _elapsed(job)),
         ("workdir", job.workdir),
         ("depends_on", ", ".join(job.depends_on) or None),
-        ("array_tasks", ", ".join(job.array_tasks) or None),
+        ("array_tasks", task_counts(job) or None),
     ]
     for key, value in fields:
         app.out(f"{key:<13} {'-' if value is None else visible(value)}")
@@ -341,6 +368,18 @@ def _show_human(app: AppContext, job: "Job", events: "list[JobEvent]") -> None:
     for ev in events:
         state = f" [{ev.state.value}]" if ev.state else ""
         app.out(f"  {ev.at:%Y-%m-%d %H:%M:%S}{state} {visible(ev.message)}")
+    if tasks:
+        from kaic.cli.render import print_table
+
+        app.out("tasks:")
+        rows = [
+            (t.id, t.state.value, "-" if t.exit_code is None else str(t.exit_code), _elapsed(t),
+             t.reason or "")
+            for t in tasks
+        ]  # fmt: skip
+        print_table(
+            app, ("TASK", "STATE", "EXIT", "ELAPSED", "REASON"), rows, colours={1: STATE_COLOURS}
+        )
 
 
 def logs(

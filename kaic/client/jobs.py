@@ -89,6 +89,20 @@ class JobsAPI:
                 return
             cursor = result.next_cursor
 
+    def tasks(self, array_id: str) -> Iterator[Job]:
+        """An array's tasks, by index (`GET /v1/jobs/{id}/tasks`, following the cursor)."""
+        cursor: str | None = None
+        while True:
+            params: dict[str, object] = {"limit": 1000}
+            if cursor:
+                params["cursor"] = cursor
+            resp = self.client.request("GET", _job_path(array_id, "/tasks"), params=params)
+            page = self.client.parse(resp, JobList)
+            yield from page.jobs
+            if not page.next_cursor or not page.jobs:
+                return
+            cursor = page.next_cursor
+
     def partitions(self) -> list[Partition]:
         return self.client.parse_list(self.client.request("GET", "/v1/partitions"), Partition)
 

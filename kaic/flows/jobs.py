@@ -64,9 +64,48 @@ def list_jobs(session: Session, states: list[str], *, all_jobs: bool, limit: int
     return list(session.jobs.iter_jobs(states=wanted, all_jobs=all_jobs, limit=limit))
 
 
+def array_tasks(session: Session, jobs: list[Job]) -> dict[str, list[Job]]:
+    """The tasks of each array among `jobs` (`kaic jobs --expand`, `kaic show ARRAY`)."""
+    return {j.id: list(session.jobs.tasks(j.id)) for j in jobs if j.array_tasks}
+
+
 def show_job(session: Session, job_id: str) -> tuple[Job, list[JobEvent]]:
     """`kaic show`: one job and its event timeline."""
     return session.jobs.get(job_id), session.jobs.events(job_id)
+
+
+def task_counts(job: Job) -> str:
+    """An array's tasks by state, busiest first: `10 tasks: 3 RUNNING, 5 PENDING, 2 COMPLETED`
+    ("" for a job that is not an array)."""
+    if not job.array_tasks:
+        return ""
+    order = ("RUNNING", "PENDING", "COMPLETING", "COMPLETED")
+    counts = sorted(
+        job.array_counts.items(),
+        key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order), kv[0]),
+    )
+    parts = ", ".join(f"{n} {state}" for state, n in counts)
+    total = len(job.array_tasks)
+    return f"{total} task{'s' if total != 1 else ''}" + (f": {parts}" if parts else "")
+
+
+def failed_tasks(session: Session, job: Job, *, shown: int = 10) -> str | None:
+    """For an array that did not complete: which tasks did not, and why (the first `shown`),
+    e.g. `2 of 4 tasks did not complete: 7_2 FAILED (exit 1), 7_3 TIMEOUT`; None otherwise."""
+    if not job.array_tasks or job.state.value == "COMPLETED":
+        return None
+    bad = [t for t in session.jobs.tasks(job.id) if t.state.value != "COMPLETED"]
+    if not bad:
+        return None
+    named = []
+    for task in bad[:shown]:
+        code = f" (exit {task.exit_code})" if task.exit_code not in (None, 0) else ""
+        named.append(f"{visible(task.id)} {task.state.value}{code}")
+    more = f", and {len(bad) - shown} more" if len(bad) > shown else ""
+    total = len(job.array_tasks)
+    return f"array {visible(job.id)}: {len(bad)} of {total} tasks did not complete: " + (
+        ", ".join(named) + more
+    )
 
 
 def cancel_jobs(session: Session, job_ids: list[str]) -> list[Job]:
@@ -142,6 +181,9 @@ def wait_jobs(
         )
     for job in final:
         ui.info(describe_end(job))
+        failures = failed_tasks(session, job)
+        if failures:
+            ui.info(failures)
     return final
 
 

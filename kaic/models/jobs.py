@@ -152,6 +152,9 @@ class Job(BaseModel):
     array_job_id: str | None = Field(None, description="set on array tasks: the array's id")
     array_task_id: int | None = None
     array_tasks: list[str] = Field(default_factory=list, description="on an array: its tasks")
+    array_counts: dict[str, int] = Field(
+        default_factory=dict, description="on an array: how many of its tasks are in each state"
+    )
     depends_on: list[str] = Field(default_factory=list)
     gpu_ids: list[int] = Field(default_factory=list, description="GPUs handed to the job")
     kind: JobKind = Field("batch", description="`interactive`: an allocation (`kaic alloc`)")

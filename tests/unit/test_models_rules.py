@@ -42,7 +42,9 @@ def test_job_file_keys_are_not_listed_again() -> None:
 
     wire = set(JobSubmit.model_fields) - {"run", "env", "name"}  # common words in messages
     for name, path in modules().items():
-        if not name.startswith("kaic.jobspec"):
+        # `reference` holds the words and examples of `kaic help jobfile` per key: a table
+        # of prose, kept equal to the model's keys by tests/unit/test_jobfile_reference.py
+        if not name.startswith("kaic.jobspec") or name == "kaic.jobspec.reference":
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, (ast.Tuple, ast.List, ast.Set, ast.Dict)):

@@ -210,15 +210,22 @@ class NewJob:
     job_kind: JobKind = "batch"
 
 
-def to_job(row: JobRow, array_tasks: Sequence[str] = ()) -> Job:
+def to_job(
+    row: JobRow, array_tasks: Sequence[str] = (), array_counts: dict[str, int] | None = None
+) -> Job:
     """The wire form of a job row: each field of `Job` from the row's attribute of the same
     name (the model lists them; a row has more), `resources` from the stored submission,
-    `kind` from `job_kind` (the row's `kind` says job, array or task)."""
+    `kind` from `job_kind` (the row's `kind` says job, array or task); an array's tasks and
+    their counts by state as given."""
     values = {
         name: getattr(row, name)
         for name in Job.model_fields
         if hasattr(row, name) and name != "kind"
     }
     return Job(
-        **values, kind=row.job_kind, resources=row.spec.resources, array_tasks=list(array_tasks)
+        **values,
+        kind=row.job_kind,
+        resources=row.spec.resources,
+        array_tasks=list(array_tasks),
+        array_counts=dict(array_counts or {}),
     )

@@ -318,8 +318,24 @@ class JobService:
     # -- reading -------------------------------------------------------------------------
 
     def _jobs(self, rows: list[JobRow]) -> list[Job]:
-        tasks = self.jobs.task_ids([r.id for r in rows if r.kind == "array"])
-        return [to_job(r, tasks.get(r.id, ())) for r in rows]
+        tasks = self.jobs.task_summary([r.id for r in rows if r.kind == "array"])
+        return [to_job(r, *tasks.get(r.id, ((), {}))) for r in rows]
+
+    def tasks(self, array_id: str, user_id: int, *, limit: int, cursor: str | None) -> JobList:
+        """The tasks of the user's array, by index, a page at a time (cursor: the last index
+        seen); a job that is not an array is a 422."""
+        row = self.get_row(array_id, user_id)
+        if row.kind != "array":
+            raise ApiError(422, "invalid_request", f"job {row.id} is not an array")
+        after = _decode_cursor(cursor) if cursor else -1
+        rows = self.jobs.task_page(row.id, after_index=after, limit=limit + 1)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        last = rows[-1].array_task_id if rows else None
+        return JobList(
+            jobs=self._jobs(rows),
+            next_cursor=_encode_cursor(last) if more and last is not None else None,
+        )
 
     def get_row(self, job_id: str, user_id: int) -> JobRow:
         """The user's job or array task; 404 (also for other users' jobs)."""

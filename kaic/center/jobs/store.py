@@ -185,18 +185,36 @@ class JobStore:
 
     def task_ids(self, array_job_ids: Sequence[str]) -> dict[str, list[str]]:
         """Task ids per array id."""
+        return {a: ids for a, (ids, _) in self.task_summary(array_job_ids).items()}
+
+    def task_summary(
+        self, array_job_ids: Sequence[str]
+    ) -> dict[str, tuple[list[str], dict[str, int]]]:
+        """Per array id: its task ids (by index) and how many tasks are in each state — one
+        read of the arrays' index range (`jobs_array_state`)."""
         if not array_job_ids:
             return {}
         marks = ",".join("?" for _ in array_job_ids)
         rows = self.db.fetchall(
-            f"SELECT array_job_id, id FROM jobs WHERE kind = 'task' AND array_job_id IN ({marks})"
-            " ORDER BY array_task_id",
+            f"SELECT array_job_id, id, state FROM jobs WHERE kind = 'task'"
+            f" AND array_job_id IN ({marks}) ORDER BY array_task_id",
             list(array_job_ids),
         )
-        result: dict[str, list[str]] = {a: [] for a in array_job_ids}
+        result: dict[str, tuple[list[str], dict[str, int]]] = {a: ([], {}) for a in array_job_ids}
         for r in rows:
-            result[r["array_job_id"]].append(r["id"])
+            ids, counts = result[r["array_job_id"]]
+            ids.append(r["id"])
+            counts[r["state"]] = counts.get(r["state"], 0) + 1
         return result
+
+    def task_page(self, array_job_id: str, *, after_index: int, limit: int) -> list[JobRow]:
+        """An array's tasks with an index above `after_index`, by index, at most `limit`."""
+        rows = self.db.fetchall(
+            _SELECT + " WHERE j.array_job_id = ? AND j.kind = 'task' AND j.array_task_id > ?"
+            " ORDER BY j.array_task_id LIMIT ?",
+            (array_job_id, after_index, limit),
+        )
+        return [job_row(r) for r in rows]
 
     # -- what the scheduler reads: active rows only ---------------------------------------
 

@@ -109,6 +109,28 @@ def list_jobs(
     )
 
 
+@router.get(
+    "/jobs/{job_id}/tasks",
+    response_model=JobList,
+    responses={
+        404: {"model": ErrorResponse, "description": "no such job of yours"},
+        422: {"model": ErrorResponse, "description": "the job is not an array"},
+    },
+)
+def list_tasks(
+    job_id: str,
+    principal: Reader,
+    service: ServiceDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 500,
+    cursor: Annotated[
+        str | None,
+        Query(max_length=MAX_CURSOR_LENGTH, description="`next_cursor` of the previous page"),
+    ] = None,
+) -> JobList:
+    """An array's tasks, by index, each with its state and exit code."""
+    return service.tasks(job_id, principal.user_id, limit=limit, cursor=cursor)
+
+
 @router.get("/jobs/{job_id}", response_model=Job)
 def get_job(job_id: str, principal: Reader, service: ServiceDep) -> Job:
     """One job, array or array task (`12_3`)."""

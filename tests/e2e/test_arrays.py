@@ -1,0 +1,44 @@
+"""Arrays through the real CLI on the embedded local center: one row with its tasks counted
+by state, `--expand` and `kaic show` list every task, `kaic wait` names the tasks that failed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.helpers import run_cli
+
+# tasks 1 and 4 fail with exit 3, the others complete
+RUN = "exit $(( KAIC_ARRAY_TASK_ID % 3 == 1 ? 3 : 0 ))"
+
+
+def test_an_array_in_jobs_show_and_wait(isolated_dirs: Path) -> None:
+    array = run_cli("submit", "--array", "0-5", "--name", "sweep", "--", RUN).stdout.strip()
+    waited = run_cli("wait", array, expect=3)
+    assert (
+        f"array {array}: 2 of 6 tasks did not complete: {array}_1 FAILED (exit 3), "
+        f"{array}_4 FAILED (exit 3)"
+    ) in waited.stderr
+
+    listed = run_cli("jobs", "--all").stdout.splitlines()
+    (row,) = [line for line in listed if line.startswith(f"{array} ")]
+    assert "sweep" in row
+    assert row.rstrip().endswith(f"6 tasks: 4 COMPLETED, 2 FAILED; task {array}_1 ended FAILED")
+    assert not any(line.lstrip().startswith(f"{array}_") for line in listed)
+
+    expanded = run_cli("jobs", "--all", "--expand").stdout.splitlines()
+    tasks = [line.split() for line in expanded if line.lstrip().startswith(f"{array}_")]
+    assert [(t[0], t[3]) for t in tasks] == [
+        (f"{array}_{i}", "FAILED" if i % 3 == 1 else "COMPLETED") for i in range(6)
+    ]
+    doc = run_cli("jobs", "--all", "--expand", "--json").json()
+    (mine,) = [j for j in doc if j["id"] == array]  # type: ignore[union-attr,index]
+    assert mine["array_counts"] == {"COMPLETED": 4, "FAILED": 2}
+    assert [t["exit_code"] for t in mine["tasks"]] == [0, 3, 0, 0, 3, 0]
+
+    shown = run_cli("show", array).stdout
+    assert "array_tasks   6 tasks: 4 COMPLETED, 2 FAILED" in shown
+    table = shown.split("tasks:\n", 1)[1].splitlines()
+    assert table[0].split() == ["TASK", "STATE", "EXIT", "ELAPSED", "REASON"]
+    assert table[2].split()[:3] == [f"{array}_1", "FAILED", "3"]
+    shown_json = run_cli("show", array, "--json").json()
+    assert len(shown_json["tasks"]) == 6  # type: ignore[index,call-overload]
