@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import typer
 from typer.testing import CliRunner
 
@@ -51,3 +54,32 @@ def test_exit_codes_topic_lists_contract() -> None:
     assert res.exit_code == 0
     for code in ("0", "2", "3", "4", "5", "6", "124", "125", "126"):
         assert f"\n  {code} " in res.output
+
+
+def _all_commands(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    yield path
+    if hasattr(command, "commands"):  # a group (Typer's own copy of click's)
+        for name, sub in command.commands.items():
+            yield from _all_commands(sub, (*path, name))
+
+
+def test_help_never_shows_python_types() -> None:
+    """`--gpus N`, `--time DURATION`, `jobfile` — not `<int>`, `<str>`, `<list[str]>`."""
+    import re
+
+    from typer.main import get_command
+
+    from kaic.cli.main import build_app
+
+    root = get_command(build_app())
+    runner = CliRunner()
+    checked = 0
+    for path in _all_commands(root):
+        res = runner.invoke(build_app(), [*path, "--help"])
+        assert res.exit_code == 0, (path, res.output)
+        found = re.findall(r"<(?:str|int|float|bool|path|list\[[^>]*\]|[a-z]+ range)>", res.output)
+        assert not found, (path, found, res.output)
+        checked += 1
+    assert checked > 30
+    submit = runner.invoke(build_app(), ["submit", "--help"]).output
+    assert "--gpus N " in submit and "--time DURATION" in submit and "--env K=V" in submit
