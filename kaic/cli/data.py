@@ -13,6 +13,7 @@ import typer
 
 from kaic.cli.context import AppContext, get_app
 from kaic.cli.options import JqOpt, JsonOpt
+from kaic.humanize import size
 from kaic.text import visible
 
 if TYPE_CHECKING:
@@ -85,7 +86,7 @@ def _render(app_: AppContext, result: SyncResult, direction: str) -> None:
         if plan is not None:
             for task in plan.transfers:
                 app_.out(
-                    f"{direction} {visible(task.src)} -> {visible(task.dst)} ({task.size} bytes)"
+                    f"{direction} {visible(task.src)} -> {visible(task.dst)} ({size(task.size)})"
                 )
             for path in plan.delete_files:
                 app_.out(f"delete {visible(path)}")
@@ -202,7 +203,7 @@ def ls_cmd(
         for e in entries:
             name = visible(e.name) + ("/" if e.type == "dir" else "")
             if long:
-                app_.out(f"{e.mode} {e.size:>14} {_format_time(e.mtime)} {name}")
+                app_.out(f"{e.mode} {size(e.size):>8} {_format_time(e.mtime)} {name}")
             else:
                 app_.out(name)
 

@@ -13,7 +13,9 @@ import typer
 
 from kaic.cli.context import AppContext, get_app
 from kaic.cli.options import CancelOnInterruptOpt, JqOpt, JsonOpt
+from kaic.durations import format_duration
 from kaic.errors import UsageError
+from kaic.humanize import moment
 from kaic.text import visible
 
 if TYPE_CHECKING:
@@ -219,7 +221,7 @@ def _submitted_human(
         app.out(f"valid: {'yes' if result.valid else 'no'}")
         for problem in result.problems:
             app.out(f"  problem: {visible(problem)}")
-        start = result.estimated_start.isoformat() if result.estimated_start else "unknown"
+        start = moment(result.estimated_start) if result.estimated_start else "unknown"
         app.out(f"estimated start: {start}")
         app.out(f"estimated charge: {result.estimated_gpu_hours:.2f} GPU-hours")
 
@@ -353,10 +355,10 @@ def _show_human(app: AppContext, job: "Job", events: "list[JobEvent]", tasks: "l
             + (f" ({job.resources.gpu_type})" if job.resources.gpu_type else ""),
         ),
         ("gpu_ids", ",".join(map(str, job.gpu_ids)) or None),
-        ("time_limit", job.time_limit_seconds),
-        ("submitted_at", job.submitted_at),
-        ("started_at", job.started_at),
-        ("ended_at", job.ended_at),
+        ("time_limit", format_duration(job.time_limit_seconds) if job.time_limit_seconds else None),
+        ("submitted_at", moment(job.submitted_at)),
+        ("started_at", moment(job.started_at) if job.started_at else None),
+        ("ended_at", moment(job.ended_at) if job.ended_at else None),
         ("elapsed", _elapsed(job)),
         ("workdir", job.workdir),
         ("depends_on", ", ".join(job.depends_on) or None),
@@ -367,7 +369,7 @@ def _show_human(app: AppContext, job: "Job", events: "list[JobEvent]", tasks: "l
     app.out("events:")
     for ev in events:
         state = f" [{ev.state.value}]" if ev.state else ""
-        app.out(f"  {ev.at:%Y-%m-%d %H:%M:%S}{state} {visible(ev.message)}")
+        app.out(f"  {moment(ev.at, relative=False)}{state} {visible(ev.message)}")
     if tasks:
         from kaic.cli.render import print_table
 

@@ -26,11 +26,12 @@ if TYPE_CHECKING:
 
 def describe_result(result: SyncResult) -> str:
     """One line: what a finished sync did."""
-    rate = result.bytes_transferred / result.seconds / 1e6 if result.seconds else 0.0
+    from kaic.humanize import rate, size
+
     return (
         f"{result.files_transferred} transferred, {result.files_skipped} unchanged, "
-        f"{result.files_deleted} deleted; {result.bytes_transferred} bytes in "
-        f"{result.seconds:.1f} s ({rate:.1f} MB/s)"
+        f"{result.files_deleted} deleted; {size(result.bytes_transferred)} in "
+        f"{result.seconds:.1f} s ({rate(result.bytes_transferred, result.seconds)})"
         + ("; sha256 verified" if result.verified and result.files_transferred else "")
     )
 

@@ -224,4 +224,4 @@ def test_non_utf8_file_names_are_shown_escaped(isolated_dirs: Path, tmp_path: Pa
         assert "\ufffd" not in output  # no undecodable byte reached the output raw
         assert "\x1b[2J" not in output
         for _, shown in RAW_FILE_NAMES:
-            assert f"/{shown} -> raw/{shown} (1 bytes)" in output
+            assert f"/{shown} -> raw/{shown} (1 B)" in output

@@ -3,6 +3,7 @@ by state, `--expand` and `kaic show` list every task, `kaic wait` names the task
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from tests.helpers import run_cli
@@ -42,3 +43,16 @@ def test_an_array_in_jobs_show_and_wait(isolated_dirs: Path) -> None:
     assert table[2].split()[:3] == [f"{array}_1", "FAILED", "3"]
     shown_json = run_cli("show", array, "--json").json()
     assert len(shown_json["tasks"]) == 6  # type: ignore[index,call-overload]
+
+
+def test_show_reads_like_a_person_wrote_it(isolated_dirs: Path) -> None:
+    """A time limit as typed (`90m` is 1h30m), times to the second with how long ago."""
+    job = run_cli("submit", "--time", "90m", "--wait", "--", "true").stdout.strip()
+    shown = run_cli("show", job).stdout
+    assert "time_limit    1h30m\n" in shown
+    submitted = next(line for line in shown.splitlines() if line.startswith("submitted_at"))
+    pattern = r"submitted_at  \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \((just now|\d+ s ago)\)"
+    assert re.fullmatch(pattern, submitted), submitted
+    doc = run_cli("show", job, "--json").json()
+    assert doc["time_limit_seconds"] == 5400  # type: ignore[index,call-overload]
+    assert doc["submitted_at"].endswith(("Z", "+00:00"))  # type: ignore[index,call-overload]

@@ -16,7 +16,14 @@ import pytest
 KAIC = Path(__file__).resolve().parents[2] / "kaic"
 
 #: stdlib-only helpers every part may import; they import only each other
-LEAVES = {"kaic.errors", "kaic.text", "kaic.redact", "kaic.urls", "kaic.durations"}
+LEAVES = {
+    "kaic.errors",
+    "kaic.text",
+    "kaic.redact",
+    "kaic.urls",
+    "kaic.durations",
+    "kaic.humanize",
+}
 #: the `kaic` package itself (`kaic.__version__`)
 ROOT = "kaic"
 
@@ -33,7 +40,7 @@ FORBIDDEN: dict[str, set[str]] = {
 }
 
 #: the CLI's helpers (not commands): any command may import them
-CLI_HELPERS = {"context", "options", "render", "progress", "jq", "interrupt"}
+CLI_HELPERS = {"context", "options", "render", "progress", "jq", "interrupt", "help_format"}
 #: the CLI module that builds the root app from every command module
 CLI_ROOT = "main"
 
