@@ -126,38 +126,53 @@ def _fmt(value: object, unit: str | None = None) -> str:
     return f"{text} {unit}" if unit else text
 
 
-def _inventory_row(inv: Inventory, sku: str | None) -> list[str]:
-    def pair(a: object, b: object, unit: str = "") -> str:
+def _bus(bus_id: str | None) -> str:
+    """`18:00.0` for `00000000:18:00.0` (PCI domain 0, as nearly every GPU has); the JSON
+    keeps the whole id."""
+    if not bus_id:
+        return "-"
+    domain, _, rest = bus_id.partition(":")
+    return rest if rest and set(domain) == {"0"} else bus_id
+
+
+def _inventory_row(inv: Inventory) -> list[str]:
+    def pair(a: float | int | None, b: float | int | None, unit: str, scale: float = 1.0) -> str:
         if a is None and b is None:
             return "-"
-        left = f"{a:.0f}" if isinstance(a, float) else _fmt(a)
-        right = f"{b:.0f}" if isinstance(b, float) else _fmt(b)
+        left = "-" if a is None else f"{a / scale:.{1 if scale > 1 else 0}f}"
+        right = "-" if b is None else f"{b / scale:.0f}"
         return f"{left}/{right}{unit}"
 
     pcie = "-"
     if inv.pcie_gen is not None:
-        pcie = (
-            f"Gen{inv.pcie_gen}x{inv.pcie_width} (max Gen{inv.pcie_gen_max}x{inv.pcie_width_max})"
-        )
-
-    def flag(value: bool | None) -> str:
-        return "-" if value is None else ("on" if value else "off")
+        pcie = f"Gen{inv.pcie_gen}x{inv.pcie_width}"
+        if (inv.pcie_gen_max, inv.pcie_width_max) != (inv.pcie_gen, inv.pcie_width):
+            pcie += " ↓"  # below its maximum: the PCIe checks below say by how much
+    known = [inv.ecc_enabled, inv.persistence, inv.mig_enabled]
+    modes = ",".join(name for name, on in zip(("ecc", "pm", "mig"), known, strict=True) if on) or (
+        "-" if all(v is None for v in known) else "none"
+    )
 
     return [
         str(inv.index),
         inv.name,
-        sku or "unknown",
-        inv.pci_bus_id or "-",
-        pair(inv.memory_used_mib, inv.memory_total_mib, " MiB"),
-        _fmt(inv.utilization_pct, "%"),
-        _fmt(inv.temperature_c, "C"),
-        pair(inv.power_w, inv.power_limit_w, " W"),
-        _fmt(inv.sm_clock_mhz, "MHz"),
+        _bus(inv.pci_bus_id),
+        pair(inv.memory_used_mib, inv.memory_total_mib, " GiB", 1024.0),
+        _fmt(inv.utilization_pct, "%").replace(" ", ""),
+        _fmt(inv.temperature_c, "C").replace(" ", ""),
+        pair(inv.power_w, inv.power_limit_w, "W"),
+        _fmt(inv.sm_clock_mhz),
         pcie,
-        flag(inv.ecc_enabled),
-        flag(inv.persistence),
-        flag(inv.mig_enabled),
+        modes,
     ]
+
+
+#: the inventory's columns: fit 100 columns for an 8-GPU H100 node (the SKU goes in each
+#: GPU's heading; `modes` lists ECC, persistence mode and MIG when on; a PCIe link below its
+#: maximum is marked ↓)
+INVENTORY_HEADERS = (
+    "#", "name", "bus id", "memory", "util", "temp", "power/cap", "sm MHz", "pcie", "modes",
+)  # fmt: skip
 
 
 def render_human(run: BenchRun, stream: IO[str], *, color: bool, width: int | None = None) -> None:
@@ -166,7 +181,6 @@ def render_human(run: BenchRun, stream: IO[str], *, color: bool, width: int | No
     Names, host and messages come from NVML, the OS and exceptions: every cell is a rich
     `Text` of `visible(...)`, never markup.
     """
-    from rich import box
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
@@ -179,7 +193,7 @@ def render_human(run: BenchRun, stream: IO[str], *, color: bool, width: int | No
         no_color=not color,
         force_terminal=color,
         highlight=False,
-        width=width or (None if color else 160),
+        width=width or (None if color else 100),
     )
     console.print(
         cell(
@@ -188,20 +202,18 @@ def render_human(run: BenchRun, stream: IO[str], *, color: bool, width: int | No
         )
     )
     # plain rows when piped, so `awk` and `grep` work on the output
-    table = Table(header_style="bold", pad_edge=False, box=box.SIMPLE_HEAD if color else None)
-    headers = ["#", "name", "sku", "bus id", "memory", "util", "temp", "power/cap", "sm clk"]
-    headers += ["pcie", "ecc", "persist", "mig"]
-    for h in headers:
-        table.add_column(h, no_wrap=True)
+    table = Table(header_style="bold", pad_edge=False, box=None)
+    for h in INVENTORY_HEADERS:
+        table.add_column(h, no_wrap=h != "name", overflow="fold")
     for gpu in run.gpus:
-        table.add_row(*map(cell, _inventory_row(gpu.inventory, gpu.sku)))
+        table.add_row(*map(cell, _inventory_row(gpu.inventory)))
     console.print(table)
     for gpu in run.gpus:
         console.print()
         console.print(
             Text.assemble(
                 cell(f"{'GPU' if run.device == 'cuda' else 'CPU'} {gpu.index}  "),
-                cell(f"{gpu.inventory.name}  "),
+                cell(f"{gpu.inventory.name}" + (f" ({gpu.sku})  " if gpu.sku else "  ")),
                 (gpu.status, STATUS_STYLE[gpu.status]),
             )
         )

@@ -41,7 +41,7 @@ def test_human_rendering_plain_when_piped() -> None:
     render_human(run, out, color=False)
     text = out.getvalue()
     assert "\x1b[" not in text  # no colour codes when piped
-    assert "00000000:18:00.0" in text and "Gen5x16" in text
+    assert "18:00.0" in text and "Gen5x16" in text
     lines = text.splitlines()
     ecc = next(line for line in lines if line.split()[1:2] == ["ecc"])
     assert ecc.startswith("FAIL")
@@ -71,3 +71,23 @@ def test_human_rendering_shows_outside_strings_as_text(color: bool) -> None:
     render_human(run_bench(BenchOptions(), env), out, color=color, width=400)
     for entry in (name, host, by_label("csi-clear")):
         assert_shown_safely(out.getvalue(), entry)
+
+
+@pytest.mark.parametrize("color", [True, False])
+def test_the_inventory_of_an_8_gpu_node_fits_100_columns(color: bool) -> None:
+    """An 8-GPU H100 node in 100 columns, each GPU on one line, nothing cut: the SKU goes in
+    each GPU's heading, a PCIe link below its maximum is marked."""
+    import re
+
+    gpus = h100_node(8)
+    gpus[3].pcie_gen = 4  # a link trained below its maximum
+    run = run_bench(BenchOptions(), environment(FakeNvml(gpus), FakeBackend(gpus)))
+    out = io.StringIO()
+    render_human(run, out, color=color, width=100)
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).rstrip() for line in out.getvalue().splitlines()]
+    assert max(map(len, lines)) <= 100
+    rows = [line for line in lines if re.match(r"^\d  NVIDIA H100 80GB HBM3  ", line)]
+    assert len(rows) == 8, lines
+    assert "…" not in "\n".join(lines)
+    assert "Gen4x16 ↓" in rows[3] and rows[0].split()[-2:] == ["Gen5x16", "ecc,pm"]
+    assert any(line.startswith("GPU 0  NVIDIA H100 80GB HBM3 (H100-SXM)") for line in lines)
