@@ -45,6 +45,8 @@ class Output:
 
     json: bool = False
     jq: str | None = None
+    #: `--json id,state`: only these fields of the document (of each element of a list)
+    fields: list[str] | None = None
 
 
 @dataclass
@@ -73,6 +75,10 @@ class AppContext:
         """The command's result, handed over once: as JSON (`--json` / `--jq`), else shown by
         `human` (None: nothing on stdout — the notices on stderr said it all)."""
         if self.output.json:
+            if self.output.fields:
+                from kaic.cli.json_fields import select_fields
+
+                data = select_fields(data, self.output.fields)
             if self.output.jq is None:
                 self.json(data)
             else:

@@ -279,8 +279,14 @@ def main() -> None:
     # httpx then goes without it.
     sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     interrupt.install()
+    context = AppContext(argv=argv)
     try:
-        cli(prog_name="kaic", obj=AppContext(argv=argv))
+        if "--json" in argv or any(a.startswith("--json=") for a in argv):
+            from kaic.cli.json_fields import split_json_fields
+
+            argv, context.output.fields = split_json_fields(argv)
+            context.argv = argv
+        cli(args=argv, prog_name="kaic", obj=context)
     except SystemExit as exc:
         # Typer ends a command that Ctrl-C stopped with a silent exit 130 (a Click prompt's
         # Ctrl-C with "Aborted.", exit 1): say what happened, exit as a shell would.

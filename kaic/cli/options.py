@@ -41,8 +41,8 @@ JqOpt = Annotated[
     typer.Option(
         "--jq",
         metavar="EXPR",
-        help="Print only what EXPR picks out of the JSON document (implies --json; a jq "
-        "subset: . .field .a.b .[] .[N] length |; strings print raw).",
+        help="Print what the jq program EXPR makes of the JSON document (implies --json; "
+        "strings print raw), e.g. '.[] | select(.state == \"FAILED\") | .id'.",
         callback=_jq_chosen,
         show_default=False,
     ),

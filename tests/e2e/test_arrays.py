@@ -56,3 +56,17 @@ def test_show_reads_like_a_person_wrote_it(isolated_dirs: Path) -> None:
     doc = run_cli("show", job, "--json").json()
     assert doc["time_limit_seconds"] == 5400  # type: ignore[index,call-overload]
     assert doc["submitted_at"].endswith(("Z", "+00:00"))  # type: ignore[index,call-overload]
+
+
+def test_json_fields_and_jq(isolated_dirs: Path) -> None:
+    """`--json id,state` picks fields (gh's way), `--jq` is jq itself."""
+    job = run_cli("submit", "--wait", "--", "true").stdout.strip()
+    picked = run_cli("jobs", "--all", "--json", "id,state").json()
+    assert picked == [{"id": job, "state": "COMPLETED"}]
+    assert run_cli("show", job, "--json=exit_code").json() == {"exit_code": 0}
+    waited = run_cli("wait", "--json", job).json()  # a job id after --json stays the job
+    assert waited[0]["id"] == job  # type: ignore[index]
+    selected = run_cli("jobs", "--all", "--jq", '.[] | select(.state == "COMPLETED") | .id')
+    assert selected.stdout.split() == [job]
+    bad = run_cli("jobs", "--json", "id,bogus", expect=2)
+    assert "unknown field 'bogus'" in bad.stderr and "hint: fields: " in bad.stderr

@@ -1,7 +1,8 @@
-"""`--jq EXPR`: the built-in jq subset (`kaic/cli/jq.py`)."""
+"""`--jq EXPR`: jq itself, through the `jq` binding (`kaic/cli/jq.py`)."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import pytest
@@ -20,25 +21,20 @@ DOC: list[dict[str, Any]] = [
     [
         (".[] | .id", ["42", "43"]),  # strings raw, as `jq -r`
         (".[0].exit_code", ["3"]),
-        (".[1].resources.gpus", ["0"]),
         (".[-1].id", ["43"]),
         (".[7]", ["null"]),
-        (".[0].nope", ["null"]),
         ("length", ["2"]),
-        (".[0].tags | length", ["2"]),
         (".[].tags[]", ["a", "b"]),
         (".[0].resources", ['{\n  "gpus": 2\n}']),
-        ('.[0]."exit_code"', ["3"]),
-        (".[] | .resources | .gpus", ["2", "0"]),
-        ("[] | length", None),
+        # what only jq proper does: select, map, string interpolation, arithmetic
+        ('.[] | select(.state == "FAILED") | .id', ["42"]),
+        ("map(.resources.gpus) | add", ["2"]),
+        ('.[] | "\\(.id) \\(.state)"', ["42 FAILED", "43 COMPLETED"]),
+        ("[.[] | select(.exit_code > 0)] | length", ["1"]),
     ],
 )
-def test_subset(expr: str, lines: list[str] | None) -> None:
-    if lines is None:
-        with pytest.raises(UsageError):
-            list(run_jq(expr, DOC))
-    else:
-        assert list(run_jq(expr, DOC)) == lines
+def test_jq(expr: str, lines: list[str]) -> None:
+    assert list(run_jq(expr, DOC)) == lines
 
 
 def test_the_whole_document_is_json() -> None:
@@ -46,23 +42,25 @@ def test_the_whole_document_is_json() -> None:
     assert list(run_jq(".", [])) == ["[]"]
 
 
-@pytest.mark.parametrize("expr", ["", "foo", ".a b", ".a |", "map(.id)", ".[", "..", ".a[x]"])
-def test_outside_the_subset_is_a_usage_error(expr: str) -> None:
+@pytest.mark.parametrize("expr", ["", ".a |", ".[", ".a[x", "map(", "}"])
+def test_a_malformed_expression_is_a_usage_error(expr: str) -> None:
     with pytest.raises(UsageError) as info:
         parse_jq(expr)
     assert info.value.exit_code == ExitCode.USAGE
-    assert "supported:" in (info.value.hint or "")
+    assert "jq syntax" in (info.value.hint or "")
 
 
-@pytest.mark.parametrize(
-    ("expr", "why"),
-    [
-        (".[0].id.x", "cannot index string with 'x'"),
-        (".[0] | .[1]", "cannot index object with a number"),
-        (".[0].exit_code[]", "cannot iterate over number"),
-    ],
-)
-def test_a_filter_that_does_not_fit_the_document(expr: str, why: str) -> None:
+@pytest.mark.parametrize("expr", [".[0].id.x", ".[0] | .[1]", ".[0].exit_code[]"])
+def test_a_program_that_does_not_fit_the_document(expr: str) -> None:
     with pytest.raises(UsageError) as info:
         list(run_jq(expr, DOC))
-    assert why in info.value.message
+    assert info.value.message.startswith(f"--jq {expr!r}: ")
+
+
+def test_jq_is_loaded_only_when_used() -> None:
+    sys.modules.pop("jq", None)
+    import kaic.cli.jq  # noqa: F401
+
+    assert "jq" not in sys.modules
+    parse_jq(".")
+    assert "jq" in sys.modules
