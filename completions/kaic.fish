@@ -1,10 +1,1 @@
-_kaic_completion() {
-    local IFS=$'
-'
-    COMPREPLY=( $( env COMP_WORDS="${COMP_WORDS[*]}" \
-                   COMP_CWORD=$COMP_CWORD \
-                   _KAIC_COMPLETE=complete_bash $1 ) )
-    return 0
-}
-
-complete -o default -F _kaic_completion kaic
+complete --command kaic --no-files --arguments "(env _KAIC_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) kaic)" --condition "env _KAIC_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) kaic"

@@ -1,10 +1,7 @@
+#compdef kaic
+
 _kaic_completion() {
-    local IFS=$'
-'
-    COMPREPLY=( $( env COMP_WORDS="${COMP_WORDS[*]}" \
-                   COMP_CWORD=$COMP_CWORD \
-                   _KAIC_COMPLETE=complete_bash $1 ) )
-    return 0
+  eval $(env _TYPER_COMPLETE_ARGS="${words[1,$CURRENT]}" _KAIC_COMPLETE=complete_zsh kaic)
 }
 
-complete -o default -F _kaic_completion kaic
+compdef _kaic_completion kaic

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -10,13 +9,13 @@ SHELLS = ("bash", "zsh", "fish")
 
 
 def generate(shell: str) -> str:
-    """The completion script kaic itself prints for SHELL."""
-    return subprocess.run(
-        [sys.executable, "-m", "kaic", "--show-completion", shell],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    """The completion script for SHELL: each calls kaic back with `_KAIC_COMPLETE` (the
+    protocol of Typer's completion). Built from Typer's templates by shell name — asking
+    `kaic --show-completion SHELL` gave the bash script for every shell when run from a bash
+    (it goes by the shell it detects)."""
+    from typer._completion_shared import get_completion_script
+
+    return get_completion_script(prog_name="kaic", complete_var="_KAIC_COMPLETE", shell=shell)
 
 
 def main(out_dir: str = "completions") -> None:

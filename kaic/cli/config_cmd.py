@@ -4,6 +4,7 @@ from typing import Annotated
 
 import typer
 
+from kaic.cli import complete
 from kaic.cli.context import get_app
 from kaic.cli.options import JqOpt, JsonOpt
 from kaic.text import visible
@@ -61,7 +62,9 @@ def show(ctx: typer.Context, json_out: JsonOpt = False, jq: JqOpt = None) -> Non
 @app.command("use")
 def use(
     ctx: typer.Context,
-    profile: Annotated[str, typer.Argument(help="Profile to make current.")],
+    profile: Annotated[
+        str, typer.Argument(help="Profile to make current.", autocompletion=complete.profiles)
+    ],
     json_out: JsonOpt = False,
     jq: JqOpt = None,
 ) -> None:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from kaic.cli import complete
 from kaic.cli.context import AppContext, get_app
 from kaic.cli.options import JqOpt, JsonOpt
 from kaic.humanize import size
@@ -151,7 +152,9 @@ def pull_cmd(
     paths: Annotated[
         list[str],
         typer.Argument(
-            metavar="REMOTE... LOCAL", help="Remote files/directories, then the local destination."
+            metavar="REMOTE... LOCAL",
+            help="Remote files/directories, then the local destination.",
+            autocompletion=complete.remote_paths,
         ),
     ],
     parallel: ParallelOpt = 2,
@@ -182,7 +185,12 @@ def _format_time(mtime: int) -> str:
 @app.command("ls")
 def ls_cmd(
     ctx: typer.Context,
-    remote: Annotated[str, typer.Argument(help="Remote directory or file; default: home.")] = "",
+    remote: Annotated[
+        str,
+        typer.Argument(
+            help="Remote directory or file; default: home.", autocompletion=complete.remote_paths
+        ),
+    ] = "",
     long: Annotated[bool, typer.Option("--long", "-l", help="Mode, size and mtime too.")] = False,
     json_out: JsonOpt = False,
     jq: JqOpt = None,
@@ -214,7 +222,12 @@ def ls_cmd(
 def rm_cmd(
     ctx: typer.Context,
     remotes: Annotated[
-        list[str], typer.Argument(metavar="REMOTE...", help="Remote files (directories with -r).")
+        list[str],
+        typer.Argument(
+            metavar="REMOTE...",
+            help="Remote files (directories with -r).",
+            autocompletion=complete.remote_paths,
+        ),
     ],
     recursive: Annotated[
         bool, typer.Option("--recursive", "-r", help="Remove directories and their contents.")

@@ -11,13 +11,19 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from kaic.cli import complete
 from kaic.cli.context import AppContext, get_app
 
 if TYPE_CHECKING:
     from kaic.flows.forward import PortSpec
     from kaic.flows.interactive import Streams
 
-JobArg = Annotated[str, typer.Argument(metavar="JOB", help="Job id (must be RUNNING).")]
+JobArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="JOB", help="Job id (must be RUNNING).", autocompletion=complete.job_ids
+    ),
+]
 CommandArg = Annotated[
     list[str] | None,
     typer.Argument(
@@ -123,7 +129,10 @@ def alloc(
     time: Annotated[
         str | None, typer.Option("--time", help="Time limit: 90s, 30m, 4h, 1-12:00:00.")
     ] = None,
-    partition: Annotated[str | None, typer.Option("--partition", help="Partition (queue).")] = None,
+    partition: Annotated[
+        str | None,
+        typer.Option("--partition", help="Partition (queue).", autocompletion=complete.partitions),
+    ] = None,
     project: Annotated[str | None, typer.Option("--project", help="Project charged.")] = None,
     keep: Annotated[
         bool, typer.Option("--keep", help="Keep the allocation after the shell or command ends.")

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from kaic.cli import complete
 from kaic.cli.context import AppContext, get_app
 from kaic.cli.options import CancelOnInterruptOpt, JqOpt, JsonOpt
 from kaic.durations import format_duration
@@ -104,7 +105,10 @@ def submit(
     ] = None,
     name: Annotated[str | None, typer.Option("--name", help="Job name.")] = None,
     project: Annotated[str | None, typer.Option("--project", help="Project charged.")] = None,
-    partition: Annotated[str | None, typer.Option("--partition", help="Partition (queue).")] = None,
+    partition: Annotated[
+        str | None,
+        typer.Option("--partition", help="Partition (queue).", autocompletion=complete.partitions),
+    ] = None,
     gpus: Annotated[int | None, typer.Option("--gpus", help="GPUs per node.")] = None,
     gpu_type: Annotated[str | None, typer.Option("--gpu-type", help="GPU model.")] = None,
     nodes: Annotated[int | None, typer.Option("--nodes", help="Nodes.")] = None,
@@ -249,7 +253,10 @@ def _elapsed(job: "Job") -> str:
 def jobs(
     ctx: typer.Context,
     state: Annotated[
-        list[str] | None, typer.Option("--state", help="Only jobs in this state (repeatable).")
+        list[str] | None,
+        typer.Option(
+            "--state", help="Only jobs in this state (repeatable).", autocompletion=complete.states
+        ),
     ] = None,
     all_: Annotated[bool, typer.Option("--all", help="Include jobs that ended long ago.")] = False,
     limit: Annotated[int, typer.Option("--limit", help="At most this many jobs.", min=1)] = 50,
@@ -316,7 +323,9 @@ def jobs(
 
 def show(
     ctx: typer.Context,
-    job_id: Annotated[str, typer.Argument(metavar="JOB", help="Job id.")],
+    job_id: Annotated[
+        str, typer.Argument(metavar="JOB", help="Job id.", autocompletion=complete.job_ids)
+    ],
     json_out: JsonOpt = False,
     jq: JqOpt = None,
 ) -> None:
@@ -386,7 +395,12 @@ def _show_human(app: AppContext, job: "Job", events: "list[JobEvent]", tasks: "l
 
 def logs(
     ctx: typer.Context,
-    job_id: Annotated[str, typer.Argument(metavar="JOB", help="Job id (array task: 42_3).")],
+    job_id: Annotated[
+        str,
+        typer.Argument(
+            metavar="JOB", help="Job id (array task: 42_3).", autocompletion=complete.job_ids
+        ),
+    ],
     follow: Annotated[
         bool,
         typer.Option("--follow", "-f", help="Stream until the job ends; exit with its outcome."),
@@ -431,7 +445,10 @@ def logs(
 
 def wait(
     ctx: typer.Context,
-    job_ids: Annotated[list[str], typer.Argument(metavar="JOB...", help="Job ids.")],
+    job_ids: Annotated[
+        list[str],
+        typer.Argument(metavar="JOB...", help="Job ids.", autocompletion=complete.job_ids),
+    ],
     timeout: Annotated[
         str | None, typer.Option("--timeout", help="Give up after this long: 90s, 30m, 2h.")
     ] = None,
@@ -475,7 +492,10 @@ def wait(
 
 def cancel(
     ctx: typer.Context,
-    job_ids: Annotated[list[str], typer.Argument(metavar="JOB...", help="Job ids.")],
+    job_ids: Annotated[
+        list[str],
+        typer.Argument(metavar="JOB...", help="Job ids.", autocompletion=complete.job_ids),
+    ],
     json_out: JsonOpt = False,
     jq: JqOpt = None,
 ) -> None:

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from kaic.cli import complete
 from kaic.cli.context import get_app
 
 
@@ -62,6 +63,7 @@ ProfileOpt = Annotated[
         envvar="KAIC_PROFILE",
         help="Profile (center + account) to use; default: the current profile.",
         show_envvar=True,
+        autocompletion=complete.profiles,
     ),
 ]
 StateDirOpt = Annotated[

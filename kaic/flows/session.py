@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from kaic.errors import AuthRequired
+from kaic.errors import AuthRequired, NotFound
 
 if TYPE_CHECKING:
     import httpx
@@ -97,9 +97,15 @@ def open_session(
     debug_log: Log | None = None,
     transport: httpx.BaseTransport | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    local_if_running: bool = False,
+    timeout: float | None = None,
 ) -> Session:
     """Resolve the center and credentials for a command and build its client (`transport`
-    and `sleep` go to the client: tests answer in process and do not wait)."""
+    and `sleep` go to the client: tests answer in process and do not wait).
+
+    `local_if_running` (shell completion): with no center configured, only a local center
+    that already runs is used — none is started — and `NotFound` says there is none;
+    `timeout` bounds each request of the client."""
     from kaic.auth import credentials as store
     from kaic.client.tls import check_plain_http, transport_policy
     from kaic.config import resolve_profile
@@ -112,8 +118,9 @@ def open_session(
     )
 
     via = Connector(warn, debug_log, transport, sleep)
+    options: dict[str, Any] = {} if timeout is None else {"timeout": timeout, "max_retries": 0}
     if center is None:
-        return _local_session(via, notice=notice)
+        return _local_session(via, notice=notice, only_running=local_if_running, **options)
 
     name = profile.name if profile else "default"
     own = profile if profile is not None and _origin(profile.center) == _origin(center) else None
@@ -146,7 +153,12 @@ def open_session(
         else None
     )
     client = via.client(
-        center, credentials=creds, on_refresh=persist, shared_refresh=shared, policy=policy
+        center,
+        credentials=creds,
+        on_refresh=persist,
+        shared_refresh=shared,
+        policy=policy,
+        **options,
     )
     return Session(client=client, center_url=center, profile=name, token_source=source, local=False)
 
@@ -188,20 +200,28 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     return (parts.scheme, (parts.hostname or "").lower(), port)
 
 
-def _local_session(via: Connector, *, notice: Log) -> Session:
+def _local_session(
+    via: Connector, *, notice: Log, only_running: bool = False, **options: Any
+) -> Session:
     from kaic.auth.credentials import Credentials, from_env
-    from kaic.flows.local_center import ensure_running
+    from kaic.flows.local_center import ensure_running, find_running
 
-    center = ensure_running()
-    verb = "started" if center.started else "using"
-    notice(
-        f"kaic: {verb} the local center at {center.url} (no center configured; "
-        "`kaic login --center URL` to use a real one)"
-    )
+    if only_running:
+        running = find_running()
+        if running is None:
+            raise NotFound("no center configured and no local center running")
+        center = running
+    else:
+        center = ensure_running()
+        verb = "started" if center.started else "using"
+        notice(
+            f"kaic: {verb} the local center at {center.url} (no center configured; "
+            "`kaic login --center URL` to use a real one)"
+        )
     env = from_env()
     creds = env or Credentials(access_token=center.token(), kind="api")
     source = "env" if env is not None else "local"
-    client = via.client(center.url, credentials=creds)
+    client = via.client(center.url, credentials=creds, **options)
     return Session(
         client=client, center_url=center.url, profile=None, token_source=source, local=True
     )

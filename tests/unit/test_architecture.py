@@ -40,7 +40,17 @@ FORBIDDEN: dict[str, set[str]] = {
 }
 
 #: the CLI's helpers (not commands): any command may import them
-CLI_HELPERS = {"context", "options", "render", "progress", "jq", "interrupt", "help_format"}
+CLI_HELPERS = {
+    "context",
+    "options",
+    "render",
+    "progress",
+    "jq",
+    "interrupt",
+    "help_format",
+    "json_fields",
+    "complete",
+}
 #: the CLI module that builds the root app from every command module
 CLI_ROOT = "main"
 
