@@ -27,6 +27,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -219,6 +220,7 @@ class LocalExecutor(Executor):
             pid=popen.pid,
             pgid=popen.pid,  # a new session's leader leads its process group too
             start_time=proc_start_time(popen.pid),
+            nodes=(socket.gethostname(),),
         )
         self._jobs[spec.job_id] = _Tracked(spec.job_id, paths, launched, popen)
         return launched

@@ -201,6 +201,7 @@ class Ledger:
                 pid=launched.pid,
                 pgid=launched.pgid,
                 proc_start=launched.start_time,
+                nodes=list(launched.nodes),
             )
             gpus = ",".join(str(i) for i in gpu_ids) or "none"
             self.jobs.add_event(
@@ -250,6 +251,8 @@ class Ledger:
         gpu_ids = tuple(observed.gpu_ids)
         if gpu_ids and gpu_ids != row.gpu_ids:
             fields["gpu_ids"] = list(gpu_ids)
+        if observed.nodes and tuple(observed.nodes) != row.nodes:
+            fields["nodes"] = list(observed.nodes)
         if not fields:
             return
         with self.jobs.transaction():

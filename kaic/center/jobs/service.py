@@ -158,10 +158,16 @@ class JobService:
                     f"{partition.name!r}'s maximum of {limit}s",
                 )
         if spec.resources.nodes > executor.max_nodes:
+            most = executor.max_nodes
+            fix = (
+                "one machine: use a Slurm center, or nodes: 1"
+                if most == 1
+                else f"ask for at most {most}"
+            )
             plan.add(
                 "invalid",
                 f"asks for {spec.resources.nodes} nodes but the {executor.name} executor "
-                f"runs jobs on at most {executor.max_nodes}",
+                f"runs jobs on at most {most} node{'s' if most > 1 else ''} ({fix})",
             )
         if spec.image and not executor.supports_images:
             plan.add(
