@@ -347,6 +347,18 @@ def logs(
     tail: Annotated[
         int | None, typer.Option("--tail", help="Start with the last N lines.", min=0)
     ] = None,
+    node: Annotated[
+        int | None,
+        typer.Option("--node", help="A multi-node job: only this rank's output (0, 1, …).", min=0),
+    ] = None,
+    prefix: Annotated[
+        bool | None,
+        typer.Option(
+            "--prefix/--no-prefix",
+            help="A multi-node job: start each line with [rank N] (default: on a terminal).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Print a job's output. Job stdout goes to stdout, job stderr to stderr.
 
@@ -354,11 +366,16 @@ def logs(
     the log drained (reconnecting without losing or repeating a byte), then exits with the
     job's outcome code.
 
+    A multi-node job's ranks are merged line by line, each line started with [rank N] on a
+    terminal (--prefix / --no-prefix to choose); --node N shows rank N alone.
+
     Examples:
 
       kaic logs 42 --tail 100
 
       kaic logs -f 42 --stream stdout
+
+      kaic logs 43 --node 1
     """
     from kaic.flows.jobs import STREAMS
     from kaic.flows.jobs import logs as read_logs
@@ -367,7 +384,18 @@ def logs(
         raise UsageError(f"unknown stream {stream!r}", hint="use stdout, stderr or both")
     app = get_app(ctx)
     writers = _log_writers(app, stream)
-    code = read_logs(app.session(), job_id, writers, app.ui(), follow=follow, tail=tail)
+    if prefix is None:
+        prefix = node is None and app.is_terminal()
+    code = read_logs(
+        app.session(),
+        job_id,
+        writers,
+        app.ui(),
+        follow=follow,
+        tail=tail,
+        node=node,
+        prefix=prefix,
+    )
     if code is not None:
         raise typer.Exit(code)
 
