@@ -166,6 +166,8 @@ class Ended:
     #: never seen running by the center)
     started_at: datetime | None = None
     ended_at: datetime | None = None
+    #: the names of the nodes it ran on, when the executor knows them
+    nodes: Sequence[str] = ()
 
 
 @dataclass(frozen=True)

@@ -140,10 +140,12 @@ class JobService:
                     "invalid",
                     f"partition {partition.name!r} has {partition.gpu_type} GPUs, not {gpu_type}",
                 )
-            if gpus > partition.gpus:
+            nodes = spec.resources.nodes
+            if gpus * nodes > partition.gpus:
+                each = f" on each of {nodes} nodes" if nodes > 1 else ""
                 plan.add(
                     "invalid",
-                    f"asks for {gpus} GPUs but partition {partition.name!r} has "
+                    f"asks for {gpus} GPUs{each} but partition {partition.name!r} has "
                     f"{partition.gpus} in all",
                 )
             limit = partition.max_time_seconds
@@ -218,7 +220,9 @@ class JobService:
 
         ntasks = len(plan.tasks) if plan.tasks is not None else 1
         if plan.time_limit_seconds is not None:
-            plan.estimated_gpu_hours = gpus * plan.time_limit_seconds / 3600.0 * ntasks
+            # GPUs are per node: a multi-node job holds `nodes` times as many.
+            held = gpus * spec.resources.nodes
+            plan.estimated_gpu_hours = held * plan.time_limit_seconds / 3600.0 * ntasks
         if plan.project is not None and gpus > 0:
             remaining = plan.project.gpu_hours_granted - plan.project.gpu_hours_used
             if plan.estimated_gpu_hours > remaining or remaining <= 0:

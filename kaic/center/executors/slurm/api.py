@@ -317,7 +317,9 @@ def build_submit(request: SubmitRequest) -> dict[str, Any]:
     if request.gpus_per_node > 0:
         job["gres"] = f"gpu:{request.gpus_per_node}"
     if request.nodes > 1:
-        job["nodes"] = [request.nodes, request.nodes]
+        # As text, like `sbatch -N 2`: slurmrestd 22.05 reads the documented [min, max]
+        # array as one node (measured: a `[2, 2]` job ran on n1 alone).
+        job["nodes"] = str(request.nodes)
     if request.array:
         job["array"] = request.array
     if request.dependency:

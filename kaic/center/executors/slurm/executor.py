@@ -332,6 +332,7 @@ class SlurmExecutor(Executor):
             reason=reason,
             started_at=_utc(record.start_time),
             ended_at=_utc(record.end_time),
+            nodes=record.nodes,
         )
 
     def _missing(
