@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from kaic.center.executors.slurm.ranks import MASTER_PORT_BASE, MASTER_PORT_SPAN
+from kaic.center.executors.rendezvous import MASTER_PORT_BASE, MASTER_PORT_SPAN
 from tests.helpers import poll, run_cli
 from tests.slurm.conftest import SlurmCenter
 

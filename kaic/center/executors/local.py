@@ -56,6 +56,7 @@ from kaic.center.executors.interactive import (
     tools_missing,
 )
 from kaic.center.executors.prepare import job_account, job_environment, prepare_storage
+from kaic.center.executors.rendezvous import one_node
 from kaic.models.interactive import ExecStart
 
 logger = logging.getLogger("kaic.center.executor")
@@ -191,6 +192,7 @@ class LocalExecutor(Executor):
             paths.exitcode.unlink(missing_ok=True)
             prepare_storage(spec.home, spec.workdir, account, own_storage=spec.own_storage)
             env = job_environment(spec, login=spec.user, base_path=self.base_path)
+            env.update(one_node(spec, socket.gethostname()))  # one machine: rank 0 of 1
             if account is None:
                 popen = self._spawn(spec, argv=self._argv(WRAPPER, paths), env=env)
             else:

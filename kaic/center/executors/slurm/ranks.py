@@ -12,9 +12,10 @@ job's script with the rendezvous variables torchrun and friends take:
 - `KAIC_MASTER_ADDR`: rank 0's address — the address of the node srun ran on
   (`SLURM_LAUNCH_NODE_IPADDR`), i.e. the batch host, which is where Slurm puts task 0; it is
   the address Slurm itself uses to reach that node, so the other nodes reach it too;
-- `KAIC_MASTER_PORT`: `MASTER_PORT_BASE + SLURM_JOB_ID % MASTER_PORT_SPAN`, fixed per job
-  and below Linux's ephemeral range, so two jobs sharing a node do not pick the same port
-  (unless their Slurm ids are a multiple of `MASTER_PORT_SPAN` apart).
+- `KAIC_MASTER_PORT`: fixed per job from its Slurm id (`executors.rendezvous`).
+
+A job on one node runs its script inline, with the same variables for one rank
+(`one_node`).
 
 Each rank's output goes to its own files in the job's directory (`stdout.<rank>`,
 `stderr.<rank>`, Slurm's `%t`); the batch script's own files keep what srun itself says.
@@ -29,11 +30,10 @@ exits with that code.
 from __future__ import annotations
 
 from kaic.center.executors.base import LaunchSpec
+from kaic.center.executors.rendezvous import MASTER_PORT_BASE, MASTER_PORT_SPAN
 
-#: the job's KAIC_MASTER_PORT lies in [BASE, BASE + SPAN): below Linux's ephemeral ports
-#: (32768+), above the well-known ones
-MASTER_PORT_BASE = 20000
-MASTER_PORT_SPAN = 10000
+#: the batch script's KAIC_MASTER_PORT (`rendezvous.master_port` of the Slurm job id)
+MASTER_PORT = f"$(( {MASTER_PORT_BASE} + ${{SLURM_JOB_ID:-0}} % {MASTER_PORT_SPAN} ))"
 #: in the job's directory: "<rank> <exit code>" of the first rank that failed
 FAILED_RANK = "failed_rank"
 
@@ -51,10 +51,13 @@ RANK = (
 )
 
 
-def master_port(slurm_job_id: int) -> int:
-    """The `KAIC_MASTER_PORT` of the Slurm job `slurm_job_id` (what the batch script
-    computes)."""
-    return MASTER_PORT_BASE + slurm_job_id % MASTER_PORT_SPAN
+def one_node(spec: LaunchSpec) -> str:
+    """The batch script's rendezvous variables for a job on one node: rank 0 of 1."""
+    return (
+        f"export KAIC_NNODES=1 KAIC_NODE_RANK=0 KAIC_GPUS_PER_NODE={spec.gpus}\n"
+        'export KAIC_NODELIST="${SLURMD_NODENAME:-$(hostname)}" KAIC_MASTER_ADDR=127.0.0.1\n'
+        f"export KAIC_MASTER_PORT={MASTER_PORT}\n"
+    )
 
 
 def _quote(text: str) -> str:
@@ -84,8 +87,7 @@ def launch_ranks(spec: LaunchSpec) -> str:
         f"kaic_out={_job_dir(spec, pattern=True)}\n"
         f'rm -f "$kaic_dir/{FAILED_RANK}"\n'
         f"export KAIC_NNODES={n} KAIC_GPUS_PER_NODE={spec.gpus}\n"
-        f"export KAIC_MASTER_PORT=$(( {MASTER_PORT_BASE} + ${{SLURM_JOB_ID:-0}} "
-        f"% {MASTER_PORT_SPAN} ))\n"
+        f"export KAIC_MASTER_PORT={MASTER_PORT}\n"
         'KAIC_NODELIST=$(scontrol show hostnames "$SLURM_JOB_NODELIST" 2>/dev/null '
         "| paste -sd, -)\n"
         'export KAIC_NODELIST="${KAIC_NODELIST:-$SLURM_JOB_NODELIST}"\n'

@@ -10,7 +10,7 @@ from pathlib import Path
 from kaic.center.executors.base import ExecutorError, JobPaths, LaunchSpec
 from kaic.center.executors.prepare import job_environment, prepare_job_dirs, prepare_storage
 from kaic.center.executors.slurm.api import SubmitRequest, dependency_clause
-from kaic.center.executors.slurm.ranks import launch_ranks
+from kaic.center.executors.slurm.ranks import launch_ranks, one_node
 
 
 def comment(job_id: str) -> str:
@@ -85,7 +85,7 @@ def batch_script(spec: LaunchSpec) -> str:
     # rank each, with the rendezvous variables (`slurm/ranks.py`); on one node, inline.
     if spec.nodes > 1:
         return header + launch_ranks(spec)
-    return header + spec.script + ("" if spec.script.endswith("\n") else "\n")
+    return header + one_node(spec) + spec.script + ("" if spec.script.endswith("\n") else "\n")
 
 
 def submit_request(
