@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from kaic.center.executors.rendezvous import MASTER_PORT_BASE, MASTER_PORT_SPAN
 from tests.helpers import poll, run_cli
-from tests.slurm.conftest import SlurmCenter
+from tests.slurm.conftest import PROJECT, SlurmCenter
 
 RENDEZVOUS = Path(__file__).with_name("rendezvous.py")
 #: the system's Python: jobs run as kaicslurm, who may not reach the test run's virtualenv
@@ -25,15 +26,28 @@ def job_json(job_id: str) -> dict[str, Any]:
     return doc
 
 
+def gpu_hours_used() -> float:
+    projects = run_cli("usage", "--json").json()
+    assert isinstance(projects, list)
+    (project,) = [p for p in projects if p["name"] == PROJECT]
+    return float(project["gpu_hours_used"])
+
+
 def test_ranks_meet_using_only_the_kaic_variables(alice_2n: SlurmCenter) -> None:
+    before = gpu_hours_used()
     res = run_cli(
         "submit", "--nodes", "2", "--gpus", "1", "--wait", "--json",
-        "--", PYTHON, str(RENDEZVOUS),
+        "--", "bash", "-c", f"{PYTHON} {RENDEZVOUS} && sleep 3",
     )  # fmt: skip
     job = res.json()
     assert isinstance(job, dict)
     assert (job["state"], job["exit_code"]) == ("COMPLETED", 0), res.stderr
     assert job["nodes"] == ["n1", "n2"]
+    # Charged for one GPU on each of two nodes, by Slurm's own times (whole seconds; the
+    # job's started_at may be when the center first saw it running, up to a poll later).
+    ran = (_time(job["ended_at"]) - _time(job["started_at"])).total_seconds()
+    charged = (gpu_hours_used() - before) * 3600
+    assert 2 * ran - 0.01 <= charged <= 2 * (ran + 2), (charged, ran)
     out = run_cli("logs", job["id"], "--prefix").stdout
     assert "[rank 0] rank 0 got value-of-rank-1\n" in out
     assert "[rank 1] rank 1 got value-of-rank-0\n" in out
@@ -42,6 +56,24 @@ def test_ranks_meet_using_only_the_kaic_variables(alice_2n: SlurmCenter) -> None
     assert sorted(rank for rank, _, _ in heads) == ["0", "1"], out
     (master,) = {(addr, port) for _, addr, port in heads}  # both ranks were told the same
     assert MASTER_PORT_BASE <= int(master[1]) < MASTER_PORT_BASE + MASTER_PORT_SPAN
+
+
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def test_a_dry_run_counts_gpus_on_every_node(alice_2n: SlurmCenter) -> None:
+    """GPUs are per node: 1 GPU on 2 nodes for an hour is 2 GPU-hours; 3 on 2 nodes is more
+    than the cluster's 4."""
+    ask = ("submit", "--nodes", "2", "--time", "1h", "--dry-run", "--json")
+    fits = run_cli(*ask, "--gpus", "1", "--", "true").json()
+    assert isinstance(fits, dict)
+    assert (fits["valid"], fits["estimated_gpu_hours"]) == (True, 2.0), fits
+    too_many = run_cli(*ask, "--gpus", "3", "--", "true", expect=6).json()
+    assert isinstance(too_many, dict)
+    assert too_many["problems"] == [
+        "asks for 3 GPUs on each of 2 nodes but partition 'debug' has 4 in all"
+    ]
 
 
 def test_a_failing_rank_fails_the_job_with_its_code_and_stops_the_others(

@@ -34,6 +34,9 @@ from kaic.center.executors.rendezvous import MASTER_PORT_BASE, MASTER_PORT_SPAN
 
 #: the batch script's KAIC_MASTER_PORT (`rendezvous.master_port` of the Slurm job id)
 MASTER_PORT = f"$(( {MASTER_PORT_BASE} + ${{SLURM_JOB_ID:-0}} % {MASTER_PORT_SPAN} ))"
+#: where Slurm's tools are looked for, after the job's own PATH (which the job may set to
+#: anything: its conda environment, say); set in subshells only, the job's PATH stays its own
+TOOLS_PATH = 'PATH="$PATH:/usr/local/bin:/usr/bin:/bin"'
 #: in the job's directory: "<rank> <exit code>" of the first rank that failed
 FAILED_RANK = "failed_rank"
 
@@ -42,7 +45,7 @@ FAILED_RANK = "failed_rank"
 RANK = (
     'export KAIC_NODE_RANK="$SLURM_PROCID" KAIC_GPUS="${CUDA_VISIBLE_DEVICES:-}"\n'
     'export KAIC_MASTER_ADDR="${SLURM_LAUNCH_NODE_IPADDR:-${KAIC_NODELIST%%,*}}"\n'
-    'bash "$1/script.sh"\n'
+    '"$BASH" "$1/script.sh"\n'
     "rc=$?\n"
     'if [ "$rc" -ne 0 ]; then\n'
     f'  (set -C; echo "$KAIC_NODE_RANK $rc" > "$1/{FAILED_RANK}") 2>/dev/null\n'
@@ -88,13 +91,17 @@ def launch_ranks(spec: LaunchSpec) -> str:
         f'rm -f "$kaic_dir/{FAILED_RANK}"\n'
         f"export KAIC_NNODES={n} KAIC_GPUS_PER_NODE={spec.gpus}\n"
         f"export KAIC_MASTER_PORT={MASTER_PORT}\n"
-        'KAIC_NODELIST=$(scontrol show hostnames "$SLURM_JOB_NODELIST" 2>/dev/null '
-        "| paste -sd, -)\n"
+        f"KAIC_NODELIST=$({TOOLS_PATH}; "
+        'scontrol show hostnames "$SLURM_JOB_NODELIST" 2>/dev/null | paste -sd, -)\n'
         'export KAIC_NODELIST="${KAIC_NODELIST:-$SLURM_JOB_NODELIST}"\n'
-        f"srun --nodes={n} --ntasks={n} --ntasks-per-node=1 --kill-on-bad-exit=1 "
+        f"kaic_srun=$({TOOLS_PATH}; command -v srun) || {{\n"
+        '  echo "kaic: no srun on $HOSTNAME: a multi-node job starts its ranks with it" >&2\n'
+        "  exit 127\n"
+        "}\n"
+        f'"$kaic_srun" --nodes={n} --ntasks={n} --ntasks-per-node=1 --kill-on-bad-exit=1 '
         "--input=none \\\n"
         '  --output="$kaic_out/stdout.%t" --error="$kaic_out/stderr.%t" \\\n'
-        f'  bash -c {_quote(RANK)} kaic-rank "$kaic_dir"\n'
+        f'  "$BASH" -c {_quote(RANK)} kaic-rank "$kaic_dir"\n'
         "kaic_rc=$?\n"
         f'if [ -s "$kaic_dir/{FAILED_RANK}" ]; then\n'
         f'  read -r kaic_rank kaic_code < "$kaic_dir/{FAILED_RANK}"\n'
