@@ -319,6 +319,10 @@ def _show_human(app: AppContext, job: "Job", events: "list[JobEvent]") -> None:
             + (f" ({job.resources.gpu_type})" if job.resources.gpu_type else ""),
         ),
         ("gpu_ids", ",".join(map(str, job.gpu_ids)) or None),
+        (
+            "nodes",
+            ", ".join(job.nodes) or (job.resources.nodes if job.resources.nodes > 1 else None),
+        ),
         ("time_limit", job.time_limit_seconds),
         ("submitted_at", job.submitted_at),
         ("started_at", job.started_at),

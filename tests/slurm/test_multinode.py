@@ -14,6 +14,7 @@ from typing import Any
 from kaic.center.executors.rendezvous import MASTER_PORT_BASE, MASTER_PORT_SPAN
 from tests.helpers import poll, run_cli
 from tests.slurm.conftest import PROJECT, SlurmCenter
+from tests.terminal import run_on_terminal
 
 RENDEZVOUS = Path(__file__).with_name("rendezvous.py")
 #: the system's Python: jobs run as kaicslurm, who may not reach the test run's virtualenv
@@ -123,9 +124,12 @@ def test_rank_logs_merged_with_prefix_or_one_rank(alice_2n: SlurmCenter) -> None
         "[rank 0] err of rank 0",
         "[rank 1] err of rank 1",
     ]
-    # Piped, the default is no prefix.
+    # Piped, the default is no prefix; on a terminal, the prefix.
     plain = run_cli("logs", job_id, "--stream", "stdout")
     assert sorted(plain.stdout.splitlines()) == ["out of rank 0", "out of rank 1"]
+    shown = run_on_terminal("logs", job_id, "--stream", "stdout")
+    assert shown.code == 0, shown.explain()
+    assert sorted(shown.text.splitlines()) == ["[rank 0] out of rank 0", "[rank 1] out of rank 1"]
     one = run_cli("logs", job_id, "--node", "1")
     assert (one.stdout, one.stderr) == ("out of rank 1\n", "err of rank 1\n")
     bad = run_cli("logs", job_id, "--node", "2", expect=2)
