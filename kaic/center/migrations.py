@@ -154,5 +154,10 @@ MIGRATIONS: tuple[str, ...] = (
     DROP INDEX jobs_user;
     DROP INDEX jobs_array;
     """,
+    # 6: the names of the nodes a job runs on, comma-separated, once it runs (`Job.nodes`;
+    # a multi-node job's several) (kaic/center/jobs/ledger.py).
+    """
+    ALTER TABLE jobs ADD COLUMN nodes TEXT NOT NULL DEFAULT '';
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -12,7 +12,7 @@ The pieces:
   cursor back, connections close).
 - Typer turns a `KeyboardInterrupt` from a command into a silent exit 130; `main` asks
   `pressed()` and says "interrupted".
-- A flow that knows how to continue wraps its long part in `hint_on_interrupt(hint)`
+- A flow that knows how to continue wraps its long part in `on_interrupt(…)`
   (`kaic.flows.wait`), which raises `Interrupted` (message and hint, exit 130) instead.
 
 Only stdlib and typer at import time: `main` calls `install` on the CLI's start path.

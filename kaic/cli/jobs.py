@@ -364,6 +364,10 @@ def _show_human(app: AppContext, job: "Job", events: "list[JobEvent]", tasks: "l
             + (f" ({job.resources.gpu_type})" if job.resources.gpu_type else ""),
         ),
         ("gpu_ids", ",".join(map(str, job.gpu_ids)) or None),
+        (
+            "nodes",
+            ", ".join(job.nodes) or (job.resources.nodes if job.resources.nodes > 1 else None),
+        ),
         ("time_limit", format_duration(job.time_limit_seconds) if job.time_limit_seconds else None),
         ("submitted_at", moment(job.submitted_at)),
         ("started_at", moment(job.started_at) if job.started_at else None),
@@ -410,6 +414,18 @@ def logs(
         int | None, typer.Option("--tail", help="Start with the last N lines.", min=0)
     ] = None,
     cancel_on_interrupt: CancelOnInterruptOpt = False,
+    node: Annotated[
+        int | None,
+        typer.Option("--node", help="A multi-node job: only this rank's output (0, 1, …).", min=0),
+    ] = None,
+    prefix: Annotated[
+        bool | None,
+        typer.Option(
+            "--prefix/--no-prefix",
+            help="A multi-node job: start each line with [rank N] (default: on a terminal).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Print a job's output. Job stdout goes to stdout, job stderr to stderr.
 
@@ -417,11 +433,16 @@ def logs(
     the log drained (reconnecting without losing or repeating a byte), then exits with the
     job's outcome code.
 
+    A multi-node job's ranks are merged line by line, each line started with [rank N] on a
+    terminal (--prefix / --no-prefix to choose); --node N shows rank N alone.
+
     Examples:
 
       kaic logs 42 --tail 100
 
       kaic logs -f 42 --stream stdout
+
+      kaic logs 43 --node 1
     """
     from kaic.flows.jobs import STREAMS
     from kaic.flows.jobs import logs as read_logs
@@ -430,6 +451,8 @@ def logs(
         raise UsageError(f"unknown stream {stream!r}", hint="use stdout, stderr or both")
     app = get_app(ctx)
     writers = _log_writers(app, stream)
+    if prefix is None:
+        prefix = node is None and app.is_terminal()
     code = read_logs(
         app.session(),
         job_id,
@@ -438,6 +461,8 @@ def logs(
         follow=follow,
         tail=tail,
         cancel_on_interrupt=cancel_on_interrupt,
+        node=node,
+        prefix=prefix,
     )
     if code is not None:
         raise typer.Exit(code)

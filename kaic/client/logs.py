@@ -2,6 +2,8 @@
 nothing lost, nothing repeated.
 
 The center streams raw bytes from an offset and says where it started (``X-Log-Offset``).
+A multi-node job's ranks each have their own log (the ``node`` parameter), so each has its
+own cursor and offset.
 The follower counts every byte it hands on; when the connection drops, the center restarts
 or the token is refreshed, it asks again from exactly that offset. A followed stream that
 ends is only trusted as the end once the job is terminal: otherwise it reconnects.
@@ -29,12 +31,18 @@ RECONNECT_CAP_S = 5.0
 
 @dataclass
 class LogCursor:
-    """Where one stream of one job has been read up to."""
+    """Where one stream of one job (or of one rank of a multi-node job) has been read up to."""
 
     job_id: str
     stream: str  # stdout | stderr
     offset: int = 0
     reconnects: int = 0
+    #: a multi-node job's rank; None: the job's own log
+    node: int | None = None
+
+    def describe(self) -> str:
+        rank = f" of rank {self.node}" if self.node is not None else ""
+        return f"{self.stream} log{rank} of job {self.job_id}"
 
 
 def read_log(
@@ -70,6 +78,8 @@ def read_log(
         }
         if first and tail is not None:
             params["tail"] = tail
+        if cursor.node is not None:
+            params["node"] = cursor.node
         path = f"/v1/jobs/{quote(cursor.job_id, safe='')}/logs"
         try:
             with client.stream("GET", path, params=params) as resp:
@@ -84,7 +94,7 @@ def read_log(
                     cursor.offset = start
                 elif start != cursor.offset:
                     raise KaicError(
-                        f"the center resumed the {cursor.stream} log of job {cursor.job_id} "
+                        f"the center resumed the {cursor.describe()} "
                         f"at byte {start}, not {cursor.offset}",
                         hint="the log was truncated on the center",
                     )
@@ -135,12 +145,35 @@ def follow_both(
     get_job: Callable[[str], Job] | None = None,
     on_reachability: Callable[[bool], None] | None = None,
 ) -> dict[str, LogCursor]:
-    """Read several streams of one job at once (one thread each); re-raise the first error.
-
-    Writes are serialised and stop once the caller is interrupted (Ctrl-C): a reader thread
-    left blocked in the network must never write to stdout while the interpreter exits.
-    """
+    """Read several streams of one job at once (one thread each); re-raise the first error."""
     cursors = {name: LogCursor(job_id, name) for name in writers}
+    follow_all(
+        client,
+        [(cursors[name], writers[name]) for name in writers],
+        follow=follow,
+        tail=tail,
+        get_job=get_job,
+        on_reachability=on_reachability,
+    )
+    return cursors
+
+
+def follow_all(
+    client: CenterClient,
+    sources: list[tuple[LogCursor, Callable[[bytes], None]]],
+    *,
+    follow: bool,
+    tail: int | None = None,
+    get_job: Callable[[str], Job] | None = None,
+    on_reachability: Callable[[bool], None] | None = None,
+) -> None:
+    """Read several logs at once — streams, ranks — each from its cursor into its writer
+    (one thread each); re-raise the first error.
+
+    Writes are serialised (a writer sees whole chunks, never interleaved with another's)
+    and stop once the caller is interrupted (Ctrl-C): a reader thread left blocked in the
+    network must never write to stdout while the interpreter exits.
+    """
     errors: list[BaseException] = []
     stop = threading.Event()
     writing = threading.Lock()
@@ -154,12 +187,12 @@ def follow_both(
 
         return guarded_write
 
-    def run(name: str) -> None:
+    def run(cursor: LogCursor, write: Callable[[bytes], None]) -> None:
         try:
             read_log(
                 client,
-                cursors[name],
-                guarded(writers[name]),
+                cursor,
+                guarded(write),
                 follow=follow,
                 tail=tail,
                 get_job=get_job,
@@ -172,7 +205,7 @@ def follow_both(
             errors.append(exc)
             stop.set()
 
-    threads = [threading.Thread(target=run, args=(n,), daemon=True) for n in writers]
+    threads = [threading.Thread(target=run, args=source, daemon=True) for source in sources]
     for t in threads:
         t.start()
     try:
@@ -188,4 +221,3 @@ def follow_both(
         raise
     if errors:
         raise errors[0]
-    return cursors

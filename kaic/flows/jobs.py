@@ -9,6 +9,7 @@ wait again (the jobs go on).
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 from kaic.errors import UsageError
@@ -121,20 +122,31 @@ def follow_logs(
     follow: bool,
     tail: int | None,
     outage: Callable[[bool], None] | None = None,
+    nodes: int | None = None,
+    node: int | None = None,
+    prefix: bool = True,
 ) -> None:
-    """Copy the job's log streams to `writers` (each stream from its own thread)."""
-    from kaic.client.logs import follow_both
+    """Copy the job's log streams to `writers` (each stream from its own thread). A job on
+    `nodes` nodes (None: ask the center): with several, its ranks' logs merged line by line
+    (`prefix`: `[rank N] `), or rank `node`'s alone (`kaic.flows.rank_logs`)."""
+    from kaic.client.logs import follow_all
+    from kaic.flows.rank_logs import log_sources
 
     api = session.jobs
-    follow_both(
-        api.client,
-        job_id,
-        writers,
-        follow=follow,
-        tail=tail,
-        get_job=api.get,
-        on_reachability=outage,
-    )
+    if nodes is None:
+        nodes = api.get(job_id).resources.nodes
+    sources, finish = log_sources(job_id, nodes, writers, node=node, prefix=prefix)
+    try:
+        follow_all(
+            api.client,
+            sources,
+            follow=follow,
+            tail=tail,
+            get_job=api.get,
+            on_reachability=outage,
+        )
+    finally:
+        finish()
 
 
 def logs(
@@ -146,15 +158,29 @@ def logs(
     follow: bool,
     tail: int | None,
     cancel_on_interrupt: bool = False,
+    node: int | None = None,
+    prefix: bool | None = None,
 ) -> int | None:
     """`kaic logs`: without `follow` what exists now (None: exit 0); with `follow` until the
-    job is terminal and the log drained, then the job's outcome code."""
+    job is terminal and the log drained, then the job's outcome code. A multi-node job's
+    ranks are merged (`prefix`: `[rank N] ` on each line; None: unless one `node` is
+    asked for), or rank `node`'s log alone."""
+    read = partial(
+        follow_logs,
+        session,
+        job_id,
+        writers,
+        tail=tail,
+        nodes=session.jobs.get(job_id).resources.nodes,
+        node=node,
+        prefix=node is None if prefix is None else prefix,
+    )
     if not follow:
-        follow_logs(session, job_id, writers, follow=False, tail=tail)
+        read(follow=False)
         return None
     again = ("kaic logs -f", "follows")
     with on_interrupt(session.jobs, [job_id], again, cancel=cancel_on_interrupt):
-        follow_logs(session, job_id, writers, follow=True, tail=tail, outage=CenterOutage(ui.info))
+        read(follow=True, outage=CenterOutage(ui.info))
     return outcome(session.jobs.get(job_id))
 
 

@@ -145,7 +145,15 @@ def wait_and_fetch(
     outage = CenterOutage(ui.info)
     with on_interrupt(session.jobs, [job.id], again, cancel=cancel_on_interrupt):
         if logs is not None:
-            follow_logs(session, job.id, logs, follow=True, tail=None, outage=outage)
+            follow_logs(
+                session,
+                job.id,
+                logs,
+                follow=True,
+                tail=None,
+                outage=outage,
+                nodes=job.resources.nodes,
+            )
         final = wait_for_jobs(session.jobs, [job.id], sleep=ui.sleep, on_reachability=outage)[0]
     ui.info(describe_end(final))
     done.final = final

@@ -157,6 +157,9 @@ class Job(BaseModel):
     )
     depends_on: list[str] = Field(default_factory=list)
     gpu_ids: list[int] = Field(default_factory=list, description="GPUs handed to the job")
+    nodes: list[str] = Field(
+        default_factory=list, description="the names of the nodes it runs on, once it runs"
+    )
     kind: JobKind = Field("batch", description="`interactive`: an allocation (`kaic alloc`)")
     efficiency: Efficiency | None = Field(
         None, description="a finished GPU job: utilisation, peak memory, GPU-hours (idle)"

@@ -87,3 +87,19 @@ def test_follow_from_offset_and_tail_while_running(center: JobsCenter) -> None:
     resumed = center.logs(job["id"], offset=2, follow="true")
     assert (resumed.content, resumed.headers["X-Log-Offset"]) == (b"b\nc\n", "2")
     assert center.job(job["id"])["exit_code"] == 3
+
+
+def test_a_log_replaced_by_a_link_is_not_followed(center: JobsCenter, tmp_path: Path) -> None:
+    """A job that runs as its user's account owns its directory (Slurm writes the logs there
+    as that account): a link put in the place of a log must not make the center read the
+    file it points to. It reads as no log at all."""
+    secret = tmp_path / "center-secret"
+    secret.write_bytes(b"the center's own secret\n")
+    job = center.submit("echo hi")
+    center.wait_done(job["id"])
+    log = center.settings.state_dir / "jobs" / job["id"] / "stdout"
+    log.unlink()
+    log.symlink_to(secret)
+    for params in ({}, {"tail": 1}, {"offset": 0, "follow": "true"}):
+        response = center.logs(job["id"], **params)
+        assert (response.status_code, response.content) == (200, b""), params

@@ -1,11 +1,17 @@
-"""A real single-node Slurm (22.05) with slurmrestd on 127.0.0.1, for the Slurm tests.
+"""A real Slurm (22.05) with slurmrestd on 127.0.0.1, for the Slurm tests: one node, or
+several on this one machine (multi-node jobs).
 
 Follows design/TEST_SERVICES.md: everything lives in one temporary directory, munged,
-slurmctld, slurmd and slurmrestd are started by this module, their PIDs recorded, and
-exactly those PIDs are stopped at the end. Two fake GPUs are character devices.
+slurmctld, slurmd (one per node) and slurmrestd are started by this module, their PIDs
+recorded, and exactly those PIDs are stopped at the end. Two fake GPUs per node are
+character devices.
 
-Run by hand: `python -m tests.slurm.cluster DIR` brings a cluster up in DIR, prints the
-URL and token, and stops it on Ctrl-C.
+Several nodes (`SlurmCluster(dir, nodes=2)`, "Two Slurm nodes on one machine" in
+TEST_SERVICES.md): nodes `n1`, `n2`, … all at 127.0.0.1, each slurmd (`slurmd -N n1`) on its
+own port with its own spool, pid and log file (`%n`), and its own two fake GPUs.
+
+Run by hand: `python -m tests.slurm.cluster DIR [NODES]` brings a cluster up in DIR, prints
+the URL and token, and stops it on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -41,11 +47,11 @@ AuthAltTypes=auth/jwt
 AuthAltParameters=jwt_key={dir}/jwt.key
 CommunicationParameters=NoInAddrAny,NoCtldInAddrAny
 StateSaveLocation={dir}/state
-SlurmdSpoolDir={dir}/spool
+SlurmdSpoolDir={dir}/spool/%n
 SlurmctldPidFile={dir}/slurmctld.pid
-SlurmdPidFile={dir}/slurmd.pid
+SlurmdPidFile={dir}/slurmd.%n.pid
 SlurmctldLogFile={dir}/log/slurmctld.log
-SlurmdLogFile={dir}/log/slurmd.log
+SlurmdLogFile={dir}/log/slurmd.%n.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
@@ -61,14 +67,17 @@ KillWait=2
 MinJobAge=300
 SchedulerParameters=sched_interval=2
 GresTypes=gpu
-NodeName=localhost NodeAddr=127.0.0.1 CPUs=8 RealMemory=4000 Gres=gpu:2 State=UNKNOWN
-PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+{nodes}
+PartitionName=debug Nodes={names} Default=YES MaxTime=INFINITE State=UP
 """
 
-GRES_CONF = """\
-AutoDetect=off
-NodeName=localhost Name=gpu File={dir}/gpu[0-1]
-"""
+#: one node: the machine itself; several: `n1`, `n2`, … on 127.0.0.1, each on its own port
+ONE_NODE = "NodeName=localhost NodeAddr=127.0.0.1 CPUs=8 RealMemory=4000 Gres=gpu:2 State=UNKNOWN"
+NODE = (
+    "NodeName={name} NodeHostname=localhost NodeAddr=127.0.0.1 Port={port} CPUs=4 "
+    "RealMemory=2000 Gres=gpu:2 State=UNKNOWN"
+)
+GRES = "NodeName={name} Name=gpu File={dir}/gpu[{first}-{last}]"
 
 
 def find_binary(name: str) -> str | None:
@@ -96,6 +105,8 @@ class SlurmCluster:
     """The running services; `stop()` ends exactly the processes `start()` started."""
 
     dir: Path
+    #: how many nodes (1: `localhost`; more: `n1`, `n2`, …)
+    nodes: int = 1
     url: str = ""
     token: str = ""
     env: dict[str, str] = field(default_factory=dict)
@@ -139,7 +150,37 @@ class SlurmCluster:
             time.sleep(0.1)
         raise RuntimeError(f"timed out waiting for {what}\n{self.logs()}")
 
+    @property
+    def node_names(self) -> list[str]:
+        return ["localhost"] if self.nodes == 1 else [f"n{i + 1}" for i in range(self.nodes)]
+
     # -- start / stop --------------------------------------------------------------------
+
+    def _write_config(self, ctld_port: int, slurmd_port: int) -> None:
+        d = self.dir
+        names = self.node_names
+        if self.nodes == 1:
+            node_lines = ONE_NODE
+        else:
+            node_lines = "\n".join(NODE.format(name=n, port=free_port()) for n in names)
+        (d / "slurm.conf").write_text(
+            SLURM_CONF.format(
+                dir=d,
+                ctld_port=ctld_port,
+                slurmd_port=slurmd_port,
+                nodes=node_lines,
+                names=",".join(names),
+            )
+        )
+        gres = [
+            GRES.format(name=n, dir=d, first=2 * i, last=2 * i + 1) for i, n in enumerate(names)
+        ]
+        (d / "gres.conf").write_text("AutoDetect=off\n" + "\n".join(gres) + "\n")
+        for i in range(2 * self.nodes):
+            dev = d / f"gpu{i}"
+            if not dev.exists():  # /dev/null's and /dev/zero's numbers: harmless
+                os.mknod(dev, 0o666 | 0o020000, os.makedev(1, 3 if i % 2 == 0 else 5))
+            (d / "spool" / names[i // 2]).mkdir(parents=True, exist_ok=True)
 
     def start(self) -> SlurmCluster:
         d = self.dir
@@ -147,14 +188,7 @@ class SlurmCluster:
             (d / sub).mkdir(parents=True, exist_ok=True)
         os.chmod(d, 0o755)
         ctld_port, slurmd_port, rest_port = free_port(), free_port(), free_port()
-        (d / "slurm.conf").write_text(
-            SLURM_CONF.format(dir=d, ctld_port=ctld_port, slurmd_port=slurmd_port)
-        )
-        (d / "gres.conf").write_text(GRES_CONF.format(dir=d))
-        for i, minor in enumerate((3, 5)):  # /dev/null and /dev/zero's numbers: harmless
-            dev = d / f"gpu{i}"
-            if not dev.exists():
-                os.mknod(dev, 0o666 | 0o020000, os.makedev(1, minor))
+        self._write_config(ctld_port, slurmd_port)
         key = d / "jwt.key"
         key.write_bytes(secrets.token_bytes(32))
         os.chmod(key, 0o600)
@@ -197,11 +231,12 @@ class SlurmCluster:
         self._wait("munged", socket_path.exists)
 
         self._spawn("slurmctld", [find_binary("slurmctld") or "slurmctld", "-D", "-i"])
-        self._spawn("slurmd", [find_binary("slurmd") or "slurmd", "-D", "-N", "localhost"])
+        for node in self.node_names:
+            self._spawn(f"slurmd-{node}", [find_binary("slurmd") or "slurmd", "-D", "-N", node])
 
         def idle() -> bool:
-            out = self.run("sinfo", "-h", "-o", "%T").stdout.strip()
-            return out == "idle"
+            out = self.run("sinfo", "-h", "-N", "-o", "%T").stdout.split()
+            return out == ["idle"] * self.nodes
 
         self._wait("the node to be idle", idle, timeout=45)
         self.url = f"http://127.0.0.1:{rest_port}"
@@ -260,14 +295,16 @@ class SlurmCluster:
             with contextlib.suppress(Exception):
                 self.run("scancel", "--user", JOB_USER, timeout=10)
                 self.run("scancel", "--user", "root", timeout=10)
-        for name in ("slurmrestd", "slurmd", "slurmctld", "munged"):
+        slurmds = [f"slurmd-{node}" for node in self.node_names]
+        for name in ("slurmrestd", *slurmds, "slurmctld", "munged"):
             self._stop(name)
 
 
 def main() -> None:
     target = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/kaic-slurm").resolve()
     target.mkdir(parents=True, exist_ok=True)
-    cluster = SlurmCluster(target).start()
+    nodes = int(sys.argv[2]) if len(sys.argv) > 2 else 1
+    cluster = SlurmCluster(target, nodes=nodes).start()
     print(f"url={cluster.url}\ntoken={cluster.token}\nSLURM_CONF={target}/slurm.conf", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:

@@ -1,6 +1,7 @@
 """Fixtures for the Slurm tests: a real single-node Slurm with slurmrestd (session), a real
 kaic center in front of it (module), and the executor conformance suite's center over it
-(session, see `slurm_harness`).
+(session, see `slurm_harness`); for multi-node jobs, a real two-node Slurm on this machine
+(session, `slurm_cluster_2n`) with its own center (module, `multinode_center`).
 
 Needs root (munged and slurmd run as their own users, jobs as a real unix account) and the
 Debian packages `slurm-wlm slurmrestd munge`. Without them the tests fail when `CI=true`
@@ -44,9 +45,8 @@ def slurm_base() -> Iterator[Path]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def slurm_cluster(slurm_base: Path) -> Iterator[SlurmCluster]:
-    """munged, slurmctld, slurmd and slurmrestd on 127.0.0.1, stopped by PID at the end."""
+@contextlib.contextmanager
+def _cluster(path: Path, nodes: int = 1) -> Iterator[SlurmCluster]:
     missing = missing_binaries()
     if missing:
         _unavailable(
@@ -54,7 +54,7 @@ def slurm_cluster(slurm_base: Path) -> Iterator[SlurmCluster]:
         )
     if os.geteuid() != 0:
         _unavailable("must run as root (munged/slurmd users, jobs as a unix account)")
-    cluster = SlurmCluster(slurm_base / "slurm")
+    cluster = SlurmCluster(path, nodes=nodes)
     try:
         cluster.start()
     except Exception as exc:
@@ -64,6 +64,21 @@ def slurm_cluster(slurm_base: Path) -> Iterator[SlurmCluster]:
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(slurm_base: Path) -> Iterator[SlurmCluster]:
+    """munged, slurmctld, slurmd and slurmrestd on 127.0.0.1, stopped by PID at the end."""
+    with _cluster(slurm_base / "slurm") as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster_2n(slurm_base: Path) -> Iterator[SlurmCluster]:
+    """Two nodes, `n1` and `n2`, on this machine (each its own slurmd and port, two fake GPUs
+    each), beside the single-node cluster: its own munged, ports and directory."""
+    with _cluster(slurm_base / "slurm-2n", nodes=2) as cluster:
+        yield cluster
 
 
 #: what the conformance suite may expect differently of Slurm: it counts time limits in
@@ -139,6 +154,19 @@ class SlurmCenter:
 def slurm_center(
     slurm_cluster: SlurmCluster, slurm_base: Path, slurm_harness: Harness
 ) -> Iterator[SlurmCenter]:
+    with _center(slurm_cluster, slurm_base) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def multinode_center(slurm_cluster_2n: SlurmCluster, slurm_base: Path) -> Iterator[SlurmCenter]:
+    """A kaic center over the two-node Slurm, alice as in `slurm_center`."""
+    with _center(slurm_cluster_2n, slurm_base) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def _center(slurm_cluster: SlurmCluster, slurm_base: Path) -> Iterator[SlurmCenter]:
     from kaic.center.store import Store
     from tests.center.jobs_support import mint_token
 
@@ -175,3 +203,11 @@ def alice(slurm_center: SlurmCenter, isolated_dirs: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("KAIC_TOKEN", slurm_center.token)
     monkeypatch.setenv("KAIC_CENTER", slurm_center.url)
     return slurm_center
+
+
+@pytest.fixture
+def alice_2n(multinode_center: SlurmCenter, isolated_dirs: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """The CLI talks to the two-node Slurm center as alice."""
+    monkeypatch.setenv("KAIC_TOKEN", multinode_center.token)
+    monkeypatch.setenv("KAIC_CENTER", multinode_center.url)
+    return multinode_center

@@ -11,7 +11,7 @@ import pytest
 
 from kaic.auth.credentials import Credentials
 from kaic.client.api import CenterClient
-from kaic.client.logs import LogCursor, read_log
+from kaic.client.logs import LogCursor, follow_all, read_log
 from kaic.errors import KaicError, TlsError
 from kaic.models import Job, JobState, Resources
 
@@ -290,3 +290,36 @@ def test_reachability_is_reported_for_connections_not_for_quiet_streams() -> Non
              sleep=lambda s: None, on_reachability=heard.append)  # fmt: skip
     assert bytes(got) == LOG
     assert heard == [True, True, False, True]
+
+
+def test_each_rank_resumes_from_its_own_offset() -> None:
+    """A multi-node job's ranks are separate logs: each broken stream resumes its own rank
+    at its own offset, and every byte of every rank arrives once."""
+    logs = {str(rank): f"rank {rank}\n".encode() * (300 + 100 * rank) for rank in (0, 1)}
+    asked: list[tuple[str, int]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        rank, offset = request.url.params["node"], int(request.url.params["offset"])
+        asked.append((rank, offset))
+        data = logs[rank]
+        end = min(len(data), offset + 1000 + 500 * int(rank))  # breaks every so often
+        return httpx.Response(
+            200,
+            headers={"X-Log-Offset": str(offset)},
+            stream=BreakingStream(data[offset:end], breaks=end < len(data)),
+        )
+
+    got: dict[int, bytearray] = {0: bytearray(), 1: bytearray()}
+    client = make_client(httpx.MockTransport(handler))
+    cursors = [LogCursor("7", "stdout", node=rank) for rank in (0, 1)]
+    follow_all(
+        client,
+        [(cursor, got[cursor.node or 0].extend) for cursor in cursors],
+        follow=True,
+        get_job=lambda _id: job(JobState.COMPLETED),
+    )
+    assert bytes(got[0]) == logs["0"] and bytes(got[1]) == logs["1"]
+    for rank, step in (("0", 1000), ("1", 1500)):
+        offsets = [offset for r, offset in asked if r == rank]
+        assert offsets == list(range(0, len(logs[rank]), step))
+    assert [c.reconnects for c in cursors] == [2, 1]

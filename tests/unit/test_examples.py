@@ -25,3 +25,11 @@ def test_example_job_file_is_valid(path: Path) -> None:
     if path.parent.name == "staged":
         (staged,) = check_inputs(job_file, inputs)  # relative to the job file's directory
         assert Path(staged.local).is_dir()
+
+
+@pytest.mark.parametrize(
+    "path", sorted(EXAMPLES.rglob("*.py")), ids=lambda p: str(p.relative_to(EXAMPLES))
+)
+def test_example_programs_compile(path: Path) -> None:
+    """The examples' programs (torch is not installed here: compiled, not run)."""
+    compile(path.read_text(encoding="utf-8"), str(path), "exec")

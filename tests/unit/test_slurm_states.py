@@ -210,7 +210,7 @@ def test_nodes_partitions_and_submit_document() -> None:
         )
     )
     job = doc["job"]
-    assert job["gres"] == "gpu:1" and job["nodes"] == [2, 2] and job["time_limit"] == 2
+    assert job["gres"] == "gpu:1" and job["nodes"] == "2" and job["time_limit"] == 2
     assert job["array"] == "0-3%2" and job["dependency"] == "afterok:5"
     assert job["kill_on_invalid_dependency"] is True and job["environment"] == {"A": "1"}
     assert doc["script"].startswith("#!/bin/bash")

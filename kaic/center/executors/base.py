@@ -64,11 +64,12 @@ class JobPaths:
         """Written atomically by the job's wrapper when the job ends: its exit status."""
         return self.dir / "exitcode"
 
-    def log(self, stream: str) -> Path:
-        """The log file of `stream` ("stdout" or "stderr")."""
+    def log(self, stream: str, rank: int | None = None) -> Path:
+        """The log file of `stream` ("stdout" or "stderr"): the job's own, or with `rank`
+        that of one rank of a multi-node job (`stdout.1`; what Slurm's `%t` names)."""
         if stream not in ("stdout", "stderr"):
             raise ValueError(f"unknown log stream {stream!r}")
-        return self.dir / stream
+        return self.dir / (stream if rank is None else f"{stream}.{rank}")
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,8 @@ class Launched:
     #: the process start time (clock ticks since boot, /proc/<pid>/stat field 22): with the
     #: pid it identifies the process even if the pid has been reused
     start_time: int | None = None
+    #: the names of the nodes it runs on, when known at start (`Job.nodes`)
+    nodes: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
@@ -163,6 +166,8 @@ class Ended:
     #: never seen running by the center)
     started_at: datetime | None = None
     ended_at: datetime | None = None
+    #: the names of the nodes it ran on, when the executor knows them
+    nodes: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
@@ -173,6 +178,8 @@ class Observed:
     state: JobState
     reason: str | None = None
     gpu_ids: Sequence[int] = ()
+    #: the names of the nodes the job runs on, when the executor knows them
+    nodes: Sequence[str] = ()
 
 
 @dataclass(frozen=True)

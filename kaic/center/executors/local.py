@@ -27,6 +27,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -55,6 +56,7 @@ from kaic.center.executors.interactive import (
     tools_missing,
 )
 from kaic.center.executors.prepare import job_account, job_environment, prepare_storage
+from kaic.center.executors.rendezvous import one_node
 from kaic.models.interactive import ExecStart
 
 logger = logging.getLogger("kaic.center.executor")
@@ -190,6 +192,7 @@ class LocalExecutor(Executor):
             paths.exitcode.unlink(missing_ok=True)
             prepare_storage(spec.home, spec.workdir, account, own_storage=spec.own_storage)
             env = job_environment(spec, login=spec.user, base_path=self.base_path)
+            env.update(one_node(spec, socket.gethostname()))  # one machine: rank 0 of 1
             if account is None:
                 popen = self._spawn(spec, argv=self._argv(WRAPPER, paths), env=env)
             else:
@@ -219,6 +222,7 @@ class LocalExecutor(Executor):
             pid=popen.pid,
             pgid=popen.pid,  # a new session's leader leads its process group too
             start_time=proc_start_time(popen.pid),
+            nodes=(socket.gethostname(),),
         )
         self._jobs[spec.job_id] = _Tracked(spec.job_id, paths, launched, popen)
         return launched

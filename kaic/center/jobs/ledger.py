@@ -201,6 +201,7 @@ class Ledger:
                 pid=launched.pid,
                 pgid=launched.pgid,
                 proc_start=launched.start_time,
+                nodes=list(launched.nodes),
             )
             gpus = ",".join(str(i) for i in gpu_ids) or "none"
             self.jobs.add_event(
@@ -250,6 +251,8 @@ class Ledger:
         gpu_ids = tuple(observed.gpu_ids)
         if gpu_ids and gpu_ids != row.gpu_ids:
             fields["gpu_ids"] = list(gpu_ids)
+        if observed.nodes and tuple(observed.nodes) != row.nodes:
+            fields["nodes"] = list(observed.nodes)
         if not fields:
             return
         with self.jobs.transaction():
@@ -315,6 +318,8 @@ class Ledger:
             state = JobState.FAILED
             if ended.exit_code is not None and ended.exit_code > 128:
                 reason = f"killed by signal {ended.exit_code - 128}"
+        if ended.nodes and tuple(ended.nodes) != row.nodes:
+            self.jobs.update(row.id, nodes=list(ended.nodes))  # it ended before a poll saw it
         self.finish(
             row,
             state,
@@ -346,10 +351,11 @@ class Ledger:
         `started_at`/`ended_at` are the executor's own times (Slurm's), when it has them: the
         charge comes from them, so a job shorter than a poll interval is charged too."""
         now = self.jobs.now()
+        held = row.gpus * row.spec.resources.nodes  # GPUs are per node
         if started_at is not None and ended_at is not None:
-            gpu_hours = row.gpus * _elapsed_hours(started_at, ended_at)
+            gpu_hours = held * _elapsed_hours(started_at, ended_at)
         else:
-            gpu_hours = row.gpus * _elapsed_hours(row.started_at, now)
+            gpu_hours = held * _elapsed_hours(row.started_at, now)
         fields: dict[str, object] = {}
         if row.started_at is None and started_at is not None:
             fields["started_at"] = started_at  # it ran, though the center never saw it running

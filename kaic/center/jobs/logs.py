@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
+import stat
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -40,12 +42,29 @@ END_SWEEP = 1.0
 SHARED_BYTES = 256 * 1024
 
 
-def log_size(path: Path) -> int:
-    """The current size of a log (0 if it does not exist yet)."""
+def open_log(path: Path) -> int | None:
+    """A descriptor of the log at `path`, or None while there is none (not written yet).
+
+    Never through a link: a job running as its user's account owns its directory (Slurm
+    writes the logs there as that account) and could put a link to any file of the center's
+    in the place of a log; a log that is a link reads as no log at all."""
     try:
-        return path.stat().st_size
+        return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return None
+        raise
+
+
+def log_size(path: Path) -> int:
+    """The current size of a log (0 if it does not exist yet, or is a link)."""
+    try:
+        info = path.lstat()
     except FileNotFoundError:
         return 0
+    return info.st_size if stat.S_ISREG(info.st_mode) else 0
 
 
 def tail_offset(path: Path, lines: int) -> int:
@@ -53,11 +72,10 @@ def tail_offset(path: Path, lines: int) -> int:
 
     A final newline ends the last line rather than starting an empty one.
     """
-    try:
-        handle = open(path, "rb")  # noqa: SIM115 (closed by the `with` below)
-    except FileNotFoundError:
+    fd = open_log(path)
+    if fd is None:
         return 0
-    with handle:
+    with os.fdopen(fd, "rb") as handle:
         size = handle.seek(0, 2)
         if lines <= 0 or size == 0:
             return size
@@ -86,7 +104,10 @@ def read_log(path: Path, offset: int, end: int) -> Iterator[bytes]:
     follower and session shares (a finished log may be gigabytes)."""
     if offset >= end:
         return
-    with open(path, "rb") as handle:
+    fd = open_log(path)
+    if fd is None:
+        return
+    with os.fdopen(fd, "rb") as handle:
         handle.seek(offset)
         remaining = end - offset
         while remaining > 0:
@@ -147,10 +168,10 @@ class LogWatcher:
         """Open the file once it exists; wake the followers if it grew."""
         try:
             if self._fd is None:
-                self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+                self._fd = open_log(self.path)
+                if self._fd is None:
+                    return  # not written yet (a pending job)
             size = os.fstat(self._fd).st_size
-        except FileNotFoundError:
-            return  # not written yet (a pending job)
         except OSError as exc:
             if self.error is None:
                 logger.warning("job %s: cannot read its log %s: %s", self.job_id, self.path, exc)

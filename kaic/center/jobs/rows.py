@@ -65,6 +65,8 @@ class JobRow:
     unix_account: str = ""
     #: `Job.kind`: a batch job, or an interactive allocation
     job_kind: JobKind = "batch"
+    #: the names of the nodes it runs on (`Job.nodes`), once it runs
+    nodes: tuple[str, ...] = ()
 
     @property
     def terminal(self) -> bool:
@@ -184,6 +186,7 @@ def job_row(row: sqlite3.Row) -> JobRow:
         gpu_hours=row["gpu_hours"],
         unix_account=row["unix_account"],
         job_kind=row["job_kind"],
+        nodes=split_list(row["nodes"]),
     )
 
 

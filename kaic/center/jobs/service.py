@@ -140,10 +140,12 @@ class JobService:
                     "invalid",
                     f"partition {partition.name!r} has {partition.gpu_type} GPUs, not {gpu_type}",
                 )
-            if gpus > partition.gpus:
+            nodes = spec.resources.nodes
+            if gpus * nodes > partition.gpus:
+                each = f" on each of {nodes} nodes" if nodes > 1 else ""
                 plan.add(
                     "invalid",
-                    f"asks for {gpus} GPUs but partition {partition.name!r} has "
+                    f"asks for {gpus} GPUs{each} but partition {partition.name!r} has "
                     f"{partition.gpus} in all",
                 )
             limit = partition.max_time_seconds
@@ -158,10 +160,16 @@ class JobService:
                     f"{partition.name!r}'s maximum of {limit}s",
                 )
         if spec.resources.nodes > executor.max_nodes:
+            most = executor.max_nodes
+            fix = (
+                "one machine: use a Slurm center, or nodes: 1"
+                if most == 1
+                else f"ask for at most {most}"
+            )
             plan.add(
                 "invalid",
                 f"asks for {spec.resources.nodes} nodes but the {executor.name} executor "
-                f"runs jobs on at most {executor.max_nodes}",
+                f"runs jobs on at most {most} node{'s' if most > 1 else ''} ({fix})",
             )
         if spec.image and not executor.supports_images:
             plan.add(
@@ -212,7 +220,9 @@ class JobService:
 
         ntasks = len(plan.tasks) if plan.tasks is not None else 1
         if plan.time_limit_seconds is not None:
-            plan.estimated_gpu_hours = gpus * plan.time_limit_seconds / 3600.0 * ntasks
+            # GPUs are per node: a multi-node job holds `nodes` times as many.
+            held = gpus * spec.resources.nodes
+            plan.estimated_gpu_hours = held * plan.time_limit_seconds / 3600.0 * ntasks
         if plan.project is not None and gpus > 0:
             remaining = plan.project.gpu_hours_granted - plan.project.gpu_hours_used
             if plan.estimated_gpu_hours > remaining or remaining <= 0:

@@ -34,6 +34,20 @@ router = APIRouter(
 )
 
 LOG_OFFSET_HEADER = "X-Log-Offset"
+#: the most nodes a job may ask for (`Resources.nodes`)
+MAX_NODES = 1024
+
+
+def rank_of(row: JobRow, node: int | None) -> int | None:
+    """Which rank's log `node` names: None for the job's own. A job on one node has one
+    rank, 0, whose output is the job's own log."""
+    nodes = row.spec.resources.nodes
+    if node is None or (nodes == 1 and node == 0):
+        return None
+    if node >= nodes:
+        runs = "one node (rank 0)" if nodes == 1 else f"{nodes} nodes (ranks 0-{nodes - 1})"
+        raise ApiError(404, "not_found", f"job {row.id} has no rank {node}: it runs on {runs}")
+    return node
 
 
 def get_job_service(request: Request) -> JobService:
@@ -181,11 +195,21 @@ async def job_logs(
     offset: Annotated[int, Query(ge=0, le=MAX_LOG_OFFSET)] = 0,
     follow: bool = False,
     tail: Annotated[int | None, Query(ge=0, le=MAX_TAIL_LINES)] = None,
+    node: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            le=MAX_NODES - 1,
+            description="a multi-node job: the rank whose log to read (0 … nodes-1); "
+            "without it, the job's own log (what its launcher says)",
+        ),
+    ] = None,
 ) -> StreamingResponse:
     """A job's log from byte `offset` (or its last `tail` lines).
 
     Without `follow`: what exists now. With `follow=true`: streams new bytes as they are
-    written and ends only when the job is terminal and the log fully drained.
+    written and ends only when the job is terminal and the log fully drained. A multi-node
+    job's ranks each have their own log (`node`), with its own offsets.
     """
 
     def opening() -> tuple[JobRow, Path, int, int]:
@@ -194,7 +218,7 @@ async def job_logs(
         row = service.get_task_row(
             job_id, principal.user_id, why="its logs are per task; choose one of"
         )
-        path = job_paths(service.settings.state_dir, row.id).log(stream)
+        path = job_paths(service.settings.state_dir, row.id).log(stream, rank_of(row, node))
         start = tail_offset(path, tail) if tail is not None else offset
         return row, path, start, log_size(path)
 

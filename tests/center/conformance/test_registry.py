@@ -28,6 +28,7 @@ SHARED = {
     "kaic.center.executors.base",
     "kaic.center.executors.prepare",
     "kaic.center.executors.interactive",
+    "kaic.center.executors.rendezvous",  # every job's KAIC_NNODES, KAIC_MASTER_PORT, …
 }
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from kaic.center.executors.slurm.hostlist import expand_hostlist
 from kaic.center.executors.slurm.states import SlurmState, parse_job_state
 
 API_VERSION = "v0.0.38"
@@ -98,6 +99,8 @@ class SlurmJob:
     partition: str | None = None
     #: GPU indices on the node, from `gres_detail` ("gpu:2(IDX:0-1)")
     gpu_ids: tuple[int, ...] = ()
+    #: the names of the nodes it runs on (its `nodes` host list expanded)
+    nodes: tuple[str, ...] = ()
     #: when Slurm started and ended the job (Unix seconds; None = not yet / unknown)
     start_time: int | None = None
     end_time: int | None = None
@@ -256,6 +259,7 @@ def parse_job(doc: Mapping[str, Any]) -> SlurmJob:
         name=_text(doc.get("name")),
         partition=_text(doc.get("partition")),
         gpu_ids=gpu_indices(doc.get("gres_detail")),
+        nodes=expand_hostlist(_text(doc.get("nodes"))),
         start_time=_number(doc.get("start_time")) or None,
         end_time=_number(doc.get("end_time")) or None,
     )
@@ -313,7 +317,9 @@ def build_submit(request: SubmitRequest) -> dict[str, Any]:
     if request.gpus_per_node > 0:
         job["gres"] = f"gpu:{request.gpus_per_node}"
     if request.nodes > 1:
-        job["nodes"] = [request.nodes, request.nodes]
+        # As text, like `sbatch -N 2`: slurmrestd 22.05 reads the documented [min, max]
+        # array as one node (measured: a `[2, 2]` job ran on n1 alone).
+        job["nodes"] = str(request.nodes)
     if request.array:
         job["array"] = request.array
     if request.dependency:

@@ -103,6 +103,7 @@ class _Tracked:
     state: JobState | None = None
     reason: str | None = None
     gpu_ids: tuple[int, ...] = ()
+    nodes: tuple[str, ...] = ()
     last_seen: float = 0.0
     missing: int = 0
     cancel_requested: bool = False
@@ -288,10 +289,13 @@ class SlurmExecutor(Executor):
         reason = mapped.reason
         if mapped.state is JobState.PENDING and reason is None:
             reason = pending_reason(record.state_reason)
-        gpu_ids = record.gpu_ids if mapped.state is not JobState.PENDING else ()
-        if (mapped.state, reason, gpu_ids) != (tracked.state, tracked.reason, tracked.gpu_ids):
-            tracked.state, tracked.reason, tracked.gpu_ids = mapped.state, reason, gpu_ids
-            self._updates.append(Observed(tracked.job_id, mapped.state, reason, gpu_ids))
+        running = mapped.state is not JobState.PENDING
+        gpu_ids = record.gpu_ids if running else ()
+        nodes = record.nodes if running else ()
+        seen = (mapped.state, reason, gpu_ids, nodes)
+        if seen != (tracked.state, tracked.reason, tracked.gpu_ids, tracked.nodes):
+            tracked.state, tracked.reason, tracked.gpu_ids, tracked.nodes = seen
+            self._updates.append(Observed(tracked.job_id, mapped.state, reason, gpu_ids, nodes))
         return None
 
     def _ended(
@@ -328,6 +332,7 @@ class SlurmExecutor(Executor):
             reason=reason,
             started_at=_utc(record.start_time),
             ended_at=_utc(record.end_time),
+            nodes=record.nodes,
         )
 
     def _missing(

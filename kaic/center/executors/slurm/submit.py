@@ -10,6 +10,7 @@ from pathlib import Path
 from kaic.center.executors.base import ExecutorError, JobPaths, LaunchSpec
 from kaic.center.executors.prepare import job_environment, prepare_job_dirs, prepare_storage
 from kaic.center.executors.slurm.api import SubmitRequest, dependency_clause
+from kaic.center.executors.slurm.ranks import launch_ranks, one_node
 
 
 def comment(job_id: str) -> str:
@@ -79,7 +80,12 @@ def batch_script(spec: LaunchSpec) -> str:
             f'export KAIC_JOB_ID={parent}"_${{SLURM_ARRAY_TASK_ID:-}}"',
         ]
     lines.append('export KAIC_GPUS="${CUDA_VISIBLE_DEVICES:-}"')
-    return "\n".join(lines) + "\n" + spec.script + ("" if spec.script.endswith("\n") else "\n")
+    header = "\n".join(lines) + "\n"
+    # Multi-node launch: on several nodes the script runs once per node through srun, one
+    # rank each, with the rendezvous variables (`slurm/ranks.py`); on one node, inline.
+    if spec.nodes > 1:
+        return header + launch_ranks(spec)
+    return header + one_node(spec) + spec.script + ("" if spec.script.endswith("\n") else "\n")
 
 
 def submit_request(
