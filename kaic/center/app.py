@@ -143,6 +143,8 @@ def create_app(settings: CenterSettings) -> FastAPI:
     # Log followers wait on one watcher per log; the ledger tells it when the job ends.
     log_hub = job_log_hub(scheduler.jobs)
     scheduler.ledger.on_job_end(log_hub.job_ended)
+    scheduler.ledger.on_job_requeue(log_hub.job_ended)  # the attempt's log is complete
+    scheduler.ledger.on_job_requeue(sessions.job_ended)  # its sessions went with its run
     user_ca = UserCA(settings.state_dir)
     sftp_endpoint = None
     if settings.sftp_port is not None:

@@ -82,8 +82,11 @@ def follow_logs(
     follow: bool,
     tail: int | None,
     outage: Callable[[bool], None] | None = None,
+    attempt: int | None = None,
 ) -> None:
-    """Copy the job's log streams to `writers` (each stream from its own thread)."""
+    """Copy the job's log streams to `writers` (each stream from its own thread): of
+    `attempt` only, or of the current attempt, followed into later ones when it is
+    requeued."""
     from kaic.client.logs import follow_both
 
     api = session.jobs
@@ -95,6 +98,7 @@ def follow_logs(
         tail=tail,
         get_job=api.get,
         on_reachability=outage,
+        attempt=attempt,
     )
 
 
@@ -107,15 +111,26 @@ def logs(
     follow: bool,
     tail: int | None,
     cancel_on_interrupt: bool = False,
+    attempt: int | None = None,
 ) -> int | None:
     """`kaic logs`: without `follow` what exists now (None: exit 0); with `follow` until the
-    job is terminal and the log drained, then the job's outcome code."""
+    job is terminal and the log drained, then the job's outcome code. `attempt`: that
+    attempt's log (a requeued job keeps each); default the current one, and `follow` goes on
+    into the attempts after it."""
     if not follow:
-        follow_logs(session, job_id, writers, follow=False, tail=tail)
+        follow_logs(session, job_id, writers, follow=False, tail=tail, attempt=attempt)
         return None
     again = ("kaic logs -f", "follows")
     with on_interrupt(session.jobs, [job_id], again, cancel=cancel_on_interrupt):
-        follow_logs(session, job_id, writers, follow=True, tail=tail, outage=CenterOutage(ui.info))
+        follow_logs(
+            session,
+            job_id,
+            writers,
+            follow=True,
+            tail=tail,
+            outage=CenterOutage(ui.info),
+            attempt=attempt,
+        )
     return outcome(session.jobs.get(job_id))
 
 

@@ -28,6 +28,7 @@ import yaml
 
 from kaic.durations import parse_duration
 from kaic.errors import UsageError
+from kaic.models.followup import Notify, RetryPolicy, parse_notify, parse_retry
 from kaic.jobspec.keys import (
     ALIASES,
     GROUP_ALIASES,
@@ -451,6 +452,20 @@ def _read_depends(reader: _Reader, line: int, key: str, node: yaml.Node) -> list
     return ids
 
 
+def _read_followup(reader: _Reader, line: int, key: str, node: yaml.Node) -> Any:
+    """`retry:` / `notify:`: a mapping of the model's keys (checked by the model), or the
+    flag's one-line form (`retry: NODE_FAIL:2`, `notify: https://…`)."""
+    if reader.is_null(node):
+        return None
+    if isinstance(node, yaml.MappingNode):
+        known = tuple((RetryPolicy if key == "retry" else Notify).model_fields)
+        pairs = reader.mapping(node, key, known, {})
+        construct = reader._constructor.construct_object
+        return {k: construct(v, deep=True) for k, (_, v) in pairs.items()}
+    parse = parse_retry if key == "retry" else parse_notify
+    return _parsed(reader, line, key, node, lambda text: parse(text).model_dump())
+
+
 #: the fields written in a format of their own (by key path); the others are read by type
 _FORMATS: dict[str, Callable[[_Reader, int, str, yaml.Node], Any]] = {
     "time_limit": _read_duration,
@@ -459,4 +474,6 @@ _FORMATS: dict[str, Callable[[_Reader, int, str, yaml.Node], Any]] = {
     "array": _read_array,
     "depends_on": _read_depends,
     "resources.memory": _read_memory,
+    "retry": _read_followup,
+    "notify": _read_followup,
 }

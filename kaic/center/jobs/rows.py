@@ -65,6 +65,8 @@ class JobRow:
     unix_account: str = ""
     #: `Job.kind`: a batch job, or an interactive allocation
     job_kind: JobKind = "batch"
+    #: 1-based: which run of the job this is (a requeue starts the next; `ledger.requeue`)
+    attempt: int = 1
 
     @property
     def terminal(self) -> bool:
@@ -184,6 +186,7 @@ def job_row(row: sqlite3.Row) -> JobRow:
         gpu_hours=row["gpu_hours"],
         unix_account=row["unix_account"],
         job_kind=row["job_kind"],
+        attempt=row["attempt"],
     )
 
 

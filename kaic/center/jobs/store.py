@@ -78,6 +78,7 @@ _UPDATABLE = frozenset(
         "proc_start",
         "end_cause",
         "gpu_hours",
+        "attempt",
     }
 )
 
