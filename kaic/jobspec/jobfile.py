@@ -28,7 +28,6 @@ import yaml
 
 from kaic.durations import parse_duration
 from kaic.errors import UsageError
-from kaic.models.followup import Notify, RetryPolicy, parse_notify, parse_retry
 from kaic.jobspec.keys import (
     ALIASES,
     GROUP_ALIASES,
@@ -45,6 +44,7 @@ from kaic.jobspec.keys import (
     suggest,
 )
 from kaic.models.fields import JobField
+from kaic.models.followup import Notify, RetryPolicy, parse_notify, parse_retry
 
 #: where a problem of a job file sends the user
 JOBFILE_HINT = "every key, its type and an example: `kaic help jobfile`"

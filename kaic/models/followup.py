@@ -22,6 +22,8 @@ MAX_RETRIES = 10
 NotifyEvent = Literal["end", "fail"]
 MAX_URL_LENGTH = 2048
 MAX_ADDRESS_LENGTH = 254
+#: a plain mail address: no display name, no list, nothing a header could be split on
+ADDRESS_PATTERN = r"^[^@\s<>,;:\"]+@[^@\s<>,;:\"]+\.[^@\s<>,;:\"]+$"
 
 
 class RetryPolicy(BaseModel):
@@ -91,11 +93,9 @@ class Notify(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    on: list[NotifyEvent] = Field(default_factory=lambda: ["end"], min_length=1, max_length=2)
+    on: list[NotifyEvent] = Field(default_factory=lambda: ["end"], min_length=1, max_length=2)  # type: ignore[arg-type]
     webhook: str | None = Field(None, max_length=MAX_URL_LENGTH)
-    email: str | None = Field(
-        None, max_length=MAX_ADDRESS_LENGTH, pattern=r"^[^@\s<>,;:\"]+@[^@\s<>,;:\"]+\.[^@\s<>,;:\"]+$"
-    )
+    email: str | None = Field(None, max_length=MAX_ADDRESS_LENGTH, pattern=ADDRESS_PATTERN)
 
     @field_validator("webhook")
     @classmethod

@@ -137,8 +137,12 @@ def test_max_is_honoured(tmp_path: Path, executors: list[NodeFailingExecutor]) -
     with jobs_center(tmp_path) as center:
         job = center.submit(ATTEMPTS, retry={"on": ["NODE_FAIL"], "max": 1})
         executors[0].fail_next_ends(job["id"], 5)
+
+        def on_attempt(n: int) -> bool:
+            return bool(center.job(job["id"])["attempt"] == n)
+
         for run in (1, 2):
-            wait_for(lambda: center.job(job["id"])["attempt"] == run, what=f"attempt {run}")
+            wait_for(lambda n=run: on_attempt(n), what=f"attempt {run}")  # type: ignore[misc]
             center.wait_state(job["id"], "RUNNING")
             go(center, run)
         done = center.wait_done(job["id"])

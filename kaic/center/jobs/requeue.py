@@ -84,4 +84,3 @@ def requeue(
     if row.array_job_id:
         ledger.refresh_array(row.array_job_id)
     ledger.requeued(row.id)
-
