@@ -60,3 +60,12 @@ def test_settings_refuse_a_relay_without_a_from_address(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="neither a host name"):
         CenterSettings(state_dir=tmp_path, notify_allow=["http://x.org"])
     CenterSettings(state_dir=tmp_path, smtp_relay="127.0.0.1:25", smtp_from="k@x.org")
+
+
+def test_the_notifier_knows_a_job_without_notify_from_its_stored_submission() -> None:
+    from kaic.center.notify.worker import _NO_NOTIFY
+    from kaic.models import JobSubmit
+
+    assert _NO_NOTIFY in JobSubmit(run="true").model_dump_json()
+    notified = JobSubmit.model_validate({"run": "true", "notify": {"email": "a@b.org"}})
+    assert _NO_NOTIFY not in notified.model_dump_json()

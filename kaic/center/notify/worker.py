@@ -36,6 +36,8 @@ logger = logging.getLogger("kaic.center.notify")
 
 #: notifications sent at once (each waits at most `notify_timeout` per step)
 SENDERS = 4
+#: how a stored submission without `notify` says so (`JobSubmit.model_dump_json`)
+_NO_NOTIFY = '"notify":null'
 #: the longest the dispatcher sleeps without being woken (it also wakes when one is due)
 IDLE_WAKE = 5.0
 
@@ -66,8 +68,8 @@ class Notifier:
     def job_ended(self, job_id: str) -> None:
         """A job's end is being recorded: queue its notifications (in that transaction)."""
         row = self.jobs.get(job_id)
-        if row is None or row.kind == "array":
-            return
+        if row is None or row.kind == "array" or _NO_NOTIFY in row.spec_json:
+            return  # most jobs: known without parsing their submission
         notify = row.spec.notify
         if notify is None or not notify.wants(row.state.value):
             return
