@@ -3,10 +3,11 @@
 When Slurm ends a job NODE_FAIL, PREEMPTED or BOOT_FAIL, the executor reports that end with
 Slurm's state and times (`Ended.state`); the ledger then requeues the kaic job as the same
 kaic id with the next attempt and no external id, so the hand-over queue submits it to Slurm
-again: a new Slurm job per attempt, each writing its own log files. A job Slurm requeues by
-itself shows PENDING with the REQUEUED flag: still the same attempt, since kaic saw no end.
-(A real node failure on Slurm 22.05 is of that kind: its slurmrestd submits every batch job
-requeueable whatever the center asks — a known gap, `docs/requeue-and-notify.md`.)
+again: a new Slurm job per attempt, each writing its own log files. Slurm 22.05's slurmrestd
+submits every batch job requeueable whatever the center asks, so Slurm requeues a job after a
+node failure itself: the executor sees its restart count go up, cancels that run and reports
+NODE_FAIL, so that the job's `retry:` decides (the real thing: `tests/slurm/
+test_slurm_requeue.py`). A REQUEUED flag alone (no restart seen) only maps to PENDING.
 """
 
 from __future__ import annotations
@@ -109,3 +110,32 @@ def test_an_end_with_slurms_state_requeues_and_charges_by_slurms_times(tmp_path:
         assert project is not None and project["gpu_hours_used"] == pytest.approx(1.5)
     finally:
         store.close()
+
+
+def test_a_job_slurm_requeues_itself_is_cancelled_there_and_ends_node_fail(
+    tmp_path: Path,
+) -> None:
+    executor, client, clock = make(tmp_path)
+    launched = executor.start(spec(tmp_path, "1"))
+    slurm_id = int(launched.external_id)
+    client.records = [record(slurm_id, "RUNNING")]
+    clock.now += 1
+    assert executor.poll() == []
+    client.records = [record(slurm_id, "PENDING", state_reason="BeginTime", restarts=1)]
+    clock.now += 1
+    (ended,) = executor.poll()
+    assert (ended.job_id, ended.state) == ("1", JobState.NODE_FAIL)
+    assert ended.reason is not None and "Slurm requeued it (restart 1" in ended.reason
+    assert f"cancel {slurm_id}" in client.calls
+    assert executor.tracked() == []
+
+
+def test_a_job_first_seen_after_a_restart_is_not_taken_for_a_new_requeue(
+    tmp_path: Path,
+) -> None:
+    executor, client, clock = make(tmp_path)
+    launched = executor.start(spec(tmp_path, "1"))
+    client.records = [record(int(launched.external_id), "RUNNING", restarts=2)]
+    clock.now += 1
+    assert executor.poll() == []
+    assert not any(c.startswith("cancel") for c in client.calls)

@@ -10,9 +10,8 @@ its own (`paths.job_paths`), so every attempt's logs stay readable.
 Both queue policies run it again with no change of theirs: the center's own queue starts a
 pending job, and the hand-over queue submits a pending job the batch system does not have
 (its external id is cleared) — on Slurm a new Slurm job for the same kaic job, for every
-end Slurm reports as NODE_FAIL, PREEMPTED or BOOT_FAIL. A job Slurm requeues by itself
-(slurmrestd 22.05 submits every batch job requeueable) is not an end: it shows PENDING
-"requeued by Slurm" on the same attempt (`docs/requeue-and-notify.md`, known gap).
+end Slurm reports as NODE_FAIL, PREEMPTED or BOOT_FAIL (a run Slurm requeued by itself is
+cancelled there and reported as NODE_FAIL: `executors/slurm/executor.py`).
 """
 
 from __future__ import annotations

@@ -101,6 +101,8 @@ class SlurmJob:
     #: when Slurm started and ended the job (Unix seconds; None = not yet / unknown)
     start_time: int | None = None
     end_time: int | None = None
+    #: how many times Slurm requeued the job itself (`restart_cnt`)
+    restarts: int = 0
 
 
 @dataclass(frozen=True)
@@ -258,6 +260,7 @@ def parse_job(doc: Mapping[str, Any]) -> SlurmJob:
         gpu_ids=gpu_indices(doc.get("gres_detail")),
         start_time=_number(doc.get("start_time")) or None,
         end_time=_number(doc.get("end_time")) or None,
+        restarts=_number(doc.get("restart_cnt")) or 0,
     )
 
 
