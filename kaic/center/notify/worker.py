@@ -24,13 +24,11 @@ from kaic.center.notify.outbox import Outbox, Pending
 from kaic.center.notify.sender import SendFailed, send_mail, send_webhook
 from kaic.center.notify.targets import (
     AllowList,
-    notify_refusal,
     parse_relay,
     shown,
     webhook_refusal,
 )
 from kaic.center.settings import CenterSettings
-from kaic.models.followup import Notify
 
 logger = logging.getLogger("kaic.center.notify")
 
@@ -60,10 +58,6 @@ class Notifier:
         self._pool: ThreadPoolExecutor | None = None
 
     # -- the ledger's side ---------------------------------------------------------------
-
-    def refusal(self, notify: Notify) -> str | None:
-        """Why a submitted `notify:` cannot be honoured here (None: it can)."""
-        return notify_refusal(notify, self.allowed, self.settings.smtp_relay)
 
     def job_ended(self, job_id: str) -> None:
         """A job's end is being recorded: queue its notifications (in that transaction)."""
