@@ -28,6 +28,7 @@ from kaic.center.interactive.registry import SessionLimits, SessionRegistry
 from kaic.center.jobs.logs import job_log_hub
 from kaic.center.jobs.scheduler import Scheduler
 from kaic.center.jobs.service import JobService
+from kaic.center.notify.worker import Notifier
 from kaic.center.ratelimit import LoginRateLimiter
 from kaic.center.routers import (
     auth,
@@ -143,6 +144,11 @@ def create_app(settings: CenterSettings) -> FastAPI:
     # Log followers wait on one watcher per log; the ledger tells it when the job ends.
     log_hub = job_log_hub(scheduler.jobs)
     scheduler.ledger.on_job_end(log_hub.job_ended)
+    scheduler.ledger.on_job_requeue(log_hub.job_ended)  # the attempt's log is complete
+    scheduler.ledger.on_job_requeue(sessions.job_ended)  # its sessions went with its run
+    # Job-end notifications: queued in the end's transaction, sent in the background.
+    notifier = Notifier(scheduler.jobs, settings)
+    scheduler.ledger.on_job_end(notifier.job_ended)
     user_ca = UserCA(settings.state_dir)
     sftp_endpoint = None
     if settings.sftp_port is not None:
@@ -155,6 +161,7 @@ def create_app(settings: CenterSettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Re-attaches (or finalises) jobs an earlier center left running.
         scheduler.start()
+        notifier.start()
         try:
             if sftp_endpoint is not None:
                 sftp_endpoint.start()
@@ -165,6 +172,7 @@ def create_app(settings: CenterSettings) -> FastAPI:
                 sftp_endpoint.stop()
             # Like a SIGTERM'd center: running jobs keep running for the next one to re-attach.
             scheduler.shutdown(kill_jobs=False)
+            notifier.stop()  # what is not sent stays in the outbox for the next center
             store.close()
 
     app = FastAPI(
@@ -180,6 +188,7 @@ def create_app(settings: CenterSettings) -> FastAPI:
     #: the interactive sessions open in jobs (`routers/interactive.py`)
     app.state.sessions = sessions
     app.state.log_hub = log_hub
+    app.state.notifier = notifier
     app.state.instance_id = secrets.token_hex(8)
     app.state.user_ca = user_ca
     # Checksums hash on worker threads: a few per user, so no one can hold them all.

@@ -159,5 +159,22 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE jobs ADD COLUMN nodes TEXT NOT NULL DEFAULT '';
     """,
+    # 7 (issue 16): a job's attempt (a requeue after NODE_FAIL, PREEMPTED or BOOT_FAIL runs
+    # it again as the same id: kaic/center/jobs/requeue.py), and the notifications of jobs'
+    # ends waiting to be sent, so that a restart loses none (kaic/center/notify/outbox.py).
+    """
+    ALTER TABLE jobs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1;
+    CREATE TABLE notify_outbox (
+        id          INTEGER PRIMARY KEY,
+        job_id      TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+        channel     TEXT NOT NULL CHECK (channel IN ('webhook', 'email')),
+        target      TEXT NOT NULL,
+        payload     TEXT NOT NULL,
+        tries       INTEGER NOT NULL DEFAULT 0,
+        next_at     REAL NOT NULL,
+        created_at  TEXT NOT NULL
+    );
+    CREATE INDEX notify_outbox_due ON notify_outbox(next_at);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -13,6 +13,7 @@ from typing import Any
 
 from kaic.center.executors.registry import entry as executor_entry
 from kaic.center.jobs.partitions import PartitionConfig
+from kaic.center.notify.targets import AllowList, parse_relay
 
 __all__ = ["CenterSettings", "PartitionConfig", "utc_now"]
 
@@ -104,7 +105,31 @@ class CenterSettings:
     #: the operator accepts that, without `run_as_users`, every user's jobs run as the
     #: center's own account (and can read each other's files, the database, the CA key)
     single_account_ok: bool = False
+    #: the SMTP relay (`host:port`) job-end mails go through, and their From address;
+    #: None = no mail (a job asking for one is refused at submit, saying so)
+    smtp_relay: str | None = None
+    smtp_from: str | None = None
+    #: the hosts job-end webhooks may go to (a name matches itself and its subdomains; an
+    #: address or CIDR matches the addresses it names); empty = any host
+    notify_allow: list[str] = field(default_factory=list)
+    #: tries of one notification, and the wait before the second (doubling after each):
+    #: 5 tries over 30+60+120+240 s, about 7.5 minutes
+    notify_tries: int = 5
+    notify_backoff: float = 30.0
+    #: seconds a webhook or the SMTP relay may take to connect, and to answer
+    notify_timeout: float = 10.0
     now: Callable[[], datetime] = field(default=utc_now, repr=False)
+
+    def _check_notify(self) -> None:
+        """`--smtp-relay`, `--smtp-from` and `--notify-allow`, at start rather than at a
+        job's end."""
+        if self.smtp_relay is not None:
+            parse_relay(self.smtp_relay)
+            if not self.smtp_from or "@" not in self.smtp_from:
+                raise ValueError("an SMTP relay needs the From address of its mails (--smtp-from)")
+        AllowList(self.notify_allow)
+        if self.notify_tries < 1 or self.notify_backoff < 0 or self.notify_timeout <= 0:
+            raise ValueError("notifications need at least one try and a positive timeout")
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir)
@@ -119,6 +144,7 @@ class CenterSettings:
         )
         if self.storage_root is not None:
             check_storage_root_template(self.storage_root)
+        self._check_notify()
         if not 0 < self.staging_port < 65536:
             raise ValueError(f"staging port {self.staging_port} is not a TCP port")
         executor = executor_entry(self.executor)

@@ -190,6 +190,26 @@ def serve(
             "for login limits and logs (repeatable); from other peers it is ignored.",
         ),
     ] = None,
+    smtp_relay: Annotated[
+        str | None,
+        typer.Option(
+            "--smtp-relay",
+            help="HOST:PORT of the SMTP relay job-end mails (`notify: {email: …}`) go "
+            "through; without it such jobs are refused at submit.",
+        ),
+    ] = None,
+    smtp_from: Annotated[
+        str | None,
+        typer.Option("--smtp-from", help="The From address of job-end mails."),
+    ] = None,
+    notify_allow: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--notify-allow",
+            help="A host (and its subdomains), address or CIDR job-end webhooks may go to "
+            "(repeatable); default: any.",
+        ),
+    ] = None,
     **executor_options: Any,
 ) -> None:
     """Run the reference center in the foreground (Ctrl-C stops it).
@@ -275,6 +295,9 @@ def serve(
             run_as_users=run_as_user,
             single_account_ok=single_account_ok,
             trusted_proxies=list(trusted_proxy or []),
+            smtp_relay=smtp_relay,
+            smtp_from=smtp_from,
+            notify_allow=list(notify_allow or []),
             executor_settings=executor_settings,
             tls_cert=tls_cert,
             tls_key=tls_key,

@@ -126,6 +126,17 @@ def submit(
     after: Annotated[
         list[str] | None, typer.Option("--after", help="Start after JOB completes (repeatable).")
     ] = None,
+    retry: Annotated[
+        str | None,
+        typer.Option(
+            "--retry",
+            help="Requeue when the system ends the job: 2, or NODE_FAIL,PREEMPTED:2.",
+        ),
+    ] = None,
+    notify: Annotated[
+        str | None,
+        typer.Option("--notify", help="On end: a webhook URL or mail address (fail:… = failures)."),
+    ] = None,
     idempotency_key: Annotated[
         str | None,
         typer.Option(
@@ -183,6 +194,8 @@ def submit(
         workdir=workdir,
         array=array,
         after=after or [],
+        retry=retry,
+        notify=notify,
         command=command or [],
     )
     request = SubmitRequest(
@@ -353,6 +366,7 @@ def _show_human(app: AppContext, job: "Job", events: "list[JobEvent]", tasks: "l
         ("name", job.name),
         ("kind", job.kind),
         ("state", job.state.value),
+        ("attempt", job.attempt if job.attempt > 1 else None),
         ("exit_code", job.exit_code),
         ("reason", job.reason),
         ("user", job.user),
@@ -413,6 +427,10 @@ def logs(
     tail: Annotated[
         int | None, typer.Option("--tail", help="Start with the last N lines.", min=0)
     ] = None,
+    attempt: Annotated[
+        int | None,
+        typer.Option("--attempt", help="A requeued job's attempt N (default: current).", min=1),
+    ] = None,
     cancel_on_interrupt: CancelOnInterruptOpt = False,
     node: Annotated[
         int | None,
@@ -431,7 +449,8 @@ def logs(
 
     Without -f: prints what exists and exits 0. With -f: streams until the job is terminal and
     the log drained (reconnecting without losing or repeating a byte), then exits with the
-    job's outcome code.
+    job's outcome code. A requeued job (`retry:`) keeps each attempt's log: --attempt N
+    reads one; -f follows the current attempt into the next when the job is requeued.
 
     A multi-node job's ranks are merged line by line, each line started with [rank N] on a
     terminal (--prefix / --no-prefix to choose); --node N shows rank N alone.
@@ -439,6 +458,8 @@ def logs(
     Examples:
 
       kaic logs 42 --tail 100
+
+      kaic logs 42 --attempt 1
 
       kaic logs -f 42 --stream stdout
 
@@ -463,6 +484,7 @@ def logs(
         cancel_on_interrupt=cancel_on_interrupt,
         node=node,
         prefix=prefix,
+        attempt=attempt,
     )
     if code is not None:
         raise typer.Exit(code)

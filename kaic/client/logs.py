@@ -7,6 +7,11 @@ own cursor and offset.
 The follower counts every byte it hands on; when the connection drops, the center restarts
 or the token is refreshed, it asks again from exactly that offset. A followed stream that
 ends is only trusted as the end once the job is terminal: otherwise it reconnects.
+
+A requeued job has one log per attempt (``X-Log-Attempt`` says which one a body is). A follower
+of the current attempt whose stream ends while the job has moved on to a later attempt reads
+what is left of that attempt's log (complete now), then follows the next attempt's from byte
+0: every byte of every attempt, once, in order.
 """
 
 from __future__ import annotations
@@ -39,6 +44,10 @@ class LogCursor:
     reconnects: int = 0
     #: a multi-node job's rank; None: the job's own log
     node: int | None = None
+    #: the attempt being read (None: the current one, learnt from the first answer)
+    attempt: int | None = None
+    #: False: read this attempt only (`kaic logs --attempt N`); True: go on to later ones
+    next_attempts: bool = True
 
     def describe(self) -> str:
         rank = f" of rank {self.node}" if self.node is not None else ""
@@ -69,13 +78,17 @@ def read_log(
     first = True
     failing_since: float | None = None
     delay = RECONNECT_START_S
+    #: the attempt followed is over: read the rest of its (complete) log, then the next
+    draining = False
     while stop is None or not stop.is_set():
         connected = False
         params: dict[str, object] = {
             "stream": cursor.stream,
             "offset": cursor.offset,
-            "follow": str(follow).lower(),
+            "follow": str(follow and not draining).lower(),
         }
+        if cursor.attempt is not None:
+            params["attempt"] = cursor.attempt
         if first and tail is not None:
             params["tail"] = tail
         if cursor.node is not None:
@@ -90,6 +103,9 @@ def read_log(
                 if on_reachability is not None:
                     on_reachability(True)
                 start = int(resp.headers.get("X-Log-Offset", cursor.offset))
+                served = resp.headers.get("X-Log-Attempt")
+                if cursor.attempt is None and served is not None:
+                    cursor.attempt = int(served)
                 if first and tail is not None:
                     cursor.offset = start
                 elif start != cursor.offset:
@@ -105,9 +121,21 @@ def read_log(
                         cursor.offset += len(chunk)
             if not follow:
                 return cursor
+            if draining:  # that attempt's log is read to its end: on to the next one
+                assert cursor.attempt is not None
+                cursor.attempt, cursor.offset, draining = cursor.attempt + 1, 0, False
+                continue
             # A clean end is the end only if the job really ended (a center shutting down
-            # can close a stream cleanly too).
-            if get_job is None or is_terminal(get_job(cursor.job_id).state):
+            # can close a stream cleanly too), or moved on past the attempt followed.
+            if get_job is None:
+                return cursor
+            job = get_job(cursor.job_id)
+            if cursor.attempt is not None and job.attempt > cursor.attempt:
+                if not cursor.next_attempts:
+                    return cursor
+                draining = True
+                continue
+            if is_terminal(job.state):
                 return cursor
         except TlsError:
             raise  # fails the same way every time: no reconnecting
@@ -144,9 +172,16 @@ def follow_both(
     tail: int | None = None,
     get_job: Callable[[str], Job] | None = None,
     on_reachability: Callable[[bool], None] | None = None,
+    attempt: int | None = None,
 ) -> dict[str, LogCursor]:
-    """Read several streams of one job at once (one thread each); re-raise the first error."""
-    cursors = {name: LogCursor(job_id, name) for name in writers}
+    """Read several streams of one job at once (one thread each); re-raise the first error.
+
+    `attempt`: that attempt's log only (default: the current attempt, followed into later
+    ones)."""
+    cursors = {
+        name: LogCursor(job_id, name, attempt=attempt, next_attempts=attempt is None)
+        for name in writers
+    }
     follow_all(
         client,
         [(cursors[name], writers[name]) for name in writers],

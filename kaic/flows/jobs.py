@@ -125,17 +125,20 @@ def follow_logs(
     nodes: int | None = None,
     node: int | None = None,
     prefix: bool = True,
+    attempt: int | None = None,
 ) -> None:
     """Copy the job's log streams to `writers` (each stream from its own thread). A job on
     `nodes` nodes (None: ask the center): with several, its ranks' logs merged line by line
-    (`prefix`: `[rank N] `), or rank `node`'s alone (`kaic.flows.rank_logs`)."""
+    (`prefix`: `[rank N] `), or rank `node`'s alone (`kaic.flows.rank_logs`). `attempt`: that
+    attempt's logs only; default the current attempt, followed into later ones when it is
+    requeued."""
     from kaic.client.logs import follow_all
     from kaic.flows.rank_logs import log_sources
 
     api = session.jobs
     if nodes is None:
         nodes = api.get(job_id).resources.nodes
-    sources, finish = log_sources(job_id, nodes, writers, node=node, prefix=prefix)
+    sources, finish = log_sources(job_id, nodes, writers, node=node, prefix=prefix, attempt=attempt)
     try:
         follow_all(
             api.client,
@@ -160,11 +163,13 @@ def logs(
     cancel_on_interrupt: bool = False,
     node: int | None = None,
     prefix: bool | None = None,
+    attempt: int | None = None,
 ) -> int | None:
     """`kaic logs`: without `follow` what exists now (None: exit 0); with `follow` until the
     job is terminal and the log drained, then the job's outcome code. A multi-node job's
     ranks are merged (`prefix`: `[rank N] ` on each line; None: unless one `node` is
-    asked for), or rank `node`'s log alone."""
+    asked for), or rank `node`'s log alone. `attempt`: that attempt's log (a requeued job
+    keeps each); default the current one, and `follow` goes on into the attempts after it."""
     read = partial(
         follow_logs,
         session,
@@ -174,6 +179,7 @@ def logs(
         nodes=session.jobs.get(job_id).resources.nodes,
         node=node,
         prefix=node is None if prefix is None else prefix,
+        attempt=attempt,
     )
     if not follow:
         read(follow=False)

@@ -65,13 +65,15 @@ def log_sources(
     *,
     node: int | None,
     prefix: bool,
+    attempt: int | None = None,
 ) -> tuple[list[tuple[LogCursor, Write]], Callable[[], None]]:
     """The logs to read for a job on `nodes` nodes, each with where it goes, and what to call
     once reading ends (the last partial lines).
 
     `node`: one rank only (a UsageError when the job has no such rank). Otherwise a
     multi-node job's own log and every rank's, merged line by line (`prefix`: each rank's
-    line started with `[rank N] `); a single-node job's logs as they are."""
+    line started with `[rank N] `); a single-node job's logs as they are. `attempt`: that
+    attempt's logs only (default: the current attempt, followed into later ones)."""
     from kaic.client.logs import LogCursor
 
     if node is not None and node >= nodes:
@@ -80,8 +82,12 @@ def log_sources(
             f"job {job_id} has no rank {node}: it runs on {nodes} node(s)",
             hint=f"--node takes {valid}",
         )
+
+    def cursor(stream: str, rank: int | None = None) -> LogCursor:
+        return LogCursor(job_id, stream, node=rank, attempt=attempt, next_attempts=attempt is None)
+
     if nodes == 1:
-        return [(LogCursor(job_id, s), w) for s, w in writers.items()], lambda: None
+        return [(cursor(s), w) for s, w in writers.items()], lambda: None
     sources: list[tuple[LogCursor, Write]] = []
     line_writers: list[LineWriter] = []
     ranks: list[int | None] = [node] if node is not None else [None, *range(nodes)]
@@ -90,7 +96,7 @@ def log_sources(
             tag = f"[rank {rank}] ".encode() if prefix and rank is not None else b""
             lines = LineWriter(write, tag)
             line_writers.append(lines)
-            sources.append((LogCursor(job_id, stream, node=rank), lines))
+            sources.append((cursor(stream, rank), lines))
 
     def finish() -> None:
         for lines in line_writers:

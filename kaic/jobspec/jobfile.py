@@ -25,11 +25,13 @@ from pathlib import Path
 from typing import Any, NoReturn, Union, get_args, get_origin
 
 import yaml
+from pydantic import BaseModel
 
 from kaic.durations import parse_duration
 from kaic.errors import UsageError
 from kaic.jobspec.keys import (
     ALIASES,
+    FOLLOWUP,
     GROUP_ALIASES,
     GROUPS,
     LEAVES,
@@ -44,6 +46,7 @@ from kaic.jobspec.keys import (
     suggest,
 )
 from kaic.models.fields import JobField
+from kaic.models.followup import Notify, RetryPolicy, parse_notify, parse_retry
 
 #: where a problem of a job file sends the user
 JOBFILE_HINT = "every key, its type and an example: `kaic help jobfile`"
@@ -451,6 +454,27 @@ def _read_depends(reader: _Reader, line: int, key: str, node: yaml.Node) -> list
     return ids
 
 
+def _read_followup(reader: _Reader, line: int, key: str, node: yaml.Node) -> Any:
+    """`retry:` / `notify:`: a mapping of the model's keys (checked by the model), or the
+    flag's one-line form (`retry: NODE_FAIL:2`, `notify: https://…`)."""
+    if reader.is_null(node):
+        return None
+    model = FOLLOWUP[key]
+    if isinstance(node, yaml.MappingNode):
+        pairs = reader.mapping(node, key, tuple(model.model_fields), {})
+        construct = reader._constructor.construct_object
+        return {k: construct(v, deep=True) for k, (_, v) in pairs.items()}
+    parse = _ONE_LINE[model]
+    return _parsed(reader, line, key, node, lambda text: parse(text).model_dump())
+
+
+#: how each follow-up model is written on one line (the flag's form)
+_ONE_LINE: dict[type[BaseModel], Callable[[str], BaseModel]] = {
+    RetryPolicy: parse_retry,
+    Notify: parse_notify,
+}
+
+
 #: the fields written in a format of their own (by key path); the others are read by type
 _FORMATS: dict[str, Callable[[_Reader, int, str, yaml.Node], Any]] = {
     "time_limit": _read_duration,
@@ -459,4 +483,5 @@ _FORMATS: dict[str, Callable[[_Reader, int, str, yaml.Node], Any]] = {
     "array": _read_array,
     "depends_on": _read_depends,
     "resources.memory": _read_memory,
+    **dict.fromkeys(FOLLOWUP, _read_followup),
 }

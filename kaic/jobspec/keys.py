@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import difflib
 import re
+from typing import get_args
+
+from pydantic import BaseModel
 
 from kaic.models.arrays import parse_array as _parse_array
 from kaic.models.fields import JobField, job_fields
@@ -37,6 +40,23 @@ def _top_keys() -> tuple[str, ...]:
 
 
 TOP_KEYS = _top_keys()
+
+
+def _followup_model(f: JobField) -> type[BaseModel] | None:
+    """The model of a top-level field that is an optional model of its own (`retry`,
+    `notify`): written as a mapping of its keys, or on one line like its flag."""
+    if f.fields:
+        return None
+    for arg in get_args(f.info.annotation):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return None
+
+
+#: key -> model of the fields whose value is a model of its own (`retry:`, `notify:`)
+FOLLOWUP: dict[str, type[BaseModel]] = {
+    f.key: model for f in FIELDS if (model := _followup_model(f)) is not None
+}
 #: which `kaic submit` flag sets which key path (for messages about values from flags)
 FLAGS = {path: f.flag for path, f in LEAVES.items() if f.flag is not None}
 #: the flags by their Python names (`--gpu-type` -> `gpu_type`): `SubmitOverrides`' names

@@ -56,6 +56,17 @@ _NOTES: dict[str, tuple[str, str]] = {
         "array: 0-15%4",
     ),
     "depends_on": ("start only after these jobs completed (after-ok)", "depends_on: [1042]"),
+    "retry": (
+        "run the job again, same id and next attempt, when the system ends it (NODE_FAIL, "
+        "PREEMPTED, BOOT_FAIL; never after its own exit code); `--retry 2` or "
+        "`--retry NODE_FAIL,PREEMPTED:2`; `kaic logs --attempt N` reads an earlier attempt",
+        "retry: {on: [NODE_FAIL, PREEMPTED], max: 2}",
+    ),
+    "notify": (
+        "a webhook (JSON POST) and/or a mail when the job ends (`on: [fail]`: only when it "
+        "does not complete); `--notify URL` or `--notify fail:ADDRESS`",
+        "notify: {on: [end], webhook: https://hooks.example.org/kaic}",
+    ),
 }
 
 #: the type of the keys written in a format of their own
@@ -69,6 +80,8 @@ _FORMAT_TYPES = {
     "inputs": "list of {from, to}",
     "outputs": "list of {from, to}",
     "resources": "mapping",
+    "retry": "mapping {on, max}, or STATES:N",
+    "notify": "mapping {on, webhook, email}, or a URL/address",
 }
 
 

@@ -21,6 +21,7 @@ from kaic.jobspec.jobfile import JOBFILE_HINT, JobFile, Transfer
 from kaic.jobspec.keys import FIELDS, FLAGS, LEAVES, OPTIONS, env_name_ok, job_id_ok, short
 from kaic.jobspec.keys import parse_array as check_array
 from kaic.models.fields import JobField
+from kaic.models.followup import parse_notify, parse_retry
 from kaic.models.jobs import JobSubmit
 from kaic.models.limits import MAX_NAME_LENGTH
 
@@ -90,6 +91,10 @@ def _flag_value(f: JobField, value: Any) -> Any:
             return parse_duration(value)
         if f.path == "array":
             return check_array(value)
+        if f.path == "retry":
+            return parse_retry(str(value)).model_dump()
+        if f.path == "notify":
+            return parse_notify(str(value)).model_dump(exclude_none=True)
     except ValueError as exc:
         raise _flag_error(flag, str(exc)) from None
     if f.path == "env":

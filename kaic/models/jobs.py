@@ -10,6 +10,7 @@ from pydantic_core import PydanticCustomError
 
 from kaic.models.arrays import ARRAY_PATTERN, parse_array
 from kaic.models.fields import JobKey, WireOnly
+from kaic.models.followup import Notify, RetryPolicy
 from kaic.models.limits import (
     MAX_ARRAY_INDEX,
     MAX_ARRAY_SPEC_LENGTH,
@@ -107,6 +108,14 @@ class JobSubmit(BaseModel):
     depends_on: Annotated[list[JobIdText], JobKey(flag="--after")] = Field(
         default_factory=list, max_length=MAX_DEPENDENCIES, description="after-ok dependencies"
     )
+    retry: Annotated[RetryPolicy | None, JobKey(flag="--retry")] = Field(
+        None,
+        description="requeue the job (same id, next attempt) when the system ends it in one "
+        "of `on`, at most `max` times",
+    )
+    notify: Annotated[Notify | None, JobKey(flag="--notify")] = Field(
+        None, description="a webhook and/or a mail sent when the job ends"
+    )
 
     @field_validator("time_limit_seconds", mode="before")
     @classmethod
@@ -161,6 +170,9 @@ class Job(BaseModel):
         default_factory=list, description="the names of the nodes it runs on, once it runs"
     )
     kind: JobKind = Field("batch", description="`interactive`: an allocation (`kaic alloc`)")
+    attempt: int = Field(
+        1, ge=1, description="1-based: the attempt running now (or the last), after requeues"
+    )
     efficiency: Efficiency | None = Field(
         None, description="a finished GPU job: utilisation, peak memory, GPU-hours (idle)"
     )

@@ -540,7 +540,7 @@ def test_keys_and_flags_are_derived_from_the_model() -> None:
     assert tuple(f.key for f in keys.GROUPS["resources"].fields) == tuple(Resources.model_fields)
     assert keys.FLAGS["resources.gpu_type"] == "--gpu-type" and keys.FLAGS["run"] == "-- COMMAND"
     options = "name project partition gpus gpu_type nodes time image workdir env command array"
-    options += " after"
+    options += " after retry notify"
     assert sorted(keys.OPTIONS) == sorted(options.split())
 
 

@@ -41,7 +41,7 @@ def launch_spec(
         name=row.name,
         user=row.user,
         script=row.spec.run if row.spec.run is not None else HOLDER_SCRIPT,
-        paths=job_paths(settings.state_dir, job_id),
+        paths=job_paths(settings.state_dir, job_id, 1 if whole_array else row.attempt),
         workdir=workdir,
         home=home,
         env=dict(row.spec.env),

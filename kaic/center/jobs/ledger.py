@@ -22,6 +22,7 @@ from types import TracebackType
 
 from kaic.center.executors.base import Ended, ExecutorError, Launched, Observed
 from kaic.center.jobs.paths import PathRejected
+from kaic.center.jobs.requeue import next_attempt, requeue
 from kaic.center.jobs.rows import ACTIVE, JobRow, QueueRow
 from kaic.center.jobs.store import JobStore
 from kaic.models import JobState
@@ -91,6 +92,7 @@ class Ledger:
         self.jobs = jobs
         self.executor_name = executor_name
         self._end_listeners: list[Callable[[str], None]] = []
+        self._requeue_listeners: list[Callable[[str], None]] = []
         #: arrays whose state is to be derived when the current `batch` ends (None: at once)
         self._deferred: dict[str, None] | None = None
 
@@ -101,12 +103,25 @@ class Ledger:
         followers learn a job's end this way, once, instead of each asking the database."""
         self._end_listeners.append(listener)
 
+    def on_job_requeue(self, listener: Callable[[str], None]) -> None:
+        """Have `listener(job_id)` called whenever a job's attempt ends and the job is queued
+        to run again (`jobs.requeue`), on the same terms as `on_job_end`: the log followers
+        of the attempt that ended learn that its log is complete."""
+        self._requeue_listeners.append(listener)
+
+    def requeued(self, job_id: str) -> None:
+        self._announce(self._requeue_listeners, job_id, "its requeue")
+
     def _ended(self, job_id: str) -> None:
-        for listener in self._end_listeners:
+        self._announce(self._end_listeners, job_id, "its end")
+
+    @staticmethod
+    def _announce(listeners: list[Callable[[str], None]], job_id: str, what: str) -> None:
+        for listener in listeners:
             try:
                 listener(job_id)
             except Exception:
-                logger.exception("job %s: a listener to its end failed", job_id)
+                logger.exception("job %s: a listener to %s failed", job_id, what)
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -320,6 +335,15 @@ class Ledger:
                 reason = f"killed by signal {ended.exit_code - 128}"
         if ended.nodes and tuple(ended.nodes) != row.nodes:
             self.jobs.update(row.id, nodes=list(ended.nodes))  # it ended before a poll saw it
+        attempt = next_attempt(row, state)
+        if attempt is not None:
+            held = row.gpus * row.spec.resources.nodes  # GPUs are per node
+            if ended.started_at is not None and ended.ended_at is not None:
+                hours = held * _elapsed_hours(ended.started_at, ended.ended_at)
+            else:
+                hours = held * _elapsed_hours(row.started_at, self.jobs.now())
+            requeue(self, row, state, reason, attempt, hours)
+            return
         self.finish(
             row,
             state,
@@ -365,7 +389,7 @@ class Ledger:
             exit_code=exit_code,
             reason=reason,
             ended_at=ended_at if (ended_at is not None and started_at is not None) else now,
-            gpu_hours=gpu_hours,
+            gpu_hours=row.gpu_hours + gpu_hours,  # with earlier attempts' (`jobs.requeue`)
             **fields,
         )
         self.jobs.charge(row.project_id, gpu_hours)

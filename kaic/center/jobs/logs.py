@@ -16,6 +16,10 @@ in one query for all followed jobs, which ended without an announcement reaching
 process (another center on the same database). Knowing the end, a watcher looks at the
 file once more, so the last bytes a job wrote are never dropped; its followers end once
 they have them.
+
+A requeued job (`jobs.requeue`) writes each attempt's log to a file of its own: a follower of
+one attempt ends, the same way, once the job has moved on to a later attempt (the ledger
+announces the requeue like an end), and the client goes on with the next attempt's file.
 """
 
 from __future__ import annotations
@@ -125,10 +129,12 @@ class LogWatcher:
     last. Its loop's ticker calls `look` every `poll` seconds.
     """
 
-    def __init__(self, hub: LogHub, job_id: str, path: Path) -> None:
+    def __init__(self, hub: LogHub, job_id: str, path: Path, attempt: int | None = None) -> None:
         self.hub = hub
         self.job_id = job_id
         self.path = path
+        #: the attempt whose log this is (None: the job's only one)
+        self.attempt = attempt
         self.size = 0
         self.final = False
         #: why the log cannot be read (its followers fail with it, and reconnect)
@@ -217,7 +223,7 @@ class LogWatcher:
         while True:
             self._announced_again = False
             try:
-                if await asyncio.to_thread(self.hub.is_terminal, self.job_id):
+                if await asyncio.to_thread(self.hub.is_over, self.job_id, self.attempt):
                     self.end()
             except Exception:
                 # A database that cannot be read now: the sweep asks again.
@@ -232,7 +238,8 @@ class LogHub:
     ticker that looks at the loop's logs and one sweep for jobs that ended unannounced.
 
     `is_terminal(job_id)` and `ended_among(job_ids)` read the database (in a thread); a job
-    that no longer exists counts as ended.
+    that no longer exists counts as ended. `attempts(job_ids)` (optional) reads the jobs'
+    current attempts: a followed attempt that is no longer the current one has ended.
     """
 
     def __init__(
@@ -242,9 +249,11 @@ class LogHub:
         *,
         poll: float = FOLLOW_POLL,
         sweep: float = END_SWEEP,
+        attempts: Callable[[list[str]], dict[str, int]] | None = None,
     ) -> None:
         self.is_terminal = is_terminal
         self.ended_among = ended_among
+        self.attempts = attempts
         self.poll = poll
         self.sweep = sweep
         self._loops: dict[asyncio.AbstractEventLoop, _LoopLogs] = {}
@@ -252,11 +261,14 @@ class LogHub:
         #: other threads: a plain dict lookup
         self._followed: dict[str, int] = {}
 
-    async def follow(self, job_id: str, path: Path, offset: int) -> AsyncIterator[bytes]:
-        """The log at `path` from `offset` as the job writes it; ends once the job is
-        terminal and the log drained. The file may not exist yet (a pending job), and
-        `offset` may lie beyond its end: both simply wait for data."""
-        watcher = self._subscribe(job_id, path)
+    async def follow(
+        self, job_id: str, path: Path, offset: int, attempt: int | None = None
+    ) -> AsyncIterator[bytes]:
+        """The log at `path` (of `attempt`, when given) from `offset` as the job writes it;
+        ends once the job is terminal, or past that attempt, and the log drained. The file
+        may not exist yet (a pending job), and `offset` may lie beyond its end: both simply
+        wait for data."""
+        watcher = self._subscribe(job_id, path, attempt)
         position = offset
         try:
             while True:
@@ -293,7 +305,22 @@ class LogHub:
         for watcher in logs.of_jobs({job_id}) if logs else []:
             watcher.announce_end()
 
-    def _subscribe(self, job_id: str, path: Path) -> LogWatcher:
+    def is_over(self, job_id: str, attempt: int | None) -> bool:
+        """Whether the log of `job_id`'s `attempt` is complete: the job ended, or a later
+        attempt is the current one (reads the database)."""
+        if self.is_terminal(job_id):
+            return True
+        return self._moved_on({(job_id, attempt)}) != set()
+
+    def _moved_on(self, watched: set[tuple[str, int | None]]) -> set[tuple[str, int | None]]:
+        """Of (job id, attempt) pairs, those whose job runs a later attempt now."""
+        pairs = {(j, a) for j, a in watched if a is not None}
+        if not pairs or self.attempts is None:
+            return set()
+        current = self.attempts(sorted({j for j, _ in pairs}))
+        return {(j, a) for j, a in pairs if a is not None and current.get(j, a) > a}
+
+    def _subscribe(self, job_id: str, path: Path, attempt: int | None = None) -> LogWatcher:
         loop = asyncio.get_running_loop()
         logs = self._loops.get(loop)
         if logs is None:
@@ -304,7 +331,7 @@ class LogHub:
             # Counted as followed before the watcher asks whether the job already ended, so
             # that no announcement can fall between the two.
             self._followed[job_id] = self._followed.get(job_id, 0) + 1
-            watcher = logs.watchers[path] = LogWatcher(self, job_id, path)
+            watcher = logs.watchers[path] = LogWatcher(self, job_id, path, attempt)
         watcher.followers += 1
         return watcher
 
@@ -336,16 +363,23 @@ class LogHub:
         """Each `sweep` seconds, one query: which followed jobs have ended."""
         while True:
             await asyncio.sleep(self.sweep)
-            waiting = sorted({w.job_id for w in logs.watchers.values() if not w.final})
+            open_logs = [w for w in logs.watchers.values() if not w.final]
+            waiting = sorted({w.job_id for w in open_logs})
             if not waiting:
                 continue
             try:
                 ended = await asyncio.to_thread(self.ended_among, waiting)
+                moved = await asyncio.to_thread(
+                    self._moved_on, {(w.job_id, w.attempt) for w in open_logs}
+                )
             except Exception:
                 logger.exception("could not read which followed jobs ended")
                 continue
             for watcher in logs.of_jobs(ended):
                 watcher.end()
+            for watcher in open_logs:
+                if (watcher.job_id, watcher.attempt) in moved:
+                    watcher.end()
 
 
 class _LoopLogs:
@@ -370,4 +404,7 @@ def job_log_hub(jobs: JobStore) -> LogHub:
         rows = jobs.get_many(job_ids)
         return {i for i in job_ids if i not in rows or rows[i].terminal}
 
-    return LogHub(is_terminal, ended_among)
+    def attempts(job_ids: list[str]) -> dict[str, int]:
+        return {i: row.attempt for i, row in jobs.get_many(job_ids).items()}
+
+    return LogHub(is_terminal, ended_among, attempts=attempts)

@@ -19,11 +19,17 @@ def storage_home(settings: CenterSettings, user: str, unix_account: str | None =
     return settings.storage_root_for(user, unix_account or user)
 
 
-def job_paths(state_dir: Path, job_id: str) -> JobPaths:
-    """The directory of one job or array task: `state_dir/jobs/<id>`."""
+def job_paths(state_dir: Path, job_id: str, attempt: int = 1) -> JobPaths:
+    """The directory of one job or array task: `state_dir/jobs/<id>`, and for a later
+    attempt of a requeued job `state_dir/jobs/<id>.attempt-<n>` (a directory of its own, so
+    every attempt's logs stay readable, and a sibling: the executors keep their jobs in one
+    directory)."""
     if not job_id or "/" in job_id or job_id.startswith("."):
         raise ValueError(f"bad job id {job_id!r}")
-    return JobPaths(state_dir / "jobs" / job_id)
+    if attempt < 1:
+        raise ValueError(f"bad attempt {attempt}")
+    name = job_id if attempt == 1 else f"{job_id}.attempt-{attempt}"
+    return JobPaths(state_dir / "jobs" / name)
 
 
 def resolve_workdir(home: Path, workdir: str | None) -> tuple[str, Path]:

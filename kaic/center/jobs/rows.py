@@ -67,6 +67,8 @@ class JobRow:
     job_kind: JobKind = "batch"
     #: the names of the nodes it runs on (`Job.nodes`), once it runs
     nodes: tuple[str, ...] = ()
+    #: 1-based: which run of the job this is (a requeue starts the next; `ledger.requeue`)
+    attempt: int = 1
 
     @property
     def terminal(self) -> bool:
@@ -187,6 +189,7 @@ def job_row(row: sqlite3.Row) -> JobRow:
         unix_account=row["unix_account"],
         job_kind=row["job_kind"],
         nodes=split_list(row["nodes"]),
+        attempt=row["attempt"],
     )
 
 

@@ -177,7 +177,7 @@ class Scheduler:
                     pgid=r.pgid,
                     start_time=r.proc_start,
                 ),
-                paths=job_paths(self.settings.state_dir, r.id),
+                paths=job_paths(self.settings.state_dir, r.id, r.attempt),
                 unix_account=r.unix_account or r.user,
             )
             for r in running

@@ -13,6 +13,7 @@ from kaic.center.jobs.paths import PathRejected, resolve_workdir, storage_home
 from kaic.center.jobs.rows import JobRow, NewJob, to_job
 from kaic.center.jobs.scheduler import Scheduler
 from kaic.center.jobs.store import JobStore, canonical_hash
+from kaic.center.notify.targets import AllowList, notify_refusal
 from kaic.center.settings import CenterSettings, PartitionConfig
 from kaic.center.store import ProjectRow, Store
 from kaic.models import DryRunResult, Job, JobList, JobState, JobSubmit
@@ -88,6 +89,7 @@ class JobService:
         self.jobs = JobStore(store)
         self.settings = settings
         self.scheduler = scheduler
+        self.notify_allowed = AllowList(settings.notify_allow)
 
     # -- submission ----------------------------------------------------------------------
 
@@ -185,6 +187,7 @@ class JobService:
                 plan.tasks, plan.array_limit = parse_array(spec.array)
             except ValueError as exc:
                 plan.add("invalid", str(exc))
+        self._check_followup(spec, plan)
         if spec.depends_on:
             known = self.jobs.get_many(spec.depends_on)
             for dep in spec.depends_on:
@@ -232,6 +235,22 @@ class JobService:
                     f"but project {plan.project.name!r} has {max(0.0, remaining):.2f} left",
                 )
         return plan
+
+    def _check_followup(self, spec: JobSubmit, plan: Plan) -> None:
+        """`retry:` and `notify:` as this center can honour them."""
+        if spec.retry is not None and spec.kind == "interactive":
+            plan.add("invalid", "an interactive allocation is not requeued: drop `retry`")
+        if spec.notify is None:
+            return
+        if spec.array is not None:
+            plan.add(
+                "invalid",
+                "notify: an array's tasks are not notified (yet): drop `notify`, or follow "
+                "the array with `kaic wait`",
+            )
+        refusal = notify_refusal(spec.notify, self.notify_allowed, self.settings.smtp_relay)
+        if refusal:
+            plan.add("invalid", f"notify: {refusal}")
 
     def dry_run(self, user_id: int, user: str, spec: JobSubmit) -> DryRunResult:
         """Validate and estimate, creating nothing."""

@@ -79,6 +79,7 @@ _UPDATABLE = frozenset(
         "end_cause",
         "gpu_hours",
         "nodes",
+        "attempt",
     }
 )
 

@@ -20,6 +20,7 @@ from kaic.center.jobs.paths import job_paths
 from kaic.center.jobs.rows import JobRow
 from kaic.center.jobs.service import JobService
 from kaic.models import DryRunResult, ErrorResponse, Job, JobEvent, JobList, JobState, JobSubmit
+from kaic.models.followup import MAX_RETRIES
 from kaic.models.limits import MAX_CURSOR_LENGTH, MAX_LOG_OFFSET, MAX_TAIL_LINES
 
 router = APIRouter(
@@ -34,6 +35,9 @@ router = APIRouter(
 )
 
 LOG_OFFSET_HEADER = "X-Log-Offset"
+LOG_ATTEMPT_HEADER = "X-Log-Attempt"
+#: the most attempts a job can have (`kaic.models.followup.MAX_RETRIES` requeues + 1)
+MAX_ATTEMPT = MAX_RETRIES + 1
 #: the most nodes a job may ask for (`Resources.nodes`)
 MAX_NODES = 1024
 
@@ -181,7 +185,11 @@ def job_events(job_id: str, principal: Reader, service: ServiceDep) -> list[JobE
                 LOG_OFFSET_HEADER: {
                     "description": "the byte offset of the log the body starts at",
                     "schema": {"type": "integer", "minimum": 0},
-                }
+                },
+                LOG_ATTEMPT_HEADER: {
+                    "description": "the attempt whose log the body is (1-based)",
+                    "schema": {"type": "integer", "minimum": 1},
+                },
             },
         }
     },
@@ -204,30 +212,45 @@ async def job_logs(
             "without it, the job's own log (what its launcher says)",
         ),
     ] = None,
+    attempt: Annotated[int | None, Query(ge=1, le=MAX_ATTEMPT)] = None,
 ) -> StreamingResponse:
-    """A job's log from byte `offset` (or its last `tail` lines).
+    """A job's log from byte `offset` (or its last `tail` lines), of its current attempt or
+    of `attempt` (a requeued job keeps every attempt's log).
 
     Without `follow`: what exists now. With `follow=true`: streams new bytes as they are
-    written and ends only when the job is terminal and the log fully drained. A multi-node
-    job's ranks each have their own log (`node`), with its own offsets.
+    written and ends only when the job is terminal, or past that attempt, and the log fully
+    drained (`X-Log-Attempt` says which attempt the body is). A multi-node job's ranks each
+    have their own log (`node`), with its own offsets.
     """
 
-    def opening() -> tuple[JobRow, Path, int, int]:
+    def opening() -> tuple[JobRow, int, Path, int, int]:
         # The database and the file system block: on a worker thread, not the event loop
         # every follower and session of the center shares.
         row = service.get_task_row(
             job_id, principal.user_id, why="its logs are per task; choose one of"
         )
-        path = job_paths(service.settings.state_dir, row.id).log(stream, rank_of(row, node))
+        number = attempt or row.attempt
+        if number > row.attempt:
+            raise ApiError(
+                404,
+                "not_found",
+                f"job {row.id} has no attempt {number} (it is on attempt {row.attempt})",
+            )
+        path = job_paths(service.settings.state_dir, row.id, number).log(stream, rank_of(row, node))
         start = tail_offset(path, tail) if tail is not None else offset
-        return row, path, start, log_size(path)
+        return row, number, path, start, log_size(path)
 
-    row, path, start, size = await run_in_threadpool(opening)
-    headers = {LOG_OFFSET_HEADER: str(start), "Cache-Control": "no-store"}
+    row, number, path, start, size = await run_in_threadpool(opening)
+    headers = {
+        LOG_OFFSET_HEADER: str(start),
+        LOG_ATTEMPT_HEADER: str(number),
+        "Cache-Control": "no-store",
+    }
     body: AsyncIterator[bytes] | Iterator[bytes]
-    if follow and not row.terminal:
-        # Shared with the log's other followers; ends when the job does (see LogHub).
-        body = hub.follow(row.id, path, start)
+    if follow and not row.terminal and number == row.attempt:
+        # Shared with the log's other followers; ends when the job (or this attempt) does
+        # (see LogHub).
+        body = hub.follow(row.id, path, start, number)
     else:
         # A terminal job's log is complete: following it is reading it to its end.
         body = read_log(path, start, size)

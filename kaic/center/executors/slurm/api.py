@@ -104,6 +104,8 @@ class SlurmJob:
     #: when Slurm started and ended the job (Unix seconds; None = not yet / unknown)
     start_time: int | None = None
     end_time: int | None = None
+    #: how many times Slurm requeued the job itself (`restart_cnt`)
+    restarts: int = 0
 
 
 @dataclass(frozen=True)
@@ -262,6 +264,7 @@ def parse_job(doc: Mapping[str, Any]) -> SlurmJob:
         nodes=expand_hostlist(_text(doc.get("nodes"))),
         start_time=_number(doc.get("start_time")) or None,
         end_time=_number(doc.get("end_time")) or None,
+        restarts=_number(doc.get("restart_cnt")) or 0,
     )
 
 

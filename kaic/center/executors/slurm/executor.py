@@ -110,6 +110,8 @@ class _Tracked:
     cancel_sent: bool = False
     #: an array task's own Slurm job id, once a poll has seen it (srun needs it)
     task_job_id: int | None = None
+    #: Slurm's restart count when first seen (a later one: Slurm requeued it itself)
+    restarts: int | None = None
 
 
 def _utc(epoch: int | None) -> datetime | None:
@@ -281,6 +283,10 @@ class SlurmExecutor(Executor):
     def _observe(self, tracked: _Tracked, record: SlurmJob) -> Ended | None:
         if tracked.task is not None and record.array_task_id == tracked.task:
             tracked.task_job_id = record.job_id
+        if tracked.restarts is None:
+            tracked.restarts = record.restarts
+        elif record.restarts > tracked.restarts:
+            return self._requeued_by_slurm(tracked, record)
         mapped = map_state(record.state)
         if mapped.state is None:
             return None
@@ -297,6 +303,20 @@ class SlurmExecutor(Executor):
             tracked.state, tracked.reason, tracked.gpu_ids, tracked.nodes = seen
             self._updates.append(Observed(tracked.job_id, mapped.state, reason, gpu_ids, nodes))
         return None
+
+    def _requeued_by_slurm(self, tracked: _Tracked, record: SlurmJob) -> Ended:
+        """Slurm requeued the job itself (after a node failure: slurmrestd 22.05 submits every
+        batch job requeueable, whatever the center asks). That run is cancelled in Slurm and
+        reported as the NODE_FAIL it was, so that the job's own `retry:` decides whether it
+        runs again — as a new Slurm job with its own logs (`kaic.center.jobs.requeue`)."""
+        self._send_cancel(tracked)
+        return Ended(
+            tracked.job_id,
+            None,
+            state=JobState.NODE_FAIL,
+            reason=f"Slurm requeued it (restart {record.restarts}: a node failure or "
+            "preemption); ended here so that the job's retry decides",
+        )
 
     def _ended(
         self, tracked: _Tracked, record: SlurmJob, state: JobState, reason: str | None
