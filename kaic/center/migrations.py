@@ -154,5 +154,19 @@ MIGRATIONS: tuple[str, ...] = (
     DROP INDEX jobs_user;
     DROP INDEX jobs_array;
     """,
+    # 6: users' secrets (kaic/center/secrets.py): each value encrypted (AES-GCM, bound to its
+    # user and name) with a key kept outside the database; `key_id` says which key, so a
+    # center started with another key file refuses to start instead of failing jobs.
+    """
+    CREATE TABLE secrets (
+        user_id    INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        name       TEXT NOT NULL,
+        ciphertext BLOB NOT NULL,
+        key_id     TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (user_id, name)
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

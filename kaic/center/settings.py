@@ -104,6 +104,9 @@ class CenterSettings:
     #: the operator accepts that, without `run_as_users`, every user's jobs run as the
     #: center's own account (and can read each other's files, the database, the CA key)
     single_account_ok: bool = False
+    #: the key file that encrypts users' secrets (`kaic.center.secrets`); None =
+    #: `state_dir/secrets.key`, beside the database, created 0600 on the first start
+    secrets_key_file: Path | None = None
     now: Callable[[], datetime] = field(default=utc_now, repr=False)
 
     def __post_init__(self) -> None:
