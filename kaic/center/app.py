@@ -37,9 +37,11 @@ from kaic.center.routers import (
     me,
     partitions,
     projects,
-    secrets as secrets_router,
     staging,
     tokens,
+)
+from kaic.center.routers import (
+    secrets as secrets_router,
 )
 from kaic.center.secrets import Secrets, key_file_path
 from kaic.center.settings import CenterSettings

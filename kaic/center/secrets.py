@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import sqlite3
 import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -199,7 +200,7 @@ class SecretStore:
         return cursor.rowcount > 0
 
 
-def _info(row: Mapping[str, str]) -> SecretInfo:
+def _info(row: sqlite3.Row) -> SecretInfo:
     return SecretInfo(
         name=row["name"],
         created_at=parse_time(row["created_at"]),

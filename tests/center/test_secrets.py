@@ -11,14 +11,15 @@ from pathlib import Path
 import pytest
 
 from kaic.center.secrets import KEY_FILE_NAME, SecretKeyError
+from kaic.center.settings import CenterSettings
 from tests.center.jobs_support import (
     JobsCenter,
     jobs_center,
+    kill_job_processes,
     make_settings,
     mint_token,
     open_center,
     prepare_state,
-    kill_job_processes,
 )
 
 VALUE = "wandb-3f9c1e7a-SECRET-VALUE-5d2b"
@@ -100,9 +101,12 @@ def test_a_job_gets_the_value_and_nothing_else_holds_it(center: JobsCenter) -> N
     for text in answers:
         assert VALUE not in text
     # The stored job holds the reference only
-    assert "wandb" in center.app.state.store.fetchone(
-        "SELECT spec FROM jobs WHERE id = ?", (job["id"],)
-    )["spec"]
+    assert (
+        "wandb"
+        in center.app.state.store.fetchone("SELECT spec FROM jobs WHERE id = ?", (job["id"],))[
+            "spec"
+        ]
+    )
     # Every file of the center's state (database, its WAL, logs, the job's directory) but
     # the job's own output
     stdout = center.state_dir / "jobs" / job["id"] / "stdout"
@@ -212,6 +216,11 @@ def test_an_operator_chosen_key_path(tmp_path: Path) -> None:
     assert key.exists() and not (state / KEY_FILE_NAME).exists()
 
 
+def refuses(settings: CenterSettings, match: str) -> None:
+    with pytest.raises(SecretKeyError, match=match), open_center(settings):
+        pass
+
+
 def test_a_missing_or_wrong_key_file_fails_clearly(tmp_path: Path) -> None:
     state = tmp_path / "state"
     prepare_state(state)
@@ -221,15 +230,12 @@ def test_a_missing_or_wrong_key_file_fails_clearly(tmp_path: Path) -> None:
     key = state / KEY_FILE_NAME
     saved = key.read_bytes()
     key.unlink()
-    with pytest.raises(SecretKeyError, match="is missing.*restore the file"):
-        with open_center(settings):
-            pass
+    refuses(settings, r"is missing.*restore the file")
     assert not key.exists()  # no new key made over the old secrets
     other = tmp_path / "other.key"
     settings_other = make_settings(state, secrets_key_file=other)
-    with pytest.raises(SecretKeyError, match="is missing"):
-        with open_center(settings_other):
-            pass
+    with pytest.raises(SecretKeyError, match="is missing"), open_center(settings_other):
+        pass
     # A key of another center
     other_state = tmp_path / "other-state"
     prepare_state(other_state)
@@ -237,15 +243,13 @@ def test_a_missing_or_wrong_key_file_fails_clearly(tmp_path: Path) -> None:
         pass
     key.write_bytes((other_state / KEY_FILE_NAME).read_bytes())
     key.chmod(0o600)
-    with pytest.raises(SecretKeyError, match="is not the key"):
-        with open_center(settings):
-            pass
+    with pytest.raises(SecretKeyError, match="is not the key"), open_center(settings):
+        pass
     # Readable by others
     key.write_bytes(saved)
     key.chmod(0o644)
-    with pytest.raises(SecretKeyError, match="chmod 600"):
-        with open_center(settings):
-            pass
+    with pytest.raises(SecretKeyError, match="chmod 600"), open_center(settings):
+        pass
     key.chmod(0o600)
     with open_center(settings) as center:
         assert [s["name"] for s in center.get("/v1/secrets").json()] == ["wandb"]

@@ -36,8 +36,8 @@ from kaic.center.jobs.queues.fifo import CenterQueue
 from kaic.center.jobs.queues.handover import HandOverQueue
 from kaic.center.jobs.rows import JobRow
 from kaic.center.jobs.store import JobStore
-from kaic.center.settings import CenterSettings
 from kaic.center.secrets import Secrets
+from kaic.center.settings import CenterSettings
 from kaic.center.store import Store
 from kaic.models import JobState, Partition
 

@@ -50,9 +50,7 @@ SecretsDep = Annotated[Secrets, Depends(_secrets)]
 
 
 def _not_found(name: str) -> ApiError:
-    return ApiError(
-        404, "not_found", f"no secret {name!r}; `kaic secret list` shows yours"
-    )
+    return ApiError(404, "not_found", f"no secret {name!r}; `kaic secret list` shows yours")
 
 
 @router.get("", response_model=list[SecretInfo])
