@@ -52,7 +52,7 @@ def _reader(name: str, from_stdin: bool) -> Callable[[], str]:
     return read_stdin if from_stdin else ask
 
 
-@app.command("set")
+@app.command("set", context_settings={"allow_extra_args": True})
 def set_(
     ctx: typer.Context,
     name: NameArg,
@@ -77,6 +77,13 @@ def set_(
     """
     from kaic.flows.secrets import set_secret
 
+    if ctx.args:
+        # Not echoed: it is a value the user meant to keep secret.
+        raise UsageError(
+            "a secret's value is never given on the command line (shell history and every "
+            "user's process list would show it); this one was not sent",
+            hint=f"type it at the prompt (`kaic secret set {name}`) or pipe it in with --stdin",
+        )
     app_ = get_app(ctx)
     info = set_secret(app_.session, name, _reader(name, from_stdin))
     app_.emit(
