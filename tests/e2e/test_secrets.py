@@ -48,7 +48,7 @@ def test_secrets_reach_the_job_and_nothing_else(alice: Alice, tmp_path: Path) ->
     assert HF not in shown  # the prompt hid what was typed
 
     listed = run_cli("secret", "list", "--json")
-    assert [s["name"] for s in listed.json()] == ["hf", "wandb"]  # type: ignore[union-attr,index]
+    assert [s["name"] for s in listed.json()] == ["hf", "wandb"]  # type: ignore[attr-defined]
     assert WANDB not in listed.stdout and HF not in listed.stdout
     table = run_cli("secret", "list")
     assert "wandb" in table.stdout and WANDB not in table.stdout
