@@ -94,24 +94,37 @@ def split_env_secrets(job: JobFile) -> None:
     file is read; a variable both in `env` and in `secrets` is a problem of the file."""
     env: dict[str, Any] = job.values.get("env") or {}
     refs = {var: v.name for var, v in env.items() if isinstance(v, SecretRef)}
+    written: dict[str, str] = job.values.get("secrets") or {}
+    for var in written:
+        if var in env and var not in refs:
+            _problem(
+                job,
+                f"secrets.{var}",
+                f"is also set in env (line {job.lines.get(f'env.{var}')}); keep one",
+            )
     if not refs:
         return
     job.values["env"] = {var: v for var, v in env.items() if not isinstance(v, SecretRef)}
-    written: dict[str, str] = job.values.get("secrets") or {}
     for var, name in refs.items():
         line = job.lines.get(f"env.{var}")
         if var in written:
-            where = f"{job.label}:{line}" if line is not None else job.label
-            job.problems.append(
-                f"{where}: env.{var}: is also under `secrets` (line "
-                f"{job.lines.get(f'secrets.{var}')}); keep one"
+            _problem(
+                job,
+                f"env.{var}",
+                f"is also under secrets (line {job.lines.get(f'secrets.{var}')}); keep one",
             )
-            job.problem_keys.add(f"env.{var}")
             continue
         written[var] = name
         if line is not None:
             job.lines[f"secrets.{var}"] = line
     job.values["secrets"] = written
+
+
+def _problem(job: JobFile, key: str, message: str) -> None:
+    line = job.lines.get(key)
+    where = f"{job.label}:{line}" if line is not None else job.label
+    job.problems.append(f"{where}: {key}: {message}")
+    job.problem_keys.add(key)
 
 
 def parse_secret_flags(items: list[str]) -> dict[str, str]:

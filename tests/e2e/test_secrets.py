@@ -118,6 +118,12 @@ def test_a_value_never_comes_from_the_command_line(alice: Alice) -> None:
     assert "empty" in empty.stderr
     bad = run_cli("secret", "set", "bad name", "--stdin", input="x", expect=2)
     assert "not a valid secret name" in bad.stderr
+    # The request log of KAIC_DEBUG shows the request, never the body
+    debug = run_cli(
+        "secret", "set", "wandb", "--stdin", input=WANDB, env={**os.environ, "KAIC_DEBUG": "1"}
+    )
+    assert "PUT" in debug.stderr and "/v1/secrets/wandb" in debug.stderr
+    assert WANDB not in debug.stdout + debug.stderr
 
 
 def test_a_token_without_secrets_write_cannot_set(alice: Alice) -> None:
