@@ -459,9 +459,10 @@ def _read_depends(reader: _Reader, line: int, key: str, node: yaml.Node) -> list
 _FORMATS: dict[str, Callable[[_Reader, int, str, yaml.Node], Any]] = {
     "time_limit": _read_duration,
     "env": _read_env,
-    "secrets": read_secrets,
     "run": _read_run,
     "array": _read_array,
     "depends_on": _read_depends,
     "resources.memory": _read_memory,
 }
+# `secrets` (VAR: NAME) is read with the rest of the secrets syntax (`jobspec.secrets`)
+_FORMATS["secrets"] = read_secrets
