@@ -68,6 +68,7 @@ SERIAL_GROUPS = {
     "slurm": ("tests/slurm/",),
     "accounts": (
         "tests/e2e/test_run_as_user.py",
+        "tests/e2e/test_secrets_as_user.py",
         "tests/e2e/test_sftp_as_users.py",
         "tests/e2e/test_ssh_login.py",
         "tests/center/test_checksums_as_user.py",

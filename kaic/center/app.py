@@ -41,6 +41,10 @@ from kaic.center.routers import (
     staging,
     tokens,
 )
+from kaic.center.routers import (
+    secrets as secrets_router,
+)
+from kaic.center.secrets import Secrets, key_file_path
 from kaic.center.settings import CenterSettings
 from kaic.center.ssh_ca import UserCA
 from kaic.center.store import Store
@@ -130,7 +134,15 @@ def make_executor(settings: CenterSettings) -> Executor:
 def create_app(settings: CenterSettings) -> FastAPI:
     """Build a center app over `settings.state_dir`; all state lives on `app.state`."""
     store = Store(settings.state_dir, now=settings.now)
-    scheduler = Scheduler(store, settings, make_executor(settings))
+    try:
+        # A key that cannot decrypt the stored secrets stops the center here, saying why.
+        user_secrets = Secrets.open(
+            store, key_file_path(settings.state_dir, settings.secrets_key_file)
+        )
+    except BaseException:
+        store.close()
+        raise
+    scheduler = Scheduler(store, settings, make_executor(settings), secrets=user_secrets)
     # Interactive sessions end with their job: the ledger tells the registry.
     sessions = SessionRegistry(
         SessionLimits(
@@ -185,6 +197,8 @@ def create_app(settings: CenterSettings) -> FastAPI:
     app.state.store = store
     app.state.scheduler = scheduler
     app.state.job_service = JobService(store, settings, scheduler)
+    #: users' secrets (`routers/secrets.py`; resolved into jobs by the scheduler)
+    app.state.secrets = user_secrets
     #: the interactive sessions open in jobs (`routers/interactive.py`)
     app.state.sessions = sessions
     app.state.log_hub = log_hub
@@ -206,6 +220,17 @@ def create_app(settings: CenterSettings) -> FastAPI:
     # The last added runs first: every response, a 413 for an oversized body too, gets an id.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=MAX_REQUEST_BYTES)
     app.add_middleware(RequestIdMiddleware)
-    for module in (health, auth, me, tokens, projects, partitions, jobs, interactive, staging):
+    for module in (
+        health,
+        auth,
+        me,
+        tokens,
+        projects,
+        partitions,
+        jobs,
+        interactive,
+        staging,
+        secrets_router,
+    ):
         app.include_router(module.router)
     return app

@@ -176,5 +176,19 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX notify_outbox_due ON notify_outbox(next_at);
     """,
+    # 8 (issue 16): users' secrets (kaic/center/secrets.py): each value encrypted (AES-GCM,
+    # bound to its user and name) with a key kept outside the database; `key_id` says which
+    # key, so a center started with another key file refuses to start instead of failing jobs.
+    """
+    CREATE TABLE secrets (
+        user_id    INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        name       TEXT NOT NULL,
+        ciphertext BLOB NOT NULL,
+        key_id     TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (user_id, name)
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -118,6 +118,9 @@ class CenterSettings:
     notify_backoff: float = 30.0
     #: seconds a webhook or the SMTP relay may take to connect, and to answer
     notify_timeout: float = 10.0
+    #: the key file that encrypts users' secrets (`kaic.center.secrets`); None =
+    #: `state_dir/secrets.key`, beside the database, created 0600 on the first start
+    secrets_key_file: Path | None = None
     now: Callable[[], datetime] = field(default=utc_now, repr=False)
 
     def _check_notify(self) -> None:

@@ -182,6 +182,16 @@ def serve(
             "files, the center's database and its SSH CA key); as root, jobs run as root.",
         ),
     ] = False,
+    secrets_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--secrets-key",
+            metavar="FILE",
+            help="The key file that encrypts users' secrets, kept outside the database "
+            "(default: STATE_DIR/secrets.key, created 0600 on the first start; back it up "
+            "apart from the database).",
+        ),
+    ] = None,
     trusted_proxy: Annotated[
         list[str] | None,
         typer.Option(
@@ -302,6 +312,7 @@ def serve(
             tls_cert=tls_cert,
             tls_key=tls_key,
             behind_tls_proxy=behind_tls_proxy,
+            secrets_key_file=secrets_key,
         )
         # Before anything is created or bound: a non-loopback plain-http bind, a key others
         # can read, a certificate that does not load.

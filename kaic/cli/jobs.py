@@ -119,6 +119,14 @@ def submit(
     env: Annotated[
         list[str] | None, typer.Option("--env", help="K=V environment variable (repeatable).")
     ] = None,
+    secret: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--secret",
+            help="VAR=NAME: the variable VAR gets your secret NAME (`kaic secret set`); a bare "
+            "NAME sets the variable NAME upper-cased (repeatable).",
+        ),
+    ] = None,
     workdir: Annotated[
         str | None, typer.Option("--workdir", help="Working dir on the center.")
     ] = None,
@@ -173,6 +181,8 @@ def submit(
 
       kaic submit --gpus 1 --time 30m -- python train.py --lr 0.1
 
+      kaic submit job.yaml --secret WANDB_API_KEY=wandb
+
       kaic submit job.yaml --wait --follow --json    # CI: logs on stderr, final JSON on stdout
     """
     from kaic.flows.submit import SubmitRequest
@@ -191,6 +201,7 @@ def submit(
         time=time,
         image=image,
         env=env or [],
+        secret=secret or [],
         workdir=workdir,
         array=array,
         after=after or [],

@@ -99,6 +99,9 @@ COMMANDS: dict[str, Command] = {
     "token": Command(
         "tokens", "API tokens for CI: named, scoped, expiring; the secret is shown once."
     ),
+    "secret": Command(
+        "secrets", "Secrets for your jobs' environment (API keys): set, list, remove."
+    ),
     "data": Command(
         "data", "Stage data to and from center storage (SFTP; resumable, sha256-verified)."
     ),

@@ -17,7 +17,17 @@ app = typer.Typer(
 
 #: `kaic.models.SCOPES`, written out so the CLI starts without pydantic (a test keeps the
 #: two the same)
-VALID_SCOPES = ("jobs:read", "jobs:write", "files", "jobs:exec")
+VALID_SCOPES = (
+    "jobs:read",
+    "jobs:write",
+    "files",
+    "jobs:exec",
+    "secrets:read",
+    "secrets:write",
+)
+#: what a new token gets unless `--scope` says otherwise: everything but the secrets (a CI
+#: token runs jobs; it need not learn which secrets exist or change them)
+DEFAULT_SCOPES = ("jobs:read", "jobs:write", "files", "jobs:exec")
 
 
 def parse_scopes(text: str) -> list[str]:
@@ -51,9 +61,10 @@ def create(
         typer.Option(
             "--scope",
             help="Comma-separated scopes: jobs:read, jobs:write, files, jobs:exec "
-            "(exec, shell and forward in running jobs).",
+            "(exec, shell and forward in running jobs), secrets:read (list your secrets' "
+            "names), secrets:write (set and remove them). Default: all but the secrets ones.",
         ),
-    ] = ",".join(VALID_SCOPES),
+    ] = ",".join(DEFAULT_SCOPES),
     expires: Annotated[str, typer.Option("--expires", help="Lifetime: 30d, 12w, 1y.")] = "30d",
     json_out: JsonOpt = False,
     jq: JqOpt = None,

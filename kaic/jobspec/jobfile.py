@@ -45,6 +45,7 @@ from kaic.jobspec.keys import (
     short,
     suggest,
 )
+from kaic.jobspec.secrets import SecretRef, read_env_secret, read_secrets, split_env_secrets
 from kaic.models.fields import JobField
 from kaic.models.followup import Notify, RetryPolicy, parse_notify, parse_retry
 
@@ -296,6 +297,7 @@ def _load_job_file(path: Path) -> JobFile:
             with reader.reading():
                 _read_key(reader, job, key, line, node)
     job.lines = reader.lines
+    split_env_secrets(job)
     for found in sorted(reader.problems, key=lambda p: p.line):
         job.problems.append(found.text)
         if found.key:
@@ -376,8 +378,8 @@ def _read_memory(reader: _Reader, line: int, key: str, node: yaml.Node) -> str |
     return memory
 
 
-def _read_env(reader: _Reader, line: int, key: str, node: yaml.Node) -> dict[str, str]:
-    env: dict[str, str] = {}
+def _read_env(reader: _Reader, line: int, key: str, node: yaml.Node) -> dict[str, str | SecretRef]:
+    env: dict[str, str | SecretRef] = {}
     if reader.is_null(node):
         return env
     if not isinstance(node, yaml.MappingNode):
@@ -388,10 +390,12 @@ def _read_env(reader: _Reader, line: int, key: str, node: yaml.Node) -> dict[str
     return env
 
 
-def _read_env_value(reader: _Reader, name: str, line: int, value: yaml.Node) -> str:
+def _read_env_value(reader: _Reader, name: str, line: int, value: yaml.Node) -> str | SecretRef:
     path = f"env.{name}"
     if not env_name_ok(name):
         reader.fail(line, path, "not a valid variable name (letters, digits, _; not a digit first)")
+    if isinstance(value, yaml.MappingNode):  # {secret: NAME}
+        return read_env_secret(reader, path, line, value)
     if reader.is_null(value):
         reader.fail(line, path, f'has no value; write {name}: "" for an empty one')
     text = reader.text(line, path, value, empty_ok=True)
@@ -485,3 +489,5 @@ _FORMATS: dict[str, Callable[[_Reader, int, str, yaml.Node], Any]] = {
     "resources.memory": _read_memory,
     **dict.fromkeys(FOLLOWUP, _read_followup),
 }
+# `secrets` (VAR: NAME) is read with the rest of the secrets syntax (`jobspec.secrets`)
+_FORMATS["secrets"] = read_secrets

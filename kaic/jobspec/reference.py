@@ -38,7 +38,15 @@ _NOTES: dict[str, tuple[str, str]] = {
         "image: ~/images/pytorch",
     ),
     "workdir": ("where the job starts", "workdir: ~/runs/resnet50"),
-    "env": ("", "env: {WANDB_MODE: offline, NCCL_DEBUG: WARN}"),
+    "env": (
+        "",
+        "env: {WANDB_MODE: offline, WANDB_API_KEY: {secret: wandb}}",
+    ),
+    "secrets": (
+        "variables set from your secrets (`kaic secret set NAME`), VAR: NAME; the same as "
+        "env's VAR: {secret: NAME}",
+        "secrets: {HF_TOKEN: hf}",
+    ),
     "run": (
         "the script the job runs (bash); required, unless `-- COMMAND` is given",
         "run: |\n  python train.py --epochs 90",
@@ -72,7 +80,8 @@ _NOTES: dict[str, tuple[str, str]] = {
 #: the type of the keys written in a format of their own
 _FORMAT_TYPES = {
     "time_limit": "duration",
-    "env": "mapping NAME: value",
+    "env": "mapping NAME: value or {secret: NAME}",
+    "secrets": "mapping VAR: secret name",
     "run": "bash script",
     "array": "array spec",
     "depends_on": "job id, or a list of them",
@@ -167,7 +176,8 @@ def reference() -> str:
         "kaic job file reference (YAML; `kaic submit JOBFILE`, flags override keys)",
         "",
         "Every key is optional except `run` (or `-- COMMAND` on the command line). A flag",
-        "given to `kaic submit` wins over the file; `--env` merges with `env`.",
+        "given to `kaic submit` wins over the file; `--env` merges with `env`, `--secret`",
+        "with `secrets`. A secret's value never goes in the file: `kaic secret set NAME`.",
         "",
     ]
     by_key = {f.key: f for f in FIELDS}

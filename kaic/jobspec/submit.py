@@ -20,6 +20,7 @@ from kaic.errors import UsageError
 from kaic.jobspec.jobfile import JOBFILE_HINT, JobFile, Transfer
 from kaic.jobspec.keys import FIELDS, FLAGS, LEAVES, OPTIONS, env_name_ok, job_id_ok, short
 from kaic.jobspec.keys import parse_array as check_array
+from kaic.jobspec.secrets import parse_secret_flags
 from kaic.models.fields import JobField
 from kaic.models.followup import parse_notify, parse_retry
 from kaic.models.jobs import JobSubmit
@@ -99,6 +100,8 @@ def _flag_value(f: JobField, value: Any) -> Any:
         raise _flag_error(flag, str(exc)) from None
     if f.path == "env":
         return _parse_env_flags(list(value))
+    if f.path == "secrets":
+        return parse_secret_flags(list(value))
     if f.path == "depends_on":
         return _parse_after(list(value))
     if f.path == "run":
@@ -175,9 +178,12 @@ def build_submit(
     for path in LEAVES:
         if path == "run":
             continue
-        if path == "env":
-            values[path] = {**(written.get(path) or {}), **flags.get(path, {})}
-            from_flag.update(f"env.{name}" for name in flags.get(path, {}))
+        if path in ("env", "secrets"):
+            # Per variable; a flag's variable replaces the file's, value or secret alike.
+            flagged = {**flags.get("env", {}), **flags.get("secrets", {})}
+            from_file = {k: v for k, v in (written.get(path) or {}).items() if k not in flagged}
+            values[path] = {**from_file, **flags.get(path, {})}
+            from_flag.update(f"{path}.{name}" for name in flags.get(path, {}))
         elif path in flags:
             values[path] = flags[path]
             from_flag.add(path)

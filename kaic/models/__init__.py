@@ -24,6 +24,7 @@ from kaic.models.jobs import (
     Partition,
     Resources,
 )
+from kaic.models.secrets import SecretInfo, SecretValue
 from kaic.models.staging import (
     FileChecksum,
     SshCertificate,
@@ -58,6 +59,8 @@ __all__ = [
     "ProjectRef",
     "Resources",
     "RevokeRequest",
+    "SecretInfo",
+    "SecretValue",
     "SshCertificate",
     "SshCertificateRequest",
     "StagingInfo",

@@ -10,8 +10,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from kaic.models.limits import MAX_SECRET_LENGTH, NameText
 
 #: API-token scopes; a session token (password login) has all of them. `jobs:exec`: open
-#: interactive sessions in running jobs (`kaic exec`, `shell`, `forward`).
-SCOPES: tuple[str, ...] = ("jobs:read", "jobs:write", "files", "jobs:exec")
+#: interactive sessions in running jobs (`kaic exec`, `shell`, `forward`). `secrets:read`:
+#: list the names of the user's secrets; `secrets:write`: set and remove them (values are
+#: never readable through the API, whatever the scope).
+SCOPES: tuple[str, ...] = (
+    "jobs:read",
+    "jobs:write",
+    "files",
+    "jobs:exec",
+    "secrets:read",
+    "secrets:write",
+)
 
 
 class TokenRequest(BaseModel):

@@ -5,7 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from kaic.models.arrays import ARRAY_PATTERN, parse_array
@@ -28,6 +35,7 @@ from kaic.models.limits import (
     ScriptText,
 )
 from kaic.models.metrics import Efficiency
+from kaic.models.secrets import SecretRefs
 from kaic.models.states import JobState
 
 #: `batch`: a job that runs its script; `interactive`: an allocation held for interactive
@@ -88,6 +96,12 @@ class JobSubmit(BaseModel):
         description=f"environment variables: at most {MAX_ENV_VARS}, names and values "
         f"together at most {MAX_ENV_TOTAL_LENGTH} characters",
     )
+    secrets: Annotated[SecretRefs, JobKey(flag="--secret")] = Field(
+        default_factory=dict,
+        description="environment variables whose values are the user's secrets, by name "
+        "(`{VAR: NAME}`); the center resolves them when the job starts, and stores and "
+        "shows only the names",
+    )
     kind: Annotated[JobKind, WireOnly()] = Field(
         "batch",
         description="`interactive`: an allocation for interactive sessions (`kaic alloc`), "
@@ -129,6 +143,17 @@ class JobSubmit(BaseModel):
         if value is None and info.data.get("kind", "batch") != "interactive":
             raise PydanticCustomError("missing", "Field required")
         return value
+
+    @model_validator(mode="after")
+    def _secrets_are_not_env(self) -> JobSubmit:
+        both = sorted(set(self.env) & set(self.secrets))
+        if both:
+            raise PydanticCustomError(
+                "env_and_secret",
+                "{names}: set both in env and as a secret; keep one",
+                {"names": ", ".join(both)},
+            )
+        return self
 
     @field_validator("array")
     @classmethod

@@ -164,6 +164,10 @@ def _check_env_name(name: str) -> str:
     return name
 
 
+#: an environment variable's name (POSIX: letters, digits, `_`, not a digit first)
+EnvName = Annotated[str, AfterValidator(_check_env_name)]
+
+
 def _check_env_size(env: dict[str, str]) -> dict[str, str]:
     if len(env) > MAX_ENV_VARS:
         raise PydanticCustomError(
@@ -195,7 +199,7 @@ ENV_JSON_SCHEMA: dict[str, Any] = {
 #: count and the total size bounded. The schema says all but the total, which it cannot.
 EnvMapping = Annotated[
     dict[
-        Annotated[str, AfterValidator(_check_env_name)],
+        EnvName,
         Annotated[str, Text(MAX_ENV_VALUE_LENGTH, refused=r"\x00", refused_name="NUL characters")],
     ],
     AfterValidator(_check_env_size),

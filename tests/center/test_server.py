@@ -22,6 +22,7 @@ from kaic.center.app import create_app
 from kaic.center.listen import loopback_bind_address
 from kaic.center.server import prepare_local_center, serve
 from kaic.center.settings import CenterSettings
+from kaic.models import SCOPES
 
 from .conftest import PASSWORD, FakeClock, assert_error, bearer
 
@@ -58,7 +59,7 @@ def test_local_center_token_file(tmp_path: Path) -> None:
         assert me["token_kind"] == "local"
         assert me["unix_account"] == "carol"
         assert me["projects"] == [{"name": "local", "role": "member"}]
-        assert me["scopes"] == ["jobs:read", "jobs:write", "files", "jobs:exec"]
+        assert me["scopes"] == list(SCOPES)  # a local token acts with every scope
         assert (
             client.get("/v1/projects", headers=bearer(first["token"])).json()[0][
                 "gpu_hours_granted"

@@ -220,7 +220,7 @@ def test_unknown_keys(tmp_path: Path, text: str, expected: str) -> None:
         ("run: x\ntime_limit: -5m\n", ":2: time_limit: duration must be positive"),
         ("run: x\ntime_limit: yes\n", ":2: time_limit: not a valid duration 'yes'"),
         ("run: x\nenv: [A=1]\n", ":2: env: must be a mapping NAME: value"),
-        ("run: x\nenv:\n  A: {b: 1}\n", ":3: env.A: must be a single value (got a mapping)"),
+        ("run: x\nenv:\n  A: {b: 1}\n", ":3: env.A: must be a single value or {secret: NAME}"),
         ("run: x\nenv:\n  A:\n", ":3: env.A: has no value"),
         ("run: x\nenv: {1A: x}\n", ":2: env.1A: not a valid variable name"),
         ("run: [a, b]\n", ":1: run: must be a string; use `run: |`"),
@@ -540,7 +540,7 @@ def test_keys_and_flags_are_derived_from_the_model() -> None:
     assert tuple(f.key for f in keys.GROUPS["resources"].fields) == tuple(Resources.model_fields)
     assert keys.FLAGS["resources.gpu_type"] == "--gpu-type" and keys.FLAGS["run"] == "-- COMMAND"
     options = "name project partition gpus gpu_type nodes time image workdir env command array"
-    options += " after retry notify"
+    options += " after retry notify secret"
     assert sorted(keys.OPTIONS) == sorted(options.split())
 
 

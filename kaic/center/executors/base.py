@@ -87,6 +87,9 @@ class LaunchSpec:
     #: the user's storage home (`~` of the job)
     home: Path
     env: Mapping[str, str] = field(default_factory=dict)
+    #: the job's secrets, resolved at its start: variable -> value. Only `job_environment`
+    #: reads them (never printed: left out of the repr)
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
     gpu_ids: Sequence[int] = ()
     time_limit_seconds: int | None = None
     partition: str = "local"

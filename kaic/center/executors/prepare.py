@@ -74,6 +74,9 @@ def job_environment(
         "LOGNAME": login,
     }
     env.update(spec.env)
+    # Secrets (kaic.center.secrets): resolved at the job's start; they reach only the job's
+    # environment (no file, no argv). A variable is in env or in secrets, never both.
+    env.update(spec.secrets)
     env.update({"KAIC_JOB_NAME": spec.name, "KAIC_PARTITION": spec.partition})
     if not spec.array_tasks:
         env.update(

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from kaic.center.executors.base import LaunchSpec
 from kaic.center.jobs.paths import job_paths, resolve_workdir, storage_home
 from kaic.center.jobs.rows import JobRow
+from kaic.center.secrets import Secrets, SecretUnavailable
 from kaic.center.settings import CenterSettings
 
 #: what an interactive allocation without `run` runs: it holds the allocation until it is
@@ -23,6 +24,7 @@ def launch_spec(
     gpu_ids: Sequence[int] = (),
     group: Sequence[JobRow] = (),
     after_ok: Sequence[str] = (),
+    secrets: Secrets | None = None,
 ) -> LaunchSpec:
     """What the executor needs to start `row`: a job or an array task on `gpu_ids` (the
     center's own queue), or — `row` being an array's first task and `group` its pending
@@ -31,7 +33,11 @@ def launch_spec(
     Raises `PathRejected` when the workdir no longer lies inside the user's storage. The
     executor creates the home and the workdir (`executors.prepare.prepare_storage`: as the
     center, handing what it made to the job's account when it runs jobs as their users, and
-    never through a link — the user may change their storage after this check)."""
+    never through a link — the user may change their storage after this check).
+
+    The job's secrets (`row.spec.secrets`, references only) are resolved now, at its start,
+    from `secrets`: a rotated secret reaches the next job. Raises `SecretUnavailable`
+    (the job fails, saying why) when one was removed or does not decrypt."""
     whole_array = bool(group) and row.array_job_id is not None
     job_id = row.array_job_id if whole_array and row.array_job_id else row.id
     home = storage_home(settings, row.user, row.unix_account or None)
@@ -45,6 +51,7 @@ def launch_spec(
         workdir=workdir,
         home=home,
         env=dict(row.spec.env),
+        secrets=_resolve(secrets, row),
         gpu_ids=tuple(gpu_ids),
         time_limit_seconds=row.time_limit_seconds,
         partition=partition,
@@ -61,3 +68,12 @@ def launch_spec(
         after_ok=tuple(after_ok),
         own_storage=settings.state_dir / "storage" if settings.storage_root is None else None,
     )
+
+
+def _resolve(secrets: Secrets | None, row: JobRow) -> dict[str, str]:
+    refs = row.spec.secrets
+    if not refs:
+        return {}
+    if secrets is None:
+        raise SecretUnavailable("this center keeps no secrets; drop the job's secret references")
+    return secrets.resolve(row.user_id, refs)

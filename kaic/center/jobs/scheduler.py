@@ -36,6 +36,7 @@ from kaic.center.jobs.queues.fifo import CenterQueue
 from kaic.center.jobs.queues.handover import HandOverQueue
 from kaic.center.jobs.rows import JobRow
 from kaic.center.jobs.store import JobStore
+from kaic.center.secrets import Secrets
 from kaic.center.settings import CenterSettings
 from kaic.center.store import Store
 from kaic.models import JobState, Partition
@@ -50,13 +51,22 @@ SHUTDOWN_REASON = "the center shut down"
 class Scheduler:
     """Runs the queue on its own thread; `start()`/`shutdown()` bracket the app's life."""
 
-    def __init__(self, store: Store, settings: CenterSettings, executor: Executor) -> None:
+    def __init__(
+        self,
+        store: Store,
+        settings: CenterSettings,
+        executor: Executor,
+        *,
+        secrets: Secrets | None = None,
+    ) -> None:
         self.jobs = JobStore(store)
         self.settings = settings
         self.executor = executor
         self.ledger = Ledger(self.jobs, executor.name)
         policy = HandOverQueue if executor.owns_queue else CenterQueue
         self.queue: QueuePolicy = policy(self.ledger, executor, settings, lambda: self.partitions)
+        # Users' secrets, resolved into each job's environment as it starts.
+        self.queue.secrets = secrets
         self._configured = {p.name: p for p in configured_partitions(settings)}
         self._mutex = threading.RLock()
         self._cond = threading.Condition()

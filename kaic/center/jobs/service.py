@@ -193,6 +193,7 @@ class JobService:
             for dep in spec.depends_on:
                 if dep not in known or known[dep].user_id != user_id:
                     plan.add("invalid", f"depends_on: no job {dep!r} of yours")
+        self._check_secrets(plan, user_id, spec)
         try:
             plan.workdir, _ = resolve_workdir(
                 storage_home(self.settings, user, self._unix_account(user)), spec.workdir
@@ -251,6 +252,21 @@ class JobService:
         refusal = notify_refusal(spec.notify, self.notify_allowed, self.settings.smtp_relay)
         if refusal:
             plan.add("invalid", f"notify: {refusal}")
+
+    def _check_secrets(self, plan: Plan, user_id: int, spec: JobSubmit) -> None:
+        """Every secret the job names must be one of the user's (its value is read only
+        when the job starts)."""
+        if not spec.secrets:
+            return
+        secrets = self.scheduler.queue.secrets
+        if secrets is None:
+            plan.add("invalid", "this center keeps no secrets; drop the job's secret references")
+            return
+        for name in secrets.missing(user_id, list(spec.secrets.values())):
+            plan.add(
+                "invalid",
+                f"no secret {name!r} of yours; set it with `kaic secret set {name}` first",
+            )
 
     def dry_run(self, user_id: int, user: str, spec: JobSubmit) -> DryRunResult:
         """Validate and estimate, creating nothing."""

@@ -38,6 +38,7 @@ from kaic.center.interactive.registry import (
 from kaic.center.jobs.launch import launch_spec
 from kaic.center.jobs.paths import PathRejected
 from kaic.center.jobs.service import JobService
+from kaic.center.secrets import SecretUnavailable
 from kaic.center.settings import CenterSettings
 from kaic.center.store import Store
 from kaic.models import JobState
@@ -130,8 +131,11 @@ def _admit(ws: WebSocket, job_id: str, kind: SessionKind, detail: str) -> Admitt
     except SessionRefused as exc:
         raise ApiError(exc.status, exc.code, exc.message) from None
     try:
-        spec = launch_spec(settings, row, partition=row.partition, gpu_ids=row.gpu_ids)
-    except PathRejected as exc:
+        # A session sees the job's environment, its secrets (as they are now) included.
+        spec = launch_spec(
+            settings, row, partition=row.partition, gpu_ids=row.gpu_ids, secrets=state.secrets
+        )
+    except (PathRejected, SecretUnavailable) as exc:
         registry.release(session)
         raise ApiError(409, "job_not_running", f"job {row.id}: {exc}") from None
     except BaseException:

@@ -10,6 +10,7 @@ from kaic.center.executors.base import Executor
 from kaic.center.jobs.ledger import Ledger
 from kaic.center.jobs.partitions import PartitionConfig
 from kaic.center.jobs.rows import JobRow, QueueRow
+from kaic.center.secrets import Secrets
 from kaic.center.settings import CenterSettings
 from kaic.models import JobState
 
@@ -44,6 +45,9 @@ class QueuePolicy(ABC):
         self.partitions = partitions
         #: jobs the executor was already asked to stop (the policy's only memory)
         self.signalled: set[str] = set()
+        #: users' secrets, resolved into a job's environment as it starts (the scheduler
+        #: sets them; None: a job that names a secret fails to start)
+        self.secrets: Secrets | None = None
 
     def forget(self, job_id: str) -> None:
         """A job ended: nothing more to ask the executor about it."""

@@ -219,7 +219,13 @@ class CenterQueue(QueuePolicy):
         if row is None:
             return False
         try:
-            spec = launch_spec(self.settings, row, partition=partition.name, gpu_ids=gpu_ids)
+            spec = launch_spec(
+                self.settings,
+                row,
+                partition=partition.name,
+                gpu_ids=gpu_ids,
+                secrets=self.secrets,
+            )
             launched = self.executor.start(spec)
         except Exception as exc:
             log_start_failure(row.id, "start", exc)

@@ -139,7 +139,12 @@ class HandOverQueue(QueuePolicy):
         submit_id = row.array_job_id or row.id
         try:
             spec = launch_spec(
-                self.settings, row, partition=row.partition, group=rows, after_ok=after_ok
+                self.settings,
+                row,
+                partition=row.partition,
+                group=rows,
+                after_ok=after_ok,
+                secrets=self.secrets,
             )
             launched = self.executor.start(spec)
         except ExecutorUnavailable as exc:
