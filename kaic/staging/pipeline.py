@@ -42,6 +42,7 @@ import paramiko
 
 from kaic.staging.connect import REPLY_TIMEOUT
 from kaic.staging.names import name_bytes
+from kaic.staging.packets import channel_sendall
 
 # message types (draft-ietf-secsh-filexfer-02)
 FXP_INIT, FXP_VERSION, FXP_OPEN, FXP_CLOSE, FXP_READ, FXP_WRITE = 1, 2, 3, 4, 5, 6
@@ -186,8 +187,8 @@ class SftpPipe:
 
     def _send(self, data: bytes | bytearray) -> None:
         try:
-            # A memoryview: paramiko's sendall slices what is left after each packet.
-            self._channel.sendall(memoryview(data))  # type: ignore[arg-type]
+            # Sealed from `data` itself, packet by packet (`packets.channel_sendall`).
+            channel_sendall(self._channel, data)
         except (OSError, EOFError, paramiko.SSHException) as exc:
             raise PipeClosed(f"SFTP channel closed: {exc}") from exc
 
@@ -199,7 +200,8 @@ class SftpPipe:
                 (n,) = struct.unpack_from(">I", buf)
                 if len(buf) >= 4 + n:
                     kind = buf[4]
-                    body = bytes(buf[5 : 4 + n])
+                    with memoryview(buf) as view:  # (one copy: a slice of buf would be two)
+                        body = bytes(view[5 : 4 + n])
                     del buf[: 4 + n]
                     return kind, body
             try:
