@@ -18,10 +18,17 @@ import logging
 import os
 import re
 import socket
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+
+# paramiko imports `invoke` (and through it unittest.mock, yaml, ...: ~70 ms of every
+# `kaic data` start) only to run `Match exec` lines of ssh_config files, which kaic never
+# reads. Hide it from paramiko unless something imported it already.
+if "invoke" not in sys.modules:
+    sys.modules["invoke"] = None  # type: ignore[assignment]
 
 import paramiko
 
