@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import errno
 import struct
+import threading
 from typing import Any
 
 import paramiko
@@ -253,3 +254,35 @@ def channel_sendall(channel: paramiko.Channel, data: bytes | bytearray | memoryv
             raise OSError("Socket is closed")
         transport._send_user_message(ChannelData(chan.remote_chanid, view[:size]))
         view = view[size:]
+
+
+#: a sender waiting for the send window is woken once this much is open (or a quarter of
+#: the most the host ever opened, for a host with a small window), not for each adjust
+WINDOW_WAKE = 256 * 1024
+
+
+class WindowCondition(threading.Condition):
+    """A channel's `out_buffer_cv` that wakes a sender waiting for window only once the
+    window holds `WINDOW_WAKE` bytes (or the channel closed). sshd opens the window in
+    ~96 KiB steps (a WINDOW_ADJUST per ~3 packets consumed): waking the sender for each is
+    a thread switch and a trip for the GIL per 3 packets, paid by the transport's reader
+    thread. The bar is a quarter of the largest window the host ever granted, so a host
+    with a small window still wakes its sender (hosts do not shrink their windows)."""
+
+    def __init__(self, channel: Any):
+        super().__init__(channel.lock)
+        self._channel = channel
+        self._most = channel.out_window_size
+
+    def notify_all(self) -> None:
+        chan = self._channel
+        window = chan.out_window_size
+        self._most = max(self._most, window)
+        if chan.closed or window >= min(WINDOW_WAKE, self._most // 4) or window == self._most:
+            super().notify_all()
+
+
+def patient_sender(channel: paramiko.Channel) -> None:
+    """Give `channel` a `WindowCondition` (before anything waits on the old one)."""
+    chan: Any = channel
+    chan.out_buffer_cv = WindowCondition(chan)

@@ -43,7 +43,7 @@ from paramiko.buffered_pipe import BufferedPipe
 
 from kaic.staging.connect import REPLY_TIMEOUT
 from kaic.staging.names import name_bytes
-from kaic.staging.packets import channel_sendall
+from kaic.staging.packets import channel_sendall, patient_sender
 
 # message types (draft-ietf-secsh-filexfer-02)
 FXP_INIT, FXP_VERSION, FXP_OPEN, FXP_CLOSE, FXP_READ, FXP_WRITE = 1, 2, 3, 4, 5, 6
@@ -192,6 +192,7 @@ class SftpPipe:
         channel.settimeout(reply_timeout)  # a silent server counts as a lost connection
         self._replies = ReplyBuffer()
         channel.in_buffer = self._replies  # (nothing arrives before the subsystem starts)
+        patient_sender(channel)
         self._channel = channel
         self._reply_timeout = reply_timeout
         self._buf = bytearray()
