@@ -1,6 +1,7 @@
 """kaic's packet layer (`kaic.staging.packets`): AES-GCM packets sealed and opened in place
-must be what paramiko writes and reads, byte for byte, however the socket splits them; and
-a real transfer must survive rekeying in the middle, both ways."""
+must be what paramiko writes and reads, byte for byte, however the socket splits them; a
+real transfer must survive rekeying in the middle, both ways; and the pipe's channels wake
+their threads in large steps, never leaving one asleep with what it waits for there."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from paramiko.packet import Packetizer
 
-from kaic.staging.packets import BufferedPacketizer, ChannelData
+from kaic.staging.packets import BufferedPacketizer, ChannelData, WindowCondition
+from kaic.staging.pipeline import ReplyBuffer
 from kaic.staging.transfer import SyncOptions, pull, push
 from tests.staging.conftest import SshEnv
 
@@ -161,3 +163,73 @@ def test_transfer_rekeys_midway_both_ways(
     digest = hashlib.sha256(src.read_bytes()).hexdigest()
     assert hashlib.sha256((view / "big.bin").read_bytes()).hexdigest() == digest
     assert hashlib.sha256((back / "big.bin").read_bytes()).hexdigest() == digest
+
+
+class _Chan:
+    """What WindowCondition reads of a paramiko Channel."""
+
+    def __init__(self, window: int) -> None:
+        self.lock = threading.Lock()
+        self.out_window_size = window
+        self.closed = False
+
+
+def _counting(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    real = threading.Condition.notify_all
+
+    def notify_all(self: threading.Condition) -> None:
+        calls.append(1)
+        real(self)
+
+    monkeypatch.setattr(threading.Condition, "notify_all", notify_all)
+    return calls
+
+
+def test_window_wakes_the_sender_in_large_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """sshd's ~96 KiB adjusts wake a sender only once 256 KiB are open; a closed channel
+    always wakes it; a host whose window is small still wakes it (a quarter of its most)."""
+    calls = _counting(monkeypatch)
+    chan = _Chan(2 << 20)
+    cv = WindowCondition(chan)
+    chan.out_window_size = 0  # the sender used it all
+    woken = []
+    for _ in range(6):
+        chan.out_window_size += 96 << 10
+        with cv:
+            cv.notify_all()
+        woken.append(len(calls))
+    assert woken == [0, 0, 1, 2, 3, 4]  # from 288 KiB on
+    chan.out_window_size = 0
+    chan.closed = True
+    with cv:
+        cv.notify_all()
+    assert len(calls) == 5
+
+    calls.clear()
+    small = _Chan(64 << 10)
+    cv = WindowCondition(small)
+    small.out_window_size = 8 << 10
+    with cv:
+        cv.notify_all()
+    assert not calls
+    small.out_window_size = 16 << 10  # a quarter of the 64 KiB it granted
+    with cv:
+        cv.notify_all()
+    assert len(calls) == 1
+
+
+def test_reply_buffer_wakes_the_reader_once_a_reply_is_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = _counting(monkeypatch)
+    pipe = ReplyBuffer()
+    pipe.wanted = 100 << 10
+    for _ in range(3):
+        pipe.feed(b"x" * (32 << 10))
+    assert not calls  # 96 KiB: not yet
+    pipe.feed(b"x" * (32 << 10))
+    assert len(calls) == 1
+    assert pipe.read(1 << 30) == b"x" * (128 << 10)
+    pipe.close()
+    assert len(calls) == 2  # closing always wakes it
