@@ -75,6 +75,19 @@ def test_sealed_channel_data_reads_as_paramikos(pair: tuple[socket.socket, socke
     assert (kind, msg.get_int(), msg.get_binary()) == (94, 3, b"plain")
 
 
+def test_channel_data_without_aes_gcm_goes_paramikos_way(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """Before the key exchange (or with another cipher) ChannelData is sent as paramiko
+    sends any message, and read back the same."""
+    a, b = pair
+    sender, receiver = BufferedPacketizer(a), BufferedPacketizer(b)
+    for data in _payloads():
+        sender.send_message(ChannelData(9, memoryview(data)))
+        kind, msg = receiver.read_message()
+        assert (kind, msg.get_int(), msg.get_binary()) == (94, 9, data)
+
+
 def test_opens_paramikos_packets_however_they_arrive(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:
