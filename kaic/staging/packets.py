@@ -23,6 +23,9 @@ bound by its own CPU there, and most of it went to paramiko's per-packet path:
   the client's CPU of `Channel.sendall`.
 - It skips the handshake timer's cancel (a lock and an event) that paramiko repeats after
   every packet once the first handshake is done.
+- Waiting for the send window: sshd opens it ~96 KiB at a time, and paramiko wakes the
+  waiting sender for each step. `WindowCondition` (`patient_sender`, on the pipes' channels)
+  wakes it once 256 KiB are open.
 
 Anything else — another cipher, compression, packet dumps, messages other than
 CHANNEL_DATA — goes paramiko's own way. Timeouts, keepalives, rekeying (a rekey is asked
