@@ -4,6 +4,7 @@
     sudo PYTHONPATH=. .venv/bin/python benchmarks/bench_wan.py --rtt-ms 0       # loopback
         [--size-mib 1024] [--files 2000] [--file-kib 16] [--rounds 3]
         [--only large|small] [--rate-mbit N] [--kaic-args "--parallel 4"]
+        [--baseline /tmp/kaic-main]   # another kaic tree, measured in the same rounds
 
 Needs root, sshd, sftp, ssh-keygen and rsync (`apt-get install -y rsync`). It starts its own
 sshd on 127.0.0.1 (certificate login, as a center's staging host), and with `--rtt-ms` > 0
@@ -22,6 +23,8 @@ would run it:
 - small files (`--files` x `--file-kib`): `sftp -r` put / get, `rsync -a` over ssh (which
   checks a whole-file checksum of every file it sends), `kaic data push|pull` verified and
   `--no-verify`.
+- `--baseline TREE`: kaic from another source tree (`git archive main | tar -x -C TREE`),
+  verified, as `base push|pull` in the same rounds: before / after a change, interleaved.
 
 Within a round the tools run one after the other, the order reversed every other round
 (A, B, C / C, B, A), each into a directory of its own that is deleted only at the end
@@ -70,6 +73,8 @@ class Bench:
     port: int
     remote_home: Path
     kaic_args: list[str]
+    #: another kaic source tree to measure beside this one (`--baseline`)
+    baseline: Path | None = None
     results: dict[str, list[Run]] = field(default_factory=dict)
 
     # -- running a tool ----------------------------------------------------------------
@@ -112,10 +117,10 @@ class Bench:
     def remote(self, path: str) -> str:
         return f"{STAGING_USER}@127.0.0.1:{path}"
 
-    def kaic(self, name: str, *args: str) -> Run:
+    def kaic(self, name: str, *args: str, tree: Path = REPO) -> Run:
         env = dict(os.environ)
         env.update(
-            PYTHONPATH=str(REPO),
+            PYTHONPATH=str(tree),
             HOME=str(self.base / "home"),
             KAIC_SSH_HOST="127.0.0.1",
             KAIC_SSH_PORT=str(self.port),
@@ -246,6 +251,7 @@ def main() -> None:
     parser.add_argument("--only", choices=("large", "small"), default=None)
     parser.add_argument("--kaic-args", default="", help="extra kaic data options")
     parser.add_argument("--skip", default="", help="comma list of tools to leave out")
+    parser.add_argument("--baseline", type=Path, default=None, help="another kaic tree")
     args = parser.parse_args()
 
     base = Path(tempfile.mkdtemp(prefix="kaic-wan-"))
@@ -266,7 +272,7 @@ def main() -> None:
         proxy, port = start_proxy(sshd.port, args.rtt_ms, args.rate_mbit)
     known = base / "known_hosts"
     known.write_text(f"{sshd.known_hosts_line()}\n[127.0.0.1]:{port} {sshd.host_key_pub_line}\n")
-    bench = Bench(base, sshd, key, known, port, home, shlex.split(args.kaic_args))
+    bench = Bench(base, sshd, key, known, port, home, shlex.split(args.kaic_args), args.baseline)
     skip = set(filter(None, args.skip.split(",")))
     where = f"through a {args.rtt_ms:g} ms RTT proxy" if proxy else "on loopback"
     if args.rate_mbit:
@@ -315,6 +321,11 @@ def large(bench: Bench, args: argparse.Namespace, remote: Path, skip: set[str]) 
         bench.kaic(tagged("push", extra), "push", str(big), "kaic-wan/", *extra)
         there.unlink()
 
+    def base_push() -> None:
+        assert bench.baseline is not None
+        bench.kaic("base push", "push", str(big), "kaic-wan/", tree=bench.baseline)
+        there.unlink()
+
     def get() -> None:
         got.mkdir()
         run = bench.sftp("sftp get", "get kaic-wan/big.bin got/big.bin\n")
@@ -327,19 +338,34 @@ def large(bench: Bench, args: argparse.Namespace, remote: Path, skip: set[str]) 
         bench.kaic(tagged("pull", extra), "pull", "kaic-wan/big.bin", f"{got}/", *extra)
         shutil.rmtree(got)
 
+    def base_pull() -> None:
+        assert bench.baseline is not None
+        got.mkdir()
+        bench.kaic("base pull", "pull", "kaic-wan/big.bin", f"{got}/", tree=bench.baseline)
+        shutil.rmtree(got)
+
+    if bench.baseline is None:
+        skip = skip | {"base"}
+
     bench.results = {}
     print(f"# {args.size_mib} MiB file", flush=True)
     for rnd in range(args.rounds):
         print(f"round {rnd + 1}", flush=True)
-        pushes = [
+        pushes: list[tuple[str, Callable[[], None]]] = [
             ("sftp", put),
             ("kaic", kaic_push),
             ("kaic-nv", partial(kaic_push, "--no-verify")),
+            ("base", base_push),
         ]
         interleaved(rnd, pushes, skip)
         shutil.copyfile(big, there)
         shutil.chown(there, STAGING_USER, STAGING_USER)
-        pulls = [("sftp", get), ("kaic", kaic_pull), ("kaic-nv", partial(kaic_pull, "--no-verify"))]
+        pulls: list[tuple[str, Callable[[], None]]] = [
+            ("sftp", get),
+            ("kaic", kaic_pull),
+            ("kaic-nv", partial(kaic_pull, "--no-verify")),
+            ("base", base_pull),
+        ]
         interleaved(rnd, pulls, skip)
         there.unlink()
     big.unlink()
@@ -351,9 +377,11 @@ def large(bench: Bench, args: argparse.Namespace, remote: Path, skip: set[str]) 
             ("sftp put", "kaic push"),
             ("sftp put", "kaic push --no-verify"),
             ("sftp put + sha256", "kaic push"),
+            ("base push", "kaic push"),
             ("sftp get", "kaic pull"),
             ("sftp get", "kaic pull --no-verify"),
             ("sftp get + sha256", "kaic pull"),
+            ("base pull", "kaic pull"),
         ],
     )
 
@@ -394,6 +422,10 @@ def small(bench: Bench, args: argparse.Namespace, remote: Path, skip: set[str]) 
     def kaic_push(*extra: str) -> None:
         bench.kaic(tagged("push", extra), "push", str(src), dirs.remote(), *extra)
 
+    def base_push() -> None:
+        assert bench.baseline is not None
+        bench.kaic("base push", "push", str(src), dirs.remote(), tree=bench.baseline)
+
     def check(dst: Path) -> None:
         assert len(os.listdir(dst)) == args.files, dst
 
@@ -412,25 +444,36 @@ def small(bench: Bench, args: argparse.Namespace, remote: Path, skip: set[str]) 
         bench.kaic(tagged("pull", extra), "pull", dirs.pushed[0], str(dst), *extra)
         check(dst)
 
+    def base_pull() -> None:
+        assert bench.baseline is not None
+        dst = dirs.local()
+        bench.kaic("base pull", "pull", dirs.pushed[0], str(dst), tree=bench.baseline)
+        check(dst)
+
+    if bench.baseline is None:
+        skip = skip | {"base"}
+
     bench.results = {}
     print(f"# {args.files} x {args.file_kib} KiB files", flush=True)
     for rnd in range(args.rounds):
         print(f"round {rnd + 1}", flush=True)
         dirs.pushed = []
-        pushes = [
+        pushes: list[tuple[str, Callable[[], None]]] = [
             ("sftp", put),
             ("rsync", rsync_push),
             ("kaic", kaic_push),
             ("kaic-nv", partial(kaic_push, "--no-verify")),
+            ("base", base_push),
         ]
         interleaved(rnd, pushes, skip)
         for dst in dirs.pushed:
             check(bench.remote_home / dst)
-        pulls = [
+        pulls: list[tuple[str, Callable[[], None]]] = [
             ("sftp", get),
             ("rsync", rsync_pull),
             ("kaic", kaic_pull),
             ("kaic-nv", partial(kaic_pull, "--no-verify")),
+            ("base", base_pull),
         ]
         interleaved(rnd, pulls, skip)
     print(f"# {args.files} x {args.file_kib} KiB files, medians")
@@ -441,9 +484,11 @@ def small(bench: Bench, args: argparse.Namespace, remote: Path, skip: set[str]) 
             ("sftp -r put", "kaic push"),
             ("sftp -r put", "kaic push --no-verify"),
             ("rsync -a push", "kaic push"),
+            ("base push", "kaic push"),
             ("sftp -r get", "kaic pull"),
             ("sftp -r get", "kaic pull --no-verify"),
             ("rsync -a pull", "kaic pull"),
+            ("base pull", "kaic pull"),
         ],
     )
 

@@ -1,0 +1,248 @@
+"""kaic's packet layer (`kaic.staging.packets`): AES-GCM packets sealed and opened in place
+must be what paramiko writes and reads, byte for byte, however the socket splits them; a
+real transfer must survive rekeying in the middle, both ways; and the pipe's channels wake
+their threads in large steps, never leaving one asleep with what it waits for there."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paramiko
+import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from paramiko.packet import Packetizer
+
+from kaic.staging.packets import BufferedPacketizer, ChannelData, WindowCondition
+from kaic.staging.pipeline import ReplyBuffer
+from kaic.staging.transfer import SyncOptions, pull, push
+from tests.staging.conftest import SshEnv
+
+KEY, IV = bytes(range(16)), bytes(range(100, 112))
+
+
+def _aead(packetizer: Any, *, out: bool) -> Any:
+    """Switch `packetizer` to aes128-gcm one way, as paramiko's transport does after kex."""
+    if out:
+        packetizer.set_outbound_cipher(AESGCM(KEY), 16, None, 16, None, aead=True, iv_out=IV)
+    else:
+        packetizer.set_inbound_cipher(AESGCM(KEY), 16, None, 16, None, aead=True, iv_in=IV)
+    return packetizer
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    a, b = socket.socketpair()
+    b.settimeout(5)
+    yield a, b
+    a.close()
+    b.close()
+
+
+def _payloads() -> list[bytes]:
+    sizes = [0, 1, 15, 16, 17, 4096, 32 * 1024 - 64, 64 * 1024 + 7]
+    return [os.urandom(n) for n in sizes]
+
+
+def _data_message(channel: int, data: bytes) -> paramiko.Message:
+    m = paramiko.Message()
+    m.add_byte(bytes([94]))
+    m.add_int(channel)
+    m.add_string(data)
+    return m
+
+
+def test_sealed_channel_data_reads_as_paramikos(pair: tuple[socket.socket, socket.socket]) -> None:
+    """ChannelData sealed by BufferedPacketizer is what paramiko's Packetizer reads, and
+    the same bytes paramiko itself would have sent (zero padding aside, which the receiver
+    never sees)."""
+    a, b = pair
+    sender = _aead(BufferedPacketizer(a), out=True)
+    receiver = _aead(Packetizer(b), out=False)
+    for data in _payloads():
+        sender.send_message(ChannelData(7, memoryview(data)))
+        kind, msg = receiver.read_message()
+        assert kind == 94
+        assert msg.get_int() == 7 and msg.get_binary() == data
+    # Anything but channel data goes paramiko's way, and still reads back.
+    sender.send_message(_data_message(3, b"plain"))
+    kind, msg = receiver.read_message()
+    assert (kind, msg.get_int(), msg.get_binary()) == (94, 3, b"plain")
+
+
+def test_channel_data_without_aes_gcm_goes_paramikos_way(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """Before the key exchange (or with another cipher) ChannelData is sent as paramiko
+    sends any message, and read back the same."""
+    a, b = pair
+    sender, receiver = BufferedPacketizer(a), BufferedPacketizer(b)
+    for data in _payloads():
+        sender.send_message(ChannelData(9, memoryview(data)))
+        kind, msg = receiver.read_message()
+        assert (kind, msg.get_int(), msg.get_binary()) == (94, 9, data)
+
+
+def test_opens_paramikos_packets_however_they_arrive(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """Packets paramiko sealed are opened by BufferedPacketizer whether they come many in
+    one read or one byte at a time."""
+    a, b = pair
+    sent: list[bytes] = []
+    wire = _CapturingSocket()
+    sender = _aead(Packetizer(wire), out=True)  # type: ignore[arg-type]
+    for data in _payloads():
+        sender.send_message(_data_message(5, data))
+        sent.append(data)
+    stream = bytes(wire.data)
+    receiver = _aead(BufferedPacketizer(b), out=False)
+
+    def feed() -> None:
+        half = len(stream) // 2
+        a.sendall(stream[:half])  # many packets at once
+        for i in range(half, len(stream)):  # then a byte at a time
+            a.send(stream[i : i + 1])
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    try:
+        for data in sent:
+            kind, msg = receiver.read_message()
+            assert kind == 94 and msg.get_int() == 5 and msg.get_binary() == data
+    finally:
+        writer.join()
+
+
+def test_tampered_packet_fails_the_connection(pair: tuple[socket.socket, socket.socket]) -> None:
+    a, b = pair
+    wire = _CapturingSocket()
+    _aead(Packetizer(wire), out=True).send_message(_data_message(1, b"secret data"))  # type: ignore[arg-type]
+    stream = bytearray(wire.data)
+    stream[12] ^= 1
+    a.sendall(stream)
+    with pytest.raises(paramiko.SSHException, match="MAC"):
+        _aead(BufferedPacketizer(b), out=False).read_message()
+
+
+class _CapturingSocket:
+    """Enough of a socket for Packetizer.write_all: keeps what was sent."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def send(self, data: bytes) -> int:
+        self.data += data
+        return len(data)
+
+    def settimeout(self, _t: float) -> None:
+        pass
+
+
+def test_transfer_rekeys_midway_both_ways(
+    ssh_env: SshEnv,
+    remote_dir: tuple[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With a rekey every 2 MiB, a striped push and pull (sealed sends, buffered reads)
+    rekey many times mid-stream and still arrive byte-identical and verified."""
+    rekeys: list[int] = []
+    trigger = vars(Packetizer)["_trigger_rekey"]
+    monkeypatch.setattr(BufferedPacketizer, "REKEY_BYTES", 2 << 20)
+
+    def counted(self: Packetizer) -> None:
+        rekeys.append(1)
+        trigger(self)
+
+    monkeypatch.setattr(BufferedPacketizer, "_trigger_rekey", counted)
+    name, view = remote_dir
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(24 << 20))
+    options = SyncOptions(chunk=256 << 10, segment=4 << 20)
+    result = push(ssh_env.target(), [str(src)], f"{name}/", options)
+    assert not result.failures and result.verified and result.files_transferred == 1
+    pushed = len(rekeys)
+    assert pushed >= 4, pushed
+    back = tmp_path / "back"
+    result = pull(ssh_env.target(), [f"{name}/big.bin"], f"{back}/", options)
+    assert not result.failures and result.verified and result.files_transferred == 1
+    assert len(rekeys) - pushed >= 4, rekeys
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()
+    assert hashlib.sha256((view / "big.bin").read_bytes()).hexdigest() == digest
+    assert hashlib.sha256((back / "big.bin").read_bytes()).hexdigest() == digest
+
+
+class _Chan:
+    """What WindowCondition reads of a paramiko Channel."""
+
+    def __init__(self, window: int) -> None:
+        self.lock = threading.Lock()
+        self.out_window_size = window
+        self.closed = False
+
+
+def _counting(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    real = threading.Condition.notify_all
+
+    def notify_all(self: threading.Condition) -> None:
+        calls.append(1)
+        real(self)
+
+    monkeypatch.setattr(threading.Condition, "notify_all", notify_all)
+    return calls
+
+
+def test_window_wakes_the_sender_in_large_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """sshd's ~96 KiB adjusts wake a sender only once 256 KiB are open; a closed channel
+    always wakes it; a host whose window is small still wakes it (a quarter of its most)."""
+    calls = _counting(monkeypatch)
+    chan = _Chan(2 << 20)
+    cv = WindowCondition(chan)
+    chan.out_window_size = 0  # the sender used it all
+    woken = []
+    for _ in range(6):
+        chan.out_window_size += 96 << 10
+        with cv:
+            cv.notify_all()
+        woken.append(len(calls))
+    assert woken == [0, 0, 1, 2, 3, 4]  # from 288 KiB on
+    chan.out_window_size = 0
+    chan.closed = True
+    with cv:
+        cv.notify_all()
+    assert len(calls) == 5
+
+    calls.clear()
+    small = _Chan(64 << 10)
+    cv = WindowCondition(small)
+    small.out_window_size = 8 << 10
+    with cv:
+        cv.notify_all()
+    assert not calls
+    small.out_window_size = 16 << 10  # a quarter of the 64 KiB it granted
+    with cv:
+        cv.notify_all()
+    assert len(calls) == 1
+
+
+def test_reply_buffer_wakes_the_reader_once_a_reply_is_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = _counting(monkeypatch)
+    pipe = ReplyBuffer()
+    pipe.wanted = 100 << 10
+    for _ in range(3):
+        pipe.feed(b"x" * (32 << 10))
+    assert not calls  # 96 KiB: not yet
+    pipe.feed(b"x" * (32 << 10))
+    assert len(calls) == 1
+    assert pipe.read(1 << 30) == b"x" * (128 << 10)
+    pipe.close()
+    assert len(calls) == 2  # closing always wakes it
