@@ -30,6 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kaic.center.containers.spec import Container
 from kaic.center.jobs.partitions import PartitionConfig
 from kaic.models import JobState
 
@@ -107,6 +108,8 @@ class LaunchSpec:
     #: the center's own storage root (`state_dir/storage`) when `home` lies in it; None when
     #: the site's storage root holds the homes (the ownership rule of `executors.prepare`)
     own_storage: Path | None = None
+    #: the image the job runs in and the runtime that runs it (`kaic.center.containers`)
+    container: Container | None = None
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Literal
 
+from kaic.center.containers.launch import ImageRejected, container_for
 from kaic.center.errors import ApiError
 from kaic.center.jobs.paths import PathRejected, resolve_workdir, storage_home
 from kaic.center.jobs.rows import JobRow, NewJob, to_job
@@ -182,12 +183,16 @@ class JobService:
             for dep in spec.depends_on:
                 if dep not in known or known[dep].user_id != user_id:
                     plan.add("invalid", f"depends_on: no job {dep!r} of yours")
+        home = storage_home(self.settings, user, self._unix_account(user))
         try:
-            plan.workdir, _ = resolve_workdir(
-                storage_home(self.settings, user, self._unix_account(user)), spec.workdir
-            )
+            plan.workdir, _ = resolve_workdir(home, spec.workdir)
         except PathRejected as exc:
             plan.add("invalid", str(exc))
+        if spec.image and executor.supports_images:
+            try:
+                container_for(self.settings, home, spec.image)
+            except ImageRejected as exc:
+                plan.add("invalid", str(exc))
 
         memberships = self.store.user_memberships(user_id)
         if spec.project is not None:

@@ -1,0 +1,112 @@
+"""Where a job's image meets its launch: checking a job's `image:` against the center
+(dry-run, submit, start) and the one change to how a job starts — `job_script`, which turns
+the job's script into a launcher that runs it inside the image through the center's runtime.
+
+Both executors run what `job_script` returns exactly where they ran the job's own script (the
+local wrapper's `bash script.sh`, the Slurm batch script), so everything around it — the
+privilege drop, the environment handed over after it, exit codes, signals, time limits,
+logs — stays as it is. The job's script reaches the image on descriptor 3, from a here-document
+(never in argv, where other users could read it), and runs as `bash /dev/fd/3`; pyxis, whose
+`srun` passes no descriptors, reads it from the job's directory, mounted read-only.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shlex
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from kaic.center.containers.gpu import DEFAULT_DEVICE_GLOBS, GpuPassThrough, gpu_pass_through
+from kaic.center.containers.resolve import ImageRejected, resolve_image
+from kaic.center.containers.runtimes import Bind, ContainerJob, runtime
+from kaic.center.containers.spec import Container
+from kaic.center.executors.interactive import require_root_tool
+
+if TYPE_CHECKING:
+    from kaic.center.executors.base import LaunchSpec
+    from kaic.center.settings import CenterSettings
+
+__all__ = ["ARRAY_TASK", "ImageRejected", "container_for", "job_script", "local_tool"]
+
+#: in a `script_file`, stands for the Slurm array task's index (`$SLURM_ARRAY_TASK_ID`)
+ARRAY_TASK = "\0task\0"
+
+
+def container_for(settings: CenterSettings, home: Path, ref: str | None) -> Container | None:
+    """How a job with `image: ref` and storage home `home` runs (None without an image);
+    ImageRejected saying why it cannot (an unknown name, a path that is outside the user's
+    storage, missing or not an image, a format the runtime does not run)."""
+    if not ref:
+        return None
+    chosen = runtime(settings.container_runtime)
+    image = resolve_image(settings.images, home, ref, chosen.formats)
+    globs = (
+        tuple(settings.container_devices) if settings.container_devices else DEFAULT_DEVICE_GLOBS
+    )
+    return Container(image=image, runtime=chosen.name, device_globs=globs)
+
+
+def local_tool(spec: LaunchSpec) -> str | None:
+    """The runtime's executable of a job with an image that runs on this host, by absolute
+    path on the center's fixed PATH (ExecutorError when missing); None without an image."""
+    if spec.container is None:
+        return None
+    return require_root_tool(runtime(spec.container.runtime).tool)
+
+
+def _delimiter(script: str) -> str:
+    """A here-document delimiter that no line of `script` equals."""
+    lines = set(script.splitlines())
+    while True:
+        candidate = f"KAIC_SCRIPT_{secrets.token_hex(8)}"
+        if candidate not in lines:
+            return candidate
+
+
+def _quote(arg: str) -> str:
+    quoted = shlex.quote(arg)
+    return quoted.replace(ARRAY_TASK, "'\"${SLURM_ARRAY_TASK_ID}\"'")
+
+
+# --- launch: the job's command line, or the container runtime's around it ----------------
+def job_script(spec: LaunchSpec, *, tool: str | None = None, script_file: str | None = None) -> str:
+    """What the executor runs as the job's script: `spec.script` itself, or for a job with an
+    image a launcher that `exec`s the runtime on it.
+
+    `tool`: the runtime's executable by absolute path (the local executor resolves it on the
+    center's fixed PATH); None runs it by name on the job's PATH (a Slurm node). `script_file`:
+    where the job's script lies on the node (its job directory, mounted read-only), for a
+    runtime that cannot take it on a descriptor (pyxis); ARRAY_TASK stands for the task's index."""
+    container = spec.container
+    if container is None:
+        return spec.script
+    chosen = runtime(container.runtime)
+    binds: tuple[Bind, ...] = ()
+    if chosen.name == "pyxis":
+        if script_file is None:
+            raise ImageRejected("the pyxis runtime runs Slurm batch jobs only")
+        job_dir = str(Path(script_file).parent)
+        binds = (Bind(job_dir, job_dir, read_only=True),)
+        inner = ["bash", script_file]
+    else:
+        inner = ["bash", "/dev/fd/3"]
+    gpus = (
+        gpu_pass_through(container.device_globs)
+        if chosen.name == "bubblewrap"
+        else GpuPassThrough()
+    )
+    job = ContainerJob(
+        image=container.image,
+        home=str(spec.home),
+        workdir=str(spec.workdir),
+        binds=binds,
+        gpus=gpus,
+        env=spec.env,
+    )
+    line = "exec " + " ".join(_quote(arg) for arg in chosen.command(job, inner, tool=tool))
+    if chosen.name == "pyxis":
+        return line + "\n"
+    script = spec.script if spec.script.endswith("\n") else spec.script + "\n"
+    delimiter = _delimiter(script)
+    return f"{line} 3<<'{delimiter}'\n{script}{delimiter}\n"
