@@ -32,6 +32,7 @@ from kaic.center.ratelimit import LoginRateLimiter
 from kaic.center.routers import (
     auth,
     health,
+    images,
     interactive,
     jobs,
     me,
@@ -197,6 +198,7 @@ def create_app(settings: CenterSettings) -> FastAPI:
     # The last added runs first: every response, a 413 for an oversized body too, gets an id.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=MAX_REQUEST_BYTES)
     app.add_middleware(RequestIdMiddleware)
-    for module in (health, auth, me, tokens, projects, partitions, jobs, interactive, staging):
+    routers = (health, auth, me, tokens, projects, partitions, images, jobs, interactive, staging)
+    for module in routers:
         app.include_router(module.router)
     return app

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from kaic.client.api import CenterClient
     from kaic.client.auth import AuthAPI
     from kaic.client.health import HealthAPI
+    from kaic.client.images import ImagesAPI
     from kaic.client.interactive import InteractiveAPI
     from kaic.client.jobs import JobsAPI
     from kaic.client.staging import StagingAPI
@@ -47,10 +48,12 @@ class Session:
     staging: StagingAPI = field(init=False, repr=False)
     health: HealthAPI = field(init=False, repr=False)
     interactive: InteractiveAPI = field(init=False, repr=False)
+    images: ImagesAPI = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         from kaic.client.auth import AuthAPI
         from kaic.client.health import HealthAPI
+        from kaic.client.images import ImagesAPI
         from kaic.client.interactive import InteractiveAPI
         from kaic.client.jobs import JobsAPI
         from kaic.client.staging import StagingAPI
@@ -60,6 +63,7 @@ class Session:
         self.jobs, self.staging = JobsAPI(self.client), StagingAPI(self.client)
         self.health = HealthAPI(self.client)
         self.interactive = InteractiveAPI(self.client)
+        self.images = ImagesAPI(self.client)
 
     def close(self) -> None:
         self.client.close()
