@@ -19,15 +19,30 @@ _APPLETS = (
 )  # fmt: skip
 
 
+def _dynamic(path: str) -> bool:
+    """Whether the 64-bit ELF at `path` names a program interpreter (PT_INTERP)."""
+    with open(path, "rb") as handle:
+        head = handle.read(64)
+        if head[:4] != b"\x7fELF" or head[4] != 2:
+            return True
+        phoff, phentsize, phnum = (
+            int.from_bytes(head[32:40], "little"),
+            int.from_bytes(head[54:56], "little"),
+            int.from_bytes(head[56:58], "little"),
+        )
+        handle.seek(phoff)
+        headers = handle.read(phentsize * phnum)
+    return any(
+        int.from_bytes(headers[i * phentsize : i * phentsize + 4], "little") == 3
+        for i in range(phnum)
+    )
+
+
 def busybox_path() -> str:
     """The static busybox binary (`apt-get install busybox-static`)."""
     for candidate in ("/bin/busybox", "/usr/bin/busybox"):
-        if os.path.exists(candidate):
-            done = subprocess.run(
-                ["file", "-L", candidate], capture_output=True, text=True, check=False
-            )
-            if "dynamically linked" not in done.stdout:
-                return candidate
+        if os.path.exists(candidate) and not _dynamic(candidate):
+            return candidate
     unavailable("a static busybox is needed for image tests (apt-get install busybox-static)")
 
 

@@ -56,7 +56,10 @@ def _path_image(home: Path, ref: str) -> ResolvedImage:
     try:
         real = StorageRoot(home).follow(ref)
     except Outside as exc:
-        raise ImageRejected(f"image {ref!r} {exc}") from None
+        raise ImageRejected(
+            f"image {ref!r} {exc}; push the image there (`kaic data push`) or pick one of "
+            "`kaic images`"
+        ) from None
     if not os.path.lexists(real):
         raise ImageRejected(
             f"image {ref!r} does not exist on your storage; push it first "
