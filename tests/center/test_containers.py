@@ -28,7 +28,9 @@ def catalogue(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (entries / "busybox.yaml").write_text(
         f"name: busybox\ntag: '1.35'\ndescription: BusyBox 1.35, static\nrootfs: {rootfs}\n"
     )
-    (entries / "other.yaml").write_text(f"name: registry-only\nuri: nvcr.io#nvidia/pytorch:24.10-py3\n")
+    (entries / "other.yaml").write_text(
+        f"name: registry-only\nuri: nvcr.io#nvidia/pytorch:24.10-py3\n"
+    )
     return entries
 
 

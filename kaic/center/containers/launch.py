@@ -12,8 +12,10 @@ logs — stays as it is. The job's script reaches the image on descriptor 3, fro
 
 from __future__ import annotations
 
+import pwd
 import secrets
 import shlex
+import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,7 +23,8 @@ from kaic.center.containers.gpu import DEFAULT_DEVICE_GLOBS, GpuPassThrough, gpu
 from kaic.center.containers.resolve import ImageRejected, resolve_image
 from kaic.center.containers.runtimes import Bind, ContainerJob, runtime
 from kaic.center.containers.spec import Container
-from kaic.center.executors.interactive import require_root_tool
+from kaic.center.executors.base import ExecutorError
+from kaic.center.executors.interactive import ROOT_ENV, require_root_tool
 
 if TYPE_CHECKING:
     from kaic.center.executors.base import LaunchSpec
@@ -47,12 +50,41 @@ def container_for(settings: CenterSettings, home: Path, ref: str | None) -> Cont
     return Container(image=image, runtime=chosen.name, device_globs=globs)
 
 
-def local_tool(spec: LaunchSpec) -> str | None:
+def local_tool(spec: LaunchSpec, account: pwd.struct_passwd | None = None) -> str | None:
     """The runtime's executable of a job with an image that runs on this host, by absolute
-    path on the center's fixed PATH (ExecutorError when missing); None without an image."""
+    path on the center's fixed PATH (ExecutorError when missing); None without an image.
+
+    With the job's `account` (a center running jobs as their users), the image is first
+    checked as that account: the center (root) looks into the image to build the launcher,
+    and must not do so for an image the account could not open itself."""
     if spec.container is None:
         return None
-    return require_root_tool(runtime(spec.container.runtime).tool)
+    tool = require_root_tool(runtime(spec.container.runtime).tool)
+    image = spec.container.image
+    if account is not None and image.format != "registry":
+        test = "-d" if image.format == "rootfs" else "-f"
+        check = [
+            require_root_tool("setpriv"),
+            f"--reuid={account.pw_uid}",
+            f"--regid={account.pw_gid}",
+            "--init-groups",
+            "--",
+            require_root_tool("test"),
+            test,
+            image.location,
+            "-a",
+            "-r",
+            image.location,
+        ]
+        if test == "-d":
+            check += ["-a", "-x", image.location]
+        done = subprocess.run(check, env=dict(ROOT_ENV), cwd="/", capture_output=True, check=False)
+        if done.returncode != 0:
+            raise ExecutorError(
+                f"image {image.reference!r} cannot be read by unix account {account.pw_name}; "
+                "make it readable (`chmod -R a+rX`) or pick one of `kaic images`"
+            )
+    return tool
 
 
 def _delimiter(script: str) -> str:

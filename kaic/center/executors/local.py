@@ -189,7 +189,7 @@ class LocalExecutor(Executor):
             paths.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             # The launch change for images: the job's script, or a launcher running it in
             # its image (`kaic.center.containers.launch`).
-            script = job_script(spec, tool=local_tool(spec))
+            script = job_script(spec, tool=local_tool(spec, account))
             paths.script.write_text(script, encoding="utf-8")
             paths.exitcode.unlink(missing_ok=True)
             prepare_storage(spec.home, spec.workdir, account, own_storage=spec.own_storage)
