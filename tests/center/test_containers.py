@@ -15,6 +15,7 @@ import pytest
 
 from tests.center.containers_support import MARKER, MARKER_TEXT, make_rootfs, require_bwrap
 from tests.center.jobs_support import JobsCenter, jobs_center, wait_for
+from tests.helpers import unavailable
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,7 @@ def catalogue(tmp_path_factory: pytest.TempPathFactory) -> Path:
         f"name: busybox\ntag: '1.35'\ndescription: BusyBox 1.35, static\nrootfs: {rootfs}\n"
     )
     (entries / "other.yaml").write_text(
-        f"name: registry-only\nuri: nvcr.io#nvidia/pytorch:24.10-py3\n"
+        "name: registry-only\nuri: nvcr.io#nvidia/pytorch:24.10-py3\n"
     )
     return entries
 
@@ -135,13 +136,13 @@ def test_path_images_outside_storage_missing_or_not_images_are_refused(
         "~/notes.txt": "is not an image",
     }
     for image, why in cases.items():
-        problems, message = _refused(center, image)
+        _problems, message = _refused(center, image)
         assert why in message, (image, message)
         assert "kaic images" in message, message
 
 
 def test_an_image_the_runtime_cannot_run_is_refused(center: JobsCenter) -> None:
-    problems, message = _refused(center, "registry-only")
+    _problems, message = _refused(center, "registry-only")
     assert "registry image" in message and "runs: rootfs" in message
 
 
@@ -174,3 +175,22 @@ def test_a_broken_catalogue_is_a_503_naming_no_paths(tmp_path: Path) -> None:
         assert response.status_code == 503
         assert str(tmp_path) not in response.text
         assert os.fspath(broken) not in response.text
+
+
+#: host device nodes that bwrap's own minimal /dev lacks (one is enough)
+_SPARE_DEVICES = ("/dev/hwrng", "/dev/vsock", "/dev/loop-control", "/dev/fuse", "/dev/kvm")
+
+
+def test_device_nodes_are_passed_through(tmp_path: Path, catalogue: Path) -> None:
+    """What `--container-device` (by default the NVIDIA driver's `/dev/nvidia*`) names is
+    in the image at its own path; what it does not name is not."""
+    spare = next((d for d in _SPARE_DEVICES if os.path.exists(d)), None)
+    if spare is None:
+        unavailable("no spare device node on this host to pass through")
+    script = f"test -c {spare} && echo present || echo absent"
+    for devices, expected in (([spare], "present\n"), ([], "absent\n")):
+        with jobs_center(
+            tmp_path / str(len(devices)), images=catalogue, container_devices=devices
+        ) as c:
+            job = c.submit(script, image="busybox")
+            assert _outcome(c, job["id"]) == ("COMPLETED", 0, expected)

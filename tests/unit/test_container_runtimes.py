@@ -243,7 +243,7 @@ def test_image_formats_are_recognised(tmp_path: Path) -> None:
         "x.sqsh": "squashfs",
         "x.txt": None,
     }
-    with pytest.raises(ImageRejected, match="is a sif image.*runs: rootfs"):
+    with pytest.raises(ImageRejected, match=r"is a sif image.*runs: rootfs"):
         resolve_image(None, tmp_path, str(tmp_path / "x.sif"), ("rootfs",))
 
 
