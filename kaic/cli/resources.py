@@ -71,7 +71,7 @@ def usage(ctx: typer.Context, json_out: JsonOpt = False, jq: JqOpt = None) -> No
 
 
 def images(ctx: typer.Context, json_out: JsonOpt = False, jq: JqOpt = None) -> None:
-    """Show the container images the center offers: name, tag, size, what each contains.
+    """Show the container images the center offers: name, tag, size, contents.
 
     A job runs in one with `image: NAME` (or NAME:TAG) in its job file, or `--image NAME`;
     an image on your center storage is named by its path (`--image ~/images/NAME`).

@@ -19,7 +19,7 @@ from kaic.center.containers.catalogue import (
     load_catalogue,
 )
 from kaic.center.containers.spec import ResolvedImage
-from kaic.center.jobs.paths import PathRejected
+from kaic.center.executors.base import ExecutorError
 from kaic.center.storage import Outside, StorageRoot
 from kaic.models.images import ImageFormat
 
@@ -30,8 +30,9 @@ SIF_MAGIC = b"SIF_MAGIC"
 SIF_MAGIC_OFFSET = 32
 
 
-class ImageRejected(PathRejected):
-    """A job's image that cannot be run; the message says why and names the fix."""
+class ImageRejected(ExecutorError):
+    """A job's image that cannot be run; the message says why and names the fix (a problem
+    at dry-run and submit, the job's reason when it fails at start)."""
 
 
 def image_format(path: str) -> ImageFormat | None:

@@ -30,7 +30,8 @@ def launch_spec(
     tasks — the whole array as one (an executor that owns the queue).
 
     Raises `PathRejected` when the workdir no longer lies inside the user's storage, or the
-    job's image cannot be run (`ImageRejected`: gone from the catalogue or storage). The
+    job's image cannot be run (`ImageRejected`, an `ExecutorError`: gone from the catalogue
+    or storage). The
     executor creates the home and the workdir (`executors.prepare.prepare_storage`: as the
     center, handing what it made to the job's account when it runs jobs as their users, and
     never through a link — the user may change their storage after this check)."""

@@ -35,6 +35,7 @@ from kaic.center.interactive.registry import (
     SessionRefused,
     SessionRegistry,
 )
+from kaic.center.containers.resolve import ImageRejected
 from kaic.center.jobs.launch import launch_spec
 from kaic.center.jobs.paths import PathRejected
 from kaic.center.jobs.service import JobService
@@ -131,7 +132,7 @@ def _admit(ws: WebSocket, job_id: str, kind: SessionKind, detail: str) -> Admitt
         raise ApiError(exc.status, exc.code, exc.message) from None
     try:
         spec = launch_spec(settings, row, partition=row.partition, gpu_ids=row.gpu_ids)
-    except PathRejected as exc:
+    except (PathRejected, ImageRejected) as exc:
         registry.release(session)
         raise ApiError(409, "job_not_running", f"job {row.id}: {exc}") from None
     except BaseException:
