@@ -136,7 +136,7 @@ def test_bubblewrap_command(tmp_path: Path) -> None:
     )
     job = _job("rootfs", root, gpus=gpus, env={"LD_LIBRARY_PATH": "/opt/x"})
     argv = Bubblewrap().command(job, ["bash", "/dev/fd/3"])
-    assert argv[:3] == ["bwrap", "--die-with-parent", "--unshare-pid"]
+    assert argv[:4] == ["bwrap", "--new-session", "--die-with-parent", "--unshare-pid"]
     assert argv[-5:] == ["--chdir", WORKDIR, "--", "bash", "/dev/fd/3"]
     text = " ".join(argv)
     assert f"--bind {HOME} {HOME}" in text
@@ -266,11 +266,17 @@ def test_job_script_hands_the_script_over_on_fd3_never_in_argv(tmp_path: Path) -
     script = "echo 'KAIC_SCRIPT_x'\nsecret-looking-line\n"
     container = Container(ResolvedImage("img", "rootfs", str(rootfs)), "bubblewrap")
     launcher = job_script(_spec(container, script), tool="/usr/bin/bwrap")
-    first, _, rest = launcher.partition("\n")
-    assert first.startswith("exec /usr/bin/bwrap ") and "secret-looking-line" not in first
-    assert first.endswith("-- bash /dev/fd/3 3<<'" + rest.splitlines()[-1] + "'")
-    assert rest.startswith(script)
+    (line,) = [x for x in launcher.splitlines() if x.startswith("/usr/bin/bwrap ")]
+    assert "secret-looking-line" not in line
+    delimiter = line.rsplit("3<<", 1)[1].removesuffix(" &").strip("'")
+    assert line.endswith(f"-- bash /dev/fd/3 3<<'{delimiter}' &")
+    assert f"{line}\n{script}{delimiter}\n" in launcher
     assert job_script(_spec(None, script)) == script  # no image: the script itself
+    apptainer = Container(ResolvedImage("img", "sif", "/srv/x.sif"), "apptainer")
+    first = job_script(_spec(apptainer, script)).splitlines()[0]
+    assert first.startswith("exec apptainer exec --nv ") and first.endswith(
+        "3<<'" + first.rsplit("'", 2)[1] + "'"
+    )
 
 
 def test_job_script_for_pyxis_reads_the_task_script_from_its_directory() -> None:

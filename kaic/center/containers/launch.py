@@ -32,6 +32,61 @@ if TYPE_CHECKING:
 
 __all__ = ["ARRAY_TASK", "ImageRejected", "container_for", "job_script", "local_tool"]
 
+#: The bubblewrap launcher around the runtime's command line (RUNTIME, then the here-document
+#: with the script). bwrap's outer process has no signal handlers: in the job's process group
+#: it would die of the center's SIGTERM at once, and take the job with it (`--die-with-parent`)
+#: before its grace period — a job that traps SIGTERM to save a checkpoint would lose it. So
+#: bwrap runs in a process group of its own (`set -m`), the job inside in a session of its own
+#: (`--new-session`, led by the namespace's first process, bwrap's child), and this shell, in
+#: the job's process group, hands SIGTERM, SIGINT and SIGHUP on to that session: the job gets
+#: them exactly as without an image, and bwrap lives on to report how it ended (a signal that
+#: comes while bwrap is still setting up goes to bwrap: the job ends as one whose script never
+#: started, 128+N, as without an image). A SIGKILL of
+#: the job's group kills this shell, and with it bwrap and everything inside
+#: (`--die-with-parent`, the pid namespace).
+BWRAP_LAUNCHER = """\
+kaic_runtime= kaic_pending= kaic_inner= kaic_child= kaic_rc=
+kaic_child_of() {  # a child of process $1: usually the next pid, else found in /proc
+  local stat fields
+  for stat in /proc/$(($1 + 1))/stat /proc/$(($1 + 2))/stat /proc/[0-9]*/stat; do
+    read -r fields 2>/dev/null <"$stat" || continue
+    fields=${fields##*) }
+    set -- "$1" $fields
+    if [ "$3" = "$1" ]; then
+      stat=${stat#/proc/}
+      kaic_child=${stat%/stat}
+      return 0
+    fi
+  done
+  return 1
+}
+kaic_deliver() {  # the pending signals to the job's session; before it runs, to the runtime
+  local sig kaic_child target
+  [ -n "$kaic_pending" ] && [ -n "$kaic_runtime" ] || return 0
+  target=$kaic_runtime
+  if kaic_child_of "$kaic_runtime"; then
+    kaic_inner=$kaic_child
+    kaic_child_of "$kaic_inner" && target=$kaic_inner
+  fi
+  for sig in $kaic_pending; do kill -s "$sig" -- "-$target" 2>/dev/null; done
+  kaic_pending=
+}
+trap 'kaic_pending="$kaic_pending TERM"; kaic_deliver' TERM
+trap 'kaic_pending="$kaic_pending INT"; kaic_deliver' INT
+trap 'kaic_pending="$kaic_pending HUP"; kaic_deliver' HUP
+set -m
+RUNTIME &
+kaic_runtime=$!
+set +m
+kaic_deliver
+while :; do
+  wait "$kaic_runtime"
+  kaic_rc=$?
+  kill -0 "$kaic_runtime" 2>/dev/null || break
+done
+exit "$kaic_rc"
+"""
+
 #: in a `script_file`, stands for the Slurm array task's index (`$SLURM_ARRAY_TASK_ID`)
 ARRAY_TASK = "\0task\0"
 
@@ -136,9 +191,13 @@ def job_script(spec: LaunchSpec, *, tool: str | None = None, script_file: str | 
         gpus=gpus,
         env=spec.env,
     )
-    line = "exec " + " ".join(_quote(arg) for arg in chosen.command(job, inner, tool=tool))
+    line = " ".join(_quote(arg) for arg in chosen.command(job, inner, tool=tool))
     if chosen.name == "pyxis":
-        return line + "\n"
+        return f"exec {line}\n"
     script = spec.script if spec.script.endswith("\n") else spec.script + "\n"
     delimiter = _delimiter(script)
-    return f"{line} 3<<'{delimiter}'\n{script}{delimiter}\n"
+    if chosen.name == "bubblewrap":
+        head, _, tail = BWRAP_LAUNCHER.partition("RUNTIME &\n")
+        return f"{head}{line} 3<<'{delimiter}' &\n{script}{delimiter}\n{tail}"
+    # Apptainer hands signals on to the container itself.
+    return f"exec {line} 3<<'{delimiter}'\n{script}{delimiter}\n"

@@ -9,6 +9,7 @@ started as the job's account, so it can read nothing of the image the job could 
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from kaic.center.containers.spec import ResolvedImage
 from kaic.center.executors.base import ExecutorError
 from kaic.center.storage import Outside, StorageRoot
 from kaic.models.images import ImageFormat
+
+logger = logging.getLogger("kaic.center.images")
 
 #: the first bytes of a squashfs image (enroot's `.sqsh`, Apptainer's old format)
 SQUASHFS_MAGIC = b"hsqs"
@@ -83,7 +86,10 @@ def resolve_image(
     try:
         entries = load_catalogue(catalogue)
     except CatalogueError as exc:
-        raise ImageRejected(f"the center's image catalogue cannot be read ({exc})") from None
+        logger.warning("image catalogue: %s", exc)  # the operator's paths stay in the log
+        raise ImageRejected(
+            "the center's image catalogue cannot be read; tell its operator (its log says why)"
+        ) from None
     entry = find(entries, ref)
     if entry is not None:
         image = ResolvedImage(reference=ref, format=entry.format, location=entry.location)

@@ -158,7 +158,7 @@ class Bubblewrap(Runtime):
             *(b.target for b in binds),
             *(d for d in devices if not _under(d, "/dev")),
         ]
-        args = [tool or self.tool, "--die-with-parent", "--unshare-pid"]
+        args = [tool or self.tool, "--new-session", "--die-with-parent", "--unshare-pid"]
         args += underlay(job.image.location, targets)
         args += ["--proc", "/proc", "--dev", "/dev", "--ro-bind-try", "/sys", "/sys"]
         for path in shared:
