@@ -7,6 +7,7 @@ paths outside the user's storage and non-images are refused at dry-run and submi
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -174,7 +175,7 @@ def test_a_broken_catalogue_is_a_503_naming_no_paths(tmp_path: Path) -> None:
         response = center.get("/v1/images")
         assert response.status_code == 503
         assert str(tmp_path) not in response.text and "operator" in response.text
-        problems, message = _refused(center, "x")
+        _problems, message = _refused(center, "x")
         assert str(tmp_path) not in message and "tell its operator" in message
 
 
@@ -208,3 +209,15 @@ def test_a_job_that_traps_sigterm_gets_its_grace_in_an_image(center: JobsCenter)
         assert center.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
         outcomes.append(_outcome(center, job["id"]))
     assert outcomes[0] == outcomes[1] == ("CANCELLED", 0, "running\ncheckpoint saved\n")
+
+
+def test_a_runtime_that_is_not_installed_is_named_at_dry_run(
+    tmp_path: Path, catalogue: Path
+) -> None:
+    """Apptainer is not installed here: a local center configured with it says so before
+    the job is queued, rather than failing it at start."""
+    if shutil.which("apptainer", path="/usr/sbin:/usr/bin:/sbin:/bin"):
+        unavailable("apptainer is installed here")
+    with jobs_center(tmp_path, images=catalogue, container_runtime="apptainer") as center:
+        _problems, message = _refused(center, "busybox")
+        assert "(apptainer) is not installed" in message and "drop `image`" in message

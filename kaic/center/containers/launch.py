@@ -24,7 +24,7 @@ from kaic.center.containers.resolve import ImageRejected, resolve_image
 from kaic.center.containers.runtimes import Bind, ContainerJob, runtime
 from kaic.center.containers.spec import Container
 from kaic.center.executors.base import ExecutorError
-from kaic.center.executors.interactive import ROOT_ENV, require_root_tool
+from kaic.center.executors.interactive import ROOT_ENV, require_root_tool, root_tool
 
 if TYPE_CHECKING:
     from kaic.center.executors.base import LaunchSpec
@@ -91,13 +91,22 @@ exit "$kaic_rc"
 ARRAY_TASK = "\0task\0"
 
 
-def container_for(settings: CenterSettings, home: Path, ref: str | None) -> Container | None:
+def container_for(
+    settings: CenterSettings, home: Path, ref: str | None, *, here: bool = False
+) -> Container | None:
     """How a job with `image: ref` and storage home `home` runs (None without an image);
     ImageRejected saying why it cannot (an unknown name, a path that is outside the user's
-    storage, missing or not an image, a format the runtime does not run)."""
+    storage, missing or not an image, a format the runtime does not run; with `here`, for an
+    executor that runs jobs on this host: the runtime is not installed)."""
     if not ref:
         return None
     chosen = runtime(settings.container_runtime)
+    if here and root_tool(chosen.tool) is None:
+        raise ImageRejected(
+            f"the center's container runtime ({chosen.tool}) is not installed on its host, so "
+            "it cannot run jobs in images; drop `image`, or ask its operator to install "
+            f"{chosen.name}"
+        )
     image = resolve_image(settings.images, home, ref, chosen.formats)
     globs = (
         tuple(settings.container_devices) if settings.container_devices else DEFAULT_DEVICE_GLOBS

@@ -25,6 +25,7 @@ from fastapi import APIRouter, WebSocket
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from kaic.center.containers.resolve import ImageRejected
 from kaic.center.deps import Principal, authenticate, bearer_token, check_scope, forwarded_client
 from kaic.center.errors import ApiError, describe_validation_errors, error_response
 from kaic.center.executors.base import Executor, ExecutorError, SessionTarget
@@ -35,7 +36,6 @@ from kaic.center.interactive.registry import (
     SessionRefused,
     SessionRegistry,
 )
-from kaic.center.containers.resolve import ImageRejected
 from kaic.center.jobs.launch import launch_spec
 from kaic.center.jobs.paths import PathRejected
 from kaic.center.jobs.service import JobService

@@ -14,9 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.center.containers_support import require_bwrap
 from tests.center.conformance.harness import Facts, Harness, running
 from tests.center.conformance.suite import ExecutorConformance
+from tests.center.containers_support import require_bwrap
 from tests.center.jobs_support import JobsCenter, make_settings
 
 
