@@ -39,11 +39,10 @@ __all__ = ["ARRAY_TASK", "ImageRejected", "container_for", "job_script", "local_
 #: bwrap runs in a process group of its own (`set -m`), the job inside in a session of its own
 #: (`--new-session`, led by the namespace's first process, bwrap's child), and this shell, in
 #: the job's process group, hands SIGTERM, SIGINT and SIGHUP on to that session: the job gets
-#: them exactly as without an image, and bwrap lives on to report how it ended (a signal that
-#: comes while bwrap is still setting up goes to bwrap: the job ends as one whose script never
-#: started, 128+N, as without an image). A SIGKILL of
-#: the job's group kills this shell, and with it bwrap and everything inside
-#: (`--die-with-parent`, the pid namespace).
+#: them exactly as without an image, and bwrap lives on to report how it ended. A signal that
+#: comes while bwrap is still setting up goes to bwrap itself: the job ends as one whose script
+#: never started (128+N), as without an image. A SIGKILL of the job's group kills this shell,
+#: and with it bwrap and everything inside (`--die-with-parent`, the pid namespace).
 BWRAP_LAUNCHER = """\
 kaic_runtime= kaic_pending= kaic_inner= kaic_child= kaic_rc=
 kaic_child_of() {  # a child of process $1: usually the next pid, else found in /proc
@@ -168,7 +167,8 @@ def _quote(arg: str) -> str:
 # --- launch: the job's command line, or the container runtime's around it ----------------
 def job_script(spec: LaunchSpec, *, tool: str | None = None, script_file: str | None = None) -> str:
     """What the executor runs as the job's script: `spec.script` itself, or for a job with an
-    image a launcher that `exec`s the runtime on it.
+    image a launcher that starts the runtime on it (`exec`s it, or for bubblewrap stays to hand
+    signals on: `BWRAP_LAUNCHER`).
 
     `tool`: the runtime's executable by absolute path (the local executor resolves it on the
     center's fixed PATH); None runs it by name on the job's PATH (a Slurm node). `script_file`:
