@@ -213,6 +213,8 @@ class Executor(ABC):
     supports_images: bool = False
     #: whether the executor runs the queue itself (see the module's docstring)
     owns_queue: bool = False
+    #: whether jobs run on the center's own host (what a job's image needs is checked there)
+    runs_on_center_host: bool = False
 
     @abstractmethod
     def start(self, spec: LaunchSpec) -> Launched:

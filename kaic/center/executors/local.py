@@ -161,6 +161,7 @@ class LocalExecutor(Executor):
     name = "local"
     max_nodes = 1
     supports_images = True
+    runs_on_center_host = True
 
     def __init__(
         self,

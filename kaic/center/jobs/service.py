@@ -190,7 +190,7 @@ class JobService:
             plan.add("invalid", str(exc))
         if spec.image and executor.supports_images:
             try:
-                container_for(self.settings, home, spec.image, here=not executor.owns_queue)
+                container_for(self.settings, home, spec.image, here=executor.runs_on_center_host)
             except ImageRejected as exc:
                 plan.add("invalid", str(exc))
 
