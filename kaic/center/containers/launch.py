@@ -45,17 +45,22 @@ __all__ = ["ARRAY_TASK", "ImageRejected", "container_for", "job_script", "local_
 #: and with it bwrap and everything inside (`--die-with-parent`, the pid namespace).
 BWRAP_LAUNCHER = """\
 kaic_runtime= kaic_pending= kaic_inner= kaic_child= kaic_rc=
-kaic_child_of() {  # a child of process $1: usually the next pid, else found in /proc
-  local stat fields
-  for stat in /proc/$(($1 + 1))/stat /proc/$(($1 + 2))/stat /proc/[0-9]*/stat; do
-    read -r fields 2>/dev/null <"$stat" || continue
-    fields=${fields##*) }
-    set -- "$1" $fields
-    if [ "$3" = "$1" ]; then
-      stat=${stat#/proc/}
-      kaic_child=${stat%/stat}
-      return 0
-    fi
+kaic_is_child() {  # whether /proc/PID/stat $1 is a child of process $2 (sets kaic_child)
+  local fields
+  read -r fields 2>/dev/null <"$1" || return 1
+  fields=${fields##*) }
+  set -- "$1" "$2" $fields
+  [ "$4" = "$2" ] || return 1
+  fields=${1#/proc/}
+  kaic_child=${fields%/stat}
+}
+kaic_child_of() {  # a child of process $1: among the next pids, else anywhere in /proc
+  local i stat
+  for ((i = $1 + 1; i <= $1 + 64; i++)); do
+    kaic_is_child "/proc/$i/stat" "$1" && return 0
+  done
+  for stat in /proc/[0-9]*/stat; do
+    kaic_is_child "$stat" "$1" && return 0
   done
   return 1
 }
