@@ -40,9 +40,10 @@ __all__ = ["ARRAY_TASK", "ImageRejected", "container_for", "job_script", "local_
 #: (`--new-session`, led by the namespace's first process, bwrap's child), and this shell, in
 #: the job's process group, hands SIGTERM, SIGINT and SIGHUP on to that session: the job gets
 #: them exactly as without an image, and bwrap lives on to report how it ended. A signal that
-#: comes while bwrap is still setting up goes to bwrap itself: the job ends as one whose script
-#: never started (128+N), as without an image. A SIGKILL of the job's group kills this shell,
-#: and with it bwrap and everything inside (`--die-with-parent`, the pid namespace).
+#: comes while bwrap is still setting up is held until the job runs (bwrap killed during its
+#: setup could leave its child behind, which has not yet asked to die with it). A SIGKILL of
+#: the job's group kills this shell, and with it bwrap and everything inside
+#: (`--die-with-parent`, the pid namespace).
 BWRAP_LAUNCHER = """\
 kaic_runtime= kaic_pending= kaic_inner= kaic_child= kaic_rc=
 kaic_is_child() {  # whether /proc/PID/stat $1 is a child of process $2 (sets kaic_child)
@@ -64,15 +65,13 @@ kaic_child_of() {  # a child of process $1: among the next pids, else anywhere i
   done
   return 1
 }
-kaic_deliver() {  # the pending signals to the job's session; before it runs, to the runtime
-  local sig kaic_child target
-  [ -n "$kaic_pending" ] && [ -n "$kaic_runtime" ] || return 0
-  target=$kaic_runtime
-  if kaic_child_of "$kaic_runtime"; then
-    kaic_inner=$kaic_child
-    kaic_child_of "$kaic_inner" && target=$kaic_inner
-  fi
-  for sig in $kaic_pending; do kill -s "$sig" -- "-$target" 2>/dev/null; done
+kaic_deliver() {  # the pending signals to the job's session, once the job runs in it
+  local sig kaic_child
+  [ -n "$kaic_pending" ] || return 0
+  [ -n "$kaic_runtime" ] && kaic_child_of "$kaic_runtime" || return 1
+  kaic_inner=$kaic_child
+  kaic_child_of "$kaic_inner" || return 1
+  for sig in $kaic_pending; do kill -s "$sig" -- "-$kaic_inner" 2>/dev/null; done
   kaic_pending=
 }
 trap 'kaic_pending="$kaic_pending TERM"; kaic_deliver' TERM
@@ -82,8 +81,11 @@ set -m
 RUNTIME &
 kaic_runtime=$!
 set +m
-kaic_deliver
 while :; do
+  if [ -n "$kaic_pending" ] && kill -0 "$kaic_runtime" 2>/dev/null && ! kaic_deliver; then
+    /bin/sleep 0.02
+    continue
+  fi
   wait "$kaic_runtime"
   kaic_rc=$?
   kill -0 "$kaic_runtime" 2>/dev/null || break
