@@ -33,6 +33,7 @@ from kaic.center.ratelimit import LoginRateLimiter
 from kaic.center.routers import (
     auth,
     health,
+    images,
     interactive,
     jobs,
     me,
@@ -227,6 +228,7 @@ def create_app(settings: CenterSettings) -> FastAPI:
         tokens,
         projects,
         partitions,
+        images,
         jobs,
         interactive,
         staging,

@@ -121,6 +121,14 @@ class CenterSettings:
     #: the key file that encrypts users' secrets (`kaic.center.secrets`); None =
     #: `state_dir/secrets.key`, beside the database, created 0600 on the first start
     secrets_key_file: Path | None = None
+    #: the image catalogue: a YAML file listing images, or a directory with one YAML file per
+    #: image (`kaic.center.containers.catalogue`); None = no catalogue (path images only)
+    images: Path | None = None
+    #: what runs jobs' images: bubblewrap, apptainer or pyxis (Slurm only)
+    container_runtime: str = "bubblewrap"
+    #: device nodes (globs) jobs' images get, for runtimes that do not find GPUs themselves
+    #: (bubblewrap); empty = the NVIDIA driver's (`/dev/nvidia*`)
+    container_devices: list[str] = field(default_factory=list)
     now: Callable[[], datetime] = field(default=utc_now, repr=False)
 
     def _check_notify(self) -> None:
@@ -152,6 +160,8 @@ class CenterSettings:
             raise ValueError(f"staging port {self.staging_port} is not a TCP port")
         executor = executor_entry(self.executor)
         self.executor_settings = executor.settings(self.executor_settings)
+        self.images = Path(self.images) if self.images is not None else None
+        check_container_runtime(self.container_runtime, self.executor)
         if self.run_as_users:
             if executor.run_as_user_refusal is not None:
                 raise ValueError(executor.run_as_user_refusal)
@@ -254,6 +264,18 @@ class CenterSettings:
         if self.storage_root is None:
             return self.state_dir / "storage" / user
         return Path(self.storage_root.format(user=user, unix_account=unix_account))
+
+
+def check_container_runtime(name: str, executor: str) -> None:
+    """ValueError unless the runtime `name` exists and runs `executor`'s jobs."""
+    from kaic.center.containers.runtimes import runtime
+
+    chosen = runtime(name)
+    if executor not in chosen.executors:
+        raise ValueError(
+            f"the {name} container runtime runs {' and '.join(chosen.executors)} jobs only, "
+            f"not the {executor} executor's; choose another --container-runtime"
+        )
 
 
 def parse_trusted_proxy(value: str) -> IPNetwork:

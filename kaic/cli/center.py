@@ -220,6 +220,32 @@ def serve(
             "(repeatable); default: any.",
         ),
     ] = None,
+    images: Annotated[
+        Path | None,
+        typer.Option(
+            "--images",
+            metavar="PATH",
+            help="The image catalogue: a YAML file listing images, or a directory with one "
+            "YAML file per image (see docs/containers.md).",
+        ),
+    ] = None,
+    container_runtime: Annotated[
+        str,
+        typer.Option(
+            "--container-runtime",
+            help="What runs jobs' images: bubblewrap (unpacked root filesystems), apptainer "
+            "(SIF files), pyxis (Slurm's srun --container-image).",
+        ),
+    ] = "bubblewrap",
+    container_device: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--container-device",
+            metavar="GLOB",
+            help="Device nodes jobs' images get under bubblewrap (repeatable; default "
+            "/dev/nvidia*).",
+        ),
+    ] = None,
     **executor_options: Any,
 ) -> None:
     """Run the reference center in the foreground (Ctrl-C stops it).
@@ -250,6 +276,8 @@ def serve(
       kaic center serve --host 0.0.0.0 --port 8443 --tls-cert cert.pem --tls-key key.pem
 
       kaic center serve --host 10.0.0.5 --port 8750 --behind-tls-proxy
+
+      kaic center serve --images /srv/kaic/images --container-runtime bubblewrap
     """
     from kaic.center.executors.registry import OptionError, settings_from_serve
     from kaic.center.listen import check_listening
@@ -302,6 +330,9 @@ def serve(
             sftp_max_connections=sftp_max_connections,
             sftp_max_connections_per_user=sftp_max_connections_per_user,
             storage_root=storage_root,
+            images=images,
+            container_runtime=container_runtime,
+            container_devices=list(container_device or []),
             run_as_users=run_as_user,
             single_account_ok=single_account_ok,
             trusted_proxies=list(trusted_proxy or []),

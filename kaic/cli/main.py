@@ -89,6 +89,9 @@ COMMANDS: dict[str, Command] = {
     "usage": Command(
         "resources", "Show your projects' GPU-hour allocations: granted, used, remaining."
     ),
+    "images": Command(
+        "resources", "Show the container images the center offers: name, tag, size, contents."
+    ),
     "bench": Command(
         "bench",
         "Validate the GPUs of this node: health through NVML, then benchmarks against spec.",

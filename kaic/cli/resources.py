@@ -1,4 +1,5 @@
-"""`kaic resources` (partitions) and `kaic usage` (GPU-hour allocations)."""
+"""`kaic resources` (partitions), `kaic usage` (GPU-hour allocations) and `kaic images` (the
+center's image catalogue)."""
 
 import typer
 
@@ -9,6 +10,7 @@ from kaic.cli.options import JqOpt, JsonOpt
 def register(app: typer.Typer) -> None:
     app.command("resources")(resources)
     app.command("usage")(usage)
+    app.command("images")(images)
 
 
 def resources(ctx: typer.Context, json_out: JsonOpt = False, jq: JqOpt = None) -> None:
@@ -66,3 +68,43 @@ def usage(ctx: typer.Context, json_out: JsonOpt = False, jq: JqOpt = None) -> No
         empty="You are not a member of any project.",
     )
     app.emit([p.model_dump(mode="json") for p in projects], human)
+
+
+def images(ctx: typer.Context, json_out: JsonOpt = False, jq: JqOpt = None) -> None:
+    """Show the container images the center offers: name, tag, size, contents.
+
+    A job runs in one with `image: NAME` (or NAME:TAG) in its job file, or `--image NAME`;
+    an image on your center storage is named by its path (`--image ~/images/NAME`).
+
+    Example: kaic images --json
+    """
+    app = get_app(ctx)
+    offered = app.session().images.all()
+    from kaic.cli.render import table
+
+    rows = [
+        (
+            i.name,
+            i.tag or "-",
+            i.format,
+            "-" if i.size_bytes is None else _size(i.size_bytes),
+            i.description or "",
+        )
+        for i in offered
+    ]
+    human = table(
+        app,
+        ("IMAGE", "TAG", "FORMAT", "SIZE", "CONTAINS"),
+        rows,
+        empty="The center offers no images; a job may still name one on your storage by path.",
+    )
+    app.emit([i.model_dump(mode="json") for i in offered], human)
+
+
+def _size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"

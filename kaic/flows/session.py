@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from kaic.client.api import CenterClient
     from kaic.client.auth import AuthAPI
     from kaic.client.health import HealthAPI
+    from kaic.client.images import ImagesAPI
     from kaic.client.interactive import InteractiveAPI
     from kaic.client.jobs import JobsAPI
     from kaic.client.secrets import SecretsAPI
@@ -49,10 +50,12 @@ class Session:
     health: HealthAPI = field(init=False, repr=False)
     interactive: InteractiveAPI = field(init=False, repr=False)
     secrets: SecretsAPI = field(init=False, repr=False)
+    images: ImagesAPI = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         from kaic.client.auth import AuthAPI
         from kaic.client.health import HealthAPI
+        from kaic.client.images import ImagesAPI
         from kaic.client.interactive import InteractiveAPI
         from kaic.client.jobs import JobsAPI
         from kaic.client.secrets import SecretsAPI
@@ -64,6 +67,7 @@ class Session:
         self.health = HealthAPI(self.client)
         self.interactive = InteractiveAPI(self.client)
         self.secrets = SecretsAPI(self.client)
+        self.images = ImagesAPI(self.client)
 
     def close(self) -> None:
         self.client.close()

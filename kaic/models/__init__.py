@@ -13,6 +13,7 @@ from kaic.models.auth import (
     TokenResponse,
 )
 from kaic.models.common import ErrorBody, ErrorResponse, Health
+from kaic.models.images import ImageFormat, ImageInfo
 from kaic.models.interactive import ExecStart, ExecStatus, TerminalSize
 from kaic.models.jobs import (
     DryRunResult,
@@ -47,6 +48,8 @@ __all__ = [
     "ExecStatus",
     "FileChecksum",
     "Health",
+    "ImageFormat",
+    "ImageInfo",
     "Job",
     "JobEvent",
     "JobKind",

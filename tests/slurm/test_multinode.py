@@ -77,6 +77,15 @@ def test_a_dry_run_counts_gpus_on_every_node(alice_2n: SlurmCenter) -> None:
     ]
 
 
+def test_a_multinode_job_in_an_image_is_refused_not_run_outside_it(alice_2n: SlurmCenter) -> None:
+    """Ranks are started per node by srun, outside the image launcher: until they run in
+    the image, such a job is refused, never run outside its image."""
+    ask = ("submit", "--nodes", "2", "--image", "~/images/x", "--dry-run", "--json")
+    refused = run_cli(*ask, "--", "true", expect=6).json()
+    assert isinstance(refused, dict)
+    assert "a multi-node job cannot run in an image yet" in " ".join(refused["problems"])
+
+
 def test_a_failing_rank_fails_the_job_with_its_code_and_stops_the_others(
     alice_2n: SlurmCenter,
 ) -> None:

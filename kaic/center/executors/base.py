@@ -30,6 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kaic.center.containers.spec import Container
 from kaic.center.jobs.partitions import PartitionConfig
 from kaic.models import JobState
 
@@ -111,6 +112,8 @@ class LaunchSpec:
     #: the center's own storage root (`state_dir/storage`) when `home` lies in it; None when
     #: the site's storage root holds the homes (the ownership rule of `executors.prepare`)
     own_storage: Path | None = None
+    #: the image the job runs in and the runtime that runs it (`kaic.center.containers`)
+    container: Container | None = None
 
 
 @dataclass(frozen=True)
@@ -220,6 +223,8 @@ class Executor(ABC):
     supports_images: bool = False
     #: whether the executor runs the queue itself (see the module's docstring)
     owns_queue: bool = False
+    #: whether jobs run on the center's own host (what a job's image needs is checked there)
+    runs_on_center_host: bool = False
 
     @abstractmethod
     def start(self, spec: LaunchSpec) -> Launched:

@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from kaic.center.containers.launch import job_script, local_tool
 from kaic.center.executors.base import (
     Ended,
     Executor,
@@ -161,7 +162,8 @@ class LocalExecutor(Executor):
 
     name = "local"
     max_nodes = 1
-    supports_images = False
+    supports_images = True
+    runs_on_center_host = True
 
     def __init__(
         self,
@@ -188,7 +190,10 @@ class LocalExecutor(Executor):
         try:
             account = job_account(spec) if self.run_as_users else None
             paths.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            paths.script.write_text(spec.script, encoding="utf-8")
+            # The launch change for images: the job's script, or a launcher running it in
+            # its image (`kaic.center.containers.launch`).
+            script = job_script(spec, tool=local_tool(spec, account))
+            paths.script.write_text(script, encoding="utf-8")
             paths.exitcode.unlink(missing_ok=True)
             prepare_storage(spec.home, spec.workdir, account, own_storage=spec.own_storage)
             env = job_environment(spec, login=spec.user, base_path=self.base_path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from kaic.center.containers.launch import container_for
 from kaic.center.executors.base import LaunchSpec
 from kaic.center.jobs.paths import job_paths, resolve_workdir, storage_home
 from kaic.center.jobs.rows import JobRow
@@ -30,7 +31,9 @@ def launch_spec(
     center's own queue), or — `row` being an array's first task and `group` its pending
     tasks — the whole array as one (an executor that owns the queue).
 
-    Raises `PathRejected` when the workdir no longer lies inside the user's storage. The
+    Raises `PathRejected` when the workdir no longer lies inside the user's storage, or the
+    job's image cannot be run (`ImageRejected`, an `ExecutorError`: gone from the catalogue
+    or storage). The
     executor creates the home and the workdir (`executors.prepare.prepare_storage`: as the
     center, handing what it made to the job's account when it runs jobs as their users, and
     never through a link — the user may change their storage after this check).
@@ -67,6 +70,7 @@ def launch_spec(
         array_limit=row.array_limit if whole_array else None,
         after_ok=tuple(after_ok),
         own_storage=settings.state_dir / "storage" if settings.storage_root is None else None,
+        container=container_for(settings, home, row.spec.image),
     )
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Literal
 
+from kaic.center.containers.launch import ImageRejected, container_for
 from kaic.center.errors import ApiError
 from kaic.center.jobs.paths import PathRejected, resolve_workdir, storage_home
 from kaic.center.jobs.rows import JobRow, NewJob, to_job
@@ -179,6 +180,13 @@ class JobService:
                 f"containers (`image`) are not supported by the {executor.name} executor; "
                 "drop `image`",
             )
+        elif spec.image and spec.resources.nodes > 1:
+            # The ranks of a multi-node job are started by srun on each node (`slurm/ranks.py`)
+            # without the image launcher: refused rather than run outside the image.
+            plan.add(
+                "invalid",
+                "a multi-node job cannot run in an image yet: drop `image`, or use nodes: 1",
+            )
         # Strings, env and the array's size were checked by the model (`kaic.models.limits`).
         if spec.array is not None and spec.kind == "interactive":
             plan.add("invalid", "an interactive allocation is one job: drop `array`")
@@ -194,12 +202,16 @@ class JobService:
                 if dep not in known or known[dep].user_id != user_id:
                     plan.add("invalid", f"depends_on: no job {dep!r} of yours")
         self._check_secrets(plan, user_id, spec)
+        home = storage_home(self.settings, user, self._unix_account(user))
         try:
-            plan.workdir, _ = resolve_workdir(
-                storage_home(self.settings, user, self._unix_account(user)), spec.workdir
-            )
+            plan.workdir, _ = resolve_workdir(home, spec.workdir)
         except PathRejected as exc:
             plan.add("invalid", str(exc))
+        if spec.image and executor.supports_images:
+            try:
+                container_for(self.settings, home, spec.image, here=executor.runs_on_center_host)
+            except ImageRejected as exc:
+                plan.add("invalid", str(exc))
 
         memberships = self.store.user_memberships(user_id)
         if spec.project is not None:

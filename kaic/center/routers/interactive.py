@@ -25,6 +25,7 @@ from fastapi import APIRouter, WebSocket
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from kaic.center.containers.resolve import ImageRejected
 from kaic.center.deps import Principal, authenticate, bearer_token, check_scope, forwarded_client
 from kaic.center.errors import ApiError, describe_validation_errors, error_response
 from kaic.center.executors.base import Executor, ExecutorError, SessionTarget
@@ -135,7 +136,7 @@ def _admit(ws: WebSocket, job_id: str, kind: SessionKind, detail: str) -> Admitt
         spec = launch_spec(
             settings, row, partition=row.partition, gpu_ids=row.gpu_ids, secrets=state.secrets
         )
-    except (PathRejected, SecretUnavailable) as exc:
+    except (PathRejected, SecretUnavailable, ImageRejected) as exc:
         registry.release(session)
         raise ApiError(409, "job_not_running", f"job {row.id}: {exc}") from None
     except BaseException:

@@ -123,7 +123,7 @@ class SlurmExecutor(Executor):
 
     name = "slurm"
     max_nodes = 1024
-    supports_images = False
+    supports_images = True
     owns_queue = True
 
     def __init__(

@@ -7,6 +7,7 @@ import os
 import pwd
 from pathlib import Path
 
+from kaic.center.containers.launch import ARRAY_TASK, job_script
 from kaic.center.executors.base import ExecutorError, JobPaths, LaunchSpec
 from kaic.center.executors.prepare import job_environment, prepare_job_dirs, prepare_storage
 from kaic.center.executors.slurm.api import SubmitRequest, dependency_clause
@@ -85,7 +86,11 @@ def batch_script(spec: LaunchSpec) -> str:
     # rank each, with the rendezvous variables (`slurm/ranks.py`); on one node, inline.
     if spec.nodes > 1:
         return header + launch_ranks(spec)
-    return header + one_node(spec) + spec.script + ("" if spec.script.endswith("\n") else "\n")
+    # The launch change for images: the job's script, or a launcher running it in its image
+    # (`kaic.center.containers.launch`; pyxis reads it from the task's directory).
+    task_dir = f"{spec.job_id}_{ARRAY_TASK}" if spec.array_tasks else spec.job_id
+    script = job_script(spec, script_file=str(spec.paths.dir.parent / task_dir / "script.sh"))
+    return header + one_node(spec) + script + ("" if script.endswith("\n") else "\n")
 
 
 def submit_request(
