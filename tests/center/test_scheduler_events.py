@@ -41,17 +41,27 @@ class CountingExecutor(SimulatedExecutor):
 
 @contextmanager
 def counting_passes(scheduler: Scheduler) -> Iterator[Callable[[], int]]:
-    """The number of queue passes so far (read under the scheduler's lock, so never in the
-    middle of one)."""
+    """The number of queue passes so far, whole (`step`) or over the new jobs alone
+    (`arrivals`, which may fall back to a whole one: counted once); read under the
+    scheduler's lock, so never in the middle of one."""
     passes = 0
-    step = scheduler.queue.step
+    step, arrivals = scheduler.queue.step, scheduler.queue.arrivals
+    inside = False
 
-    def counted() -> float | None:
-        nonlocal passes
-        passes += 1
-        return step()
+    def counted(call: Callable[[], float | None]) -> Callable[[], float | None]:
+        def pass_() -> float | None:
+            nonlocal passes, inside
+            outer, inside = inside, True
+            passes += not outer
+            try:
+                return call()
+            finally:
+                inside = outer
 
-    scheduler.queue.step = counted  # type: ignore[method-assign]
+        return pass_
+
+    scheduler.queue.step = counted(step)  # type: ignore[method-assign]
+    scheduler.queue.arrivals = counted(arrivals)  # type: ignore[method-assign]
 
     def count() -> int:
         with scheduler._mutex:

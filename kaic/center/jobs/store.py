@@ -19,7 +19,7 @@ import json
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from kaic.center.db import Database, format_time, parse_time
 from kaic.center.jobs.rows import (
@@ -48,6 +48,14 @@ _NO_CURSOR = 2**63 - 1
 
 #: the columns of `QueueRow`, in its order
 _QUEUE_COLUMNS = ", ".join(QueueRow._fields)
+#: which active rows `JobStore.queue` returns: all, those not handed over to the executor
+#: yet, or those whose cancel the executor is to be told of (the hand-over policy's pass)
+QueueFilter = Literal["all", "unsubmitted", "cancelling"]
+_QUEUE_FILTERS: dict[str, str] = {
+    "all": "",
+    "unsubmitted": " AND state = 'PENDING' AND external_id IS NULL",
+    "cancelling": " AND end_cause = 'cancel' AND external_id IS NOT NULL",
+}
 
 
 def _select(indexed_by: str = "") -> str:
@@ -207,11 +215,16 @@ class JobStore:
         )
         return [job_row(r) for r in rows]
 
-    def queue(self) -> list[QueueRow]:
-        """`active` as the queue policies read it on every pass (`QueueRow`)."""
+    def queue(self, after_seq: int = 0, *, only: QueueFilter = "all") -> list[QueueRow]:
+        """`active` as the queue policies read it on every pass (`QueueRow`); with
+        `after_seq`, only the jobs numbered after it (the index's range from there: the
+        submissions since a pass, `QueuePolicy.arrivals`); with `only`, only the rows a
+        policy acts on (`_QUEUE_FILTERS`), filtered by SQLite in the same index rather
+        than read whole."""
         rows = self.db.fetchall(
             f"SELECT {_QUEUE_COLUMNS} FROM jobs INDEXED BY jobs_queue WHERE {_QUEUED}"
-            " ORDER BY seq, array_task_id"
+            f" AND seq > ?{_QUEUE_FILTERS[only]} ORDER BY seq, array_task_id",
+            (after_seq,),
         )
         return [queue_row(r) for r in rows]
 
