@@ -238,21 +238,33 @@ class JobStore:
         )
         return {r["partition"]: (int(r["pending"]), int(r["held"])) for r in rows}
 
-    def gpu_queue(self, partition: str) -> tuple[int, list[tuple[int, float | None]]]:
-        """A partition's GPU jobs: the GPUs the pending ones ask for in all, and per running
-        one (GPUs held, deadline epoch)."""
-        rows = self.db.fetchall(
-            f"SELECT state, gpus, {_HELD_GPUS_SQL} AS held, deadline_epoch FROM jobs"
-            f" INDEXED BY jobs_queue WHERE {_QUEUED} AND partition = ? AND gpus > 0",
+    def gpu_demand(self, partition: str) -> tuple[int, int]:
+        """A partition's GPU jobs: (the GPUs the pending ones ask for in all, the GPUs the
+        running ones hold), summed by SQLite over the queue's index (a dry run's estimate:
+        no row read into Python)."""
+        row = self.db.fetchone(
+            "SELECT COALESCE(SUM(CASE WHEN state = 'PENDING' THEN gpus ELSE 0 END), 0) AS wanted,"
+            f" COALESCE(SUM(CASE WHEN state = 'RUNNING' THEN {_HELD_GPUS_SQL} ELSE 0 END), 0)"
+            f" AS held FROM jobs INDEXED BY jobs_queue WHERE {_QUEUED} AND partition = ?"
+            " AND gpus > 0",
             (partition,),
         )
-        wanted = sum(r["gpus"] for r in rows if r["state"] == JobState.PENDING.value)
-        running = [
-            (int(r["held"]), r["deadline_epoch"])
-            for r in rows
-            if r["state"] == JobState.RUNNING.value
-        ]
-        return wanted, running
+        assert row is not None
+        return int(row["wanted"]), int(row["held"])
+
+    def deadline_freeing(self, partition: str, gpus: int) -> float | None:
+        """The earliest time limit (epoch) by which the partition's running GPU jobs, ending
+        in deadline order, free `gpus` GPUs; None if those with limits never free as many.
+        One window over the running rows, in SQLite."""
+        row = self.db.fetchone(
+            "SELECT deadline_epoch FROM (SELECT deadline_epoch, SUM("
+            f"{_HELD_GPUS_SQL}) OVER (ORDER BY deadline_epoch ROWS UNBOUNDED PRECEDING) AS freed"
+            f" FROM jobs INDEXED BY jobs_queue WHERE {_QUEUED} AND partition = ? AND gpus > 0"
+            " AND state = 'RUNNING' AND deadline_epoch IS NOT NULL)"
+            " WHERE freed >= ? ORDER BY deadline_epoch LIMIT 1",
+            (partition, gpus),
+        )
+        return float(row["deadline_epoch"]) if row else None
 
     # -- an array's derived state (`Ledger.refresh_array`) ------------------------------
 

@@ -163,20 +163,15 @@ class CenterQueue(QueuePolicy):
         """Now if enough GPUs are free (and no GPU job waits ahead); otherwise the earliest
         time enough running jobs reach their time limits; None with running jobs without
         limits in the way."""
-        wanted, running = self.jobs.gpu_queue(partition.name)
+        wanted, held = self.jobs.gpu_demand(partition.name)
         need = gpus + wanted
-        free = partition.gpus - sum(held for held, _ in running)
+        free = partition.gpus - held
         if free >= need:
             return now
-        wall = time.time()
-        for held, deadline in sorted(
-            ((held, deadline) for held, deadline in running if deadline is not None),
-            key=lambda item: item[1] or 0.0,
-        ):
-            free += held
-            if free >= need:
-                return now + timedelta(seconds=max(0.0, (deadline or wall) - wall))
-        return None
+        deadline = self.jobs.deadline_freeing(partition.name, need - free)
+        if deadline is None:
+            return None
+        return now + timedelta(seconds=max(0.0, deadline - time.time()))
 
     # -- signalling ----------------------------------------------------------------------
 
