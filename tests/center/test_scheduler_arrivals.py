@@ -237,3 +237,30 @@ def test_the_hand_over_reads_only_new_jobs_and_keeps_a_dependency_in_one_pass(
         assert f"cancel {center.service.jobs.get(first).external_id}" in client.calls  # type: ignore[union-attr]
     finally:
         center.close()
+
+
+def test_the_start_estimate_walks_running_time_limits_in_order(tmp_path: Path) -> None:
+    partitions = [PartitionConfig("gpu", gpus=6, gpu_type="H100", default=True)]
+    center = Center(tmp_path, SimulatedExecutor(), arrivals=True, partitions=partitions)
+    try:
+        center.submit(resources={"gpus": 2}, time_limit_seconds=1000)
+        center.submit(resources={"gpus": 3}, time_limit_seconds=500)
+        center.submit(resources={"gpus": 1})  # a GPU job's default limit: an hour
+        waiting = center.submit(resources={"gpus": 2})
+        assert center.service.jobs.get(waiting).reason == "Resources"  # type: ignore[union-attr]
+        partition = center.scheduler.partitions["gpu"]
+
+        def seconds(gpus: int) -> float | None:
+            now = center.store.now()
+            at = center.scheduler.estimate_start(partition, gpus)
+            return None if at is None else (at - now).total_seconds()
+
+        # The waiting job's 2 GPUs come first: 1 more needs 3 (the 500 s job's), 3 more need
+        # 5 (the 1000 s job's too), 4 more all 6 (the hour's); 5 more never come together.
+        assert 490 < seconds(1) <= 500  # type: ignore[operator]
+        assert 990 < seconds(3) <= 1000  # type: ignore[operator]
+        assert 3590 < seconds(4) <= 3600  # type: ignore[operator]
+        assert seconds(5) is None
+        assert seconds(0) is not None and seconds(0) < 1  # type: ignore[operator]
+    finally:
+        center.close()
