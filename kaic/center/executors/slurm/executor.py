@@ -86,6 +86,12 @@ logger = logging.getLogger("kaic.center.slurm")
 RESOURCES_EVERY = 10.0
 #: successful polls a job must be missing from before Slurm is asked about it directly
 MISSING_POLLS = 2
+#: seconds a poll's "changed since" reaches back before the previous poll's start: how far
+#: slurmctld's clock may lag the center's without a change being missed
+LISTING_OVERLAP = 10
+#: seconds between whole listings however quiet Slurm says it is (a bound on what a clock
+#: further off than `LISTING_OVERLAP` could hide)
+WHOLE_LISTING_EVERY = 60.0
 #: why a job's unix account must exist on the center host too
 NSS_HINT = "the center must see the cluster's accounts (NSS) to hand job directories to them"
 
@@ -151,6 +157,12 @@ class SlurmExecutor(Executor):
         self._resources_lock = threading.Lock()
         #: kaic job ids whose submit may have reached Slurm without us learning the id
         self._ambiguous: set[str] = set()
+        #: when (`time.time()`) the last poll that reached Slurm started, and when (`clock`)
+        #: the last whole listing came: the next poll asks only for a change since then
+        self._asked_at: float | None = None
+        self._listed_at = 0.0
+        #: whether the last whole listing lacked a job we track (the next is whole too)
+        self._missing = False
 
     # -- health and backoff --------------------------------------------------------------
 
@@ -182,7 +194,7 @@ class SlurmExecutor(Executor):
     def _adopt(self, spec: LaunchSpec, account: str) -> int | None:
         """The Slurm id of an earlier, unconfirmed submit of this job, if Slurm has it."""
         wanted = submit.comment(spec.job_id)
-        for record in self.client.jobs():
+        for record in self.client.jobs() or ():
             if record.comment == wanted and record.user in (account, None):
                 return record.array_job_id or record.job_id
         return None
@@ -240,11 +252,15 @@ class SlurmExecutor(Executor):
         records: list[SlurmJob] = []
         if self._jobs:
             try:
-                records = self.client.jobs()
+                listed = self._list(now)
             except SlurmApiError as exc:
                 self._failed(exc)
                 return []
             self._succeeded()  # only a call that reached Slurm says it is reachable
+            if listed is None:  # no job changed in Slurm: each is as the last poll saw it
+                self._refresh_resources(now)
+                return []
+            records = listed
         self._refresh_resources(now)
         plain: dict[int, SlurmJob] = {}
         tasks: dict[tuple[int, int], SlurmJob] = {}
@@ -258,6 +274,7 @@ class SlurmExecutor(Executor):
                 for index in item.pending_tasks:
                     remainders[(item.array_job_id, index)] = item
         ended: list[Ended] = []
+        missing = False
         looked_up: dict[str, list[SlurmJob] | Exception] = {}  # one GET /job/<id> per id
         for tracked in list(self._jobs.values()):
             record: SlurmJob | None
@@ -267,7 +284,8 @@ class SlurmExecutor(Executor):
             else:
                 record = plain.get(tracked.plain_id or -1)
             if record is None:
-                result = self._missing(tracked, now, looked_up)
+                missing = True
+                result = self._missing_from_listing(tracked, now, looked_up)
             else:
                 tracked.missing = 0
                 tracked.last_seen = now
@@ -275,7 +293,24 @@ class SlurmExecutor(Executor):
             if result is not None:
                 del self._jobs[tracked.job_id]
                 ended.append(result)
+        self._missing = missing
         return ended
+
+    def _list(self, now: float) -> list[SlurmJob] | None:
+        """Slurm's jobs, or None when none changed since the previous poll (with
+        `LISTING_OVERLAP` to spare): a quiet poll then costs one small answer, not every
+        job's record parsed and reconciled. A whole listing at least every
+        `WHOLE_LISTING_EVERY`, and whenever a job is missing (its lookups are due)."""
+        since: int | None = None
+        recent = now - self._listed_at < WHOLE_LISTING_EVERY
+        if self._asked_at is not None and recent and not self._missing:
+            since = int(self._asked_at) - LISTING_OVERLAP
+        asked_at = time.time()
+        records = self.client.jobs(changed_since=since)
+        self._asked_at = asked_at
+        if records is not None:
+            self._listed_at = now
+        return records
 
     def _observe(self, tracked: _Tracked, record: SlurmJob) -> Ended | None:
         if tracked.task is not None and record.array_task_id == tracked.task:
@@ -330,7 +365,7 @@ class SlurmExecutor(Executor):
             ended_at=_utc(record.end_time),
         )
 
-    def _missing(
+    def _missing_from_listing(
         self, tracked: _Tracked, now: float, looked_up: dict[str, list[SlurmJob] | Exception]
     ) -> Ended | None:
         """A tracked job absent from `GET /jobs`: ask Slurm about it, then decide."""
