@@ -20,7 +20,8 @@ the database by every whole pass).
 One job's problem stays that job's: whatever handling one job raises (an executor that
 cannot start it, a row that cannot be read) ends that job FAILED with the reason, or is
 logged, and the tick goes on with the others (`Ledger.one_job`).
-State changes happen under `self._mutex`, which API calls that change states take too.
+State changes happen under `self._mutex`, which API calls that change states take too; the
+executor's poll does not (`_cycle`), so that a slow batch system never holds API calls up.
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ class Scheduler:
         self.queue: QueuePolicy = policy(self.ledger, executor, settings, lambda: self.partitions)
         self._configured = {p.name: p for p in configured_partitions(settings)}
         self._mutex = threading.RLock()
+        #: held by whoever runs a cycle (the thread, or `tick`): the executor is polled,
+        #: started and cancelled by one cycle at a time, while API calls take `_mutex` only
+        self._cycling = threading.Lock()
         self._cond = threading.Condition()
         self._woken = False
         #: a wake-up other than a submission's came since the last pass: a whole pass
@@ -154,33 +158,41 @@ class Scheduler:
         """Poll the executor and record the jobs that ended (in one transaction); then, if
         `step` or anything was reported, the queue policy's whole pass; else, if jobs were
         submitted (`arrivals`), its pass over the new jobs alone."""
-        with self._mutex:
-            # The executor reports each end once: kept until the transaction recording
-            # them has committed, and recorded by the next cycle if it fails.
-            self._ended += self.executor.poll()
-            ended = bool(self._ended)
-            if ended:
-                with self.ledger.batch():
-                    for end in self._ended:
-                        with self.ledger.one_job(end.job_id, "recording how it ended", fail=True):
-                            self.queue.forget(end.job_id)
-                            self.ledger.record_end(end)
-                self._ended = []
-            if self.queue.observe() or ended:
-                step = True
-            if step:
-                self._step_at = math.inf  # until the pass says otherwise
-                due = self.queue.step()
-                if due is not None:
-                    # Not in the past: a time limit that could not be signalled is tried
-                    # again after a poll interval, not in a busy loop.
-                    self._step_at = max(due, time.time() + self.poll_interval / 2)
-            elif arrivals:
-                # What was due stays due; the new jobs may bring a sooner time limit.
-                due = self.queue.arrivals()
-                if due is not None:
-                    due = max(due, time.time() + self.poll_interval / 2)
-                    self._step_at = min(self._step_at, due)
+        with self._cycling:
+            # The poll may wait on the batch system (Slurm lists 10,000 jobs in seconds):
+            # outside the lock that API calls take, so that a cancel never waits behind it.
+            polled = self.executor.poll()
+            with self._mutex:
+                self._record_cycle(polled, step=step, arrivals=arrivals)
+
+    def _record_cycle(self, polled: list[Ended], *, step: bool, arrivals: bool) -> None:
+        """`_cycle`'s part under the lock: the ends recorded, then the queue's pass."""
+        # The executor reports each end once: kept until the transaction recording
+        # them has committed, and recorded by the next cycle if it fails.
+        self._ended += polled
+        ended = bool(self._ended)
+        if ended:
+            with self.ledger.batch():
+                for end in self._ended:
+                    with self.ledger.one_job(end.job_id, "recording how it ended", fail=True):
+                        self.queue.forget(end.job_id)
+                        self.ledger.record_end(end)
+            self._ended = []
+        if self.queue.observe() or ended:
+            step = True
+        if step:
+            self._step_at = math.inf  # until the pass says otherwise
+            due = self.queue.step()
+            if due is not None:
+                # Not in the past: a time limit that could not be signalled is tried
+                # again after a poll interval, not in a busy loop.
+                self._step_at = max(due, time.time() + self.poll_interval / 2)
+        elif arrivals:
+            # What was due stays due; the new jobs may bring a sooner time limit.
+            due = self.queue.arrivals()
+            if due is not None:
+                due = max(due, time.time() + self.poll_interval / 2)
+                self._step_at = min(self._step_at, due)
 
     def _recover(self) -> None:
         running = self.queue.watched(self.jobs.active())
