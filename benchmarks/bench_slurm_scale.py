@@ -70,10 +70,11 @@ def serve(state_dir: Path, ready: Path, url: str, conf: str, poll_interval: floa
     last_call: dict[str, float] = {}
     listing = SlurmRestClient.jobs
 
-    def jobs(self: SlurmRestClient) -> Any:
+    def jobs(self: SlurmRestClient, **kwargs: Any) -> Any:
         start = time.perf_counter()
-        records = listing(self)
-        last_call.update(wall=time.perf_counter() - start, records=len(records))
+        records = listing(self, **kwargs)
+        count = -1 if records is None else len(records)  # -1: "no change" (304)
+        last_call.update(wall=time.perf_counter() - start, records=count)
         return records
 
     polling = SlurmExecutor.poll
@@ -241,12 +242,23 @@ def measure(center: Center, cluster: Any, jobs: int, clients: int, idle: float) 
     ended = time.time()
     used = center.cpu_seconds() - cpu
     polls = center.polls(began, ended)
-    say(f"    {len(polls)} polls, each of {polls[-1]['tracked'] if polls else 0} jobs tracked")
-    for key, label in (("wall", "poll wall"), ("cpu", "poll CPU"), ("http", "GET /jobs")):
-        values = [p[key] for p in polls]
-        if values:
-            low, high = p50(values) * 1000, pct(values, 0.99) * 1000
-            say(f"    {label:10s} p50 {low:7.1f} p99 {high:7.1f} ms")
+    quiet = sum(1 for p in polls if p["records"] < 0)
+    tracked = polls[-1]["tracked"] if polls else 0
+    say(
+        f"    {len(polls)} polls of {tracked} jobs tracked: {quiet} answered"
+        f' "no change" (304), {len(polls) - quiet} listed every job'
+    )
+    kinds = {
+        "all polls": polls,
+        "no change": [p for p in polls if p["records"] < 0],
+        "every job": [p for p in polls if p["records"] >= 0],
+    }
+    for kind, chosen in kinds.items():
+        for key, label in (("wall", "wall"), ("cpu", "CPU"), ("http", "GET /jobs")):
+            values = [p[key] for p in chosen]
+            if values:
+                low, high = p50(values) * 1000, pct(values, 0.99) * 1000
+                say(f"    {kind:9s} {label:9s} p50 {low:7.1f} p99 {high:7.1f} ms")
     say(
         f"    center CPU {100 * used / (ended - began):.1f} % of a core;"
         f" GET /v1/jobs {ms(gets)} ms; {loadavg()}"

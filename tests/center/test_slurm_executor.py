@@ -216,6 +216,28 @@ def test_a_whole_listing_comes_at_least_every_minute_and_after_a_job_went_missin
     assert f"job {launched.external_id}" in client.calls
 
 
+def test_a_slow_listing_spaces_the_next(tmp_path: Path) -> None:
+    executor, client, clock = make(tmp_path)  # a poll interval of 1 s
+    launched = executor.start(spec(tmp_path, "1"))
+    client.records = [record(int(launched.external_id), "PENDING", state_reason="Resources")]
+    listing = client.jobs
+
+    def slow(**kwargs: Any) -> Any:
+        clock.now += 3.0  # slurmrestd listing 10,000 jobs
+        return listing(**kwargs)
+
+    client.jobs = slow  # type: ignore[method-assign]
+    clock.now += 1
+    executor.poll()
+    assert client.calls.count("jobs") == 1
+    clock.now += 5.5  # 3 s of listing, then twice that before the next
+    executor.poll()
+    assert client.calls.count("jobs") == 1
+    clock.now += 1
+    executor.poll()
+    assert client.calls.count("jobs") == 2
+
+
 def test_outage_keeps_state_then_recovers(tmp_path: Path) -> None:
     executor, client, clock = make(tmp_path)
     launched = executor.start(spec(tmp_path))

@@ -92,6 +92,10 @@ LISTING_OVERLAP = 10
 #: seconds between whole listings however quiet Slurm says it is (a bound on what a clock
 #: further off than `LISTING_OVERLAP` could hide)
 WHOLE_LISTING_EVERY = 60.0
+#: a listing that took W seconds is not asked for again sooner than this many W after it
+#: came: slurmrestd lists 10,000 jobs in seconds, and the scheduler's thread that waits for
+#: it has hand-overs and cancels to pass on in between (at most a third of its time listing)
+LISTING_SPACING = 2.0
 #: why a job's unix account must exist on the center host too
 NSS_HINT = "the center must see the cluster's accounts (NSS) to hand job directories to them"
 
@@ -300,13 +304,16 @@ class SlurmExecutor(Executor):
         """Slurm's jobs, or None when none changed since the previous poll (with
         `LISTING_OVERLAP` to spare): a quiet poll then costs one small answer, not every
         job's record parsed and reconciled. A whole listing at least every
-        `WHOLE_LISTING_EVERY`, and whenever a job is missing (its lookups are due)."""
+        `WHOLE_LISTING_EVERY`, and whenever a job is missing (its lookups are due). A slow
+        listing spaces the next (`LISTING_SPACING`)."""
         since: int | None = None
         recent = now - self._listed_at < WHOLE_LISTING_EVERY
         if self._asked_at is not None and recent and not self._missing:
             since = int(self._asked_at) - LISTING_OVERLAP
-        asked_at = time.time()
+        asked_at, started = time.time(), self.clock()
         records = self.client.jobs(changed_since=since)
+        came = self.clock()
+        self._next_poll = max(self._next_poll, came + LISTING_SPACING * (came - started))
         self._asked_at = asked_at
         if records is not None:
             self._listed_at = now
