@@ -151,8 +151,7 @@ class SlurmCluster:
         os.chmod(d, 0o755)
         ctld_port, slurmd_port, rest_port = free_port(), free_port(), free_port()
         (d / "slurm.conf").write_text(
-            SLURM_CONF.format(dir=d, ctld_port=ctld_port, slurmd_port=slurmd_port)
-            + self.extra_conf
+            SLURM_CONF.format(dir=d, ctld_port=ctld_port, slurmd_port=slurmd_port) + self.extra_conf
         )
         (d / "gres.conf").write_text(GRES_CONF.format(dir=d))
         for i, minor in enumerate((3, 5)):  # /dev/null and /dev/zero's numbers: harmless
