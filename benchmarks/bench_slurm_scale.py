@@ -18,10 +18,11 @@ What it does:
   jobs waiting for GPUs that running jobs hold — and keeps Slurm's scheduler considering
   them, unlike held jobs (`--hold`, skipped by Slurm's scheduler) or `--begin` in the future;
 - measures: submit latency and throughput through the center (accepted by the API, and
-  handed over to Slurm), then over `--idle-seconds` of nothing happening the executor's
-  poll (wall and the center's CPU per poll, p50/p99), the center process's whole CPU, and
-  `GET /v1/jobs` latency meanwhile; then cancelling every job through the API until the
-  center records them all CANCELLED;
+  handed over to Slurm), then, `--settle-seconds` after every pending reason was recorded
+  (Slurm's scheduler still assigns them for a while), over `--idle-seconds` of nothing
+  happening the executor's poll (wall and the center's CPU per poll, p50/p99), the center
+  process's whole CPU, and `GET /v1/jobs` latency meanwhile; then cancelling every job
+  through the API until the center records them all CANCELLED;
 - cleans up: the center stopped by PID, `scancel` of the test account's jobs, the cluster
   stopped by PID (`SlurmCluster.stop`).
 """
@@ -207,7 +208,9 @@ def squeue_count(cluster: Any, state: str) -> int:
     return len(out.stdout.split())
 
 
-def measure(center: Center, cluster: Any, jobs: int, clients: int, idle: float) -> None:
+def measure(
+    center: Center, cluster: Any, jobs: int, clients: int, idle: float, settle: float
+) -> None:
     hog = center.post("/v1/jobs", {"run": "sleep 3600", "resources": {"gpus": 2}})
     wait_until(
         lambda: center.client.get(f"/v1/jobs/{hog['id']}").json()["state"] == "RUNNING",
@@ -231,7 +234,10 @@ def measure(center: Center, cluster: Any, jobs: int, clients: int, idle: float) 
     wait_until(lambda: center.count(reasons) >= jobs, "Slurm's pending reasons", timeout=600)
     say(f"    Slurm holds {squeue_count(cluster, 'PENDING')} pending, every reason recorded")
 
-    say(f"\n{idle:g} s with {jobs} pending: {loadavg()}")
+    # Slurm's own scheduler goes on assigning pending reasons (Resources, Priority) to the
+    # jobs for a while after the last submit: let it settle before "nothing happening".
+    time.sleep(settle)
+    say(f"\n{idle:g} s with {jobs} pending, {settle:g} s after: {loadavg()}")
     began, cpu = time.time(), center.cpu_seconds()
     gets: list[float] = []
     while time.time() - began < idle:
@@ -289,6 +295,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--clients", type=int, default=4, help="concurrent API clients")
     parser.add_argument("--idle-seconds", type=float, default=60.0)
+    parser.add_argument("--settle-seconds", type=float, default=120.0, help="before idle")
     parser.add_argument("--poll-interval", type=float, default=1.0, help="the executor's")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--serve", nargs=5, help=argparse.SUPPRESS)
@@ -313,7 +320,7 @@ def main() -> None:
         state = base / "center"
         prepare(state)
         center = Center(state, cluster, args.poll_interval)
-        measure(center, cluster, args.jobs, args.clients, args.idle_seconds)
+        measure(center, cluster, args.jobs, args.clients, args.idle_seconds, args.settle_seconds)
     finally:
         if center is not None:
             center.stop()
