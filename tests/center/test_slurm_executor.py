@@ -19,12 +19,9 @@ from kaic.center.executors.slurm.api import (
     SlurmUnavailable,
     SubmitRequest,
 )
-from kaic.center.executors.slurm.executor import (
-    LISTING_OVERLAP,
-    WHOLE_LISTING_EVERY,
-    SlurmExecutor,
-)
+from kaic.center.executors.slurm.executor import SlurmExecutor
 from kaic.center.executors.slurm.interactive import SrunNoise
+from kaic.center.executors.slurm.listing import LISTING_OVERLAP, WHOLE_LISTING_EVERY
 from kaic.center.executors.slurm.states import parse_job_state
 from kaic.models import JobState
 

@@ -74,6 +74,7 @@ from kaic.center.executors.slurm.interactive import (
     find_srun,
     start_step,
 )
+from kaic.center.executors.slurm.listing import Listing
 from kaic.center.executors.slurm.resources import Resources, free_gpus, partition_configs
 from kaic.center.executors.slurm.states import map_state, pending_reason
 from kaic.center.jobs.partitions import PartitionConfig
@@ -86,16 +87,6 @@ logger = logging.getLogger("kaic.center.slurm")
 RESOURCES_EVERY = 10.0
 #: successful polls a job must be missing from before Slurm is asked about it directly
 MISSING_POLLS = 2
-#: seconds a poll's "changed since" reaches back before the previous poll's start: how far
-#: slurmctld's clock may lag the center's without a change being missed
-LISTING_OVERLAP = 10
-#: seconds between whole listings however quiet Slurm says it is (a bound on what a clock
-#: further off than `LISTING_OVERLAP` could hide)
-WHOLE_LISTING_EVERY = 60.0
-#: a listing that took W seconds is not asked for again sooner than this many W after it
-#: came: slurmrestd lists 10,000 jobs in seconds, and the scheduler's thread that waits for
-#: it has hand-overs and cancels to pass on in between (at most a third of its time listing)
-LISTING_SPACING = 2.0
 #: why a job's unix account must exist on the center host too
 NSS_HINT = "the center must see the cluster's accounts (NSS) to hand job directories to them"
 
@@ -161,12 +152,8 @@ class SlurmExecutor(Executor):
         self._resources_lock = threading.Lock()
         #: kaic job ids whose submit may have reached Slurm without us learning the id
         self._ambiguous: set[str] = set()
-        #: when (`time.time()`) the last poll that reached Slurm started, and when (`clock`)
-        #: the last whole listing came: the next poll asks only for a change since then
-        self._asked_at: float | None = None
-        self._listed_at = 0.0
-        #: whether the last whole listing lacked a job we track (the next is whole too)
-        self._missing = False
+        #: the one batched listing per poll, of the jobs changed since the previous one
+        self._listing = Listing(client, clock)
 
     # -- health and backoff --------------------------------------------------------------
 
@@ -256,10 +243,12 @@ class SlurmExecutor(Executor):
         records: list[SlurmJob] = []
         if self._jobs:
             try:
-                listed = self._list(now)
+                listed = self._listing.fetch(now)
             except SlurmApiError as exc:
                 self._failed(exc)
                 return []
+            finally:
+                self._next_poll = max(self._next_poll, self._listing.not_before)
             self._succeeded()  # only a call that reached Slurm says it is reachable
             if listed is None:  # no job changed in Slurm: each is as the last poll saw it
                 self._refresh_resources(now)
@@ -297,27 +286,8 @@ class SlurmExecutor(Executor):
             if result is not None:
                 del self._jobs[tracked.job_id]
                 ended.append(result)
-        self._missing = missing
+        self._listing.missing = missing
         return ended
-
-    def _list(self, now: float) -> list[SlurmJob] | None:
-        """Slurm's jobs, or None when none changed since the previous poll (with
-        `LISTING_OVERLAP` to spare): a quiet poll then costs one small answer, not every
-        job's record parsed and reconciled. A whole listing at least every
-        `WHOLE_LISTING_EVERY`, and whenever a job is missing (its lookups are due). A slow
-        listing spaces the next (`LISTING_SPACING`)."""
-        since: int | None = None
-        recent = now - self._listed_at < WHOLE_LISTING_EVERY
-        if self._asked_at is not None and recent and not self._missing:
-            since = int(self._asked_at) - LISTING_OVERLAP
-        asked_at, started = time.time(), self.clock()
-        records = self.client.jobs(changed_since=since)
-        came = self.clock()
-        self._next_poll = max(self._next_poll, came + LISTING_SPACING * (came - started))
-        self._asked_at = asked_at
-        if records is not None:
-            self._listed_at = now
-        return records
 
     def _observe(self, tracked: _Tracked, record: SlurmJob) -> Ended | None:
         if tracked.task is not None and record.array_task_id == tracked.task:
