@@ -44,9 +44,8 @@ Parts (`--parts`, default `api,tick,idle,arrays`; `plans` prints each job query'
 The baseline's arrays are quadratic (an array of 1,000 tasks took it 69 s of CPU to
 settle), so `idle`/`arrays` run both trees at `--arrays`/`--tasks`/`--big-array` (small by
 default) and then this tree alone at `--full-arrays`/`--full-tasks`/`--full-big-array`
-(20 x 1,000 pending, one of 10,000): those figures have no baseline. The Slurm executor's
-poll cost over 10,000 jobs (the real single-node Slurm of `tests/slurm/`) is not measured
-here.
+(20 x 1,000 pending, one of 10,000): those figures have no baseline. The Slurm executor
+holding 10,000 pending jobs on the real single-node Slurm is `bench_slurm_scale.py`'s.
 """
 
 from __future__ import annotations
@@ -651,6 +650,10 @@ def worker_plans(state_dir: Path) -> None:
         ),
         "submit": lambda: service.submit(
             user.id, USER, JobSubmit(run="x", array="0-9", resources=Resources(gpus=1)), None
+        ),
+        "submit, its pass": lambda: (
+            service.submit(user.id, USER, JobSubmit(run="x", resources=Resources(gpus=1)), None),
+            scheduler._cycle(step=False, arrivals=True),
         ),
         "tick": scheduler.tick,
         "end, tick": lambda: (executor.finish(executor.running()[0], 0), scheduler.tick()),

@@ -13,6 +13,7 @@ from kaic.center.admin import add_user
 from kaic.center.app import create_app
 from kaic.center.security import totp_code
 from kaic.center.settings import CenterSettings
+from kaic.models.auth import SCOPES
 
 from .conftest import PASSWORD, Center, FakeClock, assert_error, bearer
 
@@ -45,7 +46,7 @@ def test_password_login_returns_working_tokens(center: Center) -> None:
     assert body["user"] == "alice"
     assert body["unix_account"] == "alice01"
     assert body["token_kind"] == "session"
-    assert body["scopes"] == ["jobs:read", "jobs:write", "files", "jobs:exec"]
+    assert body["scopes"] == list(SCOPES)  # a session holds every scope, secrets:* included
     assert body["projects"] == [{"name": "ai-2026-0042", "role": "member"}]
 
 

@@ -32,6 +32,7 @@ ATTEMPTS = """\
 n=$(( $(cat "$HOME/runs" 2>/dev/null || echo 0) + 1 )); echo "$n" > "$HOME/runs"
 echo "out $n"; echo "err $n" >&2
 while [ ! -e "$HOME/go$n" ]; do sleep 0.02; done
+sleep 1  # long enough to be charged a visible 0.0003 GPU-hours, however fast the machine
 echo "done $n"
 exit "$(cat "$HOME/go$n")"
 """

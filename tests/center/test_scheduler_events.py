@@ -10,6 +10,7 @@ still start jobs promptly and that time limits hold with nothing else happening.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,17 +42,27 @@ class CountingExecutor(SimulatedExecutor):
 
 @contextmanager
 def counting_passes(scheduler: Scheduler) -> Iterator[Callable[[], int]]:
-    """The number of queue passes so far (read under the scheduler's lock, so never in the
-    middle of one)."""
+    """The number of queue passes so far, whole (`step`) or over the new jobs alone
+    (`arrivals`, which may fall back to a whole one: counted once); read under the
+    scheduler's lock, so never in the middle of one."""
     passes = 0
-    step = scheduler.queue.step
+    step, arrivals = scheduler.queue.step, scheduler.queue.arrivals
+    inside = False
 
-    def counted() -> float | None:
-        nonlocal passes
-        passes += 1
-        return step()
+    def counted(call: Callable[[], float | None]) -> Callable[[], float | None]:
+        def pass_() -> float | None:
+            nonlocal passes, inside
+            outer, inside = inside, True
+            passes += not outer
+            try:
+                return call()
+            finally:
+                inside = outer
 
-    scheduler.queue.step = counted  # type: ignore[method-assign]
+        return pass_
+
+    scheduler.queue.step = counted(step)  # type: ignore[method-assign]
+    scheduler.queue.arrivals = counted(arrivals)  # type: ignore[method-assign]
 
     def count() -> int:
         with scheduler._mutex:
@@ -169,3 +180,43 @@ def test_a_batch_system_holding_pending_jobs_costs_polls_not_passes(
             center.wait_state(jobs[0]["id"], "RUNNING")
             assert passes() > before
             quiet_for(lambda: client.calls.count("jobs"), passes)
+
+
+class SlowSlurm(QuietSlurm):
+    """A slurmrestd whose listing, once `hold` is set, waits until released (as one of
+    10,000 jobs takes seconds)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold = False
+        self.listing = threading.Event()
+        self.release = threading.Event()
+        self.listed = threading.Event()
+
+    def jobs(self, *, changed_since: int | None = None) -> list[SlurmJob] | None:
+        if self.hold:
+            self.listing.set()
+            self.release.wait(30)
+            self.listed.set()
+        return super().jobs(changed_since=changed_since)
+
+
+def test_an_api_call_never_waits_behind_a_slow_poll(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = SlowSlurm()
+    executor = SlurmExecutor(client, poll_interval=0.01)  # type: ignore[arg-type]
+    monkeypatch.setattr(app_module, "make_executor", lambda settings: executor)
+    monkeypatch.setattr(executor, "_owner", lambda account: None)
+    with jobs_center(tmp_path, executor="slurm", job_poll_interval=0.01) as center:
+        job = center.submit("true", partition="gpu")
+        wait_for(lambda: center.job(job["id"])["reason"] == "Resources")
+        client.hold = True
+        try:
+            wait_for(client.listing.is_set, what="the scheduler's thread inside a listing")
+            # The scheduler's lock is free while it waits on Slurm: a cancel goes through.
+            assert center.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
+            assert not client.listed.is_set(), "the cancel waited for the listing"
+        finally:
+            client.hold = False
+            client.release.set()

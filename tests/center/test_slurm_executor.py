@@ -3,6 +3,7 @@ resilience when slurmrestd fails, lost jobs, and never repeating an ambiguous su
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from kaic.center.executors.slurm.api import (
 )
 from kaic.center.executors.slurm.executor import SlurmExecutor
 from kaic.center.executors.slurm.interactive import SrunNoise
+from kaic.center.executors.slurm.listing import LISTING_OVERLAP, WHOLE_LISTING_EVERY
 from kaic.center.executors.slurm.states import parse_job_state
 from kaic.models import JobState
 
@@ -34,14 +36,25 @@ class FakeClient:
         self.submit_error: Exception | None = None
         self.submitted: list[SubmitRequest] = []
         self.next_id = 100
+        #: slurmctld's last job change (epoch; None: always answer with every job), and
+        #: the `update_time` of each listing asked for
+        self.last_update: float | None = None
+        self.since: list[int | None] = []
 
     def _call(self, name: str) -> None:
         self.calls.append(name)
         if self.down:
             raise SlurmUnavailable("connection refused")
 
-    def jobs(self) -> list[SlurmJob]:
+    def jobs(self, *, changed_since: int | None = None) -> list[SlurmJob] | None:
         self._call("jobs")
+        self.since.append(changed_since)
+        if (
+            changed_since is not None
+            and self.last_update is not None
+            and changed_since - 1 >= self.last_update
+        ):
+            return None  # slurmctld: no change since (slurmrestd: 304)
         return list(self.records)
 
     def job(self, job_id: str) -> list[SlurmJob]:
@@ -141,6 +154,85 @@ def test_one_batched_call_per_interval_and_states(tmp_path: Path) -> None:
     assert (ended["1"].state, ended["1"].exit_code) == (JobState.FAILED, 7)
     assert ended["2"].state is JobState.TIMEOUT and ended["2"].reason == "time limit reached"
     assert executor.tracked() == []
+
+
+def test_a_quiet_poll_asks_only_whether_anything_changed(tmp_path: Path) -> None:
+    # 10,000 pending jobs made every poll parse and reconcile 36 MB of records that had not
+    # changed; now a poll asks Slurm for a change since the previous one (less an overlap
+    # for clock skew) and does nothing more when there is none.
+    executor, client, clock = make(tmp_path)
+    launched = executor.start(spec(tmp_path, "1"))
+    slurm_id = int(launched.external_id)
+    client.records = [record(slurm_id, "PENDING", state_reason="Resources")]
+    client.last_update = time.time()
+    clock.now += 1
+    assert executor.poll() == []
+    assert client.since == [None]  # the first poll lists every job
+    assert [u.reason for u in executor.updates()] == ["Resources"]
+    client.last_update = time.time() - 3600  # nothing changed in Slurm since
+    for _ in range(3):
+        clock.now += 1
+        assert executor.poll() == []
+    asked = client.since[1:]
+    assert len(asked) == 3 and all(s is not None for s in asked), client.since
+    assert max(s for s in asked if s is not None) <= time.time() - LISTING_OVERLAP
+    assert executor.updates() == []
+    # A change: Slurm lists every job again, and the end is seen.
+    client.records = [record(slurm_id, "COMPLETED", exit_code=0)]
+    client.last_update = time.time()
+    clock.now += 1
+    ended = executor.poll()
+    assert [(e.job_id, e.state) for e in ended] == [("1", JobState.COMPLETED)]
+
+
+def test_a_whole_listing_comes_at_least_every_minute_and_after_a_job_went_missing(
+    tmp_path: Path,
+) -> None:
+    executor, client, clock = make(tmp_path)
+    launched = executor.start(spec(tmp_path, "1"))
+    client.records = [record(int(launched.external_id), "PENDING", state_reason="Resources")]
+    client.last_update = time.time() - 3600
+    clock.now += 1
+    executor.poll()
+    clock.now += 1
+    executor.poll()
+    assert client.since[-1] is not None
+    clock.now += WHOLE_LISTING_EVERY
+    executor.poll()
+    assert client.since[-1] is None  # however quiet Slurm says it is
+    # A job missing from a whole listing: the next poll lists everything again (its second
+    # absence is what makes Slurm be asked about it directly).
+    client.records = []
+    client.last_update = time.time()
+    clock.now += 1
+    executor.poll()
+    client.last_update = time.time() - 3600
+    clock.now += 1
+    executor.poll()
+    assert client.since[-1] is None
+    assert f"job {launched.external_id}" in client.calls
+
+
+def test_a_slow_listing_spaces_the_next(tmp_path: Path) -> None:
+    executor, client, clock = make(tmp_path)  # a poll interval of 1 s
+    launched = executor.start(spec(tmp_path, "1"))
+    client.records = [record(int(launched.external_id), "PENDING", state_reason="Resources")]
+    listing = client.jobs
+
+    def slow(**kwargs: Any) -> Any:
+        clock.now += 3.0  # slurmrestd listing 10,000 jobs
+        return listing(**kwargs)
+
+    client.jobs = slow  # type: ignore[method-assign]
+    clock.now += 1
+    executor.poll()
+    assert client.calls.count("jobs") == 1
+    clock.now += 5.5  # 3 s of listing, then twice that before the next
+    executor.poll()
+    assert client.calls.count("jobs") == 1
+    clock.now += 1
+    executor.poll()
+    assert client.calls.count("jobs") == 2
 
 
 def test_outage_keeps_state_then_recovers(tmp_path: Path) -> None:

@@ -107,6 +107,9 @@ class SlurmCluster:
     dir: Path
     #: how many nodes (1: `localhost`; more: `n1`, `n2`, …)
     nodes: int = 1
+    #: lines appended to slurm.conf (a later setting wins: `MaxJobCount=20000` for a
+    #: benchmark holding 10,000 jobs)
+    extra_conf: str = ""
     url: str = ""
     token: str = ""
     env: dict[str, str] = field(default_factory=dict)
@@ -171,6 +174,7 @@ class SlurmCluster:
                 nodes=node_lines,
                 names=",".join(names),
             )
+            + self.extra_conf
         )
         gres = [
             GRES.format(name=n, dir=d, first=2 * i, last=2 * i + 1) for i, n in enumerate(names)

@@ -9,7 +9,9 @@ from typing import Any
 
 import httpx
 
+from kaic.center.executors.slurm.api import SlurmRestClient
 from tests.helpers import poll, run_cli
+from tests.slurm.cluster import SlurmCluster
 from tests.slurm.conftest import SlurmCenter
 
 
@@ -87,3 +89,27 @@ def test_slurmrestd_restart_mid_job(alice: SlurmCenter) -> None:
     run_cli("wait", later, timeout=60)
     assert run_cli("logs", later).stdout == "later\n"
     poll(lambda: health(alice)["status"] == "ok", timeout=15)
+
+
+def test_a_listing_since_a_time_says_no_change_until_a_job_changes(
+    slurm_cluster: SlurmCluster,
+) -> None:
+    # The executor's quiet polls rest on this (`SlurmRestClient.jobs(changed_since=…)`):
+    # slurmrestd answers 304 when no job changed since then, and every job once one did.
+    client = SlurmRestClient(slurm_cluster.url, slurm_cluster.token)
+    job_id = ""
+    try:
+        assert client.jobs() is not None
+        assert client.jobs(changed_since=int(time.time()) + 3600) is None
+        since = int(time.time())
+        done = slurm_cluster.run(
+            "sbatch", "--parsable", "--hold", "-o", "/dev/null", "--wrap", "true"
+        )
+        assert done.returncode == 0, done.stderr
+        job_id = done.stdout.strip().split(";")[0]
+        listed = client.jobs(changed_since=since)
+        assert listed is not None and int(job_id) in [job.job_id for job in listed]
+    finally:
+        if job_id:
+            slurm_cluster.run("scancel", job_id)
+        client.close()

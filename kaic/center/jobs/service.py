@@ -354,7 +354,7 @@ class JobService:
             if idempotency_key is not None:
                 self.jobs.save_idempotency_key(user_id, idempotency_key, body_hash, job_id)
             job = self.get(job_id, user_id)
-        self.scheduler.wake()
+        self.scheduler.wake(arrival=True)
         assert job is not None
         return job, True
 

@@ -19,7 +19,7 @@ import json
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from kaic.center.db import Database, format_time, parse_time
 from kaic.center.jobs.rows import (
@@ -48,6 +48,14 @@ _NO_CURSOR = 2**63 - 1
 
 #: the columns of `QueueRow`, in its order
 _QUEUE_COLUMNS = ", ".join(QueueRow._fields)
+#: which active rows `JobStore.queue` returns: all, those not handed over to the executor
+#: yet, or those whose cancel the executor is to be told of (the hand-over policy's pass)
+QueueFilter = Literal["all", "unsubmitted", "cancelling"]
+_QUEUE_FILTERS: dict[str, str] = {
+    "all": "",
+    "unsubmitted": " AND state = 'PENDING' AND external_id IS NULL",
+    "cancelling": " AND end_cause = 'cancel' AND external_id IS NOT NULL",
+}
 
 
 def _select(indexed_by: str = "") -> str:
@@ -227,11 +235,16 @@ class JobStore:
         )
         return [job_row(r) for r in rows]
 
-    def queue(self) -> list[QueueRow]:
-        """`active` as the queue policies read it on every pass (`QueueRow`)."""
+    def queue(self, after_seq: int = 0, *, only: QueueFilter = "all") -> list[QueueRow]:
+        """`active` as the queue policies read it on every pass (`QueueRow`); with
+        `after_seq`, only the jobs numbered after it (the index's range from there: the
+        submissions since a pass, `QueuePolicy.arrivals`); with `only`, only the rows a
+        policy acts on (`_QUEUE_FILTERS`), filtered by SQLite in the same index rather
+        than read whole."""
         rows = self.db.fetchall(
             f"SELECT {_QUEUE_COLUMNS} FROM jobs INDEXED BY jobs_queue WHERE {_QUEUED}"
-            " ORDER BY seq, array_task_id"
+            f" AND seq > ?{_QUEUE_FILTERS[only]} ORDER BY seq, array_task_id",
+            (after_seq,),
         )
         return [queue_row(r) for r in rows]
 
@@ -245,21 +258,33 @@ class JobStore:
         )
         return {r["partition"]: (int(r["pending"]), int(r["held"])) for r in rows}
 
-    def gpu_queue(self, partition: str) -> tuple[int, list[tuple[int, float | None]]]:
-        """A partition's GPU jobs: the GPUs the pending ones ask for in all, and per running
-        one (GPUs held, deadline epoch)."""
-        rows = self.db.fetchall(
-            f"SELECT state, gpus, {_HELD_GPUS_SQL} AS held, deadline_epoch FROM jobs"
-            f" INDEXED BY jobs_queue WHERE {_QUEUED} AND partition = ? AND gpus > 0",
+    def gpu_demand(self, partition: str) -> tuple[int, int]:
+        """A partition's GPU jobs: (the GPUs the pending ones ask for in all, the GPUs the
+        running ones hold), summed by SQLite over the queue's index (a dry run's estimate:
+        no row read into Python)."""
+        row = self.db.fetchone(
+            "SELECT COALESCE(SUM(CASE WHEN state = 'PENDING' THEN gpus ELSE 0 END), 0) AS wanted,"
+            f" COALESCE(SUM(CASE WHEN state = 'RUNNING' THEN {_HELD_GPUS_SQL} ELSE 0 END), 0)"
+            f" AS held FROM jobs INDEXED BY jobs_queue WHERE {_QUEUED} AND partition = ?"
+            " AND gpus > 0",
             (partition,),
         )
-        wanted = sum(r["gpus"] for r in rows if r["state"] == JobState.PENDING.value)
-        running = [
-            (int(r["held"]), r["deadline_epoch"])
-            for r in rows
-            if r["state"] == JobState.RUNNING.value
-        ]
-        return wanted, running
+        assert row is not None
+        return int(row["wanted"]), int(row["held"])
+
+    def deadline_freeing(self, partition: str, gpus: int) -> float | None:
+        """The earliest time limit (epoch) by which the partition's running GPU jobs, ending
+        in deadline order, free `gpus` GPUs; None if those with limits never free as many.
+        One window over the running rows, in SQLite."""
+        row = self.db.fetchone(
+            "SELECT deadline_epoch FROM (SELECT deadline_epoch, SUM("
+            f"{_HELD_GPUS_SQL}) OVER (ORDER BY deadline_epoch ROWS UNBOUNDED PRECEDING) AS freed"
+            f" FROM jobs INDEXED BY jobs_queue WHERE {_QUEUED} AND partition = ? AND gpus > 0"
+            " AND state = 'RUNNING' AND deadline_epoch IS NOT NULL)"
+            " WHERE freed >= ? ORDER BY deadline_epoch LIMIT 1",
+            (partition, gpus),
+        )
+        return float(row["deadline_epoch"]) if row else None
 
     # -- an array's derived state (`Ledger.refresh_array`) ------------------------------
 

@@ -352,6 +352,10 @@ def _errors(body: object) -> list[dict[str, Any]]:
     return []
 
 
+#: what `_request` returns for 304 Not Modified (compared by identity)
+_NOT_MODIFIED: dict[str, Any] = {}
+
+
 class SlurmRestClient:
     """Synchronous slurmrestd client (used by the scheduler's thread only)."""
 
@@ -376,7 +380,13 @@ class SlurmRestClient:
         self._http.close()
 
     def _request(
-        self, method: str, path: str, *, user: str | None = None, body: object = None
+        self,
+        method: str,
+        path: str,
+        *,
+        user: str | None = None,
+        body: object = None,
+        params: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         headers = {
             "X-SLURM-USER-TOKEN": self.token,
@@ -384,7 +394,7 @@ class SlurmRestClient:
         }
         url = f"/slurm/{API_VERSION}{path}"
         try:
-            response = self._http.request(method, url, headers=headers, json=body)
+            response = self._http.request(method, url, headers=headers, json=body, params=params)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise SlurmUnavailable(f"cannot reach slurmrestd at {self.url}: {exc}") from exc
         except httpx.HTTPError as exc:
@@ -392,6 +402,8 @@ class SlurmRestClient:
             raise SlurmUnavailable(
                 f"slurmrestd at {self.url} did not answer: {exc!r}", sent=True
             ) from exc
+        if response.status_code == 304:  # Not Modified (`update_time`): no body
+            return _NOT_MODIFIED
         try:
             data = response.json()
         except ValueError:
@@ -435,9 +447,15 @@ class SlurmRestClient:
         SIGKILL after its KillWait."""
         self._request("DELETE", f"/job/{job_id}", user=user)
 
-    def jobs(self) -> list[SlurmJob]:
-        """Every job Slurm knows (one call)."""
-        data = self._request("GET", "/jobs")
+    def jobs(self, *, changed_since: int | None = None) -> list[SlurmJob] | None:
+        """Every job Slurm knows (one call). With `changed_since` (epoch seconds,
+        `update_time`): None when no job changed since then — slurmctld answers "no change"
+        and slurmrestd 304 without a body, instead of every job's record (3.6 kB each in
+        v0.0.38: 36 MB for 10,000 jobs) —, else every job as without it."""
+        params = None if changed_since is None else {"update_time": str(changed_since)}
+        data = self._request("GET", "/jobs", params=params)
+        if data is _NOT_MODIFIED:
+            return None
         return [parse_job(doc) for doc in data.get("jobs") or []]
 
     def job(self, job_id: str) -> list[SlurmJob]:

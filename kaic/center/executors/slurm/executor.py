@@ -74,6 +74,7 @@ from kaic.center.executors.slurm.interactive import (
     find_srun,
     start_step,
 )
+from kaic.center.executors.slurm.listing import Listing
 from kaic.center.executors.slurm.resources import Resources, free_gpus, partition_configs
 from kaic.center.executors.slurm.states import map_state, pending_reason
 from kaic.center.jobs.partitions import PartitionConfig
@@ -154,6 +155,8 @@ class SlurmExecutor(Executor):
         self._resources_lock = threading.Lock()
         #: kaic job ids whose submit may have reached Slurm without us learning the id
         self._ambiguous: set[str] = set()
+        #: the one batched listing per poll, of the jobs changed since the previous one
+        self._listing = Listing(client, clock)
 
     # -- health and backoff --------------------------------------------------------------
 
@@ -185,7 +188,7 @@ class SlurmExecutor(Executor):
     def _adopt(self, spec: LaunchSpec, account: str) -> int | None:
         """The Slurm id of an earlier, unconfirmed submit of this job, if Slurm has it."""
         wanted = submit.comment(spec.job_id)
-        for record in self.client.jobs():
+        for record in self.client.jobs() or ():
             if record.comment == wanted and record.user in (account, None):
                 return record.array_job_id or record.job_id
         return None
@@ -243,11 +246,17 @@ class SlurmExecutor(Executor):
         records: list[SlurmJob] = []
         if self._jobs:
             try:
-                records = self.client.jobs()
+                listed = self._listing.fetch(now)
             except SlurmApiError as exc:
                 self._failed(exc)
                 return []
+            finally:
+                self._next_poll = max(self._next_poll, self._listing.not_before)
             self._succeeded()  # only a call that reached Slurm says it is reachable
+            if listed is None:  # no job changed in Slurm: each is as the last poll saw it
+                self._refresh_resources(now)
+                return []
+            records = listed
         self._refresh_resources(now)
         plain: dict[int, SlurmJob] = {}
         tasks: dict[tuple[int, int], SlurmJob] = {}
@@ -261,6 +270,7 @@ class SlurmExecutor(Executor):
                 for index in item.pending_tasks:
                     remainders[(item.array_job_id, index)] = item
         ended: list[Ended] = []
+        missing = False
         looked_up: dict[str, list[SlurmJob] | Exception] = {}  # one GET /job/<id> per id
         for tracked in list(self._jobs.values()):
             record: SlurmJob | None
@@ -270,7 +280,8 @@ class SlurmExecutor(Executor):
             else:
                 record = plain.get(tracked.plain_id or -1)
             if record is None:
-                result = self._missing(tracked, now, looked_up)
+                missing = True
+                result = self._missing_from_listing(tracked, now, looked_up)
             else:
                 tracked.missing = 0
                 tracked.last_seen = now
@@ -278,6 +289,7 @@ class SlurmExecutor(Executor):
             if result is not None:
                 del self._jobs[tracked.job_id]
                 ended.append(result)
+        self._listing.missing = missing
         return ended
 
     def _observe(self, tracked: _Tracked, record: SlurmJob) -> Ended | None:
@@ -355,7 +367,7 @@ class SlurmExecutor(Executor):
             nodes=record.nodes,
         )
 
-    def _missing(
+    def _missing_from_listing(
         self, tracked: _Tracked, now: float, looked_up: dict[str, list[SlurmJob] | Exception]
     ) -> Ended | None:
         """A tracked job absent from `GET /jobs`: ask Slurm about it, then decide."""

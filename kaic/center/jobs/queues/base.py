@@ -66,6 +66,12 @@ class QueuePolicy(ABC):
         happens — the next time limit, a retry —, or None: only when something happens (a
         submit, a cancel, a job's end, a report of the executor)."""
 
+    def arrivals(self) -> float | None:
+        """A pass when only submissions happened since the last: the new jobs decided, the
+        others as the last pass left them (a policy that cannot tell: a whole `step`).
+        Returns as `step` does: when a pass is due, or None."""
+        return self.step()
+
     @abstractmethod
     def watched(self, active: Sequence[JobRow]) -> list[JobRow]:
         """The active jobs the executor is to re-attach after a center restart."""

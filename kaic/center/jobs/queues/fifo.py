@@ -9,7 +9,12 @@
 and says when it must pass again if nothing else happens: the next time limit.
 
 A pass reads the active rows once (`JobStore.queue`, one small index) and costs O(active jobs
-+ GPUs): free GPUs are a heap, not a scan per job. What it decides — the jobs it started,
++ GPUs): free GPUs are a heap, not a scan per job. A pass after submissions alone
+(`arrivals`) costs O(new jobs): FIFO means a new job never changes what the jobs ahead of it
+get, so it reads only the rows numbered after the last pass's and decides them against what
+that pass left (`_Tail`: the free GPUs, the partitions blocked, the array tasks running).
+Anything else — a job's end, a cancel, a time limit, a failed record — makes the next pass a
+whole one, which builds the tail afresh from the database. What it decides — the jobs it started,
 those that end without running, why the others wait — is recorded in one transaction at its
 end (`Ledger.batch`): one commit (an fsync) per pass, not one per job, so a 10,000-task
 array settles in one.
@@ -63,6 +68,40 @@ class _Outcome:
             self.waits.append((row, reason))
 
 
+@dataclass
+class _Tail:
+    """What the queue ahead leaves for a job that arrives after a pass: each partition's
+    GPUs in use and free (a heap, built when first needed), the partitions where a GPU job
+    already waits (FIFO: a later one waits behind it), the running tasks per array, and the
+    last job number the pass decided."""
+
+    used: dict[str, set[int]] = field(default_factory=dict)
+    free: dict[str, list[int]] = field(default_factory=dict)
+    blocked: set[str] = field(default_factory=set)
+    running_tasks: Counter[str] = field(default_factory=Counter)
+    seq: int = 0
+
+    @classmethod
+    def of(cls, rows: Sequence[QueueRow], partitions: Sequence[str]) -> _Tail:
+        """Before a whole pass: the GPUs and array tasks the running rows hold."""
+        tail = cls(used={name: set() for name in partitions})
+        for row in rows:
+            if row.state is JobState.RUNNING:
+                tail.used.setdefault(row.partition, set()).update(row.gpu_ids)
+                if row.array_job_id:
+                    tail.running_tasks[row.array_job_id] += 1
+        return tail
+
+    def free_gpus(self, partition: PartitionConfig) -> list[int]:
+        heap = self.free.get(partition.name)
+        if heap is None:
+            taken = self.used.get(partition.name, set())
+            heap = self.free[partition.name] = [
+                i for i in range(partition.gpus) if i not in taken
+            ]  # ascending: already a heap
+        return heap
+
+
 class CenterQueue(QueuePolicy):
     """FIFO per partition with exclusive GPUs; the center signals cancels and time limits."""
 
@@ -76,14 +115,17 @@ class CenterQueue(QueuePolicy):
         super().__init__(ledger, executor, settings, partitions)
         #: starts a pass could not record (the database failed): recorded before the next
         self._unrecorded: list[_Started] = []
+        #: what the last pass left for jobs submitted since (None: the next is a whole pass)
+        self._tail: _Tail | None = None
 
     def step(self) -> float | None:
+        self._tail = None
         if self._unrecorded:
             self._record(_Outcome(starts=self._unrecorded))
         rows = self.jobs.queue()
         running = [r for r in rows if r.state is JobState.RUNNING]
         self._signal_running(running)
-        deadlines = self._schedule(rows)
+        deadlines = self._schedule(rows, _Tail.of(rows, list(self.partitions())))
         # The next time limit to enforce (the jobs just started have theirs too).
         deadlines += [
             r.deadline_epoch
@@ -91,6 +133,18 @@ class CenterQueue(QueuePolicy):
             if r.deadline_epoch is not None and r.id not in self.signalled
         ]
         return min(deadlines, default=None)
+
+    def arrivals(self) -> float | None:
+        """The jobs submitted since the last pass, decided against what it left; a whole
+        pass when there is no such tail (or a row it did not expect: one not pending)."""
+        tail = self._tail
+        if tail is None or self._unrecorded:
+            return self.step()
+        rows = self.jobs.queue(after_seq=tail.seq)
+        if any(r.state is not JobState.PENDING for r in rows):
+            return self.step()
+        self._tail = None  # until this pass is recorded
+        return min(self._schedule(rows, tail), default=None)
 
     def watched(self, active: Sequence[JobRow]) -> list[JobRow]:
         return [r for r in active if r.state is JobState.RUNNING]
@@ -109,20 +163,15 @@ class CenterQueue(QueuePolicy):
         """Now if enough GPUs are free (and no GPU job waits ahead); otherwise the earliest
         time enough running jobs reach their time limits; None with running jobs without
         limits in the way."""
-        wanted, running = self.jobs.gpu_queue(partition.name)
+        wanted, held = self.jobs.gpu_demand(partition.name)
         need = gpus + wanted
-        free = partition.gpus - sum(held for held, _ in running)
+        free = partition.gpus - held
         if free >= need:
             return now
-        wall = time.time()
-        for held, deadline in sorted(
-            ((held, deadline) for held, deadline in running if deadline is not None),
-            key=lambda item: item[1] or 0.0,
-        ):
-            free += held
-            if free >= need:
-                return now + timedelta(seconds=max(0.0, (deadline or wall) - wall))
-        return None
+        deadline = self.jobs.deadline_freeing(partition.name, need - free)
+        if deadline is None:
+            return None
+        return now + timedelta(seconds=max(0.0, deadline - time.time()))
 
     # -- signalling ----------------------------------------------------------------------
 
@@ -145,20 +194,13 @@ class CenterQueue(QueuePolicy):
 
     # -- starting ------------------------------------------------------------------------
 
-    def _schedule(self, rows: Sequence[QueueRow]) -> list[float]:
-        """Start what can start, FIFO per partition; record why the rest waits. Returns
-        the deadlines of the jobs it started."""
+    def _schedule(self, rows: Sequence[QueueRow], tail: _Tail) -> list[float]:
+        """Start what can start, FIFO per partition, after what `tail` says the queue ahead
+        holds; record why the rest waits; keep the tail for the next arrivals. Returns the
+        deadlines of the jobs it started."""
         partitions = self.partitions()
-        used: dict[str, set[int]] = {name: set() for name in partitions}
-        running_tasks: Counter[str] = Counter()
-        for row in rows:
-            if row.state is JobState.RUNNING:
-                used.setdefault(row.partition, set()).update(row.gpu_ids)
-                if row.array_job_id:
-                    running_tasks[row.array_job_id] += 1
-        #: the free GPU indices per partition, lowest first (built when first needed)
-        free: dict[str, list[int]] = {}
-        blocked: set[str] = set()
+        running_tasks = tail.running_tasks
+        blocked = tail.blocked
         pending = [r for r in rows if r.state is JobState.PENDING]
         dependencies = self.jobs.get_many(d for r in pending for d in r.depends_on)
         outcome = _Outcome()
@@ -187,12 +229,7 @@ class CenterQueue(QueuePolicy):
                 if row.gpus > 0 and partition.name in blocked:
                     outcome.wait(row, "Priority")
                     continue
-                heap = free.get(partition.name)
-                if heap is None:
-                    taken = used[partition.name]
-                    heap = free[partition.name] = [
-                        i for i in range(partition.gpus) if i not in taken
-                    ]  # ascending: already a heap
+                heap = tail.free_gpus(partition)
                 if len(heap) < row.gpus:
                     outcome.wait(row, "Resources")
                     blocked.add(partition.name)
@@ -205,6 +242,10 @@ class CenterQueue(QueuePolicy):
                 if row.array_job_id:
                     running_tasks[row.array_job_id] += 1
         self._record(outcome)
+        # Recorded: the tail holds for the next arrivals (a row that ended without running
+        # held no GPUs; one that failed to start gave its GPUs back to the heap).
+        tail.seq = max([tail.seq, *(r.seq for r in rows)])
+        self._tail = tail
         return [s.deadline for s in outcome.starts if s.deadline is not None]
 
     def _start(

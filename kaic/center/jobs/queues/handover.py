@@ -9,8 +9,12 @@
 
 Time limits, pending reasons and final states are the executor's (`Ended.state`). With
 nothing reported, submitted or cancelled there is no pass: holding 10,000 pending jobs costs
-the executor's one batched poll per interval, nothing more. A hand-over the executor cannot
-take now (the batch system unreachable) is retried `RETRY_SECONDS` later.
+the executor's one batched poll per interval, nothing more. A pass reads only the rows it
+acts on (SQLite filters the queue's index: the jobs not handed over, the cancels to pass
+on), and a pass after submissions alone (`arrivals`) only the jobs numbered after the last
+pass's, so a submit beside 10,000 jobs the executor holds costs what it costs beside none.
+A hand-over the executor cannot take now (the batch system unreachable) is retried
+`RETRY_SECONDS` later.
 """
 
 from __future__ import annotations
@@ -45,12 +49,15 @@ class HandOverQueue(QueuePolicy):
         super().__init__(ledger, executor, settings, partitions)
         #: what the executor reported and the next pass records
         self._reports: list[Observed] = []
+        #: the last job number a pass handed over or saw (None: the next is a whole pass)
+        self._after: int | None = None
 
     def observe(self) -> bool:
         self._reports.extend(self.executor.updates())
         return bool(self._reports)
 
     def step(self) -> float | None:
+        self._after = None
         self.observe()
         reports, self._reports = self._reports, []
         if reports:
@@ -58,10 +65,24 @@ class HandOverQueue(QueuePolicy):
                 for observed in reports:
                     with self.ledger.one_job(observed.job_id, "recording its state"):
                         self.ledger.observed(observed)
-        rows = self.jobs.queue()
-        self._pass_on_cancels(rows)
-        if not self._hand_over(rows):
+        self._pass_on_cancels(self.jobs.queue(only="cancelling"))
+        return self._hand_over_after(self.jobs.next_seq() - 1, 0)
+
+    def arrivals(self) -> float | None:
+        """Hand over the jobs submitted since the last pass (a whole pass when there was
+        none, or reports wait)."""
+        if self._after is None or self._reports:
+            return self.step()
+        return self._hand_over_after(self._after, self._after)
+
+    def _hand_over_after(self, last: int, after: int) -> float | None:
+        """Hand over the waiting jobs numbered after `after`; then the next arrivals are
+        those after `last` (read before: a job submitted meanwhile is an arrival). When
+        the executor could not take them, a whole pass is due shortly."""
+        self._after = None
+        if not self._hand_over(self.jobs.queue(after, only="unsubmitted")):
             return time.time() + RETRY_SECONDS
+        self._after = last
         return None
 
     def watched(self, active: Sequence[JobRow]) -> list[JobRow]:
@@ -82,18 +103,17 @@ class HandOverQueue(QueuePolicy):
         free = (self.executor.free_gpus() or {}).get(partition.name, 0)
         return now if free >= gpus else None
 
-    def _pass_on_cancels(self, rows: Sequence[QueueRow]) -> None:
-        for row in rows:
-            if row.end_cause == "cancel" and row.external_id and row.id not in self.signalled:
+    def _pass_on_cancels(self, cancelling: Sequence[QueueRow]) -> None:
+        for row in cancelling:
+            if row.id not in self.signalled:
                 self.signalled.add(row.id)
                 with self.ledger.one_job(row.id, "passing its cancel on"):
                     self.executor.cancel(row.id)
 
-    def _hand_over(self, rows: Sequence[QueueRow]) -> bool:
+    def _hand_over(self, waiting: Sequence[QueueRow]) -> bool:
         """Submit every pending job (an array: all its tasks as one) the executor does not
-        have yet; dependencies go along as the executor's own (`after_ok`). False when the
-        executor could not take them now (to be tried again)."""
-        waiting = [r for r in rows if r.state is JobState.PENDING and not r.external_id]
+        have yet (`waiting`); dependencies go along as the executor's own (`after_ok`).
+        False when the executor could not take them now (to be tried again)."""
         if not waiting:
             return True
         dependencies = self.jobs.get_many(d for r in waiting for d in r.depends_on)
@@ -123,6 +143,10 @@ class HandOverQueue(QueuePolicy):
             dep = dependencies[dep_id]
             if dep.state is JobState.COMPLETED:
                 continue  # done already: the batch system may have forgotten it
+            if not dep.external_id:
+                # Handed over by this very pass, ahead of this job (read again: rare)?
+                fresh = self.jobs.get(dep_id)
+                dep = fresh if fresh is not None else dep
             if not dep.external_id:
                 self._set_reasons(group, "Dependency")
                 return True
