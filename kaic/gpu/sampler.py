@@ -1,0 +1,365 @@
+"""The job metrics sampler: `python -m kaic.gpu.sampler`, started with every job on each of
+its nodes (by the job's wrapper: `kaic.center.executors.sampler`), stopped with it.
+
+Every `--interval` seconds it reads, for the job's own GPUs only (`--gpus`, else
+`CUDA_VISIBLE_DEVICES`: NVML indices, or UUIDs), utilisation, memory used/total, power,
+temperature and SM clock through the NVML seam (`kaic.gpu.nvml`; GPUs named by
+`kaic.gpu.inventory`, as `kaic bench` names them), and for the job's process tree (the
+descendants of `--watch`) CPU % and resident memory, and appends one line to
+`<dir>/<node>.jsonl` (the format: `kaic.center.metrics.files`). No NVML or no driver: CPU
+and memory only, said once in the file's header.
+
+Bounded: when a file holds `--limit` samples (default 2,048), its older half is merged
+pairwise (averages weighted by time, with peaks and idle time kept) and the file rewritten
+(a new file renamed over the old); recent samples stay raw, older ones get coarser the older
+they are, and a file never holds more than `--limit` samples, however long the job runs.
+
+It exits when the watched process does (a pidfd wakes it at once), on SIGTERM with the
+job's process group, and on any error of its own: it never touches the job, whose exit
+status its wrapper records. Its stdout/stderr are /dev/null.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import select
+import socket
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kaic.gpu.nvml import (
+    NVML_CLOCK_SM,
+    NVML_TEMPERATURE_GPU,
+    NvmlApi,
+    close_nvml,
+    open_nvml,
+    optional,
+)
+
+DEFAULT_INTERVAL = 5.0
+DEFAULT_LIMIT = 2048
+IDLE_UTILIZATION_PCT = 5.0  # kaic.models.metrics; the sampler loads nothing of pydantic
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+_COMPACT = (",", ":")
+
+
+# -- which GPUs ------------------------------------------------------------------------
+
+
+def visible_gpus(text: str | None, uuids: Sequence[str | None]) -> list[int]:
+    """NVML indices of the GPUs `text` (CUDA_VISIBLE_DEVICES: indices or UUID prefixes,
+    comma-separated) names, given each NVML device's UUID; unknown entries are skipped."""
+    out: list[int] = []
+    for entry in (text or "").split(","):
+        entry = entry.strip()
+        if entry.isdigit() and int(entry) < len(uuids):
+            out.append(int(entry))
+        elif entry.startswith("GPU-"):
+            out += [i for i, u in enumerate(uuids) if u and u.startswith(entry)][:1]
+    return list(dict.fromkeys(out))
+
+
+def gpu_row(api: NvmlApi, index: int, handle: Any) -> list[Any]:
+    """[index, util %, mem used, mem total, power W, temp C, SM MHz] (None: not reported)."""
+    util = optional(api, api.nvmlDeviceGetUtilizationRates, handle)
+    mem = optional(api, api.nvmlDeviceGetMemoryInfo, handle)
+    power = optional(api, api.nvmlDeviceGetPowerUsage, handle)
+    return [
+        index,
+        util.gpu if util is not None else None,
+        mem.used if mem is not None else None,
+        mem.total if mem is not None else None,
+        round(power / 1000, 1) if power is not None else None,
+        optional(api, api.nvmlDeviceGetTemperature, handle, NVML_TEMPERATURE_GPU),
+        optional(api, api.nvmlDeviceGetClockInfo, handle, NVML_CLOCK_SM),
+    ]
+
+
+# -- the process tree ----------------------------------------------------------------------
+
+
+def _stat(pid: str) -> tuple[int, int, int] | None:
+    """(parent pid, CPU ticks with reaped children's, resident pages) of a process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            text = f.read()
+    except OSError:
+        return None
+    fields = text[text.rfind(b")") + 2 :].split()
+    try:
+        ticks = sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+        return int(fields[1]), ticks, int(fields[21])
+    except (IndexError, ValueError):
+        return None
+
+
+def tree_usage(root: int, exclude: int) -> tuple[int, int]:
+    """(CPU ticks, resident bytes) of `root` and its descendants, `exclude` left out."""
+    stats: dict[int, tuple[int, int, int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit() and int(name) != exclude:
+            found = _stat(name)
+            if found is not None:
+                stats[int(name)] = found
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in stats.items():
+        children.setdefault(ppid, []).append(pid)
+    ticks = rss = 0
+    todo = [root] if root in stats else []
+    while todo:
+        pid = todo.pop()
+        _, t, pages = stats[pid]
+        ticks, rss = ticks + t, rss + pages * _PAGE
+        todo += children.get(pid, [])
+    return ticks, rss
+
+
+# -- the file ----------------------------------------------------------------------------
+
+
+def _avg(pairs: Sequence[tuple[Any, float]]) -> float | None:
+    known = [(v, w) for v, w in pairs if v is not None]
+    weight = sum(w for _, w in known)
+    if not known:
+        return None
+    if weight <= 0:
+        return float(known[-1][0])
+    return round(sum(v * w for v, w in known) / weight, 3)
+
+
+def _peak(values: Sequence[Any], pick: Callable[..., Any] = max) -> Any:
+    known = [v for v in values if v is not None]
+    return pick(known) if known else None
+
+
+def _expanded(row: list[Any], duration: float) -> list[Any]:
+    """A GPU row with its peaks and idle time (a raw row's are its own values)."""
+    if len(row) >= 13:
+        return row
+    util = row[1]
+    idle = duration if util is not None and util < IDLE_UTILIZATION_PCT else 0.0
+    return [*row[:7], util, util, row[2], row[4], row[5], idle]
+
+
+def merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Two consecutive samples as one: averages weighted by the time each stands for, the
+    peaks of both, idle time added up, at the later one's time."""
+    da, db = float(a["d"]), float(b["d"])
+    w = ((a, da), (b, db))
+    rows: dict[int, list[tuple[list[Any], float]]] = {}
+    for sample, d in w:
+        for row in sample.get("g", []):
+            rows.setdefault(row[0], []).append((_expanded(row, d), d))
+    gpus = []
+    for index, parts in sorted(rows.items()):
+        cols = [[(r[k], d) for r, d in parts] for k in range(13)]
+        mem, last = _avg(cols[2]), parts[-1][0]
+        gpus.append(
+            [
+                index,
+                _avg(cols[1]),
+                int(mem) if mem is not None else None,
+                last[3],
+                _avg(cols[4]),
+                _avg(cols[5]),
+                int(c) if (c := _avg(cols[6])) is not None else None,
+                _peak([r[7] for r, _ in parts], min),
+                _peak([r[8] for r, _ in parts]),
+                _peak([r[9] for r, _ in parts]),
+                _peak([r[10] for r, _ in parts]),
+                _peak([r[11] for r, _ in parts]),
+                round(sum(r[12] for r, _ in parts), 3),
+            ]
+        )
+    rss = _avg([(s.get("r"), d) for s, d in w])
+    return {
+        "t": b["t"],
+        "d": round(da + db, 3),
+        "s": round(da + db, 3),
+        "c": _avg([(s.get("c"), d) for s, d in w]),
+        "r": int(rss) if rss is not None else None,
+        "R": _peak([s.get("R", s.get("r")) for s, _ in w]),
+        "g": gpus,
+    }
+
+
+def _line(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, separators=_COMPACT).encode() + b"\n"
+
+
+class SampleLog:
+    """One node's file, appended to and compacted; `dir_fd` is the metrics directory."""
+
+    def __init__(
+        self, dir_fd: int, name: str, header: dict[str, Any], limit: int = DEFAULT_LIMIT
+    ) -> None:
+        if limit < 8:
+            raise ValueError("the sample limit must be at least 8")
+        self.dir_fd, self.name, self.limit = dir_fd, name, limit
+        self.header = _line(header)
+        #: (sample, its line): a rewrite joins the lines, re-encoding only merged samples
+        self.samples: list[tuple[dict[str, Any], bytes]] = []
+        self._rewrite()
+
+    def append(self, sample: dict[str, Any]) -> None:
+        line = _line(sample)
+        self.samples.append((sample, line))
+        if len(self.samples) > self.limit:
+            self.compact()
+            return
+        fd = self._open(self.name, os.O_APPEND)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+
+    def compact(self) -> None:
+        """Merge the older half pairwise (to a quarter) and rewrite the file."""
+        half = self.limit // 2
+        older, recent = self.samples[:half], self.samples[half:]
+        merged = []
+        for i in range(0, len(older) - 1, 2):
+            sample = merge(older[i][0], older[i + 1][0])
+            merged.append((sample, _line(sample)))
+        if len(older) % 2:
+            merged.append(older[-1])
+        self.samples = merged + recent
+        self._rewrite()
+
+    def _open(self, name: str, extra: int) -> int:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | extra
+        return os.open(name, flags, 0o644, dir_fd=self.dir_fd)
+
+    def _rewrite(self) -> None:
+        tmp = f".{self.name}.tmp"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=self.dir_fd)
+        fd = self._open(tmp, os.O_EXCL)
+        try:
+            data = self.header + b"".join(line for _, line in self.samples)
+            while data:
+                data = data[os.write(fd, data) :]
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.name, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
+
+
+# -- the loop ----------------------------------------------------------------------------
+
+
+@dataclass
+class Gpus:
+    """The job's GPUs as NVML handles (none without NVML), and what to say about them."""
+
+    api: NvmlApi | None
+    handles: list[tuple[int, Any]]
+    info: list[dict[str, Any]]
+    notes: list[str]
+
+
+def open_gpus(wanted: str | None, node: str) -> Gpus:
+    """NVML and the job's GPUs on it; without GPUs NVML is not even opened."""
+    if not (wanted or "").strip():
+        return Gpus(None, [], [], [])
+    from kaic.gpu.inventory import inventory
+
+    try:
+        api = open_nvml()
+    except Exception as exc:  # NotFound, or whatever a broken driver raises
+        return Gpus(None, [], [], [f"no NVML on node {node}: CPU and memory only ({exc})"])
+    count = optional(api, api.nvmlDeviceGetCount) or 0
+    devices = [api.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
+    facts = [inventory(api, i, h) for i, h in enumerate(devices)]
+    indices = visible_gpus(wanted, [f.uuid for f in facts])
+    notes = [] if indices else [f"no GPU of {wanted!r} found by NVML on node {node}"]
+    info = [{"i": i, "uuid": facts[i].uuid, "name": facts[i].name} for i in indices]
+    return Gpus(api, [(i, devices[i]) for i in indices], info, notes)
+
+
+def watch(pid: int) -> Callable[[float], bool]:
+    """A wait of at most `timeout` seconds that returns True when `pid` has exited."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        pidfd = None
+
+    def wait(timeout: float) -> bool:
+        if pidfd is not None:
+            return bool(select.select([pidfd], [], [], timeout)[0])
+        time.sleep(timeout)
+        return not os.path.exists(f"/proc/{pid}")
+
+    return wait
+
+
+def run(args: argparse.Namespace) -> None:
+    node = args.node or os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+    safe = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in node)[:64] or "node"
+    wanted = args.gpus if args.gpus is not None else os.environ.get("CUDA_VISIBLE_DEVICES")
+    if args.dir_fd is not None:
+        dir_fd = args.dir_fd
+    else:
+        os.makedirs(args.dir, mode=0o755, exist_ok=True)
+        dir_fd = os.open(args.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    wait = watch(args.watch)
+    gpus = open_gpus(wanted, node)
+    header = {"v": 1, "node": node, "interval": args.interval, "gpus": gpus.info}
+    log = SampleLog(dir_fd, f"{safe}.jsonl", {**header, "notes": gpus.notes}, args.limit)
+    me = os.getpid()
+    last_ticks, _ = tree_usage(args.watch, me)
+    last = time.monotonic()
+    pause = min(1.0, args.interval)  # a first sample soon: short jobs get one too
+    try:
+        while not wait(pause):
+            now = time.monotonic()
+            ticks, rss = tree_usage(args.watch, me)
+            elapsed = max(now - last, 1e-6)
+            rows = [gpu_row(gpus.api, i, h) for i, h in gpus.handles] if gpus.api else []
+            sample = {
+                "t": round(time.time(), 3),
+                "d": round(elapsed, 3),
+                "s": 0,
+                "c": round(max(0, ticks - last_ticks) / _CLK_TCK / elapsed * 100, 1),
+                "r": rss,
+                "g": rows,
+            }
+            log.append(sample)
+            last_ticks, last = ticks, now
+            pause = args.interval
+    finally:
+        if gpus.api is not None:
+            close_nvml(gpus.api)
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m kaic.gpu.sampler", description=__doc__)
+    parser.add_argument("--watch", type=int, required=True, help="the job's process id")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--dir", help="the job's metrics directory")
+    where.add_argument("--dir-fd", type=int, help="the metrics directory, already open")
+    parser.add_argument("--interval", type=float, default=DEFAULT_INTERVAL)
+    parser.add_argument("--gpus", help="the job's GPUs (default: CUDA_VISIBLE_DEVICES)")
+    parser.add_argument("--node", help="this node's name (default: the host name)")
+    parser.add_argument("--limit", type=int, default=DEFAULT_LIMIT, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if not 0 < args.interval <= 3600:
+        parser.error("--interval must be in (0, 3600] seconds")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    with contextlib.suppress(KeyboardInterrupt, BrokenPipeError):
+        run(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
