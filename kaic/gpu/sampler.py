@@ -124,19 +124,19 @@ def tree_usage(root: int, exclude: int) -> tuple[int, int]:
 # -- the file ----------------------------------------------------------------------------
 
 
-def _avg(pairs: Sequence[tuple[Any, float]]) -> float | None:
-    known = [(v, w) for v, w in pairs if v is not None]
-    weight = sum(w for _, w in known)
-    if not known:
-        return None
-    if weight <= 0:
-        return float(known[-1][0])
-    return round(sum(v * w for v, w in known) / weight, 3)
+def _avg(x: Any, wx: float, y: Any, wy: float) -> Any:
+    """The average of `x` and `y` weighted by `wx`, `wy`; one of them when the other is None."""
+    if x is None:
+        return y
+    if y is None or wx + wy <= 0:
+        return x
+    return round((x * wx + y * wy) / (wx + wy), 3)
 
 
-def _peak(values: Sequence[Any], pick: Callable[..., Any] = max) -> Any:
-    known = [v for v in values if v is not None]
-    return pick(known) if known else None
+def _peak(x: Any, y: Any, pick: Callable[[Any, Any], Any] = max) -> Any:
+    if x is None:
+        return y
+    return x if y is None else pick(x, y)
 
 
 def _expanded(row: list[Any], duration: float) -> list[Any]:
@@ -148,44 +148,43 @@ def _expanded(row: list[Any], duration: float) -> list[Any]:
     return [*row[:7], util, util, row[2], row[4], row[5], idle]
 
 
+def _merge_rows(x: list[Any], dx: float, y: list[Any], dy: float) -> list[Any]:
+    mem, clock = _avg(x[2], dx, y[2], dy), _avg(x[6], dx, y[6], dy)
+    return [
+        x[0],
+        _avg(x[1], dx, y[1], dy),
+        int(mem) if mem is not None else None,
+        y[3] if y[3] is not None else x[3],
+        _avg(x[4], dx, y[4], dy),
+        _avg(x[5], dx, y[5], dy),
+        int(clock) if clock is not None else None,
+        _peak(x[7], y[7], min),
+        _peak(x[8], y[8]),
+        _peak(x[9], y[9]),
+        _peak(x[10], y[10]),
+        _peak(x[11], y[11]),
+        round(x[12] + y[12], 3),
+    ]
+
+
 def merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     """Two consecutive samples as one: averages weighted by the time each stands for, the
     peaks of both, idle time added up, at the later one's time."""
     da, db = float(a["d"]), float(b["d"])
-    w = ((a, da), (b, db))
-    rows: dict[int, list[tuple[list[Any], float]]] = {}
-    for sample, d in w:
-        for row in sample.get("g", []):
-            rows.setdefault(row[0], []).append((_expanded(row, d), d))
+    rows_a = {row[0]: _expanded(row, da) for row in a.get("g", [])}
+    rows_b = {row[0]: _expanded(row, db) for row in b.get("g", [])}
     gpus = []
-    for index, parts in sorted(rows.items()):
-        cols = [[(r[k], d) for r, d in parts] for k in range(13)]
-        mem, last = _avg(cols[2]), parts[-1][0]
-        gpus.append(
-            [
-                index,
-                _avg(cols[1]),
-                int(mem) if mem is not None else None,
-                last[3],
-                _avg(cols[4]),
-                _avg(cols[5]),
-                int(c) if (c := _avg(cols[6])) is not None else None,
-                _peak([r[7] for r, _ in parts], min),
-                _peak([r[8] for r, _ in parts]),
-                _peak([r[9] for r, _ in parts]),
-                _peak([r[10] for r, _ in parts]),
-                _peak([r[11] for r, _ in parts]),
-                round(sum(r[12] for r, _ in parts), 3),
-            ]
-        )
-    rss = _avg([(s.get("r"), d) for s, d in w])
+    for index in sorted(rows_a.keys() | rows_b.keys()):
+        x, y = rows_a.get(index), rows_b.get(index)
+        gpus.append(_merge_rows(x, da, y, db) if x and y else (x or y))
+    rss = _avg(a.get("r"), da, b.get("r"), db)
     return {
         "t": b["t"],
         "d": round(da + db, 3),
         "s": round(da + db, 3),
-        "c": _avg([(s.get("c"), d) for s, d in w]),
+        "c": _avg(a.get("c"), da, b.get("c"), db),
         "r": int(rss) if rss is not None else None,
-        "R": _peak([s.get("R", s.get("r")) for s, _ in w]),
+        "R": _peak(a.get("R", a.get("r")), b.get("R", b.get("r"))),
         "g": gpus,
     }
 
@@ -206,6 +205,8 @@ class SampleLog:
         self.header = _line(header)
         #: (sample, its line): a rewrite joins the lines, re-encoding only merged samples
         self.samples: list[tuple[dict[str, Any], bytes]] = []
+        #: the file, open for appending (reopened after each rewrite)
+        self._fd: int | None = None
         self._rewrite()
 
     def append(self, sample: dict[str, Any]) -> None:
@@ -214,11 +215,14 @@ class SampleLog:
         if len(self.samples) > self.limit:
             self.compact()
             return
-        fd = self._open(self.name, os.O_APPEND)
-        try:
-            os.write(fd, line)
-        finally:
-            os.close(fd)
+        if self._fd is None:
+            self._fd = self._open(self.name, os.O_APPEND)
+        os.write(self._fd, line)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def compact(self) -> None:
         """Merge the older half pairwise (to a quarter) and rewrite the file."""
@@ -249,6 +253,7 @@ class SampleLog:
         finally:
             os.close(fd)
         os.replace(tmp, self.name, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
+        self.close()
 
 
 # -- the loop ----------------------------------------------------------------------------
@@ -334,6 +339,7 @@ def run(args: argparse.Namespace) -> None:
             last_ticks, last = ticks, now
             pause = args.interval
     finally:
+        log.close()
         if gpus.api is not None:
             close_nvml(gpus.api)
 
