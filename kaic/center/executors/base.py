@@ -110,6 +110,8 @@ class LaunchSpec:
     #: seconds between two samples of the job's metrics sampler (`executors.sampler`);
     #: 0 = none
     metrics_interval: float = 0.0
+    #: the Python that runs the sampler (absolute); None = the center's own
+    metrics_python: str | None = None
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Starting a job's metrics sampler (`python -m kaic.gpu.sampler`, run by the center's own
-interpreter by absolute path: the center itself never imports NVML) from a job's wrapper or
-batch script: one shell line each, prepended to what starts the job.
+interpreter by absolute path, or the one `--metrics-python` names where the nodes or the
+jobs' accounts cannot run that: the center itself never imports NVML) from a job's wrapper
+or batch script: one shell line each, prepended to what starts the job.
 
 The line starts the sampler in a subshell that exits at once, so the sampler is not a child
 of the job's shell (a script's bare `wait` does not wait for it) but stays in the job's
@@ -25,8 +26,9 @@ from kaic.center.executors.base import LaunchSpec
 METRICS_DIR = "metrics"
 
 
-def _command(interval: float, where: str, gpus: str | None) -> str:
-    argv = [sys.executable, "-m", "kaic.gpu.sampler", "--interval", f"{interval:g}"]
+def _command(spec: LaunchSpec, where: str, gpus: str | None) -> str:
+    python = spec.metrics_python or sys.executable
+    argv = [python, "-m", "kaic.gpu.sampler", "--interval", f"{spec.metrics_interval:g}"]
     text = shlex.join(argv) + ' --watch "$$" ' + where
     if gpus is not None:
         text += " --gpus " + shlex.quote(gpus)
@@ -41,7 +43,7 @@ def local_line(spec: LaunchSpec, metrics_dir: Path, *, as_user: bool) -> str:
     """The line that starts the sampler from the local executor's wrapper (`WRAPPER`, or
     `WRAPPER_AS_USER`, whose `$3`/`$4`/`$5` are the account's uid, gid and setpriv)."""
     gpus = ",".join(str(i) for i in spec.gpu_ids)
-    command = _command(spec.metrics_interval, "--dir-fd 5", gpus)
+    command = _command(spec, "--dir-fd 5", gpus)
     if as_user:
         command = '"$5" --reuid="$3" --regid="$4" --init-groups -- ' + command
     return _background(f"{command} 5<{shlex.quote(str(metrics_dir))}")
@@ -60,6 +62,6 @@ def batch_lines(spec: LaunchSpec) -> list[str]:
         where = shlex.quote(str(spec.paths.dir / METRICS_DIR))
     return [
         "# kaic: the job's metrics sampler on this node (kaic.center.executors.sampler)",
-        _background(_command(spec.metrics_interval, f"--dir {where}", None)).rstrip("\n"),
+        _background(_command(spec, f"--dir {where}", None)).rstrip("\n"),
         "# kaic: end of the sampler's start",
     ]
