@@ -9,10 +9,12 @@ descendants of `--watch`) CPU % and resident memory, and appends one line to
 `<dir>/<node>.jsonl` (the format: `kaic.center.metrics.files`). No NVML or no driver: CPU
 and memory only, said once in the file's header.
 
-Bounded: when a file holds `--limit` samples (default 2,048), its older half is merged
-pairwise (averages weighted by time, with peaks and idle time kept) and the file rewritten
-(a new file renamed over the old); recent samples stay raw, older ones get coarser the older
-they are, and a file never holds more than `--limit` samples, however long the job runs.
+Bounded: when a file holds more than `--limit` samples (default 2,048), the latest quarter
+stays raw and the rest is merged into buckets of equal time (averages weighted by time, with
+peaks and idle time kept; the bucket doubles whenever they would fill more than half the
+limit), and the file is rewritten (a new file renamed over the old): a file never holds
+more than `--limit` samples, however long the job runs (a 30-day job at 5 s: its last 40
+minutes raw, the rest in buckets of 43 minutes).
 
 It exits when the watched process does (a pidfd wakes it at once), on SIGTERM with the
 job's process group, and on any error of its own: it never touches the job, whose exit
@@ -189,6 +191,30 @@ def merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+#: a bucket may grow this much beyond its span (the samples' durations jitter)
+_SLACK = 1.25
+
+
+def bucketed(
+    samples: Sequence[tuple[dict[str, Any], bytes]], span: float
+) -> list[tuple[dict[str, Any], bytes]]:
+    """Consecutive samples merged into buckets of about `span` seconds (one already that
+    long stays as it is): the time each stands for grows, what they add up to does not."""
+    out: list[tuple[dict[str, Any], bytes]] = []
+    current: dict[str, Any] | None = None
+    line = b""
+    for sample, sample_line in samples:
+        if current is not None and float(current["d"]) + float(sample["d"]) <= span * _SLACK:
+            current, line = merge(current, sample), b""
+            continue
+        if current is not None:
+            out.append((current, line or _line(current)))
+        current, line = sample, sample_line
+    if current is not None:
+        out.append((current, line or _line(current)))
+    return out
+
+
 def _line(data: dict[str, Any]) -> bytes:
     return json.dumps(data, separators=_COMPACT).encode() + b"\n"
 
@@ -203,6 +229,8 @@ class SampleLog:
             raise ValueError("the sample limit must be at least 8")
         self.dir_fd, self.name, self.limit = dir_fd, name, limit
         self.header = _line(header)
+        #: how many seconds a merged sample stands for (doubled as the job grows)
+        self.span = 2 * float(header.get("interval") or DEFAULT_INTERVAL)
         #: (sample, its line): a rewrite joins the lines, re-encoding only merged samples
         self.samples: list[tuple[dict[str, Any], bytes]] = []
         #: the file, open for appending (reopened after each rewrite)
@@ -225,15 +253,15 @@ class SampleLog:
             self._fd = None
 
     def compact(self) -> None:
-        """Merge the older half pairwise (to a quarter) and rewrite the file."""
-        half = self.limit // 2
-        older, recent = self.samples[:half], self.samples[half:]
-        merged = []
-        for i in range(0, len(older) - 1, 2):
-            sample = merge(older[i][0], older[i + 1][0])
-            merged.append((sample, _line(sample)))
-        if len(older) % 2:
-            merged.append(older[-1])
+        """Keep the latest quarter raw; merge the rest into buckets of `span` seconds, doubling
+        `span` until they fit in half the limit, and rewrite the file."""
+        keep = self.limit // 4
+        older, recent = self.samples[:-keep], self.samples[-keep:]
+        while True:
+            merged = bucketed(older, self.span)
+            if len(merged) <= self.limit // 2:
+                break
+            self.span *= 2
         self.samples = merged + recent
         self._rewrite()
 
