@@ -44,7 +44,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -195,7 +194,7 @@ def sample_line(at: float, i: int) -> str:
             "c": 99.5,
             "r": 2**31,
             "g": [[0, u, 40 * 2**30, 80 * 2**30, 512.3, 61, 1980]],
-        },  # fmt: skip
+        },
         separators=(",", ":"),
     )
 
