@@ -172,3 +172,26 @@ def test_a_crashing_sampler_leaves_the_exit_code_alone(tmp_path: Path) -> None:
         fine = c.submit("sleep 1 & wait", resources={"gpus": 1}, env=fake_nvml_env(crash))
         assert c.wait_state(fine["id"], "COMPLETED")["exit_code"] == 0
         assert metrics(c, fine["id"]).samples == []  # it died before its first sample
+
+
+def test_efficiency_of_jobs_that_time_out_or_fail(tmp_path: Path) -> None:
+    idle = write_trace(tmp_path / "idle.json", 2, utilization={0: [0], 1: [0]})
+    busy = write_trace(tmp_path / "busy.json", 2, utilization={0: [80], 1: [80]})
+    with jobs_center(tmp_path, gpus=2, metrics_interval=INTERVAL) as c:
+        slow = c.submit(
+            "sleep 600", time_limit_seconds=2, resources={"gpus": 1}, env=fake_nvml_env(idle)
+        )
+        release = tmp_path / "release"
+        failing = c.submit(
+            f"while [ ! -e {release} ]; do sleep 0.05; done; exit 1",
+            resources={"gpus": 1},
+            env=fake_nvml_env(busy),
+        )
+        wait_for(lambda: metrics(c, failing["id"]).samples, what="samples")
+        release.touch()
+        timed_out = c.wait_state(slow["id"], "TIMEOUT")["efficiency"]
+        assert timed_out["gpu_util_avg"] == 0.0
+        assert timed_out["gpu_hours_idle"] == timed_out["gpu_hours"] > 0
+        failed = c.wait_state(failing["id"], "FAILED")["efficiency"]
+        assert failed["gpu_util_avg"] == 80.0 and failed["gpu_hours_idle"] == 0.0
+        assert failed["gpu_mem_peak_bytes"] == 2**30

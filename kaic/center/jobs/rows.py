@@ -120,6 +120,15 @@ class QueueRow(NamedTuple):
         return self.state.value not in ACTIVE
 
 
+class RunningRow(NamedTuple):
+    """A running job or task as `GET /v1/metrics/running` shows it."""
+
+    id: str
+    name: str
+    started_at: datetime | None
+    gpus: int
+
+
 _STATES = {state.value: state for state in JobState}
 
 

@@ -223,11 +223,11 @@ def node_name(filename: str) -> str:
     return clean_text(filename[: -len(SUFFIX)]) or "node"
 
 
-def open_metrics_dir(job_dir: Path) -> int | None:
+def open_metrics_dir(job_dir: Path | str) -> int | None:
     """A descriptor of `job_dir/metrics` (not followed if a link), or None if there is none."""
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        return os.open(job_dir / METRICS_DIR, flags)
+        return os.open(os.path.join(job_dir, METRICS_DIR), flags)
     except OSError:
         return None
 

@@ -39,6 +39,8 @@ from kaic.models.metrics import IDLE_UTILIZATION_PCT
 
 #: a file looked at more recently than this is answered from memory
 FRESH_SECONDS = 1.0
+#: how often a job's metrics directory is listed again for new node files
+RELIST_SECONDS = 10.0
 #: what a first look reads at a time, from the end of a file backwards
 _BACK_CHUNK = 16 * 1024
 
@@ -141,7 +143,9 @@ class NodeTail:
 @dataclass
 class JobTail:
     nodes: dict[str, NodeTail] = field(default_factory=dict)
+    names: list[str] = field(default_factory=list)
     looked_at: float = -1e9
+    listed_at: float = -1e9
 
 
 class LatestSamples:
@@ -159,7 +163,7 @@ class LatestSamples:
     def __len__(self) -> int:
         return len(self._jobs)
 
-    def nodes(self, job_id: str, job_dir: Path) -> list[NodeTail]:
+    def nodes(self, job_id: str, job_dir: Path | str) -> list[NodeTail]:
         """The job's node files, brought up to date unless looked at just now."""
         now = self._clock()
         with self._lock:
@@ -168,16 +172,19 @@ class LatestSamples:
             if not fresh:
                 tail.looked_at = now
         if not fresh:
-            self._refresh(tail, job_dir)
+            self._refresh(tail, job_dir, now)
         return [node for node in list(tail.nodes.values()) if node.latest is not None]
 
     @staticmethod
-    def _refresh(tail: JobTail, job_dir: Path) -> None:
+    def _refresh(tail: JobTail, job_dir: Path | str, now: float) -> None:
         dir_fd = open_metrics_dir(job_dir)
         if dir_fd is None:
             return
         try:
-            for name in sample_files(dir_fd):
+            # a job's nodes are listed again now and then (a node that starts late)
+            if not tail.nodes or now - tail.listed_at >= RELIST_SECONDS:
+                tail.names, tail.listed_at = sample_files(dir_fd), now
+            for name in tail.names:
                 node = tail.nodes.get(name)
                 if node is None:
                     node = tail.nodes[name] = NodeTail(node_name(name), Header(node_name(name)))

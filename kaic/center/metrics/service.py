@@ -5,6 +5,7 @@ listener) and kept with the job (`jobs.efficiency`, migration 6)."""
 from __future__ import annotations
 
 import logging
+import os
 from datetime import datetime
 from pathlib import Path
 
@@ -62,8 +63,10 @@ class MetricsService:
     def running(self, user_id: int) -> RunningMetrics:
         """The latest sample per node of each of the user's running jobs and tasks."""
         out = []
+        jobs_dir = os.path.join(self.state_dir, "jobs")
         for row in self.jobs.running_for_user(user_id):
-            nodes = self.latest.nodes(row.id, self.job_dir(row.id))
+            # (a job id is a plain name: the ids the store holds are its own)
+            nodes = self.latest.nodes(row.id, os.path.join(jobs_dir, row.id))
             # every GPU of the job idle: every node's (that has GPUs), since the last went idle
             idle = [node.idle_since for node in nodes if node.latest and node.latest.gpus]
             out.append(

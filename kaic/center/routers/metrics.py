@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from kaic.center.deps import Principal, require_scope
 from kaic.center.metrics.service import MetricsService
@@ -34,6 +34,12 @@ def get_metrics_service(request: Request) -> MetricsService:
     return service
 
 
+def _json(answer: JobMetrics | RunningMetrics) -> Response:
+    """The answer, serialised once: it is built from the models already (a thousand jobs'
+    samples), so FastAPI need not validate it again against the response model."""
+    return Response(answer.model_dump_json(), media_type="application/json")
+
+
 MetricsDep = Annotated[MetricsService, Depends(get_metrics_service)]
 Reader = Annotated[Principal, Depends(require_scope("jobs:read"))]
 
@@ -50,18 +56,18 @@ def job_metrics(
         datetime | None,
         Query(description="only samples after this time (the previous answer's `next_since`)"),
     ] = None,
-) -> JobMetrics:
+) -> Response:
     """A job's (or array task's) samples after `since` (all when absent), a summary per GPU
     over the whole job, notes (no NVML on a node: CPU and memory only), and the efficiency
     of a finished GPU job. An array is a 422 naming its tasks: samples are per task."""
     row = jobs.get_task_row(
         job_id, principal.user_id, why="its metrics are per task; choose one of"
     )
-    return metrics.job_metrics(row, since)
+    return _json(metrics.job_metrics(row, since))
 
 
 @router.get("/metrics/running", response_model=RunningMetrics)
-def running_metrics(principal: Reader, metrics: MetricsDep) -> RunningMetrics:
+def running_metrics(principal: Reader, metrics: MetricsDep) -> Response:
     """The latest sample (one per node) of each of the caller's running jobs and array
     tasks, in one call, and since when each job's GPUs have all been idle."""
-    return metrics.running(principal.user_id)
+    return _json(metrics.running(principal.user_id))
