@@ -297,22 +297,29 @@ class Gpus:
     notes: list[str]
 
 
-def open_gpus(wanted: str | None, node: str) -> Gpus:
-    """NVML and the job's GPUs on it; without GPUs NVML is not even opened."""
+def open_gpus(wanted: str | None, node: str, nvml: NvmlApi | None = None) -> Gpus:
+    """NVML (`nvml`: a test's double) and the job's GPUs on it; without GPUs NVML is not
+    even opened."""
     if not (wanted or "").strip():
         return Gpus(None, [], [], [])
     from kaic.gpu.inventory import inventory
 
     try:
-        api = open_nvml()
+        api = open_nvml(nvml)
     except Exception as exc:  # NotFound, or whatever a broken driver raises
         return Gpus(None, [], [], [f"no NVML on node {node}: CPU and memory only ({exc})"])
     count = optional(api, api.nvmlDeviceGetCount) or 0
-    devices = [api.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
-    facts = [inventory(api, i, h) for i, h in enumerate(devices)]
-    indices = visible_gpus(wanted, [f.uuid for f in facts])
+    # a device NVML cannot open (lost) stays in its place, so indices keep their meaning
+    devices = [optional(api, api.nvmlDeviceGetHandleByIndex, i) for i in range(count)]
+    facts = [inventory(api, i, h) if h is not None else None for i, h in enumerate(devices)]
+    uuids = [f.uuid if f is not None else None for f in facts]
+    indices = [i for i in visible_gpus(wanted, uuids) if facts[i] is not None]
     notes = [] if indices else [f"no GPU of {wanted!r} found by NVML on node {node}"]
-    info = [{"i": i, "uuid": facts[i].uuid, "name": facts[i].name} for i in indices]
+    info = [
+        {"i": i, "uuid": fact.uuid, "name": fact.name}
+        for i in indices
+        if (fact := facts[i]) is not None
+    ]
     return Gpus(api, [(i, devices[i]) for i in indices], info, notes)
 
 

@@ -125,3 +125,20 @@ def test_visible_gpus_map_cuda_visible_devices_to_nvml_indices() -> None:
     assert visible_gpus("GPU-cccc,0", uuids) == [2, 0]
     assert visible_gpus("", uuids) == [] and visible_gpus(None, uuids) == []
     assert visible_gpus("7,MIG-x,NoDevFiles,1,1", uuids) == [1]
+
+
+def test_open_gpus_names_the_jobs_gpus_as_the_inventory_does() -> None:
+    from kaic.gpu.nvml import NVML_ERROR_LIBRARY_NOT_FOUND
+    from kaic.gpu.sampler import gpu_row, open_gpus
+    from tests.bench.fakes import FakeNvml, h100_node
+
+    nvml = FakeNvml(h100_node(4))
+    gpus = open_gpus("GPU-00000000-0000-0000-0000-000000000003,1", "n1", nvml)  # type: ignore[arg-type]
+    assert [g["i"] for g in gpus.info] == [3, 1] and gpus.notes == []
+    assert gpus.info[0]["name"] == "NVIDIA H100 80GB HBM3"
+    assert gpu_row(nvml, *gpus.handles[0]) == [3, 97, 2**30, 80 * 2**30, 650.0, 45, 1980]  # type: ignore[arg-type]
+    assert open_gpus("", "n1", nvml).api is None  # no GPUs: NVML is not opened
+
+    broken = FakeNvml(h100_node(2), init_error=NVML_ERROR_LIBRARY_NOT_FOUND)
+    (note,) = open_gpus("0", "n1", broken).notes  # type: ignore[arg-type]
+    assert note.startswith("no NVML on node n1: CPU and memory only")
