@@ -54,6 +54,11 @@ def test_metrics_of_a_job_samples_summary_and_since(tmp_path: Path) -> None:
         again = JobMetrics.model_validate(newer.json())
         assert again.samples == [] and again.next_since == since
         assert len(again.summary) == 2  # the summary is over the whole job, always
+        for bad in ("1.5", "yesterday"):  # a number is no time here (the schema says so)
+            refused = c.get(f"/v1/jobs/{job['id']}/metrics", params={"since": bad})
+            assert refused.status_code == 422, refused.text
+        naive = c.get(f"/v1/jobs/{job['id']}/metrics", params={"since": "2026-01-01T00:00:00"})
+        assert len(JobMetrics.model_validate(naive.json()).samples) == 2
         c.post(f"/v1/jobs/{job['id']}/cancel")
 
 

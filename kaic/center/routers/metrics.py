@@ -6,12 +6,13 @@ Owner-only like logs: another user's job is a 404, never a 403.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from kaic.center.deps import Principal, require_scope
+from kaic.center.errors import ApiError
 from kaic.center.metrics.service import MetricsService
 from kaic.center.routers.jobs import ServiceDep
 from kaic.models import ErrorResponse
@@ -34,6 +35,18 @@ def get_metrics_service(request: Request) -> MetricsService:
     return service
 
 
+def parse_since(text: str | None) -> datetime | None:
+    """`since` as a time: ISO 8601 only (a bare number is not a time here), UTC when it
+    names no zone; 422 otherwise."""
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text.strip().upper().replace("Z", "+00:00"))
+    except ValueError:
+        raise ApiError(422, "invalid_request", f"since: {text!r} is not an ISO 8601 time") from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+
+
 def _json(answer: JobMetrics | RunningMetrics) -> Response:
     """The answer, serialised once: it is built from the models already (a thousand jobs'
     samples), so FastAPI need not validate it again against the response model."""
@@ -53,8 +66,13 @@ def job_metrics(
     jobs: ServiceDep,
     metrics: MetricsDep,
     since: Annotated[
-        datetime | None,
-        Query(description="only samples after this time (the previous answer's `next_since`)"),
+        str | None,
+        Query(
+            max_length=64,
+            description="only samples after this time, ISO 8601 (the previous answer's "
+            "`next_since`)",
+            json_schema_extra={"format": "date-time"},
+        ),
     ] = None,
 ) -> Response:
     """A job's (or array task's) samples after `since` (all when absent), a summary per GPU
@@ -63,7 +81,7 @@ def job_metrics(
     row = jobs.get_task_row(
         job_id, principal.user_id, why="its metrics are per task; choose one of"
     )
-    return _json(metrics.job_metrics(row, since))
+    return _json(metrics.job_metrics(row, parse_since(since)))
 
 
 @router.get("/metrics/running", response_model=RunningMetrics)
