@@ -268,8 +268,8 @@ def latency(args: argparse.Namespace, url: str, tokens: dict[str, str]) -> None:
     with httpx.Client(base_url=url, timeout=120) as client:
         cold_big, n_big = running_call(client, tokens["alice"])
         cold_small, n_small = running_call(client, small)
-        print(f"  cold (each file read back through its idle stretch): {n_big} jobs {cold_big * 1000:.1f} ms, "
-              f"{n_small} jobs {cold_small * 1000:.1f} ms")  # fmt: skip
+        print(f"  cold (each file read back through its idle stretch): {n_big} jobs "
+              f"{cold_big * 1000:.1f} ms, {n_small} jobs {cold_small * 1000:.1f} ms")  # fmt: skip
         big: list[float] = []
         little: list[float] = []
         for _ in range(args.requests):
