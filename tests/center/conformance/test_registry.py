@@ -28,6 +28,7 @@ SHARED = {
     "kaic.center.executors.base",
     "kaic.center.executors.prepare",
     "kaic.center.executors.interactive",
+    "kaic.center.executors.sampler",  # the metrics sampler's start, for every executor
 }
 
 
