@@ -28,6 +28,7 @@ from kaic.center.interactive.registry import SessionLimits, SessionRegistry
 from kaic.center.jobs.logs import job_log_hub
 from kaic.center.jobs.scheduler import Scheduler
 from kaic.center.jobs.service import JobService
+from kaic.center.metrics.service import MetricsService
 from kaic.center.notify.worker import Notifier
 from kaic.center.ratelimit import LoginRateLimiter
 from kaic.center.routers import (
@@ -42,6 +43,7 @@ from kaic.center.routers import (
     staging,
     tokens,
 )
+from kaic.center.routers import metrics as metrics_routes
 from kaic.center.routers import (
     secrets as secrets_router,
 )
@@ -162,6 +164,9 @@ def create_app(settings: CenterSettings) -> FastAPI:
     # Job-end notifications: queued in the end's transaction, sent in the background.
     notifier = Notifier(scheduler.jobs, settings)
     scheduler.ledger.on_job_end(notifier.job_ended)
+    # A GPU job's efficiency is kept with it when it ends (every way, after a restart too).
+    metrics = MetricsService(scheduler.jobs, settings.state_dir)
+    scheduler.ledger.on_job_end(metrics.job_ended)
     user_ca = UserCA(settings.state_dir)
     sftp_endpoint = None
     if settings.sftp_port is not None:
@@ -204,6 +209,8 @@ def create_app(settings: CenterSettings) -> FastAPI:
     app.state.sessions = sessions
     app.state.log_hub = log_hub
     app.state.notifier = notifier
+    #: the samplers' files of jobs (`routers/metrics.py`)
+    app.state.metrics = metrics
     app.state.instance_id = secrets.token_hex(8)
     app.state.user_ca = user_ca
     # Checksums hash on worker threads: a few per user, so no one can hold them all.
@@ -230,6 +237,7 @@ def create_app(settings: CenterSettings) -> FastAPI:
         partitions,
         images,
         jobs,
+        metrics_routes,
         interactive,
         staging,
         secrets_router,

@@ -114,6 +114,11 @@ class LaunchSpec:
     own_storage: Path | None = None
     #: the image the job runs in and the runtime that runs it (`kaic.center.containers`)
     container: Container | None = None
+    #: seconds between two samples of the job's metrics sampler (`executors.sampler`);
+    #: 0 = none
+    metrics_interval: float = 0.0
+    #: the Python that runs the sampler (absolute); None = the center's own
+    metrics_python: str | None = None
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,8 @@ def launch_spec(
         after_ok=tuple(after_ok),
         own_storage=settings.state_dir / "storage" if settings.storage_root is None else None,
         container=container_for(settings, home, row.spec.image),
+        metrics_interval=settings.metrics_interval,
+        metrics_python=settings.metrics_python,
     )
 
 

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from kaic.center.db import parse_time
 from kaic.models import Job, JobKind, JobState, JobSubmit, Resources
+from kaic.models.metrics import Efficiency
 
 logger = logging.getLogger("kaic.center.jobs")
 
@@ -69,10 +70,23 @@ class JobRow:
     nodes: tuple[str, ...] = ()
     #: 1-based: which run of the job this is (a requeue starts the next; `ledger.requeue`)
     attempt: int = 1
+    #: a finished GPU job's `Efficiency` as JSON (`kaic.center.metrics`), else None
+    efficiency_json: str | None = None
 
     @property
     def terminal(self) -> bool:
         return self.state.value not in ACTIVE
+
+    @property
+    def efficiency(self) -> Efficiency | None:
+        """`Job.efficiency`: None until a GPU job has ended (or if the stored one is bad)."""
+        if not self.efficiency_json:
+            return None
+        try:
+            return Efficiency.model_validate_json(self.efficiency_json)
+        except ValidationError:
+            logger.warning("job %s: its stored efficiency does not validate", self.id)
+            return None
 
     @cached_property
     def spec(self) -> JobSubmit:
@@ -108,6 +122,15 @@ class QueueRow(NamedTuple):
     @property
     def terminal(self) -> bool:
         return self.state.value not in ACTIVE
+
+
+class RunningRow(NamedTuple):
+    """A running job or task as `GET /v1/metrics/running` shows it."""
+
+    id: str
+    name: str
+    started_at: datetime | None
+    gpus: int
 
 
 _STATES = {state.value: state for state in JobState}
@@ -190,6 +213,7 @@ def job_row(row: sqlite3.Row) -> JobRow:
         job_kind=row["job_kind"],
         nodes=split_list(row["nodes"]),
         attempt=row["attempt"],
+        efficiency_json=row["efficiency"],
     )
 
 

@@ -21,12 +21,13 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Literal
 
-from kaic.center.db import Database, format_time, parse_time
+from kaic.center.db import Database, format_time, parse_optional_time, parse_time
 from kaic.center.jobs.rows import (
     ACTIVE,
     JobRow,
     NewJob,
     QueueRow,
+    RunningRow,
     job_row,
     queue_row,
 )
@@ -88,6 +89,7 @@ _UPDATABLE = frozenset(
         "gpu_hours",
         "nodes",
         "attempt",
+        "efficiency",
     }
 )
 
@@ -400,6 +402,21 @@ class JobStore:
             (*params, limit),
         )
         return [job_row(r) for r in rows]
+
+    def running_for_user(self, user_id: int) -> list[RunningRow]:
+        """A user's running jobs and array tasks (not arrays), oldest first: one range of
+        the partial index `jobs_user_running` (migration 6), whatever the history, and only
+        the columns `GET /v1/metrics/running` shows."""
+        rows = self.db.fetchall(
+            "SELECT id, name, started_at, gpus FROM jobs INDEXED BY jobs_user_running"
+            " WHERE user_id = ? AND state = 'RUNNING' AND kind != 'array'"
+            " ORDER BY seq, array_task_id",
+            (user_id,),
+        )
+        return [
+            RunningRow(r["id"], r["name"], parse_optional_time(r["started_at"]), r["gpus"])
+            for r in rows
+        ]
 
     def update(self, job_id: str, **fields: Any) -> None:
         """Set columns of one job (only the mutable ones)."""

@@ -29,6 +29,7 @@ SHARED = {
     "kaic.center.executors.prepare",
     "kaic.center.executors.interactive",
     "kaic.center.executors.rendezvous",  # every job's KAIC_NNODES, KAIC_MASTER_PORT, …
+    "kaic.center.executors.sampler",  # the metrics sampler's start, for every executor
 }
 
 
