@@ -256,9 +256,11 @@ def jobs(
       kaic jobs --state RUNNING --json
     """
     from kaic.flows.jobs import list_jobs
+    from kaic.flows.metrics import idle_marks
 
     app = get_app(ctx)
     found = list_jobs(app.session(), state or [], all_jobs=all_, limit=limit)
+    idle = idle_marks(app.session(), found)
     from kaic.cli.render import table
 
     rows = [
@@ -270,7 +272,7 @@ def jobs(
             str(j.resources.gpus),
             j.partition,
             _elapsed(j),
-            j.reason or "",
+            _idle_mark(idle[j.id]) if j.id in idle else j.reason or "",
         )
         for j in found
     ]
@@ -282,6 +284,13 @@ def jobs(
         colours={3: STATE_COLOURS},
     )
     app.emit([_job_json(j) for j in found], human)
+
+
+def _idle_mark(seconds: float) -> str:
+    """The REASON of a running job whose GPUs have all been idle a while (`kaic jobs`)."""
+    from kaic.durations import format_duration
+
+    return f"GPUs idle {format_duration(seconds // 60 * 60)}"
 
 
 def show(
@@ -303,6 +312,8 @@ def show(
 
 
 def _show_human(app: AppContext, job: "Job", events: "list[JobEvent]") -> None:
+    from kaic.flows.metrics import efficiency_hint, efficiency_text
+
     fields: list[tuple[str, Any]] = [
         ("id", job.id),
         ("name", job.name),
@@ -327,9 +338,13 @@ def _show_human(app: AppContext, job: "Job", events: "list[JobEvent]") -> None:
         ("workdir", job.workdir),
         ("depends_on", ", ".join(job.depends_on) or None),
         ("array_tasks", ", ".join(job.array_tasks) or None),
+        ("efficiency", efficiency_text(job.efficiency) if job.efficiency else None),
     ]
     for key, value in fields:
         app.out(f"{key:<13} {'-' if value is None else visible(value)}")
+    hint = efficiency_hint(job.id, job.efficiency) if job.efficiency else None
+    if hint:
+        app.info(hint)
     app.out("events:")
     for ev in events:
         state = f" [{ev.state.value}]" if ev.state else ""

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from kaic.client.health import HealthAPI
     from kaic.client.interactive import InteractiveAPI
     from kaic.client.jobs import JobsAPI
+    from kaic.client.metrics import MetricsAPI
     from kaic.client.staging import StagingAPI
     from kaic.client.tokens import TokensAPI
 
@@ -47,12 +48,14 @@ class Session:
     staging: StagingAPI = field(init=False, repr=False)
     health: HealthAPI = field(init=False, repr=False)
     interactive: InteractiveAPI = field(init=False, repr=False)
+    metrics: MetricsAPI = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         from kaic.client.auth import AuthAPI
         from kaic.client.health import HealthAPI
         from kaic.client.interactive import InteractiveAPI
         from kaic.client.jobs import JobsAPI
+        from kaic.client.metrics import MetricsAPI
         from kaic.client.staging import StagingAPI
         from kaic.client.tokens import TokensAPI
 
@@ -60,6 +63,7 @@ class Session:
         self.jobs, self.staging = JobsAPI(self.client), StagingAPI(self.client)
         self.health = HealthAPI(self.client)
         self.interactive = InteractiveAPI(self.client)
+        self.metrics = MetricsAPI(self.client)
 
     def close(self) -> None:
         self.client.close()

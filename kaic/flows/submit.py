@@ -24,7 +24,7 @@ from kaic.flows.job_staging import (
     remote_display,
     stage_inputs,
 )
-from kaic.flows.jobs import LogWriters, describe_end, follow_logs, outcome
+from kaic.flows.jobs import LogWriters, follow_logs, outcome, say_end
 from kaic.flows.ui import Ui
 from kaic.flows.wait import CenterOutage, hint_on_interrupt, unaffected
 from kaic.text import visible
@@ -136,7 +136,7 @@ def wait_and_fetch(
         if logs is not None:
             follow_logs(session, job.id, logs, follow=True, tail=None, outage=outage)
         final = wait_for_jobs(session.jobs, [job.id], sleep=ui.sleep, on_reachability=outage)[0]
-    ui.info(describe_end(final))
+    say_end(final, ui)
     done.final = final
     done.outputs = fetch_outputs(session, ui, outputs)
     done.exit_code = outcome(final)
