@@ -165,7 +165,7 @@ def _stats_human(app: AppContext, found: "JobStats") -> None:
         app.out(view.process_line(doc))
     if doc.efficiency is not None:
         app.out(f"efficiency: {efficiency_text(doc.efficiency)}")
-        hint = efficiency_hint(job.id, doc.efficiency)
+        hint = efficiency_hint(job.id, doc.efficiency, point_to_stats=False)
         if hint:
             app.info(hint)
     for note in doc.notes:

@@ -73,13 +73,13 @@ def sparkline(values: Sequence[float | None], width: int = SPARK_WIDTH) -> str:
     cells = min(width, len(values))
     out = []
     for i in range(cells):
-        chunk = [v for v in values[i * len(values) // cells : (i + 1) * len(values) // cells]]
+        chunk = values[i * len(values) // cells : (i + 1) * len(values) // cells]
         known = [v for v in chunk if v is not None]
         if not known:
             out.append(" ")
             continue
         level = max(0.0, min(100.0, sum(known) / len(known)))
-        out.append(_SPARKS[min(len(_SPARKS) - 1, int(level / 100 * len(_SPARKS)))])
+        out.append(_SPARKS[round(level / 100 * (len(_SPARKS) - 1))])
     return "".join(out)
 
 

@@ -62,9 +62,10 @@ def efficiency_text(eff: Efficiency) -> str:
     )
 
 
-def efficiency_hint(job_id: str, eff: Efficiency) -> str | None:
+def efficiency_hint(job_id: str, eff: Efficiency, *, point_to_stats: bool = True) -> str | None:
     """One line for a job that used its GPUs poorly (average utilisation under 50 %, or more
-    than a quarter of its GPU-hours idle), naming where to look; None otherwise."""
+    than a quarter of its GPU-hours idle), saying what helps and (unless `kaic stats` is what
+    shows it) where to see when; None otherwise."""
     low = eff.gpu_util_avg is not None and eff.gpu_util_avg < LOW_UTILIZATION_PCT
     idle_share = (
         eff.gpu_hours_idle / eff.gpu_hours
@@ -73,12 +74,13 @@ def efficiency_hint(job_id: str, eff: Efficiency) -> str | None:
     )
     if not low and idle_share <= HIGH_IDLE_SHARE:
         return None
-    why = f"GPUs idle {idle_share:.0%} of the time" if idle_share > HIGH_IDLE_SHARE else ""
-    if low:
-        why = ", ".join(filter(None, [f"GPU util {percent(eff.gpu_util_avg)} avg", why]))
+    why = [f"GPU util {percent(eff.gpu_util_avg)} avg"] if low else []
+    if idle_share > HIGH_IDLE_SHARE:
+        why.append(f"GPUs idle {idle_share * 100:.0f} % of the time")
+    where = f"; `kaic stats {visible(job_id)}` shows when" if point_to_stats else ""
     return (
-        f"hint: {why}: `kaic stats {visible(job_id)}` shows when; fewer GPUs, or a faster "
-        "input pipeline (more data-loader workers, bigger batches), would use them better"
+        f"hint: {', '.join(why)}: try fewer GPUs or a faster input pipeline (more data-loader "
+        f"workers){where}"
     )
 
 
