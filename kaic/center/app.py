@@ -28,6 +28,7 @@ from kaic.center.interactive.registry import SessionLimits, SessionRegistry
 from kaic.center.jobs.logs import job_log_hub
 from kaic.center.jobs.scheduler import Scheduler
 from kaic.center.jobs.service import JobService
+from kaic.center.metrics.service import MetricsService
 from kaic.center.ratelimit import LoginRateLimiter
 from kaic.center.routers import (
     auth,
@@ -40,6 +41,7 @@ from kaic.center.routers import (
     staging,
     tokens,
 )
+from kaic.center.routers import metrics as metrics_routes
 from kaic.center.settings import CenterSettings
 from kaic.center.ssh_ca import UserCA
 from kaic.center.store import Store
@@ -143,6 +145,9 @@ def create_app(settings: CenterSettings) -> FastAPI:
     # Log followers wait on one watcher per log; the ledger tells it when the job ends.
     log_hub = job_log_hub(scheduler.jobs)
     scheduler.ledger.on_job_end(log_hub.job_ended)
+    # A GPU job's efficiency is kept with it when it ends (every way, after a restart too).
+    metrics = MetricsService(scheduler.jobs, settings.state_dir)
+    scheduler.ledger.on_job_end(metrics.job_ended)
     user_ca = UserCA(settings.state_dir)
     sftp_endpoint = None
     if settings.sftp_port is not None:
@@ -180,6 +185,8 @@ def create_app(settings: CenterSettings) -> FastAPI:
     #: the interactive sessions open in jobs (`routers/interactive.py`)
     app.state.sessions = sessions
     app.state.log_hub = log_hub
+    #: the samplers' files of jobs (`routers/metrics.py`)
+    app.state.metrics = metrics
     app.state.instance_id = secrets.token_hex(8)
     app.state.user_ca = user_ca
     # Checksums hash on worker threads: a few per user, so no one can hold them all.
@@ -197,6 +204,17 @@ def create_app(settings: CenterSettings) -> FastAPI:
     # The last added runs first: every response, a 413 for an oversized body too, gets an id.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=MAX_REQUEST_BYTES)
     app.add_middleware(RequestIdMiddleware)
-    for module in (health, auth, me, tokens, projects, partitions, jobs, interactive, staging):
+    for module in (
+        health,
+        auth,
+        me,
+        tokens,
+        projects,
+        partitions,
+        jobs,
+        metrics_routes,
+        interactive,
+        staging,
+    ):
         app.include_router(module.router)
     return app

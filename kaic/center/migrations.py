@@ -154,5 +154,13 @@ MIGRATIONS: tuple[str, ...] = (
     DROP INDEX jobs_user;
     DROP INDEX jobs_array;
     """,
+    # 6: job metrics (kaic/center/metrics/): a finished GPU job's efficiency, as the JSON of
+    # `models.metrics.Efficiency` (NULL until it ends, and for jobs without GPUs), and the
+    # caller's running jobs and tasks for `GET /v1/metrics/running`, an index range per user.
+    """
+    ALTER TABLE jobs ADD COLUMN efficiency TEXT;
+    CREATE INDEX jobs_user_running ON jobs(user_id, seq)
+        WHERE state = 'RUNNING' AND kind != 'array';
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -78,6 +78,9 @@ class CenterSettings:
     kill_grace: float = 10.0
     #: the scheduler wakes at least this often (seconds) to poll jobs and time limits
     job_poll_interval: float = 0.2
+    #: seconds between two samples of a job's metrics sampler (`kaic.gpu.sampler`, started
+    #: with every job on each of its nodes); 0 = no sampler
+    metrics_interval: float = 5.0
     #: seconds an SSH user certificate from `POST /v1/ssh/certificates` stays valid (at most)
     ssh_cert_validity: int = 12 * 3600
     #: the SSH/SFTP host serving users' storage (an external sshd); None = none, or the
@@ -142,6 +145,8 @@ class CenterSettings:
         elif self.local_user is not None and self.staging_host is None:
             # The local center serves its users' storage itself.
             self.sftp_port = 0
+        if not 0 <= self.metrics_interval <= 3600:
+            raise ValueError("the metrics interval must be between 0 (off) and 3600 seconds")
         if self.sftp_max_connections < 1:
             raise ValueError("the SFTP endpoint's connection limit must be at least 1")
         if self.sftp_max_connections_per_user is not None and not (

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from kaic.center.db import parse_time
 from kaic.models import Job, JobKind, JobState, JobSubmit, Resources
+from kaic.models.metrics import Efficiency
 
 logger = logging.getLogger("kaic.center.jobs")
 
@@ -65,10 +66,23 @@ class JobRow:
     unix_account: str = ""
     #: `Job.kind`: a batch job, or an interactive allocation
     job_kind: JobKind = "batch"
+    #: a finished GPU job's `Efficiency` as JSON (`kaic.center.metrics`), else None
+    efficiency_json: str | None = None
 
     @property
     def terminal(self) -> bool:
         return self.state.value not in ACTIVE
+
+    @property
+    def efficiency(self) -> Efficiency | None:
+        """`Job.efficiency`: None until a GPU job has ended (or if the stored one is bad)."""
+        if not self.efficiency_json:
+            return None
+        try:
+            return Efficiency.model_validate_json(self.efficiency_json)
+        except ValidationError:
+            logger.warning("job %s: its stored efficiency does not validate", self.id)
+            return None
 
     @cached_property
     def spec(self) -> JobSubmit:
@@ -184,6 +198,7 @@ def job_row(row: sqlite3.Row) -> JobRow:
         gpu_hours=row["gpu_hours"],
         unix_account=row["unix_account"],
         job_kind=row["job_kind"],
+        efficiency_json=row["efficiency"],
     )
 
 

@@ -78,6 +78,7 @@ _UPDATABLE = frozenset(
         "proc_start",
         "end_cause",
         "gpu_hours",
+        "efficiency",
     }
 )
 
@@ -353,6 +354,16 @@ class JobStore:
         rows = self.db.fetchall(
             _SELECT + f" WHERE j.id IN ({' UNION ALL '.join(parts)}) ORDER BY j.seq DESC LIMIT ?",
             (*params, limit),
+        )
+        return [job_row(r) for r in rows]
+
+    def running_for_user(self, user_id: int) -> list[JobRow]:
+        """A user's running jobs and array tasks (not arrays), oldest first: one range of
+        the partial index `jobs_user_running` (migration 6), whatever the history."""
+        rows = self.db.fetchall(
+            _select("jobs_user_running") + " WHERE j.user_id = ? AND j.state = 'RUNNING'"
+            " AND j.kind != 'array' ORDER BY j.seq, j.array_task_id",
+            (user_id,),
         )
         return [job_row(r) for r in rows]
 

@@ -1,0 +1,159 @@
+"""The latest sample of each running job, kept in memory for `GET /v1/metrics/running`.
+
+A `kaic top` asks for all of its user's running jobs every two seconds, and a user may run
+a thousand jobs: reading each job's file per call would read megabytes. Instead each node
+file is followed: the bytes appended since the last look are read (a sample is ~100 bytes
+plus ~90 per GPU, so one look reads a few new lines), the latest sample and since when every
+GPU has been idle are updated from them, and a file looked at less than `FRESH_SECONDS` ago
+is not looked at again (the sampler writes every few seconds). A file the sampler rewrote
+(its compaction: another inode, or shorter) is read again from its start, once, within the
+caps of `files`. A job's entry is dropped when the job ends (`forget`, a ledger listener).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kaic.center.metrics.files import (
+    MAX_FILE_BYTES,
+    Header,
+    Point,
+    node_name,
+    open_metrics_dir,
+    open_sample_file,
+    parse_header,
+    parse_line,
+    parse_point,
+    read_range,
+    sample_files,
+    split_lines,
+)
+from kaic.models.metrics import IDLE_UTILIZATION_PCT
+
+#: a file looked at more recently than this is answered from memory
+FRESH_SECONDS = 1.0
+
+
+def all_idle(point: Point) -> bool:
+    """Whether every GPU of the sample was below the idle threshold (False without GPUs)."""
+    return bool(point.gpus) and all(
+        g.util is not None and g.util < IDLE_UTILIZATION_PCT for g in point.gpus
+    )
+
+
+@dataclass
+class NodeTail:
+    """What is known of one node file: where it was read up to, its latest sample, and since
+    when (epoch seconds) its GPUs have all been idle."""
+
+    node: str
+    header: Header
+    identity: tuple[int, int] = (0, 0)
+    offset: int = 0
+    partial: bytes = b""
+    latest: Point | None = None
+    idle_since: float | None = None
+
+    def reset(self, identity: tuple[int, int]) -> None:
+        self.identity, self.offset, self.partial = identity, 0, b""
+        self.latest, self.idle_since = None, None
+
+    def take(self, point: Point) -> None:
+        if self.latest is not None and point.at <= self.latest.at:
+            return
+        if all_idle(point):
+            if self.idle_since is None:
+                self.idle_since = point.at - point.duration
+        else:
+            self.idle_since = None
+        self.latest = point
+
+    def feed(self, chunk: bytes) -> None:
+        lines, self.partial = split_lines(self.partial + chunk)
+        for line in lines:
+            data = parse_line(line)
+            if data is None:
+                continue
+            if "v" in data:
+                self.header = parse_header(data, self.node)
+                continue
+            point = parse_point(data)
+            if point is not None:
+                self.take(point)
+
+    def refresh(self, dir_fd: int, name: str) -> None:
+        opened = open_sample_file(dir_fd, name)
+        if opened is None:
+            return
+        fd, info = opened
+        try:
+            identity = (info.st_dev, info.st_ino)
+            if identity != self.identity or info.st_size < self.offset:
+                self.reset(identity)
+                # a rewritten file: its header, then no more than the caps allow
+                start = max(0, info.st_size - MAX_FILE_BYTES)
+                if start:
+                    first, _ = split_lines(read_range(fd, 0, 64 * 1024))
+                    self.feed(first[0] + b"\n" if first else b"")
+                    self.offset = start
+            if info.st_size > self.offset:
+                chunk = read_range(fd, self.offset, min(info.st_size - self.offset, MAX_FILE_BYTES))
+                self.offset += len(chunk)
+                self.feed(chunk)
+        finally:
+            os.close(fd)
+
+
+@dataclass
+class JobTail:
+    nodes: dict[str, NodeTail] = field(default_factory=dict)
+    looked_at: float = -1e9
+
+
+class LatestSamples:
+    """The latest samples of running jobs, by job id (thread-safe: routes run on a pool)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._jobs: dict[str, JobTail] = {}
+        self._lock = threading.Lock()
+        self._clock = clock
+
+    def forget(self, job_id: str) -> None:
+        with self._lock:
+            self._jobs.pop(job_id, None)
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def nodes(self, job_id: str, job_dir: Path) -> list[NodeTail]:
+        """The job's node files, brought up to date unless looked at just now."""
+        now = self._clock()
+        with self._lock:
+            tail = self._jobs.setdefault(job_id, JobTail())
+            fresh = now - tail.looked_at < FRESH_SECONDS
+            if not fresh:
+                tail.looked_at = now
+        if not fresh:
+            self._refresh(tail, job_dir)
+        return [node for node in list(tail.nodes.values()) if node.latest is not None]
+
+    @staticmethod
+    def _refresh(tail: JobTail, job_dir: Path) -> None:
+        dir_fd = open_metrics_dir(job_dir)
+        if dir_fd is None:
+            return
+        try:
+            for name in sample_files(dir_fd):
+                node = tail.nodes.get(name)
+                if node is None:
+                    node = tail.nodes[name] = NodeTail(node_name(name), Header(node_name(name)))
+                node.refresh(dir_fd, name)
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(dir_fd)
