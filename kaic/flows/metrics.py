@@ -72,11 +72,15 @@ def efficiency_hint(job_id: str, eff: Efficiency, *, point_to_stats: bool = True
         if eff.gpu_hours_idle is not None and eff.gpu_hours > 0
         else 0.0
     )
-    if not low and idle_share <= HIGH_IDLE_SHARE:
+    # judged on the whole percent shown: GPU-hours come rounded, and "idle 25 %" must not
+    # read as more than a quarter
+    idle_pct = round(idle_share * 100)
+    high_idle = idle_pct > HIGH_IDLE_SHARE * 100
+    if not low and not high_idle:
         return None
     why = [f"GPU util {percent(eff.gpu_util_avg)} avg"] if low else []
-    if idle_share > HIGH_IDLE_SHARE:
-        why.append(f"GPUs idle {idle_share * 100:.0f} % of the time")
+    if high_idle:
+        why.append(f"GPUs idle {idle_pct} % of the time")
     where = f"; `kaic stats {visible(job_id)}` shows when" if point_to_stats else ""
     return (
         f"hint: {', '.join(why)}: try fewer GPUs or a faster input pipeline (more data-loader "

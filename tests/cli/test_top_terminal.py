@@ -9,19 +9,12 @@ the answers are known and the requests counted.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
-import pty
-import select
 import signal
-import struct
 import subprocess
 import sys
 import termios
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import pytest
 
@@ -30,39 +23,10 @@ from tests.helpers import cli_env
 from tests.hostile import by_label
 from tests.inprocess import TOKEN, FakeCenter
 from tests.metrics_trace import gpu, running_job, serve
+from tests.terminal import Live, start_on_terminal
 
 RUNNING_PATH = "/v1/metrics/running"
 HOSTILE = by_label("osc-title")
-
-
-@dataclass
-class Live:
-    """A CLI running on a pseudo-terminal the test holds (`tty`: its side of it)."""
-
-    proc: subprocess.Popen[bytes]
-    master: int
-    tty: int
-    shown: bytes = b""
-
-    def pump(self, seconds: float = 0.05) -> None:
-        ready, _, _ = select.select([self.master], [], [], seconds)
-        if ready:
-            with contextlib.suppress(OSError):  # EIO: the CLI exited
-                self.shown += os.read(self.master, 65536)
-
-    def until(self, what: Callable[[], bool], limit: float = 30) -> None:
-        deadline = time.monotonic() + limit
-        while not what():
-            assert time.monotonic() < deadline, f"gave up waiting; shown: {self.shown!r}"
-            self.pump()
-
-    def exit_code(self, limit: float = 30) -> int:
-        deadline = time.monotonic() + limit
-        while self.proc.poll() is None:
-            assert time.monotonic() < deadline, f"still running; shown: {self.shown!r}"
-            self.pump()
-        self.pump(0)
-        return self.proc.returncode
 
 
 @pytest.fixture
@@ -81,32 +45,14 @@ def top(center: tuple[FakeCenter, str]) -> Iterator[Callable[..., Live]]:
     started: list[Live] = []
 
     def start(*args: str) -> Live:
-        master, slave = pty.openpty()
-        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 200, 0, 0))
-        env = cli_env(KAIC_CENTER=center[1], KAIC_TOKEN=TOKEN, TERM="xterm-256color")
-        env.pop("NO_COLOR", None)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "kaic", "top", *args],
-            stdin=slave,
-            stdout=slave,
-            stderr=slave,
-            env=env,
-            start_new_session=True,
-            # the pseudo-terminal becomes the CLI's controlling terminal: Ctrl-C typed on
-            # it is a SIGINT to the CLI, as in a shell
-            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
-        )
-        live = Live(proc, master, slave)
+        env = cli_env(KAIC_CENTER=center[1], KAIC_TOKEN=TOKEN)
+        live = start_on_terminal("top", *args, env=env)
         started.append(live)
         return live
 
     yield start
     for live in started:
-        if live.proc.poll() is None:
-            live.proc.kill()
-            live.proc.wait()
-        os.close(live.master)
-        os.close(live.tty)
+        live.close()
 
 
 def refreshed(center: FakeCenter, times: int) -> Callable[[], bool]:

@@ -76,6 +76,8 @@ def test_efficiency_text_and_hint() -> None:
     idle = Efficiency(gpu_util_avg=None, gpu_hours=4.0, gpu_hours_idle=1.2)
     hint = efficiency_hint("42", idle)
     assert hint is not None and hint.startswith("hint: GPUs idle 30 % of the time: ")
+    # 25.45 % idle shows as 25 %: not more than a quarter, no hint (the center rounds hours)
+    assert efficiency_hint("42", Efficiency(gpu_hours=0.0055, gpu_hours_idle=0.0014)) is None
     low = Efficiency(gpu_util_avg=49.9, gpu_hours=4.0, gpu_hours_idle=0.0)
     assert (efficiency_hint("42", low) or "").startswith("hint: GPU util 50 % avg: ")
     assert [gpu_hours(v) for v in (0, 0.05, 0.4, 16, 123.456)] == [
