@@ -172,8 +172,17 @@ WaitForQuit = Callable[[float], bool]
 
 
 def snapshot(session: Session) -> RunningMetrics:
-    """One `GET /v1/metrics/running`: the caller's running jobs and their latest samples."""
-    return session.metrics.running()
+    """One `GET /v1/metrics/running`: the caller's running jobs and their latest samples. A
+    center without the route (older than job metrics) is said as such, not as "not found"."""
+    try:
+        return session.metrics.running()
+    except NotFound:
+        raise NotFound(
+            f"the center at {session.center_url} does not serve job metrics (it is older "
+            "than `kaic top`)",
+            hint="`kaic jobs` and `kaic show JOB` still work; ask the center's operators to "
+            "upgrade it",
+        ) from None
 
 
 def watch(

@@ -267,3 +267,12 @@ def test_an_older_center_without_the_route_shows_no_mark(
     res = run_line("jobs")
     assert res.stdout.splitlines()[1].split()[0] == "42" and "idle" not in res.stdout
     assert len(fake_center.sent("GET", RUNNING_PATH)) == 1 and res.stderr == ""
+
+
+def test_top_on_an_older_center_says_it_serves_no_metrics(
+    fake_center: FakeCenter, run_line: RunLine
+) -> None:
+    fake_center.serve_jobs()  # no metrics API: the route answers 404
+    res = run_line("top", expect=4)
+    assert "error: the center at https://center.test does not serve job metrics" in res.stderr
+    assert "hint: `kaic jobs` and `kaic show JOB` still work" in res.stderr
