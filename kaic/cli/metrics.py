@@ -98,7 +98,8 @@ def _top_live(app: AppContext, interval: float) -> None:
             )
 
             def show(doc: "RunningMetrics | None", trouble: str | None) -> None:
-                live.update(view.top_frame(doc, trouble, interval), refresh=True)
+                frame = view.top_frame(doc, trouble, interval, live.console.size.height)
+                live.update(frame, refresh=True)
 
             def wait_for_quit(seconds: float) -> bool:
                 if read is None:  # keys come from elsewhere: Ctrl-C is the way out

@@ -147,16 +147,16 @@ def top_summary(doc: RunningMetrics) -> str:
     )
 
 
-def top_table(doc: RunningMetrics) -> Any:
+def top_table(doc: RunningMetrics, rows: list[tuple[list[str], bool]] | None = None) -> Any:
     """The rich table of a terminal: a utilisation bar before the percentage, idle GPUs'
-    rows highlighted."""
+    rows highlighted; `rows` (of `top_rows`) when only some are shown."""
     from rich.table import Table
     from rich.text import Text
 
     table = Table(box=None, header_style="bold", pad_edge=False)
     for header in TOP_HEADERS:
         table.add_column(Text(header), justify="right" if header in ("POWER", "CPU") else "left")
-    for cells, idle in top_rows(doc, repeat=False):
+    for cells, idle in rows if rows is not None else top_rows(doc, repeat=False):
         util = cells[5]
         pct = _pct(util)
         cells = [*cells[:5], f"{bar(pct)} {util:>4}" + (" idle" if idle else ""), *cells[6:]]
@@ -172,9 +172,13 @@ def _pct(cell: str) -> float | None:
         return None
 
 
-def top_frame(doc: RunningMetrics | None, trouble: str | None, interval: float) -> Any:
+def top_frame(
+    doc: RunningMetrics | None, trouble: str | None, interval: float, height: int = 0
+) -> Any:
     """One frame of the live view: a title line, the table (or why there is none), and
-    what went wrong at the last refresh."""
+    what went wrong at the last refresh. With a `height` (the terminal's rows), only the
+    rows that fit are drawn and the rest counted: a frame the terminal cannot show costs
+    nothing to lay out (400 GPUs' rows took rich a quarter of a second per refresh)."""
     from rich.console import Group
     from rich.text import Text
 
@@ -188,7 +192,17 @@ def top_frame(doc: RunningMetrics | None, trouble: str | None, interval: float) 
     elif not doc.jobs:
         parts.append(Text(NO_JOBS))
     else:
-        parts.append(top_table(doc))
+        rows = top_rows(doc, repeat=False)
+        room = max(1, height - 4) if height else len(rows)  # title, header, more, trouble
+        parts.append(top_table(doc, rows[:room]))
+        if len(rows) > room:
+            parts.append(
+                Text(
+                    f"… {len(rows) - room} more rows: a taller window shows them, "
+                    "`kaic top --once` prints them all",
+                    style="dim",
+                )
+            )
     if trouble:
         parts.append(Text(visible(trouble), style="red"))
     return Group(*parts)

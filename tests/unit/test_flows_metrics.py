@@ -91,3 +91,20 @@ def test_bars_and_sparklines() -> None:
     assert sparkline([0, 100]) == "▁█"
     assert sparkline([0.0] * 40 + [100.0] * 40) == "▁" * 20 + "█" * 20  # 80 values, 40 cells
     assert sparkline([None, 50]) == " ▅" and sparkline([]) == ""
+
+
+def test_the_live_frame_draws_only_the_rows_that_fit() -> None:
+    import io
+
+    from rich.console import Console
+
+    from kaic.cli.metrics_view import top_frame
+
+    jobs = [running_job(str(100 + j), f"job-{j}", [gpu(0, 50.0, 1.0, 100.0)]) for j in range(30)]
+    doc = RunningMetrics.model_validate({"jobs": jobs, "at": NOW.isoformat()})
+    out = io.StringIO()
+    Console(file=out, width=160, height=12).print(top_frame(doc, None, 2.0, 12))
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 11  # title, header, 8 rows, the count of the rest
+    assert "job-7" in lines[-2] and lines[-1].startswith("… 22 more rows: a taller window")
+    assert lines[0].startswith("kaic top · 30 running jobs · 30 GPUs, 0 idle")
