@@ -27,7 +27,13 @@ def top(
         bool, typer.Option("--once", help="Show one snapshot and exit (for scripts).")
     ] = False,
     interval: Annotated[
-        float, typer.Option("--interval", help="Seconds between refreshes.", min=0.5)
+        float,
+        typer.Option(
+            "--interval",
+            metavar="SECONDS",
+            help="Seconds between refreshes (0.5 at least).",
+            min=0.5,
+        ),
     ] = 2.0,
     json_out: JsonOpt = False,
     jq: JqOpt = None,
@@ -42,7 +48,7 @@ def top(
 
       kaic top
 
-      kaic top --once --json --jq '.jobs[] | .job_id'
+      kaic top --jq '.jobs[] | .job_id'          # the ids of your running jobs
     """
     from kaic.flows.metrics import snapshot
 
