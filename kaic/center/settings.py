@@ -81,6 +81,10 @@ class CenterSettings:
     #: seconds between two samples of a job's metrics sampler (`kaic.gpu.sampler`, started
     #: with every job on each of its nodes); 0 = no sampler
     metrics_interval: float = 5.0
+    #: the Python that runs the sampler, by absolute path (it must import kaic and, for
+    #: GPUs, nvidia-ml-py, and be executable by the jobs' accounts on the nodes); None =
+    #: the center's own interpreter
+    metrics_python: str | None = None
     #: seconds an SSH user certificate from `POST /v1/ssh/certificates` stays valid (at most)
     ssh_cert_validity: int = 12 * 3600
     #: the SSH/SFTP host serving users' storage (an external sshd); None = none, or the
@@ -147,6 +151,10 @@ class CenterSettings:
             self.sftp_port = 0
         if not 0 <= self.metrics_interval <= 3600:
             raise ValueError("the metrics interval must be between 0 (off) and 3600 seconds")
+        if self.metrics_python is not None and not os.path.isabs(self.metrics_python):
+            raise ValueError(
+                f"the metrics sampler's Python must be an absolute path: {self.metrics_python!r}"
+            )
         if self.sftp_max_connections < 1:
             raise ValueError("the SFTP endpoint's connection limit must be at least 1")
         if self.sftp_max_connections_per_user is not None and not (

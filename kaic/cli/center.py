@@ -82,6 +82,23 @@ def serve(
     access_token_ttl: Annotated[
         int, typer.Option("--access-token-ttl", help="Seconds an access token lives.")
     ] = 900,
+    metrics_interval: Annotated[
+        float,
+        typer.Option(
+            "--metrics-interval",
+            min=0,
+            max=3600,
+            help="Seconds between two samples of a job's GPU/CPU metrics (0 = no sampler).",
+        ),
+    ] = 5.0,
+    metrics_python: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics-python",
+            help="Python (with kaic and nvidia-ml-py) that runs the metrics sampler on the "
+            "nodes, as the jobs' accounts (default: the center's own).",
+        ),
+    ] = None,
     ready_file: Annotated[
         str | None,
         typer.Option("--ready-file", help="Write {pid, port, url} as JSON here once listening."),
@@ -264,6 +281,8 @@ def serve(
             gpu_type=gpu_type,
             access_token_ttl=access_token_ttl,
             kill_grace=kill_grace,
+            metrics_interval=metrics_interval,
+            metrics_python=metrics_python,
             partitions=_load_partitions(partitions_file) if partitions_file else [],
             staging_host=staging_host,
             staging_port=staging_port,

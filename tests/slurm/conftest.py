@@ -118,6 +118,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         items[slot] = item
 
 
+#: a Python the jobs' unix account can run (test_slurm_metrics.py)
+JOB_PYTHON = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin")
+
+
 @dataclass
 class SlurmCenter:
     """A kaic center with the Slurm executor, user alice (unix account kaicslurm) and an
@@ -151,6 +155,9 @@ def slurm_center(
         slurm_cluster.url,
         "--slurm-poll-interval",
         "0.5",
+        # the metrics sampler runs as the job's account, which cannot run this checkout's
+        # interpreter; the system's Python finds kaic on the test job's PYTHONPATH
+        *(["--metrics-python", JOB_PYTHON] if JOB_PYTHON else []),
         env={"KAIC_SLURM_JWT": slurm_cluster.token, "SLURM_CONF": slurm_cluster.env["SLURM_CONF"]},
     )
     running = SlurmCenter(center, slurm_cluster, "")

@@ -107,6 +107,11 @@ class LaunchSpec:
     #: the center's own storage root (`state_dir/storage`) when `home` lies in it; None when
     #: the site's storage root holds the homes (the ownership rule of `executors.prepare`)
     own_storage: Path | None = None
+    #: seconds between two samples of the job's metrics sampler (`executors.sampler`);
+    #: 0 = none
+    metrics_interval: float = 0.0
+    #: the Python that runs the sampler (absolute); None = the center's own
+    metrics_python: str | None = None
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pwd
 import signal
 import subprocess
 import time
@@ -55,6 +56,8 @@ from kaic.center.executors.interactive import (
     tools_missing,
 )
 from kaic.center.executors.prepare import job_account, job_environment, prepare_storage
+from kaic.center.executors.sampler import METRICS_DIR
+from kaic.center.executors.sampler import local_line as sampler_line
 from kaic.models.interactive import ExecStart
 
 logger = logging.getLogger("kaic.center.executor")
@@ -190,13 +193,14 @@ class LocalExecutor(Executor):
             paths.exitcode.unlink(missing_ok=True)
             prepare_storage(spec.home, spec.workdir, account, own_storage=spec.own_storage)
             env = job_environment(spec, login=spec.user, base_path=self.base_path)
+            sampler = self._sampler_line(spec, account)
             if account is None:
-                popen = self._spawn(spec, argv=self._argv(WRAPPER, paths), env=env)
+                popen = self._spawn(spec, argv=self._argv(sampler + WRAPPER, paths), env=env)
             else:
                 paths.dir.chmod(0o700)
                 paths.script.chmod(0o644)  # readable through the open file only
                 argv = [
-                    *self._argv(WRAPPER_AS_USER, paths),
+                    *self._argv(sampler + WRAPPER_AS_USER, paths),
                     str(account.pw_uid),
                     str(account.pw_gid),
                     require_root_tool("setpriv"),
@@ -222,6 +226,22 @@ class LocalExecutor(Executor):
         )
         self._jobs[spec.job_id] = _Tracked(spec.job_id, paths, launched, popen)
         return launched
+
+    @staticmethod
+    def _sampler_line(spec: LaunchSpec, account: pwd.struct_passwd | None) -> str:
+        """The wrapper's first line, starting the job's metrics sampler (`executors.sampler`)
+        into `metrics/` of the job's directory (the account's); "" when off or impossible."""
+        if spec.metrics_interval <= 0:
+            return ""
+        metrics_dir = spec.paths.dir / METRICS_DIR
+        try:
+            metrics_dir.mkdir(mode=0o755, exist_ok=True)
+            if account is not None:
+                os.lchown(metrics_dir, account.pw_uid, account.pw_gid)
+        except OSError as exc:
+            logger.warning("job %s: no metrics sampler: %s", spec.job_id, exc)
+            return ""
+        return sampler_line(spec, metrics_dir, as_user=account is not None)
 
     @staticmethod
     def _argv(wrapper: str, paths: JobPaths) -> list[str]:

@@ -60,4 +60,6 @@ def launch_spec(
         array_limit=row.array_limit if whole_array else None,
         after_ok=tuple(after_ok),
         own_storage=settings.state_dir / "storage" if settings.storage_root is None else None,
+        metrics_interval=settings.metrics_interval,
+        metrics_python=settings.metrics_python,
     )

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from kaic.center.metrics.files import (
     MAX_FILE_BYTES,
+    MAX_LINE_BYTES,
     Header,
     Point,
     node_name,
@@ -38,6 +39,8 @@ from kaic.models.metrics import IDLE_UTILIZATION_PCT
 
 #: a file looked at more recently than this is answered from memory
 FRESH_SECONDS = 1.0
+#: what a first look reads at a time, from the end of a file backwards
+_BACK_CHUNK = 16 * 1024
 
 
 def all_idle(point: Point) -> bool:
@@ -87,6 +90,36 @@ class NodeTail:
             if point is not None:
                 self.take(point)
 
+    def read_back(self, fd: int, size: int) -> None:
+        """A file seen for the first time (or rewritten): its header, then its samples from
+        the end backwards, only as far as its GPUs have been idle — for a busy job, its last
+        line — within `MAX_FILE_BYTES`."""
+        first, _ = split_lines(read_range(fd, 0, min(size, MAX_LINE_BYTES)))
+        if first:
+            self.feed(first[0] + b"\n")
+        end, floor = size, max(0, size - MAX_FILE_BYTES)
+        tail = read_range(fd, max(floor, end - _BACK_CHUNK), min(end - floor, _BACK_CHUNK))
+        self.partial = b"" if tail.endswith(b"\n") else tail[tail.rfind(b"\n") + 1 :]
+        end -= len(self.partial)
+        self.offset = size
+        while end > floor:
+            start = max(floor, end - _BACK_CHUNK)
+            chunk = read_range(fd, start, end - start)
+            cut = chunk.find(b"\n") + 1 if start > floor else 0
+            if start > floor and cut == 0:
+                return  # a line longer than a chunk: not a sample
+            for line in reversed(chunk[cut:].split(b"\n")):
+                data = parse_line(line) if line else None
+                point = parse_point(data) if data is not None and "v" not in data else None
+                if point is None:
+                    continue
+                if self.latest is None:
+                    self.latest = point
+                if not all_idle(point):
+                    return
+                self.idle_since = point.at - point.duration
+            end = start + cut
+
     def refresh(self, dir_fd: int, name: str) -> None:
         opened = open_sample_file(dir_fd, name)
         if opened is None:
@@ -96,12 +129,7 @@ class NodeTail:
             identity = (info.st_dev, info.st_ino)
             if identity != self.identity or info.st_size < self.offset:
                 self.reset(identity)
-                # a rewritten file: its header, then no more than the caps allow
-                start = max(0, info.st_size - MAX_FILE_BYTES)
-                if start:
-                    first, _ = split_lines(read_range(fd, 0, 64 * 1024))
-                    self.feed(first[0] + b"\n" if first else b"")
-                    self.offset = start
+                self.read_back(fd, info.st_size)
             if info.st_size > self.offset:
                 chunk = read_range(fd, self.offset, min(info.st_size - self.offset, MAX_FILE_BYTES))
                 self.offset += len(chunk)

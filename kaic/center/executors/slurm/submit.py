@@ -9,6 +9,7 @@ from pathlib import Path
 
 from kaic.center.executors.base import ExecutorError, JobPaths, LaunchSpec
 from kaic.center.executors.prepare import job_environment, prepare_job_dirs, prepare_storage
+from kaic.center.executors.sampler import batch_lines as sampler_lines
 from kaic.center.executors.slurm.api import SubmitRequest, dependency_clause
 
 
@@ -69,7 +70,8 @@ def prepare(spec: LaunchSpec, owner: pwd.struct_passwd | None) -> list[JobPaths]
 
 
 def batch_script(spec: LaunchSpec) -> str:
-    """The batch script: kaic's per-task variables, then the job's own script."""
+    """The batch script: kaic's per-task variables, the metrics sampler, then the job's own
+    script."""
     lines = ["#!/bin/bash", f"# kaic job {spec.job_id}"]
     if spec.array_tasks:
         parent = _shell_quote(spec.job_id)
@@ -79,6 +81,7 @@ def batch_script(spec: LaunchSpec) -> str:
             f'export KAIC_JOB_ID={parent}"_${{SLURM_ARRAY_TASK_ID:-}}"',
         ]
     lines.append('export KAIC_GPUS="${CUDA_VISIBLE_DEVICES:-}"')
+    lines += sampler_lines(spec)
     return "\n".join(lines) + "\n" + spec.script + ("" if spec.script.endswith("\n") else "\n")
 
 
