@@ -1,12 +1,13 @@
 """`kaic top`, `kaic stats`, the idle mark of `kaic jobs` and the efficiency line of a
 finished GPU job, end to end: the real CLI against a real center on loopback, with real
-jobs whose sample files hold a known trace.
+jobs.
 
-The samples are written into the jobs' directories as the job's sampler writes them
-(`tests/center/metrics_support.py`, the center engineer's helpers), with times relative to
-now, so every figure the commands show can be written out by hand: the center reads those
-files, sums them up and computes the efficiency when the job ends; the CLI shows what it
-answers.
+Two ways to a known trace. Most tests write the samples into the jobs' directories as the
+job's sampler writes them (`tests/center/metrics_support.py`), with times relative to now —
+a center without a sampler (`--metrics-interval 0`) —, so every figure, a 12-minute idle
+stretch included, can be written out by hand. One test runs the real sampler with every job
+(`--metrics-interval 0.2`) over the fake NVML replaying a trace (constant utilisation, so
+the averages do not depend on how many samples it took).
 """
 
 from __future__ import annotations
@@ -21,7 +22,13 @@ from typing import Any
 import pytest
 
 from kaic.flows.metrics import gpu_hours
-from tests.center.metrics_support import header, sample, write_metrics
+from tests.center.metrics_support import (
+    fake_nvml_env,
+    header,
+    sample,
+    write_metrics,
+    write_trace,
+)
 from tests.e2e.test_login import login
 from tests.helpers import RunningCenter, cli_env, poll, run_cli, start_center
 from tests.terminal import start_on_terminal
@@ -35,8 +42,11 @@ BUSY_MEM = [3, 5, 7, 4]
 
 @pytest.fixture
 def metrics_center(tmp_path: Path) -> Iterator[RunningCenter]:
-    """A center with 4 (pretend) GPUs, alice logged in."""
-    center = start_center(tmp_path / "metrics-center", "--gpus", "4", "--kill-grace", "1")
+    """A center with 4 (pretend) GPUs and no sampler (the test writes the samples), alice
+    logged in."""
+    center = start_center(
+        tmp_path / "metrics-center", "--gpus", "4", "--kill-grace", "1", "--metrics-interval", "0"
+    )
     try:
         center.add_user("alice", PASSWORD)
         center.add_project("ai-2026-0042", 5000, ["alice"])
@@ -160,3 +170,55 @@ def test_top_live_view_against_the_real_center(metrics_center: RunningCenter) ->
     finally:
         live.close()
     run_cli("cancel", busy)
+
+
+@pytest.fixture
+def sampled_center(tmp_path: Path) -> Iterator[RunningCenter]:
+    """A center with 4 (pretend) GPUs and a sampler every 0.2 s, alice logged in."""
+    center = start_center(
+        tmp_path / "sampled-center", "--gpus", "4", "--kill-grace", "1", "--metrics-interval", "0.2"
+    )
+    try:
+        center.add_user("alice", PASSWORD)
+        center.add_project("ai-2026-0042", 5000, ["alice"])
+        login(center, "alice", PASSWORD)
+        yield center
+    finally:
+        center.stop()
+
+
+def test_the_real_sampler_through_top_stats_and_the_efficiency_line(
+    sampled_center: RunningCenter, tmp_path: Path
+) -> None:
+    util = {0: [80.0], 1: [20.0], 2: [80.0], 3: [20.0]}  # any two GPUs given: 50 % avg
+    trace = write_trace(tmp_path / "trace.json", 4, util, {i: [6 * GIB] for i in range(4)})
+    env = [f"--env={k}={v}" for k, v in fake_nvml_env(trace).items()]
+    release = tmp_path / "release"
+    run = f"while [ ! -e {release} ]; do sleep 0.05; done"
+    job_id = run_cli("submit", "--gpus", "2", "--name", "fake-nvml", *env, "--", "bash", "-c", run)
+    job_id = job_id.stdout.strip()
+    try:
+        sampled = poll(
+            lambda: (d := run_cli("stats", job_id, "--json").json()) and d["samples"] and d,  # type: ignore[index]
+            what="the sampler's first samples",
+        )
+        assert {g["utilization_pct"] for s in sampled["samples"] for g in s["gpus"]} == {20.0, 80.0}
+        top = run_cli("top", "--json").json()
+        assert isinstance(top, dict) and [j["job_id"] for j in top["jobs"]] == [job_id]
+        latest = top["jobs"][0]["latest"][0]
+        assert sorted(g["utilization_pct"] for g in latest["gpus"]) == [20.0, 80.0]
+        assert latest["cpu_pct"] is not None and latest["rss_bytes"]
+        rows = {r.split()[4]: r.split()[5] for r in run_cli("top").stdout.splitlines()[1:]}
+        assert sorted(rows.values()) == ["20%", "80%"]
+    finally:
+        release.touch()
+    ended = run_cli("wait", job_id)
+    eff = show(job_id)["efficiency"]
+    assert eff["gpu_util_avg"] == 50.0 and eff["gpu_mem_peak_bytes"] == 6 * GIB
+    assert eff["gpu_hours_idle"] == 0.0
+    line = (
+        f"efficiency: GPU util 50 % avg · peak mem 6.0 GiB · {gpu_hours(eff['gpu_hours'])} GPU-h "
+        "charged, 0.0 idle"
+    )
+    assert ended.stderr.splitlines()[-1] == line  # the last word on stderr; no hint at 50 %
+    assert f"efficiency    {line.removeprefix('efficiency: ')}" in run_cli("show", job_id).stdout
