@@ -256,33 +256,37 @@ def jobs(
       kaic jobs --state RUNNING --json
     """
     from kaic.flows.jobs import list_jobs
-    from kaic.flows.metrics import idle_marks
 
     app = get_app(ctx)
     found = list_jobs(app.session(), state or [], all_jobs=all_, limit=limit)
-    idle = idle_marks(app.session(), found)
-    from kaic.cli.render import table
 
-    rows = [
-        (
-            j.id,
-            j.name,
-            j.kind,
-            j.state.value,
-            str(j.resources.gpus),
-            j.partition,
-            _elapsed(j),
-            _idle_mark(idle[j.id]) if j.id in idle else j.reason or "",
-        )
-        for j in found
-    ]
-    human = table(
-        app,
-        ("ID", "NAME", "KIND", "STATE", "GPUS", "PARTITION", "ELAPSED", "REASON"),
-        rows,
-        empty="No jobs. Submit one with `kaic submit -- COMMAND`.",
-        colours={3: STATE_COLOURS},
-    )
+    def human() -> None:
+        # The idle mark is for people: asked of the center only when the table is shown.
+        from kaic.cli.render import table
+        from kaic.flows.metrics import idle_marks
+
+        idle = idle_marks(app.session(), found)
+        rows = [
+            (
+                j.id,
+                j.name,
+                j.kind,
+                j.state.value,
+                str(j.resources.gpus),
+                j.partition,
+                _elapsed(j),
+                _idle_mark(idle[j.id]) if j.id in idle else j.reason or "",
+            )
+            for j in found
+        ]
+        table(
+            app,
+            ("ID", "NAME", "KIND", "STATE", "GPUS", "PARTITION", "ELAPSED", "REASON"),
+            rows,
+            empty="No jobs. Submit one with `kaic submit -- COMMAND`.",
+            colours={3: STATE_COLOURS},
+        )()
+
     app.emit([_job_json(j) for j in found], human)
 
 

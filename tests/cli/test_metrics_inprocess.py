@@ -243,8 +243,9 @@ def test_jobs_marks_running_gpu_jobs_idle_for_ten_minutes(
     assert rows["42"].endswith("GPUs idle 15m")
     assert "idle" not in rows["43"] and "idle" not in rows["44"] and "idle" not in rows["41"]
     assert len(center.sent("GET", RUNNING_PATH)) == 1
-    # the JSON stays an array of Job
+    # the JSON stays an array of Job, and costs the center no metrics request
     assert [j["id"] for j in run_line("jobs", "--json").json()] == ["44", "43", "42", "41"]
+    assert len(center.sent("GET", RUNNING_PATH)) == 1
 
 
 def test_jobs_asks_for_metrics_only_with_running_gpu_jobs(
