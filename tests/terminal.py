@@ -136,7 +136,9 @@ def start_on_terminal(
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
     environment = cli_env(env, TERM="xterm-256color")
-    environment.pop("NO_COLOR", None)
+    # the terminal's own size rules (rich reads COLUMNS/LINES first: a test runner sets them)
+    for name in ("NO_COLOR", "COLUMNS", "LINES"):
+        environment.pop(name, None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "kaic", *args],
         stdin=slave,
