@@ -98,6 +98,10 @@ class FakeCenter:
         self.events: dict[str, list[dict[str, Any]]] = {}
         #: (job id, "stdout" | "stderr") -> the log's bytes so far
         self.logs: dict[tuple[str, str], bytes] = {}
+        #: what `serve_metrics` answers: a job's `JobMetrics` document by id, and the
+        #: `RunningJobMetrics` entries of `GET /v1/metrics/running` (at `NOW`)
+        self.metrics: dict[str, dict[str, Any]] = {}
+        self.running: list[dict[str, Any]] = []
 
     def serve_jobs(self, *, state: str = "COMPLETED", exit_code: int | None = 0) -> None:
         """Answer the jobs API from `self.jobs`: a submitted job gets the next id and
@@ -135,6 +139,25 @@ class FakeCenter:
         self.on("POST", "/v1/jobs", submit)
         self.on("GET", "/v1/jobs", listing)
         self.on("GET", re.compile(r"/v1/jobs/[^/]+(/events|/logs)?"), one)
+
+    def serve_metrics(self) -> None:
+        """Answer the metrics API from `self.metrics` and `self.running` (validated by the
+        real models, as the center would answer)."""
+        from kaic.models.metrics import JobMetrics, RunningMetrics
+
+        def running(_request: httpx.Request) -> httpx.Response:
+            doc = RunningMetrics.model_validate({"jobs": self.running, "at": NOW.isoformat()})
+            return httpx.Response(200, json=doc.model_dump(mode="json"))
+
+        def one(request: httpx.Request) -> httpx.Response:
+            job_id = request.url.path.split("/")[3]
+            if job_id not in self.metrics:
+                return error(404, "not_found", f"no job {job_id}")
+            doc = JobMetrics.model_validate(self.metrics[job_id])
+            return httpx.Response(200, json=doc.model_dump(mode="json"))
+
+        self.on("GET", "/v1/metrics/running", running)
+        self.on("GET", re.compile(r"/v1/jobs/[^/]+/metrics"), one)
 
     def _log(self, job_id: str, params: httpx.QueryParams) -> httpx.Response:
         """A log from an offset (or its last `tail` lines), as the center streams it."""

@@ -7,12 +7,14 @@ SIGINT to the foreground process group, here the CLI alone).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import pty
 import select
 import signal
 import struct
+import subprocess
 import sys
 import termios
 import time
@@ -83,3 +85,67 @@ def run_on_terminal(
     return Shown(
         tuple(args), os.waitstatus_to_exitcode(status), shown.decode(errors="replace"), interrupted
     )
+
+
+@dataclass
+class Live:
+    """A CLI running on a pseudo-terminal the test holds (`tty`: its side, whose settings
+    the test can read before, during and after the run)."""
+
+    proc: subprocess.Popen[bytes]
+    master: int
+    tty: int
+    shown: bytes = b""
+
+    def pump(self, seconds: float = 0.05) -> None:
+        ready, _, _ = select.select([self.master], [], [], seconds)
+        if ready:
+            with contextlib.suppress(OSError):  # EIO: the CLI exited
+                self.shown += os.read(self.master, 65536)
+
+    def until(self, what: Callable[[], bool], limit: float = 30) -> None:
+        """Read what the terminal shows until `what()` (a deadline, no sleeps)."""
+        deadline = time.monotonic() + limit
+        while not what():
+            assert time.monotonic() < deadline, f"gave up waiting; shown: {self.shown!r}"
+            self.pump()
+
+    def exit_code(self, limit: float = 30) -> int:
+        deadline = time.monotonic() + limit
+        while self.proc.poll() is None:
+            assert time.monotonic() < deadline, f"still running; shown: {self.shown!r}"
+            self.pump()
+        self.pump(0)
+        return self.proc.returncode
+
+    def close(self) -> None:
+        """Kill the CLI if it still runs (by its PID), and close the terminal."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self.master)
+        os.close(self.tty)
+
+
+def start_on_terminal(
+    *args: str, env: Mapping[str, str] | None = None, rows: int = 40, columns: int = 200
+) -> Live:
+    """`python -m kaic ARGS` with a new pseudo-terminal as its controlling terminal (Ctrl-C
+    typed on it is a SIGINT to the CLI, as in a shell), the test holding both sides; close
+    it with `Live.close`."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+    environment = cli_env(env, TERM="xterm-256color")
+    # the terminal's own size rules (rich reads COLUMNS/LINES first: a test runner sets them)
+    for name in ("NO_COLOR", "COLUMNS", "LINES"):
+        environment.pop(name, None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kaic", *args],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=environment,
+        start_new_session=True,
+        preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
+    )
+    return Live(proc, master, slave)

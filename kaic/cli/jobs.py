@@ -308,34 +308,41 @@ def jobs(
     session = app.session()
     found = list_jobs(session, state or [], all_jobs=all_, limit=limit)
     tasks = array_tasks(session, found) if expand else {}
-    from kaic.cli.render import table
 
-    def row(j: "Job", indent: str = "") -> tuple[str, ...]:
-        reason = j.reason or ""
-        if j.array_tasks:  # an array's row counts its tasks (and says why it waits, if it does)
-            reason = task_counts(j) + (f"; {reason}" if reason else "")
-        return (
-            indent + j.id,
-            j.name,
-            j.kind,
-            j.state.value,
-            str(j.resources.gpus),
-            j.partition,
-            _elapsed(j),
-            reason,
-        )
+    def human() -> None:
+        # The idle mark is for people: asked of the center only when the table is shown.
+        from kaic.cli.render import table
+        from kaic.flows.metrics import idle_marks
 
-    rows = []
-    for j in found:
-        rows.append(row(j))
-        rows += [row(t, "  ") for t in tasks.get(j.id, [])]
-    human = table(
-        app,
-        ("ID", "NAME", "KIND", "STATE", "GPUS", "PARTITION", "ELAPSED", "REASON"),
-        rows,
-        empty="No jobs. Submit one with `kaic submit -- COMMAND`.",
-        colours={3: STATE_COLOURS},
-    )
+        idle = idle_marks(session, found)
+
+        def row(j: "Job", indent: str = "") -> tuple[str, ...]:
+            reason = _idle_mark(idle[j.id]) if j.id in idle else j.reason or ""
+            if j.array_tasks:  # an array's row counts its tasks (and why it waits, if it does)
+                reason = task_counts(j) + (f"; {reason}" if reason else "")
+            return (
+                indent + j.id,
+                j.name,
+                j.kind,
+                j.state.value,
+                str(j.resources.gpus),
+                j.partition,
+                _elapsed(j),
+                reason,
+            )
+
+        rows = []
+        for j in found:
+            rows.append(row(j))
+            rows += [row(t, "  ") for t in tasks.get(j.id, [])]
+        table(
+            app,
+            ("ID", "NAME", "KIND", "STATE", "GPUS", "PARTITION", "ELAPSED", "REASON"),
+            rows,
+            empty="No jobs. Submit one with `kaic submit -- COMMAND`.",
+            colours={3: STATE_COLOURS},
+        )()
+
     documents = [
         {**_job_json(j), "tasks": [_job_json(t) for t in tasks[j.id]]}
         if j.id in tasks
@@ -343,6 +350,13 @@ def jobs(
         for j in found
     ]
     app.emit(documents, human)
+
+
+def _idle_mark(seconds: float) -> str:
+    """The REASON of a running job whose GPUs have all been idle a while (`kaic jobs`)."""
+    from kaic.durations import format_duration
+
+    return f"GPUs idle {format_duration(seconds // 60 * 60)}"
 
 
 def show(
@@ -371,6 +385,7 @@ def show(
 
 def _show_human(app: AppContext, job: "Job", events: "list[JobEvent]", tasks: "list[Job]") -> None:
     from kaic.flows.jobs import task_counts
+    from kaic.flows.metrics import efficiency_hint, efficiency_text
 
     fields: list[tuple[str, Any]] = [
         ("id", job.id),
@@ -401,9 +416,13 @@ def _show_human(app: AppContext, job: "Job", events: "list[JobEvent]", tasks: "l
         ("workdir", job.workdir),
         ("depends_on", ", ".join(job.depends_on) or None),
         ("array_tasks", task_counts(job) or None),
+        ("efficiency", efficiency_text(job.efficiency) if job.efficiency else None),
     ]
     for key, value in fields:
         app.out(f"{key:<13} {'-' if value is None else visible(value)}")
+    hint = efficiency_hint(job.id, job.efficiency) if job.efficiency else None
+    if hint:
+        app.info(hint)
     app.out("events:")
     for ev in events:
         state = f" [{ev.state.value}]" if ev.state else ""

@@ -83,6 +83,13 @@ COMMANDS: dict[str, Command] = {
     "forward": Command(
         "interactive", "Forward ports of a running job to this machine (127.0.0.1 only)."
     ),
+    "top": Command(
+        "metrics", "Show your running jobs live: GPU utilisation, memory, power, CPU and RSS."
+    ),
+    "stats": Command(
+        "metrics",
+        "Show one job's GPUs over its life: utilisation, memory, power, sparkline; CPU, RSS.",
+    ),
     "resources": Command(
         "resources", "Show partitions: GPU type, total and free GPUs, max time, queue depth."
     ),

@@ -44,6 +44,16 @@ def describe_end(job: Job) -> str:
     return text
 
 
+def say_end(job: Job, ui: Ui) -> None:
+    """On stderr, once a waited job ended: how (`describe_end`), and for a finished GPU job
+    its efficiency line (and a hint when it used its GPUs poorly)."""
+    from kaic.flows.metrics import describe_efficiency
+
+    ui.info(describe_end(job))
+    for line in describe_efficiency(job):
+        ui.info(line)
+
+
 def parse_states(states: list[str]) -> list[str]:
     """`--state` values as job states (any case); UsageError listing the valid ones."""
     from kaic.models import JobState
@@ -212,7 +222,7 @@ def wait_jobs(
             on_reachability=CenterOutage(ui.info),
         )
     for job in final:
-        ui.info(describe_end(job))
+        say_end(job, ui)
         failures = failed_tasks(session, job)
         if failures:
             ui.info(failures)

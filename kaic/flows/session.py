@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from kaic.client.images import ImagesAPI
     from kaic.client.interactive import InteractiveAPI
     from kaic.client.jobs import JobsAPI
+    from kaic.client.metrics import MetricsAPI
     from kaic.client.secrets import SecretsAPI
     from kaic.client.staging import StagingAPI
     from kaic.client.tokens import TokensAPI
@@ -51,6 +52,7 @@ class Session:
     interactive: InteractiveAPI = field(init=False, repr=False)
     secrets: SecretsAPI = field(init=False, repr=False)
     images: ImagesAPI = field(init=False, repr=False)
+    metrics: MetricsAPI = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         from kaic.client.auth import AuthAPI
@@ -58,6 +60,7 @@ class Session:
         from kaic.client.images import ImagesAPI
         from kaic.client.interactive import InteractiveAPI
         from kaic.client.jobs import JobsAPI
+        from kaic.client.metrics import MetricsAPI
         from kaic.client.secrets import SecretsAPI
         from kaic.client.staging import StagingAPI
         from kaic.client.tokens import TokensAPI
@@ -68,6 +71,7 @@ class Session:
         self.interactive = InteractiveAPI(self.client)
         self.secrets = SecretsAPI(self.client)
         self.images = ImagesAPI(self.client)
+        self.metrics = MetricsAPI(self.client)
 
     def close(self) -> None:
         self.client.close()

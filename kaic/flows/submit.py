@@ -24,7 +24,7 @@ from kaic.flows.job_staging import (
     remote_display,
     stage_inputs,
 )
-from kaic.flows.jobs import LogWriters, describe_end, follow_logs, outcome
+from kaic.flows.jobs import LogWriters, follow_logs, outcome, say_end
 from kaic.flows.ui import Ui
 from kaic.flows.wait import CenterOutage, on_interrupt
 from kaic.text import visible
@@ -155,7 +155,7 @@ def wait_and_fetch(
                 nodes=job.resources.nodes,
             )
         final = wait_for_jobs(session.jobs, [job.id], sleep=ui.sleep, on_reachability=outage)[0]
-    ui.info(describe_end(final))
+    say_end(final, ui)
     done.final = final
     done.outputs = fetch_outputs(session, ui, outputs)
     done.exit_code = outcome(final)

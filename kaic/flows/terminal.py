@@ -1,5 +1,6 @@
-"""The local terminal of a tty session (`kaic shell`, `kaic exec -t`, `kaic alloc`): raw mode
-and its restoration, the window size and its changes. Stdlib only, no Typer.
+"""The local terminal of a tty session (`kaic shell`, `kaic exec -t`, `kaic alloc`) and of a
+live view (`kaic top`): raw and cbreak modes and their restoration, the window size and its
+changes. Stdlib only, no Typer.
 
 In raw mode every key is a byte for the remote side: Ctrl-C and Ctrl-Z reach the job's
 shell instead of stopping kaic (the terminal driver no longer turns them into signals). The
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import struct
 import termios
@@ -71,10 +73,37 @@ class Terminal:
         must only note the change (e.g. write to a pipe), the session sends it. Signal
         handlers belong to the main thread; elsewhere the terminal is still made raw and
         restored, without the handlers."""
+        with self._mode(tty.setraw, on_resize):
+            yield
+
+    @contextlib.contextmanager
+    def keys(self) -> Iterator[Callable[[float], bytes | None]]:
+        """Keys one at a time, not echoed, for a live view (`kaic top`): cbreak mode, in
+        which Ctrl-C still interrupts kaic and output is still processed (a view drawn by
+        rich stays intact), restored on every way out as `raw` is. Yields `read(timeout)`:
+        the bytes of the keys pressed within `timeout` seconds, None when none was, b""
+        once the terminal is gone."""
+
+        def read(timeout: float) -> bytes | None:
+            ready, _, _ = select.select([self.fd], [], [], max(0.0, timeout))
+            if not ready:
+                return None
+            try:
+                return os.read(self.fd, 64)
+            except OSError:  # the terminal went away (EIO): as at end of file
+                return b""
+
+        with self._mode(tty.setcbreak, None):
+            yield read
+
+    @contextlib.contextmanager
+    def _mode(
+        self, enter: Callable[[int, int], Any], on_resize: Callable[[], None] | None
+    ) -> Iterator[None]:
         saved = termios.tcgetattr(self.fd)
         handlers = _install_handlers(on_resize)
         try:
-            tty.setraw(self.fd, termios.TCSANOW)
+            enter(self.fd, termios.TCSANOW)
             yield
         finally:
             with contextlib.suppress(termios.error, OSError):
