@@ -58,7 +58,7 @@ COMMANDS: dict[str, Command] = {
         "auth", "Log out: revoke the session on the center and delete the stored credentials."
     ),
     "whoami": Command("auth", "Show who you are on the center, and where your token comes from."),
-    "submit": Command("jobs", "Submit a job; prints its id alone on stdout."),
+    "submit": Command("submit", "Submit a job; prints its id alone on stdout."),
     "jobs": Command("jobs", "List your jobs, newest first."),
     "show": Command("jobs", "Show one job, with its event timeline."),
     "logs": Command(

@@ -157,3 +157,30 @@ def test_following_two_ranks_gets_every_line_once(alice_2n: SlurmCenter) -> None
         mine = [line for line in followed.splitlines() if line.startswith(f"[rank {rank}] ")]
         assert mine == [f"[rank {rank}] r{rank} line {i}" for i in range(lines)]
     assert len(followed.splitlines()) == 2 * lines
+
+
+def test_every_node_of_a_multinode_job_is_sampled(alice_2n: SlurmCenter) -> None:
+    """Each rank starts the metrics sampler on its own node: the job's metrics name both."""
+    import json
+
+    from tests.center.metrics_support import fake_nvml_env
+    from tests.slurm.test_slurm_metrics import job_metrics
+
+    trace = alice_2n.center.state_dir.parent / f"trace-2n-{os.getpid()}.json"
+    trace.write_text(json.dumps({"gpus": 2, "utilization": {"0": [30], "1": [30]}}))
+    trace.chmod(0o644)
+    env = [f"--env={k}={v}" for k, v in fake_nvml_env(trace).items()]
+    job_id = run_cli("submit", "--nodes", "2", "--gpus", "1", *env, "--", "sleep", "60")
+    job = job_id.stdout.strip()
+    try:
+        nodes = poll(
+            lambda: (
+                (n := {s["node"] for s in job_metrics(alice_2n, job)["samples"]}) >= {"n1", "n2"}
+                and n
+            ),
+            timeout=60,
+        )
+        assert nodes == {"n1", "n2"}
+    finally:
+        run_cli("cancel", job)
+        trace.unlink()

@@ -50,6 +50,7 @@ CLI_HELPERS = {
     "help_format",
     "json_fields",
     "complete",
+    "job_views",
 }
 #: the CLI module that builds the root app from every command module
 CLI_ROOT = "main"

@@ -49,6 +49,15 @@ def local_line(spec: LaunchSpec, metrics_dir: Path, *, as_user: bool) -> str:
     return _background(f"{command} 5<{shlex.quote(str(metrics_dir))}")
 
 
+def rank_line(spec: LaunchSpec) -> str:
+    """The line that starts the sampler for one rank of a multi-node job, on that rank's node
+    (`slurm/ranks.py`'s rank script, where `$1` is the job's directory and `$$` the rank):
+    each node writes its own file, named by the node."""
+    if spec.metrics_interval <= 0:
+        return ""
+    return _background(_command(spec, f'--dir "$1"/{METRICS_DIR}', None))
+
+
 def batch_lines(spec: LaunchSpec) -> list[str]:
     """Lines of a Slurm batch script that start the sampler on the node it runs on, as the
     job's account, for the job's GPUs (`CUDA_VISIBLE_DEVICES`). Kept as one marked block so

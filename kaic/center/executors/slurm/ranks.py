@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from kaic.center.executors.base import LaunchSpec
 from kaic.center.executors.rendezvous import MASTER_PORT_BASE, MASTER_PORT_SPAN
+from kaic.center.executors.sampler import rank_line
 
 #: the batch script's KAIC_MASTER_PORT (`rendezvous.master_port` of the Slurm job id)
 MASTER_PORT = f"$(( {MASTER_PORT_BASE} + ${{SLURM_JOB_ID:-0}} % {MASTER_PORT_SPAN} ))"
@@ -101,7 +102,7 @@ def launch_ranks(spec: LaunchSpec) -> str:
         f'"$kaic_srun" --nodes={n} --ntasks={n} --ntasks-per-node=1 --kill-on-bad-exit=1 '
         "--input=none \\\n"
         '  --output="$kaic_out/stdout.%t" --error="$kaic_out/stderr.%t" \\\n'
-        f'  "$BASH" -c {_quote(RANK)} kaic-rank "$kaic_dir"\n'
+        f'  "$BASH" -c {_quote(rank_line(spec) + RANK)} kaic-rank "$kaic_dir"\n'
         "kaic_rc=$?\n"
         f'if [ -s "$kaic_dir/{FAILED_RANK}" ]; then\n'
         f'  read -r kaic_rank kaic_code < "$kaic_dir/{FAILED_RANK}"\n'

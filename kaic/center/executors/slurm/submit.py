@@ -83,7 +83,8 @@ def batch_script(spec: LaunchSpec) -> str:
             f'export KAIC_JOB_ID={parent}"_${{SLURM_ARRAY_TASK_ID:-}}"',
         ]
     lines.append('export KAIC_GPUS="${CUDA_VISIBLE_DEVICES:-}"')
-    lines += sampler_lines(spec)  # the metrics sampler (on a multi-node job: the first node's)
+    if spec.nodes == 1:  # a multi-node job's ranks start one each (`slurm/ranks.py`)
+        lines += sampler_lines(spec)
     header = "\n".join(lines) + "\n"
     # Multi-node launch: on several nodes the script runs once per node through srun, one
     # rank each, with the rendezvous variables (`slurm/ranks.py`); on one node, inline.
