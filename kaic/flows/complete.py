@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
@@ -43,16 +42,9 @@ def budget(default: float) -> float:
 
 def within(seconds: float, call: Callable[[], list[T]]) -> list[T]:
     """`call()`'s answer if it comes within `seconds`, else (or if it fails) nothing."""
-    answer: list[list[T]] = []
+    from kaic.flows.wait import within as bounded
 
-    def run() -> None:
-        with contextlib.suppress(Exception):
-            answer.append(call())
-
-    worker = threading.Thread(target=run, name="kaic-complete", daemon=True)
-    worker.start()
-    worker.join(seconds)
-    return answer[0] if answer else []
+    return bounded(seconds, call) or []
 
 
 def _session(profile: str | None) -> Session:

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from kaic.client.logs import RECONNECT_BUDGET_S
 from kaic.errors import Interrupted, KaicError, TlsError, Unreachable
@@ -25,6 +25,8 @@ from kaic.errors import Interrupted, KaicError, TlsError, Unreachable
 if TYPE_CHECKING:
     from kaic.client.jobs import JobsAPI
     from kaic.models import Job
+
+T = TypeVar("T")
 
 POLL_START_S = 0.5
 POLL_CAP_S = 5.0
@@ -103,7 +105,7 @@ def interrupted(
     many = len(job_ids) > 1
     noun = "jobs" if many else "job"
     if cancel:
-        done = _within(report_s, lambda: [jobs.cancel(j) for j in job_ids])
+        done = within(report_s, lambda: [jobs.cancel(j) for j in job_ids])
         if done is None:
             return Interrupted(
                 f"interrupted; could not cancel {noun} {ids} in time",
@@ -118,7 +120,7 @@ def interrupted(
         f"`{command} {ids}` {verb} {'them' if many else 'it'} again; "
         f"`kaic cancel {ids}` cancels {'them' if many else 'it'}"
     )
-    seen = _within(report_s, lambda: [jobs.get(j) for j in job_ids])
+    seen = within(report_s, lambda: [jobs.get(j) for j in job_ids])
     if seen is None:  # the center did not answer in time: say what is certain
         return Interrupted(
             f"interrupted; the {noun} {'are' if many else 'is'} not affected", hint=hint
@@ -131,17 +133,18 @@ def interrupted(
     return Interrupted(f"interrupted; still going: {states}", hint=hint)
 
 
-def _within(seconds: float, call: Callable[[], list[Job]]) -> list[Job] | None:
-    """`call()`'s answer if it comes within `seconds` (in a daemon thread, so a center that
-    does not answer cannot hold Ctrl-C up); None if it fails or takes longer."""
-    answer: list[list[Job]] = []
+def within(seconds: float, call: Callable[[], T]) -> T | None:
+    """`call()`'s answer if it comes within `seconds`, in a daemon thread — so a center that
+    does not answer holds up neither Ctrl-C nor a shell's TAB (`kaic.flows.complete`) —;
+    None if it fails or takes longer."""
+    answer: list[T] = []
 
     def run() -> None:
-        # best effort: the press is what counts, not whether the center could be asked
+        # best effort: what the caller does next never depends on this answer arriving
         with contextlib.suppress(Exception):
             answer.append(call())
 
-    worker = threading.Thread(target=run, name="kaic-interrupt-report", daemon=True)
+    worker = threading.Thread(target=run, name="kaic-bounded-call", daemon=True)
     worker.start()
     worker.join(seconds)
     return answer[0] if answer else None
