@@ -69,3 +69,15 @@ def test_the_notifier_knows_a_job_without_notify_from_its_stored_submission() ->
     assert _NO_NOTIFY in JobSubmit(run="true").model_dump_json()
     notified = JobSubmit.model_validate({"run": "true", "notify": {"email": "a@b.org"}})
     assert _NO_NOTIFY not in notified.model_dump_json()
+
+
+def test_an_open_allow_list_still_refuses_the_centers_own_machine() -> None:
+    """Without --notify-allow any receiver is allowed — except the center's own loopback
+    services and the link-local metadata address, which a user could otherwise probe."""
+    from kaic.center.notify.targets import AllowList
+
+    open_list = AllowList([])
+    for host in ("127.0.0.1", "::1", "localhost", "169.254.169.254", "0.0.0.0", "::ffff:127.0.0.1"):
+        assert not open_list.allows(host), host
+    assert open_list.allows("hooks.example.org") and open_list.allows("10.1.2.3")
+    assert AllowList(["127.0.0.1"]).allows("127.0.0.1")  # an operator may allow it

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from pathlib import Path
 
 from kaic.center.containers.catalogue import (
@@ -40,15 +41,30 @@ class ImageRejected(ExecutorError):
 
 def image_format(path: str) -> ImageFormat | None:
     """What the file or directory `path` holds: "rootfs" (a directory with `/bin/sh`), "sif",
-    "squashfs"; None when it is none of those."""
-    if os.path.isdir(path):
-        shells = ("bin/sh", "usr/bin/sh")
-        return "rootfs" if any(os.path.lexists(os.path.join(path, s)) for s in shells) else None
+    "squashfs"; None when it is none of those.
+
+    The path is the user's and the center may be root: it is opened without following a
+    link (one swapped in after the storage rule resolved it) and without blocking (a FIFO
+    would hold the center's thread forever), and only a directory or a regular file is
+    looked into."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
     try:
-        with open(path, "rb") as handle:
-            head = handle.read(SIF_MAGIC_OFFSET + len(SIF_MAGIC))
+        fd = os.open(path, flags)
     except OSError:
         return None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            shells = ("bin/sh", "usr/bin/sh")
+            real = f"/proc/self/fd/{fd}"
+            return "rootfs" if any(os.path.lexists(os.path.join(real, s)) for s in shells) else None
+        if not stat.S_ISREG(mode):
+            return None
+        head = os.pread(fd, SIF_MAGIC_OFFSET + len(SIF_MAGIC), 0)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     if head.startswith(SQUASHFS_MAGIC):
         return "squashfs"
     if head[SIF_MAGIC_OFFSET:] == SIF_MAGIC:

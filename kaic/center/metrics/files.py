@@ -38,8 +38,11 @@ METRICS_DIR = "metrics"
 SUFFIX = ".jsonl"
 MAX_FILES = 64
 MAX_FILE_BYTES = 8 * 2**20
+#: what one job's files may cost a request in all: a job on many nodes has each node's file
+#: read only as far back as its share (parsed samples take ~16x their bytes in memory)
+MAX_JOB_BYTES = 16 * 2**20
 MAX_LINE_BYTES = 64 * 2**10
-MAX_GPUS = 64
+MAX_GPUS = 16
 MAX_NOTES = 8
 MAX_TEXT = 200
 #: the largest byte count kept (1 EiB); anything above is nonsense
@@ -269,9 +272,9 @@ def read_range(fd: int, start: int, length: int) -> bytes:
     return b"".join(parts)
 
 
-def _lines(fd: int, size: int) -> Iterator[bytes]:
-    """The file's complete lines: the first, then those of the last `MAX_FILE_BYTES`."""
-    start = max(0, size - MAX_FILE_BYTES)
+def _lines(fd: int, size: int, budget: int = MAX_FILE_BYTES) -> Iterator[bytes]:
+    """The file's complete lines: the first, then those of the last `budget` bytes."""
+    start = max(0, size - budget)
     if start > 0:
         first, _ = split_lines(read_range(fd, 0, MAX_LINE_BYTES))
         yield from first[:1]
@@ -280,15 +283,15 @@ def _lines(fd: int, size: int) -> Iterator[bytes]:
     yield from lines[1:] if start > 0 else lines
 
 
-def read_node_file(dir_fd: int, name: str) -> NodeFile | None:
-    """One node's file, whole (within the caps)."""
+def read_node_file(dir_fd: int, name: str, budget: int = MAX_FILE_BYTES) -> NodeFile | None:
+    """One node's file, whole within the caps (its last `budget` bytes at most)."""
     opened = open_sample_file(dir_fd, name)
     if opened is None:
         return None
     fd, info = opened
     result = NodeFile(Header(node=node_name(name)))
     try:
-        for number, line in enumerate(_lines(fd, info.st_size)):
+        for number, line in enumerate(_lines(fd, info.st_size, budget)):
             data = parse_line(line)
             if data is None:
                 continue
@@ -300,9 +303,9 @@ def read_node_file(dir_fd: int, name: str) -> NodeFile | None:
                 result.points.append(point)
     finally:
         os.close(fd)
-    if info.st_size > MAX_FILE_BYTES:
+    if info.st_size > budget:
         result.header.notes.append(
-            f"the samples of node {result.header.node} exceed {MAX_FILE_BYTES} bytes: "
+            f"the samples of node {result.header.node} exceed {budget} bytes: "
             "only the latest were read"
         )
     result.points.sort(key=lambda p: p.at)
@@ -315,7 +318,9 @@ def read_job_files(job_dir: Path) -> list[NodeFile]:
     if dir_fd is None:
         return []
     try:
-        files = [read_node_file(dir_fd, name) for name in sample_files(dir_fd)]
+        names = sample_files(dir_fd)
+        budget = min(MAX_FILE_BYTES, MAX_JOB_BYTES // max(1, len(names)))
+        files = [read_node_file(dir_fd, name, budget) for name in names]
     finally:
         with contextlib.suppress(OSError):
             os.close(dir_fd)

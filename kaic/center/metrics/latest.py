@@ -62,11 +62,14 @@ class NodeTail:
     identity: tuple[int, int] = (0, 0)
     offset: int = 0
     partial: bytes = b""
+    #: inside a line longer than any sample (written by the job): dropped to its end
+    skipping: bool = False
     latest: Point | None = None
     idle_since: float | None = None
 
     def reset(self, identity: tuple[int, int]) -> None:
         self.identity, self.offset, self.partial = identity, 0, b""
+        self.skipping = False
         self.latest, self.idle_since = None, None
 
     def take(self, point: Point) -> None:
@@ -80,7 +83,14 @@ class NodeTail:
         self.latest = point
 
     def feed(self, chunk: bytes) -> None:
+        if self.skipping:  # the rest of a line too long to keep: drop it up to its end
+            end = chunk.find(b"\n")
+            if end < 0:
+                return
+            chunk, self.skipping = chunk[end + 1 :], False
         lines, self.partial = split_lines(self.partial + chunk)
+        if len(self.partial) > MAX_LINE_BYTES:  # no line is that long: never kept growing
+            self.partial, self.skipping = b"", True
         for line in lines:
             data = parse_line(line)
             if data is None:

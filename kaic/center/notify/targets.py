@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from kaic.models.followup import Notify, webhook_problem
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def parse_relay(text: str) -> tuple[str, int]:
@@ -53,14 +54,24 @@ class AllowList:
         return not self.names and not self.networks
 
     def allows(self, host: str) -> bool:
-        if self.open:
-            return True
         host = host.lower().rstrip(".")
         try:
             address = ipaddress.ip_address(host)
         except ValueError:
+            if self.open:  # `localhost` is the center's own machine, not a user's receiver
+                return host != "localhost" and not host.endswith(".localhost")
             return any(host == n or host.endswith(f".{n}") for n in self.names)
+        if self.open:
+            # The center's own loopback services (slurmrestd, the SFTP endpoint) and the cloud
+            # metadata address are no user's receivers: an operator allows them by name.
+            return not _internal(address)
         return any(address in network for network in self.networks)
+
+
+def _internal(address: IPAddress) -> bool:
+    mapped = getattr(address, "ipv4_mapped", None)
+    real = mapped if mapped is not None else address
+    return real.is_loopback or real.is_link_local or real.is_unspecified
 
 
 def webhook_refusal(url: str, allowed: AllowList) -> str | None:
