@@ -28,6 +28,13 @@ def size(nbytes: int | float) -> str:
     return f"{value:.{digits}f} {unit}"
 
 
+def clock(seconds: float) -> str:
+    """`1:02:03` — hours unbounded, as `squeue` shows elapsed time (negative counts as 0)."""
+    total = max(0, int(seconds))
+    hours, rest = divmod(total, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
+
+
 def rate(nbytes: int | float, seconds: float) -> str:
     """`350 MB/s` (`0 B/s` for no time)."""
     return f"{size(nbytes / seconds if seconds > 0 else 0)}/s"

@@ -42,12 +42,11 @@ def log_writers(app: AppContext, stream: str = "both", *, to_stderr: bool = Fals
 
 
 def elapsed(job: "Job") -> str:
+    """`1:02:03` since the job started (to its end, or now); `-` before it starts."""
     from datetime import datetime, timezone
+
+    from kaic.humanize import clock
 
     if job.started_at is None:
         return "-"
-    end = job.ended_at or datetime.now(timezone.utc)
-    secs = max(0, int((end - job.started_at).total_seconds()))
-    h, rem = divmod(secs, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}"
+    return clock(((job.ended_at or datetime.now(timezone.utc)) - job.started_at).total_seconds())

@@ -49,11 +49,9 @@ IDLE_STYLE = "bold yellow"
 
 def elapsed(start: datetime | None, now: datetime) -> str:
     """`1:02:03` (hours unbounded), `-` for a job with no start."""
-    if start is None:
-        return "-"
-    seconds = max(0, int((now - start).total_seconds()))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
+    from kaic.humanize import clock
+
+    return "-" if start is None else clock((now - start).total_seconds())
 
 
 def bar(pct: float | None, width: int = BAR_WIDTH) -> str:

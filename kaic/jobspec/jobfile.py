@@ -11,6 +11,10 @@ array, job ids, a size: `_FORMATS`).
 Scalars are read as written: ``env: {VERSION: 1.10, DEBUG: yes}`` gives the strings ``"1.10"``
 and ``"yes"``, and ``time_limit: 4:00:00`` is four hours (not YAML 1.1's base-60 integer). A bare
 number as `time_limit` is minutes, as in Slurm.
+
+(Over the ~450-line budget: the reader that records every problem and the readers of each
+value format use one another's line bookkeeping and read best together; the keys and flags
+live in `keys.py`, secrets in `secrets.py`, building the request in `submit.py`.)
 """
 
 from __future__ import annotations

@@ -51,7 +51,7 @@ def test_bash_registers_the_completion_function() -> None:
 
 
 def test_bash_completes_commands_states_and_job_ids(isolated_dirs: Path) -> None:
-    assert {"submit", "show", "stats"} - set(bash_complete("kaic s")) <= {"stats"}
+    assert {"secret", "shell", "show", "stats", "submit"} <= set(bash_complete("kaic s"))
     assert bash_complete("kaic jobs --state RU") == ["RUNNING"]
     # No center yet: nothing to offer, and a TAB starts none.
     assert bash_complete("kaic show ") == []

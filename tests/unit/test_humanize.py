@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from kaic.humanize import ago, moment, rate, size
+from kaic.humanize import ago, clock, moment, rate, size
 
 NOW = datetime(2026, 12, 1, 12, 0, 0, tzinfo=timezone.utc)
 
@@ -59,3 +59,9 @@ def test_moment_is_local_to_the_second_and_relative_within_a_week() -> None:
     assert moment(when, NOW, relative=False) == f"{local:%Y-%m-%d %H:%M:%S}"
     naive = datetime(2026, 12, 1, 11, 57, 0)  # a naive time is UTC
     assert moment(naive, NOW).endswith("(3 min ago)")
+
+
+def test_clock() -> None:
+    assert [clock(s) for s in (0, 59, 3723, 90061, -5)] == [
+        "0:00:00", "0:00:59", "1:02:03", "25:01:01", "0:00:00"
+    ]  # fmt: skip

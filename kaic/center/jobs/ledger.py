@@ -9,6 +9,11 @@ every later tick too.
 An array's state is derived from its tasks at each change of one, in the same transaction,
 with a few index seeks (`refresh_array`), so that an array of N tasks costs O(N) to settle,
 start or cancel, not O(N²). Changing many tasks at once (`batch`) derives it once, at the end.
+
+(A little over the ~450-line budget: every recorded state change and its charge is one
+transaction story — start, observe, end, requeue hand-off, arrays — and is kept in one place
+so that none of them can skip the charge or the end listeners; requeue decisions live in
+`requeue.py`.)
 """
 
 from __future__ import annotations

@@ -11,6 +11,10 @@ reads in proportion to what it returns, or to the active jobs — never to the f
 each has an index range to walk (docs/benchmarks.md shows their plans). And reading a row
 is cheap: its stored submission is parsed only when asked for (`JobRow.spec`), since the
 scheduler reads every active row on each of its passes and needs few of them whole.
+
+(A little over the ~450-line budget: this is every SQL statement on `jobs`, kept in one file
+on purpose so that each query's index range can be checked against the migrations in one
+read; rows and their parsing live in `rows.py`.)
 """
 
 from __future__ import annotations
