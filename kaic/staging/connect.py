@@ -36,6 +36,7 @@ from kaic.errors import AuthRequired, ExitCode, KaicError, Unreachable
 from kaic.staging.names import name_bytes
 from kaic.staging.packets import BufferedPacketizer
 from kaic.staging.sftp_client import SftpClient
+from kaic.staging.transport import ClientTransport, shutdown_write
 
 #: SFTP read/write request size: below OpenSSH's 256 KiB message limit, with room for headers
 REQUEST_SIZE = 248 * 1024
@@ -228,7 +229,7 @@ class SftpConnection:
         try:
             channel.settimeout(timeout)
             channel.exec_command(name_bytes(command))
-            _shutdown_write(channel)
+            shutdown_write(channel)
             out, err = bytearray(), bytearray()
             while True:
                 chunk = channel.recv(1 << 16)
@@ -258,48 +259,6 @@ class SftpConnection:
             self.sftp.close()
         with contextlib.suppress(Exception):
             self.transport.close()
-
-
-def _shutdown_write(channel: paramiko.Channel) -> None:
-    """Send EOF on `channel` without paramiko's race with a fast command.
-
-    `Channel.shutdown_write()` marks EOF as sent under the channel lock but sends it after
-    releasing it; if the command has already finished, the transport thread may answer the
-    server's CLOSE in between, our EOF then arrives for a channel sshd has freed, and sshd
-    drops the whole connection ("ieof packet referred to nonexistent channel"). Holding the
-    lock while sending keeps EOF before CLOSE.
-    """
-    lock = getattr(channel, "lock", None)
-    send_eof = getattr(channel, "_send_eof", None)
-    transport = channel.get_transport()
-    if lock is None or send_eof is None or transport is None:  # pragma: no cover
-        channel.shutdown_write()
-        return
-    with lock:
-        if channel.closed:
-            return
-        message = send_eof()
-        if message is not None:
-            transport._send_user_message(message)  # type: ignore[attr-defined]
-
-
-class _ClientTransport(paramiko.Transport):
-    """paramiko's transport, keeping the reason a server gives when it disconnects.
-
-    paramiko only logs it, and its callers then see "Authentication failed." or an EOF; a
-    server that says why ("too many connections for alice: …") deserves to be quoted.
-    """
-
-    disconnect_reason: str | None = None
-
-    def _parse_disconnect(self, m: paramiko.Message) -> None:
-        start = m.packet.tell()
-        with contextlib.suppress(Exception):
-            m.get_int()  # the reason code
-            text = m.get_text()[:500]
-            self.disconnect_reason = "".join(c if c.isprintable() else "?" for c in text)
-        m.packet.seek(start)
-        super()._parse_disconnect(m)  # type: ignore[misc]
 
 
 def _disconnected(transport: paramiko.Transport, target: SshTarget) -> Unreachable | None:
@@ -404,7 +363,7 @@ def open_sftp(target: SshTarget, *, timeout: float = CONNECT_TIMEOUT) -> SftpCon
             hint="check your network (and VPN), then retry",
         ) from exc
     sock.settimeout(None)
-    transport = _ClientTransport(
+    transport = ClientTransport(
         sock, default_max_packet_size=MAX_PACKET_SIZE, packetizer_class=BufferedPacketizer
     )
     try:

@@ -238,6 +238,7 @@ class LatencyProxy:
         self._server: asyncio.base_events.Server | None = None
         #: the sockets of each live connection, to cut them on `close()`
         self._links: dict[int, list[asyncio.Transport]] = {}
+        self._directions: list[_Direction] = []
         ready = threading.Event()
         self._thread = threading.Thread(
             target=self._serve, args=(ready,), name="latency-proxy", daemon=True
@@ -274,6 +275,7 @@ class LatencyProxy:
         self.connections += 1
         up = _Direction(self._loop, self.delay, self.rate)
         down = _Direction(self._loop, self.delay, self.rate)
+        self._directions += [up, down]
         lost: asyncio.Future[None] = self._loop.create_future()
         client = _End(up, down, lost)
         self._loop.create_task(self._link(client, up, down, lost))
@@ -307,6 +309,23 @@ class LatencyProxy:
             self.bytes_up += up.bytes
             self.bytes_down += down.bytes
             self._links.pop(id(up), None)
+            self._directions = [d for d in self._directions if d is not up and d is not down]
+
+    def set_rtt(self, rtt_ms: float) -> None:
+        """From now on, `rtt_ms` of round-trip time, also on the connections already open
+        (what is on its way keeps its time; nothing overtakes it)."""
+        delay = rtt_ms / 2000.0
+
+        done = threading.Event()
+
+        def apply() -> None:
+            self.delay = delay
+            for direction in self._directions:
+                direction.delay = delay
+            done.set()
+
+        self._loop.call_soon_threadsafe(apply)
+        done.wait(10)
 
     def close(self) -> None:
         """Stop listening and cut every connection."""

@@ -5,6 +5,7 @@ their threads in large steps, never leaving one asleep with what it waits for th
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import os
 import socket
@@ -18,10 +19,13 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from paramiko.packet import Packetizer
 
+from kaic.staging.connect import open_sftp
 from kaic.staging.packets import BufferedPacketizer, ChannelData, WindowCondition
 from kaic.staging.pipeline import ReplyBuffer
 from kaic.staging.transfer import SyncOptions, pull, push
+from kaic.staging.transport import ClientTransport
 from tests.staging.conftest import SshEnv
+from tests.staging.faults import LatencyProxy
 
 KEY, IV = bytes(range(16)), bytes(range(100, 112))
 
@@ -150,11 +154,12 @@ def test_transfer_rekeys_midway_both_ways(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """With a rekey every 2 MiB, a striped push and pull (sealed sends, buffered reads)
-    rekey many times mid-stream and still arrive byte-identical and verified."""
+    """With a rekey every 1 MiB, a striped push and pull (sealed sends, buffered reads)
+    rekey several times mid-stream and still arrive byte-identical and verified. (How many
+    times depends on the load: bytes that arrive during a key exchange count for none.)"""
     rekeys: list[int] = []
     trigger = vars(Packetizer)["_trigger_rekey"]
-    monkeypatch.setattr(BufferedPacketizer, "REKEY_BYTES", 2 << 20)
+    monkeypatch.setattr(BufferedPacketizer, "REKEY_BYTES", 1 << 20)
 
     def counted(self: Packetizer) -> None:
         rekeys.append(1)
@@ -168,11 +173,11 @@ def test_transfer_rekeys_midway_both_ways(
     result = push(ssh_env.target(), [str(src)], f"{name}/", options)
     assert not result.failures and result.verified and result.files_transferred == 1
     pushed = len(rekeys)
-    assert pushed >= 4, pushed
+    assert pushed >= 3, pushed
     back = tmp_path / "back"
     result = pull(ssh_env.target(), [f"{name}/big.bin"], f"{back}/", options)
     assert not result.failures and result.verified and result.files_transferred == 1
-    assert len(rekeys) - pushed >= 4, rekeys
+    assert len(rekeys) - pushed >= 3, (pushed, len(rekeys))
     digest = hashlib.sha256(src.read_bytes()).hexdigest()
     assert hashlib.sha256((view / "big.bin").read_bytes()).hexdigest() == digest
     assert hashlib.sha256((back / "big.bin").read_bytes()).hexdigest() == digest
@@ -246,3 +251,41 @@ def test_reply_buffer_wakes_the_reader_once_a_reply_is_whole(
     assert pipe.read(1 << 30) == b"x" * (128 << 10)
     pipe.close()
     assert len(calls) == 2  # closing always wakes it
+
+
+def test_a_channel_the_host_closes_during_a_rekey_does_not_stall_the_connection(
+    ssh_env: SshEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The host closes an exec channel just before our KEXINIT reaches it: paramiko's reader
+    thread reads that EOF and CLOSE inside the key exchange and must answer them. Answered in
+    place they waited for the key exchange only that thread could finish (30 s, then the
+    connection died: "Key-exchange timed out"); now both answers go out once the keys are
+    new, in order (a CLOSE before the EOF makes sshd drop the connection)."""
+    deferred: list[int] = []
+    real = ClientTransport._send_later
+
+    def counted(self: ClientTransport) -> None:
+        deferred.append(len(self._kaic_later))
+        real(self)
+
+    monkeypatch.setattr(ClientTransport, "_send_later", counted)
+    with LatencyProxy(ssh_env.sshd.port, rtt_ms=0) as proxy:
+        conn = open_sftp(ssh_env.target(port=proxy.port))
+        try:
+            transport: Any = conn.transport
+            transport.clear_to_send_timeout = 8.0  # a stall fails in 8 s, not 30
+            channel = transport.open_session()
+            # 0.8 s each way: the exec's reply comes back when the host starts `sleep`, so
+            # the host closes the channel ~0.8 s later — just as our KEXINIT, sent now,
+            # reaches it; its CLOSE and our KEXINIT cross (either may be 0.8 s late)
+            proxy.set_rtt(1600)
+            channel.exec_command("sleep 0.8")
+            transport.renegotiate_keys()
+            assert channel.recv_exit_status() == 0
+            assert transport.is_active()
+            proxy.set_rtt(0)
+            assert conn.sftp.listdir(".") is not None  # the connection still works
+        finally:
+            conn.close()
+    assert deferred, "the host's CLOSE did not arrive during the key exchange"
+    assert transport._kaic_later == collections.deque()
