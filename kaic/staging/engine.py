@@ -22,7 +22,13 @@ from kaic.staging.options import RESUME_HINT, Connect, Direction, SyncHooks, Syn
 from kaic.staging.plan import LocalSide, SyncPlan, plan_sync
 from kaic.staging.remote_fs import RemotePermissionError, RemoteSide, one_by_one
 from kaic.staging.upload import RemoteDestination
-from kaic.staging.workers import OpenWindow, Stats, connection_error, run_workers
+from kaic.staging.workers import (
+    OpenWindow,
+    Stats,
+    connection_error,
+    connections_for,
+    run_workers,
+)
 
 RECONNECT_START_S = 0.2
 RECONNECT_CAP_S = 5.0
@@ -166,7 +172,7 @@ class Engine:
                     break
                 self._prepare(plan, remote)
                 if plan.transfers:
-                    wanted = min(max(1, self.options.parallel), len(plan.transfers))
+                    wanted = connections_for(plan.transfers, self.options)
                     if extra is not None:
                         more, errors = extra.take(wanted - 1)
                         conns += more

@@ -234,6 +234,8 @@ class LatencyProxy:
         self.connections = 0
         self.bytes_up = 0
         self.bytes_down = 0
+        #: bytes each closed connection carried, both ways
+        self.carried: list[int] = []
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.base_events.Server | None = None
         #: the sockets of each live connection, to cut them on `close()`
@@ -308,6 +310,7 @@ class LatencyProxy:
             down.close()
             self.bytes_up += up.bytes
             self.bytes_down += down.bytes
+            self.carried.append(up.bytes + down.bytes)
             self._links.pop(id(up), None)
             self._directions = [d for d in self._directions if d is not up and d is not down]
 

@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 
 from kaic.staging.connect import SftpConnection
-from kaic.staging.plan import part_name
+from kaic.staging.plan import FileTask, part_name
 from kaic.staging.remote_fs import RemoteSide
 from kaic.staging.transfer import SyncOptions, pull, push
+from kaic.staging.workers import SMALL_FILE, connections_for
 from tests.staging.conftest import SshEnv
+from tests.staging.faults import LatencyProxy
 
 Remote = tuple[str, Path]
 
@@ -237,3 +239,35 @@ def test_remote_hash_prefers_openssl(ssh_env: SshEnv, remote_dir: Remote) -> Non
         assert side.prefix_sha256(f"{name}/x", 2) == hashlib.sha256(b"ab").hexdigest()
     finally:
         conn.close()
+
+
+def test_one_large_file_streams_over_every_connection(
+    ssh_env: SshEnv, remote_dir: tuple[str, Path], tmp_path: Path
+) -> None:
+    """A sync of one large file streams it over every connection it opened (`parallel`),
+    both ways: each carries a share of the bytes (one file used to go over one)."""
+    name, view = remote_dir
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(12 << 20))
+    options = SyncOptions(parallel=3, chunk=256 << 10, segment=4 << 20)
+    with LatencyProxy(ssh_env.sshd.port, rtt_ms=20) as proxy:  # (all streams get going)
+        result = push(ssh_env.target(port=proxy.port), [str(big)], f"{name}/", options)
+        assert result.verified and result.files_transferred == 1
+        assert filecmp.cmp(big, view / "big.bin", shallow=False)
+        back = tmp_path / "back"
+        result = pull(ssh_env.target(port=proxy.port), [f"{name}/big.bin"], f"{back}/", options)
+        assert result.verified and result.files_transferred == 1
+        assert filecmp.cmp(big, back / "big.bin", shallow=False)
+    assert proxy.connections == len(proxy.carried) == 6  # (counted as the proxy closed)
+    # a login alone is ~4.5 KB
+    assert min(proxy.carried) > 100_000, proxy.carried
+
+
+def test_connections_follow_the_files() -> None:
+    one_big = [FileTask("big", "big", SMALL_FILE, 0, 0o644)]
+    smalls = [FileTask(f"f{i}", f"f{i}", 10, 0, 0o644) for i in range(5)]
+    assert connections_for(one_big, SyncOptions(parallel=4)) == 4
+    assert connections_for(one_big, SyncOptions(parallel=4, stripe=False)) == 1
+    assert connections_for(smalls[:2], SyncOptions(parallel=4)) == 2
+    assert connections_for(smalls, SyncOptions(parallel=4)) == 4
+    assert connections_for([], SyncOptions(parallel=4)) == 0
