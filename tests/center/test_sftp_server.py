@@ -3,6 +3,7 @@ limits and shutdown. The OpenSSH client is exercised in tests/e2e/test_embedded_
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import threading
@@ -24,7 +25,9 @@ from kaic.center.sftp import EmbeddedSftp
 from kaic.center.ssh_ca import UserCA
 from kaic.center.store import Store
 from kaic.errors import AuthRequired, Unreachable
+from kaic.sshkex import KexSafeTransport
 from kaic.staging.connect import SftpConnection, SshTarget, open_sftp
+from tests.staging.faults import LatencyProxy
 
 from .conftest import PASSWORD, FakeClock, bearer
 
@@ -510,3 +513,44 @@ def test_directory_listings_are_streamed(endpoint: Endpoint) -> None:
         assert max(held) <= 100, held  # at most a batch, never the listing
     finally:
         conn.close()
+
+
+def test_a_request_answered_during_the_servers_rekey_does_not_stall_it(
+    endpoint: Endpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A channel request reaches the endpoint just after it started a key exchange: its
+    reader thread must answer it (here CHANNEL_FAILURE). Answered in place, the answer
+    waited for the exchange only that thread could finish (30 s, then the connection died);
+    now it goes out once the keys are new (`kaic.sshkex`)."""
+    deferred: list[bool] = []
+    real = KexSafeTransport._send_later
+
+    def counted(self: KexSafeTransport) -> None:
+        deferred.append(bool(self.server_mode))
+        real(self)
+
+    monkeypatch.setattr(KexSafeTransport, "_send_later", counted)
+    assert endpoint.sftp.port is not None
+    with LatencyProxy(endpoint.sftp.port, rtt_ms=0) as proxy:
+        conn = open_sftp(dataclasses.replace(endpoint.target(), port=proxy.port))
+        try:
+            (server,) = list(endpoint.sftp._transports)
+            server.clear_to_send_timeout = 8.0  # a stall fails in 8 s, not 30
+            channel = conn.new_sftp().get_channel()
+            assert channel is not None
+            request = paramiko.Message()
+            request.add_byte(paramiko.common.cMSG_CHANNEL_REQUEST)
+            request.add_int(channel.remote_chanid)
+            request.add_string("keepalive@openssh.com")
+            request.add_boolean(True)  # want a reply (the endpoint refuses it)
+            # 0.8 s each way: the request reaches the endpoint 0.8 s after it sent KEXINIT,
+            # while it waits for our answer to that KEXINIT (due 1.6 s after)
+            proxy.set_rtt(1600)
+            conn.transport._send_user_message(request)  # type: ignore[attr-defined]
+            server.renegotiate_keys()
+            assert server.is_active()
+            proxy.set_rtt(0)
+            assert conn.sftp.listdir(".") is not None  # the connection still works
+        finally:
+            conn.close()
+    assert True in deferred, "the request did not arrive during the endpoint's key exchange"

@@ -26,6 +26,7 @@ from paramiko.common import (
 
 from kaic.center.runas import UnixAccount
 from kaic.center.sftp.certs import CertificateRejected, verify_user_certificate
+from kaic.sshkex import KexSafeTransport
 
 if TYPE_CHECKING:
     from kaic.center.sftp.relay import ConnectionWorker
@@ -37,8 +38,9 @@ logger = logging.getLogger("kaic.center.sftp")
 MAX_SESSIONS = 10
 
 
-class ServerTransport(paramiko.Transport):
-    """A server transport that admits a login only within its user's connection cap.
+class ServerTransport(KexSafeTransport):
+    """A server transport that admits a login only within its user's connection cap (and,
+    as `kaic.sshkex` makes it, never stalls in a key exchange).
 
     paramiko calls `_auth_trigger` in the transport's thread right after it sent
     USERAUTH_SUCCESS and before it reads anything else, so no channel can open before the
