@@ -11,6 +11,7 @@ still start jobs promptly and that time limits hold with nothing else happening.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +24,7 @@ from kaic.center.executors.base import Ended
 from kaic.center.executors.slurm.api import SlurmJob
 from kaic.center.executors.slurm.executor import SlurmExecutor
 from kaic.center.executors.slurm.states import parse_job_state
+from kaic.center.jobs.queues import handover
 from kaic.center.jobs.scheduler import Scheduler
 
 from .jobs_support import JobsCenter, jobs_center, wait_for
@@ -220,3 +222,45 @@ def test_an_api_call_never_waits_behind_a_slow_poll(
         finally:
             client.hold = False
             client.release.set()
+
+
+class SlowSubmitSlurm(QuietSlurm):
+    """A slurmrestd that takes 20 ms per submission (as one loaded by thousands does) and
+    holds submissions back while `gate` is clear; it notes each call in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.order: list[str] = []
+
+    def submit(self, user: str, request: Any) -> int:
+        self.gate.wait(30)
+        time.sleep(0.02)
+        self.order.append("submit")
+        return super().submit(user, request)
+
+    def jobs(self, *, changed_since: int | None = None) -> list[SlurmJob] | None:
+        self.order.append("jobs")
+        return super().jobs(changed_since=changed_since)
+
+
+def test_a_backlog_of_hand_overs_leaves_room_for_polls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Jobs submitted faster than the batch system takes them are handed over a budget's
+    worth per pass, with a poll between passes — not all in one pass that starves the
+    polls (and with them every recorded state) until the backlog is gone."""
+    monkeypatch.setattr(handover, "BUDGET_SECONDS", 0.1)
+    client = SlowSubmitSlurm()
+    executor = SlurmExecutor(client, poll_interval=0.01)  # type: ignore[arg-type]
+    monkeypatch.setattr(app_module, "make_executor", lambda settings: executor)
+    monkeypatch.setattr(executor, "_owner", lambda account: None)
+    with jobs_center(tmp_path, executor="slurm", job_poll_interval=0.01) as center:
+        jobs = [center.submit("true", partition="gpu") for _ in range(40)]
+        client.gate.set()  # 40 waiting: ~0.8 s of submissions, 0.1 s per pass
+        for job in jobs:
+            wait_for(lambda job=job: center.job(job["id"])["reason"] == "Resources")
+    order = client.order
+    first, last = order.index("submit"), len(order) - 1 - order[::-1].index("submit")
+    assert order.count("submit") == 40
+    assert order[first:last].count("jobs") >= 3, order

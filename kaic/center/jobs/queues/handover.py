@@ -14,7 +14,10 @@ acts on (SQLite filters the queue's index: the jobs not handed over, the cancels
 on), and a pass after submissions alone (`arrivals`) only the jobs numbered after the last
 pass's, so a submit beside 10,000 jobs the executor holds costs what it costs beside none.
 A hand-over the executor cannot take now (the batch system unreachable) is retried
-`RETRY_SECONDS` later.
+`RETRY_SECONDS` later. A pass hands over for at most `BUDGET_SECONDS`, then leaves the rest
+to the next one, due at once: the executor is polled in between. (One pass used to hand
+over every job submitted since the last; while submissions outpaced slurmrestd, that
+backlog grew and no poll ran until it was drained — 14 minutes without one, at load 30.)
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from kaic.models import JobState
 
 #: seconds before a hand-over the executor could not take is tried again
 RETRY_SECONDS = 1.0
+#: the most seconds one pass spends handing jobs over before it lets the executor poll
+BUDGET_SECONDS = 1.0
 
 
 class HandOverQueue(QueuePolicy):
@@ -80,8 +85,11 @@ class HandOverQueue(QueuePolicy):
         those after `last` (read before: a job submitted meanwhile is an arrival). When
         the executor could not take them, a whole pass is due shortly."""
         self._after = None
-        if not self._hand_over(self.jobs.queue(after, only="unsubmitted")):
+        handed = self._hand_over(self.jobs.queue(after, only="unsubmitted"))
+        if handed is None:
             return time.time() + RETRY_SECONDS
+        if not handed:
+            return time.time()  # the budget ran out: a whole pass, after a poll
         self._after = last
         return None
 
@@ -110,23 +118,27 @@ class HandOverQueue(QueuePolicy):
                 with self.ledger.one_job(row.id, "passing its cancel on"):
                     self.executor.cancel(row.id)
 
-    def _hand_over(self, waiting: Sequence[QueueRow]) -> bool:
+    def _hand_over(self, waiting: Sequence[QueueRow]) -> bool | None:
         """Submit every pending job (an array: all its tasks as one) the executor does not
         have yet (`waiting`); dependencies go along as the executor's own (`after_ok`).
-        False when the executor could not take them now (to be tried again)."""
+        True when all went; False when `BUDGET_SECONDS` ran out first (the rest is the next
+        pass's); None when the executor could not take them now (to be tried again)."""
         if not waiting:
             return True
+        deadline = time.monotonic() + BUDGET_SECONDS
         dependencies = self.jobs.get_many(d for r in waiting for d in r.depends_on)
         # A job alone, or an array's pending tasks not yet handed over, in task order.
         groups: dict[str, list[QueueRow]] = {}
         for row in waiting:
             groups.setdefault(row.array_job_id or row.id, []).append(row)
         for group in groups.values():
+            if time.monotonic() > deadline:
+                return False
             row = group[0]
             members = [m.id for m in group]
             with self.ledger.one_job(row.id, "handing it over", fail=True, group=members):
                 if not self._hand_over_group(row, group, dependencies):
-                    return False  # the batch system is unreachable: try again later
+                    return None  # the batch system is unreachable: try again later
         return True
 
     def _hand_over_group(
