@@ -32,12 +32,8 @@ class KexSafeTransport(paramiko.Transport):
         self._kaic_later: collections.deque[object] = collections.deque()
 
     def _send_user_message(self, data: object) -> None:
-        # paramiko's reader thread sends user messages itself: the EOF and CLOSE answering a
-        # channel the host closed, a keepalive. Once KEXINIT is out (a rekey: every
-        # REKEY_BYTES, or asked for) such a message waits for the key exchange to end —
-        # which only this same thread can finish by reading on — and after 30 s the
-        # connection dies ("Key-exchange timed out"; seen when an exec channel of the host's
-        # hashing closed during a rekey).
+        # paramiko's reader thread sends user messages itself (see the module doc): queued
+        # during a key exchange, since waiting for it here would wait for this very thread.
         if threading.current_thread() is self:
             self.send_soon(data)
         else:
