@@ -112,7 +112,7 @@ def remote_paths(profile: str | None, incomplete: str) -> list[str]:
     def look() -> list[str]:
         from kaic.flows.ssh_target import resolve_target
         from kaic.staging.connect import open_sftp
-        from kaic.staging.remote_fs import list_remote
+        from kaic.staging.remote_tree import list_remote
 
         target, _ = resolve_target(lambda: _session(profile))
         parent, _, stem = incomplete.rpartition("/")

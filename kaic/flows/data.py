@@ -17,7 +17,8 @@ from kaic.flows.ui import Ui
 if TYPE_CHECKING:
     from kaic.flows.session import Session
     from kaic.staging.connect import SshTarget
-    from kaic.staging.remote_fs import ChecksumsFn, RemoteEntry
+    from kaic.staging.remote_fs import ChecksumsFn
+    from kaic.staging.remote_tree import RemoteEntry
     from kaic.staging.transfer import SyncOptions, SyncResult
 
     #: where to log in, and the center's checksums (None without a center)
@@ -121,7 +122,7 @@ def sync(
 def list_remote(session: Callable[[], Session], remote: str) -> list[RemoteEntry]:
     """`kaic data ls REMOTE`: the entries of a directory (or the one file) on center storage."""
     from kaic.staging.connect import open_sftp
-    from kaic.staging.remote_fs import list_remote as list_entries
+    from kaic.staging.remote_tree import list_remote as list_entries
 
     target, _ = resolve_target(session)
     conn = open_sftp(target)
@@ -134,7 +135,7 @@ def list_remote(session: Callable[[], Session], remote: str) -> list[RemoteEntry
 def remove_remote(session: Callable[[], Session], remotes: list[str], *, recursive: bool) -> int:
     """`kaic data rm REMOTE...`: how many entries were removed."""
     from kaic.staging.connect import open_sftp
-    from kaic.staging.remote_fs import remove_remote as remove_entries
+    from kaic.staging.remote_tree import remove_remote as remove_entries
 
     target, _ = resolve_target(session)
     conn = open_sftp(target)

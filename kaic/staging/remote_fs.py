@@ -1,4 +1,5 @@
-"""Remote storage over SFTP: the planner's remote `Side`, remote sha256, `ls` and `rm`.
+"""Remote storage over SFTP: the planner's remote `Side` and remote sha256 (`ls` and `rm`
+are in `remote_tree.py`).
 
 Remote paths are POSIX paths on center storage; relative paths (and `~/…`) are from the
 user's home there, which is where both SFTP and exec commands start.
@@ -12,15 +13,14 @@ import posixpath
 import re
 import shlex
 import stat as stat_mod
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
 
 import paramiko
 
-from kaic.errors import KaicError, NotFound, Unreachable, UsageError
+from kaic.errors import KaicError, Unreachable
 from kaic.staging.connect import SftpConnection
 from kaic.staging.ignore import IgnoreRules
-from kaic.staging.names import is_text, json_name, name_text
+from kaic.staging.names import is_text, name_text
 from kaic.staging.plan import Entry, Tree, Warn, is_part
 from kaic.staging.sftp_client import warn_refused
 
@@ -29,7 +29,9 @@ ChecksumFn = Callable[[str], str | None]
 #: many files' at once (`POST /v1/files/checksums`, `kaic.client.staging.FileChecksumsClient`)
 ChecksumsFn = Callable[[Sequence[str]], dict[str, str | None]]
 
-_EXEC_BATCH = 64
+#: names one hashing exec takes, at most, and the most bytes of them (a command line)
+_EXEC_BATCH = 512
+_EXEC_BYTES = 64 << 10
 
 # coreutils `sha256sum` has no SHA-NI code path: ~250 MB/s here, where OpenSSL's `dgst`
 # hashes ~1 GB/s. Use OpenSSL when the host has it (same output layout with `-r`: 64 hex
@@ -99,6 +101,20 @@ def one_by_one(checksum_fn: ChecksumFn) -> ChecksumsFn:
         return sums
 
     return many
+
+
+def _command_batches(paths: list[str]) -> Iterator[list[str]]:
+    """`paths` in runs of at most `_EXEC_BATCH` names and `_EXEC_BYTES` bytes of them."""
+    batch: list[str] = []
+    size = 0
+    for path in paths:
+        if batch and (len(batch) >= _EXEC_BATCH or size + len(path) > _EXEC_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(path)
+        size += len(path) + 3  # quotes and a space
+    if batch:
+        yield batch
 
 
 class RemoteSide:
@@ -209,8 +225,7 @@ class RemoteSide:
         """sha256 of remote files by OpenSSL or `sha256sum` over SSH exec (None where that
         failed)."""
         result: dict[str, str | None] = dict.fromkeys(paths)
-        for i in range(0, len(paths), _EXEC_BATCH):
-            batch = paths[i : i + _EXEC_BATCH]
+        for batch in _command_batches(paths):
             names = [normalize_remote(p) for p in batch]
             quoted = " ".join(shlex.quote(n) for n in names)
             if all(_plain_name(n) for n in names):
@@ -310,135 +325,3 @@ class RemoteSide:
         if ran is not None and ran[0] == 0 and len(ran[1]) >= 64:
             return ran[1][:64].decode()
         return self.read_back_sha256(path, length)
-
-
-# -- ls / rm -----------------------------------------------------------------------------
-
-
-@dataclass
-class RemoteEntry:
-    name: str
-    path: str
-    type: str  # file | dir | link | other
-    size: int
-    mtime: int
-    mode: str
-
-    def to_json(self) -> dict[str, object]:
-        """CLI.md's `kaic data ls --json` entry (undecodable bytes of names as `\\xNN`)."""
-        return {
-            "name": json_name(self.name),
-            "path": json_name(self.path),
-            "type": self.type,
-            "size": self.size,
-            "mtime": self.mtime,
-            "mode": self.mode,
-        }
-
-
-def _kind(mode: int) -> str:
-    if stat_mod.S_ISDIR(mode):
-        return "dir"
-    if stat_mod.S_ISLNK(mode):
-        return "link"
-    if stat_mod.S_ISREG(mode):
-        return "file"
-    return "other"
-
-
-def list_remote(sftp: paramiko.SFTPClient, path: str = "") -> list[RemoteEntry]:
-    """A directory's entries (sorted by name), or the one entry of a file."""
-    target = normalize_remote(path)
-    try:
-        st = sftp.stat(target)
-    except OSError as exc:
-        if _is_missing(exc):
-            raise NotFound(f"{path or '~'}: no such file or directory on the staging host") from exc
-        raise KaicError(f"cannot list {path}: {exc}") from exc
-    mode = st.st_mode or 0
-    if not stat_mod.S_ISDIR(mode):
-        name = posixpath.basename(target)
-        return [
-            RemoteEntry(
-                name,
-                path,
-                _kind(mode),
-                st.st_size or 0,
-                int(st.st_mtime or 0),
-                stat_mod.filemode(mode),
-            )
-        ]
-    entries = []
-    for item in sftp.listdir_attr(target):
-        m = item.st_mode or 0
-        shown = item.filename if target == "." else posixpath.join(path.rstrip("/"), item.filename)
-        entries.append(
-            RemoteEntry(
-                item.filename,
-                shown,
-                _kind(m),
-                item.st_size or 0,
-                int(item.st_mtime or 0),
-                stat_mod.filemode(m),
-            )
-        )
-    return sorted(entries, key=lambda e: e.name)
-
-
-def _protected(path: str, home: str) -> bool:
-    norm = posixpath.normpath(normalize_remote(path))
-    return norm in (".", "/", "..") or norm.startswith("../") or norm == home.rstrip("/")
-
-
-def remove_remote(
-    sftp: paramiko.SFTPClient,
-    paths: list[str],
-    *,
-    recursive: bool = False,
-    on_removed: Callable[[str], None] = lambda _p: None,
-) -> int:
-    """Remove remote files (and, with `recursive`, directories). Returns how many entries.
-
-    Refuses `/`, the home directory itself and paths escaping it with `..`: those are
-    never what a user means by `kaic data rm -r`.
-    """
-    home = sftp.normalize(".")
-    for path in paths:
-        if _protected(path, home):
-            raise UsageError(
-                f"refusing to remove {path!r}: it is the root or your home directory",
-                hint="name the files or subdirectories to remove",
-            )
-    removed = 0
-    for path in paths:
-        target = normalize_remote(path).rstrip("/") or "/"
-        try:
-            st = sftp.lstat(target)
-        except OSError as exc:
-            if _is_missing(exc):
-                raise NotFound(f"{path}: no such file or directory on the staging host") from exc
-            raise
-        if stat_mod.S_ISDIR(st.st_mode or 0):
-            if not recursive:
-                raise UsageError(f"{path} is a directory", hint="use -r to remove it recursively")
-            removed += _remove_tree(sftp, target, on_removed)
-        else:
-            sftp.remove(target)
-            on_removed(path)
-            removed += 1
-    return removed
-
-
-def _remove_tree(sftp: paramiko.SFTPClient, root: str, on_removed: Callable[[str], None]) -> int:
-    removed = 0
-    for item in sftp.listdir_attr(root):
-        child = posixpath.join(root, item.filename)
-        if stat_mod.S_ISDIR(item.st_mode or 0):  # lstat: links to dirs are removed, not followed
-            removed += _remove_tree(sftp, child, on_removed)
-        else:
-            sftp.remove(child)
-            on_removed(child)
-            removed += 1
-    sftp.rmdir(root)
-    on_removed(root)
-    return removed + 1

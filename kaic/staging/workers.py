@@ -29,10 +29,15 @@ from kaic.staging.stripes import Striped, Stripes
 SMALL_FILE = 4 << 20
 #: seconds Ctrl-C waits for the streams of striped files to stop at the end of a chunk
 STOP_GRACE_S = 3.0
-#: small files per batch: one `sha256sum` exec (remote_fs hashes 64 names per call) and one
-#: pipelined round of requests each
+#: small files per batch, at least: one pipelined round of requests, one hashing exec and
+#: one round of renames each. A batch is a few round trips one after another, so the small
+#: files are spread over the workers in as few batches as that allows (one each, up to
+#: `MAX_BATCH_FILES` / `BATCH_BYTES`): 2,000 files over 6 workers were 32 batches of 64
 BATCH_FILES = 64
+MAX_BATCH_FILES = 512
 BATCH_BYTES = 8 << 20
+#: files a pipelined batch holds open at once (halved when the server refuses OPENs)
+OPEN_FILES = 256
 
 
 def connection_error(exc: BaseException, conns: list[SftpConnection]) -> bool:
@@ -96,7 +101,7 @@ class OpenWindow:
     not a dozen times (TCP's once-per-round-trip rule). It does not grow back within a sync.
     """
 
-    def __init__(self, size: int = BATCH_FILES):
+    def __init__(self, size: int = OPEN_FILES):
         self._lock = threading.Lock()
         self.size = max(1, size)
         self.generation = 0
@@ -136,17 +141,22 @@ def close_file(f: Any) -> None:
         raise
 
 
-def batches(tasks: list[FileTask], *, big: bool = True) -> Iterator[list[FileTask]]:
-    """Big files alone (largest first; left out with `big=False`), small files grouped."""
+def batches(
+    tasks: list[FileTask], *, big: bool = True, workers: int = 1
+) -> Iterator[list[FileTask]]:
+    """Big files alone (largest first; left out with `big=False`), small files grouped:
+    spread over `workers` (see `BATCH_FILES`)."""
     if big:
         for task in sorted((t for t in tasks if t.size >= SMALL_FILE), key=lambda t: -t.size):
             yield [task]
+    small = [t for t in tasks if t.size < SMALL_FILE]
+    per_batch = min(MAX_BATCH_FILES, max(BATCH_FILES, -(-len(small) // max(1, workers))))
     batch: list[FileTask] = []
     size = 0
-    for task in (t for t in tasks if t.size < SMALL_FILE):
+    for task in small:
         batch.append(task)
         size += task.size
-        if len(batch) >= BATCH_FILES or size >= BATCH_BYTES:
+        if len(batch) >= per_batch or size >= BATCH_BYTES:
             yield batch
             batch, size = [], 0
     if batch:
@@ -168,13 +178,19 @@ class Work:
     several workers stream one file at once) when the sync may — then batches of small
     files. A worker without a pipe takes a striped file nobody started as a whole."""
 
-    def __init__(self, tasks: list[FileTask], options: SyncOptions, abort: threading.Event):
+    def __init__(
+        self,
+        tasks: list[FileTask],
+        options: SyncOptions,
+        abort: threading.Event,
+        workers: int = 1,
+    ):
         self._lock = threading.Lock()
         self.striped: list[Striped] = []
         if options.stripe and options.pipeline:
             big = sorted((t for t in tasks if t.size >= SMALL_FILE), key=lambda t: -t.size)
             self.striped = [Striped(t, abort, options.chunk, options.segment) for t in big]
-        self._batches = collections.deque(batches(tasks, big=not self.striped))
+        self._batches = collections.deque(batches(tasks, big=not self.striped, workers=workers))
 
     def __len__(self) -> int:
         return len(self.striped) + len(self._batches)
@@ -277,8 +293,8 @@ def run_workers(
     abort = threading.Event()
     if stripes is None:
         options = dataclasses.replace(options, stripe=False)
-    work = Work(tasks, options, abort)
     n_workers = len(conns) * max(1, options.channels)
+    work = Work(tasks, options, abort, workers=n_workers)
     if not work.striped:
         n_workers = min(len(work), n_workers)
     errors: list[BaseException] = []

@@ -17,7 +17,7 @@ import pytest
 from kaic.staging.connect import SftpConnection, open_sftp
 from kaic.staging.names import is_text, json_name, name_bytes, name_text
 from kaic.staging.plan import part_name
-from kaic.staging.remote_fs import list_remote
+from kaic.staging.remote_tree import list_remote
 from kaic.staging.transfer import SyncOptions, pull, push
 from kaic.text import visible
 from tests.helpers import run_cli

@@ -10,9 +10,15 @@ import pytest
 
 from kaic.staging.connect import SftpConnection
 from kaic.staging.plan import FileTask, part_name
-from kaic.staging.remote_fs import RemoteSide
+from kaic.staging.remote_fs import RemoteSide, _command_batches
 from kaic.staging.transfer import SyncOptions, pull, push
-from kaic.staging.workers import SMALL_FILE, connections_for
+from kaic.staging.workers import (
+    BATCH_BYTES,
+    MAX_BATCH_FILES,
+    SMALL_FILE,
+    batches,
+    connections_for,
+)
 from tests.staging.conftest import SshEnv
 from tests.staging.faults import LatencyProxy
 
@@ -271,3 +277,25 @@ def test_connections_follow_the_files() -> None:
     assert connections_for(smalls[:2], SyncOptions(parallel=4)) == 2
     assert connections_for(smalls, SyncOptions(parallel=4)) == 4
     assert connections_for([], SyncOptions(parallel=4)) == 0
+
+
+def test_small_files_are_spread_over_the_workers_in_few_batches() -> None:
+    def files(n: int, size: int = 16 << 10) -> list[FileTask]:
+        return [FileTask(f"f{i}", f"f{i}", size, 0, 0o644) for i in range(n)]
+
+    def sizes(tasks: list[FileTask], workers: int) -> list[int]:
+        return [len(b) for b in batches(tasks, workers=workers)]
+
+    assert sizes(files(2000), 6) == [334] * 5 + [330]  # one batch per worker
+    assert sizes(files(100), 6) == [64, 36]  # no batch smaller than BATCH_FILES ...
+    assert max(sizes(files(9000), 6)) == MAX_BATCH_FILES  # ... or larger than this
+    big = files(40, size=1 << 20)  # ... or holding more than BATCH_BYTES
+    assert sizes(big, 1) == [BATCH_BYTES >> 20] * (40 // (BATCH_BYTES >> 20))
+
+
+def test_one_hashing_exec_takes_many_names_but_a_bounded_command() -> None:
+    short = [f"d/f{i}" for i in range(1200)]
+    assert [len(b) for b in _command_batches(short)] == [512, 512, 176]
+    long = ["x" * 4000 for _ in range(40)]
+    runs = list(_command_batches(long))
+    assert sum(map(len, runs)) == 40 and all(sum(map(len, r)) <= 64 << 10 for r in runs)
