@@ -23,6 +23,7 @@ import signal
 import socket
 import sys
 import threading
+from typing import Any
 
 
 class CuttingProxy:
@@ -375,3 +376,19 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def deferred_sends(monkeypatch: Any) -> list[str]:
+    """Each time a `kaic.sshkex.KexSafeTransport` queues what its reader thread had to say
+    during a key exchange: "server" or "client" (the side whose reader it was)."""
+    from kaic.sshkex import KexSafeTransport
+
+    seen: list[str] = []
+    real = KexSafeTransport._send_later
+
+    def counted(self: KexSafeTransport) -> None:
+        seen.append("server" if self.server_mode else "client")
+        real(self)
+
+    monkeypatch.setattr(KexSafeTransport, "_send_later", counted)
+    return seen
