@@ -14,6 +14,7 @@ from kaic.errors import KaicError, NotFound, UsageError
 from kaic.staging.names import json_name
 from kaic.staging.remote_fs import _is_missing, normalize_remote
 
+
 @dataclass
 class RemoteEntry:
     name: str
