@@ -264,3 +264,21 @@ def test_a_backlog_of_hand_overs_leaves_room_for_polls(
     first, last = order.index("submit"), len(order) - 1 - order[::-1].index("submit")
     assert order.count("submit") == 40
     assert order[first:last].count("jobs") >= 3, order
+
+
+def test_a_pass_hands_over_one_job_at_least_whatever_its_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pass whose budget is gone before it starts (reading a large backlog took it all,
+    on a loaded host) still hands one job over: every pass makes progress."""
+    monkeypatch.setattr(handover, "BUDGET_SECONDS", 0.0)
+    client = SlowSubmitSlurm()
+    client.gate.set()
+    executor = SlurmExecutor(client, poll_interval=0.01)  # type: ignore[arg-type]
+    monkeypatch.setattr(app_module, "make_executor", lambda settings: executor)
+    monkeypatch.setattr(executor, "_owner", lambda account: None)
+    with jobs_center(tmp_path, executor="slurm", job_poll_interval=0.01) as center:
+        jobs = [center.submit("true", partition="gpu") for _ in range(5)]
+        for job in jobs:
+            wait_for(lambda job=job: center.job(job["id"])["reason"] == "Resources")
+    assert client.order.count("submit") == 5

@@ -125,14 +125,14 @@ class HandOverQueue(QueuePolicy):
         pass's); None when the executor could not take them now (to be tried again)."""
         if not waiting:
             return True
-        deadline = time.monotonic() + BUDGET_SECONDS
         dependencies = self.jobs.get_many(d for r in waiting for d in r.depends_on)
         # A job alone, or an array's pending tasks not yet handed over, in task order.
         groups: dict[str, list[QueueRow]] = {}
         for row in waiting:
             groups.setdefault(row.array_job_id or row.id, []).append(row)
-        for group in groups.values():
-            if time.monotonic() > deadline:
+        deadline = time.monotonic() + BUDGET_SECONDS
+        for done, group in enumerate(groups.values()):
+            if done and time.monotonic() > deadline:  # (one at least: always progress)
                 return False
             row = group[0]
             members = [m.id for m in group]
