@@ -20,7 +20,7 @@ import paramiko
 from kaic.errors import KaicError, Unreachable
 from kaic.staging.connect import SftpConnection
 from kaic.staging.ignore import IgnoreRules
-from kaic.staging.names import is_text, name_text
+from kaic.staging.names import is_text, name_bytes, name_text
 from kaic.staging.plan import Entry, Tree, Warn, is_part
 from kaic.staging.sftp_client import warn_refused
 
@@ -104,15 +104,18 @@ def one_by_one(checksum_fn: ChecksumFn) -> ChecksumsFn:
 
 
 def _command_batches(paths: list[str]) -> Iterator[list[str]]:
-    """`paths` in runs of at most `_EXEC_BATCH` names and `_EXEC_BYTES` bytes of them."""
+    """`paths` in runs of at most `_EXEC_BATCH` names and `_EXEC_BYTES` bytes of them as
+    the command line has them (quoted, in UTF-8: the shell takes one argument of at most
+    128 KiB)."""
     batch: list[str] = []
     size = 0
     for path in paths:
-        if batch and (len(batch) >= _EXEC_BATCH or size + len(path) > _EXEC_BYTES):
+        length = len(name_bytes(shlex.quote(normalize_remote(path)))) + 1
+        if batch and (len(batch) >= _EXEC_BATCH or size + length > _EXEC_BYTES):
             yield batch
             batch, size = [], 0
         batch.append(path)
-        size += len(path) + 3  # quotes and a space
+        size += length
     if batch:
         yield batch
 

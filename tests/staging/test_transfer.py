@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import filecmp
 import os
+import shlex
 from pathlib import Path
 
 import pytest
@@ -296,6 +297,7 @@ def test_small_files_are_spread_over_the_workers_in_few_batches() -> None:
 def test_one_hashing_exec_takes_many_names_but_a_bounded_command() -> None:
     short = [f"d/f{i}" for i in range(1200)]
     assert [len(b) for b in _command_batches(short)] == [512, 512, 176]
-    long = ["x" * 4000 for _ in range(40)]
-    runs = list(_command_batches(long))
-    assert sum(map(len, runs)) == 40 and all(sum(map(len, r)) <= 64 << 10 for r in runs)
+    for name in ("x" * 4000, "数据" * 1300, "it's" * 1000):  # bytes on the line, quoted
+        runs = list(_command_batches([name] * 40))
+        assert sum(map(len, runs)) == 40
+        assert all(len(" ".join(map(shlex.quote, r)).encode()) <= 64 << 10 for r in runs)
