@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from kaic.center.executors.base import Ended
+from kaic.center.executors.base import Ended, Launched, RunningJob
 from kaic.center.executors.slurm.api import SubmitRequest, build_submit
 from kaic.center.executors.slurm.states import map_job_state
 from kaic.center.jobs.scheduler import Scheduler
@@ -130,12 +130,28 @@ def test_a_job_slurm_requeues_itself_is_cancelled_there_and_ends_node_fail(
     assert executor.tracked() == []
 
 
-def test_a_job_first_seen_after_a_restart_is_not_taken_for_a_new_requeue(
+def test_a_job_first_seen_after_a_center_restart_is_not_taken_for_a_new_requeue(
     tmp_path: Path,
 ) -> None:
     executor, client, clock = make(tmp_path)
-    launched = executor.start(spec(tmp_path, "1"))
-    client.records = [record(int(launched.external_id), "RUNNING", restarts=2)]
+    job = spec(tmp_path, "1")
+    running = RunningJob(
+        job_id="1", launched=Launched(external_id="77"), paths=job.paths, unix_account="alice"
+    )
+    assert executor.recover([running]) == []
+    client.records = [record(77, "RUNNING", restarts=2)]  # requeued before the restart
     clock.now += 1
     assert executor.poll() == []
     assert not any(c.startswith("cancel") for c in client.calls)
+
+
+def test_a_job_requeued_before_its_first_poll_is_still_a_requeue(tmp_path: Path) -> None:
+    """A job this center submitted starts at restart 0: one Slurm ran and requeued between
+    two polls (the center never saw it running) is a requeue all the same."""
+    executor, client, clock = make(tmp_path)
+    slurm_id = int(executor.start(spec(tmp_path, "1")).external_id)
+    client.records = [record(slurm_id, "PENDING", state_reason="BeginTime", restarts=1)]
+    clock.now += 1
+    (ended,) = executor.poll()
+    assert (ended.job_id, ended.state) == ("1", JobState.NODE_FAIL)
+    assert f"cancel {slurm_id}" in client.calls

@@ -39,13 +39,15 @@ __all__ = ["ARRAY_TASK", "ImageRejected", "container_for", "job_script", "local_
 #: bwrap runs in a process group of its own (`set -m`), the job inside in a session of its own
 #: (`--new-session`, led by the namespace's first process, bwrap's child), and this shell, in
 #: the job's process group, hands SIGTERM, SIGINT and SIGHUP on to that session: the job gets
-#: them exactly as without an image, and bwrap lives on to report how it ended. A signal that
+#: them exactly as without an image, and bwrap lives on to report how it ended (a `wait` a
+#: trapped signal cut short returns > 128: if bwrap is gone by then, its status is collected
+#: by one more `wait`, not taken from the interruption). A signal that
 #: comes while bwrap is still setting up is held until the job runs (bwrap killed during its
 #: setup could leave its child behind, which has not yet asked to die with it). A SIGKILL of
 #: the job's group kills this shell, and with it bwrap and everything inside
 #: (`--die-with-parent`, the pid namespace).
 BWRAP_LAUNCHER = """\
-kaic_runtime= kaic_pending= kaic_inner= kaic_child= kaic_rc=
+kaic_runtime= kaic_pending= kaic_inner= kaic_child= kaic_rc= kaic_last=
 kaic_is_child() {  # whether /proc/PID/stat $1 is a child of process $2 (sets kaic_child)
   local fields
   read -r fields 2>/dev/null <"$1" || return 1
@@ -88,7 +90,14 @@ while :; do
   fi
   wait "$kaic_runtime"
   kaic_rc=$?
-  kill -0 "$kaic_runtime" 2>/dev/null || break
+  kill -0 "$kaic_runtime" 2>/dev/null && continue
+  # gone; if a trapped signal cut that wait short (> 128), its status is still to collect
+  if [ "$kaic_rc" -gt 128 ]; then
+    wait "$kaic_runtime" 2>/dev/null
+    kaic_last=$?
+    [ "$kaic_last" -eq 127 ] || kaic_rc=$kaic_last
+  fi
+  break
 done
 exit "$kaic_rc"
 """

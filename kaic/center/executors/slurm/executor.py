@@ -111,7 +111,8 @@ class _Tracked:
     cancel_sent: bool = False
     #: an array task's own Slurm job id, once a poll has seen it (srun needs it)
     task_job_id: int | None = None
-    #: Slurm's restart count when first seen (a later one: Slurm requeued it itself)
+    #: Slurm's restart count: 0 when the center submitted it, else as first seen (after a
+    #: center restart); a higher one means Slurm requeued it itself
     restarts: int | None = None
 
 
@@ -223,11 +224,20 @@ class SlurmExecutor(Executor):
             for index in spec.array_tasks:
                 task_id = f"{spec.job_id}_{index}"
                 self._jobs[task_id] = _Tracked(
-                    task_id, f"{slurm_id}_{index}", None, slurm_id, index, account, last_seen=now
+                    task_id,
+                    f"{slurm_id}_{index}",
+                    None,
+                    slurm_id,
+                    index,
+                    account,
+                    last_seen=now,
+                    restarts=0,
                 )
         else:
+            # Submitted just now: Slurm has restarted it 0 times (a requeue before the first
+            # poll that sees it is still a requeue; only a recovered job's count is unknown).
             self._jobs[spec.job_id] = _Tracked(
-                spec.job_id, str(slurm_id), slurm_id, None, None, account, last_seen=now
+                spec.job_id, str(slurm_id), slurm_id, None, None, account, last_seen=now, restarts=0
             )
         # Look soon: the new job's pending reason is worth showing.
         self._next_poll = min(self._next_poll, now + self.poll_interval)
