@@ -27,6 +27,7 @@ from kaic.staging.workers import (
     Stats,
     connection_error,
     connections_for,
+    open_files,
     run_workers,
 )
 
@@ -126,7 +127,9 @@ class Engine:
         self.sleep = hooks.get("sleep") or time.sleep
         self.clock = hooks.get("clock") or time.monotonic
         self.stats = Stats(hooks.get("progress"))
-        self.destination = DESTINATIONS[direction](options, self.stats, OpenWindow(), self.warn)
+        self.destination = DESTINATIONS[direction](
+            options, self.stats, OpenWindow(open_files(options)), self.warn
+        )
         self.local = LocalSide()
 
     # -- the outer loop: plan, transfer, reconnect -----------------------------------------

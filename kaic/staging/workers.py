@@ -36,11 +36,17 @@ STOP_GRACE_S = 3.0
 BATCH_FILES = 64
 MAX_BATCH_FILES = 512
 BATCH_BYTES = 8 << 20
-#: files a pipelined batch holds open at once (halved when the server refuses OPENs): the
-#: embedded SFTP endpoint allows 512 open files per connection and 256 per channel, so
-#: the default 6 workers stay within it from the start (a refused OPEN costs the file a
-#: retry round and the user a warning)
-OPEN_FILES = 64
+#: files all the workers of a sync hold open at once, together: the embedded SFTP endpoint
+#: allows 512 in all (and 256 per channel), and a refused OPEN costs the file a retry round
+#: and the user a warning (the window then halves: `OpenWindow`)
+SYNC_OPEN_FILES = 480
+
+
+def open_files(options: SyncOptions) -> int:
+    """How many files one worker's pipelined batch holds open at once, at first: its share
+    of `SYNC_OPEN_FILES` (80 with the default 2 connections x 3 channels), at most 256."""
+    workers = max(1, options.parallel) * max(1, options.channels)
+    return max(1, min(256, SYNC_OPEN_FILES // workers))
 
 
 def connection_error(exc: BaseException, conns: list[SftpConnection]) -> bool:
@@ -104,7 +110,7 @@ class OpenWindow:
     not a dozen times (TCP's once-per-round-trip rule). It does not grow back within a sync.
     """
 
-    def __init__(self, size: int = OPEN_FILES):
+    def __init__(self, size: int = BATCH_FILES):
         self._lock = threading.Lock()
         self.size = max(1, size)
         self.generation = 0

@@ -19,6 +19,7 @@ from kaic.staging.workers import (
     SMALL_FILE,
     batches,
     connections_for,
+    open_files,
 )
 from tests.staging.conftest import SshEnv
 from tests.staging.faults import LatencyProxy
@@ -301,3 +302,11 @@ def test_one_hashing_exec_takes_many_names_but_a_bounded_command() -> None:
         runs = list(_command_batches([name] * 40))
         assert sum(map(len, runs)) == 40
         assert all(len(" ".join(map(shlex.quote, r)).encode()) <= 64 << 10 for r in runs)
+
+
+def test_the_workers_share_the_endpoints_open_files() -> None:
+    """The embedded endpoint allows 512 open files in all: the workers' windows fit."""
+    for parallel, channels in ((1, 1), (2, 3), (4, 3), (16, 3)):
+        options = SyncOptions(parallel=parallel, channels=channels)
+        assert 1 <= open_files(options) * parallel * channels <= 512 or open_files(options) == 1
+    assert open_files(SyncOptions()) == 80
