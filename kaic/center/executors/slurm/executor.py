@@ -23,9 +23,10 @@ repeated: the job is looked up by its comment (`kaic job <id>`) first.
 Interactive sessions (`exec`, `connect`) run `srun --jobid --overlap` on the center host as
 the job's account (`slurm/interactive.py`).
 
-(Over the ~450-line budget: what the executor tracks of each job and how a poll reconciles it
-with Slurm's view — seen, missing, looked up, purged — read best together; submitting,
-resources, states, health and sessions already live beside it in `slurm/`.)
+(Over the ~450-line budget: how a poll reconciles the jobs it tracks with Slurm's view —
+seen, missing, looked up, purged — reads best whole. Beside it in `slurm/`: submitting,
+resources, states, health, what is tracked of a job and how it ends (`tracked.py`), and
+the sessions into a job (`sessions.py`).)
 """
 
 from __future__ import annotations
@@ -37,8 +38,6 @@ import pwd
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timezone
 
 from kaic.center.executors.base import (
     Ended,
@@ -51,13 +50,6 @@ from kaic.center.executors.base import (
     LaunchSpec,
     Observed,
     RunningJob,
-    SessionTarget,
-)
-from kaic.center.executors.interactive import (
-    ForwardChannel,
-    RelayFrames,
-    SessionProcess,
-    tools_missing,
 )
 from kaic.center.executors.prepare import job_account
 from kaic.center.executors.slurm import submit
@@ -69,17 +61,13 @@ from kaic.center.executors.slurm.api import (
     SlurmUnavailable,
 )
 from kaic.center.executors.slurm.health import Reachability
-from kaic.center.executors.slurm.interactive import (
-    RELAY,
-    find_srun,
-    start_step,
-)
 from kaic.center.executors.slurm.listing import Listing
 from kaic.center.executors.slurm.resources import Resources, free_gpus, partition_configs
+from kaic.center.executors.slurm.sessions import SlurmSessions
 from kaic.center.executors.slurm.states import map_state, pending_reason
+from kaic.center.executors.slurm.tracked import Tracked, ended_from, requeued_end
 from kaic.center.jobs.partitions import PartitionConfig
 from kaic.models import JobState
-from kaic.models.interactive import ExecStart
 
 logger = logging.getLogger("kaic.center.slurm")
 
@@ -91,36 +79,7 @@ MISSING_POLLS = 2
 NSS_HINT = "the center must see the cluster's accounts (NSS) to hand job directories to them"
 
 
-@dataclass
-class _Tracked:
-    job_id: str
-    #: what Slurm's cancel takes: "123" or "123_4"
-    slurm_id: str
-    #: plain job: its Slurm id; array task: the array's Slurm id and the task index
-    plain_id: int | None
-    array_id: int | None
-    task: int | None
-    user: str | None
-    state: JobState | None = None
-    reason: str | None = None
-    gpu_ids: tuple[int, ...] = ()
-    nodes: tuple[str, ...] = ()
-    last_seen: float = 0.0
-    missing: int = 0
-    cancel_requested: bool = False
-    cancel_sent: bool = False
-    #: an array task's own Slurm job id, once a poll has seen it (srun needs it)
-    task_job_id: int | None = None
-    #: Slurm's restart count: 0 when the center submitted it, else as first seen (after a
-    #: center restart); a higher one means Slurm requeued it itself
-    restarts: int | None = None
-
-
-def _utc(epoch: int | None) -> datetime | None:
-    return datetime.fromtimestamp(epoch, timezone.utc) if epoch else None
-
-
-class SlurmExecutor(Executor):
+class SlurmExecutor(SlurmSessions, Executor):
     """Submits to, polls and cancels in Slurm through slurmrestd."""
 
     name = "slurm"
@@ -147,7 +106,7 @@ class SlurmExecutor(Executor):
         self.account_from_project = account_from_project
         self.clock = clock
         self.base_path = base_path
-        self._jobs: dict[str, _Tracked] = {}
+        self._jobs: dict[str, Tracked] = {}
         self._updates: list[Observed] = []
         self._reach = Reachability(self.poll_interval, clock)
         self._next_poll = 0.0
@@ -223,7 +182,7 @@ class SlurmExecutor(Executor):
         if spec.array_tasks:
             for index in spec.array_tasks:
                 task_id = f"{spec.job_id}_{index}"
-                self._jobs[task_id] = _Tracked(
+                self._jobs[task_id] = Tracked(
                     task_id,
                     f"{slurm_id}_{index}",
                     None,
@@ -236,7 +195,7 @@ class SlurmExecutor(Executor):
         else:
             # Submitted just now: Slurm has restarted it 0 times (a requeue before the first
             # poll that sees it is still a requeue; only a recovered job's count is unknown).
-            self._jobs[spec.job_id] = _Tracked(
+            self._jobs[spec.job_id] = Tracked(
                 spec.job_id, str(slurm_id), slurm_id, None, None, account, last_seen=now, restarts=0
             )
         # Look soon: the new job's pending reason is worth showing.
@@ -302,7 +261,7 @@ class SlurmExecutor(Executor):
         self._listing.missing = missing
         return ended
 
-    def _observe(self, tracked: _Tracked, record: SlurmJob) -> Ended | None:
+    def _observe(self, tracked: Tracked, record: SlurmJob) -> Ended | None:
         if tracked.task is not None and record.array_task_id == tracked.task:
             tracked.task_job_id = record.job_id
         if tracked.restarts is None:
@@ -313,7 +272,7 @@ class SlurmExecutor(Executor):
         if mapped.state is None:
             return None
         if mapped.terminal:
-            return self._ended(tracked, record, mapped.state, mapped.reason)
+            return ended_from(tracked, record, mapped.state, mapped.reason)
         reason = mapped.reason
         if mapped.state is JobState.PENDING and reason is None:
             reason = pending_reason(record.state_reason)
@@ -326,59 +285,14 @@ class SlurmExecutor(Executor):
             self._updates.append(Observed(tracked.job_id, mapped.state, reason, gpu_ids, nodes))
         return None
 
-    def _requeued_by_slurm(self, tracked: _Tracked, record: SlurmJob) -> Ended:
-        """Slurm requeued the job itself (after a node failure: slurmrestd 22.05 submits every
-        batch job requeueable, whatever the center asks). That run is cancelled in Slurm and
-        reported as the NODE_FAIL it was, so that the job's own `retry:` decides whether it
-        runs again — as a new Slurm job with its own logs (`kaic.center.jobs.requeue`)."""
+    def _requeued_by_slurm(self, tracked: Tracked, record: SlurmJob) -> Ended:
+        """Slurm requeued the job itself: that run is cancelled in Slurm and ends here
+        (`requeued_end`)."""
         self._send_cancel(tracked)
-        return Ended(
-            tracked.job_id,
-            None,
-            state=JobState.NODE_FAIL,
-            reason=f"Slurm requeued it (restart {record.restarts}: a node failure or "
-            "preemption); ended here so that the job's retry decides",
-        )
-
-    def _ended(
-        self, tracked: _Tracked, record: SlurmJob, state: JobState, reason: str | None
-    ) -> Ended:
-        code, sig = record.exit_code, record.signal
-        slurm_reason = pending_reason(record.state_reason)
-        if state is JobState.COMPLETED:
-            code = 0 if code is None else code
-        elif state is JobState.CANCELLED and slurm_reason and "Depend" in slurm_reason:
-            reason = "DependencyNeverSatisfied: a job it depends on did not complete successfully"
-        elif state is JobState.CANCELLED and reason is None and not tracked.cancel_requested:
-            reason = "cancelled in Slurm (scancel or an administrator)"
-        elif state is JobState.TIMEOUT:
-            reason = "time limit reached"
-        elif state is JobState.OUT_OF_MEMORY:
-            reason = "out of memory"
-        elif state in (
-            JobState.NODE_FAIL,
-            JobState.BOOT_FAIL,
-            JobState.PREEMPTED,
-            JobState.DEADLINE,
-        ):
-            reason = f"Slurm reports {state.value}" + (f" ({slurm_reason})" if slurm_reason else "")
-        elif state is JobState.FAILED and sig:
-            reason = f"killed by signal {sig}"
-        elif state is JobState.FAILED and slurm_reason not in (None, "NonZeroExitCode"):
-            reason = slurm_reason
-        return Ended(
-            tracked.job_id,
-            code,
-            signal=sig,
-            state=state,
-            reason=reason,
-            started_at=_utc(record.start_time),
-            ended_at=_utc(record.end_time),
-            nodes=record.nodes,
-        )
+        return requeued_end(tracked, record)
 
     def _missing_from_listing(
-        self, tracked: _Tracked, now: float, looked_up: dict[str, list[SlurmJob] | Exception]
+        self, tracked: Tracked, now: float, looked_up: dict[str, list[SlurmJob] | Exception]
     ) -> Ended | None:
         """A tracked job absent from `GET /jobs`: ask Slurm about it, then decide."""
         tracked.missing += 1
@@ -429,7 +343,7 @@ class SlurmExecutor(Executor):
 
     # -- cancel, recover, shutdown -------------------------------------------------------
 
-    def _send_cancel(self, tracked: _Tracked) -> None:
+    def _send_cancel(self, tracked: Tracked) -> None:
         try:
             self.client.cancel(tracked.user or self.client.user, tracked.slurm_id)
         except SlurmJobNotFound:
@@ -457,7 +371,7 @@ class SlurmExecutor(Executor):
             array_text, _, task_text = external.partition("_")
             try:
                 if task_text:
-                    tracked = _Tracked(
+                    tracked = Tracked(
                         job.job_id,
                         external,
                         None,
@@ -467,7 +381,7 @@ class SlurmExecutor(Executor):
                         last_seen=now,
                     )
                 else:
-                    tracked = _Tracked(
+                    tracked = Tracked(
                         job.job_id, external, int(external), None, None, job.unix_account
                     )
                     tracked.last_seen = now
@@ -520,83 +434,9 @@ class SlurmExecutor(Executor):
             return None
         return free_gpus(self._resources.partitions, self._resources.nodes)
 
-    # -- interactive access --------------------------------------------------------------
-
-    def interactive_refusal(self) -> str | None:
-        if os.geteuid() != 0:
-            # srun must start as the job's account, never as the center's own with the
-            # user's environment (the center's account holds the database and the CA key)
-            return "interactive access to Slurm jobs needs a center running as root"
-        missing = tools_missing()
-        if missing:
-            return f"interactive access is unavailable: {missing}"
-        try:
-            find_srun()
-        except ExecutorError as exc:
-            return str(exc)
-        return None
-
-    def _step(
-        self,
-        target: SessionTarget,
-        argv: list[str],
-        extra_env: dict[str, str],
-        *,
-        tty: bool,
-        rows: int | None = None,
-        cols: int | None = None,
-        unbuffered: bool = False,
-    ) -> SessionProcess:
-        """`argv` as a step of the job (`start_step`), srun started as the job's account."""
-        return start_step(
-            target.spec,
-            self._slurm_job_id(target),
-            argv,
-            extra_env,
-            account=self._owner(target.spec),
-            base_path=self.base_path,
-            slurm_conf=self.slurm_conf,
-            tty=tty,
-            rows=rows,
-            cols=cols,
-            unbuffered=unbuffered,
-        )
-
-    def _slurm_job_id(self, target: SessionTarget) -> str:
-        """The numeric job id srun takes: a plain job's own, an array task's as seen by
-        the polls (`12_3` is not one)."""
-        if target.external_id.isdigit():
-            return target.external_id
-        tracked = self._jobs.get(target.spec.job_id)
-        if tracked is not None and tracked.task_job_id is not None:
-            return str(tracked.task_job_id)
-        raise ExecutorError(
-            f"the Slurm job id of {target.spec.job_id} ({target.external_id or 'none'}) is "
-            "not known yet; try again in a moment"
-        )
-
-    def exec(self, target: SessionTarget, start: ExecStart) -> SessionProcess:
-        return self._step(
-            target,
-            list(start.argv),
-            dict(start.env),
-            tty=start.tty,
-            rows=start.rows,
-            cols=start.cols,
-        )
-
-    def connect(self, target: SessionTarget, port: int) -> ForwardChannel:
-        relay = self._step(
-            target, ["python3", "-c", RELAY, str(port)], {}, tty=False, unbuffered=True
-        )
-        assert relay.stdin is not None
-        return ForwardChannel(
-            read_fd=relay.stdout,
-            write_fd=relay.stdin,
-            process=relay,
-            announces=True,
-            frames=RelayFrames(),
-        )
+    def _task_job_id(self, job_id: str) -> int | None:
+        tracked = self._jobs.get(job_id)
+        return None if tracked is None else tracked.task_job_id
 
 
 def make_slurm_executor(
