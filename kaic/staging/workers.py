@@ -172,14 +172,20 @@ def batches(
         yield batch
 
 
+def striped_files(tasks: list[FileTask], options: SyncOptions) -> list[FileTask]:
+    """The files a sync stripes (several streams at once), largest first: the big ones,
+    when the sync may stripe."""
+    if not (options.stripe and options.pipeline):
+        return []
+    return sorted((t for t in tasks if t.size >= SMALL_FILE), key=lambda t: -t.size)
+
+
 def connections_for(tasks: list[FileTask], options: SyncOptions) -> int:
     """How many of its connections a sync uses: one per file, up to `parallel` — and all of
     them once a file is striped, whose streams spread over every connection (one large
     file over one connection had half the streams, and half the speed at 30 ms RTT)."""
     most = max(1, options.parallel)
-    if options.stripe and options.pipeline and any(t.size >= SMALL_FILE for t in tasks):
-        return most
-    return min(most, len(tasks))
+    return most if striped_files(tasks, options) else min(most, len(tasks))
 
 
 class Work:
@@ -195,10 +201,9 @@ class Work:
         workers: int = 1,
     ):
         self._lock = threading.Lock()
-        self.striped: list[Striped] = []
-        if options.stripe and options.pipeline:
-            big = sorted((t for t in tasks if t.size >= SMALL_FILE), key=lambda t: -t.size)
-            self.striped = [Striped(t, abort, options.chunk, options.segment) for t in big]
+        self.striped = [
+            Striped(t, abort, options.chunk, options.segment) for t in striped_files(tasks, options)
+        ]
         self._batches = collections.deque(batches(tasks, big=not self.striped, workers=workers))
 
     def __len__(self) -> int:

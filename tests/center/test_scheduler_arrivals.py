@@ -22,9 +22,7 @@ from typing import Any
 
 import pytest
 
-from kaic.center.executors.slurm.api import SlurmJob
 from kaic.center.executors.slurm.executor import SlurmExecutor
-from kaic.center.executors.slurm.states import parse_job_state
 from kaic.center.jobs.partitions import PartitionConfig
 from kaic.center.jobs.scheduler import Scheduler
 from kaic.center.jobs.service import JobService
@@ -34,8 +32,9 @@ from kaic.models import JobSubmit
 
 from .jobs_support import prepare_state
 from .simulated import SimulatedExecutor
+from .test_scheduler_events import QuietSlurm
 from .test_scheduler_simulated import CHARGE
-from .test_slurm_executor import Clock, FakeClient
+from .test_slurm_executor import Clock
 
 
 class Center:
@@ -188,21 +187,10 @@ def test_anything_but_a_submit_makes_the_next_pass_whole(tmp_path: Path) -> None
         center.close()
 
 
-class Slurmish(FakeClient):
-    """A fake slurmrestd whose jobs all stay pending (Slurm: `Resources`)."""
-
-    def submit(self, user: str, request: Any) -> int:
-        job_id = super().submit(user, request)
-        self.records.append(
-            SlurmJob(job_id, parse_job_state("PENDING"), state_reason="Resources", user=user)
-        )
-        return job_id
-
-
 def test_the_hand_over_reads_only_new_jobs_and_keeps_a_dependency_in_one_pass(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    client, clock = Slurmish(), Clock()
+    client, clock = QuietSlurm(), Clock()
     executor = SlurmExecutor(client, poll_interval=1.0, clock=clock)  # type: ignore[arg-type]
     monkeypatch.setattr(executor, "_owner", lambda account: None)
     center = Center(tmp_path, executor, arrivals=True)

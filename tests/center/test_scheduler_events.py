@@ -160,14 +160,24 @@ class QuietSlurm(FakeClient):
         return job_id
 
 
-def test_a_batch_system_holding_pending_jobs_costs_polls_not_passes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    client = QuietSlurm()
+@contextmanager
+def fake_slurm_center(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, client: FakeClient
+) -> Iterator[JobsCenter]:
+    """A center with the Slurm executor in front of the fake slurmrestd `client`, polling
+    every 10 ms, its jobs' accounts not looked up."""
     executor = SlurmExecutor(client, poll_interval=0.01)  # type: ignore[arg-type]
     monkeypatch.setattr(app_module, "make_executor", lambda settings: executor)
     monkeypatch.setattr(executor, "_owner", lambda account: None)
     with jobs_center(tmp_path, executor="slurm", job_poll_interval=0.01) as center:
+        yield center
+
+
+def test_a_batch_system_holding_pending_jobs_costs_polls_not_passes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = QuietSlurm()
+    with fake_slurm_center(tmp_path, monkeypatch, client) as center:
         scheduler: Scheduler = center.app.state.scheduler
         with counting_passes(scheduler) as passes:
             jobs = [center.submit("true", partition="gpu") for _ in range(20)]
@@ -207,10 +217,7 @@ def test_an_api_call_never_waits_behind_a_slow_poll(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client = SlowSlurm()
-    executor = SlurmExecutor(client, poll_interval=0.01)  # type: ignore[arg-type]
-    monkeypatch.setattr(app_module, "make_executor", lambda settings: executor)
-    monkeypatch.setattr(executor, "_owner", lambda account: None)
-    with jobs_center(tmp_path, executor="slurm", job_poll_interval=0.01) as center:
+    with fake_slurm_center(tmp_path, monkeypatch, client) as center:
         job = center.submit("true", partition="gpu")
         wait_for(lambda: center.job(job["id"])["reason"] == "Resources")
         client.hold = True
@@ -252,10 +259,7 @@ def test_a_backlog_of_hand_overs_leaves_room_for_polls(
     polls (and with them every recorded state) until the backlog is gone."""
     monkeypatch.setattr(handover, "BUDGET_SECONDS", 0.1)
     client = SlowSubmitSlurm()
-    executor = SlurmExecutor(client, poll_interval=0.01)  # type: ignore[arg-type]
-    monkeypatch.setattr(app_module, "make_executor", lambda settings: executor)
-    monkeypatch.setattr(executor, "_owner", lambda account: None)
-    with jobs_center(tmp_path, executor="slurm", job_poll_interval=0.01) as center:
+    with fake_slurm_center(tmp_path, monkeypatch, client) as center:
         jobs = [center.submit("true", partition="gpu") for _ in range(40)]
         client.gate.set()  # 40 waiting: ~0.8 s of submissions, 0.1 s per pass
         for job in jobs:
@@ -274,10 +278,7 @@ def test_a_pass_hands_over_one_job_at_least_whatever_its_budget(
     monkeypatch.setattr(handover, "BUDGET_SECONDS", 0.0)
     client = SlowSubmitSlurm()
     client.gate.set()
-    executor = SlurmExecutor(client, poll_interval=0.01)  # type: ignore[arg-type]
-    monkeypatch.setattr(app_module, "make_executor", lambda settings: executor)
-    monkeypatch.setattr(executor, "_owner", lambda account: None)
-    with jobs_center(tmp_path, executor="slurm", job_poll_interval=0.01) as center:
+    with fake_slurm_center(tmp_path, monkeypatch, client) as center:
         jobs = [center.submit("true", partition="gpu") for _ in range(5)]
         for job in jobs:
             wait_for(lambda job=job: center.job(job["id"])["reason"] == "Resources")
