@@ -37,8 +37,9 @@ class Destination(ABC, Stripes):
         """(source side, destination side) for the planner."""
 
     @abstractmethod
-    def makedirs(self, remote: RemoteSide, path: str) -> None:
-        """Create a destination directory (its parent exists or is created too)."""
+    def makedirs(self, remote: RemoteSide, paths: list[str]) -> None:
+        """Create destination directories, listed parents first (each one's parent exists
+        or is created too)."""
 
     @abstractmethod
     def remove(self, remote: RemoteSide, path: str) -> None:

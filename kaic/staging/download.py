@@ -32,8 +32,9 @@ class LocalDestination(StripedPull):
     def sides(self, local: LocalSide, remote: RemoteSide) -> tuple[Side, Side]:
         return remote, local
 
-    def makedirs(self, remote: RemoteSide, path: str) -> None:
-        os.makedirs(path, exist_ok=True)
+    def makedirs(self, remote: RemoteSide, paths: list[str]) -> None:
+        for path in paths:
+            os.makedirs(path, exist_ok=True)
 
     def remove(self, remote: RemoteSide, path: str) -> None:
         os.remove(path)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from kaic.errors import Interrupted, KaicError, Rejected, Unreachable
+from kaic.staging.ahead import PipesAhead
 from kaic.staging.connect import SftpConnection
 from kaic.staging.destination import Destination
 from kaic.staging.download import LocalDestination
@@ -47,7 +48,8 @@ class _Connector:
     is planned (a login takes a few round trips and ~0.1 s of CPU: overlapping it helps
     short syncs)."""
 
-    def __init__(self, connect: Connect, n: int):
+    def __init__(self, connect: Connect, n: int, ahead: PipesAhead):
+        self._ahead = ahead
         self._results: list[SftpConnection | BaseException] = []
         self._lock = threading.Lock()
         self._threads = [
@@ -59,7 +61,9 @@ class _Connector:
 
     def _one(self, connect: Connect) -> None:
         try:
-            conn: SftpConnection | BaseException = connect()
+            opened = connect()
+            self._ahead.start(opened)
+            conn: SftpConnection | BaseException = opened
         except BaseException as exc:
             conn = exc
         with self._lock:
@@ -151,15 +155,19 @@ class Engine:
         while True:
             conns: list[SftpConnection] = []
             extra: _Connector | None = None
+            # each connection's pipes open as soon as it is logged in (`ahead`)
+            ahead = PipesAhead(self.options.channels, self.options.window, self.options.pipeline)
             mark = self.stats.mark()
             try:
                 # The extra connections log in alongside the first one, not after it: a
                 # login is several round trips (~0.3 s at 30 ms RTT) the sync would wait
                 # for twice.
                 if not self.options.dry_run and self.options.parallel > 1:
-                    extra = _Connector(self.connect, self.options.parallel - 1)
+                    extra = _Connector(self.connect, self.options.parallel - 1, ahead)
                 conns.append(self.connect())
                 connected = True
+                if not self.options.dry_run:
+                    ahead.start(conns[0])
                 remote = RemoteSide(conns[0], checksums_fn=self.checksums_fn)
                 plan = self._plan(remote)
                 if outage is not None:
@@ -181,7 +189,7 @@ class Engine:
                         conns += more
                         if errors and len(conns) < wanted:
                             self.warn(f"using {len(conns)} of {wanted} connections: {errors[0]}")
-                    self._transfer_all(plan, conns)
+                    self._transfer_all(plan, conns, ahead)
                 if self.stats.failures:
                     break
                 result.files_deleted += self._delete(plan, remote)
@@ -220,6 +228,7 @@ class Engine:
                     extra.close()
                 for conn in conns:
                     conn.close()
+                ahead.close()
         result.files_transferred = self.stats.files
         result.bytes_transferred = self.stats.bytes
         result.failures = dict(self.stats.failures)
@@ -255,8 +264,7 @@ class Engine:
 
     def _prepare(self, plan: SyncPlan, remote: RemoteSide) -> None:
         """Create destination directories; remove part files nothing will resume."""
-        for directory in plan.mkdirs:
-            self.destination.makedirs(remote, directory)
+        self.destination.makedirs(remote, plan.mkdirs)
         for part in plan.stale_parts():
             with contextlib.suppress(FileNotFoundError):
                 self.destination.remove(remote, part)
@@ -277,14 +285,16 @@ class Engine:
         return deleted
 
     # -- workers -------------------------------------------------------------------------
-    def _transfer_all(self, plan: SyncPlan, conns: list[SftpConnection]) -> None:
+    def _transfer_all(self, plan: SyncPlan, conns: list[SftpConnection], ahead: PipesAhead) -> None:
         """Transfer the plan's files; files that failed for a reason that may pass go again
         (after a growing pause) until `file_attempts` rounds are used up."""
         pending = list(plan.transfers)
         for attempt in range(1, max(1, self.options.file_attempts) + 1):
             self.stats.retry.clear()
             copy = partial(self.destination.copy_batch, plan.parts)
-            run_workers(pending, conns, self.options, self.checksums_fn, copy, self.destination)
+            run_workers(
+                pending, conns, self.options, self.checksums_fn, copy, self.destination, ahead
+            )
             pending = list(self.stats.retry.values())
             if not pending or attempt >= self.options.file_attempts:
                 return

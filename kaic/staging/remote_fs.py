@@ -14,10 +14,12 @@ import re
 import shlex
 import stat as stat_mod
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 
 import paramiko
 
 from kaic.errors import KaicError, Unreachable
+from kaic.staging.ahead import Opening
 from kaic.staging.connect import SftpConnection
 from kaic.staging.ignore import IgnoreRules
 from kaic.staging.names import is_text, name_bytes, name_text
@@ -29,6 +31,8 @@ ChecksumFn = Callable[[str], str | None]
 #: many files' at once (`POST /v1/files/checksums`, `kaic.client.staging.FileChecksumsClient`)
 ChecksumsFn = Callable[[Sequence[str]], dict[str, str | None]]
 
+#: directories a scan lists at once (one level of a tree at a time)
+SCAN_AT_ONCE = 64
 #: names one hashing exec takes, at most, and the most bytes of them (a command line)
 _EXEC_BATCH = 512
 _EXEC_BYTES = 64 << 10
@@ -139,6 +143,8 @@ class RemoteSide:
         self.checksums_fn = checksums_fn
         #: can we run `sha256sum` on the host? None until first tried
         self.exec_ok: bool | None = None
+        #: a session channel opened ahead for the next exec (`exec_ahead`)
+        self._session: Opening[paramiko.Channel] | None = None
 
     # -- Side ------------------------------------------------------------------------
     def join(self, *parts: str) -> str:
@@ -164,56 +170,98 @@ class RemoteSide:
             return None
 
     def scan(self, root: str, rules: IgnoreRules, warn: Warn) -> Tree:
+        """The tree under `root`, listed level by level: the directories of a level at
+        once (`SftpClient.listdir_many`, `SCAN_AT_ONCE` at a time), not one after another
+        (each listing is two round trips or more)."""
         tree = Tree()
         base = normalize_remote(root)
-        stack = [""]
-        while stack:
-            rel_dir = stack.pop()
-            abs_dir = posixpath.join(base, rel_dir) if rel_dir else base
-            try:
-                entries = self.sftp.listdir_attr(abs_dir)
-            except OSError as exc:
-                warn(f"cannot read remote {abs_dir}: {exc}")
-                continue
-            warn_refused(self.sftp, warn)
-            for item in entries:
-                rel = f"{rel_dir}/{item.filename}" if rel_dir else item.filename
-                mode = item.st_mode or 0
-                if is_part(item.filename) and stat_mod.S_ISREG(mode):
-                    tree.parts[rel] = item.st_size or 0
-                    continue
-                link = stat_mod.S_ISLNK(mode)
-                if link:
-                    try:
-                        item = self.sftp.stat(posixpath.join(abs_dir, item.filename))
-                    except OSError:
-                        warn(f"skipping dangling remote symlink {posixpath.join(abs_dir, rel)}")
+        level = [""]
+        while level:
+            below: list[str] = []
+            for start in range(0, len(level), SCAN_AT_ONCE):
+                group = level[start : start + SCAN_AT_ONCE]
+                dirs = [posixpath.join(base, rel) if rel else base for rel in group]
+                for rel_dir, abs_dir, listing in zip(group, dirs, self._list(dirs), strict=True):
+                    if isinstance(listing, OSError):
+                        warn(f"cannot read remote {abs_dir}: {listing}")
                         continue
-                    mode = item.st_mode or 0
-                is_dir = stat_mod.S_ISDIR(mode)
-                if rules.ignored(rel, is_dir):
-                    continue
-                if is_dir:
-                    if link:
-                        warn(f"skipping remote symlink to a directory {posixpath.join(base, rel)}")
-                        continue
-                    tree.dirs.add(rel)
-                    stack.append(rel)
-                elif stat_mod.S_ISREG(mode):
-                    tree.files[rel] = Entry(
-                        False, item.st_size or 0, int(item.st_mtime or 0), mode & 0o7777
-                    )
+                    below += self._entries(tree, base, rel_dir, abs_dir, listing, rules, warn)
+                warn_refused(self.sftp, warn)
+            level = below
         return tree
+
+    def _list(self, dirs: list[str]) -> list[list[paramiko.SFTPAttributes] | OSError]:
+        many = getattr(self.sftp, "listdir_many", None)  # (kaic's SftpClient)
+        if many is not None:
+            return many(dirs)
+        listings: list[list[paramiko.SFTPAttributes] | OSError] = []
+        for path in dirs:
+            try:
+                listings.append(self.sftp.listdir_attr(path))
+            except OSError as exc:
+                listings.append(exc)
+        return listings
+
+    def _entries(
+        self,
+        tree: Tree,
+        base: str,
+        rel_dir: str,
+        abs_dir: str,
+        listing: list[paramiko.SFTPAttributes],
+        rules: IgnoreRules,
+        warn: Warn,
+    ) -> list[str]:
+        """Add one directory's entries to `tree`; the subdirectories to list next."""
+        below: list[str] = []
+        for item in listing:
+            rel = f"{rel_dir}/{item.filename}" if rel_dir else item.filename
+            mode = item.st_mode or 0
+            if is_part(item.filename) and stat_mod.S_ISREG(mode):
+                tree.parts[rel] = item.st_size or 0
+                continue
+            link = stat_mod.S_ISLNK(mode)
+            if link:
+                try:
+                    item = self.sftp.stat(posixpath.join(abs_dir, item.filename))
+                except OSError:
+                    warn(
+                        f"skipping dangling remote symlink {posixpath.join(abs_dir, item.filename)}"
+                    )
+                    continue
+                mode = item.st_mode or 0
+            is_dir = stat_mod.S_ISDIR(mode)
+            if rules.ignored(rel, is_dir):
+                continue
+            if is_dir:
+                if link:
+                    warn(f"skipping remote symlink to a directory {posixpath.join(base, rel)}")
+                    continue
+                tree.dirs.add(rel)
+                below.append(rel)
+            elif stat_mod.S_ISREG(mode):
+                tree.files[rel] = Entry(
+                    False, item.st_size or 0, int(item.st_mtime or 0), mode & 0o7777
+                )
+        return below
 
     def sha256_many(self, paths: list[str]) -> dict[str, str]:
         return {p: h for p, h in self.remote_sha256(paths).items() if h is not None}
 
     # -- hashing ---------------------------------------------------------------------
+    def exec_ahead(self) -> None:
+        """Start opening the channel of the next exec now (a round trip the exec then
+        does not wait for): a batch does this while it sends, before hashing."""
+        if self.exec_ok is not False and self._session is None and self.conn is not None:
+            self._session = Opening(partial(self.conn.transport.open_session, timeout=30.0))
+
     def _exec(self, command: str) -> tuple[int, bytes] | None:
         """Run a command if the host allows exec; None when it does not."""
         if self.exec_ok is False:
             return None
-        status, out, _err = self.conn.exec(command)
+        session, self._session = self._session, None
+        channel = session.wait() if session is not None else None
+        status, out, _err = self.conn.exec(command, channel=channel)
         if status == -1:  # channel refused: by policy (stop asking), or MaxSessions (retry)
             if self.exec_ok is None:
                 self.exec_ok = False  # never worked on this host: do not pay a round trip again

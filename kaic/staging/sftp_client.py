@@ -20,13 +20,15 @@ REALPATH replies, read with its `_request`); a test against a real sshd
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable
+import errno
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import paramiko
 from paramiko.sftp import (
     CMD_CLOSE,
     CMD_HANDLE,
+    CMD_MKDIR,
     CMD_NAME,
     CMD_OPENDIR,
     CMD_READDIR,
@@ -51,6 +53,13 @@ class _Replies:
         self.got[num] = (t, msg)
 
 
+def _as_failure(error: OSError | EOFError | None) -> OSError:
+    """The error of a reply that must be one (OK or EOF where neither makes sense: EIO)."""
+    if isinstance(error, OSError):
+        return error
+    return OSError(errno.EIO, f"unexpected SFTP status: {error or 'OK'}")
+
+
 class SftpClient(paramiko.SFTPClient):
     """`paramiko.SFTPClient` whose paths and listed names are bytes on the wire."""
 
@@ -68,40 +77,95 @@ class SftpClient(paramiko.SFTPClient):
         return super()._adjust_cwd(path)  # type: ignore[misc]
 
     def listdir_attr(self, path: str = ".") -> list[paramiko.SFTPAttributes]:
-        """The entries of a directory (not `.` and `..`), names decoded as `name_text`.
+        """The entries of a directory (not `.` and `..`), names decoded as `name_text`
+        (`listdir_many` of one directory; its error raised)."""
+        listing = self.listdir_many([path])[0]
+        if isinstance(listing, OSError):
+            raise listing
+        return listing
 
-        READDIRs are pipelined: `READDIR_AHEAD` stay on their way (a server answers each
-        with the next ~100 names), so a directory of 2,000 files costs ~3 round trips
-        instead of 21, and its CLOSE is not waited for (paramiko drops that answer when it
-        comes). Replies are matched by request id, in whatever order they come."""
-        t, msg = self._request(CMD_OPENDIR, self._adjust_cwd(path))  # type: ignore[attr-defined]
-        if t != CMD_HANDLE:
-            raise paramiko.SFTPError("Expected handle")
-        handle = msg.get_binary()
+    def listdir_many(self, paths: Sequence[str]) -> list[list[paramiko.SFTPAttributes] | OSError]:
+        """The entries of each directory of `paths` (or the error listing it met), all
+        listed at once: one round trip opens them all, then READDIRs are pipelined (a
+        server answers each with the next ~100 names), up to `READDIR_AHEAD` per directory
+        (fewer each when many are listed). A tree is scanned level by level at a few round
+        trips per level, not per directory (500 directories were 1,000+ round trips: 30 s
+        at 30 ms RTT). Replies are matched by request id; the CLOSEs are not waited for
+        (paramiko drops their answers when they come)."""
         replies = _Replies()
+        opened = [
+            self._async_request(replies, CMD_OPENDIR, self._adjust_cwd(p))  # type: ignore[attr-defined]
+            for p in paths
+        ]
+        results: list[list[paramiko.SFTPAttributes] | OSError] = [[] for _ in paths]
+        handles: dict[int, bytes] = {}
+        for i, num in enumerate(opened):
+            t, msg = self._reply(replies, num)
+            if t == CMD_HANDLE:
+                handles[i] = msg.get_binary()
+            else:
+                results[i] = _as_failure(self._error(t, msg))
+        ahead = max(2, READDIR_AHEAD // max(1, len(handles)))
         waiting = collections.deque(
-            self._async_request(replies, CMD_READDIR, handle)  # type: ignore[attr-defined]
-            for _ in range(READDIR_AHEAD)
+            (i, self._async_request(replies, CMD_READDIR, handle))  # type: ignore[attr-defined]
+            for i, handle in handles.items()
+            for _ in range(ahead)
         )
-        entries: list[paramiko.SFTPAttributes] = []
+        done: set[int] = set()
         try:
             while waiting:
-                num = waiting.popleft()
-                while num not in replies.got:
-                    self._read_response()  # type: ignore[attr-defined]
-                t, msg = replies.got.pop(num)
-                if t == CMD_STATUS:
-                    try:
-                        self._convert_status(msg)  # type: ignore[attr-defined]
-                    except EOFError:  # the end of the listing (the rest answer EOF too)
-                        break
+                i, num = waiting.popleft()
+                t, msg = self._reply(replies, num)
+                if i in done:
+                    continue  # (the READDIRs sent past its end answer EOF too)
                 if t != CMD_NAME:
-                    raise paramiko.SFTPError("Expected name response")
-                waiting.append(self._async_request(replies, CMD_READDIR, handle))  # type: ignore[attr-defined]
-                entries += self._names(msg, path)
+                    done.add(i)
+                    if not isinstance(self._error(t, msg), EOFError):  # EOF: the end
+                        results[i] = _as_failure(self._error(t, msg))
+                    continue
+                handle = handles[i]
+                waiting.append((i, self._async_request(replies, CMD_READDIR, handle)))  # type: ignore[attr-defined]
+                listing = results[i]
+                assert isinstance(listing, list)
+                listing += self._names(msg, paths[i])
         finally:
-            self._async_request(replies, CMD_CLOSE, handle)  # type: ignore[attr-defined]
-        return entries
+            for handle in handles.values():
+                self._async_request(replies, CMD_CLOSE, handle)  # type: ignore[attr-defined]
+        return results
+
+    def mkdir_many(self, paths: Sequence[str], mode: int = 0o777) -> list[OSError | None]:
+        """MKDIR each path, all in one round trip (a server handles a channel's requests in
+        order: list parents before their children); None where it was made, else the
+        error."""
+        replies = _Replies()
+        attr = paramiko.SFTPAttributes()
+        attr.st_mode = mode
+        sent = [
+            self._async_request(replies, CMD_MKDIR, self._adjust_cwd(p), attr)  # type: ignore[attr-defined]
+            for p in paths
+        ]
+        out: list[OSError | None] = []
+        for num in sent:
+            error = self._error(*self._reply(replies, num))
+            out.append(None if error is None else _as_failure(error))
+        return out
+
+    def _reply(self, replies: _Replies, num: int) -> tuple[int, paramiko.Message]:
+        """The reply to request `num` (reading others' into `replies` meanwhile)."""
+        while num not in replies.got:
+            self._read_response()  # type: ignore[attr-defined]
+        return replies.got.pop(num)
+
+    def _error(self, t: int, msg: paramiko.Message) -> OSError | EOFError | None:
+        """The error a STATUS reply says (None for OK, EOFError for EOF); any other reply is
+        not what was asked for (raised)."""
+        if t != CMD_STATUS:
+            raise paramiko.SFTPError(f"unexpected SFTP reply {t}")
+        try:
+            self._convert_status(msg)  # type: ignore[attr-defined]
+        except (OSError, EOFError) as exc:
+            return exc
+        return None
 
     def _names(self, msg: paramiko.Message, path: str) -> list[paramiko.SFTPAttributes]:
         """The entries of one NAME reply (see `refused_names`)."""

@@ -81,8 +81,16 @@ class RemoteDestination(StripedPush):
     def sides(self, local: LocalSide, remote: RemoteSide) -> tuple[Side, Side]:
         return local, remote
 
-    def makedirs(self, remote: RemoteSide, path: str) -> None:
-        _remote_mkdir_p(remote.sftp, normalize_remote(path))
+    def makedirs(self, remote: RemoteSide, paths: list[str]) -> None:
+        """All in one round trip where the host's SFTP client can (a tree of 500 new
+        directories was 500 round trips: 15 s at 30 ms RTT); one by one, the careful way
+        (`_remote_mkdir_p`), those that failed (they exist, or a parent is missing)."""
+        names = [normalize_remote(p) for p in paths]
+        many = getattr(remote.sftp, "mkdir_many", None)  # (kaic's SftpClient)
+        errors = many(names) if many is not None and len(names) > 1 else [OSError()] * len(names)
+        for name, error in zip(names, errors, strict=True):
+            if error is not None:
+                _remote_mkdir_p(remote.sftp, name)
 
     def remove(self, remote: RemoteSide, path: str) -> None:
         _remote_remove(remote.sftp, path)
@@ -106,6 +114,8 @@ class RemoteDestination(StripedPush):
         stat_done: set[int] = set()
         quick = [t for t in batch if t.size < SMALL_FILE and part_name(t.dst) not in parts]
         pipe = pipes.get() if quick else None
+        if self.options.verify and pipe is not None:
+            side.exec_ahead()  # (the hashing's channel opens while the batch is sent)
         sent = self._send(batch, quick if pipe is not None else [], pipe, side, parts, stat_done)
         if not sent:
             return

@@ -19,6 +19,7 @@ from typing import Any, cast
 import paramiko
 
 from kaic.errors import Unreachable
+from kaic.staging.ahead import PipesAhead
 from kaic.staging.connect import SftpConnection
 from kaic.staging.options import ProgressFn, SyncOptions
 from kaic.staging.pipeline import SftpFailure, SftpPipe
@@ -257,24 +258,35 @@ class LazySftp:
 
 
 class WorkerPipe:
-    """A worker's `SftpPipe`, opened on first use; None where the host refuses one.
+    """A worker's `SftpPipe`: one opened ahead on its connection (`ahead.PipesAhead`), else
+    opened on first use; None where the host refuses one.
 
-    Opening it closes the worker's paramiko channel (reopened if needed again), so that a
-    worker holds one SFTP channel + its exec channels: OpenSSH's MaxSessions is 10.
+        Opening it closes the worker's paramiko channel (reopened if needed again), so that a
+        worker holds one SFTP channel + its exec channels: OpenSSH's MaxSessions is 10.
     """
 
     def __init__(
-        self, conn: SftpConnection, sftp: LazySftp, enabled: bool, window: int | None = None
+        self,
+        conn: SftpConnection,
+        sftp: LazySftp,
+        enabled: bool,
+        window: int | None = None,
+        ahead: PipesAhead | None = None,
     ):
         self._conn = conn
         self._sftp = sftp
         self._window = window
+        self._ahead = ahead
         self._pipe: SftpPipe | None = None
         self._refused = not enabled
 
     def get(self) -> SftpPipe | None:
         if self._pipe is None and not self._refused:
             self._sftp.close_channel()
+            if self._ahead is not None:  # one opened while the sync was planned
+                self._pipe = self._ahead.take(self._conn)
+                if self._pipe is not None:
+                    return self._pipe
             try:
                 self._pipe = SftpPipe(self._conn.transport, window=self._window)
             except (paramiko.SSHException, OSError):
@@ -299,6 +311,7 @@ def run_workers(
     checksums_fn: ChecksumsFn | None,
     copy_batch: CopyBatch,
     stripes: Stripes | None = None,
+    ahead: PipesAhead | None = None,
 ) -> None:
     """Copy `tasks`, `options.channels` worker threads per connection: big files striped
     over all of them (`stripes` moves them), small ones in batches (`copy_batch`); the
@@ -316,7 +329,7 @@ def run_workers(
     def worker(index: int) -> None:
         conn = conns[index % len(conns)]
         sftp = LazySftp(conn)
-        pipe = WorkerPipe(conn, sftp, options.pipeline, options.window)
+        pipe = WorkerPipe(conn, sftp, options.pipeline, options.window, ahead)
         try:
             side = RemoteSide(conn, cast(paramiko.SFTPClient, sftp), checksums_fn=checksums_fn)
             while not abort.is_set():

@@ -124,7 +124,7 @@ def test_without_exec_the_center_is_asked_only_for_names_it_can_carry(
 ) -> None:
     """The center's checksum API takes JSON, which carries no undecodable bytes: those
     files are verified by reading them back instead."""
-    monkeypatch.setattr(SftpConnection, "exec", lambda self, command, timeout=0: (-1, b"", b""))
+    monkeypatch.setattr(SftpConnection, "exec", lambda self, command, **_kw: (-1, b"", b""))
     src = tmp_path / "src"
     src.mkdir()
     (src / CAFE).write_bytes(os.urandom(2000))

@@ -93,7 +93,7 @@ def test_engine_verifies_a_batch_with_one_call(
     ssh_env: SshEnv, remote_dir: Remote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A host without exec: the push asks the center's checksums once per batch of files."""
-    monkeypatch.setattr(SftpConnection, "exec", lambda self, command, timeout=0: (-1, b"", b""))
+    monkeypatch.setattr(SftpConnection, "exec", lambda self, command, **_kw: (-1, b"", b""))
     name, view = remote_dir
     src = tmp_path / "src"
     src.mkdir()

@@ -152,7 +152,7 @@ def test_without_exec_the_pipelined_path_reads_back(
     calls: dict[str, int],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(SftpConnection, "exec", lambda self, command, timeout=0: (-1, b"", b""))
+    monkeypatch.setattr(SftpConnection, "exec", lambda self, command, **_kw: (-1, b"", b""))
     src = tmp_path / "src"
     src.mkdir()
     for i in range(5):

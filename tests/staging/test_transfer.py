@@ -182,7 +182,7 @@ def test_without_exec_falls_back(
     ssh_env: SshEnv, remote_dir: Remote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A host that refuses exec: checksum_fn, else reading the file back."""
-    monkeypatch.setattr(SftpConnection, "exec", lambda self, command, timeout=0: (-1, b"", b""))
+    monkeypatch.setattr(SftpConnection, "exec", lambda self, command, **_kw: (-1, b"", b""))
     name, view = remote_dir
     src = tmp_path / "s"
     src.mkdir()
