@@ -2,7 +2,7 @@
 
     sudo PYTHONPATH=. .venv/bin/python benchmarks/bench_wan.py --rtt-ms 30      # a far host
     sudo PYTHONPATH=. .venv/bin/python benchmarks/bench_wan.py --rtt-ms 0       # loopback
-        [--size-mib 1024] [--files 2000] [--file-kib 16] [--rounds 3]
+        [--size-mib 1024] [--files 2000] [--file-kib 16] [--dirs 1] [--rounds 3]
         [--only large|small] [--rate-mbit N] [--kaic-args "--parallel 4"]
         [--baseline /tmp/kaic-main]   # another kaic tree, measured in the same rounds
 
@@ -20,7 +20,8 @@ would run it:
   and `--no-verify`; and the honest peer of a verified transfer, "sftp, then the fastest
   sha256 on both ends": the sftp time plus the time `openssl dgst -sha256` takes on the
   source and on the copy, run at once (they would run on two machines).
-- small files (`--files` x `--file-kib`): `sftp -r` put / get, `rsync -a` over ssh (which
+- small files (`--files` x `--file-kib`, in one directory or spread over `--dirs`
+  directories — a tree: each directory is a listing and a MKDIR): `sftp -r` put / get, `rsync -a` over ssh (which
   checks a whole-file checksum of every file it sends), `kaic data push|pull` verified and
   `--no-verify`.
 - `--baseline TREE`: kaic from another source tree (`git archive main | tar -x -C TREE`),
@@ -247,6 +248,7 @@ def main() -> None:
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--files", type=int, default=2000)
     parser.add_argument("--file-kib", type=int, default=16)
+    parser.add_argument("--dirs", type=int, default=1, help="spread the files over N dirs")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", choices=("large", "small"), default=None)
     parser.add_argument("--kaic-args", default="", help="extra kaic data options")
@@ -410,7 +412,9 @@ def small(bench: Bench, args: argparse.Namespace, remote: Path, skip: set[str]) 
     src = bench.base / "small"
     src.mkdir()
     for i in range(args.files):
-        (src / f"f{i:05d}.bin").write_bytes(os.urandom(args.file_kib << 10))
+        where = src / f"d{i % args.dirs:04d}" if args.dirs > 1 else src
+        where.mkdir(exist_ok=True)
+        (where / f"f{i:05d}.bin").write_bytes(os.urandom(args.file_kib << 10))
     dirs = SmallDirs(bench)
 
     def put() -> None:
@@ -427,7 +431,7 @@ def small(bench: Bench, args: argparse.Namespace, remote: Path, skip: set[str]) 
         bench.kaic("base push", "push", str(src), dirs.remote(), tree=bench.baseline)
 
     def check(dst: Path) -> None:
-        assert len(os.listdir(dst)) == args.files, dst
+        assert sum(len(files) for _d, _s, files in os.walk(dst)) == args.files, dst
 
     def get() -> None:
         dst = dirs.local()
@@ -454,7 +458,8 @@ def small(bench: Bench, args: argparse.Namespace, remote: Path, skip: set[str]) 
         skip = skip | {"base"}
 
     bench.results = {}
-    print(f"# {args.files} x {args.file_kib} KiB files", flush=True)
+    spread = f" in {args.dirs} directories" if args.dirs > 1 else ""
+    print(f"# {args.files} x {args.file_kib} KiB files{spread}", flush=True)
     for rnd in range(args.rounds):
         print(f"round {rnd + 1}", flush=True)
         dirs.pushed = []

@@ -23,6 +23,7 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 
@@ -110,12 +111,37 @@ QUEUE_BYTES = 64 << 20
 _EOF = b""
 
 
+class _Turns:
+    """Round trips one connection took, as the proxy sees them: each time the client
+    sends after the server has sent since the client last did (a request that had to wait
+    for an answer). Requests sent back to back are one turn, however many."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._answered = True
+
+    def client(self) -> None:
+        if self._answered:
+            self.count += 1
+            self._answered = False
+
+    def server(self) -> None:
+        self._answered = True
+
+
 class _Direction:
     """One direction of a proxied connection: what `src` sends reaches `dst` RTT/2 later,
     no faster than the bandwidth cap (each chunk leaves once the link is free, as on a
     serial line, then travels RTT/2). Chunks are delivered in order, by one timer."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, delay: float, rate: float | None):
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        delay: float,
+        rate: float | None,
+        on_push: Callable[[], None] = lambda: None,
+    ):
+        self.on_push = on_push
         self.loop = loop
         self.delay = delay
         self.rate = rate
@@ -130,6 +156,7 @@ class _Direction:
         self.bytes = 0
 
     def push(self, data: bytes) -> None:
+        self.on_push()
         now = self.loop.time()
         if self.rate:
             self.free_at = max(now, self.free_at) + len(data) / self.rate
@@ -237,6 +264,8 @@ class LatencyProxy:
         self.bytes_down = 0
         #: bytes each closed connection carried, both ways
         self.carried: list[int] = []
+        #: round trips each closed connection took (`_Turns`), in the order they closed
+        self.turns: list[int] = []
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.base_events.Server | None = None
         #: the sockets of each live connection, to cut them on `close()`
@@ -276,16 +305,22 @@ class LatencyProxy:
 
     def _accepted(self) -> asyncio.Protocol:
         self.connections += 1
-        up = _Direction(self._loop, self.delay, self.rate)
-        down = _Direction(self._loop, self.delay, self.rate)
+        turns = _Turns()
+        up = _Direction(self._loop, self.delay, self.rate, turns.client)
+        down = _Direction(self._loop, self.delay, self.rate, turns.server)
         self._directions += [up, down]
         lost: asyncio.Future[None] = self._loop.create_future()
         client = _End(up, down, lost)
-        self._loop.create_task(self._link(client, up, down, lost))
+        self._loop.create_task(self._link(client, up, down, lost, turns))
         return client
 
     async def _link(
-        self, client: _End, up: _Direction, down: _Direction, lost: asyncio.Future[None]
+        self,
+        client: _End,
+        up: _Direction,
+        down: _Direction,
+        lost: asyncio.Future[None],
+        turns: _Turns,
     ) -> None:
         transports: list[asyncio.Transport] = []
         self._links[id(up)] = transports
@@ -312,6 +347,7 @@ class LatencyProxy:
             self.bytes_up += up.bytes
             self.bytes_down += down.bytes
             self.carried.append(up.bytes + down.bytes)
+            self.turns.append(turns.count)
             self._links.pop(id(up), None)
             self._directions = [d for d in self._directions if d is not up and d is not down]
 

@@ -1,0 +1,147 @@
+"""What a sync waits for, against a real sshd: round trips counted by the latency proxy
+(`LatencyProxy.turns`), and the channels the workers find already open.
+
+A round trip is 30 ms to a far host: a tree listed directory by directory, or a pipe opened
+only once the plan is made, is time the user waits for nothing. These tests count, they do
+not time (benchmarks/bench_wan.py measures the time).
+"""
+
+from __future__ import annotations
+
+import filecmp
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from kaic.staging.connect import SftpConnection, open_sftp
+from kaic.staging.pipeline import SftpPipe
+from kaic.staging.transfer import SyncOptions, pull, push
+from tests.staging.conftest import SshEnv
+from tests.staging.faults import LatencyProxy
+
+Remote = tuple[str, Path]
+
+#: directories of the test tree: 6 at the top, 10 below each
+TOP, BELOW = 6, 10
+
+
+def _deep_tree(root: Path) -> Path:
+    for i in range(TOP):
+        for j in range(BELOW):
+            leaf = root / f"d{i}" / f"e{j}"
+            leaf.mkdir(parents=True)
+            (leaf / "f.txt").write_text(f"{i}/{j}\n")
+    return root
+
+
+def test_a_tree_of_new_directories_is_made_and_listed_in_a_few_round_trips(
+    ssh_env: SshEnv, remote_dir: Remote, tmp_path: Path
+) -> None:
+    """66 new directories: pushed, they were 66 MKDIRs one after another; pulled, 67
+    listings one after another (an OPENDIR, READDIRs and a CLOSE each). Now the MKDIRs go
+    in one round trip and a level of the tree is listed at once."""
+    name, view = remote_dir
+    src = _deep_tree(tmp_path / "tree")
+    options = SyncOptions(parallel=1, channels=1)
+    back = tmp_path / "back"
+    with LatencyProxy(ssh_env.sshd.port, rtt_ms=20) as proxy:
+        target = ssh_env.target(port=proxy.port)
+        result = push(target, [str(src)], f"{name}/tree", options)
+        assert result.files_transferred == TOP * BELOW
+        pulled = pull(target, [f"{name}/tree"], str(back), options)
+        assert pulled.files_transferred == TOP * BELOW
+    for base in (view / "tree", back):
+        assert not filecmp.dircmp(src, base).diff_files
+        assert sorted(p.relative_to(base) for p in base.rglob("*")) == sorted(
+            p.relative_to(src) for p in src.rglob("*")
+        )
+    directories = TOP + TOP * BELOW
+    push_turns, pull_turns = proxy.turns
+    # (a login, the channels and the 60 files in one batch take ~20 of them)
+    assert push_turns < directories // 2, proxy.turns
+    assert pull_turns < directories // 2, proxy.turns
+
+
+def test_listing_many_directories_keeps_each_ones_entries_and_errors(
+    ssh_env: SshEnv, remote_dir: Remote
+) -> None:
+    name, view = remote_dir
+    for i in range(3):
+        (view / f"d{i}").mkdir(parents=True)
+        for j in range(150 * i):  # 0, 150 and 300 entries: several READDIRs each
+            (view / f"d{i}" / f"{j:04d}").write_bytes(b"")
+    (view / "file").write_bytes(b"x")
+    ssh_env.own(view)
+    conn = open_sftp(ssh_env.target())
+    try:
+        sftp = conn.sftp
+        paths = [f"{name}/d0", f"{name}/missing", f"{name}/d1", f"{name}/file", f"{name}/d2"]
+        listings = sftp.listdir_many(paths)  # type: ignore[attr-defined]
+        assert [len(x) if isinstance(x, list) else type(x) for x in listings] == [
+            0,
+            FileNotFoundError,
+            150,
+            FileNotFoundError,  # (a file: OpenSSH says "no such file" for ENOTDIR)
+            300,
+        ]
+        assert sorted(a.filename for a in listings[4]) == [f"{j:04d}" for j in range(300)]
+        made = sftp.mkdir_many([f"{name}/n1", f"{name}/n1/n2", f"{name}/d0", f"{name}/x/y"])  # type: ignore[attr-defined]
+        assert [type(e) if e is not None else None for e in made] == [
+            None,
+            None,
+            OSError,  # exists
+            FileNotFoundError,  # no parent
+        ]
+        assert (view / "n1" / "n2").is_dir()
+    finally:
+        conn.close()
+
+
+def test_workers_take_pipes_opened_ahead_and_a_push_hashes_on_a_channel_opened_ahead(
+    ssh_env: SshEnv, remote_dir: Remote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The workers' pipes are opened while the sync is planned (each connection's right
+    after its login), not by the workers once it is; a batch's hashing exec finds its
+    channel open."""
+    name, view = remote_dir
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(30):
+        (src / f"f{i}").write_bytes(bytes([i]) * 1000)
+    opened_by: list[str] = []
+    real_init = SftpPipe.__init__
+
+    def counted(self: SftpPipe, *args: object, **kwargs: object) -> None:
+        opened_by.append(threading.current_thread().name)
+        real_init(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SftpPipe, "__init__", counted)
+    channels: list[bool] = []
+    real_exec = SftpConnection.exec
+
+    def exec_spy(self: SftpConnection, command: str, **kwargs: object) -> tuple[int, bytes, bytes]:
+        channels.append(kwargs.get("channel") is not None)
+        return real_exec(self, command, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SftpConnection, "exec", exec_spy)
+    options = SyncOptions(parallel=2, channels=2)
+    result = push(ssh_env.target(), [str(src)], f"{name}/src", options)
+    assert result.verified and result.files_transferred == 30
+    assert not filecmp.dircmp(src, view / "src").diff_files
+    assert len(opened_by) == 4, opened_by  # 2 per connection
+    assert set(opened_by) == {"kaic-open-ahead"}, opened_by
+    assert channels and all(channels), channels
+
+
+def test_the_connection_does_not_hold_small_packets_back(ssh_env: SshEnv) -> None:
+    """Nagle's algorithm off (TCP_NODELAY): a request sent while another is unanswered
+    goes at once, instead of waiting for an ACK the host's kernel may delay by 40 ms."""
+    conn = open_sftp(ssh_env.target())
+    try:
+        sock = conn.transport.sock
+        assert isinstance(sock, socket.socket)
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        conn.close()
