@@ -21,9 +21,9 @@ would run it:
   sha256 on both ends": the sftp time plus the time `openssl dgst -sha256` takes on the
   source and on the copy, run at once (they would run on two machines).
 - small files (`--files` x `--file-kib`, in one directory or spread over `--dirs`
-  directories — a tree: each directory is a listing and a MKDIR): `sftp -r` put / get, `rsync -a` over ssh (which
-  checks a whole-file checksum of every file it sends), `kaic data push|pull` verified and
-  `--no-verify`.
+  directories — a tree: each directory is a listing and a MKDIR): `sftp -r` put / get,
+  `rsync -a` over ssh (which checks a whole-file checksum of every file it sends),
+  `kaic data push|pull` verified and `--no-verify`.
 - `--baseline TREE`: kaic from another source tree (`git archive main | tar -x -C TREE`),
   verified, as `base push|pull` in the same rounds: before / after a change, interleaved.
 
