@@ -115,9 +115,9 @@ class SftpClient(paramiko.SFTPClient):
         try:
             while waiting:
                 i, num = waiting.popleft()
-                t, msg = self._reply(replies, num)
                 if i in done:
-                    continue  # (the READDIRs sent past its end answer EOF too)
+                    continue  # (READDIRs sent past its end answer EOF too: not waited for)
+                t, msg = self._reply(replies, num)
                 if t != CMD_NAME:
                     done.add(i)
                     if not isinstance(self._error(t, msg), EOFError):  # EOF: the end
