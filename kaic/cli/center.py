@@ -1,14 +1,11 @@
-"""`kaic center …`: run the reference center, manage the background local center.
+"""`kaic center …`: run the reference center, print its SSH user CA.
 
-Its `user` and `project` groups (the center's administration) are in `center_admin.py`.
+Its `start`, `stop` and `status` (the background local center) are in `center_local.py`;
+its `user` and `project` groups (the center's administration) are in `center_admin.py`.
 
 `serve` declares its thirty-odd options, each with the help text `--help` shows (a contract),
 in its signature; the executors' own options come from the executor registry
 (`kaic.center.executors.registry`) and are spliced in there.
-
-(Over the ~450-line budget because of that signature: each option's declaration and help
-text is the `--help` contract, and Typer needs them in one function; the settings they build
-are checked in `kaic.center.settings`, and admin commands live in `center_admin.py`.)
 """
 
 import inspect
@@ -451,78 +448,3 @@ def ssh_ca(
     ca = UserCA(directory)
     line = ca.public_key_line()
     app_.emit({"public_key": line, "key_file": str(ca.key_path)}, lambda: app_.out(line))
-
-
-@app.command("start")
-def start(ctx: typer.Context, json_out: JsonOpt = False, jq: JqOpt = None) -> None:
-    """Start the background local center (commands start it on demand anyway).
-
-    Example: kaic center start
-    """
-    from kaic.flows.local_center import ensure_running
-
-    app_ = get_app(ctx)
-    center = ensure_running()
-    data = {
-        "running": True,
-        "url": center.url,
-        "pid": center.pid,
-        "started": center.started,
-        "state_dir": str(center.state_dir),
-    }
-    app_.emit(
-        data,
-        lambda: app_.info(
-            f"Local center {'started' if center.started else 'already running'} at "
-            f"{visible(center.url)} (pid {center.pid})."
-        ),
-    )
-
-
-@app.command("stop")
-def stop(ctx: typer.Context, json_out: JsonOpt = False, jq: JqOpt = None) -> None:
-    """Stop the background local center.
-
-    Example: kaic center stop
-    """
-    from kaic.flows.local_center import stop as stop_center
-
-    app_ = get_app(ctx)
-    pid = stop_center()
-    app_.emit(
-        {"stopped": pid is not None, "pid": pid},
-        lambda: app_.info(
-            "The local center was not running."
-            if pid is None
-            else f"Stopped the local center (pid {pid})."
-        ),
-    )
-
-
-@app.command("status")
-def status(ctx: typer.Context, json_out: JsonOpt = False, jq: JqOpt = None) -> None:
-    """Say whether the background local center is running, and where.
-
-    Example: kaic center status --json
-    """
-    from kaic.flows.local_center import find_running, local_state_dir
-
-    app_ = get_app(ctx)
-    center = find_running()
-    data = {
-        "running": center is not None,
-        "url": center.url if center else None,
-        "pid": center.pid if center else None,
-        "state_dir": str(local_state_dir()),
-    }
-
-    def human() -> None:
-        if center:
-            app_.out(
-                f"running at {visible(center.url)} (pid {center.pid}); "
-                f"state in {visible(data['state_dir'])}"
-            )
-        else:
-            app_.out(f"not running; state in {visible(data['state_dir'])}")
-
-    app_.emit(data, human)

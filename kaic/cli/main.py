@@ -49,6 +49,9 @@ class Command:
     summary: str
     #: groups nested into this one's Typer group: (name, module, attribute)
     nested: tuple[tuple[str, str, str], ...] = ()
+    #: commands of other modules joined to this one's Typer group, after its own: (module,
+    #: attribute), a Typer that only holds them
+    joined: tuple[tuple[str, str], ...] = ()
 
 
 #: Every top-level command, in the order `kaic --help` lists them.
@@ -119,6 +122,7 @@ COMMANDS: dict[str, Command] = {
         "center",
         "The reference center: serve it, manage the background local center, add users.",
         nested=(("user", "center_admin", "user_app"), ("project", "center_admin", "project_app")),
+        joined=(("center_local", "local_app"),),
     ),
     "config": Command("config_cmd", "Show and switch profiles (one per center/account)."),
     "help": Command("help_cmd", "Reference topics (`kaic help exit-codes`, `kaic help jobfile`)."),
@@ -211,10 +215,15 @@ def _add_module(root_app: typer.Typer, module_name: str) -> None:
     (name, command), *_ = ((n, c) for n, c in COMMANDS.items() if c.module == module_name)
     group: typer.Typer = module.app
     group.rich_markup_mode = None
+    # The group objects live as long as the process: add a joined command, a nested group, once.
+    for joined_module, attribute in command.joined:
+        joined: typer.Typer = getattr(_module(joined_module), attribute)
+        for info in joined.registered_commands:
+            if all(known.name != info.name for known in group.registered_commands):
+                group.registered_commands.append(info)
     for nested_name, nested_module, attribute in command.nested:
         nested: typer.Typer = getattr(_module(nested_module), attribute)
         nested.rich_markup_mode = None
-        # The group objects live as long as the process: add a nested group once.
         if all(info.name != nested_name for info in group.registered_groups):
             group.add_typer(nested, name=nested_name)
     root_app.add_typer(group, name=name)
