@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from kaic.center.executors.base import ExecutorError, ExecutorUnavailable, JobPaths, LaunchSpec
-from kaic.center.executors.interactive import RelayFrames
+from kaic.center.executors.forward_channel import RelayFrames
 from kaic.center.executors.slurm.api import (
     SlurmJob,
     SlurmJobNotFound,

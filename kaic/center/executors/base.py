@@ -35,7 +35,8 @@ from kaic.center.jobs.partitions import PartitionConfig
 from kaic.models import JobState
 
 if TYPE_CHECKING:
-    from kaic.center.executors.interactive import ForwardChannel, SessionProcess
+    from kaic.center.executors.forward_channel import ForwardChannel
+    from kaic.center.executors.interactive import SessionProcess
     from kaic.models.interactive import ExecStart
 
 #: what an executor without interactive access answers

@@ -46,11 +46,10 @@ from kaic.center.executors.base import (
     RunningJob,
     SessionTarget,
 )
+from kaic.center.executors.forward_channel import ForwardChannel, connect_loopback
 from kaic.center.executors.interactive import (
     ROOT_ENV,
-    ForwardChannel,
     SessionProcess,
-    connect_loopback,
     environment_fd,
     require_root_tool,
     session_environment,

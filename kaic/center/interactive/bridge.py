@@ -29,13 +29,8 @@ from typing import Any
 from pydantic import ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from kaic.center.executors.interactive import (
-    ANNOUNCED,
-    RELAY_REFUSED,
-    ForwardChannel,
-    SessionProcess,
-    exit_code_of,
-)
+from kaic.center.executors.forward_channel import ANNOUNCED, RELAY_REFUSED, ForwardChannel
+from kaic.center.executors.interactive import SessionProcess, exit_code_of
 from kaic.center.interactive.registry import Session
 from kaic.models.interactive import (
     CLOSE_CONNECTION_REFUSED,

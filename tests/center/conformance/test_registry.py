@@ -23,11 +23,13 @@ from tests.helpers import REPO
 
 EXECUTORS = REPO / "kaic" / "center" / "executors"
 #: what every executor may import from the executors package besides its own modules (the
-#: interface, the job's preparation, and how interactive sessions' processes are started)
+#: interface, the job's preparation, how interactive sessions' processes are started and
+#: the forwarded connections' byte streams)
 SHARED = {
     "kaic.center.executors.base",
     "kaic.center.executors.prepare",
     "kaic.center.executors.interactive",
+    "kaic.center.executors.forward_channel",
     "kaic.center.executors.rendezvous",  # every job's KAIC_NNODES, KAIC_MASTER_PORT, …
     "kaic.center.executors.sampler",  # the metrics sampler's start, for every executor
 }

@@ -42,8 +42,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from kaic.center.executors.base import ExecutorError, LaunchSpec
+from kaic.center.executors.forward_channel import RELAY_REFUSED
 from kaic.center.executors.interactive import (
-    RELAY_REFUSED,
     ROOT_ENV,
     ROOT_PATH,
     SessionProcess,

@@ -13,12 +13,8 @@ import os
 import pwd
 
 from kaic.center.executors.base import ExecutorError, LaunchSpec, SessionTarget
-from kaic.center.executors.interactive import (
-    ForwardChannel,
-    RelayFrames,
-    SessionProcess,
-    tools_missing,
-)
+from kaic.center.executors.forward_channel import ForwardChannel, RelayFrames
+from kaic.center.executors.interactive import SessionProcess, tools_missing
 from kaic.center.executors.slurm.interactive import RELAY, find_srun, start_step
 from kaic.models.interactive import ExecStart
 
