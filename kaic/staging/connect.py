@@ -210,7 +210,33 @@ class SftpConnection:
     def __init__(self, transport: paramiko.Transport, target: SshTarget):
         self.transport = transport
         self.target = target
-        self.sftp = self.new_sftp()
+        # The main SFTP channel opens in the background (three round trips): a sync opens
+        # its workers' pipes meanwhile (`ahead.PipesAhead`), instead of after it.
+        self._sftp: paramiko.SFTPClient | None = None
+        self._sftp_error: BaseException | None = None
+        self._sftp_ready = threading.Event()
+        threading.Thread(target=self._open_main, name="kaic-sftp-main", daemon=True).start()
+
+    def _open_main(self) -> None:
+        try:
+            self._sftp = self.new_sftp()
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            self._sftp_error = _disconnected(self.transport, self.target) or Unreachable(
+                f"{self.target.address}: SFTP is not available: {exc}"
+            )
+        except BaseException as exc:  # (raised where the channel is asked for)
+            self._sftp_error = exc
+        finally:
+            self._sftp_ready.set()
+
+    @property
+    def sftp(self) -> paramiko.SFTPClient:
+        """The connection's main SFTP channel (waiting for it while it opens)."""
+        self._sftp_ready.wait()
+        if self._sftp is None:
+            assert self._sftp_error is not None
+            raise self._sftp_error
+        return self._sftp
 
     def new_sftp(self) -> paramiko.SFTPClient:
         client = SftpClient.from_transport(self.transport, max_packet_size=MAX_PACKET_SIZE)
@@ -260,9 +286,11 @@ class SftpConnection:
     def close(self) -> None:
         """Close; never raises (the connection may already be gone)."""
         with contextlib.suppress(Exception):
-            self.sftp.close()
+            self.transport.close()  # (a main channel still opening fails at once)
+        self._sftp_ready.wait(CONNECT_TIMEOUT)
         with contextlib.suppress(Exception):
-            self.transport.close()
+            if self._sftp is not None:
+                self._sftp.close()
 
 
 def _disconnected(transport: paramiko.Transport, target: SshTarget) -> Unreachable | None:
@@ -395,12 +423,7 @@ def open_sftp(target: SshTarget, *, timeout: float = CONNECT_TIMEOUT) -> SftpCon
                 f"SSH login to {target.address} failed: {exc}"
             ) from exc
         transport.set_keepalive(30)
-        try:
-            return SftpConnection(transport, target)
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise _disconnected(transport, target) or Unreachable(
-                f"{target.address}: SFTP is not available: {exc}"
-            ) from exc
+        return SftpConnection(transport, target)
     except BaseException:
         transport.close()
         raise

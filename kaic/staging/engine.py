@@ -19,6 +19,7 @@ from kaic.staging.ahead import PipesAhead
 from kaic.staging.connect import SftpConnection
 from kaic.staging.destination import Destination
 from kaic.staging.download import LocalDestination
+from kaic.staging.ignore import IGNORE_FILE
 from kaic.staging.options import RESUME_HINT, Connect, Direction, SyncHooks, SyncOptions, SyncResult
 from kaic.staging.plan import LocalSide, SyncPlan, plan_sync
 from kaic.staging.remote_fs import RemotePermissionError, RemoteSide, one_by_one
@@ -165,9 +166,10 @@ class Engine:
                 if not self.options.dry_run and self.options.parallel > 1:
                     extra = _Connector(self.connect, self.options.parallel - 1, ahead)
                 conns.append(self.connect())
-                connected = True
                 if not self.options.dry_run:
-                    ahead.start(conns[0])
+                    ahead.start(conns[0])  # (while the main SFTP channel opens)
+                conns[0].sftp  # noqa: B018  (waits for it: an error there is not a lost connection)
+                connected = True
                 remote = RemoteSide(conns[0], checksums_fn=self.checksums_fn)
                 plan = self._plan(remote)
                 if outage is not None:
@@ -251,16 +253,24 @@ class Engine:
 
     def _plan(self, remote: RemoteSide) -> SyncPlan:
         src_side, dst_side = self.destination.sides(self.local, remote)
-        return plan_sync(
-            src_side,
-            self.sources,
-            dst_side,
-            self.dest,
-            excludes=self.options.excludes,
-            delete=self.options.delete,
-            checksum=self.options.checksum,
-            warn=self.warn,
-        )
+        # Each remote STAT also opens the path as a directory, and on the source side
+        # tries its .kaicignore: one round trip where planning asks three in a row.
+        remote.look_ahead = True
+        remote.look_for = IGNORE_FILE if src_side is remote else None
+        try:
+            return plan_sync(
+                src_side,
+                self.sources,
+                dst_side,
+                self.dest,
+                excludes=self.options.excludes,
+                delete=self.options.delete,
+                checksum=self.options.checksum,
+                warn=self.warn,
+            )
+        finally:
+            remote.look_ahead = False
+            remote.forget_glances()
 
     def _prepare(self, plan: SyncPlan, remote: RemoteSide) -> None:
         """Create destination directories; remove part files nothing will resume."""

@@ -7,6 +7,7 @@ user's home there, which is where both SFTP and exec commands start.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import posixpath
@@ -61,6 +62,11 @@ def normalize_remote(path: str) -> str:
     if path.startswith("~/"):
         return path[2:] or "."
     return path
+
+
+def _dir_key(name: str) -> str:
+    """A remote directory's name without the trailing slash a user may have typed."""
+    return name.rstrip("/") or name
 
 
 def _is_missing(exc: OSError) -> bool:
@@ -145,6 +151,12 @@ class RemoteSide:
         self.exec_ok: bool | None = None
         #: a session channel opened ahead for the next exec (`exec_ahead`)
         self._session: Opening[paramiko.Channel] | None = None
+        #: planning: `stat` glances at a directory (`look_ahead`), and at this file in it
+        self.look_ahead = False
+        self.look_for: str | None = None
+        #: what glancing learned: directories opened for `scan`; files that cannot be read
+        self._opened_dirs: dict[str, bytes] = {}
+        self._unreadable: set[str] = set()
 
     # -- Side ------------------------------------------------------------------------
     def join(self, *parts: str) -> str:
@@ -152,7 +164,7 @@ class RemoteSide:
 
     def stat(self, path: str) -> Entry | None:
         try:
-            st = self.sftp.stat(normalize_remote(path))
+            st = self._glance(path) if self.look_ahead else self.sftp.stat(normalize_remote(path))
         except OSError as exc:
             if _is_missing(exc):
                 return None
@@ -162,7 +174,40 @@ class RemoteSide:
         mode = st.st_mode or 0
         return Entry(stat_mod.S_ISDIR(mode), st.st_size or 0, int(st.st_mtime or 0), mode & 0o7777)
 
+    def _glance(self, path: str) -> paramiko.SFTPAttributes:
+        """STAT `path` and, in the same round trip, open it as a directory (for `scan`)
+        and try to open `look_for` in it (for `read_text`): `SftpClient.glance`."""
+        glance = getattr(self.sftp, "glance", None)  # (kaic's SftpClient)
+        name = normalize_remote(path)
+        if glance is None:
+            return self.sftp.stat(name)
+        inner = posixpath.join(name, self.look_for) if self.look_for else None
+        seen = glance(name, inner)
+        if seen.dir_handle is not None:
+            self._keep_dir(name, seen.dir_handle)
+        if inner is not None and seen.inner_readable is False:
+            self._unreadable.add(inner)
+        if isinstance(seen.attrs, OSError):
+            raise seen.attrs
+        return seen.attrs
+
+    def _keep_dir(self, name: str, handle: bytes) -> None:
+        old = self._opened_dirs.pop(_dir_key(name), None)
+        if old is not None:
+            self.sftp.close_handle(old)  # type: ignore[attr-defined]
+        self._opened_dirs[_dir_key(name)] = handle
+
+    def forget_glances(self) -> None:
+        """Close the directories glanced at that no scan listed; forget what was seen."""
+        for handle in self._opened_dirs.values():
+            with contextlib.suppress(Exception):
+                self.sftp.close_handle(handle)  # type: ignore[attr-defined]
+        self._opened_dirs.clear()
+        self._unreadable.clear()
+
     def read_text(self, path: str) -> str | None:
+        if normalize_remote(path) in self._unreadable:  # (glanced at: it cannot be opened)
+            return None
         try:
             with self.sftp.open(normalize_remote(path), "r") as f:
                 return bytes(f.read()).decode("utf-8", errors="replace")
@@ -193,7 +238,12 @@ class RemoteSide:
     def _list(self, dirs: list[str]) -> list[list[paramiko.SFTPAttributes] | OSError]:
         many = getattr(self.sftp, "listdir_many", None)  # (kaic's SftpClient)
         if many is not None:
-            return many(dirs)
+            opened = {
+                d: self._opened_dirs.pop(_dir_key(d))
+                for d in dirs
+                if _dir_key(d) in self._opened_dirs
+            }
+            return many(dirs, opened)
         listings: list[list[paramiko.SFTPAttributes] | OSError] = []
         for path in dirs:
             try:

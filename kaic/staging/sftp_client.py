@@ -21,19 +21,24 @@ from __future__ import annotations
 
 import collections
 import errno
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import paramiko
 from paramiko.sftp import (
+    CMD_ATTRS,
     CMD_CLOSE,
     CMD_HANDLE,
     CMD_MKDIR,
     CMD_NAME,
+    CMD_OPEN,
     CMD_OPENDIR,
     CMD_READDIR,
     CMD_REALPATH,
+    CMD_STAT,
     CMD_STATUS,
+    SFTP_FLAG_READ,
 )
 
 from kaic.staging.names import name_bytes, name_text
@@ -60,6 +65,18 @@ def _as_failure(error: OSError | EOFError | None) -> OSError:
     return OSError(errno.EIO, f"unexpected SFTP status: {error or 'OK'}")
 
 
+@dataclass
+class Glance:
+    """What one round trip learned of a path (`SftpClient.glance`)."""
+
+    #: its attributes (links followed), or why there are none
+    attrs: paramiko.SFTPAttributes | OSError
+    #: the path opened as a directory, for a listing to start from (`listdir_many`)
+    dir_handle: bytes | None
+    #: whether the file asked about beside it could be opened (None: none was asked about)
+    inner_readable: bool | None
+
+
 class SftpClient(paramiko.SFTPClient):
     """`paramiko.SFTPClient` whose paths and listed names are bytes on the wire."""
 
@@ -84,22 +101,27 @@ class SftpClient(paramiko.SFTPClient):
             raise listing
         return listing
 
-    def listdir_many(self, paths: Sequence[str]) -> list[list[paramiko.SFTPAttributes] | OSError]:
+    def listdir_many(
+        self, paths: Sequence[str], opened: Mapping[str, bytes] | None = None
+    ) -> list[list[paramiko.SFTPAttributes] | OSError]:
         """The entries of each directory of `paths` (or the error listing it met), all
         listed at once: one round trip opens them all, then READDIRs are pipelined (a
         server answers each with the next ~100 names), up to `READDIR_AHEAD` per directory
         (fewer each when many are listed). A tree is scanned level by level at a few round
         trips per level, not per directory (500 directories were 1,000+ round trips: 30 s
         at 30 ms RTT). Replies are matched by request id; the CLOSEs are not waited for
-        (paramiko drops their answers when they come)."""
+        (paramiko drops their answers when they come). A directory in `opened` is listed
+        from that handle (`glance` opened it), not opened again."""
         replies = _Replies()
-        opened = [
-            self._async_request(replies, CMD_OPENDIR, self._adjust_cwd(p))  # type: ignore[attr-defined]
-            for p in paths
-        ]
+        opened = opened or {}
+        handles = {i: opened[p] for i, p in enumerate(paths) if p in opened}
+        sent = {
+            i: self._async_request(replies, CMD_OPENDIR, self._adjust_cwd(p))  # type: ignore[attr-defined]
+            for i, p in enumerate(paths)
+            if i not in handles
+        }
         results: list[list[paramiko.SFTPAttributes] | OSError] = [[] for _ in paths]
-        handles: dict[int, bytes] = {}
-        for i, num in enumerate(opened):
+        for i, num in sent.items():
             t, msg = self._reply(replies, num)
             if t == CMD_HANDLE:
                 handles[i] = msg.get_binary()
@@ -132,6 +154,42 @@ class SftpClient(paramiko.SFTPClient):
             for handle in handles.values():
                 self._async_request(replies, CMD_CLOSE, handle)  # type: ignore[attr-defined]
         return results
+
+    def glance(self, path: str, inner: str | None = None) -> Glance:
+        """STAT `path`, OPENDIR it and OPEN `inner` (a file in it) for reading, all in one
+        round trip: planning a sync asks these one after the other (is the source a
+        directory? has it a `.kaicignore`? list it), three round trips. The directory
+        handle is the caller's to list or close (`close_handle`); `inner` is closed again
+        at once (its reader opens it once more; it rarely exists)."""
+        replies = _Replies()
+        asked = [
+            self._async_request(replies, CMD_STAT, self._adjust_cwd(path)),  # type: ignore[attr-defined]
+            self._async_request(replies, CMD_OPENDIR, self._adjust_cwd(path)),  # type: ignore[attr-defined]
+        ]
+        if inner is not None:
+            flags, attrs = SFTP_FLAG_READ, paramiko.SFTPAttributes()
+            asked.append(
+                self._async_request(replies, CMD_OPEN, self._adjust_cwd(inner), flags, attrs)  # type: ignore[attr-defined]
+            )
+        t, msg = self._reply(replies, asked[0])
+        found: paramiko.SFTPAttributes | OSError
+        if t == CMD_ATTRS:
+            found = paramiko.SFTPAttributes._from_msg(msg)  # type: ignore[attr-defined]
+        else:
+            found = _as_failure(self._error(t, msg))
+        t, msg = self._reply(replies, asked[1])
+        handle = msg.get_binary() if t == CMD_HANDLE else None
+        readable = None
+        if inner is not None:
+            t, msg = self._reply(replies, asked[2])
+            readable = t == CMD_HANDLE
+            if readable:
+                self.close_handle(msg.get_binary())
+        return Glance(found, handle, readable)
+
+    def close_handle(self, handle: bytes) -> None:
+        """CLOSE a handle without waiting for the answer."""
+        self._async_request(_Replies(), CMD_CLOSE, handle)  # type: ignore[attr-defined]
 
     def mkdir_many(self, paths: Sequence[str], mode: int = 0o777) -> list[OSError | None]:
         """MKDIR each path, all in one round trip (a server handles a channel's requests in

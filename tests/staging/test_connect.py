@@ -1,14 +1,19 @@
 from __future__ import annotations
 
+import socket
 import threading
 import uuid
 from pathlib import Path
 
+import paramiko
 import pytest
+from paramiko.common import AUTH_SUCCESSFUL, OPEN_SUCCEEDED
 
 from kaic.errors import AuthRequired, Unreachable
 from kaic.staging.connect import HostKeyError, SshTarget, open_sftp, parse_known_hosts
+from kaic.staging.options import SyncOptions
 from kaic.staging.striped_push import remote_rename
+from kaic.staging.transfer import push
 from tests.helpers import free_port
 from tests.staging.conftest import SshEnv
 
@@ -108,3 +113,55 @@ def test_a_rename_that_fails_keeps_the_file_it_would_replace(ssh_env: SshEnv) ->
         conn.close()
         assert view.read_bytes() == b"good"
         view.unlink()
+
+
+class _NoSftpHost(paramiko.ServerInterface):
+    """An SSH host that lets anyone in and offers no SFTP subsystem."""
+
+    def get_allowed_auths(self, username: str) -> str:
+        return "publickey"
+
+    def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
+        return AUTH_SUCCESSFUL
+
+    def check_channel_request(self, kind: str, chanid: int) -> int:
+        return OPEN_SUCCEEDED
+
+
+def test_a_host_without_sftp_is_an_error_at_once_not_a_lost_connection(
+    ssh_env: SshEnv, tmp_path: Path
+) -> None:
+    """The main SFTP channel opens in the background (the workers' pipes open meanwhile);
+    a host that refuses it is still reported as such, once, and not ridden out as a lost
+    connection for the reconnect budget."""
+    host_key = paramiko.ECDSAKey.generate()
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    transports: list[paramiko.Transport] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                sock, _addr = listener.accept()
+            except OSError:
+                return
+            transport = paramiko.Transport(sock)
+            transport.add_server_key(host_key)
+            transport.start_server(server=_NoSftpHost())
+            transports.append(transport)
+
+    threading.Thread(target=serve, daemon=True).start()
+    target = ssh_env.target(
+        port=port, known=[f"[127.0.0.1]:{port} {host_key.get_name()} {host_key.get_base64()}"]
+    )
+    src = tmp_path / "f.txt"
+    src.write_text("x")
+    warnings: list[str] = []
+    try:
+        with pytest.raises(Unreachable, match="SFTP is not available"):
+            push(target, [str(src)], "dst/", SyncOptions(reconnect_budget=60), warn=warnings.append)
+    finally:
+        listener.close()
+        for transport in transports:
+            transport.close()
+    assert not warnings, warnings  # (no "connection lost … reconnecting")

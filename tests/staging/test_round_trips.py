@@ -16,7 +16,10 @@ from pathlib import Path
 import pytest
 
 from kaic.staging.connect import SftpConnection, open_sftp
+from kaic.staging.ignore import IGNORE_FILE
 from kaic.staging.pipeline import SftpPipe
+from kaic.staging.plan import LocalSide, plan_sync
+from kaic.staging.remote_fs import RemoteSide
 from kaic.staging.transfer import SyncOptions, pull, push
 from tests.staging.conftest import SshEnv
 from tests.staging.faults import LatencyProxy
@@ -145,3 +148,39 @@ def test_the_connection_does_not_hold_small_packets_back(ssh_env: SshEnv) -> Non
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
     finally:
         conn.close()
+
+
+def test_planning_glances_at_a_remote_directory_in_one_round_trip(
+    ssh_env: SshEnv, remote_dir: Remote, tmp_path: Path
+) -> None:
+    """Planning a pull asked three questions in a row of its source: is it a directory,
+    has it a .kaicignore, what is in it. One round trip now asks all three (and the
+    directory handle it opened is the one listed); the .kaicignore still applies."""
+    name, view = remote_dir
+    (view / "sub").mkdir(parents=True)
+    for f in ("a.txt", "b.log", "sub/c.txt"):
+        (view / f).write_text(f)
+    ssh_env.own(view)
+    turns: dict[bool, int] = {}
+    for look_ahead in (False, True):
+        for ignore in (False, True):
+            if ignore:
+                (view / ".kaicignore").write_text("*.log\n")
+            with LatencyProxy(ssh_env.sshd.port, rtt_ms=20) as proxy:
+                conn = open_sftp(ssh_env.target(port=proxy.port))
+                try:
+                    remote = RemoteSide(conn)
+                    remote.look_ahead = look_ahead
+                    remote.look_for = IGNORE_FILE
+                    plan = plan_sync(remote, [name], LocalSide(), str(tmp_path / "dst"))
+                    remote.forget_glances()
+                finally:
+                    conn.close()
+            sent = sorted(t.src.removeprefix(f"{name}/") for t in plan.transfers)
+            if ignore:
+                assert sent == [".kaicignore", "a.txt", "sub/c.txt"]
+                (view / ".kaicignore").unlink()
+            else:
+                assert sent == ["a.txt", "b.log", "sub/c.txt"]
+                turns[look_ahead] = proxy.turns[0]
+    assert turns[True] <= turns[False] - 2, turns
