@@ -11,7 +11,8 @@ round trip less between the last byte and the renames.
 
 A pipe that could not be opened ahead (the host refused the channel, the connection went)
 is simply not there: the worker opens its own, as it did before, and meets the same error
-with the same handling.
+with the same handling. A sync that finds nothing to send has opened its pipes for
+nothing: a few milliseconds of the host's time, closed at the end, and no wait.
 """
 
 from __future__ import annotations

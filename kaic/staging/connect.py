@@ -238,6 +238,10 @@ class SftpConnection:
             raise self._sftp_error
         return self._sftp
 
+    def ready(self) -> None:
+        """Wait until the main SFTP channel is open; raise why it could not be."""
+        self.sftp  # noqa: B018  (the property waits and raises)
+
     def new_sftp(self) -> paramiko.SFTPClient:
         client = SftpClient.from_transport(self.transport, max_packet_size=MAX_PACKET_SIZE)
         if client is None:  # pragma: no cover - paramiko returns None only on odd failures

@@ -168,7 +168,7 @@ class Engine:
                 conns.append(self.connect())
                 if not self.options.dry_run:
                     ahead.start(conns[0])  # (while the main SFTP channel opens)
-                conns[0].sftp  # noqa: B018  (waits for it: an error there is not a lost connection)
+                conns[0].ready()  # (an error there is the host's answer, not a lost connection)
                 connected = True
                 remote = RemoteSide(conns[0], checksums_fn=self.checksums_fn)
                 plan = self._plan(remote)
