@@ -6,15 +6,16 @@ file is found in one reading (`JobFile.problems`), so a user fixes them all in o
 file that cannot be read as a mapping at all stops at once. The keys are the
 wire model's (`keys`); a value is read by its field's type (text, a whole number at least
 the model's minimum) unless it has a format of its own (a duration, `env`, the script, an
-array, job ids, a size: `_FORMATS`).
+array, job ids, a size): those are read in `formats`, through the reader here.
 
 Scalars are read as written: ``env: {VERSION: 1.10, DEBUG: yes}`` gives the strings ``"1.10"``
 and ``"yes"``, and ``time_limit: 4:00:00`` is four hours (not YAML 1.1's base-60 integer). A bare
 number as `time_limit` is minutes, as in Slurm.
 
-(Over the ~450-line budget: the reader that records every problem and the readers of each
-value format use one another's line bookkeeping and read best together; the keys and flags
-live in `keys.py`, secrets in `secrets.py`, building the request in `submit.py`.)
+Here are the loading of the file, the reader that keeps each key's line and records every
+problem (`_Reader`), the groups (`resources`, ...) and `inputs`/`outputs`, and the choice of
+reader for each key; the readers of the value formats live in `formats.py`, secrets in
+`secrets.py`, the keys and flags in `keys.py`, building the request in `submit.py`.
 """
 
 from __future__ import annotations
@@ -22,42 +23,34 @@ from __future__ import annotations
 import copy
 import re
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel
 
-from kaic.durations import parse_duration
 from kaic.errors import UsageError
+from kaic.jobspec.formats import FORMATS
 from kaic.jobspec.keys import (
     ALIASES,
-    FOLLOWUP,
     GROUP_ALIASES,
     GROUPS,
     LEAVES,
     STAGING_KEYS,
     TOP_KEYS,
     TRANSFER_KEYS,
-    env_name_ok,
-    job_id_ok,
-    normalize_memory,
-    parse_array,
     short,
     suggest,
 )
-from kaic.jobspec.secrets import SecretRef, read_env_secret, read_secrets, split_env_secrets
+from kaic.jobspec.secrets import split_env_secrets
 from kaic.models.fields import JobField
-from kaic.models.followup import Notify, RetryPolicy, parse_notify, parse_retry
 
 #: where a problem of a job file sends the user
 JOBFILE_HINT = "every key, its type and an example: `kaic help jobfile`"
 
 _WHOLE_RE = re.compile(r"^[0-9]+$")
-_STR_TAG = "tag:yaml.org,2002:str"
 _NULL_TAG = "tag:yaml.org,2002:null"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
@@ -113,10 +106,6 @@ class JobFile:
 
 # --------------------------------------------------------------------------------------------
 # reading the file
-
-
-def _line(node: yaml.Node) -> int:
-    return node.start_mark.line + 1
 
 
 class _Problem(Exception):
@@ -180,7 +169,7 @@ class _Reader:
         if not isinstance(node, yaml.MappingNode):
             what = f"'{prefix}'" if prefix else "a job file"
             self.fail(
-                _line(node),
+                self.line_of(node),
                 None,
                 f"{what} must be a mapping of keys ({', '.join(known[:4])}, ...), "
                 f"got {self.got(node)}",
@@ -198,7 +187,7 @@ class _Reader:
         # (`<<: *base`) are overridden by those written here, as YAML specifies.
         first_at: dict[str, int] = {}
         for key_node, _ in node.value:
-            line = _line(key_node)
+            line = self.line_of(key_node)
             if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _NULL_TAG:
                 self.fail(line, prefix or None, f"keys must be names, got {self.got(key_node)}")
             if key_node.tag == _MERGE_TAG:
@@ -216,7 +205,7 @@ class _Reader:
             self.fail(mark.line + 1, prefix or None, f"invalid merge: {exc.problem}")
         pairs: dict[str, tuple[int, yaml.Node]] = {}
         for key_node, value_node in node.value:  # merged keys first, then these: last wins
-            line = _line(key_node)
+            line = self.line_of(key_node)
             key = str(key_node.value)
             if known is not None and key not in known:
                 hint = suggest(key, known, aliases)
@@ -230,6 +219,11 @@ class _Reader:
     @staticmethod
     def is_null(node: yaml.Node) -> bool:
         return isinstance(node, yaml.ScalarNode) and node.tag == _NULL_TAG
+
+    @staticmethod
+    def line_of(node: yaml.Node) -> int:
+        """The line `node` starts on, counted from 1 (PyYAML's marks count from 0)."""
+        return node.start_mark.line + 1
 
     # -- scalars
 
@@ -291,8 +285,8 @@ def _load_job_file(path: Path) -> JobFile:
     reader = _Reader(label)
     if not isinstance(root, yaml.MappingNode):
         raise UsageError(
-            f"{label}:{_line(root)}: a job file must be a mapping of keys (name, resources, "
-            f"run, ...), got {reader.got(root)}"
+            f"{label}:{reader.line_of(root)}: a job file must be a mapping of keys "
+            f"(name, resources, run, ...), got {reader.got(root)}"
         )
     job = JobFile(path=path)
     with reader.reading():
@@ -334,77 +328,12 @@ def _is_int(f: JobField) -> bool:
 
 def _read_value(reader: _Reader, f: JobField, line: int, node: yaml.Node) -> Any:
     """A field's value as written: by its format if it has one, else by its type."""
-    special = _FORMATS.get(f.path)
+    special = FORMATS.get(f.path)
     if special is not None:
         return special(reader, line, f.path, node)
     if _is_int(f):
         return reader.whole(line, f.path, node, f.constraint("ge") or 0)
     return reader.text(line, f.path, node)
-
-
-def _parsed(
-    reader: _Reader, line: int, key: str, node: yaml.Node, parse: Callable[[str], Any]
-) -> Any:
-    """A scalar converted by `parse` (None for a null); its ValueError names the line."""
-    raw = reader.text(line, key, node)
-    if raw is None:
-        return None
-    try:
-        return parse(raw)
-    except ValueError as exc:
-        reader.fail(line, key, str(exc))
-
-
-def _read_duration(reader: _Reader, line: int, key: str, node: yaml.Node) -> int | None:
-    return _parsed(reader, line, key, node, parse_duration)
-
-
-def _read_array(reader: _Reader, line: int, key: str, node: yaml.Node) -> str | None:
-    return _parsed(reader, line, key, node, parse_array)
-
-
-def _read_run(reader: _Reader, line: int, key: str, node: yaml.Node) -> str:
-    if isinstance(node, yaml.SequenceNode):
-        reader.fail(line, key, "must be a string; use `run: |` for a multi-line script")
-    run = reader.text(line, key, node)
-    if run is None:
-        reader.fail(line, key, "is empty; give the script the job runs")
-    return run
-
-
-def _read_memory(reader: _Reader, line: int, key: str, node: yaml.Node) -> str | None:
-    raw = reader.text(line, key, node)
-    if raw is None:
-        return None
-    memory = normalize_memory(raw)
-    if memory is None:
-        reader.fail(line, key, f"must be a size like 512G, 64000M or 2T (got {reader.got(node)})")
-    return memory
-
-
-def _read_env(reader: _Reader, line: int, key: str, node: yaml.Node) -> dict[str, str | SecretRef]:
-    env: dict[str, str | SecretRef] = {}
-    if reader.is_null(node):
-        return env
-    if not isinstance(node, yaml.MappingNode):
-        reader.fail(_line(node), "env", f"must be a mapping NAME: value (got {reader.got(node)})")
-    for name, (name_line, value) in reader._pairs(node, "env", None, {}).items():
-        with reader.reading():
-            env[name] = _read_env_value(reader, name, name_line, value)
-    return env
-
-
-def _read_env_value(reader: _Reader, name: str, line: int, value: yaml.Node) -> str | SecretRef:
-    path = f"env.{name}"
-    if not env_name_ok(name):
-        reader.fail(line, path, "not a valid variable name (letters, digits, _; not a digit first)")
-    if isinstance(value, yaml.MappingNode):  # {secret: NAME}
-        return read_env_secret(reader, path, line, value)
-    if reader.is_null(value):
-        reader.fail(line, path, f'has no value; write {name}: "" for an empty one')
-    text = reader.text(line, path, value, empty_ok=True)
-    assert text is not None
-    return text
 
 
 def _read_transfers(reader: _Reader, line: int, key: str, node: yaml.Node) -> list[Transfer]:
@@ -420,7 +349,7 @@ def _read_transfers(reader: _Reader, line: int, key: str, node: yaml.Node) -> li
 
 
 def _read_transfer(reader: _Reader, prefix: str, item: yaml.Node) -> Transfer:
-    item_line = _line(item)
+    item_line = reader.line_of(item)
     reader.lines[prefix] = item_line
     if not isinstance(item, yaml.MappingNode):
         reader.fail(
@@ -439,59 +368,3 @@ def _read_transfer(reader: _Reader, prefix: str, item: yaml.Node) -> Transfer:
             reader.fail(part_line, f"{prefix}.{part}", "must be a path (got nothing)")
         values[part] = text
     return Transfer(src=values["from"], dst=values["to"])
-
-
-def _read_depends(reader: _Reader, line: int, key: str, node: yaml.Node) -> list[str]:
-    if reader.is_null(node):
-        return []
-    items = node.value if isinstance(node, yaml.SequenceNode) else [node]
-    ids: list[str] = []
-    for index, item in enumerate(items):
-        where = f"depends_on[{index}]" if isinstance(node, yaml.SequenceNode) else "depends_on"
-        item_line = _line(item)
-        if (
-            not isinstance(item, yaml.ScalarNode)
-            or reader.is_null(item)
-            or (item.tag not in (_STR_TAG, "tag:yaml.org,2002:int"))
-        ):
-            reader.fail(item_line, where, f"must be a job id (got {reader.got(item)})")
-        job_id = str(item.value).strip()
-        if not job_id_ok(job_id):
-            reader.fail(item_line, where, f"must be a job id (got {reader.got(item)})")
-        ids.append(job_id)
-    return ids
-
-
-def _read_followup(reader: _Reader, line: int, key: str, node: yaml.Node) -> Any:
-    """`retry:` / `notify:`: a mapping of the model's keys (checked by the model), or the
-    flag's one-line form (`retry: NODE_FAIL:2`, `notify: https://…`)."""
-    if reader.is_null(node):
-        return None
-    model = FOLLOWUP[key]
-    if isinstance(node, yaml.MappingNode):
-        pairs = reader.mapping(node, key, tuple(model.model_fields), {})
-        construct = reader._constructor.construct_object
-        return {k: construct(v, deep=True) for k, (_, v) in pairs.items()}
-    parse = _ONE_LINE[model]
-    return _parsed(reader, line, key, node, lambda text: parse(text).model_dump())
-
-
-#: how each follow-up model is written on one line (the flag's form)
-_ONE_LINE: dict[type[BaseModel], Callable[[str], BaseModel]] = {
-    RetryPolicy: parse_retry,
-    Notify: parse_notify,
-}
-
-
-#: the fields written in a format of their own (by key path); the others are read by type
-_FORMATS: dict[str, Callable[[_Reader, int, str, yaml.Node], Any]] = {
-    "time_limit": _read_duration,
-    "env": _read_env,
-    "run": _read_run,
-    "array": _read_array,
-    "depends_on": _read_depends,
-    "resources.memory": _read_memory,
-    **dict.fromkeys(FOLLOWUP, _read_followup),
-}
-# `secrets` (VAR: NAME) is read with the rest of the secrets syntax (`jobspec.secrets`)
-_FORMATS["secrets"] = read_secrets
