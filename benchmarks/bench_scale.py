@@ -643,7 +643,7 @@ def worker_plans(state_dir: Path) -> None:
         "list (all)": lambda: listing([], True),
         "list (state)": lambda: listing([JobState.FAILED], True),
         "list (deep cursor)": lambda: listing([], True, cursor(100)),
-        "show": lambda: service.jobs.events("1"),
+        "show": lambda: service.jobs.events.of("1"),
         "partitions": scheduler.partition_views,
         "dry run": lambda: service.dry_run(
             user.id, USER, JobSubmit(run="x", resources=Resources(gpus=1))

@@ -1,7 +1,7 @@
 """A center's job history, built quickly and honestly for `bench_scale.py`.
 
 Every row goes through the store's own write path (`JobStore.insert`, `JobStore.update`,
-`JobStore.add_event`, `Store.create_user` / `upsert_project`) in bulk transactions, with the
+`JobStore.events.add`, `Store.create_user` / `upsert_project`) in bulk transactions, with the
 store's clock moved to each row's time, so the database holds exactly what a center that
 ran these jobs would hold: jobs, array parents and their tasks, events, charges.
 
@@ -204,7 +204,7 @@ def build(
                 members: list[tuple[str, int]] = []
                 if plan.tasks:
                     jobs.insert(replace(base, kind="array"))
-                    jobs.add_event(
+                    jobs.events.add(
                         job_id, f"submitted array of {plan.tasks} tasks", JobState.PENDING
                     )
                     history.arrays += 1
@@ -212,12 +212,12 @@ def build(
                         task_id = f"{seq}_{t}"
                         jobs.insert(replace(base, id=task_id, kind="task", array_job_id=job_id,
                                             array_task_id=t))  # fmt: skip
-                        jobs.add_event(task_id, "submitted", JobState.PENDING)
+                        jobs.events.add(task_id, "submitted", JobState.PENDING)
                         members.append((task_id, t))
                     history.tasks += plan.tasks
                 else:
                     jobs.insert(base)
-                    jobs.add_event(job_id, "submitted", JobState.PENDING)
+                    jobs.events.add(job_id, "submitted", JobState.PENDING)
                     members.append((job_id, 0))
                     history.jobs += 1
                 if plan.user == 0:
@@ -275,20 +275,20 @@ def _live(jobs: JobStore, clock: Clock, rng: random.Random, job_id: str, plan: P
         clock.now = submitted + timedelta(seconds=1)
         reason = "Resources" if gpus else "Priority"
         jobs.update(job_id, reason=reason)
-        jobs.add_event(job_id, f"pending: {reason}", JobState.PENDING)
+        jobs.events.add(job_id, f"pending: {reason}", JobState.PENDING)
         return 1
     wait = timedelta(seconds=rng.expovariate(1 / 600))
     started = min(submitted + wait, end - timedelta(seconds=1))
     if state is JobState.CANCELLED and rng.random() < 0.5:
         clock.now = started  # cancelled while it waited
         jobs.update(job_id, state=state, reason="cancelled by the user", ended_at=started)
-        jobs.add_event(job_id, "ended CANCELLED: cancelled by the user", state)
+        jobs.events.add(job_id, "ended CANCELLED: cancelled by the user", state)
         return 1
     clock.now = started
     gpu_ids = list(range(gpu_cursor, gpu_cursor + gpus)) if state is JobState.RUNNING else []
     jobs.update(job_id, state=JobState.RUNNING, started_at=started, gpu_ids=gpu_ids,
                 external_id=f"sim-{job_id}")  # fmt: skip
-    jobs.add_event(job_id, f"started on partition gpu with {gpus} GPUs", JobState.RUNNING)
+    jobs.events.add(job_id, f"started on partition gpu with {gpus} GPUs", JobState.RUNNING)
     if state is JobState.RUNNING:
         # Re-attachable by the simulated executor; a deadline far enough not to pass.
         deadline = (end + timedelta(hours=12)).timestamp()
@@ -303,7 +303,7 @@ def _live(jobs: JobStore, clock: Clock, rng: random.Random, job_id: str, plan: P
     jobs.update(job_id, state=state, exit_code=exit_code, ended_at=ended, gpu_hours=hours,
                 gpu_ids=[])  # fmt: skip
     jobs.charge(plan.project, hours)
-    jobs.add_event(job_id, f"ended {state.value}; charged {hours:.4f} GPU-hours", state)
+    jobs.events.add(job_id, f"ended {state.value}; charged {hours:.4f} GPU-hours", state)
     return 2
 
 

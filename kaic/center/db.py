@@ -10,9 +10,9 @@ WAL mode lets the admin commands (`kaic center user add`) write while a server r
 
 The rows live in the modules that own their tables and speak SQL through the public
 helpers here (`execute`, `fetchone`, `fetchall`, `transaction`): `kaic.center.store` (users,
-projects, memberships, tokens; its `Store` is this database with those queries) and
-`kaic.center.jobs.store` (jobs, events, idempotency keys). The schema is
-`kaic.center.migrations`.
+projects, memberships, tokens; its `Store` is this database with those queries) and, in
+`kaic.center.jobs`, `store` (jobs), `events` (job events) and `idempotency` (idempotency
+keys). The schema is `kaic.center.migrations`.
 
 Times are stored as fixed-width UTC ISO strings so they compare correctly as text.
 """

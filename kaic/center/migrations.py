@@ -4,7 +4,8 @@ The database (`kaic.center.db.Database`) applies the ones a database has not see
 order, in one transaction when it opens the database, and records the version reached in SQLite's
 `user_version`. Each entry names the tables it touches and the module that reads and
 writes their rows: `kaic/center/store.py` (users, projects, memberships, tokens) and
-`kaic/center/jobs/store.py` (jobs, job events, idempotency keys).
+`kaic/center/jobs/` (jobs in `store.py`, job events in `events.py`, idempotency keys in
+`idempotency.py`).
 
 Append new migrations; never edit one that has shipped (a database that ran it would not
 run it again).
@@ -64,7 +65,8 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX refresh_tokens_family ON refresh_tokens(family_id);
     """,
-    # 2: jobs, job events, idempotency keys (rows in kaic/center/jobs/store.py)
+    # 2: jobs, job events, idempotency keys (rows in kaic/center/jobs/store.py, events.py,
+    # idempotency.py)
     """
     CREATE TABLE jobs (
         id                 TEXT PRIMARY KEY,

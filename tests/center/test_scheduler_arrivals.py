@@ -81,7 +81,7 @@ class Center:
             assert row is not None
             events = [
                 (e.state, CHARGE.sub("charged …", e.message))
-                for e in self.service.jobs.events(row.id)
+                for e in self.service.jobs.events.of(row.id)
             ]
             result.append((row.id, row.state, row.reason, row.gpu_ids, row.external_id, events))
         return result

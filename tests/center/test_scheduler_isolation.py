@@ -126,7 +126,7 @@ def _insert_stored_job(state_dir: Path, spec: JobSubmit, name: str) -> str:
                     gpus=0,
                 )
             )
-            jobs.add_event(str(seq), "submitted", JobState.PENDING)
+            jobs.events.add(str(seq), "submitted", JobState.PENDING)
         return str(seq)
     finally:
         store.close()

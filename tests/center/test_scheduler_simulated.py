@@ -201,7 +201,7 @@ class Run:
                     e.state.value if e.state else None,
                     CHARGE.sub("charged …", EXECUTOR_ID.sub("", e.message)),
                 )
-                for e in self.service.jobs.events(row.id)
+                for e in self.service.jobs.events.of(row.id)
             ]
             result.append((row.id, row.state.value, row.reason, row.gpu_ids, row.exit_code, events))
         return result

@@ -94,7 +94,7 @@ def add_history(store: Store, user_id: int, project_id: int, finished: int) -> N
         for n, row in enumerate(rows):
             jobs.insert(row)
             jobs.update(row.id, state=FINISHED[n % len(FINISHED)], ended_at=ended, exit_code=0)
-            jobs.add_event(row.id, "ended", JobState.COMPLETED)
+            jobs.events.add(row.id, "ended", JobState.COMPLETED)
 
 
 @contextmanager
@@ -140,7 +140,7 @@ OPERATIONS: dict[str, Callable[[Center], object]] = {
     "list, active by state": lambda c: c.service.list(
         c.alice, states=[JobState.PENDING, JobState.FAILED], all_jobs=False, limit=50, cursor=None
     ),
-    "show": lambda c: (c.service.get("1", c.alice), c.service.jobs.events("1")),
+    "show": lambda c: (c.service.get("1", c.alice), c.service.jobs.events.of("1")),
     "submit": lambda c: c.submit(),
     "partitions": lambda c: c.scheduler.partition_views(),
     "dry run": lambda c: c.service.dry_run(
@@ -223,5 +223,5 @@ def test_an_array_derives_its_state_from_its_tasks(tmp_path: Path) -> None:
         ends = [c.service.jobs.get(t).ended_at for t in tasks]  # type: ignore[union-attr]
         assert done.ended_at == max(e for e in ends if e is not None)
         assert done.gpu_hours == sum(c.service.jobs.get(t).gpu_hours for t in tasks)  # type: ignore[union-attr]
-        events = [e.message for e in c.service.jobs.events(array.id)]
+        events = [e.message for e in c.service.jobs.events.of(array.id)]
         assert events[-1] == f"array FAILED: task {tasks[1]} ended FAILED"

@@ -196,7 +196,7 @@ class Ledger:
             return
         with self.jobs.transaction():
             self.jobs.update(row.id, reason=reason)
-            self.jobs.add_event(row.id, f"pending: {reason}", JobState.PENDING)
+            self.jobs.events.add(row.id, f"pending: {reason}", JobState.PENDING)
             if row.array_job_id:
                 self.refresh_array(row.array_job_id)
 
@@ -224,7 +224,7 @@ class Ledger:
                 nodes=list(launched.nodes),
             )
             gpus = ",".join(str(i) for i in gpu_ids) or "none"
-            self.jobs.add_event(
+            self.jobs.events.add(
                 row.id,
                 f"started on partition {partition} with GPUs {gpus}"
                 f" ({self.executor_name} id {launched.external_id})",
@@ -243,16 +243,16 @@ class Ledger:
         with self.jobs.transaction():
             if row.array_job_id:
                 self.jobs.update(row.array_job_id, external_id=external)
-                self.jobs.add_event(row.array_job_id, f"submitted to {name} as array {external}")
+                self.jobs.events.add(row.array_job_id, f"submitted to {name} as array {external}")
                 for task in group:
                     task_external = f"{external}_{task.array_task_id}"
                     self.jobs.update(task.id, external_id=task_external, reason=None)
-                    self.jobs.add_event(task.id, f"submitted to {name} as {task_external}")
+                    self.jobs.events.add(task.id, f"submitted to {name} as {task_external}")
                 self.refresh_array(row.array_job_id)
             else:
                 self.jobs.update(row.id, external_id=external, reason=None)
                 after = f" after {', '.join(after_ok)}" if after_ok else ""
-                self.jobs.add_event(row.id, f"submitted to {name} as job {external}{after}")
+                self.jobs.events.add(row.id, f"submitted to {name} as job {external}{after}")
 
     def observed(self, observed: Observed) -> None:
         """Record a state or pending reason the executor reports."""
@@ -291,7 +291,7 @@ class Ledger:
                     message = state.value.lower()
                 if observed.reason and state is not JobState.PENDING:
                     message += f": {observed.reason}"
-                self.jobs.add_event(row.id, message, state if state_changed else None)
+                self.jobs.events.add(row.id, message, state if state_changed else None)
             if row.array_job_id:
                 self.jobs.add_task_progress(row.array_job_id, started_at=first_run)
                 self.refresh_array(row.array_job_id)
@@ -300,7 +300,7 @@ class Ledger:
         """A running job reached its time limit: it is to end TIMEOUT."""
         with self.jobs.transaction():
             self.jobs.update(row.id, end_cause="timeout")
-            self.jobs.add_event(
+            self.jobs.events.add(
                 row.id,
                 f"time limit of {row.time_limit_seconds}s reached: SIGTERM, "
                 f"SIGKILL after {kill_grace:g}s",
@@ -309,7 +309,7 @@ class Ledger:
     def cancel_requested(self, row: JobRow, how: str) -> None:
         """The user cancelled a job that ends when its executor stops it (in a transaction)."""
         self.jobs.update(row.id, end_cause="cancel")
-        self.jobs.add_event(row.id, f"cancel requested: {how}")
+        self.jobs.events.add(row.id, f"cancel requested: {how}")
 
     # -- endings -------------------------------------------------------------------------
 
@@ -405,7 +405,7 @@ class Ledger:
             message += f": {reason}"
         if gpu_hours:
             message += f"; charged {gpu_hours:.4f} GPU-hours"
-        self.jobs.add_event(row.id, message, state)
+        self.jobs.events.add(row.id, message, state)
         if row.array_job_id:
             self.jobs.add_task_progress(
                 row.array_job_id,
@@ -468,4 +468,4 @@ class Ledger:
             message = f"array {state.value}"
             if state is not JobState.PENDING and reason and state is not JobState.RUNNING:
                 message += f": {reason}"
-            self.jobs.add_event(array_job_id, message, state)
+            self.jobs.events.add(array_job_id, message, state)

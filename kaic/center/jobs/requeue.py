@@ -75,8 +75,8 @@ def requeue(
         ended += f": {reason}"
     if gpu_hours:
         ended += f"; charged {gpu_hours:.4f} GPU-hours"
-    jobs.add_event(row.id, ended, state)
-    jobs.add_event(
+    jobs.events.add(row.id, ended, state)
+    jobs.events.add(
         row.id,
         f"attempt {attempt} of {retry.max + 1} after {state.value}{why}: requeued",
         JobState.PENDING,

@@ -232,12 +232,12 @@ class Scheduler:
                 end = ended.get(row.id)
                 if end is None:
                     if row.state is JobState.RUNNING:
-                        self.jobs.add_event(row.id, "re-attached after a center restart")
+                        self.jobs.events.add(row.id, "re-attached after a center restart")
                     continue
                 if end.lost:
-                    self.jobs.add_event(row.id, f"lost: {end.reason}")
+                    self.jobs.events.add(row.id, f"lost: {end.reason}")
                 else:
-                    self.jobs.add_event(row.id, "ended while the center was down")
+                    self.jobs.events.add(row.id, "ended while the center was down")
                 self.queue.forget(row.id)
                 self.ledger.record_end(end)
 
@@ -258,7 +258,7 @@ class Scheduler:
                 for target in targets:
                     self.queue.cancel(target)
                 if row.kind == "array":
-                    self.jobs.add_event(row.id, "cancel requested for all tasks")
+                    self.jobs.events.add(row.id, "cancel requested for all tasks")
             # Read after the batch: an array's state is derived when it ends.
             result = self.jobs.get(job_id)
         self.wake()

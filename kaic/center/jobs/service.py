@@ -10,10 +10,11 @@ from typing import Literal
 
 from kaic.center.containers.launch import ImageRejected, container_for
 from kaic.center.errors import ApiError
+from kaic.center.jobs.idempotency import IdempotencyKeys, canonical_hash
 from kaic.center.jobs.paths import PathRejected, resolve_workdir, storage_home
 from kaic.center.jobs.rows import JobRow, NewJob, to_job
 from kaic.center.jobs.scheduler import Scheduler
-from kaic.center.jobs.store import JobStore, canonical_hash
+from kaic.center.jobs.store import JobStore
 from kaic.center.notify.targets import AllowList, notify_refusal
 from kaic.center.settings import CenterSettings, PartitionConfig
 from kaic.center.store import ProjectRow, Store
@@ -88,6 +89,7 @@ class JobService:
     def __init__(self, store: Store, settings: CenterSettings, scheduler: Scheduler) -> None:
         self.store = store
         self.jobs = JobStore(store)
+        self.idempotency_keys = IdempotencyKeys(store)
         self.settings = settings
         self.scheduler = scheduler
         self.notify_allowed = AllowList(settings.notify_allow)
@@ -331,11 +333,11 @@ class JobService:
             )
             if plan.tasks is None:
                 self.jobs.insert(base)
-                self.jobs.add_event(job_id, "submitted", JobState.PENDING)
+                self.jobs.events.add(job_id, "submitted", JobState.PENDING)
             else:
                 self.jobs.insert(replace(base, kind="array", array_limit=plan.array_limit))
                 limit = f", at most {plan.array_limit} at once" if plan.array_limit else ""
-                self.jobs.add_event(
+                self.jobs.events.add(
                     job_id, f"submitted array of {len(plan.tasks)} tasks{limit}", JobState.PENDING
                 )
                 tasks = [
@@ -350,16 +352,16 @@ class JobService:
                     for index in plan.tasks
                 ]
                 self.jobs.insert_many(tasks)
-                self.jobs.add_events([t.id for t in tasks], "submitted", JobState.PENDING)
+                self.jobs.events.add_many([t.id for t in tasks], "submitted", JobState.PENDING)
             if idempotency_key is not None:
-                self.jobs.save_idempotency_key(user_id, idempotency_key, body_hash, job_id)
+                self.idempotency_keys.save(user_id, idempotency_key, body_hash, job_id)
             job = self.get(job_id, user_id)
         self.scheduler.wake(arrival=True)
         assert job is not None
         return job, True
 
     def _replay(self, user_id: int, key: str, body_hash: str) -> Job | None:
-        found = self.jobs.find_idempotency_key(user_id, key)
+        found = self.idempotency_keys.find(user_id, key)
         if found is None:
             return None
         recorded_hash, job_id = found

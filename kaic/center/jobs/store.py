@@ -1,4 +1,4 @@
-"""SQL for jobs, job events and idempotency keys, over the center's database (`Store`).
+"""SQL for jobs, over the center's database (`Store`): every statement on the `jobs` table.
 
 The rows it reads and writes are `kaic.center.jobs.rows`. The schema is migration 2 in
 `kaic/center/migrations.py` (4: `job_kind`; 5: its indexes). One row per job; an array is a
@@ -12,20 +12,22 @@ each has an index range to walk (docs/benchmarks.md shows their plans). And read
 is cheap: its stored submission is parsed only when asked for (`JobRow.spec`), since the
 scheduler reads every active row on each of its passes and needs few of them whole.
 
-(A little over the ~450-line budget: this is every SQL statement on `jobs`, kept in one file
-on purpose so that each query's index range can be checked against the migrations in one
-read; rows and their parsing live in `rows.py`.)
+Every statement on `jobs` is here, in one file, so that each query's index range can be
+checked against the migrations in one read; rows and their parsing live in `rows.py`. The
+other tables of migration 2 have modules of their own, over the same database: job events in
+`events.py` (`JobStore.events`, so that a state change and its event share a transaction),
+idempotency keys in `idempotency.py` (read and written by `JobService.submit` only).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Literal
 
 from kaic.center.db import Database, format_time, parse_optional_time, parse_time
+from kaic.center.jobs.events import JobEvents
 from kaic.center.jobs.rows import (
     ACTIVE,
     JobRow,
@@ -35,7 +37,7 @@ from kaic.center.jobs.rows import (
     job_row,
     queue_row,
 )
-from kaic.models import JobEvent, JobState, JobSubmit
+from kaic.models import JobState, JobSubmit
 
 #: `ACTIVE` as SQL text: written into the queries, not bound, so that the query planner
 #: sees the states (a bound list hides them from it)
@@ -110,10 +112,11 @@ def _db_value(value: Any) -> Any:
 
 class JobStore:
     """Typed job queries over the center's database (the `Store`): its connection, lock and
-    transactions."""
+    transactions; `events` is the job event log over the same database."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.events = JobEvents(db)
 
     def transaction(self) -> AbstractContextManager[None]:
         return self.db.transaction()
@@ -440,55 +443,3 @@ class JobStore:
                 "UPDATE projects SET gpu_hours_used = gpu_hours_used + ? WHERE id = ?",
                 (gpu_hours, project_id),
             )
-
-    # -- events --------------------------------------------------------------------------
-
-    def add_event(self, job_id: str, message: str, state: JobState | None = None) -> None:
-        self.add_events([job_id], message, state)
-
-    def add_events(
-        self, job_ids: Sequence[str], message: str, state: JobState | None = None
-    ) -> None:
-        """The same event for each of `job_ids` (an array's tasks)."""
-        at = format_time(self.now())
-        value = state.value if state else None
-        self.db.executemany(
-            "INSERT INTO job_events (job_id, at, state, message) VALUES (?, ?, ?, ?)",
-            [(job_id, at, value, message) for job_id in job_ids],
-        )
-
-    def events(self, job_id: str) -> list[JobEvent]:
-        rows = self.db.fetchall("SELECT * FROM job_events WHERE job_id = ? ORDER BY id", (job_id,))
-        return [
-            JobEvent(
-                at=parse_time(r["at"]),
-                state=JobState(r["state"]) if r["state"] else None,
-                message=r["message"],
-            )
-            for r in rows
-        ]
-
-    # -- idempotency keys ----------------------------------------------------------------
-
-    def find_idempotency_key(self, user_id: int, key: str) -> tuple[str, str] | None:
-        """(body hash, job id) recorded for the user's key, or None."""
-        row = self.db.fetchone(
-            "SELECT body_hash, job_id FROM idempotency_keys WHERE user_id = ? AND key = ?",
-            (user_id, key),
-        )
-        return (row["body_hash"], row["job_id"]) if row else None
-
-    def save_idempotency_key(self, user_id: int, key: str, body_hash: str, job_id: str) -> None:
-        self.db.execute(
-            "INSERT INTO idempotency_keys (user_id, key, body_hash, job_id, created_at)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (user_id, key, body_hash, job_id, format_time(self.now())),
-        )
-
-
-def canonical_hash(data: Any) -> str:
-    """sha256 of the canonical JSON form of `data` (sorted keys, no spaces)."""
-    import hashlib
-
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -160,7 +160,7 @@ class Notifier:
             return
         with self.jobs.transaction():
             self.outbox.remove(item.id)
-            self.jobs.add_event(item.job_id, f"notified: {what}: {answer}")
+            self.jobs.events.add(item.job_id, f"notified: {what}: {answer}")
 
     def _what(self, item: Pending) -> str:
         if item.channel == "webhook":
@@ -183,10 +183,10 @@ class Notifier:
         with self.jobs.transaction():
             if tries >= self.settings.notify_tries:
                 self.outbox.remove(item.id)
-                self.jobs.add_event(
+                self.jobs.events.add(
                     item.job_id, f"{what} failed: {why}; gave up after {tries} tries"
                 )
                 return
             delay = self.settings.notify_backoff * 2 ** (tries - 1)
             self.outbox.retry(item.id, tries, time.time() + delay)
-            self.jobs.add_event(item.job_id, f"{what} failed: {why}; retrying in {delay:g} s")
+            self.jobs.events.add(item.job_id, f"{what} failed: {why}; retrying in {delay:g} s")

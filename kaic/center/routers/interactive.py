@@ -195,7 +195,7 @@ def _job_ending(ws: WebSocket, job_id: str) -> bool:
 def _record_event(ws: WebSocket, job_id: str, message: str) -> None:
     service: JobService = ws.app.state.job_service
     with service.jobs.transaction():
-        service.jobs.add_event(job_id, message)
+        service.jobs.events.add(job_id, message)
 
 
 async def _receive_start(ws: WebSocket) -> ExecStart | None:

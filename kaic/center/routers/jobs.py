@@ -169,7 +169,7 @@ def cancel_job(job_id: str, principal: Writer, service: ServiceDep) -> Job:
 def job_events(job_id: str, principal: Reader, service: ServiceDep) -> list[JobEvent]:
     """The job's timeline, oldest first."""
     row = service.get_row(job_id, principal.user_id)
-    return service.jobs.events(row.id)
+    return service.jobs.events.of(row.id)
 
 
 @router.get(
