@@ -10,24 +10,23 @@ What it adds over plain httpx:
 - **transport security** (`kaic.client.tls`): TLS verified by default, plain http refused to
   a center that is not loopback unless the user opted out — checked when the client is
   built, before any connection;
-- **retries only where they are safe**: idempotent methods (and POSTs that carry an
-  ``Idempotency-Key``) on connection failures (a short budget, see `CONNECT_RETRIES`), 429
-  (honouring ``Retry-After``) and 502/503/504, with capped exponential backoff and jitter. A
-  plain POST is never resent: a job submitted twice costs GPU hours (sfapi_client's lesson).
-  TLS failures are never retried: they fail the same way every time;
+- **retries only where they are safe** (`kaic.client.retry`: which requests and failures,
+  how long to wait): idempotent methods (and POSTs that carry an ``Idempotency-Key``) on
+  connection failures (a short budget, see `CONNECT_RETRIES`), 429 (honouring
+  ``Retry-After``) and 502/503/504, with capped exponential backoff and jitter. A plain POST
+  is never resent: a job submitted twice costs GPU hours. TLS failures are never retried;
 - errors as `kaic.errors` types (`kaic.client.errors`: the center's message, error code and
   request id);
-- a request log for ``KAIC_DEBUG`` with every secret redacted.
+- a request log for ``KAIC_DEBUG`` with every secret redacted (`kaic.client.request_log`).
 
-httpx is imported here and nowhere on the CLI's start path; the CLI imports this module lazily.
-(A little over the ~450-line budget, on purpose: the request path — auth, refresh, retries,
-the request log — reads best in one piece; TLS and error mapping already live beside it.)
+The request path itself — auth, the one refresh, the loop that asks the retry policy — stays
+here, in one piece. httpx is imported here and by the client modules beside this one, never
+on the CLI's start path: the CLI imports this module lazily.
 """
 
 from __future__ import annotations
 
 import contextlib
-import random
 import sys
 import threading
 import time
@@ -42,19 +41,24 @@ from pydantic import BaseModel
 from kaic import __version__
 from kaic.auth.credentials import Credentials
 from kaic.client.errors import (
-    REQUEST_ID_HEADER,
     error_from_response,
-    parse_retry_after,
     transport_reason,
     unexpected,
     unreachable,
+)
+from kaic.client.request_log import exchange_line
+from kaic.client.retry import (
+    RETRY_STATUSES,
+    backoff_delay,
+    is_idempotent,
+    retry_delay,
+    retryable_failure,
 )
 from kaic.client.tls import (
     TransportPolicy,
     check_plain_http,
     describe_transport,
     plain_http_context,
-    ssl_failure,
     tls_context,
     transport_policy,
 )
@@ -63,13 +67,6 @@ from kaic.models import TokenRequest, TokenResponse
 from kaic.redact import redact
 
 M = TypeVar("M", bound=BaseModel)
-
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
-RETRY_STATUSES = frozenset({429, 502, 503, 504})
-BACKOFF_BASE_S = 0.5
-BACKOFF_CAP_S = 8.0
-RETRY_AFTER_CAP_S = 60.0
-IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 #: Retries of an idempotent request after a transport failure (connection refused or reset,
 #: a DNS hiccup, no answer in time): two quick ones, 0.75–1.5 s in all, then exit 5 naming the
@@ -84,30 +81,8 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 CONNECT_RETRIES = 2
 CONNECT_TIMEOUT_S = 10.0
 
-# Transport failures worth another try for an idempotent request. TLS failures and protocol
-# misuse are excluded below: they fail the same way every time.
-_RETRYABLE_TRANSPORT = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
-
 #: plain-http centers already warned about in this process (the warning comes once)
 _warned_plain_http: set[str] = set()
-
-
-def backoff_delay(
-    attempt: int, *, base: float = BACKOFF_BASE_S, cap: float = BACKOFF_CAP_S
-) -> float:
-    """Delay before retry number `attempt` (0-based): base doubling, capped, "equal jitter".
-
-    The result lies in [nominal/2, nominal] where nominal = min(cap, base * 2**attempt):
-    jitter spreads clients that failed together, the floor keeps the backoff meaningful.
-    """
-    nominal = min(cap, base * (2**attempt))
-    return nominal / 2 + random.uniform(0, nominal / 2)
-
-
-def _is_idempotent(method: str, headers: Mapping[str, str]) -> bool:
-    if method in IDEMPOTENT_METHODS:
-        return True
-    return method == "POST" and any(k.lower() == IDEMPOTENCY_HEADER.lower() for k in headers)
 
 
 def _stderr_warning(text: str) -> None:
@@ -329,7 +304,7 @@ class CenterClient:
         all_headers: dict[str, str] = dict(headers or {})
         if token is not None:
             all_headers["Authorization"] = f"Bearer {token}"
-        idempotent = _is_idempotent(method, all_headers)
+        idempotent = is_idempotent(method, all_headers)
         attempt = 0
         while True:
             request = self._http.build_request(
@@ -345,7 +320,7 @@ class CenterClient:
                 response = self._http.send(request, stream=stream)
             except httpx.TransportError as exc:
                 self._log(request, None, started, attempt, failure=transport_reason(exc))
-                if idempotent and attempt < self._connect_retries and self._retryable(exc):
+                if idempotent and attempt < self._connect_retries and retryable_failure(exc):
                     self._sleep(backoff_delay(attempt))
                     attempt += 1
                     continue
@@ -356,23 +331,12 @@ class CenterClient:
                 and response.status_code in RETRY_STATUSES
                 and attempt < self._max_retries
             ):
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                delay = (
-                    min(retry_after, RETRY_AFTER_CAP_S)
-                    if retry_after is not None
-                    else backoff_delay(attempt)
-                )
+                delay = retry_delay(response, attempt)
                 response.close()
                 self._sleep(delay)
                 attempt += 1
                 continue
             return response
-
-    @staticmethod
-    def _retryable(exc: httpx.TransportError) -> bool:
-        if not isinstance(exc, _RETRYABLE_TRANSPORT) or isinstance(exc, httpx.ConnectTimeout):
-            return False
-        return ssl_failure(exc) is None and "CERTIFICATE_VERIFY_FAILED" not in str(exc)
 
     def refresh_after_401(self, response: httpx.Response, used_token: str) -> str:
         """The one refresh after a 401 that did not come through `request` (a WebSocket
@@ -441,29 +405,13 @@ class CenterClient:
         *,
         failure: str | None = None,
     ) -> None:
-        if self._debug_log is None:
-            return
-        elapsed_ms = (time.monotonic() - started) * 1000
-        line = f"{request.method} {request.url}"
-        auth = request.headers.get("Authorization")
-        if auth:
-            # Masked here, not left to the pattern-based redact(): any token shape is hidden.
-            line += f" [authorization: {auth.split(' ', 1)[0]} ***]"
-        key = request.headers.get(IDEMPOTENCY_HEADER)
-        if key:
-            line += f" [idempotency-key: {key}]"
-        if request.content:
-            # Sizes only: bodies carry passwords, tokens and job environments (HF_TOKEN=…)
-            # that no pattern can be trusted to catch.
-            line += f" [body: {len(request.content)} bytes]"
-        if response is not None:
-            rid = response.headers.get(REQUEST_ID_HEADER, "-")
-            line += f" -> {response.status_code} in {elapsed_ms:.0f} ms (request id: {rid})"
-        else:
-            line += f" -> failed after {elapsed_ms:.0f} ms: {failure}"
-        if attempt:
-            line += f" [retry {attempt}]"
-        self._debug_log(redact(line))
+        if self._debug_log is not None:
+            elapsed_ms = (time.monotonic() - started) * 1000
+            self._debug_log(
+                exchange_line(
+                    request, response, elapsed_ms=elapsed_ms, attempt=attempt, failure=failure
+                )
+            )
 
     # -- parsing answers, and the refresh grant ---------------------------------------------
 

@@ -7,7 +7,8 @@ import uuid
 from collections.abc import Iterable, Iterator
 from urllib.parse import quote
 
-from kaic.client.api import IDEMPOTENCY_HEADER, CenterClient
+from kaic.client.api import CenterClient
+from kaic.client.retry import IDEMPOTENCY_HEADER
 from kaic.models import (
     DryRunResult,
     Job,
