@@ -21,8 +21,8 @@ import pytest
 
 from kaic.center import app as app_module
 from kaic.center.executors.base import Ended
-from kaic.center.executors.slurm.api import SlurmJob
 from kaic.center.executors.slurm.executor import SlurmExecutor
+from kaic.center.executors.slurm.records import SlurmJob
 from kaic.center.executors.slurm.states import parse_job_state
 from kaic.center.jobs.queues import handover
 from kaic.center.jobs.scheduler import Scheduler

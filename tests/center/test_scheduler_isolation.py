@@ -25,8 +25,9 @@ from kaic.center.executors.base import (
     RunningJob,
 )
 from kaic.center.executors.local import LocalExecutor
-from kaic.center.executors.slurm.api import SlurmJob, SubmitRequest
+from kaic.center.executors.slurm.api import SubmitRequest
 from kaic.center.executors.slurm.executor import SlurmExecutor
+from kaic.center.executors.slurm.records import SlurmJob
 from kaic.center.executors.slurm.states import parse_job_state
 from kaic.center.jobs.rows import NewJob
 from kaic.center.jobs.store import JobStore

@@ -11,17 +11,11 @@ import pytest
 
 from kaic.center.executors.base import ExecutorError, ExecutorUnavailable, JobPaths, LaunchSpec
 from kaic.center.executors.forward_channel import RelayFrames
-from kaic.center.executors.slurm.api import (
-    SlurmJob,
-    SlurmJobNotFound,
-    SlurmNode,
-    SlurmPartition,
-    SlurmUnavailable,
-    SubmitRequest,
-)
+from kaic.center.executors.slurm.api import SlurmJobNotFound, SlurmUnavailable, SubmitRequest
 from kaic.center.executors.slurm.executor import SlurmExecutor
 from kaic.center.executors.slurm.interactive import SrunNoise
 from kaic.center.executors.slurm.listing import LISTING_OVERLAP, WHOLE_LISTING_EVERY
+from kaic.center.executors.slurm.records import SlurmJob, SlurmNode, SlurmPartition
 from kaic.center.executors.slurm.states import parse_job_state
 from kaic.models import JobState
 

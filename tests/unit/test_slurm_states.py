@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from kaic.center.executors.slurm.api import (
-    SubmitRequest,
-    build_submit,
+from kaic.center.executors.slurm.api import SubmitRequest, build_submit, token_user
+from kaic.center.executors.slurm.records import (
     decode_exit_code,
     expand_indices,
     gpu_indices,
@@ -15,7 +14,6 @@ from kaic.center.executors.slurm.api import (
     parse_job,
     parse_node,
     parse_partition,
-    token_user,
 )
 from kaic.center.executors.slurm.states import (
     BASE_STATES,

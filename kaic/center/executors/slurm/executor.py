@@ -55,13 +55,13 @@ from kaic.center.executors.prepare import job_account
 from kaic.center.executors.slurm import submit
 from kaic.center.executors.slurm.api import (
     SlurmApiError,
-    SlurmJob,
     SlurmJobNotFound,
     SlurmRestClient,
     SlurmUnavailable,
 )
 from kaic.center.executors.slurm.health import Reachability
 from kaic.center.executors.slurm.listing import Listing
+from kaic.center.executors.slurm.records import SlurmJob
 from kaic.center.executors.slurm.resources import Resources, free_gpus, partition_configs
 from kaic.center.executors.slurm.sessions import SlurmSessions
 from kaic.center.executors.slurm.states import map_state, pending_reason

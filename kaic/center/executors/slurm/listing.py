@@ -22,7 +22,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from kaic.center.executors.slurm.api import SlurmJob, SlurmRestClient
+from kaic.center.executors.slurm.api import SlurmRestClient
+from kaic.center.executors.slurm.records import SlurmJob
 
 #: seconds a poll's "changed since" reaches back before the previous poll's start
 LISTING_OVERLAP = 10

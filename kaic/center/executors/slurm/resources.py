@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from kaic.center.executors.slurm.api import SlurmNode, SlurmPartition
+from kaic.center.executors.slurm.records import SlurmNode, SlurmPartition
 from kaic.center.jobs.partitions import PartitionConfig
 
 #: node states whose GPUs are not free, whatever their GRES says

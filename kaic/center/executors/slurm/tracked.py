@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from kaic.center.executors.base import Ended
-from kaic.center.executors.slurm.api import SlurmJob
+from kaic.center.executors.slurm.records import SlurmJob
 from kaic.center.executors.slurm.states import pending_reason
 from kaic.models import JobState
 
