@@ -1,8 +1,8 @@
 """Batches of small files over an `SftpPipe`: a whole batch's requests back to back.
 
 Push (`upload_many`): all OPENs; then all WRITEs + FSETSTAT (mode, mtime) + CLOSE. Pull
-(`download_many`): all OPENs; then READs of the planned size + one READ that must hit EOF
-+ CLOSE, into memory. A failed request fails that file only.
+(`download_many`): all OPENs; then READs of the planned size, the last asking one byte
+more, + CLOSE, into memory. A failed request fails that file only.
 """
 
 from __future__ import annotations
@@ -132,7 +132,13 @@ def download_many(
     request_size: int,
     on_bytes: Callable[[int], None],
 ) -> None:
-    """Fetch each file: OPEN all; READ its planned size (+ a READ that must hit EOF), CLOSE.
+    """Fetch each file: OPEN all; READ its planned size, CLOSE.
+
+    The last READ of a file asks for one byte more than the plan leaves: a READ of a disk
+    file returns all it asks for, or up to the end of the file (SFTP v3, "for normal disk
+    files"), so a reply of exactly what was left says the file ends where the plan said —
+    and a longer one that it grew. (It was a READ of its own past the end that had to hit
+    EOF: one request and one reply more per file.)
 
     Sets `data`, `error`, or `retry` (size changed or short read) on each download.
     """
@@ -143,30 +149,31 @@ def download_many(
         else:
             down.handle = got
 
-    def requests() -> Iterable[tuple[tuple[Download, int, int], int, bytes, int]]:
+    def requests() -> Iterable[tuple[tuple[Download, int, int, bool], int, bytes, int]]:
         for down in downloads:
             if down.error is not None:
                 continue
             handle = string(down.handle)
-            for off in range(0, down.size, request_size):
+            for off in range(0, max(down.size, 1), request_size):
                 n = min(request_size, down.size - off)
-                yield (down, off, n), FXP_READ, handle + struct.pack(">QI", off, n), n
-            # One byte past the planned end: must be EOF, else the file grew.
-            yield (down, down.size, -1), FXP_READ, handle + struct.pack(">QI", down.size, 1), 1
-            yield (down, -1, 0), FXP_CLOSE, handle, 0
+                last = off + request_size >= down.size
+                ask = n + 1 if last else n  # (one byte more: see the docstring)
+                yield (down, off, n, last), FXP_READ, handle + struct.pack(">QI", off, ask), ask
+            yield (down, -1, 0, False), FXP_CLOSE, handle, 0
 
     for r in pipe.run(requests()):
-        down, off, n = r.owner
+        down, off, n, last = r.owner
         if r.kind == FXP_DATA:
             data = SftpPipe._takestring(r.payload, 0)[0]
-            if n < 0 or len(data) != n:
-                down.retry = True  # grew, or a short read
+            if len(data) != n:
+                down.retry = True  # grew (one byte more came), or a short read
             else:
                 down.chunks[off] = data
+                down.eof = down.eof or last
         elif r.kind == FXP_STATUS:
             code = struct.unpack_from(">I", r.payload)[0]
-            if code == FX_EOF and n < 0:
-                down.eof = True
+            if code == FX_EOF and last and n == 0:
+                down.eof = True  # an empty file, as planned
             elif code == FX_EOF:
                 down.retry = True  # shrank
             elif code != FX_OK and down.error is None and off >= 0:

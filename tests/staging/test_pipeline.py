@@ -230,6 +230,8 @@ def test_pipe_download_notices_size_changes(
     data = os.urandom(10_000)
     (view / "f").write_bytes(data)
     (view / "empty").write_bytes(b"")
+    two = os.urandom(8192)  # two whole requests of 4096: the last READ asks 4097
+    (view / "two").write_bytes(two)
     ssh_env.own(view)
     downs = [
         Download(f"{name}/f", 10_000),
@@ -237,6 +239,10 @@ def test_pipe_download_notices_size_changes(
         Download(f"{name}/f", 10_001),  # shrank
         Download(f"{name}/empty", 0),
         Download(f"{name}/absent", 5),
+        Download(f"{name}/two", 8192),
+        Download(f"{name}/two", 4096),  # grew by a whole request
+        Download(f"{name}/two", 8191),  # grew by one byte
+        Download(f"{name}/f", 0),  # was empty
     ]
     got: list[int] = []
     pipe = SftpPipe(conn.transport)
@@ -249,7 +255,9 @@ def test_pipe_download_notices_size_changes(
     assert downs[2].retry and downs[2].data is None
     assert downs[3].data == b"" and not downs[3].retry
     assert isinstance(downs[4].error, FileNotFoundError) and downs[4].data is None
-    assert sum(got) == 10_000
+    assert downs[5].data == two and not downs[5].retry
+    assert all(d.retry and d.data is None for d in downs[6:]), downs[6:]
+    assert sum(got) == 10_000 + 8192
 
 
 def test_pipe_raises_pipe_closed_when_the_connection_goes(conn: SftpConnection) -> None:
