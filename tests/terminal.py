@@ -42,6 +42,13 @@ class Shown:
         return f"kaic {' '.join(self.args)} exited {self.code} on a terminal:\n{self.raw!r}"
 
 
+def interruptible() -> None:
+    """In a child about to become the CLI: Ctrl-C a SIGINT again, as a shell leaves it. A test
+    runner started in the background (`nohup … &`) ignores SIGINT, its children inherit
+    that, and a CLI that ignores Ctrl-C fails every test that types it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_on_terminal(
     *args: str,
     env: Mapping[str, str] | None = None,
@@ -54,6 +61,7 @@ def run_on_terminal(
     e.g. for a file the command's job wrote), then wait for the CLI to exit."""
     pid, fd = pty.fork()
     if pid == 0:  # child: size the terminal before anything asks for its width
+        interruptible()
         fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
         os.execve(sys.executable, [sys.executable, "-m", "kaic", *args], cli_env(env))
     shown = b""
@@ -127,6 +135,11 @@ class Live:
         os.close(self.tty)
 
 
+def _child_of_the_terminal() -> None:
+    interruptible()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
 def start_on_terminal(
     *args: str, env: Mapping[str, str] | None = None, rows: int = 40, columns: int = 200
 ) -> Live:
@@ -146,6 +159,6 @@ def start_on_terminal(
         stderr=slave,
         env=environment,
         start_new_session=True,
-        preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
+        preexec_fn=_child_of_the_terminal,
     )
     return Live(proc, master, slave)

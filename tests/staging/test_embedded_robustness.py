@@ -29,6 +29,7 @@ from tests.helpers import (
     start_center,
     unavailable,
 )
+from tests.terminal import interruptible
 
 PASSWORD = "correct horse battery staple"
 
@@ -175,6 +176,7 @@ def _run_until_interrupted(args: list[str], ready, timeout: float = 120.0) -> tu
     """Run the CLI on a pseudo-terminal, type Ctrl-C once `ready()` is true; (exit, output)."""
     pid, fd = pty.fork()
     if pid == 0:  # child
+        interruptible()
         os.execve(sys.executable, [sys.executable, "-m", "kaic", *args], cli_env())
     shown = b""
     sent = False
