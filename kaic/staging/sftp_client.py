@@ -108,10 +108,11 @@ class SftpClient(paramiko.SFTPClient):
         listed at once: one round trip opens them all, then READDIRs are pipelined (a
         server answers each with the next ~100 names), up to `READDIR_AHEAD` per directory
         (fewer each when many are listed). A tree is scanned level by level at a few round
-        trips per level, not per directory (500 directories were 1,000+ round trips: 30 s
-        at 30 ms RTT). Replies are matched by request id; the CLOSEs are not waited for
-        (paramiko drops their answers when they come). A directory in `opened` is listed
-        from that handle (`glance` opened it), not opened again."""
+        trips per level, not per directory (pulling a tree of 66 directories took 283 round
+        trips, now 17: tests/staging/test_round_trips.py). Replies are matched by request
+        id; the CLOSEs are not waited for (paramiko drops their answers when they come). A
+        directory in `opened` is listed from that handle (`glance` opened it), not opened
+        again."""
         replies = _Replies()
         opened = opened or {}
         handles = {i: opened[p] for i, p in enumerate(paths) if p in opened}

@@ -261,8 +261,8 @@ class WorkerPipe:
     """A worker's `SftpPipe`: one opened ahead on its connection (`ahead.PipesAhead`), else
     opened on first use; None where the host refuses one.
 
-        Opening it closes the worker's paramiko channel (reopened if needed again), so that a
-        worker holds one SFTP channel + its exec channels: OpenSSH's MaxSessions is 10.
+    Opening it closes the worker's paramiko channel (reopened if needed again), so that a
+    worker holds one SFTP channel + its exec channels: OpenSSH's MaxSessions is 10.
     """
 
     def __init__(

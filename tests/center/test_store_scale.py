@@ -21,9 +21,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from kaic.center.jobs.cursor import encode_cursor
 from kaic.center.jobs.rows import NewJob
 from kaic.center.jobs.scheduler import Scheduler
-from kaic.center.jobs.service import JobService, _encode_cursor
+from kaic.center.jobs.service import JobService
 from kaic.center.jobs.store import JobStore
 from kaic.center.settings import CenterSettings
 from kaic.center.store import Store
@@ -166,7 +167,7 @@ def test_a_deep_cursor_costs_what_the_first_page_does(tmp_path: Path) -> None:
         page = c.work(
             lambda: c.service.list(c.alice, states=[], all_jobs=True, limit=50, cursor=None)
         )
-        deep = _encode_cursor(100)  # the oldest page there is
+        deep = encode_cursor(100)  # the oldest page there is
         deep_page = c.work(
             lambda: c.service.list(c.alice, states=[], all_jobs=True, limit=50, cursor=deep)
         )

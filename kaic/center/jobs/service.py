@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Literal
 
 from kaic.center.containers.launch import ImageRejected, container_for
 from kaic.center.errors import ApiError
+from kaic.center.jobs.cursor import decode_cursor, encode_cursor
 from kaic.center.jobs.idempotency import IdempotencyKeys, canonical_hash
 from kaic.center.jobs.paths import PathRejected, resolve_workdir, storage_home
 from kaic.center.jobs.rows import JobRow, NewJob, to_job
@@ -20,7 +19,6 @@ from kaic.center.settings import CenterSettings, PartitionConfig
 from kaic.center.store import ProjectRow, Store
 from kaic.models import DryRunResult, Job, JobList, JobState, JobSubmit
 from kaic.models.arrays import parse_array
-from kaic.models.limits import MAX_SQLITE_INTEGER
 
 ProblemKind = Literal["invalid", "forbidden", "quota"]
 #: jobs that ended longer ago than this are hidden from `GET /v1/jobs` unless `all=true`
@@ -61,26 +59,6 @@ class Plan:
         if "forbidden" in kinds:
             raise ApiError(403, "forbidden", text)
         raise ApiError(403, "quota_exceeded", text)
-
-
-def _encode_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"jobs:{seq}".encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> int:
-    """The job number a cursor continues before; 422 for anything `_encode_cursor` did not
-    make (a forged number past SQLite's integers included)."""
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        prefix, _, number = text.partition(":")
-        if prefix != "jobs" or not number.isdigit() or len(number) > 19:
-            raise ValueError(cursor)
-        seq = int(number)
-        if not 0 < seq <= MAX_SQLITE_INTEGER:
-            raise ValueError(cursor)
-        return seq
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise ApiError(422, "invalid_request", "invalid cursor; start again without one") from None
 
 
 class JobService:
@@ -386,14 +364,14 @@ class JobService:
         row = self.get_row(array_id, user_id)
         if row.kind != "array":
             raise ApiError(422, "invalid_request", f"job {row.id} is not an array")
-        after = _decode_cursor(cursor) if cursor else -1
+        after = decode_cursor(cursor) if cursor else -1
         rows = self.jobs.task_page(row.id, after_index=after, limit=limit + 1)
         more = len(rows) > limit
         rows = rows[:limit]
         last = rows[-1].array_task_id if rows else None
         return JobList(
             jobs=self._jobs(rows),
-            next_cursor=_encode_cursor(last) if more and last is not None else None,
+            next_cursor=encode_cursor(last) if more and last is not None else None,
         )
 
     def get_row(self, job_id: str, user_id: int) -> JobRow:
@@ -426,7 +404,7 @@ class JobService:
         limit: int,
         cursor: str | None,
     ) -> JobList:
-        before = _decode_cursor(cursor) if cursor else None
+        before = decode_cursor(cursor) if cursor else None
         ended_after = None if all_jobs else self.jobs.now() - RECENT
         rows = self.jobs.list_for_user(
             user_id,
@@ -439,7 +417,7 @@ class JobService:
         rows = rows[:limit]
         return JobList(
             jobs=self._jobs(rows),
-            next_cursor=_encode_cursor(rows[-1].seq) if more and rows else None,
+            next_cursor=encode_cursor(rows[-1].seq) if more and rows else None,
         )
 
     def cancel(self, job_id: str, user_id: int) -> Job:
