@@ -385,8 +385,14 @@ def _in_prefetch(tb: TracebackType | None) -> bool:
     return False
 
 
-def open_sftp(target: SshTarget, *, timeout: float = CONNECT_TIMEOUT) -> SftpConnection:
-    """Connect, check the host key, log in with the key (+ certificate), open SFTP."""
+def open_sftp(
+    target: SshTarget, *, timeout: float = CONNECT_TIMEOUT, sftp_in_background: bool = False
+) -> SftpConnection:
+    """Connect, check the host key, log in with the key (+ certificate), open SFTP — and
+    return once it is open, or raise why it could not be (a host that refuses it, or one
+    that disconnects right after the login with its reason). With `sftp_in_background`,
+    return right after the login: the main SFTP channel opens meanwhile, and the caller
+    asks `SftpConnection.ready()` (a sync opens its workers' pipes in the meantime)."""
     paramiko.SFTPFile.MAX_REQUEST_SIZE = REQUEST_SIZE  # process-wide; see module docstring
     _quiet_paramiko()
     key = _load_key(target)
@@ -427,7 +433,10 @@ def open_sftp(target: SshTarget, *, timeout: float = CONNECT_TIMEOUT) -> SftpCon
                 f"SSH login to {target.address} failed: {exc}"
             ) from exc
         transport.set_keepalive(30)
-        return SftpConnection(transport, target)
+        conn = SftpConnection(transport, target)
+        if not sftp_in_background:
+            conn.ready()
+        return conn
     except BaseException:
         transport.close()
         raise

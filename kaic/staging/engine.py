@@ -63,7 +63,12 @@ class _Connector:
     def _one(self, connect: Connect) -> None:
         try:
             opened = connect()
-            self._ahead.start(opened)
+            self._ahead.start(opened)  # (while its main SFTP channel opens)
+            try:
+                opened.ready()  # a host that turns this one away: an error, the sync goes on
+            except BaseException:
+                opened.close()
+                raise
             conn: SftpConnection | BaseException = opened
         except BaseException as exc:
             conn = exc
@@ -165,10 +170,8 @@ class Engine:
                 # for twice.
                 if not self.options.dry_run and self.options.parallel > 1:
                     extra = _Connector(self.connect, self.options.parallel - 1, ahead)
-                conns.append(self.connect())
-                if not self.options.dry_run:
-                    ahead.start(conns[0])  # (while the main SFTP channel opens)
-                conns[0].ready()  # (an error there is the host's answer, not a lost connection)
+                turned_away: list[BaseException] = []
+                conns.append(self._first_connection(extra, ahead, turned_away))
                 connected = True
                 remote = RemoteSide(conns[0], checksums_fn=self.checksums_fn)
                 plan = self._plan(remote)
@@ -188,6 +191,7 @@ class Engine:
                     wanted = connections_for(plan.transfers, self.options)
                     if extra is not None:
                         more, errors = extra.take(wanted - 1)
+                        errors = turned_away + errors
                         conns += more
                         if errors and len(conns) < wanted:
                             self.warn(f"using {len(conns)} of {wanted} connections: {errors[0]}")
@@ -237,6 +241,30 @@ class Engine:
         result.refused = dict(self.stats.refused)
         result.seconds = time.monotonic() - started
         return result
+
+    def _first_connection(
+        self, extra: _Connector | None, ahead: PipesAhead, turned_away: list[BaseException]
+    ) -> SftpConnection:
+        """The connection the sync plans on: the first one, its pipes opening beside its
+        main SFTP channel (`ahead`). An error there is the host's answer, not a lost
+        connection — unless an extra connection logged in meanwhile: a host that caps
+        connections per user lets in whichever login comes first, so the sync goes on with
+        that one (the first's error goes to `turned_away`, for the warning)."""
+        conn: SftpConnection | None = None
+        try:
+            conn = self.connect()
+            if not self.options.dry_run:
+                ahead.start(conn)  # (while the main SFTP channel opens)
+            conn.ready()
+            return conn
+        except Exception as exc:
+            if conn is not None:
+                conn.close()
+            more = extra.take(1)[0] if extra is not None else []
+            if not more:
+                raise
+            turned_away.append(exc)
+            return more[0]
 
     def _permission_error(self, exc: PermissionError) -> KaicError:
         """A refusal that stopped the whole sync, as a KaicError naming the path."""

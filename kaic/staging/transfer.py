@@ -94,7 +94,11 @@ def sync(
     sync calls back (`SyncHooks`: progress, warnings, the center's checksums, the clock).
     See the module doc for the rest.
     """
-    connect = (lambda: open_sftp(target)) if isinstance(target, SshTarget) else target
+    connect = (
+        (lambda: open_sftp(target, sftp_in_background=True))
+        if isinstance(target, SshTarget)
+        else target
+    )
     return Engine(direction, connect, sources, dest, options or SyncOptions(), hooks).run()
 
 

@@ -26,6 +26,8 @@ from kaic.center.ssh_ca import UserCA
 from kaic.center.store import Store
 from kaic.errors import AuthRequired, Unreachable
 from kaic.staging.connect import SftpConnection, SshTarget, open_sftp
+from kaic.staging.options import SyncOptions
+from kaic.staging.transfer import push
 from tests.staging.faults import LatencyProxy, deferred_sends
 
 from .conftest import PASSWORD, FakeClock, bearer
@@ -448,6 +450,28 @@ def test_connections_per_user_are_capped(tmp_path: Path) -> None:
             conn.close()
     finally:
         running.close()
+
+
+def test_a_sync_goes_on_with_the_connections_the_cap_leaves(tmp_path: Path) -> None:
+    # The extra connection of a sync logs in beside the first and is turned away right
+    # after its login (the cap): the sync warns and uses the one it has — it does not take
+    # the refused one for a lost connection and ride it out.
+    running = Endpoint(tmp_path, max_connections_per_user=1)
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(10):
+        (src / f"f{i}.txt").write_text(f"file {i}\n")
+    warnings: list[str] = []
+    try:
+        result = push(
+            running.target(), [str(src)], "capped", SyncOptions(parallel=2), warn=warnings.append
+        )
+    finally:
+        running.close()
+    assert result.files_transferred == 10 and not result.failures and result.reconnects == 0
+    assert len(warnings) == 1, warnings
+    assert "using 1 of 2 connections" in warnings[0]
+    assert "too many connections for alice01" in warnings[0]
 
 
 def test_default_cap_per_user_is_a_quarter_of_the_connections(tmp_path: Path) -> None:
