@@ -90,10 +90,16 @@ def test_a_failing_rank_fails_the_job_with_its_code_and_stops_the_others(
     alice_2n: SlurmCenter,
 ) -> None:
     marker = f"kaic-rank0-{os.getpid()}"
+    # Rank 1 fails once rank 0 has its trap set (a fixed second was not enough when CI was
+    # busy: rank 0 started later and was stopped before it could say so).
     script = (
-        'if [ "$KAIC_NODE_RANK" = 1 ]; then sleep 1; echo "rank 1 fails" >&2; exit 3; fi\n'
+        'if [ "$KAIC_NODE_RANK" = 1 ]; then\n'
+        f"  for i in $(seq 300); do [ -e {marker}.ready ] && break; sleep 0.1; done\n"
+        '  echo "rank 1 fails" >&2; exit 3\n'
+        "fi\n"
         "trap 'echo \"rank 0 stopped\"; exit 143' TERM\n"
         f"exec -a {marker} sleep 300 &\n"
+        f"touch {marker}.ready\n"
         "wait\n"
     )
     res = run_cli("submit", "--nodes", "2", "--wait", "--", "bash", "-c", script, expect=3)
