@@ -227,12 +227,17 @@ class Work:
         """Whether a striped file is on its way."""
         return any(s.state in ("sending", "resending", "finishing") for s in self.striped)
 
-    def close(self, stripes: Stripes | None, conns: list[SftpConnection]) -> None:
+    def cut_back(self, stripes: Stripes | None, conns: list[SftpConnection]) -> None:
         """Cut back the part files of striped files this attempt did not finish (see
-        `Stripes.cut_back`), and release what they hold."""
+        `Stripes.cut_back`)."""
         for striped in self.striped:
             if stripes is not None and conns and striped.state not in ("new", "whole", "done"):
                 stripes.cut_back(striped, conns[0])
+
+    def close(self, stripes: Stripes | None, conns: list[SftpConnection]) -> None:
+        """`cut_back`, then release what the striped files hold."""
+        self.cut_back(stripes, conns)
+        for striped in self.striped:
             striped.close()
 
 
@@ -364,17 +369,19 @@ def run_workers(
         # happens: closing the connections wakes those waiting on the server, and their
         # paramiko files are closed before the interpreter exits. Streams of a striped
         # file stop at the end of their chunk: given a moment, their part files are cut
-        # back to what arrived without a gap before the connections go.
+        # back to what arrived without a gap before the connections go (a push's are on
+        # the host). Streams still running when the moment is over may write past that
+        # cut: once they have stopped, the part files here (a pull's) are cut once more.
         abort.set()
         if work.busy():
             for thread in threads:
                 thread.join(timeout=STOP_GRACE_S / len(threads))
-            work.close(stripes, conns)
+            work.cut_back(stripes, conns)
         for conn in conns:
             conn.close()
         for thread in threads:
             thread.join(timeout=10)
-        work.close(None, [])
+        work.close(stripes, conns)
         raise
     if errors:
         # A dropped connection makes every worker on it fail: report that, not a symptom.

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from kaic.errors import Interrupted
+from kaic.staging import workers
 from kaic.staging.plan import part_name
 from kaic.staging.remote_fs import RemoteSide
 from kaic.staging.transfer import SyncOptions, pull, push
 from tests.staging.conftest import SshEnv
-from tests.staging.faults import CuttingProxy
+from tests.staging.faults import CuttingProxy, LatencyProxy
 
 Remote = tuple[str, Path]
 CUTS = 20
@@ -228,3 +233,52 @@ def test_striped_segment_that_does_not_verify_is_sent_again(
         assert not result.failures and _sha(view / "big.bin") == _sha(big)
         start, end = damaged[0]
         assert result.bytes_transferred == big.stat().st_size + (end - start)
+
+
+def test_ctrl_c_past_the_grace_still_leaves_a_pulled_part_file_without_holes(
+    ssh_env: SshEnv, remote_dir: Remote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C mid-pull when the streams do not stop within the grace (none at all here, as on
+    a loaded machine): the part file is still cut back to what arrived without a gap, so it
+    holds exactly a prefix of the source and the resume fetches only the rest."""
+    name, view = remote_dir
+    view.mkdir()
+    data = os.urandom(48 << 20)
+    (view / "big.bin").write_bytes(data)
+    ssh_env.own(view)
+    out = tmp_path / "out"
+    out.mkdir()
+    part = Path(part_name(str(out / "big.bin")))
+    monkeypatch.setattr(workers, "STOP_GRACE_S", 0.0)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    stop = threading.Event()
+
+    def interrupt_mid_way() -> None:
+        while not stop.is_set():
+            if part.exists() and part.stat().st_size > (12 << 20):
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=interrupt_mid_way, daemon=True)
+    try:
+        with LatencyProxy(ssh_env.sshd.port, rtt_ms=10, rate_mbit=400) as proxy:
+            watcher.start()
+            with pytest.raises(Interrupted):
+                pull(
+                    ssh_env.target(port=proxy.port),
+                    [f"{name}/big.bin"],
+                    f"{out}/",
+                    SyncOptions(**STRIPED),  # type: ignore[arg-type]
+                )
+    finally:
+        stop.set()
+        watcher.join(5)
+        signal.signal(signal.SIGINT, previous)
+    kept = part.read_bytes()
+    assert 0 < len(kept) < len(data)
+    assert kept == data[: len(kept)], "the part file has holes past what arrived in order"
+
+    result = pull(ssh_env.target(), [f"{name}/big.bin"], f"{out}/", SyncOptions(**STRIPED))  # type: ignore[arg-type]
+    assert not result.failures and result.bytes_transferred == len(data) - len(kept)
+    assert (out / "big.bin").read_bytes() == data and not part.exists()
