@@ -155,9 +155,10 @@ def root(
 def build_app(commands: Iterable[str] | None = None, *, listing: bool = False) -> typer.Typer:
     """The root app with the named top-level commands (all of them by default); with
     `listing`, every command as a stand-in that only names itself (for the list in `--help`)."""
-    from kaic.cli import help_format
+    from kaic.cli import coercion, help_format
 
     help_format.install()
+    coercion.install()
     root_app = typer.Typer(
         name="kaic",
         help="kaic — use the National AI Computing Center from your laptop or CI.\n\n"
