@@ -43,8 +43,11 @@ from paramiko.sftp import (
 
 from kaic.staging.names import name_bytes, name_text
 
-#: READDIR requests a listing keeps on their way
+#: READDIR requests a listing starts with on their way (the one directory it lists; fewer
+#: each when it lists many)...
 READDIR_AHEAD = 8
+#: ...and up to how many a large directory's grow (two more for each answer with names)
+READDIR_MAX = 64
 
 
 class _Replies:
@@ -106,8 +109,10 @@ class SftpClient(paramiko.SFTPClient):
     ) -> list[list[paramiko.SFTPAttributes] | OSError]:
         """The entries of each directory of `paths` (or the error listing it met), all
         listed at once: one round trip opens them all, then READDIRs are pipelined (a
-        server answers each with the next ~100 names), up to `READDIR_AHEAD` per directory
-        (fewer each when many are listed). A tree is scanned level by level at a few round
+        server answers each with the next ~100 names), `READDIR_AHEAD` per directory at
+        first (fewer each when many are listed), doubling each round trip up to
+        `READDIR_MAX` while a directory has more (10,000 names: 4 round trips, not 13). A
+        tree is scanned level by level at a few round
         trips per level, not per directory (pulling a tree of 66 directories took 283 round
         trips, now 17: tests/staging/test_round_trips.py). Replies are matched by request
         id; the CLOSEs are not waited for (paramiko drops their answers when they come). A
@@ -134,10 +139,12 @@ class SftpClient(paramiko.SFTPClient):
             for i, handle in handles.items()
             for _ in range(ahead)
         )
+        on_way = dict.fromkeys(handles, ahead)
         done: set[int] = set()
         try:
             while waiting:
                 i, num = waiting.popleft()
+                on_way[i] -= 1
                 if i in done:
                     continue  # (READDIRs sent past its end answer EOF too: not waited for)
                 t, msg = self._reply(replies, num)
@@ -147,7 +154,9 @@ class SftpClient(paramiko.SFTPClient):
                         results[i] = _as_failure(self._error(t, msg))
                     continue
                 handle = handles[i]
-                waiting.append((i, self._async_request(replies, CMD_READDIR, handle)))  # type: ignore[attr-defined]
+                for _ in range(2 if on_way[i] + 2 <= READDIR_MAX else 1):
+                    waiting.append((i, self._async_request(replies, CMD_READDIR, handle)))  # type: ignore[attr-defined]
+                    on_way[i] += 1
                 listing = results[i]
                 assert isinstance(listing, list)
                 listing += self._names(msg, paths[i])
