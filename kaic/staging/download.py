@@ -66,8 +66,10 @@ class LocalDestination(StripedPull):
             hasher = threading.Thread(target=hash_sources, daemon=True)
             hasher.start()
         got: list[tuple[FileTask, str]] = []
+        #: part files written over the pipe: their mode and mtime are set already
+        stamped: set[int] = set()
         try:
-            slow = self._pull_pipelined(batch, side, pipes, got)
+            slow = self._pull_pipelined(batch, side, pipes, got, parts, stamped)
             for task in slow:
                 try:
                     got.append((task, self._download(task, side)))
@@ -77,20 +79,27 @@ class LocalDestination(StripedPull):
             if hasher is not None:
                 hasher.join()
         for task, digest in got:
-            if self._checked(task, digest, side, remote_sums):
-                self._finish(task, side)
+            if self._checked(task, digest, side, remote_sums, stamped):
+                self._finish(task, side, stamped=id(task) in stamped)
 
     def _checked(
-        self, task: FileTask, digest: str, side: RemoteSide, remote_sums: dict[str, str | None]
+        self,
+        task: FileTask,
+        digest: str,
+        side: RemoteSide,
+        remote_sums: dict[str, str | None],
+        stamped: set[int],
     ) -> bool:
         """Whether the part file of `task` (`digest`: its sha256) holds the source; a
-        mismatch is fetched once more from 0, a second one fails the file."""
+        mismatch is fetched once more from 0 (a new part file: not `stamped`), a second one
+        fails the file."""
         if not self.options.verify:
             return True
         expected = remote_sums.get(task.src) or side.remote_sha256([task.src])[task.src]
         if expected == digest:
             return True
         self.warn(f"sha256 mismatch for {task.dst}; fetching it again")
+        stamped.discard(id(task))
         part = part_name(task.dst)
         try:
             os.remove(part)
@@ -105,12 +114,14 @@ class LocalDestination(StripedPull):
             return False
         return True
 
-    def _finish(self, task: FileTask, side: RemoteSide) -> None:
-        """Mode and mtime on the part file, then rename it over its name."""
+    def _finish(self, task: FileTask, side: RemoteSide, *, stamped: bool = False) -> None:
+        """Mode and mtime on the part file (unless `stamped` when it was written), then
+        rename it over its name."""
         part = part_name(task.dst)
         try:
-            os.chmod(part, task.mode & 0o7777 or 0o644)
-            os.utime(part, (task.mtime, task.mtime))
+            if not stamped:
+                os.chmod(part, task.mode & 0o7777 or 0o644)
+                os.utime(part, (task.mtime, task.mtime))
             os.replace(part, task.dst)
         except OSError as exc:
             self.file_error(task, exc, side)
@@ -123,17 +134,20 @@ class LocalDestination(StripedPull):
         side: RemoteSide,
         pipes: WorkerPipe,
         got: list[tuple[FileTask, str]],
+        parts: dict[str, int],
+        stamped: set[int],
     ) -> list[FileTask]:
-        """Fetch the small files of `batch` with nothing to resume over the pipe into their
-        part files (appended to `got`); returns the tasks left for the one-by-one path."""
-        quick = [t for t in batch if t.size < SMALL_FILE and not os.path.exists(part_name(t.dst))]
+        """Fetch the small files of `batch` with no part file to resume (`parts`: the plan's)
+        over the pipe into their part files (appended to `got`, their ids to `stamped`);
+        returns the tasks left for the one-by-one path."""
+        quick = [t for t in batch if t.size < SMALL_FILE and part_name(t.dst) not in parts]
         pipe = pipes.get() if quick else None
         if pipe is None:
             return batch
         fast = {id(t) for t in quick}
         slow = [t for t in batch if id(t) not in fast]
         for chunk, generation in chunks(quick, self.window):
-            slow += self._download_pipelined(chunk, generation, pipe, side, got)
+            slow += self._download_pipelined(chunk, generation, pipe, side, got, stamped)
         return slow
 
     def _download_pipelined(
@@ -143,9 +157,11 @@ class LocalDestination(StripedPull):
         pipe: SftpPipe,
         side: RemoteSide,
         got: list[tuple[FileTask, str]],
+        stamped: set[int],
     ) -> list[FileTask]:
-        """Fetch small files over the pipe into their part files (appended to `got`);
-        returns those to fetch one by one (they changed size since planning)."""
+        """Fetch small files over the pipe into their part files (appended to `got`), each
+        given its mode and mtime as it is written (`stamped`); returns those to fetch one by
+        one (they changed size since planning)."""
         downloads = [Download(normalize_remote(t.src), t.size) for t in tasks]
         download_many(pipe, downloads, REQUEST_SIZE, self.stats.add_bytes)
         slow = []
@@ -158,11 +174,11 @@ class LocalDestination(StripedPull):
                 self.file_error(task, down.error or OSError("download failed"), side)
             else:
                 try:
-                    with open(part_name(task.dst), "wb") as out:
-                        out.write(down.data)
+                    write_stamped(part_name(task.dst), down.data, task)
                 except OSError as exc:
                     self.file_error(task, exc, side)
                     continue
+                stamped.add(id(task))
                 got.append((task, hashlib.sha256(down.data).hexdigest()))
         return slow
 
@@ -198,3 +214,18 @@ class LocalDestination(StripedPull):
                 out.write(block)
                 self.stats.add_bytes(len(block))
         return digest.hexdigest()
+
+
+def write_stamped(path: str, data: bytes, task: FileTask) -> None:
+    """`data` as the file `path` (created or truncated), with the mode and mtime of `task`:
+    by its descriptor, with no call more than that takes (`open()` adds three: a pull of
+    many small files makes a few per file, all on this process's one lock)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fchmod(fd, task.mode & 0o7777 or 0o644)
+        os.utime(fd, (task.mtime, task.mtime))
+    finally:
+        os.close(fd)
