@@ -1,8 +1,9 @@
 """A pull: files from the staging host written to this machine (`LocalDestination`).
 
 Each file goes to its part file here (`plan.part_name`): small files with nothing to resume
-over the worker's pipe (OPEN, READ, CLOSE for a whole chunk at once, into memory), the others
-one by one over paramiko, resuming a part file whose prefix checks out. While a batch
+over the worker's pipe (OPEN, READ, CLOSE, a sliding window of files into memory, each
+written out as it completes), the others one by one over paramiko, resuming a part file
+whose prefix checks out. While a batch
 downloads, the host hashes its sources (one exec); each part file is then checked, given
 its mode and mtime, and renamed over its name (`os.replace`).
 """
@@ -15,12 +16,11 @@ import os
 import threading
 
 from kaic.staging.connect import REQUEST_SIZE
-from kaic.staging.pipeline import SftpPipe
 from kaic.staging.plan import FileTask, LocalSide, Side, part_name, sha256_prefix
 from kaic.staging.remote_fs import RemoteSide, normalize_remote
 from kaic.staging.small_files import Download, download_many
 from kaic.staging.striped_pull import StripedPull
-from kaic.staging.workers import SMALL_FILE, WorkerPipe, chunks, refused_open
+from kaic.staging.workers import SMALL_FILE, WorkerPipe, refused_open
 
 
 class LocalDestination(StripedPull):
@@ -146,40 +146,40 @@ class LocalDestination(StripedPull):
             return batch
         fast = {id(t) for t in quick}
         slow = [t for t in batch if id(t) not in fast]
-        for chunk, generation in chunks(quick, self.window):
-            slow += self._download_pipelined(chunk, generation, pipe, side, got, stamped)
-        return slow
+        tasks = {}
+        downloads = []
+        for task in quick:
+            down = Download(normalize_remote(task.src), task.size)
+            tasks[id(down)] = task
+            downloads.append(down)
 
-    def _download_pipelined(
-        self,
-        tasks: list[FileTask],
-        generation: int,
-        pipe: SftpPipe,
-        side: RemoteSide,
-        got: list[tuple[FileTask, str]],
-        stamped: set[int],
-    ) -> list[FileTask]:
-        """Fetch small files over the pipe into their part files (appended to `got`), each
-        given its mode and mtime as it is written (`stamped`); returns those to fetch one by
-        one (they changed size since planning)."""
-        downloads = [Download(normalize_remote(t.src), t.size) for t in tasks]
-        download_many(pipe, downloads, REQUEST_SIZE, self.stats.add_bytes)
-        slow = []
-        for task, down in zip(tasks, downloads, strict=True):
+        def written(down: Download) -> None:
+            """A file whose replies are all in: to its part file while the others come."""
+            task = tasks[id(down)]
             if down.retry:
                 slow.append(task)
             elif down.data is None:
                 if refused_open(down.error, bool(down.handle)):
-                    self.window.shrink(generation)
+                    self.window.shrink(down.generation)
                 self.file_error(task, down.error or OSError("download failed"), side)
             else:
                 try:
                     write_stamped(part_name(task.dst), down.data, task)
                 except OSError as exc:
                     self.file_error(task, exc, side)
-                    continue
+                    return
                 stamped.add(id(task))
                 got.append((task, hashlib.sha256(down.data).hexdigest()))
+                down.data = None
+
+        download_many(
+            pipe,
+            downloads,
+            REQUEST_SIZE,
+            self.stats.add_bytes,
+            window=self.window.current,
+            on_done=written,
+        )
         return slow
 
     def _download(self, task: FileTask, side: RemoteSide) -> str:

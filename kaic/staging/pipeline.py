@@ -267,9 +267,12 @@ class SftpPipe:
         on_reply: Callable[[T, int, bytes], None],
         *,
         limit: int | None = None,
+        gather: bool = False,
     ) -> None:
         """Send `(owner, type, body, expected reply bytes)` requests as `requests` yields
-        them, and hand each reply to `on_reply(owner, type, payload)` as it arrives.
+        them, and hand each reply to `on_reply(owner, type, payload)` as it arrives. With
+        `gather`, small requests are written together, once this has to wait for a reply
+        (or they fill `_SEND_CHUNK`): many per SSH packet, as `run` sends them.
 
         At most `limit` bytes (requests plus expected replies; default: the receive window)
         are in flight: past that, replies are read before anything more is sent. Replies
@@ -281,9 +284,13 @@ class SftpPipe:
         limit = limit or self.window
         outstanding: dict[int, tuple[T, int]] = {}
         in_flight = 0
+        out = bytearray()
 
         def read_one() -> None:
             nonlocal in_flight
+            if out and not self._reply_waiting():  # (about to wait: what is gathered goes)
+                self._send(out)
+                out.clear()
             kind, body = self._recv_message()
             (rid,) = struct.unpack_from(">I", body)
             try:
@@ -303,16 +310,25 @@ class SftpPipe:
             self._next_id = (rid + 1) & 0xFFFFFFFF or 1
             if isinstance(body, Framed):
                 struct.pack_into(">IBI", body, 0, len(body) - 4, kind, rid)
+                if out:
+                    self._send(out)
+                    out.clear()
                 self._send(body)
                 size = len(body)
             else:
-                self._send(struct.pack(">IBI", len(body) + 5, kind, rid) + body)
+                out += struct.pack(">IBI", len(body) + 5, kind, rid)
+                out += body
+                if not gather or len(out) >= _SEND_CHUNK:
+                    self._send(out)
+                    out.clear()
                 size = len(body) + 9
             cost = size + reply_bytes + _REPLY_OVERHEAD
             outstanding[rid] = (owner, cost)
             in_flight += cost
             while outstanding and (in_flight > limit or self._reply_waiting()):
                 read_one()
+        if out:
+            self._send(out)
         while outstanding:
             read_one()
 

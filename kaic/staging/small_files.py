@@ -1,15 +1,17 @@
 """Batches of small files over an `SftpPipe`: a whole batch's requests back to back.
 
 Push (`upload_many`): all OPENs; then all WRITEs + FSETSTAT (mode, mtime) + CLOSE. Pull
-(`download_many`): all OPENs; then READs of the planned size, the last asking one byte
-more, + CLOSE, into memory. A failed request fails that file only.
+(`download_many`): a sliding window of files, each OPEN followed, once its handle is back,
+by READs of the planned size (the last asking one byte more) + CLOSE, into memory, and
+handed over as its CLOSE is answered. A failed request fails that file only.
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import struct
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import paramiko
@@ -24,9 +26,12 @@ from kaic.staging.pipeline import (
     FXP_CLOSE,
     FXP_DATA,
     FXP_FSETSTAT,
+    FXP_HANDLE,
+    FXP_OPEN,
     FXP_READ,
     FXP_STATUS,
     FXP_WRITE,
+    MAX_REPLY_BYTES,
     SftpPipe,
     Unsupported,
     attrs,
@@ -121,9 +126,15 @@ class Download:
     error: OSError | None = None
     #: the file changed size under us (or the server read short): fetch it the slow way
     retry: bool = False
+    #: the open window's generation its OPEN was sent in (see `workers.OpenWindow`)
+    generation: int = 0
     handle: bytes = field(default=b"", repr=False)
     chunks: dict[int, bytes] = field(default_factory=dict, repr=False)
     eof: bool = False
+
+
+#: an OPEN's body after the path: read-only, no attributes
+_OPEN_TAIL = struct.pack(">I", FXF_READ) + attrs()
 
 
 def download_many(
@@ -131,8 +142,18 @@ def download_many(
     downloads: Sequence[Download],
     request_size: int,
     on_bytes: Callable[[int], None],
+    *,
+    window: Callable[[], tuple[int, int]] | None = None,
+    on_done: Callable[[Download], None] = lambda _d: None,
 ) -> None:
-    """Fetch each file: OPEN all; READ its planned size, CLOSE.
+    """Fetch each file: OPEN; READ its planned size, CLOSE — a sliding window of files.
+
+    At most `window()[0]` files are open (or being opened) at once (default: all); as soon
+    as a file's handle comes back its READs and CLOSE are sent, and the next file's OPEN
+    with them. Each file is handed to `on_done` as its CLOSE is answered, so the caller
+    writes it while the others are on their way (a batch cut in chunks of the window
+    waited two round trips per chunk, then wrote the whole chunk with nothing on its way).
+    Requests go out together, many per SSH packet (`SftpPipe.stream(gather=True)`).
 
     The last READ of a file asks for one byte more than the plan leaves: a READ of a disk
     file returns all it asks for, or up to the end of the file (SFTP v3, "for normal disk
@@ -142,45 +163,14 @@ def download_many(
 
     Sets `data`, `error`, or `retry` (size changed or short read) on each download.
     """
-    opened = pipe.open_many([d.src for d in downloads], FXF_READ)
-    for down, got in zip(downloads, opened, strict=True):
-        if isinstance(got, OSError):
-            down.error = got
-        else:
-            down.handle = got
+    todo = collections.deque(downloads)
+    opened: collections.deque[Download] = collections.deque()
+    holding = 0  # files opened or being opened, not yet closed
+    left = len(downloads)
 
-    def requests() -> Iterable[tuple[tuple[Download, int, int, bool], int, bytes, int]]:
-        for down in downloads:
-            if down.error is not None:
-                continue
-            handle = string(down.handle)
-            for off in range(0, max(down.size, 1), request_size):
-                n = min(request_size, down.size - off)
-                last = off + request_size >= down.size
-                ask = n + 1 if last else n  # (one byte more: see the docstring)
-                yield (down, off, n, last), FXP_READ, handle + struct.pack(">QI", off, ask), ask
-            yield (down, -1, 0, False), FXP_CLOSE, handle, 0
-
-    for r in pipe.run(requests()):
-        down, off, n, last = r.owner
-        if r.kind == FXP_DATA:
-            data = SftpPipe._takestring(r.payload, 0)[0]
-            if len(data) != n:
-                down.retry = True  # grew (one byte more came), or a short read
-            else:
-                down.chunks[off] = data
-                down.eof = down.eof or last
-        elif r.kind == FXP_STATUS:
-            code = struct.unpack_from(">I", r.payload)[0]
-            if code == FX_EOF and last and n == 0:
-                down.eof = True  # an empty file, as planned
-            elif code == FX_EOF:
-                down.retry = True  # shrank
-            elif code != FX_OK and down.error is None and off >= 0:
-                down.error = status_error(r.payload, down.src)
-        else:
-            raise paramiko.SSHException(f"unexpected SFTP reply {r.kind} to READ")
-    for down in downloads:
+    def finish(down: Download) -> None:
+        nonlocal left
+        left -= 1
         if down.error is None and not down.retry and down.eof:
             data = b"".join(down.chunks[off] for off in sorted(down.chunks))
             if len(data) == down.size:
@@ -191,3 +181,59 @@ def download_many(
         elif down.error is None:
             down.retry = True
         down.chunks = {}
+        on_done(down)
+
+    def requests() -> Iterator[tuple[tuple[Download, int, int, bool], int, bytes, int] | None]:
+        nonlocal holding
+        while left:
+            while opened:  # READs and CLOSE of each file whose handle came back
+                down = opened.popleft()
+                handle = string(down.handle)
+                for off in range(0, max(down.size, 1), request_size):
+                    n = min(request_size, down.size - off)
+                    last = off + request_size >= down.size
+                    ask = n + 1 if last else n  # (one byte more: see the docstring)
+                    yield (down, off, n, last), FXP_READ, handle + struct.pack(">QI", off, ask), ask
+                yield (down, -1, 0, False), FXP_CLOSE, handle, 0
+                holding -= 1
+            size, generation = window() if window is not None else (len(downloads), 0)
+            if todo and holding < size:
+                down = todo.popleft()
+                down.generation = generation
+                holding += 1
+                yield (down, -2, 0, False), FXP_OPEN, string(down.src) + _OPEN_TAIL, 64
+            else:
+                yield None  # (a reply first)
+
+    def on_reply(owner: tuple[Download, int, int, bool], kind: int, payload: bytes) -> None:
+        nonlocal holding
+        down, off, n, last = owner
+        if off == -2:  # OPEN
+            if kind == FXP_HANDLE:
+                down.handle = SftpPipe._takestring(payload, 0)[0]
+                opened.append(down)
+            else:
+                down.error = status_error(payload, down.src)
+                holding -= 1
+                finish(down)
+        elif off == -1:  # CLOSE: everything of this file has been answered
+            finish(down)
+        elif kind == FXP_DATA:
+            data = SftpPipe._takestring(payload, 0)[0]
+            if len(data) != n:
+                down.retry = True  # grew (one byte more came), or a short read
+            else:
+                down.chunks[off] = data
+                down.eof = down.eof or last
+        elif kind == FXP_STATUS:
+            code = struct.unpack_from(">I", payload)[0]
+            if code == FX_EOF and last and n == 0:
+                down.eof = True  # an empty file, as planned
+            elif code == FX_EOF:
+                down.retry = True  # shrank
+            elif code != FX_OK and down.error is None:
+                down.error = status_error(payload, down.src)
+        else:
+            raise paramiko.SSHException(f"unexpected SFTP reply {kind} to READ")
+
+    pipe.stream(requests(), on_reply, limit=MAX_REPLY_BYTES, gather=True)

@@ -260,6 +260,58 @@ def test_pipe_download_notices_size_changes(
     assert sum(got) == 10_000 + 8192
 
 
+def test_pipe_download_slides_a_window_of_open_files(
+    conn: SftpConnection, remote_dir: Remote, ssh_env: SshEnv
+) -> None:
+    """30 files through a window of 4: never more than 4 open (OPENs sent less CLOSEs
+    sent), every file right, and each handed over as it completes — the first long before
+    the last is opened (a batch cut in chunks of the window wrote none until its chunk was
+    in). Requests go out gathered: fewer channel writes than requests."""
+    name, view = remote_dir
+    view.mkdir()
+    files = {f"f{i:02d}": os.urandom(i * 997) for i in range(30)}
+    for rel, data in files.items():
+        (view / rel).write_bytes(data)
+    ssh_env.own(view)
+    pipe = SftpPipe(conn.transport)
+    sent = {"open": 0, "close": 0, "requests": 0, "writes": 0}
+    held: list[int] = []
+    real_send = pipe._send
+
+    def counting(data: bytes | bytearray) -> None:
+        pos = 0
+        while pos + 5 <= len(data):
+            n, kind = int.from_bytes(data[pos : pos + 4], "big"), data[pos + 4]
+            sent["open"] += kind == pipeline.FXP_OPEN
+            sent["close"] += kind == pipeline.FXP_CLOSE
+            sent["requests"] += 1
+            held.append(sent["open"] - sent["close"])
+            pos += 4 + n
+        sent["writes"] += 1
+        real_send(data)
+
+    pipe._send = counting  # type: ignore[method-assign]
+    downs = [Download(f"{name}/{rel}", len(data)) for rel, data in files.items()]
+    done: list[tuple[str, int]] = []
+    try:
+        download_many(
+            pipe,
+            downs,
+            4096,
+            lambda _n: None,
+            window=lambda: (4, 7),
+            on_done=lambda d: done.append((d.src, sent["open"])),
+        )
+    finally:
+        pipe.close()
+    assert max(held) <= 4, held
+    assert [d.data for d in downs] == list(files.values())
+    assert all(d.generation == 7 and not d.retry for d in downs)
+    assert sorted(src for src, _ in done) == sorted(d.src for d in downs)
+    assert done[0][1] < 30, done  # the first file was done before the last was opened
+    assert sent["writes"] < sent["requests"] / 2, sent
+
+
 def test_pipe_raises_pipe_closed_when_the_connection_goes(conn: SftpConnection) -> None:
     pipe = SftpPipe(conn.transport)
     conn.transport.close()
