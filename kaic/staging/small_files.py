@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import os
 import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -82,8 +83,7 @@ def upload_many(
                 continue
             handle = string(up.handle)
             try:
-                with open(up.src, "rb") as f:
-                    data = f.read()
+                data = read_whole(up.src)
             except OSError as exc:
                 up.error = exc
                 yield (up, FXP_CLOSE), FXP_CLOSE, handle, 0
@@ -111,6 +111,19 @@ def upload_many(
     for up in uploads:
         if up.error is not None:
             up.digest = None
+
+
+def read_whole(path: str) -> bytes:
+    """The bytes of a local file, with no system call more than that takes (`open()` adds
+    four per file: an `fstat`, an `ioctl`, an `lseek` and another `fstat`)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        pieces = []
+        while piece := os.read(fd, 1 << 20):
+            pieces.append(piece)
+        return b"".join(pieces)
+    finally:
+        os.close(fd)
 
 
 # -- pull: small files into memory ---------------------------------------------------------
