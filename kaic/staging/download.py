@@ -2,10 +2,10 @@
 
 Each file goes to its part file here (`plan.part_name`): small files with nothing to resume
 over the worker's pipe (OPEN, READ, CLOSE, a sliding window of files into memory, each
-written out as it completes), the others one by one over paramiko, resuming a part file
-whose prefix checks out. While a batch
-downloads, the host hashes its sources (one exec); each part file is then checked, given
-its mode and mtime, and renamed over its name (`os.replace`).
+written out with its mode and mtime as it completes), the others one by one over paramiko,
+resuming a part file whose prefix checks out. While a batch downloads, the host hashes its
+sources (one exec); each part file is then checked and renamed over its name
+(`os.replace`).
 """
 
 from __future__ import annotations

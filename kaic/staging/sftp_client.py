@@ -112,9 +112,9 @@ class SftpClient(paramiko.SFTPClient):
         server answers each with the next ~100 names), `READDIR_AHEAD` per directory at
         first (fewer each when many are listed), doubling each round trip up to
         `READDIR_MAX` while a directory has more (10,000 names: 4 round trips, not 13). A
-        tree is scanned level by level at a few round
-        trips per level, not per directory (pulling a tree of 66 directories took 283 round
-        trips, now 17: tests/staging/test_round_trips.py). Replies are matched by request
+        tree is scanned level by level at a few round trips per level, not per directory
+        (pulling a tree of 66 directories took 283 round trips, now 17:
+        tests/staging/test_round_trips.py). Replies are matched by request
         id; the CLOSEs are not waited for (paramiko drops their answers when they come). A
         directory in `opened` is listed from that handle (`glance` opened it), not opened
         again."""
