@@ -4,6 +4,7 @@ limits and shutdown. The OpenSSH client is exercised in tests/e2e/test_embedded_
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import socket
 import threading
@@ -27,7 +28,8 @@ from kaic.center.store import Store
 from kaic.errors import AuthRequired, Unreachable
 from kaic.staging.connect import SftpConnection, SshTarget, open_sftp
 from kaic.staging.options import SyncOptions
-from kaic.staging.transfer import push
+from kaic.staging.transfer import pull, push
+from kaic.staging.workers import OpenWindow
 from tests.staging.faults import LatencyProxy, deferred_sends
 
 from .conftest import PASSWORD, FakeClock, bearer
@@ -472,6 +474,45 @@ def test_a_sync_goes_on_with_the_connections_the_cap_leaves(tmp_path: Path) -> N
     assert len(warnings) == 1, warnings
     assert "using 1 of 2 connections" in warnings[0]
     assert "too many connections for alice01" in warnings[0]
+
+
+def test_a_sync_of_more_files_than_the_endpoint_lets_it_open_shrinks_its_window(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two workers with a window of 80 open files each, against an endpoint that lets a
+    # user hold 100: OPENs past that are refused, the window halves, and the refused
+    # files go again in the next round — every file arrives, both ways.
+    running = Endpoint(tmp_path, max_open_files=100)
+    src = tmp_path / "src"
+    src.mkdir()
+    files = {f"f{i:03d}": os.urandom(50 + i) for i in range(300)}
+    for name, data in files.items():
+        (src / name).write_bytes(data)
+    options = SyncOptions(parallel=1, channels=2)
+    back = tmp_path / "back"
+    shrunk: list[int] = []
+    real_shrink = OpenWindow.shrink
+
+    def shrink(self: OpenWindow, generation: int) -> None:
+        shrunk.append(generation)
+        real_shrink(self, generation)
+
+    monkeypatch.setattr(OpenWindow, "shrink", shrink)
+    try:
+        with caplog.at_level(logging.WARNING):
+            pushed = push(running.target(), [str(src)], "many", options, sleep=lambda _s: None)
+            refused_pushing = sum("too many open files" in r.getMessage() for r in caplog.records)
+            shrunk_pushing = len(shrunk)
+            pulled = pull(running.target(), ["many"], str(back), options, sleep=lambda _s: None)
+    finally:
+        running.close()
+    refused = sum("too many open files" in r.getMessage() for r in caplog.records)
+    assert refused_pushing > 0 and refused > refused_pushing, refused  # the cap was hit both ways
+    assert shrunk_pushing > 0 and len(shrunk) > shrunk_pushing, shrunk  # and the window shrank
+    for result in (pushed, pulled):
+        assert result.files_transferred == 300 and not result.failures, result
+        assert result.reconnects == 0, result  # (refusals are no lost connection)
+    assert {p.name: p.read_bytes() for p in back.iterdir()} == files
 
 
 def test_default_cap_per_user_is_a_quarter_of_the_connections(tmp_path: Path) -> None:
