@@ -3,10 +3,11 @@
 paramiko's `SFTPClient` waits for the reply to each open, close, setstat and rename, so a
 small file costs ~5 round trips plus paramiko's per-request overhead. `SftpPipe` is a
 minimal SFTP v3 client on its own channel (`invoke_subsystem("sftp")`) that sends the
-requests of a whole batch back to back — all OPENs, then all WRITEs + FSETSTATs + CLOSEs,
-then (after verification) all renames — and collects the replies afterwards, so a batch
-costs a few round trips whatever its size. Requests are packed into large channel writes
-(many SFTP messages per SSH packet).
+requests of a whole batch back to back — a sliding window of OPENs, each file's WRITEs +
+FSETSTAT + CLOSE (or READs + CLOSE) as soon as its handle is back (`stream`,
+`small_files`), then (after verification) all renames — and collects the replies as they
+come, so a batch costs a few round trips whatever its size. Requests are packed into large
+channel writes (many SFTP messages per SSH packet).
 
 Flow control: the replies still expected are kept below `MAX_REPLY_BYTES`, well inside
 paramiko's default 2 MiB receive window, so the server can always write its replies and

@@ -1,9 +1,11 @@
-"""Batches of small files over an `SftpPipe`: a whole batch's requests back to back.
+"""Batches of small files over an `SftpPipe`: a sliding window of files open at once, their
+requests gathered many per SSH packet.
 
-Push (`upload_many`): all OPENs; then all WRITEs + FSETSTAT (mode, mtime) + CLOSE. Pull
-(`download_many`): a sliding window of files, each OPEN followed, once its handle is back,
-by READs of the planned size (the last asking one byte more) + CLOSE, into memory, and
-handed over as its CLOSE is answered. A failed request fails that file only.
+Push (`upload_many`): each OPEN followed, once its handle is back, by its WRITEs + FSETSTAT
+(mode, mtime) + CLOSE. Pull (`download_many`): each OPEN followed by READs of the planned
+size (the last asking one byte more) + CLOSE, into memory. Each file is handed over as its
+CLOSE is answered, the next file's OPEN already on its way. A failed request fails that
+file only.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import collections
 import hashlib
 import os
 import struct
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import paramiko
@@ -41,6 +43,10 @@ from kaic.staging.pipeline import (
     string,
 )
 
+#: the body of an OPEN after its path: to write a part file (made or emptied), to read a file
+_CREATE_TAIL = struct.pack(">I", FXF_WRITE | FXF_CREAT | FXF_TRUNC) + attrs()
+_OPEN_TAIL = struct.pack(">I", FXF_READ) + attrs()
+
 # -- push: small files to their part files -------------------------------------------------
 
 
@@ -57,6 +63,8 @@ class Upload:
     error: OSError | None = None
     #: mode and mtime were set (FSETSTAT); False where the server does not support it
     stat_set: bool = False
+    #: the open window's generation its OPEN was sent in (see `workers.OpenWindow`)
+    generation: int = 0
     handle: bytes = field(default=b"", repr=False)
 
 
@@ -65,52 +73,84 @@ def upload_many(
     uploads: Sequence[Upload],
     request_size: int,
     on_bytes: Callable[[int], None],
+    *,
+    window: Callable[[], tuple[int, int]] | None = None,
+    on_done: Callable[[Upload], None] = lambda _u: None,
 ) -> None:
-    """Write each upload to its part file: OPEN all; WRITE, FSETSTAT, CLOSE all.
+    """Write each upload to its part file: OPEN; WRITE, FSETSTAT, CLOSE — a sliding window
+    of files, as `download_many` (at most `window()[0]` open at once, default all; a file's
+    writes go as soon as its handle is back, with the next file's OPEN; `on_done` hears of
+    each file as its CLOSE is answered).
 
-    Sets `digest` (sha256 of the bytes sent) or `error` on each upload.
+    Sets `digest` (sha256 of the bytes sent) or `error` on each upload, and `generation`
+    (the window's, when its OPEN was sent).
     """
-    opened = pipe.open_many([u.part for u in uploads], FXF_WRITE | FXF_CREAT | FXF_TRUNC)
-    for up, got in zip(uploads, opened, strict=True):
-        if isinstance(got, OSError):
-            up.error = got
-        else:
-            up.handle = got
+    todo = collections.deque(uploads)
+    opened: collections.deque[Upload] = collections.deque()
+    holding = 0  # files opened or being opened, not yet closed
+    left = len(uploads)
 
-    def requests() -> Iterable[tuple[tuple[Upload, int], int, bytes, int]]:
-        for up in uploads:
-            if up.error is not None:
-                continue
-            handle = string(up.handle)
-            try:
-                data = read_whole(up.src)
-            except OSError as exc:
-                up.error = exc
-                yield (up, FXP_CLOSE), FXP_CLOSE, handle, 0
-                continue
-            up.digest = hashlib.sha256(data).hexdigest()
-            view = memoryview(data)
-            for off in range(0, len(data), request_size):
-                chunk = view[off : off + request_size]
-                body = handle + struct.pack(">QI", off, len(chunk)) + chunk
-                yield (up, FXP_WRITE), FXP_WRITE, body, 0
-            on_bytes(len(data))
-            yield (up, FXP_FSETSTAT), FXP_FSETSTAT, handle + attrs(up.mode, up.mtime), 0
-            yield (up, FXP_CLOSE), FXP_CLOSE, handle, 0
-
-    for r in pipe.run(requests()):
-        up, kind = r.owner
-        if is_ok(r.kind, r.payload):
-            up.stat_set = up.stat_set or kind == FXP_FSETSTAT
-            continue
-        error = status_error(r.payload, up.part)
-        if kind == FXP_FSETSTAT and isinstance(error, Unsupported):
-            continue  # the caller sets mode and mtime by path
-        if up.error is None:
-            up.error = error
-    for up in uploads:
+    def finish(up: Upload) -> None:
+        nonlocal left
+        left -= 1
         if up.error is not None:
             up.digest = None
+        on_done(up)
+
+    def requests() -> Iterator[tuple[tuple[Upload, int], int, bytes, int] | None]:
+        nonlocal holding
+        while left:
+            while opened:  # the writes and CLOSE of each file whose handle came back
+                up = opened.popleft()
+                handle = string(up.handle)
+                try:
+                    data = read_whole(up.src)
+                except OSError as exc:
+                    up.error = exc
+                    holding -= 1
+                    yield (up, FXP_CLOSE), FXP_CLOSE, handle, 0
+                    continue
+                up.digest = hashlib.sha256(data).hexdigest()
+                view = memoryview(data)
+                for off in range(0, len(data), request_size):
+                    chunk = view[off : off + request_size]
+                    body = handle + struct.pack(">QI", off, len(chunk)) + chunk
+                    yield (up, FXP_WRITE), FXP_WRITE, body, 0
+                on_bytes(len(data))
+                yield (up, FXP_FSETSTAT), FXP_FSETSTAT, handle + attrs(up.mode, up.mtime), 0
+                holding -= 1
+                yield (up, FXP_CLOSE), FXP_CLOSE, handle, 0
+            size, generation = window() if window is not None else (len(uploads), 0)
+            if todo and holding < size:
+                up = todo.popleft()
+                up.generation = generation
+                holding += 1
+                yield (up, FXP_OPEN), FXP_OPEN, string(up.part) + _CREATE_TAIL, 64
+            else:
+                yield None  # (a reply first)
+
+    def on_reply(owner: tuple[Upload, int], kind: int, payload: bytes) -> None:
+        nonlocal holding
+        up, asked = owner
+        if asked == FXP_OPEN:
+            if kind == FXP_HANDLE:
+                up.handle = SftpPipe._takestring(payload, 0)[0]
+                opened.append(up)
+            else:
+                up.error = status_error(payload, up.part)
+                holding -= 1
+                finish(up)
+            return
+        if is_ok(kind, payload):
+            up.stat_set = up.stat_set or asked == FXP_FSETSTAT
+        else:
+            error = status_error(payload, up.part)
+            if not (asked == FXP_FSETSTAT and isinstance(error, Unsupported)):
+                up.error = up.error or error  # (unsupported: the caller sets them by path)
+        if asked == FXP_CLOSE:  # everything of this file has been answered
+            finish(up)
+
+    pipe.stream(requests(), on_reply, gather=True)
 
 
 def read_whole(path: str) -> bytes:
@@ -144,10 +184,6 @@ class Download:
     handle: bytes = field(default=b"", repr=False)
     chunks: dict[int, bytes] = field(default_factory=dict, repr=False)
     eof: bool = False
-
-
-#: an OPEN's body after the path: read-only, no attributes
-_OPEN_TAIL = struct.pack(">I", FXF_READ) + attrs()
 
 
 def download_many(

@@ -1,7 +1,7 @@
 """A push: files from this machine written to the staging host (`RemoteDestination`).
 
 Each file goes to its part file there (`plan.part_name`): small files with nothing to
-resume over the worker's pipe (OPEN, WRITE, FSETSTAT, CLOSE for a whole chunk at once),
+resume over the worker's pipe (OPEN, WRITE, FSETSTAT, CLOSE, a sliding window of files),
 the others one by one over paramiko, resuming a part file whose prefix checks out. The part
 files of a batch are then verified with one remote hash call, mode and mtime set where the
 pipe could not, and renamed over their names (pipelined posix-rename where the host has it).
@@ -23,7 +23,7 @@ from kaic.staging.plan import FileTask, LocalSide, Side, part_name, sha256_prefi
 from kaic.staging.remote_fs import RemoteSide, normalize_remote, remote_denied
 from kaic.staging.small_files import Upload, upload_many
 from kaic.staging.striped_push import StripedPush, remote_rename
-from kaic.staging.workers import SMALL_FILE, WorkerPipe, chunks, close_file, refused_open
+from kaic.staging.workers import SMALL_FILE, WorkerPipe, close_file, refused_open
 
 
 def _setstat(sftp: paramiko.SFTPClient, path: str, mode: int, mtime: int) -> None:
@@ -146,8 +146,7 @@ class RemoteDestination(StripedPush):
         (task, sha256 of what was sent) for each file sent."""
         sent: list[tuple[FileTask, str]] = []
         if pipe is not None:
-            for chunk, generation in chunks(quick, self.window):
-                self._upload_pipelined(chunk, generation, pipe, side, sent, stat_done)
+            self._upload_pipelined(quick, pipe, side, sent, stat_done)
         fast = {id(t) for t in quick}
         for task in batch:
             if id(task) in fast:
@@ -226,30 +225,43 @@ class RemoteDestination(StripedPush):
     def _upload_pipelined(
         self,
         tasks: list[FileTask],
-        generation: int,
         pipe: SftpPipe,
         side: RemoteSide,
         sent: list[tuple[FileTask, str]],
         stat_done: set[int],
     ) -> None:
-        """Send small files to their part files over the pipe (appended to `sent`); a
-        server with no room to open some of them shrinks the open window."""
-        uploads = [
-            Upload(t.src, normalize_remote(part_name(t.dst)), t.mode, t.mtime) for t in tasks
-        ]
-        upload_many(pipe, uploads, REQUEST_SIZE, self.stats.add_bytes)
+        """Send small files to their part files over the pipe (appended to `sent`), a sliding
+        window of them open at once; a server with no room to open some of them shrinks the
+        window."""
         leftovers = []
-        for task, up in zip(tasks, uploads, strict=True):
+        by_upload = {}
+        uploads = []
+        for task in tasks:
+            up = Upload(task.src, normalize_remote(part_name(task.dst)), task.mode, task.mtime)
+            by_upload[id(up)] = task
+            uploads.append(up)
+
+        def done(up: Upload) -> None:
+            task = by_upload[id(up)]
             if up.digest is not None:
                 sent.append((task, up.digest))
                 if up.stat_set:
                     stat_done.add(id(task))
-                continue
+                return
             if up.handle:  # opened, then failed: nothing to resume from a broken write
                 leftovers.append(up.part)
             elif refused_open(up.error, False):
-                self.window.shrink(generation)
+                self.window.shrink(up.generation)
             self.file_error(task, up.error or OSError("upload failed"), side)
+
+        upload_many(
+            pipe,
+            uploads,
+            REQUEST_SIZE,
+            self.stats.add_bytes,
+            window=self.window.current,
+            on_done=done,
+        )
         if leftovers:
             pipe.remove_many(leftovers)
 

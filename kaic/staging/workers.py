@@ -132,15 +132,6 @@ def refused_open(error: OSError | None, opened: bool) -> bool:
     return not opened and isinstance(error, SftpFailure)
 
 
-def chunks(tasks: list[FileTask], window: OpenWindow) -> Iterator[tuple[list[FileTask], int]]:
-    """`tasks` in chunks of the window's current size, with the generation each was cut at."""
-    start = 0
-    while start < len(tasks):
-        size, generation = window.current()
-        yield tasks[start : start + size], generation
-        start += size
-
-
 def close_file(f: Any) -> None:
     """Close a paramiko SFTP file. If that fails (the connection is gone) mark it closed, so
     its `__del__` does not try again later and print "Exception ignored in …"."""
@@ -370,13 +361,16 @@ def run_workers(
         # paramiko files are closed before the interpreter exits. Streams of a striped
         # file stop at the end of their chunk: given a moment, their part files are cut
         # back to what arrived without a gap before the connections go (a push's are on
-        # the host). Streams still running when the moment is over may write past that
-        # cut: once they have stopped, the part files here (a pull's) are cut once more.
+        # the host). Not while a stream still runs: a chunk it wrote before the cut but
+        # counts as arrived after it would leave a hole inside what the cut keeps. Streams
+        # that outlast the moment stop with the connections; then the part files here (a
+        # pull's) are cut (a host's keep what they have: the resume hashes it in ranges).
         abort.set()
         if work.busy():
             for thread in threads:
                 thread.join(timeout=STOP_GRACE_S / len(threads))
-            work.cut_back(stripes, conns)
+            if not any(thread.is_alive() for thread in threads):
+                work.cut_back(stripes, conns)
         for conn in conns:
             conn.close()
         for thread in threads:

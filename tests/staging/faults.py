@@ -266,6 +266,8 @@ class LatencyProxy:
         self.carried: list[int] = []
         #: round trips each closed connection took (`_Turns`), in the order they closed
         self.turns: list[int] = []
+        #: round trips of the connections still open, so far
+        self._live_turns: dict[int, _Turns] = {}
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.base_events.Server | None = None
         #: the sockets of each live connection, to cut them on `close()`
@@ -308,6 +310,7 @@ class LatencyProxy:
         turns = _Turns()
         up = _Direction(self._loop, self.delay, self.rate, turns.client)
         down = _Direction(self._loop, self.delay, self.rate, turns.server)
+        self._live_turns[id(up)] = turns
         self._directions += [up, down]
         lost: asyncio.Future[None] = self._loop.create_future()
         client = _End(up, down, lost)
@@ -348,8 +351,13 @@ class LatencyProxy:
             self.bytes_down += down.bytes
             self.carried.append(up.bytes + down.bytes)
             self.turns.append(turns.count)
+            self._live_turns.pop(id(up), None)
             self._links.pop(id(up), None)
             self._directions = [d for d in self._directions if d is not up and d is not down]
+
+    def turns_now(self) -> list[int]:
+        """Round trips each connection still open has taken so far."""
+        return [t.count for t in list(self._live_turns.values())]
 
     def set_rtt(self, rtt_ms: float) -> None:
         """From now on, `rtt_ms` of round-trip time, also on the connections already open

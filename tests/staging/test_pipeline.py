@@ -260,20 +260,9 @@ def test_pipe_download_notices_size_changes(
     assert sum(got) == 10_000 + 8192
 
 
-def test_pipe_download_slides_a_window_of_open_files(
-    conn: SftpConnection, remote_dir: Remote, ssh_env: SshEnv
-) -> None:
-    """30 files through a window of 4: never more than 4 open (OPENs sent less CLOSEs
-    sent), every file right, and each handed over as it completes — the first long before
-    the last is opened (a batch cut in chunks of the window wrote none until its chunk was
-    in). Requests go out gathered: fewer channel writes than requests."""
-    name, view = remote_dir
-    view.mkdir()
-    files = {f"f{i:02d}": os.urandom(i * 997) for i in range(30)}
-    for rel, data in files.items():
-        (view / rel).write_bytes(data)
-    ssh_env.own(view)
-    pipe = SftpPipe(conn.transport)
+def _counting_sends(pipe: SftpPipe) -> tuple[dict[str, int], list[int]]:
+    """Counts what `pipe` sends: OPENs, CLOSEs, requests and channel writes; and after each
+    request, how many files are held open (OPENs sent less CLOSEs sent)."""
     sent = {"open": 0, "close": 0, "requests": 0, "writes": 0}
     held: list[int] = []
     real_send = pipe._send
@@ -291,6 +280,24 @@ def test_pipe_download_slides_a_window_of_open_files(
         real_send(data)
 
     pipe._send = counting  # type: ignore[method-assign]
+    return sent, held
+
+
+def test_pipe_download_slides_a_window_of_open_files(
+    conn: SftpConnection, remote_dir: Remote, ssh_env: SshEnv
+) -> None:
+    """30 files through a window of 4: never more than 4 open (OPENs sent less CLOSEs
+    sent), every file right, and each handed over as it completes — the first long before
+    the last is opened (a batch cut in chunks of the window wrote none until its chunk was
+    in). Requests go out gathered: fewer channel writes than requests."""
+    name, view = remote_dir
+    view.mkdir()
+    files = {f"f{i:02d}": os.urandom(i * 997) for i in range(30)}
+    for rel, data in files.items():
+        (view / rel).write_bytes(data)
+    ssh_env.own(view)
+    pipe = SftpPipe(conn.transport)
+    sent, held = _counting_sends(pipe)
     downs = [Download(f"{name}/{rel}", len(data)) for rel, data in files.items()]
     done: list[tuple[str, int]] = []
     try:
@@ -309,6 +316,45 @@ def test_pipe_download_slides_a_window_of_open_files(
     assert all(d.generation == 7 and not d.retry for d in downs)
     assert sorted(src for src, _ in done) == sorted(d.src for d in downs)
     assert done[0][1] < 30, done  # the first file was done before the last was opened
+    assert sent["writes"] < sent["requests"] / 2, sent
+
+
+def test_pipe_upload_slides_a_window_of_open_files(
+    conn: SftpConnection, remote_dir: Remote, ssh_env: SshEnv, tmp_path: Path
+) -> None:
+    """The same for a push: 30 files (some of several WRITEs) through a window of 4, mode
+    and mtime set on each, a file that cannot be read failing alone."""
+    name, view = remote_dir
+    view.mkdir()
+    ssh_env.own(view)
+    files = {f"f{i:02d}": os.urandom(i * 997) for i in range(30)}
+    for rel, data in files.items():
+        (tmp_path / rel).write_bytes(data)
+    ups = [Upload(str(tmp_path / rel), f"{name}/{rel}", 0o640, 1_600_000_000) for rel in files]
+    ups.append(Upload(str(tmp_path / "missing"), f"{name}/missing", 0o644, 1_600_000_000))
+    pipe = SftpPipe(conn.transport)
+    sent, held = _counting_sends(pipe)
+    done: list[tuple[str, int]] = []
+    try:
+        upload_many(
+            pipe,
+            ups,
+            4096,
+            lambda _n: None,
+            window=lambda: (4, 2),
+            on_done=lambda u: done.append((u.part, sent["open"])),
+        )
+    finally:
+        pipe.close()
+    assert max(held) <= 4, held
+    for up, (rel, data) in zip(ups, files.items(), strict=False):
+        assert up.error is None and up.stat_set and up.generation == 2, up
+        assert up.digest == hashlib.sha256(data).hexdigest()
+        assert (view / rel).read_bytes() == data
+        assert (view / rel).stat().st_mode & 0o777 == 0o640
+        assert int((view / rel).stat().st_mtime) == 1_600_000_000
+    assert isinstance(ups[-1].error, FileNotFoundError) and ups[-1].digest is None
+    assert len(done) == len(ups) and done[0][1] < len(ups), done
     assert sent["writes"] < sent["requests"] / 2, sent
 
 
