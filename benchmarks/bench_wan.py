@@ -5,16 +5,16 @@
         [--size-mib 1024] [--files 2000] [--file-kib 16] [--dirs 1] [--rounds 3]
         [--only large|small] [--rate-mbit N] [--kaic-args "--parallel 4"]
         [--baseline /tmp/kaic-main]   # another kaic tree, measured in the same rounds
-        [--local-dir /dev/shm]        # this machine's side of the files on tmpfs
+        [--local-dir /dev/shm] [--remote-dir /dev/shm]   # either side's files on tmpfs
 
 Needs root, sshd, sftp, ssh-keygen and rsync (`apt-get install -y rsync`). It starts its own
 sshd on 127.0.0.1 (certificate login, as a center's staging host), and with `--rtt-ms` > 0
 the latency proxy of `tests/staging/faults.py` in a process of its own (RTT/2 each way,
 optionally `--rate-mbit` each way); every client goes through the same proxy to the same
 sshd, with the same cipher (aes128-gcm) and key. `--local-dir /dev/shm` puts this machine's
-side of the files (a push's sources, a pull's destinations) on tmpfs: the same for every
-tool, and without the erratic cost of creating files on this machine's ext4
-(docs/staging.md, "Where a pull's CPU goes on this machine").
+side of the files (a push's sources, a pull's destinations) on tmpfs, `--remote-dir
+/dev/shm` the host's: the same for every tool, and without the erratic cost of creating
+files on this machine's ext4 (docs/staging.md, "Where a pull's CPU goes on this machine").
 
 Every tool runs as a fresh process, timed from outside (wall clock from start to exit, its
 login included) — kaic as `python -m kaic data push|pull` with `KAIC_SSH_*`, like a user
@@ -270,15 +270,27 @@ def main() -> None:
         default=None,
         help="where this machine's files go (e.g. /dev/shm: no disk noise; default: /tmp)",
     )
+    parser.add_argument(
+        "--remote-dir",
+        default=None,
+        help="where the host's files go (e.g. /dev/shm; default: the staging user's home)",
+    )
     args = parser.parse_args()
 
     base = Path(tempfile.mkdtemp(prefix="kaic-wan-", dir=args.local_dir))
     os.chmod(base, 0o755)
     home = ensure_unix_user(STAGING_USER)
     remote = home / "kaic-wan"
+    if remote.is_symlink():
+        remote.unlink()
     shutil.rmtree(remote, ignore_errors=True)
-    remote.mkdir()
-    shutil.chown(remote, STAGING_USER, STAGING_USER)
+    held = remote
+    if args.remote_dir:  # the host's side elsewhere (a tmpfs): the staging path links there
+        held = Path(tempfile.mkdtemp(prefix="kaic-wan-host-", dir=args.remote_dir))
+        remote.symlink_to(held)
+    else:
+        remote.mkdir()
+    shutil.chown(held, STAGING_USER, STAGING_USER)
     ca, key = base / "ca", base / "user"
     keygen("-t", "ed25519", "-N", "", "-f", str(ca))
     keygen("-t", "ed25519", "-N", "", "-f", str(key))
@@ -298,7 +310,7 @@ def main() -> None:
     where = f"through a {args.rtt_ms:g} ms RTT proxy" if proxy else "on loopback"
     if args.rate_mbit:
         where += f" capped at {args.rate_mbit:g} Mbit/s"
-    where += f", local files in {base}"
+    where += f", local files in {base}, the host's in {held}"
     print(f"# {where}, {os.cpu_count()} CPUs, load {os.getloadavg()}", flush=True)
     try:
         if args.only in (None, "large"):
@@ -310,7 +322,9 @@ def main() -> None:
             proxy.send_signal(signal.SIGTERM)
             proxy.wait(10)
         sshd.stop()
-        shutil.rmtree(remote, ignore_errors=True)
+        shutil.rmtree(held, ignore_errors=True)
+        if remote.is_symlink():
+            remote.unlink()
         shutil.rmtree(base, ignore_errors=True)
 
 
