@@ -302,6 +302,28 @@ class SlurmCluster:
         slurmds = [f"slurmd-{node}" for node in self.node_names]
         for name in ("slurmrestd", *slurmds, "slurmctld", "munged"):
             self._stop(name)
+        for pid in self.leftover_job_processes():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def leftover_job_processes(self) -> list[int]:
+        """Processes of this cluster's jobs still running (their `SLURM_CONF` is this
+        cluster's). proctrack/linuxproc finds a job's processes by walking its process
+        tree, so one whose parent died first (a cancel on a busy machine: the shell gets
+        TERM before its `sleep`) is reparented to init and outlives the job; a site's
+        proctrack/cgroup does not lose them."""
+        mark = b"SLURM_CONF=" + os.fsencode(self.dir / "slurm.conf") + b"\0"
+        found = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                environ = (proc / "environ").read_bytes() + b"\0"
+            except OSError:
+                continue
+            if mark in environ and int(proc.name) != os.getpid():
+                found.append(int(proc.name))
+        return found
 
 
 def main() -> None:
