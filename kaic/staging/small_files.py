@@ -16,6 +16,7 @@ import os
 import struct
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
 
 import paramiko
 
@@ -46,6 +47,70 @@ from kaic.staging.pipeline import (
 #: the body of an OPEN after its path: to write a part file (made or emptied), to read a file
 _CREATE_TAIL = struct.pack(">I", FXF_WRITE | FXF_CREAT | FXF_TRUNC) + attrs()
 _OPEN_TAIL = struct.pack(">I", FXF_READ) + attrs()
+
+#: a pipelined request: (owner, type, body after the id, expected reply bytes); None: read
+#: a reply before asking for more
+Request = tuple[Any, int, bytes, int] | None
+
+
+class _Held(Protocol):
+    handle: bytes
+    error: OSError | None
+    generation: int
+
+
+F = TypeVar("F", bound=_Held)
+
+
+class _Window(Generic[F]):
+    """The sliding window of files both directions keep open: the next file's OPEN goes
+    whenever fewer than `window()[0]` are held (opened or opening, not yet closed); a file
+    whose handle came back gets its requests (`per_file`, which ends with its CLOSE); each
+    file is finished once (`finish`) when its CLOSE is answered or its OPEN refused."""
+
+    def __init__(
+        self,
+        files: Sequence[F],
+        window: Callable[[], tuple[int, int]] | None,
+        finish: Callable[[F], None],
+    ):
+        self.todo = collections.deque(files)
+        self.opened: collections.deque[F] = collections.deque()
+        self.holding = 0
+        self.left = len(files)
+        self.window = window or (lambda: (len(files), 0))
+        self._finish = finish
+
+    def requests(
+        self, per_file: Callable[[F], Iterator[Request]], open_request: Callable[[F], Request]
+    ) -> Iterator[Request]:
+        while self.left:
+            while self.opened:
+                yield from per_file(self.opened.popleft())
+                self.holding -= 1  # (its CLOSE is on its way: the next OPEN may go)
+            size, generation = self.window()
+            if self.todo and self.holding < size:
+                held = self.todo.popleft()
+                held.generation = generation
+                self.holding += 1
+                yield open_request(held)
+            else:
+                yield None  # (a reply first)
+
+    def on_open(self, held: F, kind: int, payload: bytes, path: str) -> None:
+        """The answer to a file's OPEN: its handle, or why it failed (the file is done)."""
+        if kind == FXP_HANDLE:
+            held.handle = SftpPipe._takestring(payload, 0)[0]
+            self.opened.append(held)
+        else:
+            held.error = status_error(payload, path)
+            self.holding -= 1
+            self.finished(held)
+
+    def finished(self, held: F) -> None:
+        self.left -= 1
+        self._finish(held)
+
 
 # -- push: small files to their part files -------------------------------------------------
 
@@ -85,61 +150,37 @@ def upload_many(
     Sets `digest` (sha256 of the bytes sent) or `error` on each upload, and `generation`
     (the window's, when its OPEN was sent).
     """
-    todo = collections.deque(uploads)
-    opened: collections.deque[Upload] = collections.deque()
-    holding = 0  # files opened or being opened, not yet closed
-    left = len(uploads)
 
     def finish(up: Upload) -> None:
-        nonlocal left
-        left -= 1
         if up.error is not None:
             up.digest = None
         on_done(up)
 
-    def requests() -> Iterator[tuple[tuple[Upload, int], int, bytes, int] | None]:
-        nonlocal holding
-        while left:
-            while opened:  # the writes and CLOSE of each file whose handle came back
-                up = opened.popleft()
-                handle = string(up.handle)
-                try:
-                    data = read_whole(up.src)
-                except OSError as exc:
-                    up.error = exc
-                    holding -= 1
-                    yield (up, FXP_CLOSE), FXP_CLOSE, handle, 0
-                    continue
-                up.digest = hashlib.sha256(data).hexdigest()
-                view = memoryview(data)
-                for off in range(0, len(data), request_size):
-                    chunk = view[off : off + request_size]
-                    body = handle + struct.pack(">QI", off, len(chunk)) + chunk
-                    yield (up, FXP_WRITE), FXP_WRITE, body, 0
-                on_bytes(len(data))
-                yield (up, FXP_FSETSTAT), FXP_FSETSTAT, handle + attrs(up.mode, up.mtime), 0
-                holding -= 1
-                yield (up, FXP_CLOSE), FXP_CLOSE, handle, 0
-            size, generation = window() if window is not None else (len(uploads), 0)
-            if todo and holding < size:
-                up = todo.popleft()
-                up.generation = generation
-                holding += 1
-                yield (up, FXP_OPEN), FXP_OPEN, string(up.part) + _CREATE_TAIL, 64
-            else:
-                yield None  # (a reply first)
+    files = _Window(uploads, window, finish)
+
+    def per_file(up: Upload) -> Iterator[Request]:
+        """The writes, FSETSTAT and CLOSE of a file whose handle came back."""
+        handle = string(up.handle)
+        try:
+            data = read_whole(up.src)
+        except OSError as exc:
+            up.error = exc
+            yield (up, FXP_CLOSE), FXP_CLOSE, handle, 0
+            return
+        up.digest = hashlib.sha256(data).hexdigest()
+        view = memoryview(data)
+        for off in range(0, len(data), request_size):
+            chunk = view[off : off + request_size]
+            body = handle + struct.pack(">QI", off, len(chunk)) + chunk
+            yield (up, FXP_WRITE), FXP_WRITE, body, 0
+        on_bytes(len(data))
+        yield (up, FXP_FSETSTAT), FXP_FSETSTAT, handle + attrs(up.mode, up.mtime), 0
+        yield (up, FXP_CLOSE), FXP_CLOSE, handle, 0
 
     def on_reply(owner: tuple[Upload, int], kind: int, payload: bytes) -> None:
-        nonlocal holding
         up, asked = owner
         if asked == FXP_OPEN:
-            if kind == FXP_HANDLE:
-                up.handle = SftpPipe._takestring(payload, 0)[0]
-                opened.append(up)
-            else:
-                up.error = status_error(payload, up.part)
-                holding -= 1
-                finish(up)
+            files.on_open(up, kind, payload, up.part)
             return
         if is_ok(kind, payload):
             up.stat_set = up.stat_set or asked == FXP_FSETSTAT
@@ -148,9 +189,12 @@ def upload_many(
             if not (asked == FXP_FSETSTAT and isinstance(error, Unsupported)):
                 up.error = up.error or error  # (unsupported: the caller sets them by path)
         if asked == FXP_CLOSE:  # everything of this file has been answered
-            finish(up)
+            files.finished(up)
 
-    pipe.stream(requests(), on_reply, gather=True)
+    def opening(up: Upload) -> Request:
+        return (up, FXP_OPEN), FXP_OPEN, string(up.part) + _CREATE_TAIL, 64
+
+    pipe.stream(files.requests(per_file, opening), on_reply, gather=True)
 
 
 def read_whole(path: str) -> bytes:
@@ -212,14 +256,8 @@ def download_many(
 
     Sets `data`, `error`, or `retry` (size changed or short read) on each download.
     """
-    todo = collections.deque(downloads)
-    opened: collections.deque[Download] = collections.deque()
-    holding = 0  # files opened or being opened, not yet closed
-    left = len(downloads)
 
     def finish(down: Download) -> None:
-        nonlocal left
-        left -= 1
         if down.error is None and not down.retry and down.eof:
             data = b"".join(down.chunks[off] for off in sorted(down.chunks))
             if len(data) == down.size:
@@ -232,41 +270,27 @@ def download_many(
         down.chunks = {}
         on_done(down)
 
-    def requests() -> Iterator[tuple[tuple[Download, int, int, bool], int, bytes, int] | None]:
-        nonlocal holding
-        while left:
-            while opened:  # READs and CLOSE of each file whose handle came back
-                down = opened.popleft()
-                handle = string(down.handle)
-                for off in range(0, max(down.size, 1), request_size):
-                    n = min(request_size, down.size - off)
-                    last = off + request_size >= down.size
-                    ask = n + 1 if last else n  # (one byte more: see the docstring)
-                    yield (down, off, n, last), FXP_READ, handle + struct.pack(">QI", off, ask), ask
-                yield (down, -1, 0, False), FXP_CLOSE, handle, 0
-                holding -= 1
-            size, generation = window() if window is not None else (len(downloads), 0)
-            if todo and holding < size:
-                down = todo.popleft()
-                down.generation = generation
-                holding += 1
-                yield (down, -2, 0, False), FXP_OPEN, string(down.src) + _OPEN_TAIL, 64
-            else:
-                yield None  # (a reply first)
+    files = _Window(downloads, window, finish)
+
+    def per_file(down: Download) -> Iterator[Request]:
+        """The READs and CLOSE of a file whose handle came back."""
+        handle = string(down.handle)
+        for off in range(0, max(down.size, 1), request_size):
+            n = min(request_size, down.size - off)
+            last = off + request_size >= down.size
+            ask = n + 1 if last else n  # (one byte more: see the docstring)
+            yield (down, off, n, last), FXP_READ, handle + struct.pack(">QI", off, ask), ask
+        yield (down, -1, 0, False), FXP_CLOSE, handle, 0
+
+    def opening(down: Download) -> Request:
+        return (down, -2, 0, False), FXP_OPEN, string(down.src) + _OPEN_TAIL, 64
 
     def on_reply(owner: tuple[Download, int, int, bool], kind: int, payload: bytes) -> None:
-        nonlocal holding
         down, off, n, last = owner
         if off == -2:  # OPEN
-            if kind == FXP_HANDLE:
-                down.handle = SftpPipe._takestring(payload, 0)[0]
-                opened.append(down)
-            else:
-                down.error = status_error(payload, down.src)
-                holding -= 1
-                finish(down)
+            files.on_open(down, kind, payload, down.src)
         elif off == -1:  # CLOSE: everything of this file has been answered
-            finish(down)
+            files.finished(down)
         elif kind == FXP_DATA:
             data = SftpPipe._takestring(payload, 0)[0]
             if len(data) != n:
@@ -285,4 +309,4 @@ def download_many(
         else:
             raise paramiko.SSHException(f"unexpected SFTP reply {kind} to READ")
 
-    pipe.stream(requests(), on_reply, limit=MAX_REPLY_BYTES, gather=True)
+    pipe.stream(files.requests(per_file, opening), on_reply, limit=MAX_REPLY_BYTES, gather=True)
