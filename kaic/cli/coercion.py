@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from typer import core as typer_core
@@ -64,15 +65,16 @@ class QuickParam(RuntimeParam):
     """A parameter's coercion: `quick` first, Typer's (made when first needed) for the rest."""
 
     descriptor: TypeDescriptor
-    slow: list[RuntimeParam]
+
+    @cached_property
+    def slow(self) -> RuntimeParam:
+        return build_runtime_param(self.descriptor)
 
     def _coerce_value(self, value: Any, param: Any, ctx: Any) -> Any:
         got = quick(self.annotation, self.parameter_info, value)
         if got is not UNDECIDED:
             return got
-        if not self.slow:
-            self.slow.append(build_runtime_param(self.descriptor))
-        return self.slow[0]._coerce_value(value, param=param, ctx=ctx)
+        return self.slow._coerce_value(value, param=param, ctx=ctx)
 
 
 def build(descriptor: TypeDescriptor) -> RuntimeParam:
@@ -89,7 +91,6 @@ def build(descriptor: TypeDescriptor) -> RuntimeParam:
         parameter_info=descriptor.parameter_info,
         annotation=descriptor.annotation,
         descriptor=descriptor,
-        slow=[],
     )
 
 
