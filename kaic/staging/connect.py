@@ -287,6 +287,10 @@ class SftpConnection:
     def is_active(self) -> bool:
         return self.transport.is_active()
 
+    def near(self) -> bool:
+        """Whether the host answered a round trip in under `transport.NEAR_RTT_S`."""
+        return isinstance(self.transport, ClientTransport) and self.transport.near()
+
     def close(self) -> None:
         """Close; never raises (the connection may already be gone)."""
         with contextlib.suppress(Exception):
@@ -433,6 +437,7 @@ def open_sftp(
                 f"SSH login to {target.address} failed: {exc}"
             ) from exc
         transport.set_keepalive(30)
+        transport.probe_round_trip()  # (answered while the sync goes on: `near`)
         conn = SftpConnection(transport, target)
         if not sftp_in_background:
             conn.ready()

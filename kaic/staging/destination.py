@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
+from kaic.staging.connect import SftpConnection
 from kaic.staging.options import SyncOptions
 from kaic.staging.pipeline import SftpFailure
 from kaic.staging.plan import FileTask, LocalSide, Side, Warn
@@ -50,6 +51,11 @@ class Destination(ABC, Stripes):
         """Delete an empty destination directory."""
 
     # -- files ---------------------------------------------------------------------------
+    def channels(self, conns: list[SftpConnection], tasks: list[FileTask]) -> int:
+        """How many workers (SFTP channels) each connection runs for `tasks`:
+        `options.channels`."""
+        return self.options.channels
+
     @abstractmethod
     def copy_batch(
         self, parts: dict[str, int], batch: list[FileTask], side: RemoteSide, pipes: WorkerPipe

@@ -9,6 +9,7 @@ tells the whole story.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass
@@ -327,12 +328,13 @@ class Engine:
         """Transfer the plan's files; files that failed for a reason that may pass go again
         (after a growing pause) until `file_attempts` rounds are used up."""
         pending = list(plan.transfers)
+        # (the workers per connection: the destination's choice, the host near or far)
+        channels = self.destination.channels(conns, pending)
+        options = dataclasses.replace(self.options, channels=channels)
         for attempt in range(1, max(1, self.options.file_attempts) + 1):
             self.stats.retry.clear()
             copy = partial(self.destination.copy_batch, plan.parts)
-            run_workers(
-                pending, conns, self.options, self.checksums_fn, copy, self.destination, ahead
-            )
+            run_workers(pending, conns, options, self.checksums_fn, copy, self.destination, ahead)
             pending = list(self.stats.retry.values())
             if not pending or attempt >= self.options.file_attempts:
                 return

@@ -23,10 +23,19 @@ from kaic.staging.pipeline import SftpPipe
 from kaic.staging.plan import LocalSide, plan_sync
 from kaic.staging.remote_fs import RemoteSide
 from kaic.staging.transfer import SyncOptions, pull, push
+from kaic.staging.transport import ClientTransport
 from tests.staging.conftest import SshEnv
 from tests.staging.faults import LatencyProxy
 
 Remote = tuple[str, Path]
+
+
+@pytest.fixture(autouse=True)
+def _no_probes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The connections' round-trip probes (`ClientTransport.probe_round_trip`) left out:
+    they go beside whatever else is sent, and count a turn or not by timing."""
+    monkeypatch.setattr(ClientTransport, "probe_round_trip", lambda self, times=2: None)
+
 
 #: directories of the test tree: 6 at the top, 10 below each
 TOP, BELOW = 6, 10
