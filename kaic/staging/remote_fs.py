@@ -22,6 +22,7 @@ import paramiko
 from kaic.errors import KaicError, Unreachable
 from kaic.staging.ahead import Opening
 from kaic.staging.connect import SftpConnection
+from kaic.staging.host_hash import FAST_HASH, RANGE_SHA256
 from kaic.staging.ignore import IgnoreRules
 from kaic.staging.names import is_text, name_bytes, name_text
 from kaic.staging.plan import Entry, Tree, Warn, is_part
@@ -37,16 +38,6 @@ SCAN_AT_ONCE = 64
 #: names one hashing exec takes, at most, and the most bytes of them (a command line)
 _EXEC_BATCH = 512
 _EXEC_BYTES = 64 << 10
-
-# coreutils `sha256sum` has no SHA-NI code path: ~250 MB/s here, where OpenSSL's `dgst`
-# hashes ~1 GB/s. Use OpenSSL when the host has it (same output layout with `-r`: 64 hex
-# digits, a separator, the name), else sha256sum. OpenSSL escapes names differently, so names
-# with a backslash or a line break always go to sha256sum.
-_FAST_HASH = (
-    "if command -v openssl >/dev/null 2>&1; then H='openssl dgst -sha256 -r'; "
-    "else H=sha256sum; fi; "
-)
-
 
 _HEX = re.compile(r"[0-9a-f]{64}")
 
@@ -330,7 +321,7 @@ class RemoteSide:
             names = [normalize_remote(p) for p in batch]
             quoted = " ".join(shlex.quote(n) for n in names)
             if all(_plain_name(n) for n in names):
-                ran = self._exec(f"{_FAST_HASH}$H -- {quoted}")
+                ran = self._exec(f"{FAST_HASH}$H -- {quoted}")
             else:
                 ran = self._exec(f"sha256sum -- {quoted}")
             if ran is None:
@@ -342,16 +333,14 @@ class RemoteSide:
 
     def exec_range_sha256(self, path: str, ranges: Sequence[tuple[int, int]]) -> list[str | None]:
         """sha256 of byte ranges `[start, end)` of one remote file, by one exec on the host
-        (`tail -c +K | head -c N` into OpenSSL or `sha256sum` per range); None for each
-        range where that failed or the host runs no commands."""
+        (`RANGE_SHA256`: python3 reading the file, else `tail -c +K | head -c N` into
+        OpenSSL or `sha256sum` per range); None for each range where that failed or the
+        host runs no commands."""
         if not ranges:
             return []
         name = shlex.quote(normalize_remote(path))
         parts = " ".join(f"{start + 1}:{end - start}" for start, end in ranges)
-        ran = self._exec(
-            f"{_FAST_HASH}F={name}; for r in {parts}; do "
-            'tail -c "+${r%:*}" -- "$F" | head -c "${r#*:}" | $H; done'
-        )
+        ran = self._exec(f"F={name}; R='{parts}'; {RANGE_SHA256}")
         if ran is None or ran[0] != 0:
             return [None] * len(ranges)
         lines = [line[:64] for line in ran[1].decode(errors="replace").splitlines()]
@@ -420,9 +409,5 @@ class RemoteSide:
         return digest.hexdigest()
 
     def prefix_sha256(self, path: str, length: int) -> str | None:
-        """sha256 of the first `length` bytes of a remote file."""
-        name = shlex.quote(normalize_remote(path))
-        ran = self._exec(f"{_FAST_HASH}head -c {int(length)} -- {name} | $H")
-        if ran is not None and ran[0] == 0 and len(ran[1]) >= 64:
-            return ran[1][:64].decode()
-        return self.read_back_sha256(path, length)
+        """sha256 of the first `length` bytes of a remote file (by exec, else read back)."""
+        return self.exec_range_sha256(path, [(0, length)])[0] or self.read_back_sha256(path, length)

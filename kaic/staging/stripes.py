@@ -14,11 +14,11 @@ between chunks.
 - Verify (the default): the sha256 of each segment is computed on both sides *while the
   file moves* — here by a thread that reads the source (push) or the part file as its
   segments complete (pull); on the host by one exec per batch of segments
-  (`tail -c +K | head -c N | openssl dgst -sha256`), started as soon as a segment's writes
-  are acknowledged (push) or for all segments when the file starts (pull; the source does
-  not change under us). After the last byte only the last segment is left to hash. A
-  segment that does not match is sent again once (only that segment); a second mismatch
-  fails the file. Where the host runs no commands, the whole file's sha256 is compared
+  (`host_hash.RANGE_SHA256`: python3 reading the ranges, else `tail | head | openssl`),
+  started as soon as a segment's writes are acknowledged (push) or for all segments when
+  the file starts (pull; the source does not change under us). After the last byte only
+  the last segment is left to hash. A segment that does not match is sent again once
+  (only that segment); a second mismatch fails the file. Where the host runs no commands, the whole file's sha256 is compared
   instead (the center's checksums, else read back), as for small files.
 - Resume: an attempt that ends (a cut connection) cuts its part file back to what
   arrived without a gap (`Stripes.cut_back`). One that was killed leaves holes where

@@ -5,7 +5,7 @@ How a file travels:
 1. Its data goes to a part file next to the destination (`plan.part_name`:
    `.NAME.CHECK.kaic-part`, always within NAME_MAX), never to NAME itself.
 2. If that part file already exists (an earlier, interrupted run), the sha256 of its first N
-   bytes is compared on both sides (remote: `head -c N | sha256sum` over SSH exec, else
+   bytes is compared on both sides (remote: by an exec, `host_hash.RANGE_SHA256`, else
    read back over SFTP); if equal, the transfer resumes at N, else it restarts at 0.
 3. The sha256 of the whole file is computed while sending and compared with the other side's
    (remote: `sha256sum` over SSH exec; else the center's checksums, one call per batch; else

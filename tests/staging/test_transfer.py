@@ -228,7 +228,7 @@ def test_remote_hash_prefers_openssl(ssh_env: SshEnv, remote_dir: Remote) -> Non
     import hashlib
 
     from kaic.staging.connect import open_sftp
-    from kaic.staging.remote_fs import _FAST_HASH
+    from kaic.staging.host_hash import FAST_HASH
 
     name, view = remote_dir
     view.mkdir()
@@ -237,9 +237,9 @@ def test_remote_hash_prefers_openssl(ssh_env: SshEnv, remote_dir: Remote) -> Non
     conn = open_sftp(ssh_env.target())
     try:
         has_openssl = conn.exec("command -v openssl")[0] == 0
-        chosen = conn.exec(_FAST_HASH + 'echo "$H"')[1].decode().strip()
+        chosen = conn.exec(FAST_HASH + 'echo "$H"')[1].decode().strip()
         assert chosen == ("openssl dgst -sha256 -r" if has_openssl else "sha256sum")
-        without = conn.exec("PATH=/nonexistent; " + _FAST_HASH + 'echo "$H"')[1].decode()
+        without = conn.exec("PATH=/nonexistent; " + FAST_HASH + 'echo "$H"')[1].decode()
         assert without.strip() == "sha256sum"
         side = RemoteSide(conn)
         want = hashlib.sha256(b"abc").hexdigest()
