@@ -18,8 +18,9 @@ between chunks.
   started as soon as a segment's writes are acknowledged (push) or for all segments when
   the file starts (pull; the source does not change under us). After the last byte only
   the last segment is left to hash. A segment that does not match is sent again once
-  (only that segment); a second mismatch fails the file. Where the host runs no commands, the whole file's sha256 is compared
-  instead (the center's checksums, else read back), as for small files.
+  (only that segment); a second mismatch fails the file. Where the host runs no
+  commands, the whole file's sha256 is compared instead (the center's checksums, else
+  read back), as for small files.
 - Resume: an attempt that ends (a cut connection) cuts its part file back to what
   arrived without a gap (`Stripes.cut_back`). One that was killed leaves holes where
   chunks were in flight, but only within `REACH` of the part file's end: no stream takes
