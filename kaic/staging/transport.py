@@ -20,7 +20,7 @@ from kaic.sshkex import KexSafeTransport
 
 #: a host whose round trip (`ClientTransport.probe_round_trip`) is shorter is near: this
 #: machine or its LAN, where a transfer waits for the CPU, not for the network (30 ms RTT,
-#: a far host, is 6x this; loopback measured 0.1–2 ms on a busy machine)
+#: a far host, is 6x this; loopback measured 0.3–0.6 ms here)
 NEAR_RTT_S = 0.005
 #: seconds `ClientTransport.near` waits for the probes' answers at most
 PROBE_WAIT_S = 0.2
