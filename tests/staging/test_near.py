@@ -64,8 +64,8 @@ def test_a_pull_from_a_near_host_runs_one_worker_per_connection_a_far_one_or_a_p
     ssh_env: SshEnv, remote_dir: Remote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On loopback a pull's workers only take turns on the interpreter's lock: one per
-    connection. Through a slow link, for a striped file and for any push, every channel
-    works."""
+    connection, for small files and a striped one alike. Through a slow link and for any
+    push, every channel works."""
     name, view = remote_dir
     src = tmp_path / "src"
     src.mkdir()
@@ -94,7 +94,7 @@ def test_a_pull_from_a_near_host_runs_one_worker_per_connection_a_far_one_or_a_p
         ("RemoteDestination", CHANNELS_PER_CONNECTION),
         ("LocalDestination", 1),
         ("LocalDestination", CHANNELS_PER_CONNECTION),
-        ("LocalDestination", CHANNELS_PER_CONNECTION),  # (striped)
+        ("LocalDestination", 1),  # (striped: its streams are the workers)
     ]
     for got in ("near", "far"):
         assert sorted(p.read_bytes() for p in (tmp_path / got).iterdir()) == sorted(
