@@ -27,7 +27,13 @@ app = typer.Typer(
 )
 
 ParallelOpt = Annotated[
-    int, typer.Option("--parallel", min=1, max=16, help="SSH connections to use.")
+    int,
+    typer.Option(
+        "--parallel",
+        min=1,
+        max=16,
+        help="SSH connections to use, at most (a pull from a host under 5 ms away uses one).",
+    ),
 ]
 ExcludeOpt = Annotated[
     list[str] | None,

@@ -51,10 +51,10 @@ class Destination(ABC, Stripes):
         """Delete an empty destination directory."""
 
     # -- files ---------------------------------------------------------------------------
-    def channels(self, conns: list[SftpConnection], tasks: list[FileTask]) -> int:
-        """How many workers (SFTP channels) each connection runs for `tasks`:
-        `options.channels`."""
-        return self.options.channels
+    def one_stream(self, conn: SftpConnection) -> bool:
+        """Whether the sync's files go by one worker on one connection (`conn`, the first)
+        rather than `options.channels` on each of `options.parallel`: no."""
+        return False
 
     @abstractmethod
     def copy_batch(

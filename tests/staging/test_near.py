@@ -60,22 +60,22 @@ def test_a_connection_times_a_round_trip_near_on_loopback_and_far_through_a_slow
             conn.close()
 
 
-def test_a_pull_from_a_near_host_runs_one_worker_per_connection_a_far_one_or_a_push_all(
+def test_a_pull_from_a_near_host_runs_one_worker_a_far_one_or_a_push_all(
     ssh_env: SshEnv, remote_dir: Remote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """On loopback a pull's workers only take turns on the interpreter's lock: one per
-    connection, for small files and a striped one alike. Through a slow link and for any
-    push, every channel works."""
+    """On loopback a pull's workers only take turns on the interpreter's lock and the
+    cores: one worker on one connection, for small files and a striped one alike. Through a
+    slow link and for any push, every channel of every connection works."""
     name, view = remote_dir
     src = tmp_path / "src"
     src.mkdir()
     for i in range(40):
         (src / f"f{i:02d}.bin").write_bytes(bytes([i]) * (1000 + i))
-    workers: list[tuple[str, int]] = []
+    workers: list[tuple[str, int, int]] = []
     real_run_workers = engine.run_workers
 
     def counted(*args: Any, **kwargs: Any) -> None:
-        workers.append((type(args[5]).__name__, args[2].channels))
+        workers.append((type(args[5]).__name__, len(args[1]), args[2].channels))
         real_run_workers(*args, **kwargs)
 
     monkeypatch.setattr(engine, "run_workers", counted)
@@ -90,11 +90,11 @@ def test_a_pull_from_a_near_host_runs_one_worker_per_connection_a_far_one_or_a_p
     assert pull(ssh_env.target(), [f"{name}/big.bin"], str(tmp_path / "big.bin")).verified
     assert (tmp_path / "big.bin").read_bytes() == big.read_bytes()
     big.unlink()
-    assert workers == [
-        ("RemoteDestination", CHANNELS_PER_CONNECTION),
-        ("LocalDestination", 1),
-        ("LocalDestination", CHANNELS_PER_CONNECTION),
-        ("LocalDestination", 1),  # (striped: its streams are the workers)
+    assert workers == [  # (destination, connections, workers on each)
+        ("RemoteDestination", 2, CHANNELS_PER_CONNECTION),
+        ("LocalDestination", 1, 1),
+        ("LocalDestination", 2, CHANNELS_PER_CONNECTION),
+        ("LocalDestination", 1, 1),  # (striped: its streams are the workers)
     ]
     for got in ("near", "far"):
         assert sorted(p.read_bytes() for p in (tmp_path / got).iterdir()) == sorted(
