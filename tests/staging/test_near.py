@@ -6,6 +6,7 @@ proxy's delay; they do not time the transfer (benchmarks/bench_wan.py does)."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from kaic.staging import engine
 from kaic.staging.connect import open_sftp
 from kaic.staging.options import CHANNELS_PER_CONNECTION
 from kaic.staging.transfer import SyncOptions, pull, push
-from kaic.staging.transport import NEAR_RTT_S, ClientTransport
+from kaic.staging.transport import NEAR_RTT_S, PROBE_WAIT_S, ClientTransport
 from kaic.staging.workers import SMALL_FILE
 from tests.staging.conftest import SshEnv
 from tests.staging.faults import LatencyProxy
@@ -101,3 +102,40 @@ def test_a_pull_from_a_near_host_runs_one_worker_a_far_one_or_a_push_all(
             p.read_bytes() for p in src.iterdir()
         )
     assert sorted(p.name for p in view.iterdir()) == sorted(p.name for p in src.iterdir())
+
+
+def test_a_host_that_never_answers_the_probe_is_far_after_a_moment(
+    ssh_env: SshEnv, remote_dir: Remote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that does not answer global requests (RFC 4254 says it must) costs a pull
+    at most `PROBE_WAIT_S` once, and the pull runs as from a far host."""
+    name, view = remote_dir
+    view.mkdir(parents=True)
+    for i in range(5):
+        (view / f"f{i}.txt").write_text(f"{i}\n")
+    ssh_env.own(view)
+
+    def unanswered(self: ClientTransport) -> None:  # (the probe is "sent", never answered)
+        self._probes_left = 0
+        self._probe_sent = time.monotonic()
+
+    monkeypatch.setattr(ClientTransport, "_send_probe", unanswered)
+    conn = open_sftp(ssh_env.target())
+    try:
+        started = time.monotonic()
+        assert not conn.near()
+        assert PROBE_WAIT_S * 0.9 <= time.monotonic() - started < PROBE_WAIT_S + 2.0
+        assert conn.transport.round_trip is None  # type: ignore[attr-defined]
+    finally:
+        conn.close()
+    workers: list[tuple[int, int]] = []
+    real_run_workers = engine.run_workers
+
+    def counted(*args: Any, **kwargs: Any) -> None:
+        workers.append((len(args[1]), args[2].channels))
+        real_run_workers(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "run_workers", counted)
+    got = pull(ssh_env.target(), [name], str(tmp_path / "got"))
+    assert got.files_transferred == 5
+    assert workers == [(2, CHANNELS_PER_CONNECTION)]
