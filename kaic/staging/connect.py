@@ -220,6 +220,8 @@ class SftpConnection:
     def _open_main(self) -> None:
         try:
             self._sftp = self.new_sftp()
+            if isinstance(self.transport, ClientTransport):  # (the host let the login in)
+                self.transport.probe_round_trip()  # (answered while the sync goes on)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             self._sftp_error = _disconnected(self.transport, self.target) or Unreachable(
                 f"{self.target.address}: SFTP is not available: {exc}"
@@ -437,7 +439,6 @@ def open_sftp(
                 f"SSH login to {target.address} failed: {exc}"
             ) from exc
         transport.set_keepalive(30)
-        transport.probe_round_trip()  # (answered while the sync goes on: `near`)
         conn = SftpConnection(transport, target)
         if not sftp_in_background:
             conn.ready()

@@ -22,6 +22,8 @@ from kaic.sshkex import KexSafeTransport
 #: machine or its LAN, where a transfer waits for the CPU, not for the network (30 ms RTT,
 #: a far host, is 6x this; loopback measured 0.3–0.6 ms here)
 NEAR_RTT_S = 0.005
+#: ... and one whose round trip is this long or longer is plainly far (`near` waits no more)
+FAR_RTT_S = 0.02
 #: seconds `ClientTransport.near` waits for the probes' answers at most
 PROBE_WAIT_S = 0.2
 
@@ -66,20 +68,23 @@ class ClientTransport(KexSafeTransport):
     #: when the probe on its way went (None: none is)
     _probe_sent: float | None = None
     _probes_left = 0
-    #: set once the last probe was answered
-    _probed: threading.Event | None = None
+    #: notified at each answer (None: no probe was sent)
+    _probing: threading.Condition | None = None
 
     def probe_round_trip(self, times: int = 2) -> None:
-        """Time a request the host answers at once, `times` times one after the other, and
-        keep the shortest as `round_trip` (nothing waits for the answers): a
+        """Time a request the host answers at once, up to `times` times one after the
+        other, and keep the shortest as `round_trip` (nothing waits for the answers): a
         `keepalive@openssh.com` global request, which OpenSSH answers with a failure and
-        any server with some reply. The first answer after a login also waits for the
-        host's own setup (OpenSSH forks the user's session process: 45 ms on loopback
-        where a round trip is 0.5 ms), hence the second. A host answers global requests in
-        the order they were asked (RFC 4254, 4), and kaic asks no other that wants an
-        answer, so the next answer is the probe's."""
+        any server with some reply. A busy moment on either side makes one round trip
+        long, hence the second. A host answers global requests in the order they were
+        asked (RFC 4254, 4), and kaic asks no other that wants an answer, so the next
+        answer is the probe's. (Sent once the host has let the login in, i.e. opened a
+        channel: right after the login OpenSSH's first answer waits for its own setup
+        (45 ms here, where a round trip is 0.5 ms), and a server that refuses the login
+        then closes the connection: a message kaic sent after that makes its kernel
+        answer with a reset, which throws away the reason the server had sent.)"""
         self._probes_left = times
-        self._probed = threading.Event()
+        self._probing = threading.Condition()
         self._send_probe()
 
     def _send_probe(self) -> None:
@@ -87,16 +92,26 @@ class ClientTransport(KexSafeTransport):
         m.add_byte(cMSG_GLOBAL_REQUEST)
         m.add_string("keepalive@openssh.com")
         m.add_boolean(True)
-        self._probes_left -= 1
         self._probe_sent = time.monotonic()
+        self._probes_left -= 1  # (after: `_probe_settled` never sees neither)
         self._send_user_message(m)  # (from the reader thread: queued in a key exchange)
 
     def near(self, wait_s: float = PROBE_WAIT_S) -> bool:
-        """Whether a probe's answer came within `NEAR_RTT_S`, waiting up to `wait_s` for
-        the last one (a sync asks once it has planned: by then they are in, near or far)."""
-        if self._probed is not None:
-            self._probed.wait(wait_s)
+        """Whether a probe's answer came within `NEAR_RTT_S`, waiting up to `wait_s` while
+        that is open: until an answer says near or plainly far (`FAR_RTT_S`), or the last
+        one is in. A sync asks once it has planned: by then the answers are in."""
+        probing = self._probing
+        if probing is None:
+            return False
+        with probing:
+            probing.wait_for(self._probe_settled, timeout=wait_s)
         return self.round_trip is not None and self.round_trip < NEAR_RTT_S
+
+    def _probe_settled(self) -> bool:
+        took = self.round_trip
+        if took is not None and (took < NEAR_RTT_S or took >= FAR_RTT_S):
+            return True
+        return self._probe_sent is None and self._probes_left <= 0
 
     def _probe_answered(self) -> bool:
         """Whether the global-request answer just in is a probe's (then timed, and the
@@ -108,8 +123,9 @@ class ClientTransport(KexSafeTransport):
         self.round_trip = took if self.round_trip is None else min(self.round_trip, took)
         if self._probes_left > 0:
             self._send_probe()
-        elif self._probed is not None:
-            self._probed.set()
+        if self._probing is not None:
+            with self._probing:
+                self._probing.notify_all()
         return True
 
     def _parse_request_success(self, m: paramiko.Message) -> None:
