@@ -189,16 +189,17 @@ class Engine:
                     break
                 self._prepare(plan, remote)
                 if plan.transfers:
-                    # (a pull from a near host: one worker, on the first connection)
-                    one = self.destination.one_stream(conns[0])
-                    wanted = 1 if one else connections_for(plan.transfers, self.options)
+                    options = self.options
+                    if self.destination.one_stream(conns[0]):  # (a pull from a near host)
+                        options = dataclasses.replace(options, parallel=1, channels=1)
+                    wanted = connections_for(plan.transfers, options)
                     if extra is not None and wanted > 1:
                         more, errors = extra.take(wanted - 1)
                         errors = turned_away + errors
                         conns += more
                         if errors and len(conns) < wanted:
                             self.warn(f"using {len(conns)} of {wanted} connections: {errors[0]}")
-                    self._transfer_all(plan, conns, ahead, one)
+                    self._transfer_all(plan, conns, ahead, options)
                 if self.stats.failures:
                     break
                 result.files_deleted += self._delete(plan, remote)
@@ -327,15 +328,16 @@ class Engine:
 
     # -- workers -------------------------------------------------------------------------
     def _transfer_all(
-        self, plan: SyncPlan, conns: list[SftpConnection], ahead: PipesAhead, one: bool
+        self,
+        plan: SyncPlan,
+        conns: list[SftpConnection],
+        ahead: PipesAhead,
+        options: SyncOptions,
     ) -> None:
-        """Transfer the plan's files (`one`: by one worker on the first connection); files
+        """Transfer the plan's files over `conns`, `options.channels` workers on each; files
         that failed for a reason that may pass go again (after a growing pause) until
         `file_attempts` rounds are used up."""
         pending = list(plan.transfers)
-        options = self.options
-        if one:
-            conns, options = conns[:1], dataclasses.replace(options, channels=1)
         for attempt in range(1, max(1, self.options.file_attempts) + 1):
             self.stats.retry.clear()
             copy = partial(self.destination.copy_batch, plan.parts)
