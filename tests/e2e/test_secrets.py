@@ -13,6 +13,9 @@ from tests.helpers import poll, run_cli, run_in_pty
 
 WANDB = "wandb-6c1f0e9a-E2E-SECRET-41d7"
 HF = "hf_Qm3-E2E-SECRET-prompt-92b0"
+#: a value given on the command line (refused): not one the argv scan of another test, maybe
+#: running at the same time in another worker, looks for
+ON_ARGV = "argv-5d2e-E2E-REFUSED-77aa"
 
 
 def _everywhere(root: Path, skip: set[Path]) -> dict[Path, bytes]:
@@ -109,8 +112,8 @@ def test_secrets_reach_the_job_and_nothing_else(alice: Alice, tmp_path: Path) ->
 def test_a_value_never_comes_from_the_command_line(alice: Alice) -> None:
     center, user, password = alice
     login(center, user, password)
-    extra = run_cli("secret", "set", "wandb", WANDB, expect=2)
-    assert "never given on the command line" in extra.stderr and WANDB not in extra.stderr
+    extra = run_cli("secret", "set", "wandb", ON_ARGV, expect=2)
+    assert "never given on the command line" in extra.stderr and ON_ARGV not in extra.stderr
     assert run_cli("secret", "list", "--json").json() == []
     no_terminal = run_cli("secret", "set", "wandb", expect=2)
     assert "--stdin" in no_terminal.stderr
