@@ -165,7 +165,9 @@ def test_push_rides_out_a_center_restart(endpoint: Endpoint, tmp_path: Path) -> 
     assert summary["verified"] is True
     # resumed from the part file (over 32 MiB when the center stopped), not started over
     small = sum(f.stat().st_size for f in src.glob("s*.txt"))
-    assert summary["bytes_transferred"] < big.stat().st_size + small + (16 << 20)
+    # (plus what the streams had on their way when it stopped: CI once sent 17.5 MiB more;
+    # 24 MiB is still less than the 32 MiB a start-over would send again)
+    assert summary["bytes_transferred"] < big.stat().st_size + small + (24 << 20)
     assert _sha(landed / "big.bin") == _sha(big)
     for f in src.glob("s*.txt"):
         assert (landed / f.name).read_bytes() == f.read_bytes()
