@@ -9,11 +9,16 @@ bound by its own CPU there, and most of it went to paramiko's per-packet path:
   length, then the rest), joins the pieces with `bytes +=`, and the AES-GCM packet is
   copied five times on its way to a `Message`. Every call lets go of the GIL, and the
   transport's reader thread — the one that hands out the send window and the SFTP replies
-  — then waits to get it back behind the worker threads. `BufferedPacketizer` reads
+  — then waits to get it back behind the worker threads. `BufferedPacketizer` receives
   whatever the socket holds (up to `RECV_BYTES`: a push's dozens of small messages, a
-  pull's several data packets) into one buffer and opens each packet from there with
-  `decrypt_into`: one `recv` per many packets (a 256 MiB push: 8,646 -> 1,824), one copy
-  per packet.
+  pull's several data packets) into a buffer of its own (a ring, received into in place)
+  and opens each packet from there with `decrypt_into`: one `recv` per many packets (a
+  256 MiB push: 8,646 -> 1,824), one copy per packet.
+- A pull's data: 32,768 CHANNEL_DATA packets per GiB, each a `Message`, a turn of the
+  transport's loop, `Channel._feed` and two more copies in paramiko. A channel given a
+  sink (`sink_channel`: an SFTP pipe's reply buffer) has its data fed to the sink straight
+  from the opened packet, and the next packet is read at once. A 1 GiB pull from sshd on
+  loopback: 0.9-1.2 s of user CPU before, 0.65-0.9 s after.
 - Sending: `Channel.sendall` builds a `Message` per packet, which paramiko then copies into
   a packet, pads with `os.urandom` (a system call per packet), slices, encrypts and joins
   again. `channel_sendall` hands the packetizer the caller's buffer (`ChannelData`) and
@@ -39,11 +44,16 @@ from __future__ import annotations
 import errno
 import struct
 import threading
-from typing import Any
+from typing import Any, Protocol
 
 import paramiko
 from cryptography.exceptions import InvalidTag
-from paramiko.common import xffffffff
+from paramiko.common import (
+    MSG_CHANNEL_DATA,
+    MSG_IGNORE,
+    cMSG_CHANNEL_WINDOW_ADJUST,
+    xffffffff,
+)
 from paramiko.message import Message
 from paramiko.packet import NeedRekeyException, Packetizer, first_arg
 from paramiko.ssh_exception import SSHException
@@ -53,6 +63,16 @@ RECV_BYTES = 256 * 1024
 #: the largest packet length accepted (OpenSSH sends at most 256 KiB): a corrupt length
 #: fails the connection instead of asking for a buffer of up to 4 GiB
 _MAX_PACKET = 1 << 20
+#: the receive buffer: the largest packet, and room for a whole `recv` after it
+_RING = _MAX_PACKET + 2 * RECV_BYTES
+#: CHANNEL_DATA's header in a packet's plaintext: padding length, type, channel, length
+_DATA_IN = struct.Struct(">BBII")
+
+
+class Sink(Protocol):
+    """Where a channel's data goes straight from the packet it came in (`sink_channel`)."""
+
+    def feed(self, data: memoryview) -> None: ...
 
 
 class BufferedPacketizer(Packetizer):
@@ -62,23 +82,36 @@ class BufferedPacketizer(Packetizer):
     def __init__(self, sock: Any):
         super().__init__(sock)
         self._kaic_sock = sock
-        self._kaic_in = bytearray()
-        self._kaic_chunk = bytearray(RECV_BYTES)
-        self._kaic_view = memoryview(self._kaic_chunk)
+        # What was received and not yet taken: `_ring[_head:_tail]` (the socket's bytes
+        # are received into the ring itself, not copied there).
+        self._ring = bytearray(_RING)
+        self._ring_view = memoryview(self._ring)
+        self._head = 0
+        self._tail = 0
+        #: a packet's plaintext is opened here (the largest packet's room, reused)
+        self._plain = memoryview(bytearray(_MAX_PACKET))
+        #: channels (by our id) whose CHANNEL_DATA is fed to a `Sink` as it is opened,
+        #: without a `Message` or a trip through the transport's loop (`sink_channel`)
+        self.sinks: dict[int, Sink] = {}
 
-    def _fill(self, n: int, check_rekey: bool = False) -> bytearray:
-        """The buffer, once it holds at least `n` bytes (paramiko's `read_all` loop)."""
+    def _fill(self, n: int, check_rekey: bool = False) -> int:
+        """Where the buffer's first `n` bytes start, once it holds them (paramiko's
+        `read_all` loop)."""
         p: Any = self  # paramiko's private state (name-mangled: `_Packetizer__…`)
-        buf = self._kaic_in
         remainder = p._Packetizer__remainder  # what reading the banner took too much
         if remainder:
-            buf[:0] = remainder
+            self._compact(bytes(remainder))
             p._Packetizer__remainder = b""
-        while len(buf) < n:
+        view = self._ring_view
+        if self._head == self._tail:
+            self._head = self._tail = 0
+        while self._tail - self._head < n:
+            if _RING - self._tail < RECV_BYTES or _RING - self._head < n:
+                self._compact()
             if self.handshake_timed_out():
                 raise EOFError()
             try:
-                got = self._kaic_sock.recv_into(self._kaic_view, RECV_BYTES)
+                got = self._kaic_sock.recv_into(view[self._tail :], _RING - self._tail)
             except TimeoutError:
                 got = -1
             except OSError as exc:
@@ -90,22 +123,28 @@ class BufferedPacketizer(Packetizer):
             if got == 0:
                 raise EOFError()
             if got > 0:
-                buf += self._kaic_view[:got]
+                self._tail += got
                 continue
             # a timeout: what paramiko does between packets
             if p._Packetizer__closed:
                 raise EOFError()
-            if check_rekey and not buf and p._Packetizer__need_rekey:
+            if check_rekey and self._head == self._tail and p._Packetizer__need_rekey:
                 raise NeedRekeyException()
             p._check_keepalive()
-        return buf
+        return self._head
+
+    def _compact(self, before: bytes = b"") -> None:
+        """Move what is left to the front of the ring (after `before`)."""
+        left = before + bytes(self._ring_view[self._head : self._tail])
+        if len(left) > _RING - RECV_BYTES:
+            raise SSHException("receive buffer overrun")
+        self._ring[: len(left)] = left
+        self._head, self._tail = 0, len(left)
 
     def read_all(self, n: int, check_rekey: bool = False) -> bytes:
-        buf = self._fill(n, check_rekey)
-        with memoryview(buf) as view:
-            out = bytes(view[:n])
-        del buf[:n]
-        return out
+        head = self._fill(n, check_rekey)
+        self._head = head + n
+        return bytes(self._ring_view[head : head + n])
 
     def read_message(self) -> tuple[int, Message]:
         p: Any = self  # paramiko's private state (name-mangled: `_Packetizer__…`)
@@ -118,36 +157,48 @@ class BufferedPacketizer(Packetizer):
         return self._read_sealed()
 
     def _read_sealed(self) -> tuple[int, Message]:
-        """One packet under AES-GCM, opened straight from the receive buffer into one new
-        buffer (paramiko copies each packet five times on its way)."""
+        """The next packet under AES-GCM, opened straight from the receive buffer. Channel
+        data for a sink goes to it there and then, and the next packet is read (back to
+        the transport's loop only when a rekey is due: as an IGNORE message)."""
         p: Any = self  # paramiko's private state (name-mangled: `_Packetizer__…`)
-        buf = self._fill(p._Packetizer__block_size_in, check_rekey=True)
-        size = int.from_bytes(buf[:4], "big")
-        if not 5 <= size <= _MAX_PACKET:
-            raise SSHException(f"invalid packet length {size}")
-        total = 4 + size + p._Packetizer__mac_size_in
-        buf = self._fill(total)
-        plain = bytearray(size)
-        iv = p._Packetizer__iv_in
-        with memoryview(buf) as view:
+        view = self._ring_view
+        while True:
+            head = self._fill(p._Packetizer__block_size_in, check_rekey=True)
+            size = int.from_bytes(view[head : head + 4], "big")
+            if not 5 <= size <= _MAX_PACKET:
+                raise SSHException(f"invalid packet length {size}")
+            total = 4 + size + p._Packetizer__mac_size_in
+            head = self._fill(total)
+            plain = self._plain[:size]
+            iv = p._Packetizer__iv_in
             try:
                 p._Packetizer__block_engine_in.decrypt_into(
-                    iv, view[4:total], bytes(view[:4]), plain
+                    iv, view[head + 4 : head + total], bytes(view[head : head + 4]), plain
                 )
             except InvalidTag:
                 raise SSHException("Mismatched MAC") from None
-        del buf[:total]
-        p._Packetizer__iv_in = iv[:4] + (int.from_bytes(iv[4:], "big") + 1).to_bytes(8, "big")
-        padding = plain[0]
-        if size - padding < 2:
-            raise SSHException("invalid packet padding")
-        cmd = plain[1]
-        with memoryview(plain) as view:
-            msg = Message(bytes(view[2 : size - padding]))
-        msg.seqno = p._Packetizer__sequence_number_in
-        p._Packetizer__sequence_number_in = (msg.seqno + 1) & xffffffff
-        self._count_received(size + p._Packetizer__mac_size_in + 4)
-        return cmd, msg
+            self._head = head + total
+            p._Packetizer__iv_in = iv[:4] + (int.from_bytes(iv[4:], "big") + 1).to_bytes(8, "big")
+            seqno = p._Packetizer__sequence_number_in
+            p._Packetizer__sequence_number_in = (seqno + 1) & xffffffff
+            self._count_received(total)
+            padding, cmd = plain[0], plain[1]
+            end = size - padding
+            if end < 2:
+                raise SSHException("invalid packet padding")
+            if cmd == MSG_CHANNEL_DATA and end >= _DATA_IN.size and self.sinks:
+                _, _, chanid, n = _DATA_IN.unpack_from(plain)
+                sink = self.sinks.get(chanid)
+                if sink is not None:
+                    if _DATA_IN.size + n > end:
+                        raise SSHException("invalid channel data length")
+                    sink.feed(plain[_DATA_IN.size : _DATA_IN.size + n])
+                    if p._Packetizer__need_rekey:
+                        return MSG_IGNORE, Message()
+                    continue
+            msg = Message(bytes(plain[2:end]))
+            msg.seqno = seqno
+            return cmd, msg
 
     def _count_received(self, raw: int) -> None:
         """paramiko's rekey accounting of a received packet (`Packetizer.read_message`)."""
@@ -289,3 +340,32 @@ def patient_sender(channel: paramiko.Channel) -> None:
     """Give `channel` a `WindowCondition` (before anything waits on the old one)."""
     chan: Any = channel
     chan.out_buffer_cv = WindowCondition(chan)
+
+
+def sink_channel(channel: paramiko.Channel, sink: Sink) -> None:
+    """Feed `channel`'s data to `sink` from the packet it arrives in, where the connection
+    has a `BufferedPacketizer` (under AES-GCM), instead of paramiko's way: a `Message`, the
+    transport's loop, `Channel._feed` and a copy. Whoever reads the sink acknowledges what
+    it took (`consumed`), as `Channel.recv` does. Undone by `unsink_channel`."""
+    packetizer = channel.get_transport().packetizer
+    if isinstance(packetizer, BufferedPacketizer):
+        packetizer.sinks[channel.get_id()] = sink
+
+
+def unsink_channel(channel: paramiko.Channel) -> None:
+    packetizer = channel.get_transport().packetizer
+    if isinstance(packetizer, BufferedPacketizer):
+        packetizer.sinks.pop(channel.get_id(), None)
+
+
+def consumed(channel: paramiko.Channel, n: int) -> None:
+    """`n` bytes of `channel`'s data were taken from its buffer: open the host's send window
+    again once enough were (paramiko's `Channel.recv`, less the read)."""
+    chan: Any = channel
+    ack = chan._check_add_window(n)
+    if ack > 0:
+        m = Message()
+        m.add_byte(cMSG_CHANNEL_WINDOW_ADJUST)
+        m.add_int(chan.remote_chanid)
+        m.add_int(ack)
+        chan.transport._send_user_message(m)

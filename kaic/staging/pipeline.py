@@ -21,9 +21,15 @@ Large files stream over the same kind of channel (`SftpPipe.stream`, used by
 `kaic.staging.stripes`): READs or WRITEs of a file's chunks go out as the worker produces
 them and each reply is handed back as it arrives, with a bound on the bytes in flight (the
 channel's receive window for reads: a pipe opened with `window=` asks the server for a larger
-one, which is safe here because replies are taken out of paramiko's buffer whole — its
-`BufferedPipe` copies what is left after each partial read, which is what makes paramiko's
-own SFTP downloads quadratic with a large window).
+one, which is safe here because replies are taken out of the channel's buffer whole
+(`reply_buffer.ReplyBuffer`) — paramiko's `BufferedPipe` copies what is left after each
+partial read, which is what makes paramiko's own SFTP downloads quadratic with a large
+window).
+
+Receiving: the channel's data goes from the packet it arrives in straight into the pipe's
+`ReplyBuffer` (`packets.sink_channel`), and each reply is copied out of it once, whole: per
+byte pulled, the decrypted packet, the buffer and the reply, where paramiko's way (a
+`Message`, `Channel._feed`, its `BufferedPipe`, `recv`) copied it five times more.
 
 A closed channel or connection raises `PipeClosed` (an `EOFError`), so the transfer
 engine reconnects and resumes as it does for paramiko's errors; a failed request is an
@@ -37,14 +43,21 @@ import errno
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import paramiko
-from paramiko.buffered_pipe import BufferedPipe
+from paramiko.buffered_pipe import PipeTimeout
 
 from kaic.staging.connect import REPLY_TIMEOUT
 from kaic.staging.names import name_bytes
-from kaic.staging.packets import channel_sendall, patient_sender
+from kaic.staging.packets import (
+    channel_sendall,
+    consumed,
+    patient_sender,
+    sink_channel,
+    unsink_channel,
+)
+from kaic.staging.reply_buffer import ReplyBuffer
 
 # message types (draft-ietf-secsh-filexfer-02)
 FXP_INIT, FXP_VERSION, FXP_OPEN, FXP_CLOSE, FXP_READ, FXP_WRITE = 1, 2, 3, 4, 5, 6
@@ -62,9 +75,6 @@ MAX_REPLY_BYTES = 1 << 20
 _REPLY_OVERHEAD = 96
 #: requests are written to the channel in chunks of about this size
 _SEND_CHUNK = 64 << 10
-#: what one `recv` may take: everything paramiko buffered (a partial read makes it copy the
-#: rest, see the module doc)
-_RECV_ALL = 1 << 30
 
 _ERRNO = {FX_NO_SUCH_FILE: errno.ENOENT, FX_PERMISSION_DENIED: errno.EACCES}
 
@@ -133,37 +143,6 @@ def is_ok(kind: int, payload: bytes) -> bool:
     return kind == FXP_STATUS and payload[:4] == b"\0\0\0\0"
 
 
-class ReplyBuffer(BufferedPipe):
-    """The receive buffer of a pipe's channel (paramiko's `BufferedPipe`, which the
-    transport's reader thread feeds): it wakes the pipe's thread only once it holds the
-    bytes that thread is waiting for (`wanted`: the rest of the reply being read), not for
-    every 32 KiB packet — a 248 KiB READ reply is 8 packets, and each wake-up is a thread
-    switch and a trip for the GIL. Reads copy once, not twice."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        #: bytes the reader waits for (it sets this before each read; reads return
-        #: whatever is there at once when the buffer is not empty)
-        self.wanted = 1
-
-    def feed(self, data: bytes) -> None:
-        pipe: Any = self  # (paramiko's private state)
-        with pipe._lock:
-            if pipe._event is not None:
-                pipe._event.set()
-            pipe._buffer.frombytes(data)
-            if len(pipe._buffer) >= self.wanted:
-                pipe._cv.notify_all()
-
-    def _buffer_tobytes(self, limit: int | None = None) -> bytes:
-        pipe: Any = self
-        view = memoryview(pipe._buffer)
-        try:
-            return view[:limit].tobytes()
-        finally:
-            view.release()
-
-
 @dataclass
 class Reply(Generic[T]):
     owner: T
@@ -193,10 +172,10 @@ class SftpPipe:
         channel.settimeout(reply_timeout)  # a silent server counts as a lost connection
         self._replies = ReplyBuffer()
         channel.in_buffer = self._replies  # (nothing arrives before the subsystem starts)
+        sink_channel(channel, self._replies)
         patient_sender(channel)
         self._channel = channel
         self._reply_timeout = reply_timeout
-        self._buf = bytearray()
         self._next_id = 1
         try:
             channel.invoke_subsystem("sftp")
@@ -213,6 +192,7 @@ class SftpPipe:
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
+            unsink_channel(self._channel)
             self._channel.close()
 
     # -- wire ----------------------------------------------------------------------------
@@ -230,37 +210,24 @@ class SftpPipe:
 
     def _recv_message(self) -> tuple[int, bytes]:
         """One message: (type, body after the type byte)."""
-        buf = self._buf
-        while True:
-            wanted = 4 - len(buf)
-            if len(buf) >= 4:
-                (n,) = struct.unpack_from(">I", buf)
-                if len(buf) >= 4 + n:
-                    kind = buf[4]
-                    with memoryview(buf) as view:  # (one copy: a slice of buf would be two)
-                        body = bytes(view[5 : 4 + n])
-                    del buf[: 4 + n]
-                    return kind, body
-                wanted = 4 + n - len(buf)
-            self._replies.wanted = wanted
-            try:
-                chunk = self._channel.recv(_RECV_ALL)
-            except TimeoutError as exc:
-                raise PipeClosed(
-                    f"no reply from the SFTP server in {self._reply_timeout:.0f} s"
-                ) from exc
-            except (OSError, EOFError, paramiko.SSHException) as exc:
-                raise PipeClosed(f"SFTP channel closed: {exc}") from exc
-            if not chunk:
-                raise PipeClosed("SFTP channel closed by the server")
-            buf += chunk
+        try:
+            got = self._replies.take(self._reply_timeout)
+        except PipeTimeout as exc:
+            raise PipeClosed(
+                f"no reply from the SFTP server in {self._reply_timeout:.0f} s"
+            ) from exc
+        if got is None:
+            raise PipeClosed("SFTP channel closed by the server")
+        kind, body, taken = got
+        try:
+            consumed(self._channel, taken)
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise PipeClosed(f"SFTP channel closed: {exc}") from exc
+        return kind, body
 
     def _reply_waiting(self) -> bool:
         """Whether a reply can be read without waiting."""
-        buf = self._buf
-        if len(buf) >= 4 and len(buf) >= 4 + struct.unpack_from(">I", buf)[0]:
-            return True
-        return self._channel.recv_ready()
+        return self._replies.whole() > 0
 
     def stream(
         self,

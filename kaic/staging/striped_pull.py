@@ -9,6 +9,7 @@ import os
 import struct
 from collections.abc import Iterator
 
+from kaic.staging.arrival_hash import ArrivalHashes
 from kaic.staging.connect import REQUEST_SIZE, SftpConnection
 from kaic.staging.destination import Destination
 from kaic.staging.pipeline import (
@@ -27,7 +28,6 @@ from kaic.staging.stripes import (
     Chunk,
     Striped,
     chunks_of,
-    hash_local,
     local_sha256,
     mismatched,
     read_attrs_size,
@@ -77,7 +77,9 @@ class StripedPull(Destination):
         if not self.options.verify:
             return
         part = part_name(striped.task.dst)
-        striped.start_thread(lambda: hash_local(striped, part, at_once=False), "kaic-hash-part")
+        arrivals = ArrivalHashes(striped)
+        striped.on_arrival = arrivals.arrived
+        striped.start_thread(lambda: arrivals.run(part), "kaic-hash-part")
         if side.exec_ok is not False:
             striped.start_thread(lambda: self._hash_source(striped, side), "kaic-hash-host")
 
@@ -112,6 +114,7 @@ class StripedPull(Destination):
         errors: list[OSError] = []
         mine = [0]  # this stream's requests without a reply
         quoted = string(handle)
+        on_arrival = striped.on_arrival
 
         def requests() -> Iterator[tuple[tuple[Chunk | None, int, int], int, bytes, int] | None]:
             # The source's size now, checked against the plan (a file that changed since
@@ -142,14 +145,17 @@ class StripedPull(Destination):
             chunk.pending -= 1
             mine[0] -= 1
             if kind == FXP_DATA and struct.unpack_from(">I", payload)[0] == n:
+                data = memoryview(payload)[4 : 4 + n]
                 try:
-                    os.pwrite(fd, memoryview(payload)[4 : 4 + n], pos)
+                    os.pwrite(fd, data, pos)
                 except OSError as exc:
                     if not errors:
                         exc.filename = exc.filename or part_name(task.dst)
                         errors.append(exc)
                 else:
                     self.stats.add_bytes(n)
+                    if on_arrival is not None:
+                        on_arrival(pos, data)
             elif not errors:
                 errors.append(
                     status_error(payload, task.src)

@@ -134,6 +134,9 @@ class Striped:
         #: file lie within that distance of its end (`resume_ranges` looks there)
         #: pull: the local part file, written by every stream
         self.fd: int | None = None
+        #: pull: told of each piece a stream wrote (its offset, its bytes), to hash
+        #: segments as they arrive (`arrival_hash`)
+        self.on_arrival: Callable[[int, memoryview], None] | None = None
         self.threads: list[threading.Thread] = []
         #: the exec hashing of the host (push: it is waited for once the file is sent)
 

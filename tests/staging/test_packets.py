@@ -8,6 +8,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import os
+import random
 import socket
 import threading
 from collections.abc import Iterator
@@ -17,11 +18,13 @@ from typing import Any
 import paramiko
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from paramiko.buffered_pipe import PipeTimeout
 from paramiko.packet import Packetizer
 
+from kaic.staging import packets
 from kaic.staging.connect import open_sftp
 from kaic.staging.packets import BufferedPacketizer, ChannelData, WindowCondition
-from kaic.staging.pipeline import ReplyBuffer
+from kaic.staging.reply_buffer import ReplyBuffer
 from kaic.staging.transfer import SyncOptions, pull, push
 from tests.staging.conftest import SshEnv
 from tests.staging.faults import LatencyProxy, deferred_sends
@@ -131,6 +134,93 @@ def test_tampered_packet_fails_the_connection(pair: tuple[socket.socket, socket.
     a.sendall(stream)
     with pytest.raises(paramiko.SSHException, match="MAC"):
         _aead(BufferedPacketizer(b), out=False).read_message()
+
+
+class _ListSink:
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def feed(self, data: memoryview) -> None:
+        self.data += data
+
+
+def test_a_sunk_channels_data_goes_to_its_sink_and_the_rest_paramikos_way(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """Data for a channel with a sink goes to the sink, in order, and is never returned;
+    other channels' data and other messages come back from `read_message` as paramiko's
+    would, in order — however the socket splits the packets, and past the receive
+    buffer's end many times over."""
+    a, b = pair
+    rng = random.Random(7)
+    wire = _CapturingSocket()
+    sender = _aead(Packetizer(wire), out=True)  # type: ignore[arg-type]
+    sunk, others = bytearray(), []
+    for i in range(400):
+        data = os.urandom(rng.choice([0, 1, 100, 16 << 10, 32 << 10, 200 << 10]))
+        if i % 7 == 3:
+            sender.send_message(_data_message(6, data))  # another channel's
+            others.append((94, 6, data))
+        elif i % 11 == 5:
+            m = paramiko.Message()
+            m.add_byte(bytes([96]))  # CHANNEL_EOF
+            m.add_int(5)
+            sender.send_message(m)
+            others.append((96, 5, b""))
+        else:
+            sender.send_message(_data_message(5, data))
+            sunk += data
+    stream = bytes(wire.data)
+    assert len(stream) > 4 * packets._RING  # (the ring is wrapped many times)
+    receiver = _aead(BufferedPacketizer(b), out=False)
+    sink = _ListSink()
+    receiver.sinks[5] = sink
+
+    def feed() -> None:
+        pos = 0
+        while pos < len(stream):
+            n = rng.choice([1, 7, 4096, 100_000, 1 << 20])
+            a.sendall(stream[pos : pos + n])
+            pos += n
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    try:
+        for kind, channel, data in others:
+            got_kind, msg = receiver.read_message()
+            assert got_kind == kind and msg.get_int() == channel
+            if kind == 94:
+                assert msg.get_binary() == data
+    finally:
+        writer.join()
+    # (what was sunk after the last other message is in once it is read: nothing to return)
+    a.close()
+    with pytest.raises(EOFError):
+        receiver.read_message()
+    assert sink.data == sunk
+
+
+def test_a_due_rekey_takes_the_reader_back_to_the_transport(
+    pair: tuple[socket.socket, socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading sunk data does not hold the transport's loop away from a rekey that fell
+    due: the packet that made it due returns as an IGNORE (the loop then starts the key
+    exchange), its data already sunk."""
+    monkeypatch.setattr(BufferedPacketizer, "REKEY_BYTES", 100 << 10)
+    a, b = pair
+    wire = _CapturingSocket()
+    sender = _aead(Packetizer(wire), out=True)  # type: ignore[arg-type]
+    pieces = [os.urandom(30 << 10) for _ in range(5)]
+    for data in pieces:
+        sender.send_message(_data_message(5, data))
+    a.sendall(wire.data)
+    receiver = _aead(BufferedPacketizer(b), out=False)
+    sink = _ListSink()
+    receiver.sinks[5] = sink
+    kind, _msg = receiver.read_message()
+    assert kind == 2  # MSG_IGNORE, after the 4th packet passed 100 KiB
+    assert receiver.need_rekey()
+    assert sink.data == b"".join(pieces[:4])
 
 
 class _CapturingSocket:
@@ -250,6 +340,47 @@ def test_reply_buffer_wakes_the_reader_once_a_reply_is_whole(
     assert pipe.read(1 << 30) == b"x" * (128 << 10)
     pipe.close()
     assert len(calls) == 2  # closing always wakes it
+
+
+def _sftp_message(kind: int, body: bytes) -> bytes:
+    return (len(body) + 1).to_bytes(4, "big") + bytes([kind]) + body
+
+
+def test_reply_buffer_gives_whole_messages_only() -> None:
+    pipe = ReplyBuffer()
+    first, second = _sftp_message(103, os.urandom(200 << 10)), _sftp_message(101, b"ok")
+    stream = first + second
+    for i in range(0, len(stream) - 3, 32 << 10):
+        pipe.feed(memoryview(stream)[i : min(i + (32 << 10), len(stream) - 3)])
+    assert pipe.take(0.01) == (103, first[5:], len(first))
+    with pytest.raises(PipeTimeout):  # the second is 3 bytes short
+        pipe.take(0.05)
+    assert pipe.wanted == len(second)  # (it waits for the whole message)
+    pipe.feed(stream[-3:])
+    assert pipe.take(0.01) == (101, b"ok", len(second))
+    pipe.feed(second[:6])
+    pipe.close()
+    assert pipe.take(1) is None  # closed with half a message: none will come
+
+
+def test_reply_buffer_wakes_a_waiting_taker(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _counting(monkeypatch)
+    pipe = ReplyBuffer()
+    message = _sftp_message(103, os.urandom(100 << 10))
+    got: list[object] = []
+    taker = threading.Thread(target=lambda: got.append(pipe.take(10)))
+    taker.start()
+    while pipe.wanted != 4:  # (waiting for a length)
+        threading.Event().wait(0.01)
+    pipe.feed(message[:20])
+    while pipe.wanted != len(message):
+        threading.Event().wait(0.01)
+    before = len(calls)
+    pipe.feed(message[20:1000])
+    assert len(calls) == before  # not whole yet: not woken
+    pipe.feed(message[1000:])
+    taker.join(10)
+    assert got == [(103, message[5:], len(message))]
 
 
 def test_a_channel_the_host_closes_during_a_rekey_does_not_stall_the_connection(
