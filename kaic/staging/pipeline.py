@@ -38,6 +38,7 @@ engine reconnects and resumes as it does for paramiko's errors; a failed request
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import struct
@@ -176,6 +177,8 @@ class SftpPipe:
         patient_sender(channel)
         self._channel = channel
         self._reply_timeout = reply_timeout
+        #: messages taken from the buffer and not yet read
+        self._taken: collections.deque[tuple[int, bytes]] = collections.deque()
         self._next_id = 1
         try:
             channel.invoke_subsystem("sftp")
@@ -210,6 +213,8 @@ class SftpPipe:
 
     def _recv_message(self) -> tuple[int, bytes]:
         """One message: (type, body after the type byte)."""
+        if self._taken:
+            return self._taken.popleft()
         try:
             got = self._replies.take(self._reply_timeout)
         except PipeTimeout as exc:
@@ -218,16 +223,17 @@ class SftpPipe:
             ) from exc
         if got is None:
             raise PipeClosed("SFTP channel closed by the server")
-        kind, body, taken = got
+        messages, size = got
         try:
-            consumed(self._channel, taken)
+            consumed(self._channel, size)
         except (OSError, EOFError, paramiko.SSHException) as exc:
             raise PipeClosed(f"SFTP channel closed: {exc}") from exc
-        return kind, body
+        self._taken.extend(messages[1:])
+        return messages[0]
 
     def _reply_waiting(self) -> bool:
         """Whether a reply can be read without waiting."""
-        return self._replies.whole() > 0
+        return bool(self._taken) or self._replies.whole() > 0
 
     def stream(
         self,

@@ -51,10 +51,11 @@ class ReplyBuffer(BufferedPipe):
         n = 4 + _U32.unpack_from(buf)[0]
         return n if len(buf) >= n else 0
 
-    def take(self, timeout: float | None) -> tuple[int, bytes, int] | None:
-        """The first SFTP message, once it is whole: (type, the body after the type byte,
-        the bytes it took); None once the channel closed without one. `PipeTimeout` when
-        none is whole in `timeout` seconds."""
+    def take(self, timeout: float | None) -> tuple[list[tuple[int, bytes]], int] | None:
+        """The SFTP messages whole in the buffer, once there is one: [(type, the body after
+        the type byte)], and the bytes they took; None once the channel closed without
+        one. `PipeTimeout` when none is whole in `timeout` seconds. (All at once: one lock
+        and one window acknowledgement for a batch of small files' replies.)"""
         pipe: Any = self
         deadline = None if timeout is None else time.monotonic() + timeout
         with pipe._lock:
@@ -67,10 +68,18 @@ class ReplyBuffer(BufferedPipe):
                 if left is not None and left <= 0:
                     raise PipeTimeout()
                 pipe._cv.wait(left)
-            kind = buf[4]
+            got = []
+            pos = 0
             with memoryview(buf) as view:
-                body = bytes(view[5:n])
-            del buf[:n]
+                while True:
+                    got.append((buf[pos + 4], bytes(view[pos + 5 : pos + n])))
+                    pos += n
+                    if len(buf) - pos < 4:
+                        break
+                    n = 4 + _U32.unpack_from(buf, pos)[0]
+                    if len(buf) - pos < n:
+                        break
+            del buf[:pos]
             if not buf and pipe._event is not None and not pipe._closed:
                 pipe._event.clear()
-        return kind, body, n
+        return got, pos

@@ -348,17 +348,22 @@ def _sftp_message(kind: int, body: bytes) -> bytes:
 
 def test_reply_buffer_gives_whole_messages_only() -> None:
     pipe = ReplyBuffer()
+    pipe.feed(_sftp_message(102, b"h1") + _sftp_message(102, b"h2") + b"\0\0")
+    assert pipe.take(0.01) == ([(102, b"h1"), (102, b"h2")], 14)  # all the whole ones
+    pipe.feed(b"\0\x02\x65\0")
+    assert pipe.take(0.01) == ([(101, b"\0")], 6)
     first, second = _sftp_message(103, os.urandom(200 << 10)), _sftp_message(101, b"ok")
     stream = first + second
     for i in range(0, len(stream) - 3, 32 << 10):
         pipe.feed(memoryview(stream)[i : min(i + (32 << 10), len(stream) - 3)])
-    assert pipe.take(0.01) == (103, first[5:], len(first))
+    assert pipe.take(0.01) == ([(103, first[5:])], len(first))
     with pytest.raises(PipeTimeout):  # the second is 3 bytes short
         pipe.take(0.05)
     assert pipe.wanted == len(second)  # (it waits for the whole message)
     pipe.feed(stream[-3:])
-    assert pipe.take(0.01) == (101, b"ok", len(second))
-    pipe.feed(second[:6])
+    assert pipe.take(0.01) == ([(101, b"ok")], len(second))
+    pipe.feed(second + second[:6])  # one and a half: the whole one
+    assert pipe.take(0.01) == ([(101, b"ok")], len(second))
     pipe.close()
     assert pipe.take(1) is None  # closed with half a message: none will come
 
@@ -380,7 +385,7 @@ def test_reply_buffer_wakes_a_waiting_taker(monkeypatch: pytest.MonkeyPatch) -> 
     assert len(calls) == before  # not whole yet: not woken
     pipe.feed(message[1000:])
     taker.join(10)
-    assert got == [(103, message[5:], len(message))]
+    assert got == [([(103, message[5:])], len(message))]
 
 
 def test_a_channel_the_host_closes_during_a_rekey_does_not_stall_the_connection(
