@@ -182,21 +182,20 @@ def test_a_sunk_channels_data_goes_to_its_sink_and_the_rest_paramikos_way(
             n = rng.choice([1, 7, 4096, 100_000, 1 << 20])
             a.sendall(stream[pos : pos + n])
             pos += n
+        a.shutdown(socket.SHUT_WR)
 
-    writer = threading.Thread(target=feed)
+    writer = threading.Thread(target=feed, daemon=True)
     writer.start()
-    try:
-        for kind, channel, data in others:
-            got_kind, msg = receiver.read_message()
-            assert got_kind == kind and msg.get_int() == channel
-            if kind == 94:
-                assert msg.get_binary() == data
-    finally:
-        writer.join()
-    # (what was sunk after the last other message is in once it is read: nothing to return)
-    a.close()
+    for kind, channel, data in others:
+        got_kind, msg = receiver.read_message()
+        assert got_kind == kind and msg.get_int() == channel
+        if kind == 94:
+            assert msg.get_binary() == data
+    # (what is sunk after the last other message is read on the way to the end: nothing
+    # to return)
     with pytest.raises(EOFError):
         receiver.read_message()
+    writer.join(10)
     assert sink.data == sunk
 
 
