@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from paramiko.buffered_pipe import PipeTimeout
 from paramiko.packet import Packetizer
 
-from kaic.staging import packets
+from kaic.staging import connect, packets
 from kaic.staging.connect import open_sftp
 from kaic.staging.packets import BufferedPacketizer, ChannelData, WindowCondition
 from kaic.staging.reply_buffer import ReplyBuffer
@@ -416,3 +416,38 @@ def test_a_channel_the_host_closes_during_a_rekey_does_not_stall_the_connection(
             conn.close()
     assert "client" in deferred, "the host's CLOSE did not arrive during the key exchange"
     assert transport._kaic_later == collections.deque()
+
+
+def test_a_transfer_under_another_cipher_goes_paramikos_way(
+    ssh_env: SshEnv,
+    remote_dir: tuple[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A host that agrees on a cipher other than AES-GCM (aes128-ctr here) gets paramiko's
+    own packets: the pipes' replies come through `Channel._feed`, not a sink, and small
+    files and a striped file still go both ways intact and verified."""
+    monkeypatch.setattr(connect, "PREFERRED_CIPHERS", ("aes128-ctr",))
+    probe = open_sftp(ssh_env.target())
+    try:
+        assert probe.transport.remote_cipher == "aes128-ctr"
+        packetizer: Any = probe.transport.packetizer
+        assert isinstance(packetizer, BufferedPacketizer)
+    finally:
+        probe.close()
+    name, view = remote_dir
+    src = tmp_path / "src"
+    (src / "small").mkdir(parents=True)
+    for i in range(40):
+        (src / "small" / f"f{i}").write_bytes(os.urandom(5000 + i))
+    (src / "big.bin").write_bytes(os.urandom(9 << 20))
+    options = SyncOptions(chunk=1 << 20, segment=4 << 20)
+    result = push(ssh_env.target(), [f"{src}/"], f"{name}/", options)
+    assert not result.failures and result.verified and result.files_transferred == 41
+    back = tmp_path / "back"
+    result = pull(ssh_env.target(), [f"{name}/"], f"{back}/", options)
+    assert not result.failures and result.verified and result.files_transferred == 41
+    for path in src.rglob("*"):
+        if path.is_file():
+            rel = path.relative_to(src)
+            assert (back / rel).read_bytes() == path.read_bytes() == (view / rel).read_bytes()
