@@ -23,7 +23,9 @@ would run it, its bytecode written first as `pip install` writes it (each tree m
 - large file (`--size-mib`): `sftp` put / get; `kaic data push|pull` verified (the default)
   and `--no-verify`; and the honest peer of a verified transfer, "sftp, then the fastest
   sha256 on both ends": the sftp time plus the time `openssl dgst -sha256` takes on the
-  source and on the copy, run at once (they would run on two machines).
+  source and on the copy, run at once (they would run on two machines). Each phase of a
+  round (pushes, pulls) starts with an untimed `sftp` transfer: the first writer after a
+  GiB was freed pays for this machine's memory, and that must not always be one tool.
 - small files (`--files` x `--file-kib`, in one directory or spread over `--dirs`
   directories — a tree: each directory is a listing and a MKDIR): `sftp -r` put / get,
   `rsync -a` over ssh (which checks a whole-file checksum of every file it sends),
@@ -247,7 +249,8 @@ def report(
             ]
             ratio = median(results[a]) / median(results[b])
             rounds = ", ".join(f"{x:.2f}" for x in per_round)
-            print(f"{b} / {a}: {ratio:.2f}x  (per round: {rounds})")
+            paired = statistics.median(per_round)
+            print(f"{b} / {a}: {ratio:.2f}x  (per round: {rounds}; their median {paired:.2f}x)")
 
 
 def main() -> None:
