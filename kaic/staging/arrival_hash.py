@@ -7,7 +7,8 @@ wrote (`Striped.on_arrival`) to one thread that hashes it: a segment whose piece
 order (one stream, as a pull from a near host runs) is hashed as it arrives. A segment
 whose pieces come out of order (several streams share it) or that started before this
 attempt (a resumed part file) is left to `stripes.hash_local`, which reads it back once it
-is all there: the same digests either way.
+is all there — and so, from then on, is every segment not yet hashed: the same digests
+either way.
 """
 
 from __future__ import annotations
@@ -60,7 +61,11 @@ class ArrivalHashes:
             if running.broken or running.next == running.segment.end:
                 return
             if pos != running.next:
+                # Out of order (streams share the segments) or begun before this attempt:
+                # from here every segment not yet hashed is read back from the part file as
+                # it completes (`hash_local`), as hashing did before pieces were handed over.
                 running.broken = True
+                self._unsettled = 1
                 self._settled()
                 return
             running.next += len(data)
@@ -99,6 +104,10 @@ class ArrivalHashes:
             except queue.Empty:
                 if striped.abort.is_set() or striped.state == "failed":
                     return
+                # Every segment is on disk and nothing is queued: a piece nobody handed over
+                # (none should be) leaves its segment to `hash_local`, not waiting for ever.
+                if all(r.segment.sent for r in self._running) and self._queue.empty():
+                    break
                 continue
             if item is None:
                 break

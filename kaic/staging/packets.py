@@ -10,7 +10,7 @@ bound by its own CPU there, and most of it went to paramiko's per-packet path:
   copied five times on its way to a `Message`. Every call lets go of the GIL, and the
   transport's reader thread — the one that hands out the send window and the SFTP replies
   — then waits to get it back behind the worker threads. `BufferedPacketizer` receives
-  whatever the socket holds (up to `RECV_BYTES`: a push's dozens of small messages, a
+  whatever the socket holds (at least `RECV_BYTES` of room: a push's dozens of small messages, a
   pull's several data packets) into a buffer of its own (a ring, received into in place)
   and opens each packet from there with `decrypt_into`: one `recv` per many packets (a
   256 MiB push: 8,646 -> 1,824), one copy per packet.
@@ -58,7 +58,8 @@ from paramiko.message import Message
 from paramiko.packet import NeedRekeyException, Packetizer, first_arg
 from paramiko.ssh_exception import SSHException
 
-#: the most one `recv` takes from the socket
+#: the least room a `recv` is given (it takes whatever the ring has room for after what
+#: is buffered: up to `_RING` less that)
 RECV_BYTES = 256 * 1024
 #: the largest packet length accepted (OpenSSH sends at most 256 KiB): a corrupt length
 #: fails the connection instead of asking for a buffer of up to 4 GiB
@@ -70,7 +71,9 @@ _DATA_IN = struct.Struct(">BBII")
 
 
 class Sink(Protocol):
-    """Where a channel's data goes straight from the packet it came in (`sink_channel`)."""
+    """Where a channel's data goes straight from the packet it came in (`sink_channel`).
+    `feed` is handed a view of a buffer the next packet is opened into: it copies what it
+    keeps."""
 
     def feed(self, data: memoryview) -> None: ...
 

@@ -221,6 +221,8 @@ class SftpPipe:
             raise PipeClosed(
                 f"no reply from the SFTP server in {self._reply_timeout:.0f} s"
             ) from exc
+        except ValueError as exc:
+            raise PipeClosed(f"bad reply from the SFTP server: {exc}") from exc
         if got is None:
             raise PipeClosed("SFTP channel closed by the server")
         messages, size = got

@@ -54,7 +54,8 @@ class ReplyBuffer(BufferedPipe):
     def take(self, timeout: float | None) -> tuple[list[tuple[int, bytes]], int] | None:
         """The SFTP messages whole in the buffer, once there is one: [(type, the body after
         the type byte)], and the bytes they took; None once the channel closed without
-        one. `PipeTimeout` when none is whole in `timeout` seconds. (All at once: one lock
+        one. `PipeTimeout` when none is whole in `timeout` seconds; ValueError for a
+        message too short to have a type. (All at once: one lock
         and one window acknowledgement for a batch of small files' replies.)"""
         pipe: Any = self
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -72,6 +73,8 @@ class ReplyBuffer(BufferedPipe):
             pos = 0
             with memoryview(buf) as view:
                 while True:
+                    if n < 5:
+                        raise ValueError("an SFTP message without a type")
                     got.append((buf[pos + 4], bytes(view[pos + 5 : pos + n])))
                     pos += n
                     if len(buf) - pos < 4:

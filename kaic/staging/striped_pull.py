@@ -5,6 +5,7 @@ while they download, this side each segment as it completes."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import struct
 from collections.abc import Iterator
@@ -147,7 +148,7 @@ class StripedPull(Destination):
             if kind == FXP_DATA and struct.unpack_from(">I", payload)[0] == n:
                 data = memoryview(payload)[4 : 4 + n]
                 try:
-                    os.pwrite(fd, data, pos)
+                    pwrite_all(fd, data, pos)
                 except OSError as exc:
                     if not errors:
                         exc.filename = exc.filename or part_name(task.dst)
@@ -222,3 +223,13 @@ class StripedPull(Destination):
             striped.fd = None
         os.remove(part)
         return False
+
+
+def pwrite_all(fd: int, data: memoryview, pos: int) -> None:
+    """Write all of `data` at `pos` (a short write is continued; none at all is an error):
+    what a pull hashes as it arrives must be what the part file holds."""
+    while data:
+        done = os.pwrite(fd, data, pos)
+        if done <= 0:
+            raise OSError(errno.EIO, "short write")
+        data, pos = data[done:], pos + done

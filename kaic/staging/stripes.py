@@ -295,11 +295,15 @@ class Stripes:
             if start is None:
                 striped.fail()
                 return
+            # Planned and its hashing started before other streams may take a chunk (they
+            # wait while it is "preparing"): a pull's hashing hears of every piece.
             with striped.cond:
-                striped.state = "sending"
                 striped.base = start
             striped.plan(striped.segments, start)
             self.started(striped, side)
+            with striped.cond:
+                striped.state = "sending"
+                striped.cond.notify_all()
         elif not striped.wait(lambda: striped.state != "preparing"):
             return
         try:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kaic.staging import arrival_hash
+from kaic.staging import arrival_hash, striped_pull
 from kaic.staging.arrival_hash import ArrivalHashes
 from kaic.staging.plan import FileTask
 from kaic.staging.stripes import Striped
@@ -112,3 +112,44 @@ def test_a_stream_is_not_held_once_the_file_failed(
     stream.start()
     stream.join(10)
     assert not stream.is_alive()
+
+
+def test_a_piece_never_handed_over_leaves_its_segment_to_the_part_file(tmp_path: Path) -> None:
+    """Hashing does not wait for ever for a piece it was not told of: once every segment is
+    on disk, what it could not hash in order is read back."""
+    size = 8 * MIB
+    part, data = _file(tmp_path, size)
+    striped = _striped(size)
+    hashes = ArrivalHashes(striped)
+    worker = threading.Thread(target=hashes.run, args=(str(part),))
+    worker.start()
+    pieces = list(range(0, size, PIECE))
+    pieces.remove(4 * MIB - PIECE)  # the last piece of the first segment
+    _deliver(striped, hashes, data, pieces)
+    worker.join(10)
+    assert not worker.is_alive()
+    assert [s.local for s in striped.segments] == _digests(data, striped)
+
+
+def test_a_short_write_is_continued(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a pull hashes as it arrives is what the part file holds: a short `pwrite` is
+    continued, and one that writes nothing fails the piece."""
+    real = os.pwrite
+    calls: list[int] = []
+
+    def halves(fd: int, data: memoryview, pos: int) -> int:
+        calls.append(len(data))
+        return real(fd, data[: max(1, len(data) // 2)], pos)
+
+    monkeypatch.setattr(os, "pwrite", halves)
+    path = tmp_path / "f"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    try:
+        piece = os.urandom(1000)
+        striped_pull.pwrite_all(fd, memoryview(piece), 10)
+        assert path.read_bytes()[10:] == piece and len(calls) > 5
+        monkeypatch.setattr(os, "pwrite", lambda fd, data, pos: 0)
+        with pytest.raises(OSError, match="short write"):
+            striped_pull.pwrite_all(fd, memoryview(piece), 0)
+    finally:
+        os.close(fd)

@@ -365,6 +365,10 @@ def test_reply_buffer_gives_whole_messages_only() -> None:
     assert pipe.take(0.01) == ([(101, b"ok")], len(second))
     pipe.close()
     assert pipe.take(1) is None  # closed with half a message: none will come
+    empty = ReplyBuffer()
+    empty.feed(b"\0\0\0\0")
+    with pytest.raises(ValueError, match="without a type"):
+        empty.take(0.01)
 
 
 def test_reply_buffer_wakes_a_waiting_taker(monkeypatch: pytest.MonkeyPatch) -> None:
