@@ -1,5 +1,6 @@
 """What a sync waits for, against a real sshd: round trips counted by the latency proxy
-(`LatencyProxy.turns`), and the channels the workers find already open.
+(`LatencyProxy.turns`) or, where the proxy's count moves with timing, by the client's own
+waits for replies (`_Waits`), and the channels the workers find already open.
 
 A round trip is 30 ms to a far host: a tree listed directory by directory, or a pipe opened
 only once the plan is made, is time the user waits for nothing. These tests count, they do
