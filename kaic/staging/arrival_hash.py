@@ -48,6 +48,9 @@ class ArrivalHashes:
         #: segments not yet either wholly queued or given up (out of order)
         self._unsettled = len(self._running)
         self._queue: queue.Queue[tuple[_Running, memoryview, bool] | None] = queue.Queue(QUEUED)
+        #: `run` takes nothing more (it ended): pieces are not handed over any more (a
+        #: segment sent again after a mismatch is checked by reading it back)
+        self._closed = False
         if not self._running:
             self._queue.put(None)
 
@@ -55,7 +58,7 @@ class ArrivalHashes:
         """A stream wrote `data` at `pos` of the part file."""
         with self._lock:
             i = bisect.bisect_right(self._starts, pos) - 1
-            if self._unsettled == 0 or i < 0:
+            if self._closed or self._unsettled == 0 or i < 0:
                 return
             running = self._running[i]
             if running.broken or running.next == running.segment.end:
@@ -90,31 +93,39 @@ class ArrivalHashes:
                 self._queue.put(item, timeout=0.2)
                 return
             except queue.Full:
-                if striped.abort.is_set() or striped.state == "failed":
+                if self._closed or striped.abort.is_set() or striped.state == "failed":
                     self._unsettled = 0
                     return
 
     def run(self, part: str) -> None:
         """Hash what arrives until every segment is hashed or given up; then the ones given
         up, from the part file (`hash_local`)."""
+        try:
+            if not self._take():
+                return
+        finally:
+            self._closed = True  # (no lock: a stream may hold it, waiting for room)
+        hash_local(self._striped, part, at_once=False)
+
+    def _take(self) -> bool:
+        """Hash the pieces queued until the end; False when the file failed."""
         striped = self._striped
         while True:
             try:
                 item = self._queue.get(timeout=0.2)
             except queue.Empty:
                 if striped.abort.is_set() or striped.state == "failed":
-                    return
+                    return False
                 # Every segment is on disk and nothing is queued: a piece nobody handed over
                 # (none should be) leaves its segment to `hash_local`, not waiting for ever.
                 if all(r.segment.sent for r in self._running) and self._queue.empty():
-                    break
+                    return True
                 continue
             if item is None:
-                break
+                return True
             running, data, last = item
             running.digest.update(data)
             if last and not running.broken:
                 with striped.cond:
                     running.segment.local = running.digest.hexdigest()
                     striped.cond.notify_all()
-        hash_local(striped, part, at_once=False)

@@ -153,3 +153,31 @@ def test_a_short_write_is_continued(tmp_path: Path, monkeypatch: pytest.MonkeyPa
             striped_pull.pwrite_all(fd, memoryview(piece), 0)
     finally:
         os.close(fd)
+
+
+def test_pieces_after_the_hashing_ended_do_not_hold_a_stream(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A segment sent again after a mismatch (the hashing thread has ended) reaches
+    `arrived` once more: it is let go at once, however many pieces, not queued for nobody."""
+    monkeypatch.setattr(arrival_hash, "QUEUED", 2)
+    size = 8 * MIB
+    part, data = _file(tmp_path, size)
+    striped = _striped(size)
+    hashes = ArrivalHashes(striped)
+    worker = threading.Thread(target=hashes.run, args=(str(part),))
+    worker.start()
+    # none of the first segment's pieces handed over: it is still waiting for its first
+    # piece when the hashing ends (every segment on disk)
+    _deliver(striped, hashes, data, list(range(4 * MIB, size, PIECE)))
+    worker.join(10)
+    assert not worker.is_alive()
+    resend = threading.Thread(
+        target=_deliver,
+        args=(striped, hashes, data, list(range(0, 4 * MIB, PIECE)) * 4),
+        daemon=True,
+    )
+    resend.start()
+    resend.join(5)
+    assert not resend.is_alive()
+    assert [s.local for s in striped.segments] == _digests(data, striped)
