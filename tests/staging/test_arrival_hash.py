@@ -35,6 +35,19 @@ def _striped(size: int, start: int = 0) -> Striped:
     return striped
 
 
+def _hashing(
+    tmp_path: Path, size: int, start: int = 0
+) -> tuple[bytes, Striped, ArrivalHashes, threading.Thread]:
+    """A part file of `size` random bytes, its `Striped` (resumed at `start`), and its
+    `ArrivalHashes` running in a thread."""
+    part, data = _file(tmp_path, size)
+    striped = _striped(size, start)
+    hashes = ArrivalHashes(striped)
+    worker = threading.Thread(target=hashes.run, args=(str(part),), daemon=True)
+    worker.start()
+    return data, striped, hashes, worker
+
+
 def _digests(data: bytes, striped: Striped) -> list[str | None]:
     return [
         None if s.kept else hashlib.sha256(data[s.start : s.end]).hexdigest()
@@ -56,8 +69,6 @@ def test_pieces_in_order_are_hashed_as_they_arrive(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     size = 10 * MIB + 12345
-    part, data = _file(tmp_path, size)
-    striped = _striped(size)
     read_back: list[int] = []
     real = arrival_hash.hash_local
 
@@ -66,9 +77,7 @@ def test_pieces_in_order_are_hashed_as_they_arrive(
         real(striped, path, at_once=at_once)
 
     monkeypatch.setattr(arrival_hash, "hash_local", spy)
-    hashes = ArrivalHashes(striped)
-    worker = threading.Thread(target=hashes.run, args=(str(part),))
-    worker.start()
+    data, striped, hashes, worker = _hashing(tmp_path, size)
     _deliver(striped, hashes, data, list(range(0, size, PIECE)))
     worker.join(10)
     assert not worker.is_alive()
@@ -78,12 +87,8 @@ def test_pieces_in_order_are_hashed_as_they_arrive(
 
 def test_out_of_order_and_resumed_segments_are_read_back(tmp_path: Path) -> None:
     size = 12 * MIB
-    part, data = _file(tmp_path, size)
     # resumed at 5 MiB: segment 0 kept, segment 1 began before this attempt
-    striped = _striped(size, start=5 * MIB)
-    hashes = ArrivalHashes(striped)
-    worker = threading.Thread(target=hashes.run, args=(str(part),))
-    worker.start()
+    data, striped, hashes, worker = _hashing(tmp_path, size, start=5 * MIB)
     order = list(range(5 * MIB, size, PIECE))
     # two pieces of the last segment swapped (two streams)
     i = order.index(9 * MIB)
@@ -118,11 +123,7 @@ def test_a_piece_never_handed_over_leaves_its_segment_to_the_part_file(tmp_path:
     """Hashing does not wait for ever for a piece it was not told of: once every segment is
     on disk, what it could not hash in order is read back."""
     size = 8 * MIB
-    part, data = _file(tmp_path, size)
-    striped = _striped(size)
-    hashes = ArrivalHashes(striped)
-    worker = threading.Thread(target=hashes.run, args=(str(part),))
-    worker.start()
+    data, striped, hashes, worker = _hashing(tmp_path, size)
     pieces = list(range(0, size, PIECE))
     pieces.remove(4 * MIB - PIECE)  # the last piece of the first segment
     _deliver(striped, hashes, data, pieces)
@@ -162,11 +163,7 @@ def test_pieces_after_the_hashing_ended_do_not_hold_a_stream(
     `arrived` once more: it is let go at once, however many pieces, not queued for nobody."""
     monkeypatch.setattr(arrival_hash, "QUEUED", 2)
     size = 8 * MIB
-    part, data = _file(tmp_path, size)
-    striped = _striped(size)
-    hashes = ArrivalHashes(striped)
-    worker = threading.Thread(target=hashes.run, args=(str(part),))
-    worker.start()
+    data, striped, hashes, worker = _hashing(tmp_path, size)
     # none of the first segment's pieces handed over: it is still waiting for its first
     # piece when the hashing ends (every segment on disk)
     _deliver(striped, hashes, data, list(range(4 * MIB, size, PIECE)))
