@@ -68,8 +68,7 @@ class ArrivalHashes:
                 # from here every segment not yet hashed is read back from the part file as
                 # it completes (`hash_local`), as hashing did before pieces were handed over.
                 running.broken = True
-                self._unsettled = 1
-                self._settled()
+                self._end_queue()
                 return
             running.next += len(data)
             last = running.next >= running.segment.end
@@ -82,7 +81,12 @@ class ArrivalHashes:
     def _settled(self) -> None:
         self._unsettled -= 1
         if self._unsettled == 0:
-            self._put(None)
+            self._end_queue()
+
+    def _end_queue(self) -> None:
+        """Nothing more is queued: `run` hashes what is, then reads back the rest."""
+        self._unsettled = 0
+        self._put(None)
 
     def _put(self, item: tuple[_Running, memoryview, bool] | None) -> None:
         """Queue `item`, waiting for room; dropped (and nothing queued any more) once the

@@ -10,15 +10,15 @@ bound by its own CPU there, and most of it went to paramiko's per-packet path:
   copied five times on its way to a `Message`. Every call lets go of the GIL, and the
   transport's reader thread — the one that hands out the send window and the SFTP replies
   — then waits to get it back behind the worker threads. `BufferedPacketizer` receives
-  whatever the socket holds (at least `RECV_BYTES` of room: a push's dozens of small messages, a
-  pull's several data packets) into a buffer of its own (a ring, received into in place)
-  and opens each packet from there with `decrypt_into`: one `recv` per many packets (a
-  256 MiB push: 8,646 -> 1,824), one copy per packet.
+  whatever the socket holds (a push's dozens of small messages, a pull's several data
+  packets; at least `RECV_BYTES` of room) into a buffer of its own (a ring, received into
+  in place) and opens each packet from there with `decrypt_into`: one `recv` per many
+  packets (a 256 MiB push: 8,646 -> 1,824), one copy per packet.
 - A pull's data: 32,768 CHANNEL_DATA packets per GiB, each a `Message`, a turn of the
   transport's loop, `Channel._feed` and two more copies in paramiko. A channel given a
   sink (`sink_channel`: an SFTP pipe's reply buffer) has its data fed to the sink straight
   from the opened packet, and the next packet is read at once. A 1 GiB pull from sshd on
-  loopback: 0.9-1.2 s of user CPU before, 0.65-0.9 s after.
+  loopback: 0.82-1.18 s of user CPU before, 0.63-0.90 s after (docs/benchmarks.md).
 - Sending: `Channel.sendall` builds a `Message` per packet, which paramiko then copies into
   a packet, pads with `os.urandom` (a system call per packet), slices, encrypts and joins
   again. `channel_sendall` hands the packetizer the caller's buffer (`ChannelData`) and

@@ -93,7 +93,9 @@ class ClientTransport(KexSafeTransport):
         m.add_string("keepalive@openssh.com")
         m.add_boolean(True)
         self._probe_sent = time.monotonic()
-        self._probes_left -= 1  # (after: `_probe_settled` never sees neither)
+        # (counted down only now that it is on its way: `_probe_settled` must never see
+        # none on its way and none left while this one goes)
+        self._probes_left -= 1
         self._send_user_message(m)  # (from the reader thread: queued in a key exchange)
 
     def near(self, wait_s: float = PROBE_WAIT_S) -> bool:

@@ -121,7 +121,7 @@ def test_a_failing_rank_fails_the_job_with_its_code_and_stops_the_others(
         poll(stopped.exists, timeout=20, every=0.2, what="rank 0's TERM trap")
     finally:
         stopped.unlink(missing_ok=True)
-    # Nothing of rank 0 outlives the job (Slurm killed its step).
+    # Nothing of rank 0 outlives the job (its `sleep` got the TERM too).
     poll(lambda: not _processes_named(marker), timeout=30)
 
 

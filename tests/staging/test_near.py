@@ -61,6 +61,19 @@ def test_a_connection_times_a_round_trip_near_on_loopback_and_far_through_a_slow
             conn.close()
 
 
+def _counted_workers(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, int]]:
+    """(destination, connections, workers on each) of every `run_workers` from now on."""
+    workers: list[tuple[str, int, int]] = []
+    real_run_workers = engine.run_workers
+
+    def counted(*args: Any, **kwargs: Any) -> None:
+        workers.append((type(args[5]).__name__, len(args[1]), args[2].channels))
+        real_run_workers(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "run_workers", counted)
+    return workers
+
+
 def test_a_pull_from_a_near_host_runs_one_worker_a_far_one_or_a_push_all(
     ssh_env: SshEnv, remote_dir: Remote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -72,14 +85,7 @@ def test_a_pull_from_a_near_host_runs_one_worker_a_far_one_or_a_push_all(
     src.mkdir()
     for i in range(40):
         (src / f"f{i:02d}.bin").write_bytes(bytes([i]) * (1000 + i))
-    workers: list[tuple[str, int, int]] = []
-    real_run_workers = engine.run_workers
-
-    def counted(*args: Any, **kwargs: Any) -> None:
-        workers.append((type(args[5]).__name__, len(args[1]), args[2].channels))
-        real_run_workers(*args, **kwargs)
-
-    monkeypatch.setattr(engine, "run_workers", counted)
+    workers = _counted_workers(monkeypatch)
     assert push(ssh_env.target(), [str(src)], name).files_transferred == 40
     assert pull(ssh_env.target(), [name], str(tmp_path / "near")).files_transferred == 40
     with LatencyProxy(ssh_env.sshd.port, rtt_ms=RTT_MS) as proxy:
@@ -128,14 +134,7 @@ def test_a_host_that_never_answers_the_probe_is_far_after_a_moment(
         assert conn.transport.round_trip is None  # type: ignore[attr-defined]
     finally:
         conn.close()
-    workers: list[tuple[int, int]] = []
-    real_run_workers = engine.run_workers
-
-    def counted(*args: Any, **kwargs: Any) -> None:
-        workers.append((len(args[1]), args[2].channels))
-        real_run_workers(*args, **kwargs)
-
-    monkeypatch.setattr(engine, "run_workers", counted)
+    workers = _counted_workers(monkeypatch)
     got = pull(ssh_env.target(), [name], str(tmp_path / "got"))
     assert got.files_transferred == 5
-    assert workers == [(2, CHANNELS_PER_CONNECTION)]
+    assert workers == [("LocalDestination", 2, CHANNELS_PER_CONNECTION)]
